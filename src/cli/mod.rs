@@ -1,0 +1,138 @@
+//! The command line: clap definitions, validated into calls on the library. No logic lives
+//! here beyond choosing what to call and printing its result.
+
+mod image;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use output::OutputFormat;
+
+/// A command line that parsed but makes no sense (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+const ABOUT: &str = "Run services in containers, snapshot them, and bring them back anywhere.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  lifeboat import rootfs.tar.gz website:1     make an image from a root filesystem
+  lifeboat images                             list images
+  lifeboat save -o website.tar website:1      export for podman/skopeo (OCI archive)
+  lifeboat load -i busybox.tar                import what docker/podman save wrote
+
+Files: images and layers under --root (default /var/lib/lifeboat).
+Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 refused input, 5 conflict (docs/exit-codes.md).";
+
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about = ABOUT, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Where images, layers, containers and volumes live.
+    #[arg(long, global = true, env = "LIFEBOAT_ROOT", default_value = "/var/lib/lifeboat", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// How much to log on stderr.
+    #[arg(long, global = true, env = "LIFEBOAT_LOG_LEVEL", value_enum, default_value_t = LogLevel::Warn)]
+    pub log_level: LogLevel,
+
+    /// Log as human text or as one JSON object per line (for journald and log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an image from a root filesystem (tarball, directory, or - for stdin).
+    #[command(after_help = image::IMPORT_EXAMPLES)]
+    Import(image::ImportArgs),
+    /// List images.
+    #[command(visible_alias = "image-ls", after_help = image::IMAGES_EXAMPLES)]
+    Images(image::ImagesArgs),
+    /// Give an image another name.
+    #[command(after_help = image::TAG_EXAMPLES)]
+    Tag(image::TagArgs),
+    /// Remove images (by name or ID).
+    #[command(after_help = image::RMI_EXAMPLES)]
+    Rmi(image::RmiArgs),
+    /// Show how an image was built, layer by layer.
+    #[command(after_help = image::HISTORY_EXAMPLES)]
+    History(image::HistoryArgs),
+    /// Show an image's full details as JSON.
+    #[command(after_help = image::INSPECT_EXAMPLES)]
+    Inspect(image::InspectArgs),
+    /// Write images to an archive (OCI archive, or Docker's format for `docker load`).
+    #[command(after_help = image::SAVE_EXAMPLES)]
+    Save(image::SaveArgs),
+    /// Read images from an archive written by `save`, `docker save` or `podman save`.
+    #[command(after_help = image::LOAD_EXAMPLES)]
+    Load(image::LoadArgs),
+    /// Manage images (ls, rm, prune, unpack, …).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+impl Cli {
+    pub fn init_logging(&self) {
+        let level = match self.log_level {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::new(format!("lifeboat={level},warn"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => builder.with_target(false).init(),
+            LogFormat::Json => builder.json().init(),
+        }
+    }
+
+    /// Runs the command; returns the exit code on success paths that are not 0 (none yet).
+    pub fn run(self) -> anyhow::Result<i32> {
+        let ctx = Context { root: self.root };
+        match self.command {
+            Command::Import(a) => image::import(&ctx, a),
+            Command::Images(a) => image::images(&ctx, a),
+            Command::Tag(a) => image::tag(&ctx, a),
+            Command::Rmi(a) => image::rmi(&ctx, a),
+            Command::History(a) => image::history(&ctx, a),
+            Command::Inspect(a) => image::inspect(&ctx, a),
+            Command::Save(a) => image::save(&ctx, a),
+            Command::Load(a) => image::load(&ctx, a),
+            Command::Image(c) => image::image_command(&ctx, c),
+        }
+    }
+}
+
+/// What every command needs to find its data.
+pub struct Context {
+    pub root: PathBuf,
+}
+
+impl Context {
+    pub fn store(&self) -> anyhow::Result<crate::image::Store> {
+        Ok(crate::image::Store::open(&self.root)?)
+    }
+}

@@ -1,0 +1,60 @@
+//! Exit codes: the contract with scripts (documented in docs/exit-codes.md).
+//!
+//! Library errors are typed; the binary maps the first error in the chain that it recognises
+//! to a code. Anything unrecognised is a plain failure (1).
+
+use crate::image::layer::LayerError;
+use crate::image::{ImageError, StoreError, changes::ChangeError, digest::DigestError, reference::ReferenceError};
+
+pub const SUCCESS: i32 = 0;
+/// Something failed (I/O, a peer, a bug).
+pub const FAILURE: i32 = 1;
+/// The command line was wrong: unknown flag, bad value, invalid image reference.
+pub const USAGE: i32 = 2;
+/// The named object (image, container, snapshot) does not exist.
+pub const NOT_FOUND: i32 = 3;
+/// Input was refused as unsafe or corrupt (hostile archive, digest mismatch); nothing was changed.
+pub const BAD_INPUT: i32 = 4;
+/// The request conflicts with the current state (name in use, ambiguous ID, image in use).
+pub const CONFLICT: i32 = 5;
+/// Interrupted by SIGINT/SIGTERM.
+pub const INTERRUPTED: i32 = 130;
+
+/// The documented exit code for an error.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return store_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<ImageError>() {
+            return match e {
+                ImageError::Store(s) => store_code(s),
+                ImageError::Change(_) | ImageError::Reference(_) => USAGE,
+                ImageError::Archive { .. } => BAD_INPUT,
+                ImageError::Source { source, .. } if source.kind() == std::io::ErrorKind::NotFound => NOT_FOUND,
+                ImageError::Source { .. } | ImageError::Output { .. } => FAILURE,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<LayerError>() {
+            return if e.is_bad_input() { BAD_INPUT } else { FAILURE };
+        }
+        if cause.is::<ReferenceError>() || cause.is::<ChangeError>() || cause.is::<DigestError>() {
+            return USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::cli::UsageError>() {
+            let _ = e;
+            return USAGE;
+        }
+    }
+    FAILURE
+}
+
+fn store_code(e: &StoreError) -> i32 {
+    match e {
+        StoreError::NotFound(_) => NOT_FOUND,
+        StoreError::Conflict(_) => CONFLICT,
+        StoreError::DigestMismatch { .. } | StoreError::Invalid(_) => BAD_INPUT,
+        StoreError::Layer(l) if l.is_bad_input() => BAD_INPUT,
+        StoreError::Layer(_) | StoreError::Io { .. } => FAILURE,
+    }
+}

@@ -1,0 +1,136 @@
+//! Small filesystem helpers shared by the stores: atomic writes, advisory locks, random names.
+//!
+//! Everything that gives a file its final name goes through `write_atomic` or `persist`:
+//! write to a temporary name in the same directory, fsync, rename, fsync the directory.
+//! Nothing half-written ever has a final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", file_name(path), random_hex(8)));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        persist(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Renames a fully written and synced temporary file to its final name and syncs the directory.
+pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// `n` random bytes as lower-case hex.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("the kernel's random source is unavailable");
+    hex::encode(buf)
+}
+
+/// An advisory lock (flock) held until dropped. Shared locks coexist; an exclusive one waits
+/// for all others. The kernel releases it if the process dies, so a crash never leaves a
+/// stale lock behind.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn shared(path: &Path) -> io::Result<FileLock> {
+        Self::take(path, rustix::fs::FlockOperation::LockShared)
+    }
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        Self::take(path, rustix::fs::FlockOperation::LockExclusive)
+    }
+    fn take(path: &Path, op: rustix::fs::FlockOperation) -> io::Result<FileLock> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        loop {
+            match rustix::fs::flock(&file, op) {
+                Ok(()) => return Ok(FileLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A temporary path (file or directory) that is removed when dropped unless `keep` was called.
+#[derive(Debug)]
+pub struct TempPath {
+    path: Option<PathBuf>,
+}
+
+impl TempPath {
+    pub fn new(path: PathBuf) -> TempPath {
+        TempPath { path: Some(path) }
+    }
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("temporary path used after keep()")
+    }
+    /// Stops the cleanup; the caller has moved or adopted the path.
+    pub fn keep(mut self) -> PathBuf {
+        self.path.take().expect("temporary path kept twice")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let result = match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+                Ok(_) => fs::remove_file(&p),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove temporary path");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_path_cleans_up_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        fs::create_dir_all(a.join("sub")).unwrap();
+        drop(TempPath::new(a.clone()));
+        assert!(!a.exists());
+        let b = dir.path().join("b");
+        fs::write(&b, b"x").unwrap();
+        let kept = TempPath::new(b.clone()).keep();
+        assert!(kept.exists());
+    }
+}

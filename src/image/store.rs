@@ -1,0 +1,738 @@
+//! The local image store: an OCI image layout plus unpacked layer directories.
+//!
+//! ```text
+//! <root>/images/            OCI image layout (oci-layout, index.json, blobs/sha256/<hex>)
+//! <root>/layers/<hex>/      one unpacked layer per diff ID: diff/ (overlay lower dir), layer.json
+//! <root>/tmp/               work in progress; never referenced, removed on failure and by prune
+//! <root>/locks/             advisory locks (index.lock, gc.lock)
+//! ```
+//!
+//! Blobs and layers appear under their final names only when complete and verified (temp name,
+//! fsync, digest check, rename). `index.json` changes under an exclusive lock and is replaced
+//! atomically. Writers hold `gc.lock` shared for their whole operation; garbage collection takes
+//! it exclusively, so it never deletes what a concurrent import is about to reference.
+//!
+//! Each name in the index is a manifest descriptor whose `org.opencontainers.image.ref.name`
+//! annotation holds the familiar reference (`website:1`), so `skopeo inspect
+//! oci:<root>/images:website:1` works; an image that lost its last name stays listed once,
+//! without the annotation (Docker's dangling `<none>` image) until pruned or removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::{Digest, HashingReader, HashingWriter};
+use super::layer::{self, ApplyOptions, Compression, LayerError, WhiteoutMode};
+use super::reference::Reference;
+use super::spec::{self, Descriptor, ImageConfig, Index, Manifest};
+use crate::fsutil::{self, FileLock, TempPath};
+
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("image store: cannot access {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("no such image: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{what} {expected}: content has digest {actual} (corrupt or tampered data)")]
+    DigestMismatch { what: String, expected: Digest, actual: Digest },
+    #[error("invalid image data: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+}
+
+impl StoreError {
+    fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What we record about an unpacked layer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerMeta {
+    pub diff_id: Digest,
+    /// Sum of regular file sizes: the layer's apparent size once unpacked.
+    pub size: u64,
+    /// Length of the uncompressed tar stream.
+    pub tar_size: u64,
+    pub entries: u64,
+}
+
+/// An image in the store: its manifest, configuration and names.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub manifest_digest: Digest,
+    pub manifest_size: u64,
+    pub manifest: Manifest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    pub names: Vec<Reference>,
+}
+
+impl Image {
+    /// Docker's image ID: the config digest.
+    pub fn id(&self) -> &Digest {
+        &self.config_digest
+    }
+}
+
+/// How a layer arrives.
+pub enum LayerInput {
+    /// An uncompressed tar stream, to be stored with this compression.
+    Tar(Compression),
+    /// A blob to be stored byte for byte, with its media type and (if known) its digest.
+    Blob { media_type: String, digest: Option<Digest> },
+}
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens the store under `root`, creating its directories on first use.
+    pub fn open(root: &Path) -> Result<Store> {
+        let store = Store { root: root.to_path_buf() };
+        for dir in [
+            root.to_path_buf(),
+            store.layout(),
+            store.blobs_dir(),
+            store.layers_dir(),
+            store.tmp_dir(),
+            store.locks_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        }
+        // The store holds device nodes and setuid files from images: keep other users out.
+        set_mode(root, 0o711)?;
+        set_mode(&store.layers_dir(), 0o700)?;
+        let layout_file = store.layout().join("oci-layout");
+        if !layout_file.exists() {
+            fsutil::write_atomic(&layout_file, OCI_LAYOUT.as_bytes()).map_err(StoreError::io(&layout_file))?;
+        }
+        let index = store.index_path();
+        if !index.exists() {
+            let _lock = store.lock("index.lock", true)?;
+            if !index.exists() {
+                fsutil::write_atomic(&index, &spec::to_json(&Index::empty())).map_err(StoreError::io(&index))?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The OCI image layout directory (for `skopeo … oci:<this>:<name>`).
+    pub fn layout(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    fn blobs_dir(&self) -> PathBuf {
+        self.layout().join("blobs").join("sha256")
+    }
+    fn index_path(&self) -> PathBuf {
+        self.layout().join("index.json")
+    }
+    fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+    fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.layers_dir().join(diff_id.hex())
+    }
+    /// The unpacked tree of a layer, usable as an overlayfs lower directory.
+    pub fn layer_diff_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.layer_path(diff_id).join("diff")
+    }
+
+    fn lock(&self, name: &str, exclusive: bool) -> Result<FileLock> {
+        let path = self.locks_dir().join(name);
+        let lock = if exclusive { FileLock::exclusive(&path) } else { FileLock::shared(&path) };
+        lock.map_err(StoreError::io(path))
+    }
+
+    /// Held (shared) by every operation that adds content, so that garbage collection, which
+    /// takes it exclusively, never removes what is being added.
+    pub fn writer_lock(&self) -> Result<FileLock> {
+        self.lock("gc.lock", false)
+    }
+
+    fn gc_lock(&self) -> Result<FileLock> {
+        self.lock("gc.lock", true)
+    }
+
+    /// A new temporary path under `tmp/`, removed when dropped.
+    pub fn temp_path(&self, prefix: &str) -> TempPath {
+        TempPath::new(self.tmp_dir().join(format!("{prefix}-{}", fsutil::random_hex(8))))
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::Invalid(format!("blob {digest} is missing from the store")),
+            _ => StoreError::Io { path: path.clone(), source: e },
+        })?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch { what: "blob".into(), expected: digest.clone(), actual });
+        }
+        Ok(bytes)
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(StoreError::io(path))
+    }
+
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let tmp = self.temp_path("blob");
+        let file = File::create(tmp.path()).map_err(StoreError::io(tmp.path()))?;
+        Ok(BlobWriter { inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)), tmp })
+    }
+
+    // ---------------------------------------------------------------- layers
+
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_path(diff_id).join("layer.json").is_file()
+    }
+
+    pub fn layer_meta(&self, diff_id: &Digest) -> Option<LayerMeta> {
+        let bytes = fs::read(self.layer_path(diff_id).join("layer.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Starts adding content. Nothing added through the transaction is visible (or left behind)
+    /// unless it is committed.
+    pub fn begin(&self) -> Result<Txn<'_>> {
+        Ok(Txn { store: self, _writer: self.writer_lock()?, blobs: Vec::new(), layers: Vec::new() })
+    }
+
+    /// Unpacks a layer from its stored blob if its directory is missing (e.g. removed by hand).
+    pub fn ensure_layer(&self, layer: &Descriptor, diff_id: &Digest) -> Result<()> {
+        if self.has_layer(diff_id) {
+            return Ok(());
+        }
+        let mut txn = self.begin()?;
+        let file = self.open_blob(&layer.digest)?;
+        txn.add_layer(
+            io::BufReader::new(file),
+            LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
+            Some(diff_id),
+        )?;
+        txn.commit(&[])
+    }
+
+    // ---------------------------------------------------------------- images
+
+    fn read_index(&self) -> Result<Index> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Read-modify-write of `index.json` under the index lock.
+    fn update_index<T>(&self, f: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        let out = f(&mut index)?;
+        let path = self.index_path();
+        fsutil::write_atomic(&path, &spec::to_json(&index)).map_err(StoreError::io(&path))?;
+        Ok(out)
+    }
+
+    /// Adds a stored manifest to the index under `names` (or nameless if none).
+    fn add_manifest(&self, manifest: &Descriptor, names: &[Reference]) -> Result<()> {
+        self.update_index(|index| {
+            let desc = Descriptor::new(&manifest.media_type, manifest.digest.clone(), manifest.size);
+            if names.is_empty() {
+                if !index.manifests.iter().any(|d| d.digest == desc.digest) {
+                    index.manifests.push(desc);
+                }
+                return Ok(());
+            }
+            for name in names {
+                set_name(index, &desc, name);
+            }
+            Ok(())
+        })
+    }
+
+    /// Points `name` at `image`.
+    pub fn tag(&self, image: &Image, name: &Reference) -> Result<()> {
+        let desc = Descriptor::new(spec::MEDIA_TYPE_MANIFEST, image.manifest_digest.clone(), image.manifest_size);
+        self.update_index(|index| {
+            let media = index.manifests.iter().find(|d| d.digest == desc.digest).map(|d| d.media_type.clone());
+            let desc = Descriptor { media_type: media.unwrap_or(desc.media_type.clone()), ..desc.clone() };
+            set_name(index, &desc, name);
+            Ok(())
+        })
+    }
+
+    /// Every image in the store, named ones first in index order.
+    pub fn images(&self) -> Result<Vec<Image>> {
+        let index = self.read_index()?;
+        let mut order: Vec<Digest> = Vec::new();
+        let mut names: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
+        for d in &index.manifests {
+            if !names.contains_key(&d.digest) {
+                order.push(d.digest.clone());
+            }
+            let entry = names.entry(d.digest.clone()).or_default();
+            if let Some(r) = descriptor_name(d) {
+                entry.push(r);
+            }
+        }
+        let mut out = Vec::new();
+        for digest in order {
+            let desc = index.manifests.iter().find(|d| d.digest == digest).expect("digest came from the index");
+            let mut image = self.load_image(desc)?;
+            image.names = names.remove(&digest).unwrap_or_default();
+            out.push(image);
+        }
+        Ok(out)
+    }
+
+    fn load_image(&self, desc: &Descriptor) -> Result<Image> {
+        let manifest_bytes = self.read_blob(&desc.digest)?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| StoreError::Invalid(format!("manifest {}: {e}", desc.digest)))?;
+        let config_bytes = self.read_blob(&manifest.config.digest)?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| StoreError::Invalid(format!("config {}: {e}", manifest.config.digest)))?;
+        Ok(Image {
+            manifest_digest: desc.digest.clone(),
+            manifest_size: manifest_bytes.len() as u64,
+            config_digest: manifest.config.digest.clone(),
+            manifest,
+            config,
+            names: Vec::new(),
+        })
+    }
+
+    pub fn image_by_manifest(&self, digest: &Digest) -> Result<Image> {
+        self.images()?
+            .into_iter()
+            .find(|i| i.manifest_digest == *digest)
+            .ok_or_else(|| StoreError::NotFound(digest.to_string()))
+    }
+
+    /// Finds an image by name (`busybox`, `website:1`, `x@sha256:…`), by ID or unique ID prefix.
+    pub fn find(&self, what: &str) -> Result<Image> {
+        let images = self.images()?;
+        if let Ok(r) = Reference::parse(what) {
+            let hit = images.iter().find(|i| match r.digest() {
+                Some(d) => i.manifest_digest == *d,
+                None => i.names.contains(&r),
+            });
+            if let Some(hit) = hit {
+                return Ok(hit.clone());
+            }
+        }
+        let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hex = hex.to_ascii_lowercase();
+            let mut hits = images.iter().filter(|i| i.id().hex().starts_with(&hex));
+            if let Some(first) = hits.next() {
+                if hits.any(|other| other.id() != first.id()) {
+                    return Err(StoreError::Conflict(format!(
+                        "image ID prefix {what:?} is ambiguous; give more characters"
+                    )));
+                }
+                return Ok(first.clone());
+            }
+        }
+        Err(StoreError::NotFound(what.to_string()))
+    }
+
+    /// Removes one name. Returns the image if it has no name left (the caller decides whether to
+    /// delete it).
+    pub fn untag(&self, name: &Reference) -> Result<Option<Digest>> {
+        self.update_index(|index| {
+            let Some(pos) = index.manifests.iter().position(|d| descriptor_name(d).as_ref() == Some(name)) else {
+                return Err(StoreError::NotFound(name.familiar()));
+            };
+            let removed = index.manifests.remove(pos);
+            let still_named = index.manifests.iter().any(|d| d.digest == removed.digest);
+            Ok((!still_named).then_some(removed.digest))
+        })
+    }
+
+    /// Removes an image (all its names) from the index and deletes what nothing else uses.
+    /// `in_use` lists layer diff IDs that containers still need.
+    pub fn remove_image(&self, manifest_digest: &Digest, in_use: &HashSet<Digest>) -> Result<GcStats> {
+        let _gc = self.gc_lock()?;
+        self.update_index(|index| {
+            index.manifests.retain(|d| d.digest != *manifest_digest);
+            Ok(())
+        })?;
+        self.collect_garbage(in_use, false)
+    }
+
+    /// Removes dangling images (no name) and then every blob and layer nothing references.
+    pub fn prune(&self, in_use_images: &HashSet<Digest>, in_use_layers: &HashSet<Digest>) -> Result<GcStats> {
+        let _gc = self.gc_lock()?;
+        let mut removed_images = 0;
+        self.update_index(|index| {
+            let before = index.manifests.len();
+            index.manifests.retain(|d| descriptor_name(d).is_some() || in_use_images.contains(&d.digest));
+            removed_images = before - index.manifests.len();
+            Ok(())
+        })?;
+        let mut stats = self.collect_garbage(in_use_layers, true)?;
+        stats.images = removed_images;
+        Ok(stats)
+    }
+
+    /// Deletes unreferenced blobs and layer directories (and, when `tmp`, leftovers of killed
+    /// processes in `tmp/`). Callers hold the gc lock exclusively.
+    fn collect_garbage(&self, in_use_layers: &HashSet<Digest>, tmp: bool) -> Result<GcStats> {
+        let index = self.read_index()?;
+        let mut blobs: BTreeSet<Digest> = BTreeSet::new();
+        let mut layers: HashSet<Digest> = in_use_layers.clone();
+        for d in &index.manifests {
+            blobs.insert(d.digest.clone());
+            let image = self.load_image(d)?;
+            blobs.insert(image.config_digest.clone());
+            blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
+            layers.extend(image.config.rootfs.diff_ids.iter().cloned());
+        }
+        let mut stats = GcStats::default();
+        for entry in fs::read_dir(self.blobs_dir()).map_err(StoreError::io(self.blobs_dir()))? {
+            let entry = entry.map_err(StoreError::io(self.blobs_dir()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let keep = Digest::from_hex(&name).is_ok_and(|d| blobs.contains(&d));
+            if !keep {
+                stats.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(entry.path()).map_err(StoreError::io(entry.path()))?;
+                stats.blobs += 1;
+            }
+        }
+        for entry in fs::read_dir(self.layers_dir()).map_err(StoreError::io(self.layers_dir()))? {
+            let entry = entry.map_err(StoreError::io(self.layers_dir()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let keep = Digest::from_hex(&name).is_ok_and(|d| layers.contains(&d));
+            if !keep {
+                fs::remove_dir_all(entry.path()).map_err(StoreError::io(entry.path()))?;
+                stats.layers += 1;
+            }
+        }
+        if tmp {
+            // With the gc lock held exclusively no writer is running: all of tmp/ is debris.
+            for entry in fs::read_dir(self.tmp_dir()).map_err(StoreError::io(self.tmp_dir()))? {
+                let entry = entry.map_err(StoreError::io(self.tmp_dir()))?;
+                drop(TempPath::new(entry.path()));
+                stats.temp += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Apparent size of an image once unpacked (sum of its layers).
+    pub fn image_size(&self, image: &Image) -> u64 {
+        image.config.rootfs.diff_ids.iter().filter_map(|d| self.layer_meta(d)).map(|m| m.size).sum()
+    }
+}
+
+/// Content being added to the store: staged under `tmp/` until `commit` moves it into place
+/// and names it in the index. Dropping a transaction removes everything it staged.
+pub struct Txn<'s> {
+    store: &'s Store,
+    _writer: FileLock,
+    blobs: Vec<(Digest, TempPath)>,
+    layers: Vec<(Digest, TempPath)>,
+}
+
+impl Txn<'_> {
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Whether a blob is in the store or staged here.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.store.has_blob(digest) || self.blobs.iter().any(|(d, _)| d == digest)
+    }
+
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.store.has_layer(diff_id) || self.layers.iter().any(|(d, _)| d == diff_id)
+    }
+
+    /// Stages a small document; returns its descriptor.
+    pub fn put_blob(&mut self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
+        let mut w = self.store.blob_writer()?;
+        w.write_all(bytes).map_err(StoreError::io(self.store.tmp_dir()))?;
+        let (digest, size) = self.stage_blob(w, None)?;
+        Ok(Descriptor::new(media_type, digest, size))
+    }
+
+    /// Stages a blob written through `w`, checking it against `expected`.
+    pub fn stage_blob(&mut self, w: BlobWriter, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (digest, size, tmp) = w.finish(expected)?;
+        if !self.has_blob(&digest) {
+            self.blobs.push((digest.clone(), tmp));
+        }
+        Ok((digest, size))
+    }
+
+    /// Stages one layer: its blob and its unpacked tree. Both exist only if the whole stream
+    /// unpacked safely and every digest matched.
+    pub fn add_layer<R: Read>(
+        &mut self,
+        reader: R,
+        input: LayerInput,
+        expected_diff_id: Option<&Digest>,
+    ) -> Result<(Descriptor, LayerMeta)> {
+        let store = self.store;
+        let work = store.temp_path("layer");
+        let diff_dir = work.path().join("diff");
+        fs::create_dir_all(&diff_dir).map_err(StoreError::io(&diff_dir))?;
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None };
+        let blob = store.blob_writer()?;
+
+        let (media_type, blob, expected_digest, diff_id, tar_size, stats) = match input {
+            LayerInput::Tar(compression) => {
+                let (blob, unpacked) = std::thread::scope(|s| {
+                    let (tx, rx) = sync_channel::<Vec<u8>>(8);
+                    let compressor = s.spawn(move || -> io::Result<BlobWriter> {
+                        let mut enc = compression.encoder(blob)?;
+                        for chunk in rx {
+                            enc.write_all(&chunk)?;
+                        }
+                        enc.finish_write()
+                    });
+                    let unpacked = (|| {
+                        let mut hashing = HashingReader::new(ChannelTee { inner: reader, tx: Some(tx) });
+                        let stats = layer::apply_layer(&mut hashing, &diff_dir, &opts)?;
+                        drain(&mut hashing).map_err(|e| LayerError::Malformed { at: None, source: e })?;
+                        let (diff_id, tar_size) = hashing.finish();
+                        Ok::<_, StoreError>((diff_id, tar_size, stats))
+                    })();
+                    let blob = compressor.join().expect("compressor thread panicked");
+                    (blob, unpacked)
+                });
+                let blob = blob.map_err(StoreError::io(store.tmp_dir()))?;
+                let (diff_id, tar_size, stats) = unpacked?;
+                (compression.media_type().to_string(), blob, None, diff_id, tar_size, stats)
+            }
+            LayerInput::Blob { media_type, digest } => {
+                let compression = Compression::from_media_type(&media_type)
+                    .ok_or_else(|| StoreError::Invalid(format!("unsupported layer media type {media_type:?}")))?;
+                let mut blob = blob;
+                let mut source = reader;
+                let (diff_id, tar_size, stats) = {
+                    let tee = WriteTee { inner: &mut source, out: &mut blob };
+                    let decoded: Box<dyn Read> = match compression {
+                        Compression::None => Box::new(tee),
+                        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(tee)),
+                        Compression::Zstd => {
+                            Box::new(zstd::stream::read::Decoder::new(tee).map_err(StoreError::io(store.tmp_dir()))?)
+                        }
+                    };
+                    let mut hashing = HashingReader::new(decoded);
+                    let stats = layer::apply_layer(&mut hashing, &diff_dir, &opts)?;
+                    drain(&mut hashing).map_err(|e| LayerError::Malformed { at: None, source: e })?;
+                    let (d, n) = hashing.finish();
+                    (d, n, stats)
+                };
+                // Whatever follows the compressed stream is part of the blob too.
+                drain(&mut WriteTee { inner: &mut source, out: &mut blob }).map_err(StoreError::io(store.tmp_dir()))?;
+                (media_type, blob, digest, diff_id, tar_size, stats)
+            }
+        };
+        if let Some(expected) = expected_diff_id
+            && *expected != diff_id
+        {
+            return Err(StoreError::DigestMismatch {
+                what: "layer with diff ID".into(),
+                expected: expected.clone(),
+                actual: diff_id,
+            });
+        }
+        let (digest, size) = self.stage_blob(blob, expected_digest.as_ref())?;
+        let meta = LayerMeta { diff_id: diff_id.clone(), size: stats.bytes, tar_size, entries: stats.entries };
+        let meta_path = work.path().join("layer.json");
+        fsutil::write_atomic(&meta_path, &serde_json::to_vec(&meta).expect("layer meta serialises"))
+            .map_err(StoreError::io(&meta_path))?;
+        if !self.has_layer(&diff_id) {
+            self.layers.push((diff_id, work));
+        }
+        Ok((Descriptor::new(&media_type, digest, size), meta))
+    }
+
+    /// Stages config and manifest for `layers`; returns the manifest descriptor.
+    pub fn put_image(&mut self, config: &ImageConfig, layers: Vec<Descriptor>) -> Result<Descriptor> {
+        if config.rootfs.diff_ids.len() != layers.len() {
+            return Err(StoreError::Invalid("config lists a different number of layers than the manifest".into()));
+        }
+        let config_desc = self.put_blob(spec::MEDIA_TYPE_CONFIG, &spec::to_json(config))?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(spec::MEDIA_TYPE_MANIFEST.to_string()),
+            config: config_desc,
+            layers,
+            annotations: BTreeMap::new(),
+            extra: Default::default(),
+        };
+        self.put_blob(spec::MEDIA_TYPE_MANIFEST, &spec::to_json(&manifest))
+    }
+
+    /// Moves everything staged into place, then names the manifests in the index (the commit
+    /// point: before it, an interrupted operation leaves only unreferenced data for prune).
+    pub fn commit(mut self, manifests: &[(Descriptor, Vec<Reference>)]) -> Result<()> {
+        let store = self.store;
+        for (digest, tmp) in self.blobs.drain(..) {
+            let dest = store.blob_path(&digest);
+            if dest.is_file() {
+                continue; // content-addressed: an existing copy is the same bytes
+            }
+            fs::rename(tmp.path(), &dest).map_err(StoreError::io(&dest))?;
+            tmp.keep();
+        }
+        fsutil::sync_dir(&store.blobs_dir()).map_err(StoreError::io(store.blobs_dir()))?;
+        for (diff_id, work) in self.layers.drain(..) {
+            let dest = store.layer_path(&diff_id);
+            match fs::rename(work.path(), &dest) {
+                Ok(()) => {
+                    work.keep();
+                }
+                // Another process unpacked the same layer first; ours is dropped.
+                Err(_) if dest.join("layer.json").is_file() => {}
+                Err(e) => {
+                    return Err(StoreError::Io { path: dest, source: e });
+                }
+            }
+        }
+        fsutil::sync_dir(&store.layers_dir()).map_err(StoreError::io(store.layers_dir()))?;
+        for (desc, names) in manifests {
+            store.add_manifest(desc, names)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcStats {
+    pub images: usize,
+    pub blobs: usize,
+    pub layers: usize,
+    pub temp: usize,
+    pub bytes: u64,
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(StoreError::io(path))
+}
+
+/// The name a descriptor carries in our index.
+fn descriptor_name(d: &Descriptor) -> Option<Reference> {
+    d.annotations.get(spec::ANNOTATION_REF_NAME).and_then(|n| Reference::parse(n).ok())
+}
+
+/// Moves `name` to `desc` in the index, keeping an image that loses its last name as a
+/// nameless (dangling) entry, and dropping the nameless entry of `desc`'s image.
+fn set_name(index: &mut Index, desc: &Descriptor, name: &Reference) {
+    if let Some(pos) = index.manifests.iter().position(|d| descriptor_name(d).as_ref() == Some(name)) {
+        let old = index.manifests.remove(pos);
+        if old.digest != desc.digest && !index.manifests.iter().any(|d| d.digest == old.digest) {
+            index.manifests.push(Descriptor::new(&old.media_type, old.digest, old.size));
+        }
+    }
+    index.manifests.retain(|d| d.digest != desc.digest || d.annotations.contains_key(spec::ANNOTATION_REF_NAME));
+    let mut named = desc.clone();
+    named.annotations.insert(spec::ANNOTATION_REF_NAME.to_string(), name.familiar());
+    named.annotations.insert(spec::ANNOTATION_CONTAINERD_NAME.to_string(), name.to_string());
+    index.manifests.push(named);
+}
+
+/// A blob being written under `tmp/`, hashed as it goes.
+pub struct BlobWriter {
+    inner: HashingWriter<BufWriter<File>>,
+    tmp: TempPath,
+}
+
+impl BlobWriter {
+    /// Syncs the blob and checks it against `expected`.
+    fn finish(self, expected: Option<&Digest>) -> Result<(Digest, u64, TempPath)> {
+        let (buf, digest, size) = self.inner.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| StoreError::Io { path: self.tmp.path().to_path_buf(), source: e.into_error() })?;
+        file.sync_all().map_err(StoreError::io(self.tmp.path()))?;
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(StoreError::DigestMismatch { what: "blob".into(), expected: expected.clone(), actual: digest });
+        }
+        Ok((digest, size, self.tmp))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Passes bytes through while sending a copy to another thread.
+struct ChannelTee<R> {
+    inner: R,
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for ChannelTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.tx = None; // end of stream: let the compressor finish
+        } else if let Some(tx) = &self.tx {
+            tx.send(buf[..n].to_vec()).map_err(|_| io::Error::other("layer compressor stopped"))?;
+        }
+        Ok(n)
+    }
+}
+
+/// Passes bytes through while writing a copy to `out`.
+struct WriteTee<'a, R, W> {
+    inner: &'a mut R,
+    out: &'a mut W,
+}
+
+impl<R: Read, W: Write> Read for WriteTee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+fn drain(r: &mut impl Read) -> io::Result<u64> {
+    io::copy(r, &mut io::sink())
+}

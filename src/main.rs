@@ -1,0 +1,16 @@
+//! The `lifeboat` binary: parse, set up logging, run, map the outcome to an exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = lifeboat::cli::Cli::parse();
+    cli.init_logging();
+    let code = match cli.run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lifeboat: {err:#}");
+            lifeboat::error::exit_code(&err)
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,10 @@
+//! Lifeboat's integration tests: one binary, one module per area. They run the real
+//! `lifeboat` binary against real kernels features and real peers (skopeo, umoci, podman,
+//! docker) where those are installed; see tests/README.md.
+
+mod util;
+
+mod config_examples;
+mod hostile;
+mod images;
+mod interop;
