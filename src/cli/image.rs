@@ -308,7 +308,7 @@ pub fn rmi(ctx: &Context, a: RmiArgs) -> anyhow::Result<i32> {
     let store = ctx.store()?;
     let mut failed = None;
     for what in &a.images {
-        if let Err(e) = remove_one(&store, what, a.force) {
+        if let Err(e) = remove_one(ctx, &store, what, a.force) {
             eprintln!("lifeboat: {e:#}");
             failed = Some(crate::error::exit_code(&e));
         }
@@ -316,8 +316,25 @@ pub fn rmi(ctx: &Context, a: RmiArgs) -> anyhow::Result<i32> {
     Ok(failed.unwrap_or(0))
 }
 
-fn remove_one(store: &Store, what: &str, force: bool) -> anyhow::Result<()> {
+fn remove_one(ctx: &Context, store: &Store, what: &str, force: bool) -> anyhow::Result<()> {
     let image = store.find(what)?;
+    let containers = crate::runtime::Containers::open(&ctx.root)?;
+    let users: Vec<String> = containers
+        .ids()?
+        .into_iter()
+        .filter_map(|id| containers.config(&id).ok())
+        .filter(|c| c.image_id == *image.id())
+        .map(|c| c.name)
+        .collect();
+    let last_name = image.names.len() <= 1 || Reference::parse(what).is_err();
+    if !users.is_empty() && last_name && !force {
+        return Err(StoreError::Conflict(format!(
+            "image {} is used by container(s) {}; remove them first, or use -f",
+            image.id().short(),
+            users.join(", ")
+        ))
+        .into());
+    }
     // By name: drop that name; the image goes when its last name does.
     let by_name = Reference::parse(what).ok().filter(|r| image.names.contains(r));
     let to_untag: Vec<Reference> = match by_name {
@@ -338,7 +355,7 @@ fn remove_one(store: &Store, what: &str, force: bool) -> anyhow::Result<()> {
         orphan = store.untag(r)?.is_some();
     }
     if orphan {
-        store.remove_image(&image.manifest_digest, &HashSet::new())?;
+        store.remove_image(&image.manifest_digest, &crate::runtime::layers_in_use(&ctx.root)?)?;
         println!("Deleted: {}", image.id());
     }
     Ok(())
@@ -356,15 +373,20 @@ pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
         }
     }
     let store = ctx.store()?;
+    let containers = crate::runtime::Containers::open(&ctx.root)?;
+    let used_images: HashSet<crate::image::Digest> =
+        containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).map(|c| c.image_id).collect();
     if a.all {
-        for image in store.images()? {
+        for image in store.images()?.into_iter().filter(|i| !used_images.contains(i.id())) {
             for name in &image.names {
                 store.untag(name)?;
                 println!("Untagged: {}", name.familiar());
             }
         }
     }
-    let stats = store.prune(&HashSet::new(), &HashSet::new())?;
+    let used_manifests: HashSet<crate::image::Digest> =
+        store.images()?.into_iter().filter(|i| used_images.contains(i.id())).map(|i| i.manifest_digest).collect();
+    let stats = store.prune(&used_manifests, &crate::runtime::layers_in_use(&ctx.root)?)?;
     println!(
         "Removed {} images, {} blobs, {} layers, {} leftovers; reclaimed {}",
         stats.images,
@@ -415,7 +437,12 @@ pub fn inspect(ctx: &Context, a: InspectArgs) -> anyhow::Result<i32> {
     let store = ctx.store()?;
     let mut out = Vec::new();
     let mut code = 0;
+    let containers = crate::runtime::Containers::open(&ctx.root)?;
     for name in &a.names {
+        if let Ok(c) = containers.find(name) {
+            out.push(super::container::inspect_json(ctx, &c)?);
+            continue;
+        }
         match store.find(name) {
             Ok(image) => out.push(inspect_json(&store, &image)),
             Err(e) => {

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, validated into calls on the library. No logic lives
 //! here beyond choosing what to call and printing its result.
 
+mod container;
 mod image;
 mod output;
 
@@ -19,6 +20,8 @@ const ABOUT: &str = "Run services in containers, snapshot them, and bring them b
 
 const AFTER_HELP: &str = "\
 Examples:
+  lifeboat run -d -p 8080:80 --name website website:1   run a service
+  lifeboat ps                                 list running containers
   lifeboat import rootfs.tar.gz website:1     make an image from a root filesystem
   lifeboat images                             list images
   lifeboat save -o website.tar website:1      export for podman/skopeo (OCI archive)
@@ -33,6 +36,10 @@ pub struct Cli {
     /// Where images, layers, containers and volumes live.
     #[arg(long, global = true, env = "LIFEBOAT_ROOT", default_value = "/var/lib/lifeboat", value_name = "DIR")]
     pub root: PathBuf,
+
+    /// Where live state lives (runtime state, cleared at boot).
+    #[arg(long, global = true, env = "LIFEBOAT_RUN_ROOT", default_value = "/run/lifeboat", value_name = "DIR")]
+    pub run_root: PathBuf,
 
     /// How much to log on stderr.
     #[arg(long, global = true, env = "LIFEBOAT_LOG_LEVEL", value_enum, default_value_t = LogLevel::Warn)]
@@ -63,6 +70,54 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a command in a new container.
+    #[command(after_help = container::RUN_EXAMPLES)]
+    Run(Box<container::RunArgs>),
+    /// List containers.
+    #[command(after_help = container::PS_EXAMPLES)]
+    Ps(container::PsArgs),
+    /// Show a container's output.
+    #[command(after_help = container::LOGS_EXAMPLES)]
+    Logs(container::LogsArgs),
+    /// Run a command in a running container.
+    #[command(after_help = container::EXEC_EXAMPLES)]
+    Exec(container::ExecArgs),
+    /// Stop containers (stop signal, then SIGKILL after a timeout).
+    #[command(after_help = container::STOP_EXAMPLES)]
+    Stop(container::StopArgs),
+    /// Start stopped containers.
+    #[command(after_help = container::START_EXAMPLES)]
+    Start(container::StartArgs),
+    /// Stop and start containers.
+    #[command(after_help = container::STOP_EXAMPLES)]
+    Restart(container::StopArgs),
+    /// Send a signal to containers.
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Kill(container::KillArgs),
+    /// Remove containers.
+    #[command(after_help = container::RM_EXAMPLES)]
+    Rm(container::RmArgs),
+    /// Freeze every process of containers (cgroup freezer).
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Pause(container::NamesArgs),
+    /// Thaw paused containers.
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Unpause(container::NamesArgs),
+    /// Show the processes of a container.
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Top(container::NamesArgs),
+    /// Show CPU, memory and process counts of containers.
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Stats(container::StatsArgs),
+    /// Show a container's published ports.
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Port(container::NamesArgs),
+    /// Manage named volumes.
+    #[command(subcommand, after_help = container::VOLUME_EXAMPLES)]
+    Volume(container::VolumeCommand),
+    /// Supervise one container (started by `run`/`start`; not for direct use).
+    #[command(hide = true)]
+    Shim(container::ShimArgs),
     /// Create an image from a root filesystem (tarball, directory, or - for stdin).
     #[command(after_help = image::IMPORT_EXAMPLES)]
     Import(image::ImportArgs),
@@ -78,7 +133,7 @@ pub enum Command {
     /// Show how an image was built, layer by layer.
     #[command(after_help = image::HISTORY_EXAMPLES)]
     History(image::HistoryArgs),
-    /// Show an image's full details as JSON.
+    /// Show a container's or an image's full details as JSON.
     #[command(after_help = image::INSPECT_EXAMPLES)]
     Inspect(image::InspectArgs),
     /// Write images to an archive (OCI archive, or Docker's format for `docker load`).
@@ -101,7 +156,9 @@ impl Cli {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         };
-        let filter = tracing_subscriber::EnvFilter::new(format!("lifeboat={level},warn"));
+        // Libraries' own warnings are noise to users; they show from --log-level debug on.
+        let others = if matches!(self.log_level, LogLevel::Debug | LogLevel::Trace) { level } else { "error" };
+        let filter = tracing_subscriber::EnvFilter::new(format!("lifeboat={level},{others}"));
         let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Text => builder.with_target(false).init(),
@@ -111,8 +168,24 @@ impl Cli {
 
     /// Runs the command; returns the exit code on success paths that are not 0 (none yet).
     pub fn run(self) -> anyhow::Result<i32> {
-        let ctx = Context { root: self.root };
+        let ctx = Context { root: self.root, run_root: self.run_root };
         match self.command {
+            Command::Run(a) => container::run(&ctx, *a),
+            Command::Ps(a) => container::ps(&ctx, a),
+            Command::Logs(a) => container::logs(&ctx, a),
+            Command::Exec(a) => container::exec(&ctx, a),
+            Command::Stop(a) => container::stop(&ctx, a),
+            Command::Start(a) => container::start(&ctx, a),
+            Command::Restart(a) => container::restart(&ctx, a),
+            Command::Kill(a) => container::kill(&ctx, a),
+            Command::Rm(a) => container::rm(&ctx, a),
+            Command::Pause(a) => container::pause(&ctx, a, true),
+            Command::Unpause(a) => container::pause(&ctx, a, false),
+            Command::Top(a) => container::top(&ctx, a),
+            Command::Stats(a) => container::stats(&ctx, a),
+            Command::Port(a) => container::port(&ctx, a),
+            Command::Volume(c) => container::volume(&ctx, c),
+            Command::Shim(a) => container::shim(&ctx, a),
             Command::Import(a) => image::import(&ctx, a),
             Command::Images(a) => image::images(&ctx, a),
             Command::Tag(a) => image::tag(&ctx, a),
@@ -129,6 +202,7 @@ impl Cli {
 /// What every command needs to find its data.
 pub struct Context {
     pub root: PathBuf,
+    pub run_root: PathBuf,
 }
 
 impl Context {

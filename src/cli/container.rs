@@ -1,0 +1,1083 @@
+//! Container commands: run, ps, logs, exec, stop, start, restart, kill, rm, pause, unpause,
+//! top, stats, port, volume, and the hidden `shim`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::output::{OutputFormat, ago, human_size, print_table, truncate};
+use super::{Context, UsageError};
+use crate::image::changes::expand_port;
+use crate::runtime::container::{
+    ContainerError, Containers, MountSource, MountSpec, NetworkMode, PortMapping, Protocol, RestartPolicy, RunConfig,
+    State, Status, new_id,
+};
+use crate::runtime::{self, Paths, names, volume::Volumes};
+
+pub const RUN_EXAMPLES: &str = "\
+Examples:
+  lifeboat run -d -p 8080:80 --name website website:1
+  lifeboat run -Pd website:1                           publish every EXPOSEd port on a free port
+  lifeboat run --rm busybox echo hello
+  lifeboat run -d -v site-data:/www --restart unless-stopped website:1
+  lifeboat run -d --name db -e MYSQL_ROOT_PASSWORD_FILE=/run/pw mysql:8
+  lifeboat run -d --network container:db wordpress:6   share db's network (localhost)";
+pub const PS_EXAMPLES: &str = "\
+Examples:
+  lifeboat ps
+  lifeboat ps -a          include stopped containers
+  lifeboat ps -q          IDs only
+  lifeboat ps --format json";
+pub const LOGS_EXAMPLES: &str = "\
+Examples:
+  lifeboat logs website
+  lifeboat logs -f --tail 20 website
+  lifeboat logs --since 10m -t website";
+pub const EXEC_EXAMPLES: &str = "\
+Examples:
+  lifeboat exec website cat /etc/hostname
+  lifeboat exec -u www-data -w /var/www website ls
+  lifeboat exec db sh -c 'mysqldump --all-databases > /backup/dump.sql'";
+pub const STOP_EXAMPLES: &str = "\
+Examples:
+  lifeboat stop website
+  lifeboat stop -t 30 db";
+pub const START_EXAMPLES: &str = "\
+Examples:
+  lifeboat start website
+  lifeboat start --restartable       after a reboot: every container whose restart policy says so";
+pub const RM_EXAMPLES: &str = "\
+Examples:
+  lifeboat rm website
+  lifeboat rm -f website             stop it first
+  lifeboat rm -v website             also remove the named volumes it used";
+pub const SIMPLE_EXAMPLES: &str = "\
+Examples:
+  lifeboat kill -s HUP website
+  lifeboat restart website
+  lifeboat pause website && lifeboat unpause website
+  lifeboat top website
+  lifeboat stats --no-stream
+  lifeboat port website";
+pub const VOLUME_EXAMPLES: &str = "\
+Examples:
+  lifeboat volume create site-data
+  lifeboat volume ls
+  lifeboat volume inspect site-data
+  lifeboat volume rm site-data
+  lifeboat volume prune -f           remove volumes no container uses";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Name the container (default: a random adjective_surname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Publish a port: [IP:]HOST:CONTAINER[/tcp|/udp], or CONTAINER for a free host port.
+    #[arg(short, long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on free host ports.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from this environment).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Mount a named volume (NAME:/path[:ro]) or a host path (/host:/path[:ro]).
+    #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
+    pub volume: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name or UID) and optional group: USER[:GROUP].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// no | on-failure[:N] | always | unless-stopped
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// private (own namespace, loopback only) | host | none | container:NAME
+    #[arg(long, default_value = "private")]
+    pub network: String,
+    /// Memory limit (e.g. 512m, 2g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Health check command, run inside the container (exit 0 = healthy).
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Seconds between health checks.
+    #[arg(long, default_value_t = 30)]
+    pub health_interval: u64,
+    /// The image to run.
+    pub image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running only).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub container: String,
+    /// Keep printing new output until the container stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long)]
+    pub tail: Option<usize>,
+    /// Only lines since a time (RFC 3339) or a duration ago (10s, 5m, 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Prefix each line with its timestamp.
+    #[arg(short, long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Set an environment variable.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    #[arg(short, long)]
+    pub user: Option<String>,
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    pub container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Start every container whose restart policy asks for it (after a reboot).
+    #[arg(long)]
+    pub restartable: bool,
+    #[arg(required_unless_present = "restartable")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Stop running containers first.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Also remove the named volumes the containers used.
+    #[arg(short, long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    pub containers: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create { name: String },
+    /// List volumes.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// Show a volume's details.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Remove even if a container uses it.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes no container uses.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+impl Context {
+    pub fn paths(&self) -> Paths {
+        Paths { root: self.root.clone(), run_root: self.run_root.clone() }
+    }
+    fn containers(&self) -> anyhow::Result<Containers> {
+        Ok(Containers::open(&self.root)?)
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, UsageError> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.trim_end_matches('b').chars().last() {
+        Some('k') => (&s[..s.trim_end_matches('b').len() - 1], 1u64 << 10),
+        Some('m') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 20),
+        Some('g') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (s.trim_end_matches('b'), 1),
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .map(|n| (n * mult as f64) as u64)
+        .ok_or_else(|| UsageError(format!("invalid size {s:?} (e.g. 512m, 2g)")))
+}
+
+fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, UsageError> {
+    let bad = || UsageError(format!("invalid port {spec:?}: use [IP:]HOST:CONTAINER[/tcp|/udp]"));
+    let (addr, proto) = spec.rsplit_once('/').map_or((spec, "tcp"), |(a, p)| (a, p));
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return Err(bad()),
+    };
+    let parts: Vec<&str> = addr.rsplitn(3, ':').collect();
+    let (ip, host, ctr) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [c, h] => ("", *h, *c),
+        [c, h, ip] => (*ip, *h, *c),
+        _ => return Err(bad()),
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let ctr: u16 = ctr.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let host: u16 = if host.is_empty() { 0 } else { host.parse().map_err(|_| bad())? };
+    Ok(vec![PortMapping { host_ip: ip.to_string(), host_port: host, container_port: ctr, protocol }])
+}
+
+fn parse_volume(spec: &str) -> Result<MountSpec, UsageError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        _ => return Err(UsageError(format!("invalid volume {spec:?}: use NAME:/path[:ro] or /host/path:/path[:ro]"))),
+    };
+    if !dst.starts_with('/') {
+        return Err(UsageError(format!("invalid volume {spec:?}: the container path must be absolute")));
+    }
+    let source = if src.starts_with('/') {
+        MountSource::Bind { path: PathBuf::from(src) }
+    } else if src.starts_with('.') {
+        return Err(UsageError(format!("invalid volume {spec:?}: host paths must be absolute")));
+    } else {
+        names::validate_name(src).map_err(UsageError)?;
+        MountSource::Volume { name: src.to_string() }
+    };
+    Ok(MountSpec { source, target: dst.to_string(), read_only: ro })
+}
+
+fn read_env_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read env file {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
+}
+
+fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = base.to_vec();
+    for e in extra {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        let entry = format!("{k}={v}");
+        match env.iter_mut().find(|x| x.split_once('=').map_or(x.as_str(), |(a, _)| a) == k) {
+            Some(x) => *x = entry,
+            None => env.push(entry),
+        }
+    }
+    env
+}
+
+/// Builds the container's record from the image defaults and the flags.
+fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
+    let store = ctx.store()?;
+    let image = store.find(&a.image).map_err(|e| match e {
+        crate::image::StoreError::NotFound(n) => anyhow::Error::from(crate::image::StoreError::NotFound(n))
+            .context("the image is not in the local store (use lifeboat load or import)"),
+        other => other.into(),
+    })?;
+    runtime::ensure_layers(&store, &image)?;
+    let ic = &image.config.config;
+
+    let entrypoint: Vec<String> = match &a.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => ic.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !a.command.is_empty() {
+        a.command.clone()
+    } else if a.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        ic.cmd.clone().unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(UsageError("no command specified, and the image has no CMD or ENTRYPOINT".into()).into());
+    }
+    let mut extra_env = Vec::new();
+    for f in &a.env_file {
+        extra_env.extend(read_env_file(f)?);
+    }
+    extra_env.extend(a.env.iter().cloned());
+    let env = merge_env(&ic.env, &extra_env);
+
+    let mut ports = Vec::new();
+    for p in &a.publish {
+        ports.extend(parse_publish(p)?);
+    }
+    if a.publish_all {
+        for exposed in ic.exposed_ports.keys() {
+            for p in expand_port(exposed).map_err(UsageError)? {
+                let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                let protocol = if proto == "udp" { Protocol::Udp } else { Protocol::Tcp };
+                let container_port: u16 = port.parse().map_err(|_| UsageError(format!("invalid exposed port {p}")))?;
+                if !ports.iter().any(|m: &PortMapping| m.container_port == container_port && m.protocol == protocol) {
+                    ports.push(PortMapping { host_ip: String::new(), host_port: 0, container_port, protocol });
+                }
+            }
+        }
+    }
+    let mounts = a.volume.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>, _>>()?;
+    let containers = ctx.containers()?;
+    let network = match a.network.as_str() {
+        "private" | "bridge" | "default" => NetworkMode::Private,
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        other => match other.strip_prefix("container:") {
+            Some(name) => NetworkMode::Container(containers.find(name)?.id),
+            None => {
+                return Err(
+                    UsageError(format!("invalid network {other:?}: private, host, none or container:NAME")).into()
+                );
+            }
+        },
+    };
+    let restart = RestartPolicy::parse(&a.restart).map_err(UsageError)?;
+    if a.rm && restart != RestartPolicy::No {
+        return Err(UsageError("--rm and --restart cannot be combined".into()).into());
+    }
+    let memory = a.memory.as_deref().map(parse_size).transpose()?;
+
+    let _lock = containers.lock()?;
+    let name = match &a.name {
+        Some(n) => {
+            names::validate_name(n).map_err(UsageError)?;
+            if let Some(other) = containers.name_taken(n)? {
+                return Err(ContainerError::Conflict(format!(
+                    "the container name {n:?} is already in use by container {}; remove or rename it",
+                    &other[..12]
+                ))
+                .into());
+            }
+            n.clone()
+        }
+        None => {
+            let mut retry = 0;
+            loop {
+                let n = names::random_name(retry);
+                if containers.name_taken(&n)?.is_none() {
+                    break n;
+                }
+                retry += 1;
+            }
+        }
+    };
+    let id = new_id();
+    let config = RunConfig {
+        hostname: a.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+        id,
+        name,
+        image: a.image.clone(),
+        image_id: image.id().clone(),
+        layers: image.config.rootfs.diff_ids.clone(),
+        created: crate::image::now_rfc3339(),
+        args,
+        env,
+        working_dir: a.workdir.clone().or_else(|| ic.working_dir.clone()).unwrap_or_default(),
+        user: a.user.clone().or_else(|| ic.user.clone().filter(|u| !u.is_empty())),
+        ports,
+        mounts,
+        network,
+        restart,
+        auto_remove: a.rm,
+        memory,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        read_only: a.read_only,
+        init: false,
+        stop_signal: ic.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+        health: a
+            .health_cmd
+            .clone()
+            .map(|command| crate::runtime::container::HealthCheck { command, interval_secs: a.health_interval }),
+    };
+    std::fs::create_dir_all(containers.dir(&config.id))?;
+    containers.write_config(&config)?;
+    Ok(config)
+}
+
+/// Docker's exit status when the runtime itself fails to run the container.
+const RUN_FAILED: i32 = 125;
+
+pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
+    let config = create(ctx, &a)?;
+    let paths = ctx.paths();
+    let started = match runtime::start(&paths, &config.id) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lifeboat: cannot run {}: {e}", config.image);
+            if config.auto_remove {
+                let _ = runtime::remove_files(&paths, &config.id);
+            }
+            return Ok(RUN_FAILED);
+        }
+    };
+    if a.detach {
+        println!("{}", config.id);
+        return Ok(0);
+    }
+    let runtime::Started::Running(sync) = started;
+    attach(ctx, &config, sync)
+}
+
+/// Streams a container's output until it exits; returns its exit code.
+fn attach(ctx: &Context, config: &RunConfig, sync: std::fs::File) -> anyhow::Result<i32> {
+    let log = ctx.containers()?.dir(&config.id).join("log.json");
+    let log_file = std::fs::File::open(&log).ok();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(sync);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(code) = line.trim().strip_prefix("exit ").and_then(|c| c.parse::<i32>().ok()) {
+                let _ = tx.send(code);
+                return;
+            }
+            line.clear();
+        }
+        let _ = tx.send(-1);
+    });
+    // Keep a descriptor to the log: an auto-removed container deletes it on exit.
+    let mut offset = 0;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut print = |lines: Vec<runtime::logs::LogLine>| {
+        for l in lines {
+            let _ =
+                if l.stream == "stderr" { err.write_all(l.log.as_bytes()) } else { out.write_all(l.log.as_bytes()) };
+        }
+        let _ = out.flush();
+    };
+    let read = |offset: u64| -> (Vec<runtime::logs::LogLine>, u64) {
+        match &log_file {
+            Some(f) => runtime::logs::read_from(
+                &PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f))),
+                offset,
+            )
+            .unwrap_or((Vec::new(), offset)),
+            None => runtime::logs::read_from(&log, offset).unwrap_or((Vec::new(), offset)),
+        }
+    };
+    loop {
+        let (lines, next) = read(offset);
+        offset = next;
+        print(lines);
+        match rx.recv_timeout(Duration::from_millis(25)) {
+            Ok(code) => {
+                let (lines, _) = read(offset);
+                print(lines);
+                if code < 0 {
+                    let state = runtime::observed_state(&ctx.containers()?, &config.id).ok();
+                    return Ok(state.and_then(|s| s.exit_code).unwrap_or(RUN_FAILED));
+                }
+                return Ok(code);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => return Ok(RUN_FAILED),
+        }
+    }
+}
+
+pub fn status_text(state: &State, shim_lost: bool) -> String {
+    let since = |t: &Option<String>| ago(t.as_deref()).trim_end_matches(" ago").to_string();
+    match state.status {
+        Status::Created => "Created".into(),
+        Status::Running if shim_lost => format!("Up {} (unsupervised: shim died)", since(&state.started_at)),
+        Status::Running => format!("Up {}", since(&state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&state.started_at)),
+        Status::Restarting => {
+            format!("Restarting ({}) {}", state.exit_code.unwrap_or(0), ago(state.finished_at.as_deref()))
+        }
+        Status::Exited => format!("Exited ({}) {}", state.exit_code.unwrap_or(0), ago(state.finished_at.as_deref())),
+    }
+}
+
+pub fn ports_text(state: &State) -> String {
+    state
+        .ports
+        .iter()
+        .map(|p| {
+            let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() };
+            let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+            format!("{ip}:{}->{}/{proto}", p.host_port, p.container_port)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for id in containers.ids()?.into_iter().rev() {
+        let Ok(config) = containers.config(&id) else { continue };
+        let state = runtime::observed_state(&containers, &id)?;
+        let up = matches!(state.status, Status::Running | Status::Paused | Status::Restarting);
+        if !a.all && !up {
+            continue;
+        }
+        let shim_lost = runtime::shim_lost(&state);
+        let short = if a.no_trunc { id.clone() } else { id[..12].to_string() };
+        if a.quiet {
+            rows.push(vec![short]);
+            continue;
+        }
+        let command = shell_words(&config.args);
+        json_rows.push(json!({
+            "ID": id, "Image": config.image, "Command": command, "CreatedAt": config.created,
+            "Status": status_text(&state, shim_lost), "State": state.status, "Ports": ports_text(&state),
+            "Names": config.name, "ExitCode": state.exit_code,
+        }));
+        let command = if a.no_trunc { format!("\"{command}\"") } else { format!("\"{}\"", truncate(&command, 20)) };
+        let ports = if up { ports_text(&state) } else { String::new() };
+        rows.push(vec![
+            short,
+            config.image.clone(),
+            command,
+            ago(Some(&config.created)),
+            status_text(&state, shim_lost),
+            ports,
+            config.name.clone(),
+        ]);
+    }
+    if a.quiet {
+        for r in rows {
+            println!("{}", r[0]);
+        }
+    } else if a.format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&json_rows)?);
+    } else {
+        print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows);
+    }
+    Ok(0)
+}
+
+fn shell_words(args: &[String]) -> String {
+    args.join(" ")
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, UsageError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| UsageError(format!("invalid --since {s:?}: an RFC 3339 time or a duration like 10m")))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(UsageError(format!("invalid --since {s:?}"))),
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+}
+
+pub fn logs(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    let config = containers.find(&a.container)?;
+    let path = containers.dir(&config.id).join("log.json");
+    let since = a.since.as_deref().map(parse_since).transpose()?;
+    let (mut lines, mut offset) = runtime::logs::read_from(&path, 0)?;
+    if let Some(t) = since {
+        lines.retain(|l| chrono::DateTime::parse_from_rfc3339(&l.time).is_ok_and(|lt| lt >= t));
+    }
+    if let Some(n) = a.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let show = |lines: Vec<runtime::logs::LogLine>| {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for l in lines {
+            let text = if a.timestamps { format!("{} {}", l.time, l.log) } else { l.log };
+            let _ = if l.stream == "stderr" { err.write_all(text.as_bytes()) } else { out.write_all(text.as_bytes()) };
+        }
+        let _ = out.flush();
+    };
+    show(lines);
+    if a.follow {
+        loop {
+            let state = runtime::observed_state(&containers, &config.id);
+            let running =
+                state.as_ref().is_ok_and(|s| matches!(s.status, Status::Running | Status::Paused | Status::Restarting));
+            let (more, next) = runtime::logs::read_from(&path, offset)?;
+            offset = next;
+            show(more);
+            if !running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(0)
+}
+
+pub fn exec(ctx: &Context, a: ExecArgs) -> anyhow::Result<i32> {
+    let config = ctx.containers()?.find(&a.container)?;
+    let code = runtime::exec(
+        &ctx.paths(),
+        &config.id,
+        runtime::ExecOptions { args: a.command, env: a.env, user: a.user, workdir: a.workdir },
+    )?;
+    Ok(code)
+}
+
+/// Applies `f` to each named container, reporting failures and carrying on, like Docker.
+fn each(ctx: &Context, names: &[String], mut f: impl FnMut(&RunConfig) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    let mut code = 0;
+    for n in names {
+        let result = containers.find(n).map_err(anyhow::Error::from).and_then(|c| f(&c));
+        match result {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("lifeboat: {e:#}");
+                code = crate::error::exit_code(&e);
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<i32> {
+    let paths = ctx.paths();
+    each(ctx, &a.containers, |c| Ok(runtime::stop(&paths, &c.id, Duration::from_secs(a.time))?))
+}
+
+pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<i32> {
+    let paths = ctx.paths();
+    if a.restartable {
+        let containers = ctx.containers()?;
+        let mut code = 0;
+        for id in containers.ids()? {
+            let config = containers.config(&id)?;
+            let state = runtime::observed_state(&containers, &id)?;
+            let stopped_by_user = containers.dir(&id).join("stop-requested").exists();
+            let wanted = match config.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::UnlessStopped => !stopped_by_user,
+                RestartPolicy::OnFailure { .. } => !stopped_by_user && state.exit_code.is_some_and(|c| c != 0),
+                RestartPolicy::No => false,
+            };
+            if wanted && state.status == Status::Exited {
+                match runtime::start(&paths, &id) {
+                    Ok(_) => println!("{}", config.name),
+                    Err(e) => {
+                        eprintln!("lifeboat: cannot start {}: {e}", config.name);
+                        code = crate::error::FAILURE;
+                    }
+                }
+            }
+        }
+        return Ok(code);
+    }
+    each(ctx, &a.containers, |c| {
+        runtime::start(&paths, &c.id)?;
+        Ok(())
+    })
+}
+
+pub fn restart(ctx: &Context, a: StopArgs) -> anyhow::Result<i32> {
+    let paths = ctx.paths();
+    each(ctx, &a.containers, |c| {
+        runtime::stop(&paths, &c.id, Duration::from_secs(a.time))?;
+        runtime::start(&paths, &c.id)?;
+        Ok(())
+    })
+}
+
+pub fn kill(ctx: &Context, a: KillArgs) -> anyhow::Result<i32> {
+    let sig = runtime::parse_signal(&a.signal).ok_or_else(|| UsageError(format!("invalid signal {:?}", a.signal)))?;
+    let containers = ctx.containers()?;
+    each(ctx, &a.containers, |c| {
+        if matches!(sig, nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGTERM) {
+            // A killed container is not restarted by its policy (Docker's behaviour for `kill`
+            // is to restart `always` containers; we honour that only for other signals).
+            let _ = crate::runtime::shim::request_stop(&containers.dir(&c.id));
+        }
+        Ok(runtime::signal(&containers, &c.id, sig)?)
+    })
+}
+
+pub fn rm(ctx: &Context, a: RmArgs) -> anyhow::Result<i32> {
+    let paths = ctx.paths();
+    each(ctx, &a.containers, |c| {
+        runtime::remove(&paths, &c.id, a.force)?;
+        if a.volumes {
+            let vols = Volumes::open(&paths.root)?;
+            for m in &c.mounts {
+                if let MountSource::Volume { name } = &m.source
+                    && !volume_in_use(ctx, name)?
+                {
+                    vols.remove(name)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn pause(ctx: &Context, a: NamesArgs, paused: bool) -> anyhow::Result<i32> {
+    let paths = ctx.paths();
+    each(ctx, &a.containers, |c| Ok(runtime::set_paused(&paths, &c.id, paused)?))
+}
+
+pub fn top(ctx: &Context, a: NamesArgs) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    for name in &a.containers {
+        let c = containers.find(name)?;
+        let mut rows = Vec::new();
+        for pid in runtime::processes(&c.id) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string();
+            let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    })
+                })
+                .unwrap_or_default();
+            rows.push(vec![uid, pid.to_string(), cmd]);
+        }
+        print_table(&["UID", "PID", "CMD"], &rows);
+    }
+    Ok(0)
+}
+
+pub fn stats(ctx: &Context, a: StatsArgs) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    let targets: Vec<RunConfig> = if a.containers.is_empty() {
+        containers
+            .ids()?
+            .into_iter()
+            .filter(|id| runtime::observed_state(&containers, id).is_ok_and(|s| s.status == Status::Running))
+            .filter_map(|id| containers.config(&id).ok())
+            .collect()
+    } else {
+        a.containers.iter().map(|n| containers.find(n)).collect::<Result<_, _>>()?
+    };
+    loop {
+        let before: Vec<u64> = targets.iter().map(|c| runtime::usage(&c.id).0).collect();
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        let elapsed = t0.elapsed().as_nanos() as f64;
+        let mut rows = Vec::new();
+        let mut json_rows = Vec::new();
+        for (c, cpu0) in targets.iter().zip(before) {
+            let (cpu1, mem, limit, pids) = runtime::usage(&c.id);
+            let cpu_pct = (cpu1.saturating_sub(cpu0)) as f64 / elapsed * 100.0;
+            let limit_text = limit.map_or("unlimited".to_string(), human_size);
+            json_rows.push(json!({"ID": c.id, "Name": c.name, "CPUPerc": cpu_pct, "MemUsage": mem, "MemLimit": limit, "PIDs": pids}));
+            rows.push(vec![
+                c.id[..12].to_string(),
+                c.name.clone(),
+                format!("{cpu_pct:.2}%"),
+                format!("{} / {limit_text}", human_size(mem)),
+                pids.to_string(),
+            ]);
+        }
+        if a.format == OutputFormat::Json {
+            println!("{}", serde_json::to_string_pretty(&json_rows)?);
+        } else {
+            print_table(&["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"], &rows);
+        }
+        if a.no_stream {
+            return Ok(0);
+        }
+    }
+}
+
+pub fn port(ctx: &Context, a: NamesArgs) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    for n in &a.containers {
+        let c = containers.find(n)?;
+        let state = runtime::observed_state(&containers, &c.id)?;
+        for p in &state.ports {
+            let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+            let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() };
+            println!("{}/{proto} -> {ip}:{}", p.container_port, p.host_port);
+        }
+    }
+    Ok(0)
+}
+
+/// Container details as JSON, in Docker's shape.
+pub fn inspect_json(ctx: &Context, c: &RunConfig) -> anyhow::Result<serde_json::Value> {
+    let containers = ctx.containers()?;
+    let state = runtime::observed_state(&containers, &c.id)?;
+    let running = matches!(state.status, Status::Running | Status::Paused);
+    let mounts: Vec<_> = c
+        .mounts
+        .iter()
+        .map(|m| match &m.source {
+            MountSource::Volume { name } => json!({"Type": "volume", "Name": name, "Source": Volumes::open(&ctx.root).map(|v| v.data_dir(name)).ok(), "Destination": m.target, "RW": !m.read_only}),
+            MountSource::Bind { path } => json!({"Type": "bind", "Source": path, "Destination": m.target, "RW": !m.read_only}),
+        })
+        .collect();
+    let ports: BTreeMap<String, Vec<serde_json::Value>> = state
+        .ports
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+            (format!("{}/{proto}", p.container_port), vec![json!({"HostIp": if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip }, "HostPort": p.host_port.to_string()})])
+        })
+        .collect();
+    Ok(json!({
+        "Id": c.id,
+        "Name": format!("/{}", c.name),
+        "Created": c.created,
+        "Path": c.args.first(),
+        "Args": c.args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": match state.status { Status::Created => "created", Status::Running => "running", Status::Paused => "paused", Status::Restarting => "restarting", Status::Exited => "exited" },
+            "Running": running, "Paused": state.status == Status::Paused, "Restarting": state.status == Status::Restarting,
+            "OOMKilled": state.oom_killed, "Pid": state.pid.unwrap_or(0), "ShimPid": state.shim_pid.unwrap_or(0),
+            "ShimAlive": state.shim_pid.is_some_and(runtime::alive),
+            "ExitCode": state.exit_code.unwrap_or(0), "Error": state.error.clone().unwrap_or_default(),
+            "StartedAt": state.started_at, "FinishedAt": state.finished_at,
+        },
+        "Image": c.image_id,
+        "RestartCount": state.restart_count,
+        "Config": {
+            "Hostname": c.hostname, "User": c.user.clone().unwrap_or_default(), "Env": c.env, "Cmd": c.args,
+            "Image": c.image, "WorkingDir": c.working_dir, "StopSignal": c.stop_signal,
+            "Healthcheck": c.health.as_ref().map(|h| json!({"Test": ["CMD-SHELL", h.command], "Interval": h.interval_secs * 1_000_000_000})),
+        },
+        "HostConfig": {
+            "RestartPolicy": {"Name": c.restart.to_docker()},
+            "AutoRemove": c.auto_remove,
+            "NetworkMode": match &c.network { NetworkMode::Private => "private".to_string(), NetworkMode::Host => "host".into(), NetworkMode::None => "none".into(), NetworkMode::Container(id) => format!("container:{id}") },
+            "Memory": c.memory.unwrap_or(0), "NanoCpus": c.cpus.map_or(0, |x| (x * 1e9) as i64), "PidsLimit": c.pids_limit,
+            "ReadonlyRootfs": c.read_only,
+            "PortBindings": c.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port})).collect::<Vec<_>>(),
+        },
+        "Mounts": mounts,
+        "NetworkSettings": {"Ports": ports},
+        "LogPath": containers.dir(&c.id).join("log.json"),
+    }))
+}
+
+fn volume_in_use(ctx: &Context, name: &str) -> anyhow::Result<bool> {
+    let containers = ctx.containers()?;
+    for id in containers.ids()? {
+        if let Ok(c) = containers.config(&id)
+            && c.mounts.iter().any(|m| matches!(&m.source, MountSource::Volume { name: n } if n == name))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<i32> {
+    let vols = Volumes::open(&ctx.root)?;
+    match cmd {
+        VolumeCommand::Create { name } => {
+            vols.create(&name)?;
+            println!("{name}");
+        }
+        VolumeCommand::Ls { quiet, format } => {
+            let list = vols.list()?;
+            if quiet {
+                list.iter().for_each(|v| println!("{}", v.name));
+            } else if format == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list.iter().map(|v| vec!["local".into(), v.name.clone()]).collect();
+                print_table(&["DRIVER", "VOLUME NAME"], &rows);
+            }
+        }
+        VolumeCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in names {
+                let meta = vols.get(&n)?;
+                out.push(json!({"Name": meta.name, "Driver": "local", "Mountpoint": vols.data_dir(&n), "CreatedAt": meta.created}));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        VolumeCommand::Rm { force, names } => {
+            let mut code = 0;
+            for n in names {
+                let result = (|| -> anyhow::Result<()> {
+                    vols.get(&n)?;
+                    if !force && volume_in_use(ctx, &n)? {
+                        return Err(ContainerError::Conflict(format!(
+                            "volume {n} is in use by a container (remove it first, or use -f)"
+                        ))
+                        .into());
+                    }
+                    vols.remove(&n)?;
+                    Ok(())
+                })();
+                match result {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("lifeboat: {e:#}");
+                        code = crate::error::exit_code(&e);
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        VolumeCommand::Prune { force: _ } => {
+            let mut removed = 0;
+            for v in vols.list()? {
+                if !volume_in_use(ctx, &v.name)? {
+                    vols.remove(&v.name)?;
+                    println!("Deleted: {}", v.name);
+                    removed += 1;
+                }
+            }
+            println!("Removed {removed} volumes");
+        }
+    }
+    Ok(0)
+}
+
+pub fn shim(ctx: &Context, a: ShimArgs) -> anyhow::Result<i32> {
+    runtime::shim::main(&ctx.paths(), &a.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!((p[0].host_port, p[0].container_port, p[0].host_ip.as_str()), (8080, 80, ""));
+        let p = parse_publish("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!((p[0].host_ip.as_str(), p[0].protocol.clone()), ("127.0.0.1", Protocol::Udp));
+        assert_eq!(parse_publish("80").unwrap()[0].host_port, 0);
+        assert!(parse_publish("80:0").is_err());
+        assert!(parse_publish("a:b").is_err());
+        assert!(parse_publish("80/sctp").is_err());
+    }
+
+    #[test]
+    fn volume_specs() {
+        let v = parse_volume("site:/www:ro").unwrap();
+        assert_eq!(v.source, MountSource::Volume { name: "site".into() });
+        assert!(v.read_only);
+        let v = parse_volume("/srv/data:/data").unwrap();
+        assert_eq!(v.source, MountSource::Bind { path: "/srv/data".into() });
+        assert!(parse_volume("site:relative").is_err());
+        assert!(parse_volume("./x:/x").is_err());
+    }
+
+    #[test]
+    fn sizes_and_env() {
+        assert_eq!(parse_size("32m").unwrap(), 32 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("lots").is_err());
+        let env = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
+        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+}

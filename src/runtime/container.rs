@@ -1,0 +1,323 @@
+//! Container records on disk: how a container was asked to run (`config.json`, written once)
+//! and what it is doing (`state.json`, written by its shim), under `<root>/containers/<id>/`.
+//!
+//! The run configuration is the part of a service a snapshot records and a restore replays,
+//! so it holds everything `run` was told, in Docker's terms.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, FileLock};
+use crate::image::Digest;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// `-p [IP:]HOST:CONTAINER[/proto]`; a host port of 0 means "pick a free one".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum MountSource {
+    /// A named volume under `<root>/volumes/<name>/data`.
+    Volume { name: String },
+    /// A host path.
+    Bind { path: PathBuf },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "container")]
+pub enum NetworkMode {
+    /// A network namespace of its own with only loopback (the default).
+    Private,
+    Host,
+    None,
+    /// Share the network namespace of another container (by ID).
+    Container(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum RestartPolicy {
+    No,
+    OnFailure { max_retries: Option<u32> },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        match s.split_once(':') {
+            None if s == "no" => Ok(RestartPolicy::No),
+            None if s == "always" => Ok(RestartPolicy::Always),
+            None if s == "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            None if s == "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: None }),
+            Some(("on-failure", n)) => n
+                .parse()
+                .map(|n| RestartPolicy::OnFailure { max_retries: Some(n) })
+                .map_err(|_| format!("invalid restart count in {s:?}")),
+            _ => Err(format!("invalid restart policy {s:?} (no, on-failure[:N], always, unless-stopped)")),
+        }
+    }
+
+    pub fn to_docker(&self) -> String {
+        match self {
+            RestartPolicy::No => "no".into(),
+            RestartPolicy::OnFailure { max_retries: Some(n) } => format!("on-failure:{n}"),
+            RestartPolicy::OnFailure { max_retries: None } => "on-failure".into(),
+            RestartPolicy::Always => "always".into(),
+            RestartPolicy::UnlessStopped => "unless-stopped".into(),
+        }
+    }
+
+    /// Whether a container that exited with `code` after `restarts` restarts should run again.
+    /// `stopped` is true when a user stopped it.
+    pub fn should_restart(&self, code: i32, restarts: u32, stopped: bool) -> bool {
+        if stopped {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max_retries } => code != 0 && max_retries.is_none_or(|m| restarts < m),
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Run inside the container (`sh -c`); healthy when it exits 0.
+    pub command: String,
+    pub interval_secs: u64,
+}
+
+/// Everything `run` was told: what a snapshot records and a restore replays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    pub image_id: Digest,
+    /// Layer diff IDs, bottom to top.
+    pub layers: Vec<Digest>,
+    pub created: String,
+    /// The process: entrypoint + command after image defaults were applied.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: Option<String>,
+    pub hostname: String,
+    pub ports: Vec<PortMapping>,
+    pub mounts: Vec<MountSpec>,
+    pub network: NetworkMode,
+    pub restart: RestartPolicy,
+    pub auto_remove: bool,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub read_only: bool,
+    pub init: bool,
+    pub stop_signal: String,
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+}
+
+/// What the shim reports. Only the shim writes it (atomically); readers check the pids it
+/// names are still alive before believing "running".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    pub pid: Option<i32>,
+    pub shim_pid: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    pub restart_count: u32,
+    pub error: Option<String>,
+    /// Published ports with the host ports actually bound (resolves `-P` and `:0`).
+    pub ports: Vec<PortMapping>,
+}
+
+impl State {
+    pub fn created() -> State {
+        State {
+            status: Status::Created,
+            pid: None,
+            shim_pid: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            oom_killed: false,
+            restart_count: 0,
+            error: None,
+            ports: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container store: cannot access {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let path = path.into();
+    move |source| ContainerError::Io { path, source }
+}
+
+/// The containers under a root.
+pub struct Containers {
+    dir: PathBuf,
+}
+
+impl Containers {
+    pub fn open(root: &Path) -> Result<Containers, ContainerError> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(Containers { dir })
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Serialises name allocation and removal.
+    pub fn lock(&self) -> Result<FileLock, ContainerError> {
+        let path = self.dir.join(".lock");
+        FileLock::exclusive(&path).map_err(io_err(path))
+    }
+
+    /// All container IDs, oldest first.
+    pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let e = e.map_err(io_err(&self.dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && e.path().join("config.json").is_file() {
+                out.push(name);
+            }
+        }
+        let mut with_time: Vec<(String, String)> =
+            out.into_iter().map(|id| (self.config(&id).map(|c| c.created).unwrap_or_default(), id)).collect();
+        with_time.sort();
+        Ok(with_time.into_iter().map(|(_, id)| id).collect())
+    }
+
+    pub fn config(&self, id: &str) -> Result<RunConfig, ContainerError> {
+        let path = self.dir(id).join("config.json");
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ContainerError::NotFound(id.to_string()),
+            _ => ContainerError::Io { path: path.clone(), source: e },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub fn write_config(&self, config: &RunConfig) -> Result<(), ContainerError> {
+        let path = self.dir(&config.id).join("config.json");
+        fsutil::write_atomic(&path, &serde_json::to_vec_pretty(config).expect("serialises")).map_err(io_err(path))
+    }
+
+    pub fn state(&self, id: &str) -> Result<State, ContainerError> {
+        let path = self.dir(id).join("state.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::created()),
+            Err(e) => Err(ContainerError::Io { path, source: e }),
+        }
+    }
+
+    pub fn write_state(&self, id: &str, state: &State) -> Result<(), ContainerError> {
+        let path = self.dir(id).join("state.json");
+        fsutil::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises")).map_err(io_err(path))
+    }
+
+    /// Finds a container by exact name, full ID or unique ID prefix.
+    pub fn find(&self, what: &str) -> Result<RunConfig, ContainerError> {
+        let what = what.strip_prefix('/').unwrap_or(what);
+        let ids = self.ids()?;
+        let configs: Vec<RunConfig> = ids.iter().filter_map(|id| self.config(id).ok()).collect();
+        if let Some(c) = configs.iter().find(|c| c.name == what || c.id == what) {
+            return Ok(c.clone());
+        }
+        let hits: Vec<&RunConfig> = configs.iter().filter(|c| !what.is_empty() && c.id.starts_with(what)).collect();
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ContainerError::NotFound(what.to_string())),
+            _ => Err(ContainerError::Conflict(format!("container ID prefix {what:?} is ambiguous"))),
+        }
+    }
+
+    pub fn name_taken(&self, name: &str) -> Result<Option<String>, ContainerError> {
+        for id in self.ids()? {
+            if self.config(&id).is_ok_and(|c| c.name == name) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A new 64-hex container ID.
+pub fn new_id() -> String {
+    fsutil::random_hex(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies() {
+        let p = RestartPolicy::parse("on-failure:3").unwrap();
+        assert!(p.should_restart(1, 0, false));
+        assert!(p.should_restart(1, 2, false));
+        assert!(!p.should_restart(1, 3, false));
+        assert!(!p.should_restart(0, 0, false));
+        assert!(!p.should_restart(1, 0, true));
+        assert!(RestartPolicy::parse("always").unwrap().should_restart(0, 100, false));
+        assert!(!RestartPolicy::parse("no").unwrap().should_restart(1, 0, false));
+        assert!(RestartPolicy::parse("sometimes").is_err());
+        assert_eq!(RestartPolicy::parse("on-failure:3").unwrap().to_docker(), "on-failure:3");
+    }
+}

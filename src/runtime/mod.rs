@@ -1,0 +1,379 @@
+//! The built-in runtime: containers from images, each supervised by its own shim process.
+//!
+//! `create` records how a container is to run; `start` launches its shim and waits until the
+//! container is running (or failed); the shim does the rest. Every other verb reads the
+//! records the shim keeps and signals the container's processes directly. This module never
+//! forks containers itself: only the freshly exec'd shim does (see `shim`).
+
+pub mod container;
+pub mod logs;
+pub mod names;
+pub mod network;
+mod prepare;
+pub mod rootfs;
+pub mod shim;
+pub mod spec;
+pub mod volume;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub use container::{ContainerError, Containers, RunConfig, State, Status};
+
+use crate::image::Store;
+
+/// Where a runtime keeps its data: persistent (`root`) and live state (`run_root`).
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The state as it really is: a "running" record whose process is gone means the shim died
+/// before it could write the exit.
+pub fn observed_state(containers: &Containers, id: &str) -> Result<State, ContainerError> {
+    let mut state = containers.state(id)?;
+    if matches!(state.status, Status::Running | Status::Paused) && !state.pid.is_some_and(alive) {
+        state.status = Status::Exited;
+        state.pid = None;
+        state.error.get_or_insert_with(|| "the container's supervisor (shim) died; exit status unknown".into());
+        state.exit_code.get_or_insert(255);
+    }
+    if state.status == Status::Restarting && !state.shim_pid.is_some_and(alive) {
+        state.status = Status::Exited;
+        state.error.get_or_insert_with(|| "the container's supervisor (shim) died while restarting it".into());
+    }
+    Ok(state)
+}
+
+/// Whether the shim supervising a running container is gone (the container runs unsupervised).
+pub fn shim_lost(state: &State) -> bool {
+    state.status == Status::Running && !state.shim_pid.is_some_and(alive)
+}
+
+/// How `start` ended.
+pub enum Started {
+    /// Running; the pipe reports "exit N" when the container ends (for attached runs).
+    Running(fs::File),
+}
+
+/// Launches the shim for a created (or exited) container and waits until it runs.
+pub fn start(paths: &Paths, id: &str) -> Result<Started, ContainerError> {
+    let containers = Containers::open(&paths.root)?;
+    let state = observed_state(&containers, id)?;
+    if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
+        return Err(ContainerError::Conflict(format!("container {} is already running", &id[..12])));
+    }
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    // The write end goes to the shim: clear close-on-exec on it only.
+    nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+        .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    let dir = containers.dir(id);
+    let shim_log = fs::File::create(dir.join("shim.log"))
+        .map_err(|e| ContainerError::Io { path: dir.join("shim.log"), source: e })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| ContainerError::Runtime(format!("cannot find the lifeboat binary: {e}")))?;
+    let child = Command::new(exe)
+        .arg("--root")
+        .arg(&paths.root)
+        .arg("--run-root")
+        .arg(&paths.run_root)
+        .arg("shim")
+        .arg(id)
+        .env(shim::SYNC_FD_ENV, write.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(shim_log)
+        .spawn()
+        .map_err(|e| ContainerError::Runtime(format!("cannot start the shim: {e}")))?;
+    drop(write);
+    drop(child); // the shim detaches (setsid) and outlives us
+    let mut reader = BufReader::new(fs::File::from(read));
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| ContainerError::Runtime(format!("shim: {e}")))?;
+    match line.trim_end() {
+        "ok" => Ok(Started::Running(reader.into_inner())),
+        l if l.starts_with("error ") => Err(ContainerError::Runtime(l["error ".len()..].to_string())),
+        _ => {
+            let log = fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+            Err(ContainerError::Runtime(format!("the shim exited before the container started: {}", log.trim())))
+        }
+    }
+}
+
+/// Sends `signal` to the container's main process.
+pub fn signal(containers: &Containers, id: &str, signal: Signal) -> Result<(), ContainerError> {
+    let state = observed_state(containers, id)?;
+    let pid = state.pid.filter(|_| state.status == Status::Running || state.status == Status::Paused);
+    let Some(pid) = pid else {
+        return Err(ContainerError::Conflict(format!("container {} is not running", &id[..12])));
+    };
+    kill(Pid::from_raw(pid), signal).map_err(|e| ContainerError::Runtime(format!("cannot signal container: {e}")))
+}
+
+/// Stops a container: its stop signal, then SIGKILL after `timeout`. Returns once it exited.
+pub fn stop(paths: &Paths, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+    let containers = Containers::open(&paths.root)?;
+    let config = containers.config(id)?;
+    shim::request_stop(&containers.dir(id)).map_err(|e| ContainerError::Io { path: containers.dir(id), source: e })?;
+    let state = observed_state(&containers, id)?;
+    let Some(pid) = state.pid.filter(|_| state.status == Status::Running || state.status == Status::Paused) else {
+        return wait_settled(&containers, id, Duration::from_secs(5));
+    };
+    let sig = parse_signal(&config.stop_signal).unwrap_or(Signal::SIGTERM);
+    let _ = kill(Pid::from_raw(pid), sig);
+    let deadline = Instant::now() + timeout;
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    wait_settled(&containers, id, Duration::from_secs(10))
+}
+
+/// Waits until the shim recorded the exit (or is gone).
+fn wait_settled(containers: &Containers, id: &str, limit: Duration) -> Result<(), ContainerError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = match containers.state(id) {
+            Ok(s) => s,
+            Err(ContainerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let settled =
+            state.status == Status::Exited || state.status == Status::Created || !state.shim_pid.is_some_and(alive);
+        if settled || Instant::now() > deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Removes a container's files (after it stopped): unmounts its root, deletes its directory.
+pub fn remove_files(paths: &Paths, id: &str) -> Result<(), ContainerError> {
+    let containers = Containers::open(&paths.root)?;
+    let dir = containers.dir(id);
+    rootfs::unmount(&dir.join("rootfs")).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    let lc = paths.run_root.join("libcontainer").join(id);
+    if lc.exists() {
+        if let Ok(mut c) = libcontainer::container::Container::load(lc.clone()) {
+            let _ = c.delete(true);
+        }
+        let _ = fs::remove_dir_all(&lc);
+    }
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ContainerError::Io { path: dir, source: e }),
+    }
+}
+
+/// Removes a container; `force` stops a running one first.
+pub fn remove(paths: &Paths, id: &str, force: bool) -> Result<(), ContainerError> {
+    let containers = Containers::open(&paths.root)?;
+    let _lock = containers.lock()?;
+    let state = observed_state(&containers, id)?;
+    if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
+        if !force {
+            return Err(ContainerError::Conflict(format!(
+                "cannot remove container {}: it is running (stop it first, or use rm -f)",
+                &id[..12]
+            )));
+        }
+        let _ = shim::request_stop(&containers.dir(id));
+        if let Some(pid) = state.pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        wait_settled(&containers, id, Duration::from_secs(10))?;
+    }
+    remove_files(paths, id)
+}
+
+/// Diff IDs of layers that containers still need (image removal must keep them).
+pub fn layers_in_use(
+    root: &std::path::Path,
+) -> Result<std::collections::HashSet<crate::image::Digest>, ContainerError> {
+    let containers = Containers::open(root)?;
+    let mut out = std::collections::HashSet::new();
+    for id in containers.ids()? {
+        if let Ok(c) = containers.config(&id) {
+            out.extend(c.layers);
+        }
+    }
+    Ok(out)
+}
+
+/// Ensures every layer of an image is unpacked (e.g. after a manual cleanup).
+pub fn ensure_layers(store: &Store, image: &crate::image::Image) -> Result<(), crate::image::StoreError> {
+    for (desc, diff_id) in image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids) {
+        store.ensure_layer(desc, diff_id)?;
+    }
+    Ok(())
+}
+
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse().ok()
+}
+
+/// Runs a command inside a running container (joining its namespaces and cgroup) and returns
+/// its exit code. Standard input and output are this process's.
+pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, ContainerError> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    let containers = Containers::open(&paths.root)?;
+    let state = observed_state(&containers, id)?;
+    if state.status != Status::Running {
+        return Err(ContainerError::Conflict(format!("container {} is not running", &id[..12])));
+    }
+    let config = containers.config(id)?;
+    let rootfs = containers.dir(id).join("rootfs");
+    let user = opts.user.as_deref().or(config.user.as_deref());
+    let (uid, gid, _) = rootfs::resolve_user(&rootfs, user).map_err(ContainerError::Invalid)?;
+    let mut env: std::collections::HashMap<String, String> = config
+        .env
+        .iter()
+        .chain(&opts.env)
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let cwd = opts
+        .workdir
+        .clone()
+        .unwrap_or_else(|| if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() });
+    let lc_root = paths.run_root.join("libcontainer");
+    let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(&lc_root)
+        .map_err(|e| ContainerError::Runtime(e.to_string()))?
+        .as_tenant()
+        .with_container_args(opts.args)
+        .with_env(env)
+        .with_cwd(Some(PathBuf::from(cwd)))
+        .with_user(Some(uid))
+        .with_group(Some(gid))
+        .with_no_new_privs(true)
+        .with_capabilities(spec::DEFAULT_CAPS.iter().map(|c| c.to_string()).collect())
+        .with_detach(false)
+        .build()
+        .map_err(|e| ContainerError::Runtime(format!("cannot exec in container: {e}")))?;
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(ContainerError::Runtime(format!("waiting for exec: {e}"))),
+        }
+    }
+}
+
+pub struct ExecOptions {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+}
+
+/// Freezes (`pause`) or thaws a running container through the cgroup freezer.
+pub fn set_paused(paths: &Paths, id: &str, paused: bool) -> Result<(), ContainerError> {
+    let containers = Containers::open(&paths.root)?;
+    let _lock = containers.lock()?;
+    let mut state = observed_state(&containers, id)?;
+    let want_from = if paused { Status::Running } else { Status::Paused };
+    if state.status != want_from {
+        let verb = if paused { "running" } else { "paused" };
+        return Err(ContainerError::Conflict(format!("container {} is not {verb}", &id[..12])));
+    }
+    let mut c = libcontainer::container::Container::load(paths.run_root.join("libcontainer").join(id))
+        .map_err(|e| ContainerError::Runtime(format!("runtime state: {e}")))?;
+    let result = if paused { c.pause() } else { c.resume() };
+    result.map_err(|e| ContainerError::Runtime(format!("cgroup freezer: {e}")))?;
+    state.status = if paused { Status::Paused } else { Status::Running };
+    containers.write_state(id, &state)
+}
+
+/// The container's cgroup directory for a controller (v1) or the unified hierarchy.
+pub fn cgroup_dir(id: &str, controller: &str) -> Option<PathBuf> {
+    let rel = format!("lifeboat/{id}");
+    [
+        PathBuf::from(format!("/sys/fs/cgroup/{controller}/{rel}")),
+        PathBuf::from(format!("/sys/fs/cgroup/{rel}")),
+        PathBuf::from(format!("/sys/fs/cgroup/unified/{rel}")),
+    ]
+    .into_iter()
+    .find(|p| p.join("cgroup.procs").exists())
+}
+
+/// PIDs (host view) of every process in the container.
+pub fn processes(id: &str) -> Vec<i32> {
+    let Some(dir) = cgroup_dir(id, "pids").or_else(|| cgroup_dir(id, "memory")) else { return Vec::new() };
+    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// Resource usage: (CPU nanoseconds, memory bytes, memory limit, pids).
+pub fn usage(id: &str) -> (u64, u64, Option<u64>, u64) {
+    let read =
+        |p: Option<PathBuf>, f: &str| p.and_then(|d| fs::read_to_string(d.join(f)).ok()).map(|s| s.trim().to_string());
+    let cpu = read(cgroup_dir(id, "cpuacct"), "cpuacct.usage").and_then(|s| s.parse().ok()).or_else(|| {
+        read(cgroup_dir(id, "cpu"), "cpu.stat")
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.parse::<u64>().ok())))
+            .map(|us| us * 1000)
+    });
+    let mem_dir = cgroup_dir(id, "memory");
+    let mem = read(mem_dir.clone(), "memory.usage_in_bytes")
+        .or_else(|| read(mem_dir.clone(), "memory.current"))
+        .and_then(|s| s.parse().ok());
+    let limit = read(mem_dir.clone(), "memory.limit_in_bytes")
+        .or_else(|| read(mem_dir, "memory.max"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&l| l < (1 << 62));
+    let pids =
+        read(cgroup_dir(id, "pids"), "pids.current").and_then(|s| s.parse().ok()).unwrap_or(processes(id).len() as u64);
+    (cpu.unwrap_or(0), mem.unwrap_or(0), limit, pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("TERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigquit"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("NOPE"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(alive(std::process::id() as i32));
+        assert!(!alive(i32::MAX));
+    }
+}

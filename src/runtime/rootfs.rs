@@ -1,0 +1,174 @@
+//! A container's root filesystem: an overlay of the image's unpacked layers with a private
+//! upper directory, plus the small files Docker generates (/etc/hosts, hostname, resolv.conf).
+//!
+//! `plan` describes the mount as data (so it is testable); `mount` and `unmount` apply it.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+/// An overlay mount, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPlan {
+    pub target: PathBuf,
+    /// Lower directories, top first (overlayfs order).
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+impl OverlayPlan {
+    /// The mount data string. Index and redirect features stay off so layers remain plain
+    /// directories that any kernel reads the same way.
+    pub fn options(&self) -> String {
+        let lower: Vec<String> = self.lower.iter().map(|p| escape(p)).collect();
+        format!(
+            "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off",
+            lower.join(":"),
+            escape(&self.upper),
+            escape(&self.work)
+        )
+    }
+}
+
+fn escape(p: &Path) -> String {
+    p.to_string_lossy().replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+}
+
+/// The plan for a container directory `dir` over `layers` (bottom to top). An image with no
+/// layers gets an empty lower directory.
+pub fn plan(dir: &Path, layers: &[PathBuf]) -> OverlayPlan {
+    let mut lower: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+    if lower.is_empty() {
+        lower.push(dir.join("empty"));
+    }
+    OverlayPlan { target: dir.join("rootfs"), lower, upper: dir.join("upper"), work: dir.join("work") }
+}
+
+pub fn is_mounted(target: &Path) -> bool {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let target = target.to_string_lossy();
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(target.as_ref()))
+}
+
+pub fn mount(plan: &OverlayPlan) -> io::Result<()> {
+    for d in [&plan.target, &plan.upper, &plan.work] {
+        fs::create_dir_all(d)?;
+    }
+    for l in &plan.lower {
+        if !l.is_dir() {
+            fs::create_dir_all(l)?;
+        }
+    }
+    if is_mounted(&plan.target) {
+        return Ok(());
+    }
+    let options = plan.options();
+    if options.len() >= 4000 {
+        return Err(io::Error::other(format!("too many layers for one overlay mount ({})", plan.lower.len())));
+    }
+    nix::mount::mount(Some("overlay"), &plan.target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|e| io::Error::other(format!("overlay mount on {}: {e}", plan.target.display())))
+}
+
+pub fn unmount(target: &Path) -> io::Result<()> {
+    if !is_mounted(target) {
+        return Ok(());
+    }
+    nix::mount::umount2(target, MntFlags::MNT_DETACH)
+        .map_err(|e| io::Error::other(format!("unmount {}: {e}", target.display())))
+}
+
+/// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the container into `files`.
+pub fn write_etc_files(files: &Path, hostname: &str, host_network: bool) -> io::Result<()> {
+    fs::create_dir_all(files)?;
+    let hosts = if host_network {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+        )
+    };
+    fs::write(files.join("hosts"), hosts)?;
+    fs::write(files.join("hostname"), format!("{hostname}\n"))?;
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    fs::write(files.join("resolv.conf"), resolv)?;
+    Ok(())
+}
+
+/// Resolves `user[:group]` (names or numbers) against the container's /etc/passwd and /etc/group.
+pub fn resolve_user(rootfs: &Path, spec: Option<&str>) -> Result<(u32, u32, Vec<u32>), String> {
+    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let Some(spec) = spec.filter(|s| !s.is_empty()) else { return Ok((0, 0, supplementary(&group, "root", 0))) };
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry =
+        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
+    let (uid, name, primary_gid) = match (u.parse::<u32>(), entry) {
+        (_, Some(f)) => (
+            f[2].parse().map_err(|_| format!("bad uid for {u} in /etc/passwd"))?,
+            f[0].to_string(),
+            f[3].parse().unwrap_or(0),
+        ),
+        (Ok(n), None) => (n, String::new(), n),
+        (Err(_), None) => return Err(format!("unable to find user {u}: no matching entries in passwd file")),
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+        },
+    };
+    Ok((uid, gid, supplementary(&group, &name, gid)))
+}
+
+fn supplementary(group: &str, user: &str, primary: u32) -> Vec<u32> {
+    if user.is_empty() {
+        return Vec::new();
+    }
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == user))
+        .filter_map(|f| f[2].parse().ok())
+        .filter(|g| *g != primary)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_orders_layers_top_first_and_escapes() {
+        let p = plan(Path::new("/c/x"), &[PathBuf::from("/l/a"), PathBuf::from("/l/b:c")]);
+        assert_eq!(p.lower, vec![PathBuf::from("/l/b:c"), PathBuf::from("/l/a")]);
+        assert!(p.options().starts_with("lowerdir=/l/b\\:c:/l/a,upperdir=/c/x/upper,workdir=/c/x/work"));
+        assert_eq!(plan(Path::new("/c/x"), &[]).lower, vec![PathBuf::from("/c/x/empty")]);
+    }
+
+    #[test]
+    fn users_resolve_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n")
+            .unwrap();
+        fs::write(dir.path().join("etc/group"), "root:x:0:\nwww:x:33:\nlogs:x:4:www\n").unwrap();
+        assert_eq!(resolve_user(dir.path(), Some("www")).unwrap(), (33, 33, vec![4]));
+        assert_eq!(resolve_user(dir.path(), Some("www:logs")).unwrap(), (33, 4, vec![]));
+        assert_eq!(resolve_user(dir.path(), Some("1000:1000")).unwrap(), (1000, 1000, vec![]));
+        assert!(resolve_user(dir.path(), Some("nobody")).is_err());
+        assert_eq!(resolve_user(dir.path(), None).unwrap().0, 0);
+    }
+}

@@ -1,0 +1,241 @@
+//! The shim: one small process per container, `lifeboat shim <id>`, started by the CLI and
+//! outliving it. It mounts the root filesystem, creates and starts the container through
+//! youki's `libcontainer` while still single-threaded, then supervises it: stdout/stderr to the
+//! log, published ports, the exit status in `state.json`, the restart policy, zombie reaping
+//! (it is a child subreaper).
+//!
+//! A restart re-executes the shim itself, so every container creation happens in a freshly
+//! exec'd, single-threaded process, never after threads were started.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::container::{Containers, NetworkMode, State, Status};
+use super::{Paths, logs, network, prepare};
+
+pub const SYNC_FD_ENV: &str = "LIFEBOAT_SHIM_SYNC_FD";
+const STOP_MARKER: &str = "stop-requested";
+
+/// Runs the shim for container `id`; never returns.
+pub fn main(paths: &Paths, id: &str) -> ! {
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let sync = std::env::var(SYNC_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()).map(|fd| {
+        // SAFETY: the CLI passed this descriptor to us for exactly this purpose; nothing else owns it.
+        fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+    // SAFETY: called once at start, before any other thread exists.
+    unsafe { std::env::remove_var(SYNC_FD_ENV) };
+    let mut sync = Sync(sync);
+    let code = match supervise(paths, id, &mut sync) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            sync.send(&format!("error {msg}\n"));
+            if let Ok(containers) = Containers::open(&paths.root) {
+                let mut state = containers.state(id).unwrap_or_else(|_| State::created());
+                state.status = Status::Exited;
+                state.pid = None;
+                state.exit_code = Some(127);
+                state.error = Some(msg);
+                state.finished_at = Some(crate::image::now_rfc3339());
+                let _ = containers.write_state(id, &state);
+                if let Ok(config) = containers.config(id) {
+                    let _ = super::rootfs::unmount(&containers.dir(id).join("rootfs"));
+                    if config.auto_remove {
+                        let _ = super::remove_files(paths, id);
+                    }
+                }
+            }
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+/// The pipe back to the CLI: "ok" once started, "exit N" when the container ends.
+struct Sync(Option<fs::File>);
+
+impl Sync {
+    fn send(&mut self, msg: &str) {
+        if let Some(f) = &mut self.0
+            && f.write_all(msg.as_bytes()).is_err()
+        {
+            self.0 = None; // the CLI went away (detached run): nobody to tell
+        }
+    }
+}
+
+fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
+    let containers = Containers::open(&paths.root)?;
+    let config = containers.config(id)?;
+    let dir = containers.dir(id);
+    let mut state = containers.state(id)?;
+    state.shim_pid = Some(std::process::id() as i32);
+    let _ = fs::remove_file(dir.join(STOP_MARKER));
+
+    let prepared = prepare::prepare(paths, &config)?;
+    let bound = network::bind_ports(&config.ports)?;
+
+    let (out_r, out_w) = nix::unistd::pipe()?;
+    let (err_r, err_w) = nix::unistd::pipe()?;
+    let devnull = fs::File::open("/dev/null")?;
+    let lc_root = paths.run_root.join("libcontainer");
+    fs::create_dir_all(&lc_root)?;
+    let stale = lc_root.join(id);
+    if stale.exists() {
+        if let Ok(mut c) = libcontainer::container::Container::load(stale.clone()) {
+            let _ = c.delete(true);
+        }
+        let _ = fs::remove_dir_all(&stale);
+    }
+    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(&lc_root)
+        .map_err(|e| anyhow::anyhow!("runtime state dir {}: {e}", lc_root.display()))?
+        .with_stdin(devnull)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(&prepared.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot create container: {e}"))?;
+    let pid = container.pid().ok_or_else(|| anyhow::anyhow!("runtime reported no container pid"))?;
+    let netns = PathBuf::from(format!("/proc/{}/ns/net", pid.as_raw()));
+    if config.network == NetworkMode::Private {
+        network::loopback_up(&netns).map_err(|e| anyhow::anyhow!("cannot bring up loopback: {e}"))?;
+    }
+    container.start().map_err(|e| anyhow::anyhow!("cannot start container: {e}"))?;
+
+    // From here on the shim may have threads.
+    let log = Arc::new(Mutex::new(logs::open_for_append(&dir.join("log.json"))?));
+    let pumps = [
+        spawn_pump(fs::File::from(out_r), "stdout", log.clone()),
+        spawn_pump(fs::File::from(err_r), "stderr", log.clone()),
+    ];
+    state.status = Status::Running;
+    state.pid = Some(pid.as_raw());
+    state.started_at = Some(crate::image::now_rfc3339());
+    state.finished_at = None;
+    state.exit_code = None;
+    state.oom_killed = false;
+    state.error = None;
+    state.ports = bound.iter().map(|(m, _)| m.clone()).collect();
+    containers.write_state(id, &state)?;
+    if config.network != NetworkMode::Host {
+        network::serve(bound, &netns)?;
+    }
+    sync.send("ok\n");
+
+    let code = wait_for(pid);
+    for p in pumps {
+        // Pipes close when the last process holding them exits; do not hang on a straggler.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !p.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let oom = oom_killed(&prepared.cgroups_path);
+    let _ = container.delete(true);
+
+    let stopped = dir.join(STOP_MARKER).exists();
+    state.pid = None;
+    state.exit_code = Some(code);
+    state.oom_killed = oom;
+    state.finished_at = Some(crate::image::now_rfc3339());
+    if config.restart.should_restart(code, state.restart_count, stopped) {
+        state.status = Status::Restarting;
+        state.restart_count += 1;
+        containers.write_state(id, &state)?;
+        sync.send(&format!("exit {code}\n"));
+        // Docker's back-off: 100 ms doubling, at most a minute.
+        let delay = 100u64.saturating_mul(1 << state.restart_count.min(10)).min(60_000);
+        std::thread::sleep(Duration::from_millis(delay));
+        reexec(paths, id)?;
+    }
+    state.status = Status::Exited;
+    containers.write_state(id, &state)?;
+    sync.send(&format!("exit {code}\n"));
+    super::rootfs::unmount(&dir.join("rootfs"))?;
+    if config.auto_remove {
+        super::remove_files(paths, id)?;
+    }
+    Ok(0)
+}
+
+fn spawn_pump(f: fs::File, stream: &'static str, log: Arc<Mutex<fs::File>>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("log-{stream}"))
+        .stack_size(64 * 1024)
+        .spawn(move || logs::pump(f, stream, log))
+        .expect("cannot start a log thread")
+}
+
+/// Reaps children (the shim is a subreaper) until `pid` exits; returns its exit code (128+N
+/// for a signal, as shells report it).
+fn wait_for(pid: Pid) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return 128 + sig as i32,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::ECHILD) => {
+                // Not our child after all (should not happen): poll until it is gone.
+                while Path::new(&format!("/proc/{}", pid.as_raw())).exists() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return 255;
+            }
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// Whether the kernel OOM-killed a process in the container's memory cgroup (v1 or v2).
+fn oom_killed(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    let candidates = [
+        (format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"), "oom_kill "),
+        (format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "),
+        (format!("/sys/fs/cgroup/unified/{rel}/memory.events"), "oom_kill "),
+    ];
+    candidates.iter().any(|(path, key)| {
+        fs::read_to_string(path).ok().is_some_and(|s| {
+            s.lines().any(|l| l.strip_prefix(key).and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+        })
+    })
+}
+
+fn reexec(paths: &Paths, id: &str) -> anyhow::Result<()> {
+    let exe = CString::new("/proc/self/exe")?;
+    let args: Vec<CString> = [
+        "lifeboat".to_string(),
+        "--root".into(),
+        paths.root.display().to_string(),
+        "--run-root".into(),
+        paths.run_root.display().to_string(),
+        "shim".into(),
+        id.to_string(),
+    ]
+    .into_iter()
+    .map(CString::new)
+    .collect::<Result<_, _>>()?;
+    nix::unistd::execv(&exe, &args)?;
+    unreachable!("execv returned without error")
+}
+
+/// Asks the shim not to restart the container after this exit.
+pub fn request_stop(dir: &Path) -> io::Result<()> {
+    fs::write(dir.join(STOP_MARKER), b"")
+}

@@ -1,0 +1,118 @@
+//! Named volumes: `<root>/volumes/<name>/_data`, outliving the containers that use them.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::container::ContainerError;
+use crate::image::layer::{self, ApplyOptions, TreeMode, WhiteoutMode};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VolumeMeta {
+    pub name: String,
+    pub created: String,
+    /// Set once the volume has been filled from an image (or used), so it never is again.
+    #[serde(default)]
+    pub filled: bool,
+}
+
+pub struct Volume {
+    pub data: PathBuf,
+    /// Never used before: fill it from the image.
+    pub fresh: bool,
+}
+
+pub struct Volumes {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io { path: path.to_path_buf(), source }
+}
+
+impl Volumes {
+    pub fn open(root: &Path) -> Result<Volumes, ContainerError> {
+        let dir = root.join("volumes");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(Volumes { dir })
+    }
+
+    pub fn validate_name(name: &str) -> Result<(), ContainerError> {
+        super::names::validate_name(name).map_err(ContainerError::Invalid)
+    }
+
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("volume.json")
+    }
+
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("_data")
+    }
+
+    pub fn get(&self, name: &str) -> Result<VolumeMeta, ContainerError> {
+        let bytes = fs::read(self.meta_path(name)).map_err(|_| ContainerError::NotFound(format!("volume {name}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid(format!("volume {name}: {e}")))
+    }
+
+    pub fn create(&self, name: &str) -> Result<VolumeMeta, ContainerError> {
+        Self::validate_name(name)?;
+        let data = self.data_dir(name);
+        fs::create_dir_all(&data).map_err(io_err(&data))?;
+        if let Ok(meta) = self.get(name) {
+            return Ok(meta);
+        }
+        let meta = VolumeMeta { name: name.to_string(), created: crate::image::now_rfc3339(), filled: false };
+        let path = self.meta_path(name);
+        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&meta).expect("serialises"))
+            .map_err(io_err(&path))?;
+        Ok(meta)
+    }
+
+    /// The volume, created if needed.
+    pub fn ensure(&self, name: &str) -> Result<Volume, ContainerError> {
+        let meta = self.create(name)?;
+        Ok(Volume { data: self.data_dir(name), fresh: !meta.filled })
+    }
+
+    pub fn mark_filled(&self, name: &str) -> Result<(), ContainerError> {
+        let mut meta = self.get(name)?;
+        meta.filled = true;
+        let path = self.meta_path(name);
+        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&meta).expect("serialises"))
+            .map_err(io_err(&path))
+    }
+
+    pub fn list(&self) -> Result<Vec<VolumeMeta>, ContainerError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let e = e.map_err(io_err(&self.dir))?;
+            if let Ok(meta) = self.get(&e.file_name().to_string_lossy()) {
+                out.push(meta);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), ContainerError> {
+        self.get(name)?;
+        let dir = self.dir.join(name);
+        fs::remove_dir_all(&dir).map_err(io_err(&dir))
+    }
+}
+
+/// Copies a tree with all metadata (owners, modes, links, xattrs) through the layer code.
+pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to)?;
+    let (reader, writer) = io::pipe()?;
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || layer::write_tree(from, writer, TreeMode::Plain).map(|_| ()));
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None };
+        let applied = layer::apply_layer(reader, to, &opts);
+        producer.join().expect("copy thread panicked")?;
+        applied?;
+        Ok(())
+    })
+}
