@@ -8,3 +8,4 @@ mod config_examples;
 mod hostile;
 mod images;
 mod interop;
+mod runtime;

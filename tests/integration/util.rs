@@ -20,6 +20,18 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Env {
+    /// Containers left running by a failed test are killed and removed.
+    fn drop(&mut self) {
+        if self.root().join("containers").is_dir() {
+            let ids = self.lifeboat().args(["ps", "-aq"]).output().map(|o| stdout(&o)).unwrap_or_default();
+            for id in ids.lines() {
+                let _ = self.lifeboat().args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         let base = std::env::var_os("LIFEBOAT_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
@@ -38,7 +50,7 @@ impl Env {
     /// `lifeboat --root <this env's root> ARGS`.
     pub fn lifeboat(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--root").arg(self.root());
+        c.arg("--root").arg(self.root()).arg("--run-root").arg(self.path("run"));
         c.stdin(Stdio::null());
         c
     }
@@ -268,4 +280,39 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         diffs.push(format!("only in {}: {k}", b.display()));
     }
     assert!(diffs.is_empty(), "trees differ ({} vs {}):\n{}", a.display(), b.display(), diffs.join("\n"));
+}
+
+/// Polls `f` every 50 ms for up to `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP GET on loopback; returns the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+impl Env {
+    /// A busybox image named `name` whose default command serves /www over HTTP on port 80.
+    pub fn site_image(&self, name: &str) -> PathBuf {
+        let rootfs = self.busybox_rootfs(&format!("rootfs-{}", name.replace([':', '/'], "-")));
+        self.ok(&["import", rootfs.to_str().unwrap(), name, "--change", r#"CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]"#, "--change", "EXPOSE 80"]);
+        rootfs
+    }
+
+    /// `inspect` of one object as JSON.
+    pub fn inspect(&self, what: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", what])).unwrap();
+        v[0].clone()
+    }
 }

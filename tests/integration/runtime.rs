@@ -1,0 +1,232 @@
+//! The runtime end to end, as root, on the real kernel: ports, networks, confinement, limits,
+//! restart policies, supervision, volumes.
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use crate::util::{Env, http_get, wait_until};
+
+fn port_of(env: &Env, name: &str) -> u16 {
+    let out = env.ok(&["port", name]);
+    out.lines().next().and_then(|l| l.rsplit(':').next()).and_then(|p| p.trim().parse().ok()).unwrap_or_else(|| panic!("no port in {out:?}"))
+}
+
+#[test]
+fn run_attached_returns_the_exit_code_and_output() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let out = env.lifeboat().args(["run", "--rm", "site:1", "sh", "-c", "echo out; echo err >&2; exit 7"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // --rm removed it.
+    assert_eq!(env.ok(&["ps", "-aq"]), "");
+    // A command that does not exist fails like Docker (125/127), with a message.
+    let out = env.lifeboat().args(["run", "--rm", "site:1", "/no/such/binary"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn published_ports_serve_http_and_ps_shows_them() {
+    let env = Env::new();
+    let rootfs = env.site_image("site:1");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fixed = listener.local_addr().unwrap().port();
+    drop(listener);
+    let id = env.ok(&["run", "-d", "-p", &format!("127.0.0.1:{fixed}:80"), "--name", "web", "site:1"]).trim().to_string();
+    assert_eq!(id.len(), 64);
+    env.ok(&["run", "-Pd", "--name", "web2", "site:1"]);
+    let random = port_of(&env, "web2");
+    let expected = fs::read_to_string(rootfs.join("www/index.html")).unwrap();
+    for port in [fixed, random] {
+        wait_until(10, "http answer", || http_get(port, "/").is_ok_and(|b| b == expected));
+    }
+    let ps = env.ok(&["ps"]);
+    let header = ps.lines().next().unwrap();
+    for col in ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"] {
+        assert!(header.contains(col), "{ps}");
+    }
+    assert!(ps.contains(&format!("0.0.0.0:{random}->80/tcp")), "{ps}");
+    assert!(ps.contains(&format!("127.0.0.1:{fixed}->80/tcp")), "{ps}");
+    assert!(ps.lines().any(|l| l.starts_with(&id[..12]) && l.contains("Up ") && l.ends_with("web")), "{ps}");
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn containers_sharing_a_network_namespace_talk_over_localhost() {
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "db", "site:1", "httpd", "-f", "-p", "3306", "-h", "/www"]);
+    let out = env.lifeboat().args(["run", "--rm", "--network", "container:db", "site:1", "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://127.0.0.1:3306/ && exit 0; sleep 0.2; done; exit 1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("City Library"));
+    // A private namespace does not see it.
+    let out = env.lifeboat().args(["run", "--rm", "site:1", "wget", "-q", "-T", "1", "-O", "-", "http://127.0.0.1:3306/"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+fn in_container(env: &Env, script: &str) -> (i32, String) {
+    let out = env.lifeboat().args(["run", "--rm", "site:1", "sh", "-c", script]).output().unwrap();
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn confinement_matches_docker_defaults() {
+    let env = Env::new();
+    env.site_image("site:1");
+    // Host processes are invisible: only the shell and ps.
+    let (_, out) = in_container(&env, "ps -o pid,comm | tail -n +2 | wc -l");
+    assert_eq!(out.trim(), "2", "{out}");
+    for (what, script) in [
+        ("mount", "mkdir -p /mnt/x && mount -t tmpfs none /mnt/x"),
+        ("mknod of a block device", "mknod /tmp/sda b 8 0 && head -c 1 /tmp/sda"),
+        ("sysrq-trigger", "echo h > /proc/sysrq-trigger"),
+        ("/proc/sys/kernel", "echo pwned > /proc/sys/kernel/hostname"),
+        ("module loading", "insmod /tmp/none.ko || modprobe dummy"),
+    ] {
+        let (code, out) = in_container(&env, script);
+        assert_ne!(code, 0, "{what} succeeded inside the container: {out}");
+    }
+    // /proc/1/root is the container's own root, not the host's.
+    let marker = env.path("host-marker");
+    fs::write(&marker, "host").unwrap();
+    let (code, _) = in_container(&env, &format!("cat /proc/1/root{}", marker.display()));
+    assert_ne!(code, 0);
+    // Its own hostname (the short ID by default, or --hostname).
+    let out = env.ok(&["run", "--rm", "--hostname", "catalogue", "site:1", "hostname"]);
+    assert_eq!(out.trim(), "catalogue");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "catalogue");
+    // Docker's default capability set, in every set that matters, and no_new_privs.
+    let (_, status) = in_container(&env, "cat /proc/self/status");
+    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap();
+    assert_eq!(field("CapBnd:"), "00000000a80425fb", "{status}");
+    assert_eq!(field("CapEff:"), "00000000a80425fb");
+    assert_eq!(field("CapPrm:"), "00000000a80425fb");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+}
+
+#[test]
+fn memory_limit_oom_kills_and_inspect_says_so() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let out = env.lifeboat().args(["run", "--name", "hog", "--memory", "32m", "site:1", "sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = env.inspect("hog");
+    assert_eq!(v["State"]["OOMKilled"], true, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 137);
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let out = env.lifeboat().args(["run", "--rm", "--pids-limit", "50", "site:1", "sh", "-c", "n=0; for i in $(seq 1 200); do sleep 5 & n=$((n+1)); done; echo started"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fork") || err.contains("Resource temporarily unavailable") || err.contains("can't"), "fork bomb was not stopped: {err}");
+    // The host still forks fine.
+    assert!(Command::new("true").status().unwrap().success());
+}
+
+#[test]
+fn on_failure_restarts_three_times_then_stops() {
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "crashy", "--restart", "on-failure:3", "site:1", "sh", "-c", "echo attempt; exit 3"]);
+    wait_until(30, "three restarts", || {
+        let v = env.inspect("crashy");
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 3
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = env.inspect("crashy");
+    assert_eq!(v["RestartCount"], 3, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 3);
+    let logs = env.ok(&["logs", "crashy"]);
+    assert_eq!(logs.matches("attempt").count(), 4, "{logs}");
+}
+
+#[test]
+fn killing_the_cli_leaves_the_container_and_killing_the_shim_leaves_ps_truthful() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let mut cli = env.lifeboat().args(["run", "--name", "attached", "site:1", "sleep", "1000"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until(10, "container up", || env.ok(&["ps"]).contains("attached"));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("attached") && ps.contains("Up "), "{ps}");
+
+    // kill -9 the shim: ps says the container runs unsupervised.
+    let v = env.inspect("attached");
+    let shim = v["State"]["ShimPid"].as_i64().unwrap();
+    let pid = v["State"]["Pid"].as_i64().unwrap();
+    Command::new("kill").args(["-9", &shim.to_string()]).status().unwrap();
+    wait_until(5, "shim gone", || !std::path::Path::new(&format!("/proc/{shim}")).exists() || fs::read_to_string(format!("/proc/{shim}/stat")).is_ok_and(|s| s.contains(") Z")));
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("unsupervised"), "{ps}");
+    // And once the container dies too, it is shown as exited, not running.
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    wait_until(5, "container gone from ps", || !env.ok(&["ps"]).contains("attached"));
+    let all = env.ok(&["ps", "-a"]);
+    assert!(all.contains("Exited"), "{all}");
+}
+
+#[test]
+fn volumes_survive_rm_and_bind_mounts_can_be_read_only() {
+    let env = Env::new();
+    env.site_image("site:1");
+    // A new volume starts with the image's content at its mount path.
+    let out = env.ok(&["run", "--rm", "-v", "site-data:/www", "site:1", "sh", "-c", "cat /www/index.html; echo catalogue > /www/books.txt"]);
+    assert!(out.contains("City Library"), "{out}");
+    let out = env.ok(&["run", "--rm", "-v", "site-data:/www", "site:1", "cat", "/www/books.txt"]);
+    assert_eq!(out, "catalogue\n");
+    assert!(env.ok(&["volume", "ls"]).contains("site-data"));
+    // A volume in use cannot be removed without -f.
+    env.ok(&["run", "-d", "--name", "user", "-v", "site-data:/www", "site:1"]);
+    env.fails(&["volume", "rm", "site-data"], 5);
+    env.ok(&["rm", "-f", "user"]);
+    env.ok(&["volume", "rm", "site-data"]);
+
+    let host = env.path("host-dir");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("f"), "original").unwrap();
+    let out = env.lifeboat().args(["run", "--rm", "-v", &format!("{}:/data:ro", host.display()), "site:1", "sh", "-c", "echo changed > /data/f"]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "original");
+    env.ok(&["run", "--rm", "-v", &format!("{}:/data", host.display()), "site:1", "sh", "-c", "echo changed > /data/f"]);
+    assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "changed\n");
+}
+
+#[test]
+fn exec_logs_stop_start_pause_and_rm() {
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "svc", "site:1", "sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done"]);
+    wait_until(10, "ready in logs", || env.ok(&["logs", "svc"]).contains("ready"));
+    assert_eq!(env.ok(&["exec", "-e", "X=42", "svc", "sh", "-c", "echo $X"]), "42\n");
+    let out = env.lifeboat().args(["exec", "svc", "sh", "-c", "exit 4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let logs = env.ok(&["logs", "-t", "svc"]);
+    assert!(logs.starts_with("20") && logs.contains(" ready"), "{logs}");
+
+    env.ok(&["pause", "svc"]);
+    assert!(env.ok(&["ps"]).contains("(Paused)"));
+    env.ok(&["unpause", "svc"]);
+
+    env.fails(&["rm", "svc"], 5);
+    env.ok(&["stop", "svc"]);
+    assert!(env.ok(&["logs", "svc"]).contains("bye"));
+    let v = env.inspect("svc");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 0);
+    env.ok(&["start", "svc"]);
+    wait_until(10, "running again", || env.inspect("svc")["State"]["Running"] == true);
+    env.ok(&["rm", "-f", "svc"]);
+    env.fails(&["inspect", "svc"], 3);
+    // The container's image cannot be removed while a container uses it.
+    env.ok(&["run", "-d", "--name", "user", "site:1"]);
+    env.fails(&["rmi", "site:1"], 5);
+}
