@@ -5,6 +5,7 @@
 
 use crate::image::layer::LayerError;
 use crate::image::{ImageError, StoreError, changes::ChangeError, digest::DigestError, reference::ReferenceError};
+use crate::runtime::ContainerError;
 
 pub const SUCCESS: i32 = 0;
 /// Something failed (I/O, a peer, a bug).
@@ -41,9 +42,16 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.is::<ReferenceError>() || cause.is::<ChangeError>() || cause.is::<DigestError>() {
             return USAGE;
         }
-        if let Some(e) = cause.downcast_ref::<crate::cli::UsageError>() {
-            let _ = e;
+        if cause.is::<crate::cli::UsageError>() {
             return USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<ContainerError>() {
+            return match e {
+                ContainerError::NotFound(_) => NOT_FOUND,
+                ContainerError::Conflict(_) => CONFLICT,
+                ContainerError::Invalid(_) => USAGE,
+                ContainerError::Io { .. } | ContainerError::Runtime(_) => FAILURE,
+            };
         }
     }
     FAILURE

@@ -569,6 +569,14 @@ fn attach(ctx: &Context, config: &RunConfig, sync: std::fs::File) -> anyhow::Res
             Ok(code) => {
                 let (lines, _) = read(offset);
                 print(lines);
+                if config.auto_remove {
+                    // Like `docker run --rm`: return once the container is gone.
+                    let dir = ctx.containers()?.dir(&config.id);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while dir.exists() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
                 if code < 0 {
                     let state = runtime::observed_state(&ctx.containers()?, &config.id).ok();
                     return Ok(state.and_then(|s| s.exit_code).unwrap_or(RUN_FAILED));

@@ -8,14 +8,19 @@ use crate::util::{Env, http_get, wait_until};
 
 fn port_of(env: &Env, name: &str) -> u16 {
     let out = env.ok(&["port", name]);
-    out.lines().next().and_then(|l| l.rsplit(':').next()).and_then(|p| p.trim().parse().ok()).unwrap_or_else(|| panic!("no port in {out:?}"))
+    out.lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {out:?}"))
 }
 
 #[test]
 fn run_attached_returns_the_exit_code_and_output() {
     let env = Env::new();
     env.site_image("site:1");
-    let out = env.lifeboat().args(["run", "--rm", "site:1", "sh", "-c", "echo out; echo err >&2; exit 7"]).output().unwrap();
+    let out =
+        env.lifeboat().args(["run", "--rm", "site:1", "sh", "-c", "echo out; echo err >&2; exit 7"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
@@ -33,7 +38,8 @@ fn published_ports_serve_http_and_ps_shows_them() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fixed = listener.local_addr().unwrap().port();
     drop(listener);
-    let id = env.ok(&["run", "-d", "-p", &format!("127.0.0.1:{fixed}:80"), "--name", "web", "site:1"]).trim().to_string();
+    let id =
+        env.ok(&["run", "-d", "-p", &format!("127.0.0.1:{fixed}:80"), "--name", "web", "site:1"]).trim().to_string();
     assert_eq!(id.len(), 64);
     env.ok(&["run", "-Pd", "--name", "web2", "site:1"]);
     let random = port_of(&env, "web2");
@@ -58,26 +64,49 @@ fn containers_sharing_a_network_namespace_talk_over_localhost() {
     let env = Env::new();
     env.site_image("site:1");
     env.ok(&["run", "-d", "--name", "db", "site:1", "httpd", "-f", "-p", "3306", "-h", "/www"]);
-    let out = env.lifeboat().args(["run", "--rm", "--network", "container:db", "site:1", "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://127.0.0.1:3306/ && exit 0; sleep 0.2; done; exit 1"]).output().unwrap();
+    let out = env
+        .lifeboat()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "container:db",
+            "site:1",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://127.0.0.1:3306/ && exit 0; sleep 0.2; done; exit 1",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("City Library"));
     // A private namespace does not see it.
-    let out = env.lifeboat().args(["run", "--rm", "site:1", "wget", "-q", "-T", "1", "-O", "-", "http://127.0.0.1:3306/"]).output().unwrap();
+    let out = env
+        .lifeboat()
+        .args(["run", "--rm", "site:1", "wget", "-q", "-T", "1", "-O", "-", "http://127.0.0.1:3306/"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
 fn in_container(env: &Env, script: &str) -> (i32, String) {
     let out = env.lifeboat().args(["run", "--rm", "site:1", "sh", "-c", script]).output().unwrap();
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 #[test]
 fn confinement_matches_docker_defaults() {
     let env = Env::new();
     env.site_image("site:1");
-    // Host processes are invisible: only the shell and ps.
-    let (_, out) = in_container(&env, "ps -o pid,comm | tail -n +2 | wc -l");
-    assert_eq!(out.trim(), "2", "{out}");
+    // Host processes are invisible: a handful of processes, our shell as PID 1, no shim.
+    let (_, out) = in_container(&env, "cat /proc/1/cmdline; echo; cat /proc/[0-9]*/comm");
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("sh"), "{out}");
+    let comms: Vec<&str> = lines.collect();
+    assert!(comms.len() < 6 && !comms.iter().any(|c| c.contains("lifeboat") || c.contains("integration")), "{out}");
     for (what, script) in [
         ("mount", "mkdir -p /mnt/x && mount -t tmpfs none /mnt/x"),
         ("mknod of a block device", "mknod /tmp/sda b 8 0 && head -c 1 /tmp/sda"),
@@ -112,7 +141,21 @@ fn confinement_matches_docker_defaults() {
 fn memory_limit_oom_kills_and_inspect_says_so() {
     let env = Env::new();
     env.site_image("site:1");
-    let out = env.lifeboat().args(["run", "--name", "hog", "--memory", "32m", "site:1", "sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]).output().unwrap();
+    let out = env
+        .lifeboat()
+        .args([
+            "run",
+            "--name",
+            "hog",
+            "--memory",
+            "32m",
+            "site:1",
+            "sh",
+            "-c",
+            "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
     let v = env.inspect("hog");
     assert_eq!(v["State"]["OOMKilled"], true, "{v}");
@@ -123,9 +166,25 @@ fn memory_limit_oom_kills_and_inspect_says_so() {
 fn pids_limit_stops_a_fork_bomb() {
     let env = Env::new();
     env.site_image("site:1");
-    let out = env.lifeboat().args(["run", "--rm", "--pids-limit", "50", "site:1", "sh", "-c", "n=0; for i in $(seq 1 200); do sleep 5 & n=$((n+1)); done; echo started"]).output().unwrap();
+    let out = env
+        .lifeboat()
+        .args([
+            "run",
+            "--rm",
+            "--pids-limit",
+            "50",
+            "site:1",
+            "sh",
+            "-c",
+            "n=0; for i in $(seq 1 200); do sleep 5 & n=$((n+1)); done; echo started",
+        ])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fork") || err.contains("Resource temporarily unavailable") || err.contains("can't"), "fork bomb was not stopped: {err}");
+    assert!(
+        err.contains("fork") || err.contains("Resource temporarily unavailable") || err.contains("can't"),
+        "fork bomb was not stopped: {err}"
+    );
     // The host still forks fine.
     assert!(Command::new("true").status().unwrap().success());
 }
@@ -134,7 +193,18 @@ fn pids_limit_stops_a_fork_bomb() {
 fn on_failure_restarts_three_times_then_stops() {
     let env = Env::new();
     env.site_image("site:1");
-    env.ok(&["run", "-d", "--name", "crashy", "--restart", "on-failure:3", "site:1", "sh", "-c", "echo attempt; exit 3"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crashy",
+        "--restart",
+        "on-failure:3",
+        "site:1",
+        "sh",
+        "-c",
+        "echo attempt; exit 3",
+    ]);
     wait_until(30, "three restarts", || {
         let v = env.inspect("crashy");
         v["State"]["Status"] == "exited" && v["RestartCount"] == 3
@@ -151,7 +221,13 @@ fn on_failure_restarts_three_times_then_stops() {
 fn killing_the_cli_leaves_the_container_and_killing_the_shim_leaves_ps_truthful() {
     let env = Env::new();
     env.site_image("site:1");
-    let mut cli = env.lifeboat().args(["run", "--name", "attached", "site:1", "sleep", "1000"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut cli = env
+        .lifeboat()
+        .args(["run", "--name", "attached", "site:1", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until(10, "container up", || env.ok(&["ps"]).contains("attached"));
     cli.kill().unwrap();
     cli.wait().unwrap();
@@ -164,7 +240,10 @@ fn killing_the_cli_leaves_the_container_and_killing_the_shim_leaves_ps_truthful(
     let shim = v["State"]["ShimPid"].as_i64().unwrap();
     let pid = v["State"]["Pid"].as_i64().unwrap();
     Command::new("kill").args(["-9", &shim.to_string()]).status().unwrap();
-    wait_until(5, "shim gone", || !std::path::Path::new(&format!("/proc/{shim}")).exists() || fs::read_to_string(format!("/proc/{shim}/stat")).is_ok_and(|s| s.contains(") Z")));
+    wait_until(5, "shim gone", || {
+        !std::path::Path::new(&format!("/proc/{shim}")).exists()
+            || fs::read_to_string(format!("/proc/{shim}/stat")).is_ok_and(|s| s.contains(") Z"))
+    });
     let ps = env.ok(&["ps"]);
     assert!(ps.contains("unsupervised"), "{ps}");
     // And once the container dies too, it is shown as exited, not running.
@@ -179,7 +258,16 @@ fn volumes_survive_rm_and_bind_mounts_can_be_read_only() {
     let env = Env::new();
     env.site_image("site:1");
     // A new volume starts with the image's content at its mount path.
-    let out = env.ok(&["run", "--rm", "-v", "site-data:/www", "site:1", "sh", "-c", "cat /www/index.html; echo catalogue > /www/books.txt"]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "site-data:/www",
+        "site:1",
+        "sh",
+        "-c",
+        "cat /www/index.html; echo catalogue > /www/books.txt",
+    ]);
     assert!(out.contains("City Library"), "{out}");
     let out = env.ok(&["run", "--rm", "-v", "site-data:/www", "site:1", "cat", "/www/books.txt"]);
     assert_eq!(out, "catalogue\n");
@@ -193,10 +281,32 @@ fn volumes_survive_rm_and_bind_mounts_can_be_read_only() {
     let host = env.path("host-dir");
     fs::create_dir_all(&host).unwrap();
     fs::write(host.join("f"), "original").unwrap();
-    let out = env.lifeboat().args(["run", "--rm", "-v", &format!("{}:/data:ro", host.display()), "site:1", "sh", "-c", "echo changed > /data/f"]).output().unwrap();
+    let out = env
+        .lifeboat()
+        .args([
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/data:ro", host.display()),
+            "site:1",
+            "sh",
+            "-c",
+            "echo changed > /data/f",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "original");
-    env.ok(&["run", "--rm", "-v", &format!("{}:/data", host.display()), "site:1", "sh", "-c", "echo changed > /data/f"]);
+    env.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data", host.display()),
+        "site:1",
+        "sh",
+        "-c",
+        "echo changed > /data/f",
+    ]);
     assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "changed\n");
 }
 
@@ -204,7 +314,16 @@ fn volumes_survive_rm_and_bind_mounts_can_be_read_only() {
 fn exec_logs_stop_start_pause_and_rm() {
     let env = Env::new();
     env.site_image("site:1");
-    env.ok(&["run", "-d", "--name", "svc", "site:1", "sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "site:1",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
     wait_until(10, "ready in logs", || env.ok(&["logs", "svc"]).contains("ready"));
     assert_eq!(env.ok(&["exec", "-e", "X=42", "svc", "sh", "-c", "echo $X"]), "42\n");
     let out = env.lifeboat().args(["exec", "svc", "sh", "-c", "exit 4"]).output().unwrap();

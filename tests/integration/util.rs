@@ -306,7 +306,15 @@ impl Env {
     /// A busybox image named `name` whose default command serves /www over HTTP on port 80.
     pub fn site_image(&self, name: &str) -> PathBuf {
         let rootfs = self.busybox_rootfs(&format!("rootfs-{}", name.replace([':', '/'], "-")));
-        self.ok(&["import", rootfs.to_str().unwrap(), name, "--change", r#"CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]"#, "--change", "EXPOSE 80"]);
+        self.ok(&[
+            "import",
+            rootfs.to_str().unwrap(),
+            name,
+            "--change",
+            r#"CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]"#,
+            "--change",
+            "EXPOSE 80",
+        ]);
         rootfs
     }
 
