@@ -7,9 +7,12 @@
 //! - [`config`]: the `lifeboat.toml` model.
 //! - [`fsutil`]: atomic writes, locks and temporary paths shared by the stores.
 
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod repo;
 pub mod runtime;
+pub mod snapshot;

@@ -4,6 +4,7 @@
 mod container;
 mod image;
 mod output;
+mod repo;
 
 use std::path::PathBuf;
 
@@ -142,6 +143,18 @@ pub enum Command {
     /// Read images from an archive written by `save`, `docker save` or `podman save`.
     #[command(after_help = image::LOAD_EXAMPLES)]
     Load(image::LoadArgs),
+    /// Snapshot a running service into a repository.
+    #[command(after_help = repo::SNAPSHOT_EXAMPLES)]
+    Snapshot(repo::SnapshotArgs),
+    /// List snapshots.
+    #[command(after_help = repo::SNAPSHOTS_EXAMPLES)]
+    Snapshots(repo::SnapshotsArgs),
+    /// Bring a service back from a snapshot.
+    #[command(after_help = repo::RESTORE_EXAMPLES)]
+    Restore(repo::RestoreArgs),
+    /// Manage backup repositories (init, info, unlock).
+    #[command(subcommand, after_help = repo::REPO_EXAMPLES)]
+    Repo(repo::RepoCommand),
     /// Manage images (ls, rm, prune, unpack, …).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -186,6 +199,10 @@ impl Cli {
             Command::Port(a) => container::port(&ctx, a),
             Command::Volume(c) => container::volume(&ctx, c),
             Command::Shim(a) => container::shim(&ctx, a),
+            Command::Snapshot(a) => repo::snapshot(&ctx, a),
+            Command::Snapshots(a) => repo::snapshots(&ctx, a),
+            Command::Restore(a) => repo::restore(&ctx, a),
+            Command::Repo(c) => repo::repo(&ctx, c),
             Command::Import(a) => image::import(&ctx, a),
             Command::Images(a) => image::images(&ctx, a),
             Command::Tag(a) => image::tag(&ctx, a),

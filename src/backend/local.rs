@@ -1,0 +1,160 @@
+//! A repository in a local directory. Pack files go to `data/<first two hex>/<name>` so no
+//! directory grows too large.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, BackendError, Kind, Result};
+
+#[derive(Debug)]
+pub struct Local {
+    root: PathBuf,
+}
+
+impl Local {
+    pub fn new(root: &Path) -> Local {
+        Local { root: root.to_path_buf() }
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> PathBuf {
+        match kind {
+            Kind::Config => self.root.join("config"),
+            Kind::Pack => self.root.join(kind.dir()).join(&name[..2.min(name.len())]).join(name),
+            _ => self.root.join(kind.dir()).join(name),
+        }
+    }
+
+    fn err(&self, op: &'static str, what: &Path, source: io::Error) -> BackendError {
+        BackendError::Io { location: self.location(), op, what: what.display().to_string(), source }
+    }
+
+    fn not_found(&self, kind: Kind, name: &str) -> BackendError {
+        BackendError::NotFound { location: self.location(), kind, name: name.to_string() }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Backend for Local {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        if kind == Kind::Config {
+            if self.path(kind, "config").exists() {
+                out.push("config".to_string());
+            }
+            return Ok(out);
+        }
+        let dir = self.root.join(kind.dir());
+        let mut dirs = vec![dir.clone()];
+        if kind == Kind::Pack {
+            dirs = match fs::read_dir(&dir) {
+                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(self.err("list", &dir, e)),
+            };
+        }
+        for d in dirs {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err("list", &d, e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| self.err("list", &d, e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                // Temporary files of interrupted writes start with a dot.
+                if valid_name(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        fs::read(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("read", &p, e) }
+        })
+    }
+
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        let mut f = fs::File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
+        })?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.err("seek", &p, e))?;
+        let mut buf = vec![0; length as usize];
+        f.read_exact(&mut buf).map_err(|e| self.err("read", &p, e))?;
+        Ok(buf)
+    }
+
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let p = self.path(kind, name);
+        if p.exists() {
+            return Err(BackendError::Exists { location: self.location(), kind, name: name.to_string() });
+        }
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).map_err(|e| self.err("create", dir, e))?;
+        }
+        crate::fsutil::write_atomic(&p, data).map_err(|e| self.err("write", &p, e))
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", &p, e)),
+        }
+    }
+
+    fn stat(&self, kind: Kind, name: &str) -> Result<Option<u64>> {
+        let p = self.path(kind, name);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", &p, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The behaviour every backend must have (S3 backends run the same checks in the
+    /// integration tests).
+    pub fn backend_suite(b: &dyn Backend) {
+        assert!(b.list(Kind::Snapshot).unwrap().is_empty());
+        b.write(Kind::Snapshot, "abc123", b"hello").unwrap();
+        assert!(matches!(b.write(Kind::Snapshot, "abc123", b"again"), Err(BackendError::Exists { .. })));
+        assert_eq!(b.read(Kind::Snapshot, "abc123").unwrap(), b"hello");
+        assert_eq!(b.read_range(Kind::Snapshot, "abc123", 1, 3).unwrap(), b"ell");
+        assert_eq!(b.stat(Kind::Snapshot, "abc123").unwrap(), Some(5));
+        assert_eq!(b.stat(Kind::Snapshot, "nope").unwrap(), None);
+        assert!(b.read(Kind::Snapshot, "nope").unwrap_err().is_not_found());
+        b.write(Kind::Pack, "ffee00", b"pack").unwrap();
+        assert_eq!(b.list(Kind::Pack).unwrap(), vec!["ffee00"]);
+        assert_eq!(b.list(Kind::Snapshot).unwrap(), vec!["abc123"]);
+        b.delete(Kind::Snapshot, "abc123").unwrap();
+        b.delete(Kind::Snapshot, "abc123").unwrap();
+        assert!(b.list(Kind::Snapshot).unwrap().is_empty());
+        b.write(Kind::Config, "config", b"c").unwrap();
+        assert_eq!(b.list(Kind::Config).unwrap(), vec!["config"]);
+    }
+
+    #[test]
+    fn local_backend_passes_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        backend_suite(&Local::new(dir.path()));
+    }
+}

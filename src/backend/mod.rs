@@ -1,0 +1,82 @@
+//! Where repository bytes live. A backend stores immutable files by kind and name and knows
+//! nothing of their meaning (they are encrypted before they get here).
+//!
+//! The trait is small on purpose: list, read, read a range, write atomically, delete, stat.
+//! Retry, caching and other behaviour wrap a backend rather than living in it.
+
+pub mod local;
+
+use std::fmt;
+
+/// The kinds of files a repository holds, each in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl Kind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Key => "keys",
+            Kind::Pack => "data",
+            Kind::Index => "index",
+            Kind::Snapshot => "snapshots",
+            Kind::Lock => "locks",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{location}: {kind:?} {name} does not exist")]
+    NotFound { location: String, kind: Kind, name: String },
+    #[error("{location}: {kind:?} {name} already exists")]
+    Exists { location: String, kind: Kind, name: String },
+    #[error("{location}: {op} {what}: {source}")]
+    Io { location: String, op: &'static str, what: String, source: std::io::Error },
+}
+
+impl BackendError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Where this is, for messages (`/srv/backup`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+    /// Names of every file of a kind.
+    fn list(&self, kind: Kind) -> Result<Vec<String>>;
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    /// Writes a new file atomically; an existing file of that name is an error (files are
+    /// immutable).
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    fn delete(&self, kind: Kind, name: &str) -> Result<()>;
+    /// The size of a file, or None if it does not exist.
+    fn stat(&self, kind: Kind, name: &str) -> Result<Option<u64>>;
+}
+
+/// Opens the backend a location names: a path, or (later) `s3://bucket/prefix`.
+pub fn open(location: &str) -> Result<Box<dyn Backend>> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        return Err(BackendError::Io {
+            location: location.to_string(),
+            op: "open",
+            what: rest.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "S3 repositories are not available in this build yet",
+            ),
+        });
+    }
+    Ok(Box::new(local::Local::new(std::path::Path::new(location.strip_prefix("local:").unwrap_or(location)))))
+}

@@ -1,0 +1,200 @@
+//! Repository cryptography: a random master key, wrapped by each password with Argon2id;
+//! every stored object sealed with XChaCha20-Poly1305 under a random 192-bit nonce; chunk IDs as
+//! BLAKE3 keyed by a second secret key, so the store never sees a plaintext fingerprint.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object has beyond its plaintext.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("authentication failed: the data was changed or the key is wrong")]
+    Auth,
+    #[error("wrong password (no key in the repository opens with it)")]
+    WrongPassword,
+    #[error("invalid key file: {0}")]
+    KeyFile(String),
+}
+
+/// The repository's secrets.
+#[derive(Clone)]
+pub struct MasterKey {
+    /// Seals and opens every object.
+    pub encryption: [u8; 32],
+    /// Keys the BLAKE3 hash that names chunks and trees.
+    pub id: [u8; 32],
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the kernel's random source is unavailable");
+    b
+}
+
+impl MasterKey {
+    pub fn generate() -> MasterKey {
+        MasterKey { encryption: random(), id: random() }
+    }
+
+    /// The keyed ID of some plaintext.
+    pub fn id_of(&self, plaintext: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.id, plaintext).as_bytes()
+    }
+
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.encryption, plaintext)
+    }
+
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open(&self.encryption, sealed)
+    }
+}
+
+fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let nonce: [u8; NONCE_LEN] = random();
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let ct = cipher.encrypt(XNonce::from_slice(&nonce), plaintext).expect("encryption of a slice cannot fail");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn open(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < OVERHEAD {
+        return Err(CryptoError::Auth);
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), ct).map_err(|_| CryptoError::Auth)
+}
+
+/// Argon2id cost parameters, recorded in each key file.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl KdfParams {
+    /// 64 MiB, 3 passes: about half a second here. `LIFEBOAT_KDF=m,t,p` overrides (for hosts
+    /// with little memory, and for tests).
+    pub fn default_or_env() -> KdfParams {
+        if let Ok(v) = std::env::var("LIFEBOAT_KDF") {
+            let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            if let [m, t, p] = n[..] {
+                return KdfParams { m, t, p };
+            }
+        }
+        KdfParams { m: 64 * 1024, t: 3, p: 1 }
+    }
+}
+
+/// A key file: the master key sealed by a key derived from one password.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub created: String,
+    pub host: String,
+    pub user: String,
+    pub kdf: String,
+    pub params: KdfParams,
+    /// hex
+    pub salt: String,
+    /// hex of the sealed master key (64 bytes: encryption key then ID key)
+    pub data: String,
+}
+
+fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32], CryptoError> {
+    let params = Params::new(p.m, p.t, p.p, Some(32)).map_err(|e| CryptoError::KeyFile(e.to_string()))?;
+    let mut out = [0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password, salt, &mut out)
+        .map_err(|e| CryptoError::KeyFile(e.to_string()))?;
+    Ok(out)
+}
+
+impl KeyFile {
+    pub fn new(master: &MasterKey, password: &[u8], params: KdfParams) -> Result<KeyFile, CryptoError> {
+        let salt: [u8; 16] = random();
+        let wrap = derive(password, &salt, params)?;
+        let mut secret = Vec::with_capacity(64);
+        secret.extend_from_slice(&master.encryption);
+        secret.extend_from_slice(&master.id);
+        Ok(KeyFile {
+            created: crate::image::now_rfc3339(),
+            host: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+            user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            kdf: "argon2id".into(),
+            params,
+            salt: hex::encode(salt),
+            data: hex::encode(seal(&wrap, &secret)),
+        })
+    }
+
+    /// The master key, if `password` is this key's.
+    pub fn unwrap(&self, password: &[u8]) -> Result<MasterKey, CryptoError> {
+        if self.kdf != "argon2id" {
+            return Err(CryptoError::KeyFile(format!("unknown KDF {:?}", self.kdf)));
+        }
+        let salt = hex::decode(&self.salt).map_err(|e| CryptoError::KeyFile(e.to_string()))?;
+        let data = hex::decode(&self.data).map_err(|e| CryptoError::KeyFile(e.to_string()))?;
+        let wrap = derive(password, &salt, self.params)?;
+        let secret = open(&wrap, &data).map_err(|_| CryptoError::WrongPassword)?;
+        if secret.len() != 64 {
+            return Err(CryptoError::KeyFile("master key has the wrong length".into()));
+        }
+        let mut m = MasterKey { encryption: [0; 32], id: [0; 32] };
+        m.encryption.copy_from_slice(&secret[..32]);
+        m.id.copy_from_slice(&secret[32..]);
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: KdfParams = KdfParams { m: 64, t: 1, p: 1 };
+
+    #[test]
+    fn seal_open_and_tamper() {
+        let k = MasterKey::generate();
+        let sealed = k.seal(b"library catalogue");
+        assert_eq!(k.open(&sealed).unwrap(), b"library catalogue");
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert!(matches!(k.open(&bad), Err(CryptoError::Auth)));
+        assert!(MasterKey::generate().open(&sealed).is_err());
+        assert!(!sealed.windows(7).any(|w| w == b"library"));
+    }
+
+    #[test]
+    fn key_file_wraps_and_refuses_wrong_password() {
+        let k = MasterKey::generate();
+        let f = KeyFile::new(&k, b"correct horse", FAST).unwrap();
+        let back = f.unwrap(b"correct horse").unwrap();
+        assert_eq!(back.encryption, k.encryption);
+        assert_eq!(back.id, k.id);
+        assert!(matches!(f.unwrap(b"wrong"), Err(CryptoError::WrongPassword)));
+    }
+
+    #[test]
+    fn ids_are_keyed() {
+        let (a, b) = (MasterKey::generate(), MasterKey::generate());
+        assert_ne!(a.id_of(b"x"), b.id_of(b"x"));
+        assert_eq!(a.id_of(b"x"), a.id_of(b"x"));
+    }
+}

@@ -1,0 +1,489 @@
+//! The backup repository: content-defined chunks, deduplicated by keyed ID, compressed,
+//! encrypted, packed, indexed; snapshots as the commit point. The format is specified in
+//! docs/repository-format.md; this module is its reference implementation.
+//!
+//! Writing follows one order — pack files, then the index that lists them, then the snapshot
+//! that refers to them — so a crash at any point leaves only unreferenced data, never a
+//! snapshot that points at something missing.
+
+pub mod crypto;
+pub mod lock;
+pub mod snapshot;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError, Kind};
+use crypto::{CryptoError, KdfParams, KeyFile, MasterKey};
+
+pub const FORMAT_VERSION: u32 = 1;
+/// Pack files are flushed at this size.
+pub const PACK_TARGET: usize = 16 << 20;
+
+/// A blob's identity: the keyed BLAKE3 of its plaintext.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(pub [u8; 32]);
+
+impl BlobId {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Option<BlobId> {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        Some(BlobId(b))
+    }
+}
+
+impl std::fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &self.hex()[..16])
+    }
+}
+
+impl Serialize for BlobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BlobId, D::Error> {
+        let s = String::deserialize(d)?;
+        BlobId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid blob id"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data,
+    Tree,
+}
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub pack: [u8; 32],
+    pub offset: u64,
+    pub length: u32,
+    /// Plaintext length.
+    pub raw: u32,
+    pub kind: BlobType,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("repository at {0} does not exist (create it with `lifeboat repo init`)")]
+    Missing(String),
+    #[error("repository at {0} already exists")]
+    AlreadyExists(String),
+    #[error("cannot open repository at {location}: {source}")]
+    Key { location: String, source: CryptoError },
+    #[error("repository at {location} is damaged: {what}")]
+    Corrupt { location: String, what: String },
+    #[error("repository at {location}: {what}")]
+    Other { location: String, what: String },
+}
+
+impl RepoError {
+    pub fn is_wrong_password(&self) -> bool {
+        matches!(self, RepoError::Key { source: CryptoError::WrongPassword, .. })
+    }
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// The repository's `config` object (sealed with the master key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoConfig {
+    pub version: u32,
+    pub id: String,
+    pub chunker: ChunkerParams,
+}
+
+/// FastCDC sizes. Chosen by measurement (docs/benchmarks.md): databases rewrite pages in
+/// place, so a small average keeps an update from dragging much unchanged data along.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams { min: 4 << 10, avg: 16 << 10, max: 64 << 10 }
+    }
+}
+
+/// A pack's table of contents, sealed at its end.
+#[derive(Debug, Serialize, Deserialize)]
+struct PackHeader {
+    blobs: Vec<PackEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PackEntry {
+    id: BlobId,
+    kind: BlobType,
+    offset: u64,
+    length: u32,
+    raw: u32,
+}
+
+/// An index file: which blobs each pack holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct IndexFile {
+    packs: Vec<IndexPack>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexPack {
+    id: String,
+    blobs: Vec<PackEntry>,
+}
+
+struct PendingPack {
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: Box<dyn Backend>,
+    key: MasterKey,
+    pub config: RepoConfig,
+    index: HashMap<BlobId, Location>,
+    pending: Mutex<PendingPack>,
+    /// Packs written by this process whose index is not yet written.
+    unindexed: Vec<IndexPack>,
+    /// Bytes added to the repository by this process (sealed pack bytes).
+    pub added_bytes: u64,
+    pack_cache: Mutex<Option<([u8; 32], Vec<u8>)>>,
+}
+
+/// Blob plaintext is stored compressed with zstd unless that does not help.
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+impl Repository {
+    pub fn init(backend: Box<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let location = backend.location();
+        if backend.stat(Kind::Config, "config")?.is_some() {
+            return Err(RepoError::AlreadyExists(location));
+        }
+        let key = MasterKey::generate();
+        let config = RepoConfig {
+            version: FORMAT_VERSION,
+            id: crate::fsutil::random_hex(16),
+            chunker: ChunkerParams::default(),
+        };
+        let kf = KeyFile::new(&key, password, KdfParams::default_or_env())
+            .map_err(|e| RepoError::Key { location: location.clone(), source: e })?;
+        let kf_bytes = serde_json::to_vec_pretty(&kf).expect("serialises");
+        backend.write(Kind::Key, &hex::encode(&blake3::hash(&kf_bytes).as_bytes()[..16]), &kf_bytes)?;
+        backend.write(Kind::Config, "config", &key.seal(&serde_json::to_vec(&config).expect("serialises")))?;
+        Ok(Repository::with(backend, key, config))
+    }
+
+    fn with(backend: Box<dyn Backend>, key: MasterKey, config: RepoConfig) -> Repository {
+        Repository {
+            backend,
+            key,
+            config,
+            index: HashMap::new(),
+            pending: Mutex::new(PendingPack { data: Vec::new(), entries: Vec::new() }),
+            unindexed: Vec::new(),
+            added_bytes: 0,
+            pack_cache: Mutex::new(None),
+        }
+    }
+
+    /// Opens with a password and loads the index.
+    pub fn open(backend: Box<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let location = backend.location();
+        let sealed = match backend.read(Kind::Config, "config") {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::Missing(location)),
+            Err(e) => return Err(e.into()),
+        };
+        let mut key = None;
+        for name in backend.list(Kind::Key)? {
+            let bytes = backend.read(Kind::Key, &name)?;
+            let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
+            if let Ok(k) = kf.unwrap(password) {
+                key = Some(k);
+                break;
+            }
+        }
+        let key = key.ok_or(RepoError::Key { location: location.clone(), source: CryptoError::WrongPassword })?;
+        let config: RepoConfig = serde_json::from_slice(&key.open(&sealed).map_err(|_| RepoError::Corrupt {
+            location: location.clone(),
+            what: "config does not authenticate".into(),
+        })?)
+        .map_err(|e| RepoError::Corrupt { location: location.clone(), what: format!("config: {e}") })?;
+        if config.version != FORMAT_VERSION {
+            return Err(RepoError::Other {
+                location,
+                what: format!("format version {} is not supported (this build reads {FORMAT_VERSION})", config.version),
+            });
+        }
+        let mut repo = Repository::with(backend, key, config);
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    fn corrupt(&self, what: String) -> RepoError {
+        RepoError::Corrupt { location: self.location(), what }
+    }
+
+    fn load_index(&mut self) -> Result<()> {
+        for name in self.backend.list(Kind::Index)? {
+            let sealed = self.backend.read(Kind::Index, &name)?;
+            let plain =
+                self.key.open(&sealed).map_err(|_| self.corrupt(format!("index {name} does not authenticate")))?;
+            let file: IndexFile =
+                serde_json::from_slice(&plain).map_err(|e| self.corrupt(format!("index {name}: {e}")))?;
+            for p in file.packs {
+                let mut pack = [0u8; 32];
+                hex::decode_to_slice(&p.id, &mut pack)
+                    .map_err(|_| self.corrupt(format!("index {name}: bad pack id")))?;
+                for b in p.blobs {
+                    self.index
+                        .insert(b.id, Location { pack, offset: b.offset, length: b.length, raw: b.raw, kind: b.kind });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_blob(&self, id: &BlobId) -> bool {
+        self.index.contains_key(id) || self.pending.lock().expect("pack lock").entries.iter().any(|e| e.id == *id)
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn id_of(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(self.key.id_of(plaintext))
+    }
+
+    /// Stores a blob unless the repository already has it; returns its ID and whether it was new.
+    pub fn save_blob(&mut self, kind: BlobType, plaintext: &[u8]) -> Result<(BlobId, bool)> {
+        let id = self.id_of(plaintext);
+        if self.has_blob(&id) {
+            return Ok((id, false));
+        }
+        let compressed = zstd::bulk::compress(plaintext, 3).map_err(|e| self.corrupt(format!("zstd: {e}")))?;
+        let mut body = Vec::with_capacity(compressed.len().min(plaintext.len()) + 1);
+        if compressed.len() < plaintext.len() {
+            body.push(FLAG_ZSTD);
+            body.extend_from_slice(&compressed);
+        } else {
+            body.push(FLAG_RAW);
+            body.extend_from_slice(plaintext);
+        }
+        let sealed = self.key.seal(&body);
+        let full = {
+            let mut p = self.pending.lock().expect("pack lock");
+            let offset = p.data.len() as u64;
+            p.data.extend_from_slice(&sealed);
+            p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw: plaintext.len() as u32 });
+            p.data.len() >= PACK_TARGET
+        };
+        if full {
+            self.flush_pack()?;
+        }
+        Ok((id, true))
+    }
+
+    /// Writes the pending pack file (if any).
+    pub fn flush_pack(&mut self) -> Result<()> {
+        let (mut data, entries) = {
+            let mut p = self.pending.lock().expect("pack lock");
+            if p.entries.is_empty() {
+                return Ok(());
+            }
+            (std::mem::take(&mut p.data), std::mem::take(&mut p.entries))
+        };
+        let header = self.key.seal(&serde_json::to_vec(&PackHeader { blobs: entries.clone() }).expect("serialises"));
+        data.extend_from_slice(&header);
+        data.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let pack_id = *blake3::hash(&data).as_bytes();
+        let name = hex::encode(pack_id);
+        self.backend.write(Kind::Pack, &name, &data)?;
+        self.added_bytes += data.len() as u64;
+        for e in &entries {
+            self.index
+                .insert(e.id, Location { pack: pack_id, offset: e.offset, length: e.length, raw: e.raw, kind: e.kind });
+        }
+        self.unindexed.push(IndexPack { id: name, blobs: entries });
+        Ok(())
+    }
+
+    /// Flushes the pending pack and writes an index file for every pack written so far.
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_pack()?;
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile { packs: std::mem::take(&mut self.unindexed) };
+        let sealed = self.key.seal(&serde_json::to_vec(&file).expect("serialises"));
+        let name = hex::encode(blake3::hash(&sealed).as_bytes());
+        self.backend.write(Kind::Index, &name, &sealed)?;
+        self.added_bytes += sealed.len() as u64;
+        Ok(())
+    }
+
+    /// Reads, authenticates and checks a blob.
+    pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let pending = {
+            let p = self.pending.lock().expect("pack lock");
+            p.entries
+                .iter()
+                .find(|e| e.id == *id)
+                .map(|e| (p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw))
+        };
+        if let Some((sealed, raw)) = pending {
+            return self.open_blob(id, &sealed, raw, "the pack being written");
+        }
+        let loc = *self.index.get(id).ok_or_else(|| self.corrupt(format!("blob {} is not in the index", id.hex())))?;
+        let pack_name = hex::encode(loc.pack);
+        let sealed = {
+            let mut cache = self.pack_cache.lock().expect("cache lock");
+            match cache.as_ref() {
+                Some((p, data)) if *p == loc.pack => {
+                    data[loc.offset as usize..loc.offset as usize + loc.length as usize].to_vec()
+                }
+                _ => {
+                    // Whole packs are read once and kept: restores read blobs in pack order.
+                    let size = self.backend.stat(Kind::Pack, &pack_name)?.unwrap_or(0);
+                    if size <= (PACK_TARGET as u64) * 2 {
+                        let data = self.backend.read(Kind::Pack, &pack_name)?;
+                        let end = loc.offset as usize + loc.length as usize;
+                        if end > data.len() {
+                            return Err(self.corrupt(format!("pack {pack_name} is shorter than its index says")));
+                        }
+                        let blob = data[loc.offset as usize..end].to_vec();
+                        *cache = Some((loc.pack, data));
+                        blob
+                    } else {
+                        self.backend.read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)?
+                    }
+                }
+            }
+        };
+        self.open_blob(id, &sealed, loc.raw, &format!("pack {pack_name}"))
+    }
+
+    /// Authenticates, decompresses and checks one sealed blob.
+    fn open_blob(&self, id: &BlobId, sealed: &[u8], raw: u32, place: &str) -> Result<Vec<u8>> {
+        let body = self
+            .key
+            .open(sealed)
+            .map_err(|_| self.corrupt(format!("blob {} in {place} does not authenticate", id.hex())))?;
+        let plain = match body.split_first() {
+            Some((&FLAG_RAW, rest)) => rest.to_vec(),
+            Some((&FLAG_ZSTD, rest)) => zstd::bulk::decompress(rest, raw as usize)
+                .map_err(|e| self.corrupt(format!("blob {}: {e}", id.hex())))?,
+            _ => return Err(self.corrupt(format!("blob {}: unknown encoding", id.hex()))),
+        };
+        if self.id_of(&plain) != *id {
+            return Err(self.corrupt(format!("blob {} does not match its ID", id.hex())));
+        }
+        Ok(plain)
+    }
+
+    /// Every pack file and its blobs, as the index says.
+    pub fn packs(&self) -> HashMap<[u8; 32], Vec<(BlobId, Location)>> {
+        let mut out: HashMap<[u8; 32], Vec<(BlobId, Location)>> = HashMap::new();
+        for (id, loc) in &self.index {
+            out.entry(loc.pack).or_default().push((*id, *loc));
+        }
+        out
+    }
+
+    /// Writes a sealed JSON object of `kind` under a random name; returns the name.
+    pub fn save_object<T: Serialize>(&self, kind: Kind, value: &T) -> Result<String> {
+        let sealed = self.key.seal(&serde_json::to_vec(value).expect("serialises"));
+        let name = crate::fsutil::random_hex(32);
+        self.backend.write(kind, &name, &sealed)?;
+        Ok(name)
+    }
+
+    pub fn load_object<T: for<'de> Deserialize<'de>>(&self, kind: Kind, name: &str) -> Result<T> {
+        let sealed = self.backend.read(kind, name)?;
+        let plain =
+            self.key.open(&sealed).map_err(|_| self.corrupt(format!("{kind:?} {name} does not authenticate")))?;
+        serde_json::from_slice(&plain).map_err(|e| self.corrupt(format!("{kind:?} {name}: {e}")))
+    }
+}
+
+/// Reads a whole stream in content-defined chunks.
+pub fn chunks<R: Read>(reader: R, p: ChunkerParams) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+    fastcdc::v2020::StreamCDC::new(reader, p.min, p.avg, p.max).map(|r| {
+        r.map(|c| c.data).map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::Local;
+
+    pub(crate) fn fast_kdf() {
+        // SAFETY: tests set this before any repository is created; the value is process-wide.
+        unsafe { std::env::set_var("LIFEBOAT_KDF", "64,1,1") };
+    }
+
+    #[test]
+    fn blobs_round_trip_deduplicate_and_survive_reopen() {
+        fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repository::init(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        let (a, new) = repo.save_blob(BlobType::Data, b"some data some data some data").unwrap();
+        assert!(new);
+        let (a2, new) = repo.save_blob(BlobType::Data, b"some data some data some data").unwrap();
+        assert!(!new && a == a2);
+        let (b, _) = repo.save_blob(BlobType::Data, &[7u8; 100_000]).unwrap();
+        repo.flush().unwrap();
+        let repo = Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        assert_eq!(repo.load_blob(&a).unwrap(), b"some data some data some data");
+        assert_eq!(repo.load_blob(&b).unwrap(), vec![7u8; 100_000]);
+        let err = Repository::open(Box::new(Local::new(dir.path())), b"wrong").err().unwrap();
+        assert!(err.is_wrong_password(), "{err}");
+        assert!(matches!(Repository::init(Box::new(Local::new(dir.path())), b"pw"), Err(RepoError::AlreadyExists(_))));
+    }
+
+    #[test]
+    fn chunker_splits_and_reassembles() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let parts: Vec<Vec<u8>> = chunks(&data[..], ChunkerParams::default()).collect::<Result<_, _>>().unwrap();
+        assert!(parts.len() > 10);
+        assert!(parts.iter().all(|p| p.len() <= 64 << 10));
+        assert_eq!(parts.concat(), data);
+    }
+}

@@ -1,0 +1,82 @@
+//! Snapshot objects: the commit point of a backup. A snapshot names a service's image (as a
+//! tree of its OCI blobs), its container layer and its volumes (as trees), and how it ran.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BlobId, Repository, Result};
+use crate::backend::Kind;
+use crate::image::Digest;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: String,
+    pub hostname: String,
+    /// The container (service) name.
+    pub service: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub parent: Option<String>,
+    /// The container's run configuration (`RunConfig`), as recorded.
+    pub run_config: serde_json::Value,
+    pub image: ImageRef,
+    /// The container's own layer (overlay upper directory).
+    pub container_layer: BlobId,
+    pub volumes: Vec<VolumeRef>,
+    pub stats: SnapshotStats,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub reference: String,
+    pub manifest: Digest,
+    /// A tree whose files are the image's blobs, named by digest hex.
+    pub tree: BlobId,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VolumeRef {
+    pub name: String,
+    pub target: String,
+    pub tree: BlobId,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub files_read: u64,
+    /// Bytes the repository grew by.
+    pub added_bytes: u64,
+    pub frozen_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// Every snapshot with its ID, oldest first.
+pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
+    let mut out = Vec::new();
+    for name in repo.backend().list(Kind::Snapshot)? {
+        out.push((name.clone(), repo.load_object::<Snapshot>(Kind::Snapshot, &name)?));
+    }
+    out.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    Ok(out)
+}
+
+/// Finds a snapshot: `latest` (of `service`), an ID or unique ID prefix.
+pub fn find(repo: &Repository, service: Option<&str>, which: &str) -> Result<(String, Snapshot)> {
+    let all = list(repo)?;
+    let candidates: Vec<(String, Snapshot)> =
+        all.into_iter().filter(|(_, s)| service.is_none_or(|n| s.service == n)).collect();
+    let not_found = |what: String| super::RepoError::Other { location: repo.location(), what };
+    if which == "latest" {
+        return candidates
+            .into_iter()
+            .last()
+            .ok_or_else(|| not_found(format!("no snapshot of {}", service.unwrap_or("any service"))));
+    }
+    let hits: Vec<_> = candidates.into_iter().filter(|(id, _)| id.starts_with(which)).collect();
+    match hits.len() {
+        1 => Ok(hits.into_iter().next().expect("one hit")),
+        0 => Err(not_found(format!("no snapshot {which}{}", service.map(|s| format!(" of {s}")).unwrap_or_default()))),
+        _ => Err(not_found(format!("snapshot ID prefix {which} is ambiguous"))),
+    }
+}

@@ -1,0 +1,315 @@
+//! Capturing a running service into a repository, and bringing it back.
+//!
+//! Capture: hooks inside the container (e.g. a database dump) → freeze (cgroup freezer) →
+//! archive the container layer and every named volume (reading only what changed since the
+//! parent snapshot) → thaw → store the image's blobs and the run configuration → write the
+//! snapshot (the commit point).
+//!
+//! Restore: fetch the image if this host lacks it → recreate volumes and the container layer
+//! → recreate the container with the recorded configuration → start it → wait for its health
+//! check.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::image::store::LayerInput;
+use crate::image::{Digest, Reference, Store};
+use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, VolumeRef};
+use crate::repo::tree::{Archiver, Restorer, load_tree};
+use crate::repo::{Repository, lock::Lock};
+use crate::runtime::container::{ContainerError, Containers, MountSource, RunConfig, Status};
+use crate::runtime::{self, Paths, volume::Volumes};
+
+pub struct CaptureOptions {
+    pub tags: Vec<String>,
+    pub exec_before: Vec<String>,
+    pub exec_after: Vec<String>,
+    pub no_volumes: bool,
+}
+
+/// Runs a hook inside the container; a failure aborts the snapshot.
+fn hook(paths: &Paths, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
+    let code = runtime::exec(
+        paths,
+        id,
+        runtime::ExecOptions {
+            args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+            env: vec![],
+            user: None,
+            workdir: None,
+        },
+    )
+    .with_context(|| format!("{when} hook {cmd:?} could not run"))?;
+    if code != 0 {
+        bail!("{when} hook {cmd:?} failed with exit code {code}; no snapshot was taken");
+    }
+    Ok(())
+}
+
+/// Thaws on drop, so an error while frozen never leaves the service frozen.
+struct Frozen<'a> {
+    paths: &'a Paths,
+    id: &'a str,
+    since: Instant,
+    active: bool,
+}
+
+impl Frozen<'_> {
+    fn thaw(&mut self) -> Duration {
+        if self.active {
+            self.active = false;
+            if let Err(e) = runtime::set_paused(self.paths, self.id, false) {
+                tracing::error!(error = %e, "cannot thaw the container");
+            }
+        }
+        self.since.elapsed()
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.thaw();
+    }
+}
+
+/// Takes a snapshot of container `name` into `repo`; returns its ID and object.
+pub fn capture(
+    paths: &Paths,
+    repo: &mut Repository,
+    name: &str,
+    opts: &CaptureOptions,
+) -> anyhow::Result<(String, Snapshot)> {
+    let started = Instant::now();
+    let containers = Containers::open(&paths.root)?;
+    let config = containers.find(name)?;
+    let state = runtime::observed_state(&containers, &config.id)?;
+    let running = state.status == Status::Running;
+    let lock = Lock::acquire(repo, false)?;
+    let parent = crate::repo::snapshot::list(repo)?.into_iter().rev().find(|(_, s)| s.service == config.name);
+
+    if running {
+        for h in &opts.exec_before {
+            hook(paths, &config.id, h, "before")?;
+        }
+    } else if !opts.exec_before.is_empty() {
+        bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", config.name);
+    }
+
+    // The image first: unchanged images cost one tree lookup.
+    let store = Store::open(&paths.root)?;
+    let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
+    let mut blobs: Vec<(String, PathBuf)> = vec![
+        (image.manifest_digest.hex(), store.blob_path(&image.manifest_digest)),
+        (image.config_digest.hex(), store.blob_path(&image.config_digest)),
+    ];
+    blobs.extend(image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
+    let mut archiver = Archiver::new(repo);
+    let image_tree = archiver.archive_files(&blobs, parent.as_ref().map(|(_, p)| &p.image.tree))?;
+
+    // The container's own state, frozen for a point-in-time view.
+    let dir = containers.dir(&config.id);
+    let mut frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: false };
+    if running {
+        runtime::set_paused(paths, &config.id, true).context("cannot freeze the container")?;
+        frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: true };
+    }
+    let upper = dir.join("upper");
+    std::fs::create_dir_all(&upper)?;
+    let layer_tree = archiver.archive_dir(&upper, parent.as_ref().map(|(_, p)| &p.container_layer))?;
+    let mut volumes = Vec::new();
+    if !opts.no_volumes {
+        let vols = Volumes::open(&paths.root)?;
+        for m in &config.mounts {
+            if let MountSource::Volume { name } = &m.source {
+                let previous =
+                    parent.as_ref().and_then(|(_, p)| p.volumes.iter().find(|v| v.name == *name)).map(|v| v.tree);
+                let tree = archiver.archive_dir(&vols.data_dir(name), previous.as_ref())?;
+                volumes.push(VolumeRef { name: name.clone(), target: m.target.clone(), tree });
+            }
+        }
+    }
+    let frozen_for = frozen.thaw();
+    let tree_stats = archiver.stats;
+    drop(frozen);
+
+    for h in &opts.exec_after {
+        hook(paths, &config.id, h, "after")?;
+    }
+    repo.flush()?;
+    let snapshot = Snapshot {
+        time: crate::image::now_rfc3339(),
+        hostname: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+        service: config.name.clone(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        run_config: serde_json::to_value(&config)?,
+        image: ImageRef { reference: config.image.clone(), manifest: image.manifest_digest.clone(), tree: image_tree },
+        container_layer: layer_tree,
+        volumes,
+        stats: SnapshotStats {
+            files: tree_stats.files,
+            bytes: tree_stats.bytes,
+            files_read: tree_stats.files_read,
+            added_bytes: repo.added_bytes,
+            frozen_ms: frozen_for.as_millis() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+    };
+    let id = repo.save_object(crate::backend::Kind::Snapshot, &snapshot)?;
+    lock.release(repo)?;
+    Ok((id, snapshot))
+}
+
+pub struct RestoreOptions {
+    /// Restore under another container name.
+    pub rename: Option<String>,
+    pub no_start: bool,
+    /// How long to wait for the health check.
+    pub health_timeout: Duration,
+}
+
+pub struct Restored {
+    pub container: RunConfig,
+    pub elapsed: Duration,
+    pub fetched_image: bool,
+    pub healthy: Option<bool>,
+}
+
+/// Brings a snapshot back as a container on this host.
+pub fn restore(
+    paths: &Paths,
+    repo: &Repository,
+    snapshot_id: &str,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Restored> {
+    let started = Instant::now();
+    let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
+    let mut recorded: RunConfig =
+        serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
+    let containers = Containers::open(&paths.root)?;
+    let name = opts.rename.clone().unwrap_or_else(|| snap.service.clone());
+    if let Some(other) = containers.name_taken(&name)? {
+        return Err(ContainerError::Conflict(format!(
+            "a container named {name} already exists ({}); remove it first or restore with --as NEWNAME",
+            &other[..12]
+        ))
+        .into());
+    }
+
+    // The image, unless this host already has it.
+    let store = Store::open(&paths.root)?;
+    let have_image = store.image_by_manifest(&snap.image.manifest).is_ok();
+    if !have_image {
+        fetch_image(&store, repo, snap, &label)?;
+    }
+    let image = store.image_by_manifest(&snap.image.manifest)?;
+    runtime::ensure_layers(&store, &image)?;
+
+    // Volumes: recreated with their recorded content.
+    let vols = Volumes::open(&paths.root)?;
+    for v in &snap.volumes {
+        let vol_name = match &opts.rename {
+            Some(n) => format!("{n}-{}", v.name),
+            None => v.name.clone(),
+        };
+        let data = vols.data_dir(&vol_name);
+        if data.exists() && std::fs::read_dir(&data)?.next().is_some() {
+            bail!(
+                "volume {vol_name} already exists and is not empty; remove it (lifeboat volume rm) or restore with --as NEWNAME"
+            );
+        }
+        vols.create(&vol_name)?;
+        let _ = std::fs::remove_dir(&data);
+        Restorer::new(repo, &format!("{label} volume {}", v.name)).restore(&v.tree, &data)?;
+        vols.mark_filled(&vol_name)?;
+        if opts.rename.is_some() {
+            for m in recorded.mounts.iter_mut() {
+                if matches!(&m.source, MountSource::Volume { name } if *name == v.name) {
+                    m.source = MountSource::Volume { name: vol_name.clone() };
+                }
+            }
+        }
+    }
+
+    // The container, with its own layer.
+    let id = crate::runtime::container::new_id();
+    recorded.id = id.clone();
+    recorded.name = name;
+    recorded.created = crate::image::now_rfc3339();
+    recorded.image_id = image.id().clone();
+    recorded.layers = image.config.rootfs.diff_ids.clone();
+    if recorded.hostname.len() == 12 && recorded.hostname.bytes().all(|b| b.is_ascii_hexdigit()) {
+        recorded.hostname = id[..12].to_string();
+    }
+    let dir = containers.dir(&id);
+    std::fs::create_dir_all(&dir)?;
+    Restorer::new(repo, &format!("{label} container layer")).restore(&snap.container_layer, &dir.join("upper"))?;
+    containers.write_config(&recorded)?;
+
+    let mut healthy = None;
+    if !opts.no_start {
+        runtime::start(paths, &id)?;
+        if let Some(h) = &recorded.health {
+            healthy = Some(wait_healthy(paths, &id, &h.command, opts.health_timeout));
+        }
+    }
+    Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: !have_image, healthy })
+}
+
+fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ok = runtime::exec(
+            paths,
+            id,
+            runtime::ExecOptions {
+                args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+                env: vec![],
+                user: None,
+                workdir: None,
+            },
+        )
+        .is_ok_and(|c| c == 0);
+        if ok {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Restores an image's blobs from the repository into the local store, verifying digests.
+fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -> anyhow::Result<()> {
+    let work = store.temp_path("fetch");
+    Restorer::new(repo, &format!("{label} image")).restore(&snap.image.tree, work.path())?;
+    let tree = load_tree(repo, &snap.image.tree)?;
+    let blob = |d: &Digest| work.path().join(d.hex());
+    let manifest_bytes = std::fs::read(blob(&snap.image.manifest))?;
+    let manifest: crate::image::spec::Manifest = serde_json::from_slice(&manifest_bytes)?;
+    let config_bytes = std::fs::read(blob(&manifest.config.digest))?;
+    let config: crate::image::spec::ImageConfig = serde_json::from_slice(&config_bytes)?;
+    let _ = tree;
+    let mut txn = store.begin()?;
+    for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let file = std::fs::File::open(blob(&layer.digest))?;
+        txn.add_layer(
+            std::io::BufReader::new(file),
+            LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
+            Some(diff_id),
+        )?;
+    }
+    txn.put_blob(&manifest.config.media_type, &config_bytes)?;
+    let desc = txn
+        .put_blob(manifest.media_type.as_deref().unwrap_or(crate::image::spec::MEDIA_TYPE_MANIFEST), &manifest_bytes)?;
+    if desc.digest != snap.image.manifest {
+        bail!("{label}: the image manifest does not match its recorded digest");
+    }
+    let names: Vec<Reference> = Reference::parse(&snap.image.reference).ok().into_iter().collect();
+    txn.commit(&[(desc, names)])?;
+    Ok(())
+}
