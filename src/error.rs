@@ -5,6 +5,7 @@
 
 use crate::image::layer::LayerError;
 use crate::image::{ImageError, StoreError, changes::ChangeError, digest::DigestError, reference::ReferenceError};
+use crate::repo::{RepoError, crypto::CryptoError};
 use crate::runtime::ContainerError;
 
 pub const SUCCESS: i32 = 0;
@@ -18,6 +19,12 @@ pub const NOT_FOUND: i32 = 3;
 pub const BAD_INPUT: i32 = 4;
 /// The request conflicts with the current state (name in use, ambiguous ID, image in use).
 pub const CONFLICT: i32 = 5;
+/// The repository does not exist.
+pub const REPO_MISSING: i32 = 10;
+/// The repository is locked by another process.
+pub const REPO_LOCKED: i32 = 11;
+/// Wrong repository password.
+pub const WRONG_PASSWORD: i32 = 12;
 /// Interrupted by SIGINT/SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
@@ -41,6 +48,16 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.is::<ReferenceError>() || cause.is::<ChangeError>() || cause.is::<DigestError>() {
             return USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<RepoError>() {
+            return match e {
+                RepoError::Missing(_) => REPO_MISSING,
+                RepoError::Key { source: CryptoError::WrongPassword, .. } => WRONG_PASSWORD,
+                RepoError::Corrupt { .. } => BAD_INPUT,
+                RepoError::Locked { .. } => REPO_LOCKED,
+                RepoError::AlreadyExists(_) => CONFLICT,
+                RepoError::Other { .. } | RepoError::Key { .. } | RepoError::Backend(_) => FAILURE,
+            };
         }
         if cause.is::<crate::cli::UsageError>() {
             return USAGE;

@@ -42,7 +42,7 @@ impl Lock {
         for (name, other) in Self::others(repo)? {
             if other.exclusive || exclusive {
                 let what = if other.exclusive { "an exclusive" } else { "a" };
-                return Err(RepoError::Other {
+                return Err(RepoError::Locked {
                     location: repo.location(),
                     what: format!(
                         "locked: {what} lock {} is held by pid {} on {} since {} (remove it with `lifeboat repo unlock` if that process is gone)",

@@ -88,6 +88,8 @@ pub enum RepoError {
     Key { location: String, source: CryptoError },
     #[error("repository at {location} is damaged: {what}")]
     Corrupt { location: String, what: String },
+    #[error("repository at {location} is {what}")]
+    Locked { location: String, what: String },
     #[error("repository at {location}: {what}")]
     Other { location: String, what: String },
 }

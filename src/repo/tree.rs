@@ -277,6 +277,38 @@ fn xattrs(path: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// Why restoring one entry failed.
+pub enum RestoreFailure {
+    Repo(RepoError),
+    Text(String),
+}
+
+impl From<RepoError> for RestoreFailure {
+    fn from(e: RepoError) -> Self {
+        RestoreFailure::Repo(e)
+    }
+}
+impl From<std::io::Error> for RestoreFailure {
+    fn from(e: std::io::Error) -> Self {
+        RestoreFailure::Text(e.to_string())
+    }
+}
+impl From<String> for RestoreFailure {
+    fn from(e: String) -> Self {
+        RestoreFailure::Text(e)
+    }
+}
+impl From<rustix::io::Errno> for RestoreFailure {
+    fn from(e: rustix::io::Errno) -> Self {
+        RestoreFailure::Text(e.to_string())
+    }
+}
+impl From<hex::FromHexError> for RestoreFailure {
+    fn from(e: hex::FromHexError) -> Self {
+        RestoreFailure::Text(e.to_string())
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct RestoreStats {
     pub files: u64,
@@ -304,10 +336,19 @@ impl<'r> Restorer<'r> {
         }
     }
 
-    fn err(&self, path: &Path, what: impl std::fmt::Display) -> RepoError {
-        RepoError::Other {
-            location: self.repo.location(),
-            what: format!("{}: cannot restore {}: {what}", self.label, path.display()),
+    fn err(&self, path: &Path, what: impl Into<RestoreFailure>) -> RepoError {
+        let location = self.repo.location();
+        match what.into() {
+            // Damaged data stays a "damaged" error, now naming the snapshot and the file.
+            RestoreFailure::Repo(RepoError::Corrupt { what, .. }) => {
+                RepoError::Corrupt { location, what: format!("{}: {}: {what}", self.label, path.display()) }
+            }
+            RestoreFailure::Repo(e) => {
+                RepoError::Other { location, what: format!("{}: cannot restore {}: {e}", self.label, path.display()) }
+            }
+            RestoreFailure::Text(t) => {
+                RepoError::Other { location, what: format!("{}: cannot restore {}: {t}", self.label, path.display()) }
+            }
         }
     }
 
@@ -325,7 +366,9 @@ impl<'r> Restorer<'r> {
         for node in &tree.nodes {
             let name = node.name_bytes();
             if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-                return Err(self.err(dir, format!("invalid entry name {:?}", String::from_utf8_lossy(&name))));
+                return Err(
+                    self.err(dir, format!("invalid entry name {:?}", String::from_utf8_lossy(&name)).to_string())
+                );
             }
             let path = dir.join(OsStr::from_bytes(&name));
             self.restore_node(node, &path)?;

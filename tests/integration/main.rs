@@ -9,3 +9,4 @@ mod hostile;
 mod images;
 mod interop;
 mod runtime;
+mod snapshots;

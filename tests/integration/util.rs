@@ -52,6 +52,8 @@ impl Env {
         let mut c = Command::new(BIN);
         c.arg("--root").arg(self.root()).arg("--run-root").arg(self.path("run"));
         c.stdin(Stdio::null());
+        // Cheap key derivation for test repositories (recorded in their key files).
+        c.env("LIFEBOAT_KDF", "1024,1,1");
         c
     }
 

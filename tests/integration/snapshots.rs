@@ -1,0 +1,214 @@
+//! Snapshots and restore end to end on a local repository: a service's files, volume and run
+//! configuration come back exactly; restore works on an empty root; wrong passwords, failing
+//! hooks and damaged data give clear errors and never a silently wrong restore.
+
+use std::fs;
+use std::process::Command;
+
+use crate::util::{Env, http_get, wait_until};
+
+const MARKER: &str = "MARKER-7d1f0c2e-library-secret";
+
+struct Service {
+    env: Env,
+    port: u16,
+    repo: String,
+    pwfile: String,
+}
+
+impl Service {
+    /// A web service with its site in a volume and a "database" file, on a private repository.
+    fn start() -> Service {
+        let env = Env::new();
+        env.site_image("site:1");
+        let port = free_port();
+        env.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "website",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            "-v",
+            "content:/www",
+            "--health-cmd",
+            "wget -q -O /dev/null http://127.0.0.1/",
+            "site:1",
+        ]);
+        env.ok(&["exec", "website", "sh", "-c", &format!("echo '<p>{MARKER}</p>' >> /www/index.html; mkdir -p /var/db; head -c 3000000 /dev/urandom > /var/db/books.db")]);
+        let pwfile = env.path("pw");
+        fs::write(&pwfile, "correct horse battery staple\n").unwrap();
+        let repo = env.path("repo").display().to_string();
+        let s = Service { env, port, repo, pwfile: pwfile.display().to_string() };
+        s.lb(&["repo", "init"]);
+        s
+    }
+
+    /// Runs lifeboat with this service's repository options appended.
+    fn lb(&self, args: &[&str]) -> String {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--repo", &self.repo, "--password-file", &self.pwfile]);
+        self.env.ok(&all)
+    }
+
+    fn page(&self) -> String {
+        http_get(self.port, "/").unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sha(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn snapshot_mutate_snapshot_outage_restore() {
+    let s = Service::start();
+    let env = &s.env;
+    wait_until(10, "site up", || s.page().contains(MARKER));
+    let first_page = s.page();
+    let out = s.lb(&["snapshot", "website", "--tag", "first"]);
+    assert!(out.contains("frozen") && out.contains("saved"), "{out}");
+    let db = env.root().join("containers");
+    let _ = db;
+
+    // Mutate, snapshot again: the second snapshot reads only the changed files.
+    env.ok(&["exec", "website", "sh", "-c", "echo '<p>second</p>' >> /www/index.html"]);
+    let json: serde_json::Value = serde_json::from_str(&s.lb(&["snapshot", "website", "--format", "json"])).unwrap();
+    assert_eq!(json["stats"]["files_read"], 1, "{json}");
+    let second_page = s.page();
+    assert!(second_page.contains("second"));
+
+    let list: serde_json::Value = serde_json::from_str(&s.lb(&["snapshots", "website", "--format", "json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let first_id = list[0]["id"].as_str().unwrap().to_string();
+    let table = s.lb(&["snapshots"]);
+    assert!(table.starts_with("ID") && table.contains("first") && table.contains("website"), "{table}");
+
+    // Outage.
+    let db_before = {
+        let upper = env.root().join("containers");
+        let id = env.ok(&["ps", "-q", "--no-trunc"]).trim().to_string();
+        sha(&upper.join(id).join("upper/var/db/books.db"))
+    };
+    env.ok(&["rm", "-f", "website"]);
+    env.ok(&["volume", "rm", "content"]);
+    assert!(http_get(s.port, "/").is_err());
+
+    let out = s.lb(&["restore", "website"]);
+    assert!(out.contains("restored website") && out.contains("healthy"), "{out}");
+    wait_until(10, "site back", || s.page() == second_page);
+    let id = env.ok(&["ps", "-q", "--no-trunc"]).trim().to_string();
+    assert_eq!(sha(&env.root().join("containers").join(&id).join("upper/var/db/books.db")), db_before);
+    let v = env.inspect("website");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "no");
+    assert_eq!(v["Mounts"][0]["Name"], "content");
+
+    // An older snapshot under another name, side by side.
+    let port2 = free_port();
+    let _ = port2;
+    s.lb(&["restore", "website", "--snapshot", &first_id[..10], "--as", "website-old", "--no-start"]);
+    let vols = env.ok(&["volume", "ls", "-q"]);
+    assert!(vols.contains("website-old-content"), "{vols}");
+    let data = env.root().join("volumes/website-old-content/_data/index.html");
+    assert_eq!(fs::read_to_string(data).unwrap(), first_page);
+
+    // Restoring over an existing container is refused.
+    let err = env.fails(&["restore", "website", "--repo", &s.repo, "--password-file", &s.pwfile], 5);
+    assert!(err.contains("already exists"), "{err}");
+
+    // Nothing in the repository reveals the content.
+    let hits = Command::new("grep").args(["-rl", MARKER]).arg(&s.repo).output().unwrap();
+    assert!(hits.stdout.is_empty(), "marker found in {}", String::from_utf8_lossy(&hits.stdout));
+    let hits = Command::new("grep").args(["-rl", "City Library"]).arg(&s.repo).output().unwrap();
+    assert!(hits.stdout.is_empty());
+}
+
+#[test]
+fn restore_on_an_empty_root_fetches_the_image_too() {
+    let s = Service::start();
+    s.lb(&["snapshot", "website"]);
+    let page = s.page();
+    s.env.ok(&["rm", "-f", "website"]);
+    // A new host: nothing but the repository.
+    let host = Env::new();
+    let out = host.ok(&["restore", "website", "--repo", &s.repo, "--password-file", &s.pwfile]);
+    assert!(out.contains("restored website"), "{out}");
+    wait_until(10, "site back on the new host", || s.page() == page);
+    assert!(host.ok(&["images"]).contains("site"));
+}
+
+#[test]
+fn wrong_password_missing_repo_and_failing_hook_are_clear_errors() {
+    let s = Service::start();
+    let env = &s.env;
+    let bad = env.path("bad-pw");
+    fs::write(&bad, "nope").unwrap();
+    let err = env.fails(&["snapshots", "--repo", &s.repo, "--password-file", bad.to_str().unwrap()], 12);
+    assert!(err.contains("wrong password"), "{err}");
+    let missing = env.path("no-repo");
+    let err = env.fails(&["snapshots", "--repo", missing.to_str().unwrap(), "--password-file", &s.pwfile], 10);
+    assert!(err.contains("does not exist") && err.contains("repo init"), "{err}");
+
+    let out = env
+        .lifeboat()
+        .args([
+            "snapshot",
+            "website",
+            "--exec-before",
+            "echo dumping; exit 3",
+            "--repo",
+            &s.repo,
+            "--password-file",
+            &s.pwfile,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("failed with exit code 3") && err.contains("no snapshot"), "{err}");
+    assert_eq!(s.lb(&["snapshots", "--format", "json"]).trim(), "[]");
+    // The service is not left frozen.
+    assert!(env.ok(&["ps"]).contains("Up ") && !env.ok(&["ps"]).contains("Paused"));
+
+    // A working hook runs inside the container before the capture.
+    s.lb(&["snapshot", "website", "--exec-before", "echo dumped > /www/dump.sql"]);
+    env.ok(&["rm", "-f", "website"]);
+    env.ok(&["volume", "rm", "content"]);
+    s.lb(&["restore", "website", "--no-start"]);
+    assert_eq!(fs::read_to_string(env.root().join("volumes/content/_data/dump.sql")).unwrap(), "dumped\n");
+}
+
+#[test]
+fn a_flipped_byte_is_detected_never_restored() {
+    let s = Service::start();
+    s.lb(&["snapshot", "website"]);
+    s.env.ok(&["rm", "-f", "website"]);
+    s.env.ok(&["volume", "rm", "content"]);
+    // Flip one byte in the middle of every pack file.
+    for entry in walk(&std::path::Path::new(&s.repo).join("data")) {
+        let mut bytes = fs::read(&entry).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        fs::write(&entry, bytes).unwrap();
+    }
+    let err = s.env.fails(&["restore", "website", "--repo", &s.repo, "--password-file", &s.pwfile], 4);
+    assert!(err.contains("does not authenticate") && err.contains("snapshot"), "{err}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
