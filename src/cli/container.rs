@@ -249,9 +249,10 @@ pub struct ShimArgs {
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
     /// Create a volume.
+    #[command(after_help = VOLUME_EXAMPLES)]
     Create { name: String },
     /// List volumes.
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_help = VOLUME_EXAMPLES)]
     Ls {
         #[arg(short, long)]
         quiet: bool,
@@ -259,12 +260,13 @@ pub enum VolumeCommand {
         format: OutputFormat,
     },
     /// Show a volume's details.
+    #[command(after_help = VOLUME_EXAMPLES)]
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove volumes.
-    #[command(visible_alias = "remove")]
+    #[command(visible_alias = "remove", after_help = VOLUME_EXAMPLES)]
     Rm {
         /// Remove even if a container uses it.
         #[arg(short, long)]
@@ -273,6 +275,7 @@ pub enum VolumeCommand {
         names: Vec<String>,
     },
     /// Remove volumes no container uses.
+    #[command(after_help = VOLUME_EXAMPLES)]
     Prune {
         #[arg(short, long)]
         force: bool,

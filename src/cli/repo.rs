@@ -47,11 +47,13 @@ pub struct RepoArgs {
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
     /// Create a new, empty repository.
+    #[command(after_help = REPO_EXAMPLES)]
     Init {
         #[command(flatten)]
         repo: RepoArgs,
     },
     /// Show a repository's identity and size.
+    #[command(after_help = REPO_EXAMPLES)]
     Info {
         #[command(flatten)]
         repo: RepoArgs,
@@ -59,6 +61,7 @@ pub enum RepoCommand {
         format: OutputFormat,
     },
     /// Remove stale locks (or all locks with --all).
+    #[command(after_help = REPO_EXAMPLES)]
     Unlock {
         #[command(flatten)]
         repo: RepoArgs,

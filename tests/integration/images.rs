@@ -166,16 +166,50 @@ fn exit_codes_for_missing_and_invalid() {
 fn help_lists_every_command_with_examples() {
     let env = Env::new();
     let help = env.ok(&["--help"]);
-    for cmd in ["import", "images", "tag", "rmi", "history", "inspect", "save", "load", "image"] {
+    let commands = [
+        "run",
+        "ps",
+        "logs",
+        "exec",
+        "stop",
+        "start",
+        "restart",
+        "kill",
+        "rm",
+        "pause",
+        "unpause",
+        "top",
+        "stats",
+        "port",
+        "snapshot",
+        "snapshots",
+        "restore",
+        "import",
+        "images",
+        "tag",
+        "rmi",
+        "history",
+        "inspect",
+        "save",
+        "load",
+    ];
+    for cmd in commands.iter().chain(&["volume", "repo", "image"]) {
         assert!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from --help:\n{help}");
     }
-    for cmd in ["import", "images", "tag", "rmi", "history", "inspect", "save", "load"] {
+    assert!(!help.contains("shim"), "the internal shim command is listed:\n{help}");
+    for cmd in commands {
         let h = env.ok(&[cmd, "--help"]);
         assert!(h.contains("Examples:\n  lifeboat"), "{cmd} --help has no example:\n{h}");
     }
-    for sub in ["ls", "rm", "prune", "unpack"] {
-        let h = env.ok(&["image", sub, "--help"]);
-        assert!(h.contains("Examples:"), "image {sub} --help has no example:\n{h}");
+    for (group, subs) in [
+        ("image", &["ls", "rm", "prune", "unpack", "import", "inspect", "history", "tag", "save", "load"][..]),
+        ("volume", &["create", "ls", "inspect", "rm", "prune"][..]),
+        ("repo", &["init", "info", "unlock"][..]),
+    ] {
+        for sub in subs {
+            let h = env.ok(&[group, sub, "--help"]);
+            assert!(h.contains("Examples:"), "{group} {sub} --help has no example:\n{h}");
+        }
     }
 }
 
@@ -234,4 +268,92 @@ fn save_and_load_round_trip_in_both_formats() {
     let before = tree(&env.root().join("images/blobs"));
     env.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(before, tree(&env.root().join("images/blobs")));
+}
+
+#[test]
+fn overlay_upper_dir_becomes_a_layer_with_whiteouts() {
+    use lifeboat::image::layer::{self, ApplyOptions, TreeMode, WhiteoutMode};
+    let env = Env::new();
+    let (lower, upper, work, merged) = (env.path("lower"), env.path("upper"), env.path("work"), env.path("merged"));
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::create_dir_all(lower.join("d/sub")).unwrap();
+    fs::write(lower.join("a"), "old").unwrap();
+    fs::write(lower.join("gone"), "bye").unwrap();
+    fs::write(lower.join("d/x"), "x").unwrap();
+    fs::write(lower.join("d/sub/y"), "y").unwrap();
+    fs::write(lower.join("keep"), "keep").unwrap();
+    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    crate::util::run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged));
+    fs::write(merged.join("a"), "new").unwrap();
+    fs::remove_file(merged.join("gone")).unwrap();
+    fs::remove_dir_all(merged.join("d")).unwrap();
+    fs::create_dir_all(merged.join("d")).unwrap();
+    fs::write(merged.join("d/z"), "z").unwrap();
+    fs::write(merged.join("added"), "added").unwrap();
+    let expected = tree(&merged);
+    crate::util::run(Command::new("umount").arg(&merged));
+
+    let (tar, _) = layer::write_tree(&upper, Vec::new(), TreeMode::OverlayUpper).unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
+    assert!(names.contains(&"d/.wh..wh..opq".to_string()), "{names:?}");
+    // The same tree gives the same bytes.
+    assert_eq!(layer::write_tree(&upper, Vec::new(), TreeMode::OverlayUpper).unwrap().0, tar);
+
+    // Lower + diff applied = what the container saw.
+    let out = env.path("out");
+    fs::create_dir_all(&out).unwrap();
+    let (base, _) = layer::write_tree(&lower, Vec::new(), TreeMode::Plain).unwrap();
+    let apply = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None };
+    layer::apply_layer(&base[..], &out, &apply).unwrap();
+    layer::apply_layer(&tar[..], &out, &apply).unwrap();
+    assert_eq!(tree(&out), expected);
+
+    // Unpacked for overlay use instead, the markers become overlay whiteouts again.
+    let stacked = env.path("stacked");
+    fs::create_dir_all(&stacked).unwrap();
+    layer::apply_layer(&tar[..], &stacked, &ApplyOptions::default()).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(stacked.join("gone")).unwrap().file_type().is_char_device());
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::lgetxattr(stacked.join("d"), "trusted.overlay.opaque", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"y");
+}
+
+#[test]
+fn devices_fifos_and_xattrs_survive_import_and_unpack() {
+    let env = Env::new();
+    let rootfs = env.busybox_rootfs("rootfs");
+    fs::create_dir_all(rootfs.join("dev")).unwrap();
+    crate::util::run(Command::new("mknod").arg(rootfs.join("dev/null")).args(["c", "1", "3"]));
+    crate::util::run(Command::new("mkfifo").arg(rootfs.join("srv/queue")));
+    rustix::fs::lsetxattr(
+        rootfs.join("www/index.html"),
+        "user.lifeboat.note",
+        b"catalogue",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::lsetxattr(
+        rootfs.join("bin/busybox"),
+        "security.capability",
+        &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    env.ok(&["import", rootfs.to_str().unwrap(), "dev:1"]);
+    let out = env.path("out");
+    env.ok(&["image", "unpack", "dev:1", out.to_str().unwrap()]);
+    assert_same_tree(&rootfs, &out);
+    let mut buf = [0u8; 64];
+    let n = rustix::fs::lgetxattr(out.join("www/index.html"), "user.lifeboat.note", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"catalogue");
+    let n = rustix::fs::lgetxattr(out.join("bin/busybox"), "security.capability", &mut buf).unwrap();
+    assert_eq!(n, 20);
 }
