@@ -25,6 +25,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Writes `bytes` to `path` atomically but without forcing it to disk: readers never see a
+/// partial file, but a power cut may lose the update. For live state that is rewritten often
+/// and worthless after a reboot (container state, generated runtime files).
+pub fn write_atomic_volatile(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", file_name(path), random_hex(8)));
+    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Renames a fully written and synced temporary file to its final name and syncs the directory.
 pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
     fs::rename(tmp, path)?;

@@ -83,6 +83,6 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
     let value = spec::build(config, &plan.target, &files, &user, &sources, netns.as_deref(), &cgroups_path);
     let bundle = dir.join("bundle");
     fs::create_dir_all(&bundle)?;
-    crate::fsutil::write_atomic(&bundle.join("config.json"), &serde_json::to_vec_pretty(&value)?)?;
+    crate::fsutil::write_atomic_volatile(&bundle.join("config.json"), &serde_json::to_vec(&value)?)?;
     Ok(Prepared { bundle, cgroups_path })
 }

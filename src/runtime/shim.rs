@@ -84,7 +84,9 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
     state.shim_pid = Some(std::process::id() as i32);
     let _ = fs::remove_file(dir.join(STOP_MARKER));
 
+    tracing::debug!("shim up");
     let prepared = prepare::prepare(paths, &config)?;
+    tracing::debug!("root filesystem and bundle prepared");
     let bound = network::bind_ports(&config.ports)?;
 
     let (out_r, out_w) = nix::unistd::pipe()?;
@@ -111,11 +113,13 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot create container: {e}"))?;
     let pid = container.pid().ok_or_else(|| anyhow::anyhow!("runtime reported no container pid"))?;
+    tracing::debug!(pid = pid.as_raw(), "container created");
     let netns = PathBuf::from(format!("/proc/{}/ns/net", pid.as_raw()));
     if config.network == NetworkMode::Private {
         network::loopback_up(&netns).map_err(|e| anyhow::anyhow!("cannot bring up loopback: {e}"))?;
     }
     container.start().map_err(|e| anyhow::anyhow!("cannot start container: {e}"))?;
+    tracing::debug!("container started");
 
     // From here on the shim may have threads.
     let log = Arc::new(Mutex::new(logs::open_for_append(&dir.join("log.json"))?));
@@ -145,8 +149,10 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    tracing::debug!(code, "container exited");
     let oom = oom_killed(&prepared.cgroups_path);
     let _ = container.delete(true);
+    tracing::debug!("runtime state deleted");
 
     let stopped = dir.join(STOP_MARKER).exists();
     state.pid = None;
