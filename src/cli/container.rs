@@ -311,7 +311,9 @@ fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, UsageError> {
     let (addr, proto) = spec.rsplit_once('/').map_or((spec, "tcp"), |(a, p)| (a, p));
     let protocol = match proto {
         "tcp" => Protocol::Tcp,
-        "udp" => return Err(UsageError(format!("cannot publish {spec:?}: UDP ports are not supported yet (TCP only)"))),
+        "udp" => {
+            return Err(UsageError(format!("cannot publish {spec:?}: UDP ports are not supported yet (TCP only)")));
+        }
         _ => return Err(bad()),
     };
     let parts: Vec<&str> = addr.rsplitn(3, ':').collect();

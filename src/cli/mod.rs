@@ -152,6 +152,24 @@ pub enum Command {
     /// Bring a service back from a snapshot.
     #[command(after_help = repo::RESTORE_EXAMPLES)]
     Restore(repo::RestoreArgs),
+    /// Verify a repository (structure; with --read-data every byte).
+    #[command(after_help = repo::MAINT_EXAMPLES)]
+    Check(repo::CheckArgs),
+    /// Remove snapshots by a retention policy.
+    #[command(after_help = repo::MAINT_EXAMPLES)]
+    Forget(repo::ForgetArgs),
+    /// Delete data no snapshot references.
+    #[command(after_help = repo::MAINT_EXAMPLES)]
+    Prune(repo::PruneArgs),
+    /// Copy snapshots to another repository (off-site replication).
+    #[command(after_help = repo::MAINT_EXAMPLES)]
+    Copy(repo::CopyArgs),
+    /// Show what changed between two snapshots.
+    #[command(after_help = repo::MAINT_EXAMPLES)]
+    Diff(repo::DiffArgs),
+    /// Manage repository passwords (add, list, remove, passwd).
+    #[command(subcommand, after_help = repo::MAINT_EXAMPLES)]
+    Key(repo::KeyCommand),
     /// Manage backup repositories (init, info, unlock).
     #[command(subcommand, after_help = repo::REPO_EXAMPLES)]
     Repo(repo::RepoCommand),
@@ -203,6 +221,12 @@ impl Cli {
             Command::Snapshots(a) => repo::snapshots(&ctx, a),
             Command::Restore(a) => repo::restore(&ctx, a),
             Command::Repo(c) => repo::repo(&ctx, c),
+            Command::Check(a) => repo::check(&ctx, a),
+            Command::Forget(a) => repo::forget(&ctx, a),
+            Command::Prune(a) => repo::prune(&ctx, a),
+            Command::Copy(a) => repo::copy(&ctx, a),
+            Command::Diff(a) => repo::diff(&ctx, a),
+            Command::Key(c) => repo::key(&ctx, c),
             Command::Import(a) => image::import(&ctx, a),
             Command::Images(a) => image::images(&ctx, a),
             Command::Tag(a) => image::tag(&ctx, a),

@@ -338,3 +338,307 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+pub const MAINT_EXAMPLES: &str = "\
+Examples:
+  lifeboat check --read-data-subset 10%
+  lifeboat forget --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --dry-run
+  lifeboat forget website --keep-last 3 --prune
+  lifeboat prune
+  lifeboat copy --to /mnt/offsite --to-password-file /etc/lifeboat/offsite.pass
+  lifeboat diff 3f2a1b4c 9e8d7c6b
+  lifeboat key add --new-password-file /root/second.pass";
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Also read and authenticate every stored byte.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read a random share of the packs, e.g. 10%.
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Only snapshots of this service (default: every service, each on its own).
+    pub service: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub keep_last: Option<usize>,
+    #[arg(long)]
+    pub keep_hourly: Option<usize>,
+    #[arg(long)]
+    pub keep_daily: Option<usize>,
+    #[arg(long)]
+    pub keep_weekly: Option<usize>,
+    #[arg(long)]
+    pub keep_monthly: Option<usize>,
+    #[arg(long)]
+    pub keep_yearly: Option<usize>,
+    /// Keep everything within this long of the newest snapshot (7d, 12h, 4w, 6m, 1y).
+    #[arg(long)]
+    pub keep_within: Option<String>,
+    /// Keep snapshots with this tag.
+    #[arg(long)]
+    pub keep_tag: Vec<String>,
+    /// Show what would be removed, remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source repository (default: the --repo / default repository).
+    #[command(flatten)]
+    pub from: RepoArgs,
+    /// Target repository.
+    #[arg(long)]
+    pub to: String,
+    /// Password file of the target repository.
+    #[arg(long, env = "LIFEBOAT_TO_PASSWORD_FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Snapshots to copy (default: all that the target lacks).
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub first: String,
+    pub second: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a password (read from --new-password-file).
+    #[command(after_help = MAINT_EXAMPLES)]
+    Add {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        new_password_file: PathBuf,
+    },
+    /// List the repository's keys.
+    #[command(after_help = MAINT_EXAMPLES)]
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Remove a key (not the one in use, not the last).
+    #[command(after_help = MAINT_EXAMPLES)]
+    Remove {
+        name: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Change the password in use.
+    #[command(after_help = MAINT_EXAMPLES)]
+    Passwd {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        new_password_file: PathBuf,
+    },
+}
+
+pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<i32> {
+    let repo = a.repo.open(ctx)?;
+    let fraction = match (&a.read_data_subset, a.read_data) {
+        (_, true) => Some(1.0),
+        (Some(p), false) => {
+            let n: f64 = p
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| UsageError(format!("invalid --read-data-subset {p:?} (e.g. 10%)")))?;
+            if !(0.0..=100.0).contains(&n) {
+                bail!(UsageError(format!("--read-data-subset {p:?} must be between 0% and 100%")));
+            }
+            Some(n / 100.0)
+        }
+        (None, false) => None,
+    };
+    let report = crate::repo::maintenance::check(&repo, fraction)?;
+    if a.format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} snapshots, {} packs checked; {} packs ({} blobs) read",
+            report.snapshots, report.packs, report.packs_read, report.blobs_read
+        );
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        if report.errors.is_empty() {
+            println!("no errors were found");
+        }
+    }
+    Ok(if report.errors.is_empty() { 0 } else { crate::error::BAD_INPUT })
+}
+
+pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
+    use crate::repo::forget::{Policy, apply, parse_duration};
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within.as_deref().map(parse_duration).transpose().map_err(UsageError)?,
+        tags: a.keep_tag.clone(),
+    };
+    if policy.is_empty() {
+        bail!(UsageError(
+            "no policy given: refusing to forget every snapshot (use --keep-last, --keep-daily, …)".into()
+        ));
+    }
+    let mut repo = a.repo.open(ctx)?;
+    let all = snapshot::list(&repo)?;
+    let mut services: Vec<String> = all.iter().map(|(_, s)| s.service.clone()).collect();
+    services.sort();
+    services.dedup();
+    let mut report = Vec::new();
+    let mut removed = 0;
+    for service in services.iter().filter(|s| a.service.as_deref().is_none_or(|n| n == s.as_str())) {
+        let group: Vec<_> = all.iter().filter(|(_, s)| &s.service == service).cloned().collect();
+        let decisions = apply(&policy, &group);
+        for ((id, s), (keep, reasons)) in group.iter().zip(decisions) {
+            report.push(json!({"id": id, "service": service, "time": s.time, "keep": keep, "reasons": reasons}));
+            if a.format != OutputFormat::Json {
+                let what = if keep { format!("keep    ({})", reasons.join(", ")) } else { "remove".to_string() };
+                println!("{}  {}  {:<10}  {what}", &id[..12], s.time, service);
+            }
+            if !keep {
+                removed += 1;
+                if !a.dry_run {
+                    repo.backend().delete(crate::backend::Kind::Snapshot, id)?;
+                }
+            }
+        }
+    }
+    if a.format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        println!("{verb} {removed} snapshots");
+    }
+    if a.prune && !a.dry_run {
+        let stats = crate::repo::maintenance::prune(&mut repo, false)?;
+        println!(
+            "pruned: {} packs deleted ({} repacked), {} freed",
+            stats.packs_deleted,
+            stats.packs_repacked,
+            human_size(stats.bytes_freed)
+        );
+    }
+    Ok(0)
+}
+
+pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
+    let mut repo = a.repo.open(ctx)?;
+    let stats = crate::repo::maintenance::prune(&mut repo, a.dry_run)?;
+    let verb = if a.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} packs ({} repacked), {} unused blobs, {} freed",
+        stats.packs_deleted,
+        stats.packs_repacked,
+        stats.blobs_removed,
+        human_size(stats.bytes_freed)
+    );
+    Ok(0)
+}
+
+pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
+    let src = a.from.open(ctx)?;
+    let to_args = RepoArgs { repo: Some(a.to.clone()), password_file: a.to_password_file.clone() };
+    let mut dst = to_args.open(ctx)?;
+    let lock = Lock::acquire(&dst, false)?;
+    let existing: Vec<(String, String, String)> =
+        snapshot::list(&dst)?.into_iter().map(|(_, s)| (s.service, s.time, s.hostname)).collect();
+    let mut map = std::collections::HashMap::new();
+    let mut copied = 0;
+    for (id, snap) in snapshot::list(&src)? {
+        if !a.snapshots.is_empty() && !a.snapshots.iter().any(|p| id.starts_with(p.as_str())) {
+            continue;
+        }
+        if existing.contains(&(snap.service.clone(), snap.time.clone(), snap.hostname.clone())) {
+            continue;
+        }
+        let before = dst.added_bytes;
+        let c = crate::repo::maintenance::copy_snapshot(&src, &mut dst, &snap, &mut map)?;
+        let new_id = dst.save_object(crate::backend::Kind::Snapshot, &c)?;
+        println!(
+            "copied snapshot {} of {} as {} ({} added)",
+            &id[..12],
+            snap.service,
+            &new_id[..12],
+            human_size(dst.added_bytes - before)
+        );
+        copied += 1;
+    }
+    lock.release(&dst)?;
+    println!("{copied} snapshots copied");
+    Ok(0)
+}
+
+pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
+    let repo = a.repo.open(ctx)?;
+    let (_, first) = snapshot::find(&repo, None, &a.first)?;
+    let (_, second) = snapshot::find(&repo, None, &a.second)?;
+    for (c, path) in crate::repo::maintenance::diff(&repo, &first, &second)? {
+        println!("{c}  {path}");
+    }
+    Ok(0)
+}
+
+pub fn key(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<i32> {
+    match cmd {
+        KeyCommand::Add { repo, new_password_file } => {
+            let r = repo.open(ctx)?;
+            let name = r.add_key(&read_password_file(&new_password_file)?)?;
+            println!("added key {name}");
+        }
+        KeyCommand::List { repo } => {
+            let r = repo.open(ctx)?;
+            let rows: Vec<Vec<String>> = r
+                .keys()?
+                .into_iter()
+                .map(|(n, k, current)| {
+                    vec![if current { format!("*{n}") } else { format!(" {n}") }, k.user, k.host, k.created]
+                })
+                .collect();
+            print_table(&[" ID", "USER", "HOST", "CREATED"], &rows);
+        }
+        KeyCommand::Remove { name, repo } => {
+            let r = repo.open(ctx)?;
+            r.remove_key(&name)?;
+            println!("removed key {name}");
+        }
+        KeyCommand::Passwd { repo, new_password_file } => {
+            let mut r = repo.open(ctx)?;
+            r.change_password(&read_password_file(&new_password_file)?)?;
+            println!("password changed");
+        }
+    }
+    Ok(0)
+}

@@ -7,7 +7,9 @@
 //! snapshot that points at something missing.
 
 pub mod crypto;
+pub mod forget;
 pub mod lock;
+pub mod maintenance;
 pub mod snapshot;
 pub mod tree;
 
@@ -169,6 +171,8 @@ pub struct Repository {
     /// Bytes added to the repository by this process (sealed pack bytes).
     pub added_bytes: u64,
     pack_cache: Mutex<Option<([u8; 32], Vec<u8>)>>,
+    /// The key file this repository was opened with.
+    key_name: Option<String>,
 }
 
 /// Blob plaintext is stored compressed with zstd unless that does not help.
@@ -190,9 +194,12 @@ impl Repository {
         let kf = KeyFile::new(&key, password, KdfParams::default_or_env())
             .map_err(|e| RepoError::Key { location: location.clone(), source: e })?;
         let kf_bytes = serde_json::to_vec_pretty(&kf).expect("serialises");
-        backend.write(Kind::Key, &hex::encode(&blake3::hash(&kf_bytes).as_bytes()[..16]), &kf_bytes)?;
+        let key_name = hex::encode(&blake3::hash(&kf_bytes).as_bytes()[..16]);
+        backend.write(Kind::Key, &key_name, &kf_bytes)?;
         backend.write(Kind::Config, "config", &key.seal(&serde_json::to_vec(&config).expect("serialises")))?;
-        Ok(Repository::with(backend, key, config))
+        let mut repo = Repository::with(backend, key, config);
+        repo.key_name = Some(key_name);
+        Ok(repo)
     }
 
     fn with(backend: Box<dyn Backend>, key: MasterKey, config: RepoConfig) -> Repository {
@@ -205,6 +212,7 @@ impl Repository {
             unindexed: Vec::new(),
             added_bytes: 0,
             pack_cache: Mutex::new(None),
+            key_name: None,
         }
     }
 
@@ -221,11 +229,12 @@ impl Repository {
             let bytes = backend.read(Kind::Key, &name)?;
             let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
             if let Ok(k) = kf.unwrap(password) {
-                key = Some(k);
+                key = Some((k, name));
                 break;
             }
         }
-        let key = key.ok_or(RepoError::Key { location: location.clone(), source: CryptoError::WrongPassword })?;
+        let (key, key_name) =
+            key.ok_or(RepoError::Key { location: location.clone(), source: CryptoError::WrongPassword })?;
         let config: RepoConfig = serde_json::from_slice(&key.open(&sealed).map_err(|_| RepoError::Corrupt {
             location: location.clone(),
             what: "config does not authenticate".into(),
@@ -238,12 +247,66 @@ impl Repository {
             });
         }
         let mut repo = Repository::with(backend, key, config);
+        repo.key_name = Some(key_name);
         repo.load_index()?;
         Ok(repo)
     }
 
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+
+    /// Adds a key file for another password; returns its name.
+    pub fn add_key(&self, password: &[u8]) -> Result<String> {
+        let kf = KeyFile::new(&self.key, password, KdfParams::default_or_env())
+            .map_err(|e| RepoError::Key { location: self.location(), source: e })?;
+        let bytes = serde_json::to_vec_pretty(&kf).expect("serialises");
+        let name = hex::encode(&blake3::hash(&bytes).as_bytes()[..16]);
+        self.backend.write(Kind::Key, &name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Every key file: (name, file, whether it is the one in use).
+    pub fn keys(&self) -> Result<Vec<(String, KeyFile, bool)>> {
+        let mut out = Vec::new();
+        for name in self.backend.list(Kind::Key)? {
+            let bytes = self.backend.read(Kind::Key, &name)?;
+            if let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) {
+                let current = self.key_name.as_deref() == Some(name.as_str());
+                out.push((name, kf, current));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a key file; never the one in use, never the last.
+    pub fn remove_key(&self, name: &str) -> Result<()> {
+        let keys = self.keys()?;
+        let Some((full, _, current)) = keys.iter().find(|(n, _, _)| n.starts_with(name)) else {
+            return Err(RepoError::Other { location: self.location(), what: format!("no key {name}") });
+        };
+        if *current {
+            return Err(RepoError::Other {
+                location: self.location(),
+                what: "refusing to remove the key in use (open with another password first)".into(),
+            });
+        }
+        if keys.len() < 2 {
+            return Err(RepoError::Other { location: self.location(), what: "refusing to remove the last key".into() });
+        }
+        self.backend.delete(Kind::Key, full)?;
+        Ok(())
+    }
+
+    /// Replaces the password in use with another.
+    pub fn change_password(&mut self, new_password: &[u8]) -> Result<String> {
+        let old = self.key_name.clone();
+        let name = self.add_key(new_password)?;
+        if let Some(old) = old {
+            self.backend.delete(Kind::Key, &old)?;
+        }
+        self.key_name = Some(name.clone());
+        Ok(name)
     }
 
     pub fn backend(&self) -> &dyn Backend {

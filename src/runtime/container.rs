@@ -269,7 +269,8 @@ impl Containers {
 
     pub fn write_state(&self, id: &str, state: &State) -> Result<(), ContainerError> {
         let path = self.dir(id).join("state.json");
-        fsutil::write_atomic_volatile(&path, &serde_json::to_vec_pretty(state).expect("serialises")).map_err(io_err(path))
+        fsutil::write_atomic_volatile(&path, &serde_json::to_vec_pretty(state).expect("serialises"))
+            .map_err(io_err(path))
     }
 
     /// Finds a container by exact name, full ID or unique ID prefix.

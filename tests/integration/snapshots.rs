@@ -196,8 +196,101 @@ fn a_flipped_byte_is_detected_never_restored() {
         bytes[mid] ^= 0x40;
         fs::write(&entry, bytes).unwrap();
     }
+    let out = s
+        .env
+        .lifeboat()
+        .args(["check", "--read-data", "--repo", &s.repo, "--password-file", &s.pwfile])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not authenticate"));
     let err = s.env.fails(&["restore", "website", "--repo", &s.repo, "--password-file", &s.pwfile], 4);
     assert!(err.contains("does not authenticate") && err.contains("snapshot"), "{err}");
+}
+
+#[test]
+fn forget_prune_check_copy_keys_and_diff() {
+    let s = Service::start();
+    let env = &s.env;
+    for i in 0..3 {
+        env.ok(&[
+            "exec",
+            "website",
+            "sh",
+            "-c",
+            &format!("echo round{i} > /www/round.txt; head -c 200000 /dev/urandom > /www/noise{i}"),
+        ]);
+        s.lb(&["snapshot", "website", "--tag", &format!("r{i}")]);
+    }
+    let list: serde_json::Value = serde_json::from_str(&s.lb(&["snapshots", "--format", "json"])).unwrap();
+    let ids: Vec<String> = list.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 3);
+
+    let d = s.lb(&["diff", &ids[0][..12], &ids[1][..12]]);
+    assert!(d.contains("M  volume content:/round.txt") && d.contains("+  volume content:/noise1"), "{d}");
+
+    assert!(s.lb(&["check"]).contains("no errors"));
+    let dry = s.lb(&["forget", "--keep-last", "1", "--keep-tag", "r0", "--dry-run"]);
+    assert!(dry.contains("would remove 1 snapshots"), "{dry}");
+    assert_eq!(s.lb(&["snapshots", "--format", "json"]).matches("\"id\"").count(), 3);
+    let out = s.lb(&["forget", "--keep-last", "1", "--prune"]);
+    assert!(out.contains("removed 2 snapshots") && out.contains("pruned"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&s.lb(&["check", "--read-data", "--format", "json"])).unwrap();
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["snapshots"], 1);
+
+    // Off-site copy to a repository with another password; restore from it on a new host.
+    let other_pw = env.path("other-pw");
+    fs::write(&other_pw, "another password").unwrap();
+    let offsite = env.path("offsite").display().to_string();
+    env.ok(&["repo", "init", "--repo", &offsite, "--password-file", other_pw.to_str().unwrap()]);
+    let out = env.ok(&[
+        "copy",
+        "--repo",
+        &s.repo,
+        "--password-file",
+        &s.pwfile,
+        "--to",
+        &offsite,
+        "--to-password-file",
+        other_pw.to_str().unwrap(),
+    ]);
+    assert!(out.contains("1 snapshots copied"), "{out}");
+    let again = env.ok(&[
+        "copy",
+        "--repo",
+        &s.repo,
+        "--password-file",
+        &s.pwfile,
+        "--to",
+        &offsite,
+        "--to-password-file",
+        other_pw.to_str().unwrap(),
+    ]);
+    assert!(again.contains("0 snapshots copied"), "{again}");
+    let page = s.page();
+    env.ok(&["rm", "-f", "website"]);
+    let host = Env::new();
+    host.ok(&["restore", "website", "--repo", &offsite, "--password-file", other_pw.to_str().unwrap()]);
+    wait_until(10, "site back from the copy", || s.page() == page);
+
+    // Keys: add a second password, open with it, remove the first.
+    let third = env.path("third-pw");
+    fs::write(&third, "third").unwrap();
+    s.lb(&["key", "add", "--new-password-file", third.to_str().unwrap()]);
+    let keys = env.ok(&["key", "list", "--repo", &s.repo, "--password-file", third.to_str().unwrap()]);
+    assert_eq!(keys.lines().count(), 3, "{keys}");
+    let first_key = keys
+        .lines()
+        .find(|l| l.starts_with(' ') && !l.contains("ID"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    env.ok(&["key", "remove", &first_key, "--repo", &s.repo, "--password-file", third.to_str().unwrap()]);
+    env.fails(&["snapshots", "--repo", &s.repo, "--password-file", &s.pwfile], 12);
+    env.ok(&["snapshots", "--repo", &s.repo, "--password-file", third.to_str().unwrap()]);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -1,0 +1,321 @@
+//! Keeping a repository healthy: `check` (structure, and optionally every byte), `prune`
+//! (delete data no snapshot references), `copy` (replicate snapshots to another repository,
+//! re-keyed, moving only what the target lacks), `diff` (what changed between snapshots).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::lock::Lock;
+use super::snapshot::{self, Snapshot};
+use super::tree::{NodeKind, Tree, load_tree};
+use super::{BlobId, BlobType, IndexFile, IndexPack, PackEntry, PackHeader, RepoError, Repository, Result};
+use crate::backend::Kind;
+
+/// Every tree and data blob reachable from `roots`.
+pub fn reachable(repo: &Repository, roots: impl IntoIterator<Item = BlobId>) -> Result<HashSet<BlobId>> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<BlobId> = roots.into_iter().collect();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let tree = load_tree(repo, &id)?;
+        for n in tree.nodes {
+            seen.extend(n.content);
+            if let Some(s) = n.subtree {
+                stack.push(s);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn roots(s: &Snapshot) -> Vec<BlobId> {
+    let mut r = vec![s.image.tree, s.container_layer];
+    r.extend(s.volumes.iter().map(|v| v.tree));
+    r
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs_read: usize,
+    pub errors: Vec<String>,
+}
+
+/// Checks structure (every pack exists and its header matches the index, every blob a snapshot
+/// needs is indexed, every tree decodes) and, with `read_fraction`, authenticates every blob of
+/// that share of the packs.
+pub fn check(repo: &Repository, read_fraction: Option<f64>) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let packs = repo.packs();
+    report.packs = packs.len();
+    for (pack, blobs) in &packs {
+        let name = hex::encode(pack);
+        match pack_header(repo, &name) {
+            Ok(entries) => {
+                let listed: HashSet<BlobId> = entries.iter().map(|e| e.id).collect();
+                for (id, _) in blobs {
+                    if !listed.contains(id) {
+                        report.errors.push(format!(
+                            "pack {name}: blob {} is in the index but not in the pack's header",
+                            id.hex()
+                        ));
+                    }
+                }
+            }
+            Err(e) => report.errors.push(format!("pack {name}: {e}")),
+        }
+    }
+    let snaps = snapshot::list(repo)?;
+    report.snapshots = snaps.len();
+    for (id, s) in &snaps {
+        match reachable(repo, roots(s)) {
+            Ok(used) => {
+                for b in used {
+                    if !repo.has_blob(&b) {
+                        report.errors.push(format!("snapshot {}: blob {} is missing", &id[..12], b.hex()));
+                    }
+                }
+            }
+            Err(e) => report.errors.push(format!("snapshot {}: {e}", &id[..12])),
+        }
+    }
+    if let Some(fraction) = read_fraction {
+        let mut names: Vec<&[u8; 32]> = packs.keys().collect();
+        names.sort();
+        for pack in names {
+            if fraction < 1.0 {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).expect("random source");
+                if (u64::from_le_bytes(b) as f64 / u64::MAX as f64) >= fraction {
+                    continue;
+                }
+            }
+            report.packs_read += 1;
+            for (id, _) in &packs[pack] {
+                report.blobs_read += 1;
+                if let Err(e) = repo.load_blob(id) {
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn pack_header(repo: &Repository, name: &str) -> Result<Vec<PackEntry>> {
+    let corrupt = |what: String| RepoError::Corrupt { location: repo.location(), what: format!("pack {name}: {what}") };
+    let size = repo.backend().stat(Kind::Pack, name)?.ok_or_else(|| corrupt("missing".into()))?;
+    if size < 4 {
+        return Err(corrupt("too short".into()));
+    }
+    let len_bytes = repo.backend().read_range(Kind::Pack, name, size - 4, 4)?;
+    let hl = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as u64;
+    if hl + 4 > size {
+        return Err(corrupt("header length beyond the file".into()));
+    }
+    let sealed = repo.backend().read_range(Kind::Pack, name, size - 4 - hl, hl)?;
+    let plain = repo.key().open(&sealed).map_err(|_| corrupt("header does not authenticate".into()))?;
+    let header: PackHeader = serde_json::from_slice(&plain).map_err(|e| corrupt(format!("header: {e}")))?;
+    Ok(header.blobs)
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneStats {
+    pub packs_deleted: usize,
+    pub packs_repacked: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+}
+
+/// Deletes every blob no snapshot references. Holds the exclusive lock: no snapshot can be
+/// written meanwhile. Crash-safe at every step: new packs and a complete new index are written
+/// before anything is deleted; leftovers of an interrupted prune are unreferenced packs, which
+/// the next prune removes.
+pub fn prune(repo: &mut Repository, dry_run: bool) -> Result<PruneStats> {
+    let lock = Lock::acquire(repo, true)?;
+    let result = prune_locked(repo, dry_run);
+    lock.release(repo)?;
+    result
+}
+
+fn prune_locked(repo: &mut Repository, dry_run: bool) -> Result<PruneStats> {
+    let mut used = HashSet::new();
+    for (_, s) in snapshot::list(repo)? {
+        used.extend(reachable(repo, roots(&s))?);
+    }
+    let mut stats = PruneStats::default();
+    let packs = repo.packs();
+    let mut delete_packs = Vec::new();
+    let mut repack = Vec::new();
+    for (pack, blobs) in &packs {
+        let live = blobs.iter().filter(|(id, _)| used.contains(id)).count();
+        stats.blobs_removed += blobs.len() - live;
+        if live == blobs.len() {
+            continue;
+        }
+        if live > 0 {
+            repack.extend(blobs.iter().filter(|(id, _)| used.contains(id)).map(|(id, loc)| (*id, loc.kind)));
+            stats.packs_repacked += 1;
+        }
+        delete_packs.push(*pack);
+    }
+    // Packs no index mentions (an interrupted snapshot or prune) go too.
+    let indexed: HashSet<String> = packs.keys().map(hex::encode).collect();
+    let orphans: Vec<String> = repo.backend().list(Kind::Pack)?.into_iter().filter(|n| !indexed.contains(n)).collect();
+    for name in &delete_packs.iter().map(hex::encode).chain(orphans.iter().cloned()).collect::<Vec<_>>() {
+        stats.bytes_freed += repo.backend().stat(Kind::Pack, name)?.unwrap_or(0);
+    }
+    stats.packs_deleted = delete_packs.len() + orphans.len();
+    if dry_run {
+        return Ok(stats);
+    }
+    let old_indexes = repo.backend().list(Kind::Index)?;
+    // 1. Live blobs of partly used packs move to new packs.
+    let mut moved = Vec::new();
+    for (id, kind) in &repack {
+        moved.push((*id, *kind, repo.load_blob(id)?));
+    }
+    let doomed: HashSet<[u8; 32]> = delete_packs.iter().copied().collect();
+    repo.index.retain(|id, loc| used.contains(id) && !doomed.contains(&loc.pack));
+    for (_, kind, data) in moved {
+        repo.save_blob(kind, &data)?;
+    }
+    repo.flush_pack()?;
+    repo.unindexed.clear();
+    // 2. One complete index of what remains, then the old index files go.
+    let mut by_pack: BTreeMap<[u8; 32], Vec<PackEntry>> = BTreeMap::new();
+    for (id, loc) in &repo.index {
+        by_pack.entry(loc.pack).or_default().push(PackEntry {
+            id: *id,
+            kind: loc.kind,
+            offset: loc.offset,
+            length: loc.length,
+            raw: loc.raw,
+        });
+    }
+    let file =
+        IndexFile { packs: by_pack.into_iter().map(|(p, blobs)| IndexPack { id: hex::encode(p), blobs }).collect() };
+    let sealed = repo.key().seal(&serde_json::to_vec(&file).expect("serialises"));
+    let new_name = hex::encode(blake3::hash(&sealed).as_bytes());
+    if !old_indexes.contains(&new_name) {
+        repo.backend().write(Kind::Index, &new_name, &sealed)?;
+    }
+    for name in old_indexes.iter().filter(|n| **n != new_name) {
+        repo.backend().delete(Kind::Index, name)?;
+    }
+    // 3. Finally the packs nothing references any more.
+    for pack in delete_packs {
+        repo.backend().delete(Kind::Pack, &hex::encode(pack))?;
+    }
+    for name in orphans {
+        repo.backend().delete(Kind::Pack, &name)?;
+    }
+    Ok(stats)
+}
+
+/// Copies a snapshot into `dst`, re-keying every blob (the repositories have different ID
+/// keys); only blobs `dst` lacks are stored. `map` caches source → destination IDs.
+pub fn copy_snapshot(
+    src: &Repository,
+    dst: &mut Repository,
+    snap: &Snapshot,
+    map: &mut HashMap<BlobId, BlobId>,
+) -> Result<Snapshot> {
+    let mut copy = snap.clone();
+    copy.image.tree = copy_tree(src, dst, &snap.image.tree, map)?;
+    copy.container_layer = copy_tree(src, dst, &snap.container_layer, map)?;
+    for v in copy.volumes.iter_mut() {
+        v.tree = copy_tree(src, dst, &v.tree, map)?;
+    }
+    copy.parent = None;
+    dst.flush()?;
+    Ok(copy)
+}
+
+fn copy_tree(src: &Repository, dst: &mut Repository, id: &BlobId, map: &mut HashMap<BlobId, BlobId>) -> Result<BlobId> {
+    if let Some(d) = map.get(id) {
+        return Ok(*d);
+    }
+    let mut tree: Tree = load_tree(src, id)?;
+    for node in tree.nodes.iter_mut() {
+        let mut content = Vec::with_capacity(node.content.len());
+        for c in &node.content {
+            let d = match map.get(c) {
+                Some(d) => *d,
+                None => {
+                    let data = src.load_blob(c)?;
+                    let (d, _) = dst.save_blob(BlobType::Data, &data)?;
+                    map.insert(*c, d);
+                    d
+                }
+            };
+            content.push(d);
+        }
+        node.content = content;
+        if let Some(s) = node.subtree {
+            node.subtree = Some(copy_tree(src, dst, &s, map)?);
+        }
+    }
+    let (d, _) = dst.save_blob(BlobType::Tree, &serde_json::to_vec(&tree).expect("serialises"))?;
+    map.insert(*id, d);
+    Ok(d)
+}
+
+/// One line of a diff: `+` added, `-` removed, `M` changed.
+pub fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<(char, String)>> {
+    let mut out = Vec::new();
+    diff_trees(repo, Some(&a.container_layer), Some(&b.container_layer), "", &mut out)?;
+    let names: std::collections::BTreeSet<&String> = a.volumes.iter().chain(&b.volumes).map(|v| &v.name).collect();
+    for name in names {
+        let ta = a.volumes.iter().find(|v| &v.name == name).map(|v| v.tree);
+        let tb = b.volumes.iter().find(|v| &v.name == name).map(|v| v.tree);
+        diff_trees(repo, ta.as_ref(), tb.as_ref(), &format!("volume {name}:"), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn diff_trees(
+    repo: &Repository,
+    a: Option<&BlobId>,
+    b: Option<&BlobId>,
+    prefix: &str,
+    out: &mut Vec<(char, String)>,
+) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let ta = a.map(|id| load_tree(repo, id)).transpose()?.unwrap_or_default();
+    let tb = b.map(|id| load_tree(repo, id)).transpose()?.unwrap_or_default();
+    let ma: BTreeMap<Vec<u8>, &super::tree::Node> = ta.nodes.iter().map(|n| (n.name_bytes(), n)).collect();
+    let mb: BTreeMap<Vec<u8>, &super::tree::Node> = tb.nodes.iter().map(|n| (n.name_bytes(), n)).collect();
+    let names: std::collections::BTreeSet<&Vec<u8>> = ma.keys().chain(mb.keys()).collect();
+    for name in names {
+        let path = format!("{prefix}/{}", String::from_utf8_lossy(name));
+        match (ma.get(name), mb.get(name)) {
+            (Some(_), None) => out.push(('-', path)),
+            (None, Some(_)) => out.push(('+', path)),
+            (Some(x), Some(y)) => {
+                let both_dirs = x.kind == NodeKind::Dir && y.kind == NodeKind::Dir;
+                if !both_dirs
+                    && (x.content != y.content
+                        || x.kind != y.kind
+                        || x.mode != y.mode
+                        || x.target != y.target
+                        || x.uid != y.uid)
+                {
+                    out.push(('M', path.clone()));
+                }
+                if x.kind == NodeKind::Dir || y.kind == NodeKind::Dir {
+                    diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &path, out)?;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
