@@ -2,6 +2,8 @@
 # peers.sh start|stop DIR : the real servers the integration tests talk to, on loopback or on
 # private unix sockets only. `start` prints `export` lines for the test run to eval.
 #   docker engine: private data/exec roots and socket, no iptables, no bridge (TESTING.md)
+#   s3s-fs on 127.0.0.1:9000 (checks SigV4), moto on 127.0.0.1:9001 with IAM authentication on;
+#   each gets a bucket "lifeboat-test" and a credentials file DIR/<server>.credentials
 set -euo pipefail
 cmd=${1:?usage: peers.sh start|stop DIR}
 dir=${2:?usage: peers.sh start|stop DIR}
@@ -25,15 +27,83 @@ start_docker() {
   exit 1
 }
 
+wait_port() {
+  for _ in $(seq 1 100); do
+    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+    sleep 0.2
+  done
+  echo "nothing listens on 127.0.0.1:$1; see $2" >&2
+  tail -20 "$2" >&2
+  exit 1
+}
+
+start_s3s() {
+  local d="$dir/s3s"
+  mkdir -p "$d/data"
+  if ! command -v s3s-fs >/dev/null; then
+    cargo install s3s-fs@0.14.1 --features binary --locked --quiet >&2
+  fi
+  [[ -f "$d/pid" ]] && kill "$(cat "$d/pid")" 2>/dev/null || true
+  s3s-fs --host 127.0.0.1 --port 9000 --access-key lifeboat-ak --secret-key lifeboat-sk "$d/data" >"$d/log" 2>&1 &
+  echo $! >"$d/pid"
+  wait_port 9000 "$d/log"
+  printf '[default]\naws_access_key_id = lifeboat-ak\naws_secret_access_key = lifeboat-sk\n' >"$dir/s3s.credentials"
+  chmod 600 "$dir/s3s.credentials"
+  AWS_SHARED_CREDENTIALS_FILE="$dir/s3s.credentials" "$dir/moto-venv/bin/python" - <<'PY' >&2
+import boto3
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:9000", region_name="us-east-1")
+if "lifeboat-test" not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+    s3.create_bucket(Bucket="lifeboat-test")
+PY
+}
+
+start_moto() {
+  local d="$dir/moto"
+  mkdir -p "$d"
+  if [[ ! -x "$dir/moto-venv/bin/moto_server" ]]; then
+    python3 -m venv "$dir/moto-venv" >&2
+    "$dir/moto-venv/bin/pip" install -q 'moto[server]' boto3 >&2
+  fi
+  [[ -f "$d/pid" ]] && kill "$(cat "$d/pid")" 2>/dev/null || true
+  # Four unauthenticated calls create an IAM user, its key and an allow-all policy; after
+  # them every request's signature is checked.
+  INITIAL_NO_AUTH_ACTION_COUNT=4 "$dir/moto-venv/bin/moto_server" -H 127.0.0.1 -p 9001 >"$d/log" 2>&1 &
+  echo $! >"$d/pid"
+  wait_port 9001 "$d/log"
+  "$dir/moto-venv/bin/python" - "$dir/moto.credentials" <<'PY' >&2
+import json, sys, boto3
+iam = boto3.client("iam", endpoint_url="http://127.0.0.1:9001", region_name="us-east-1",
+                   aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+iam.create_user(UserName="lifeboat")
+key = iam.create_access_key(UserName="lifeboat")["AccessKey"]
+doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+arn = iam.create_policy(PolicyName="all", PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+iam.attach_user_policy(UserName="lifeboat", PolicyArn=arn)
+with open(sys.argv[1], "w") as f:
+    f.write("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n" % (key["AccessKeyId"], key["SecretAccessKey"]))
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:9001", region_name="us-east-1",
+                  aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+s3.create_bucket(Bucket="lifeboat-test")
+PY
+  chmod 600 "$dir/moto.credentials"
+}
+
 case "$cmd" in
   start)
     start_docker
+    start_moto
+    start_s3s
     echo "export DOCKER_HOST=unix://$dir/docker/docker.sock DOCKER_API_VERSION=1.41"
+    echo "export LIFEBOAT_TEST_S3S=http://127.0.0.1:9000 LIFEBOAT_TEST_S3S_CREDENTIALS=$dir/s3s.credentials"
+    echo "export LIFEBOAT_TEST_MOTO=http://127.0.0.1:9001 LIFEBOAT_TEST_MOTO_CREDENTIALS=$dir/moto.credentials"
     ;;
   stop)
-    if [[ -f "$dir/docker/pid" ]]; then
-      kill "$(cat "$dir/docker/pid")" 2>/dev/null || true
-    fi
+    for p in docker/pid s3s/pid moto/pid; do
+      if [[ -f "$dir/$p" ]]; then
+        kill "$(cat "$dir/$p")" 2>/dev/null || true
+        rm -f "$dir/$p"
+      fi
+    done
     ;;
   *) echo "usage: peers.sh start|stop DIR" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@
 //! Retry, caching and other behaviour wrap a backend rather than living in it.
 
 pub mod local;
+pub mod s3;
 
 use std::fmt;
 
@@ -65,18 +66,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn stat(&self, kind: Kind, name: &str) -> Result<Option<u64>>;
 }
 
-/// Opens the backend a location names: a path, or (later) `s3://bucket/prefix`.
+/// Opens the backend a location names: a path, or `s3://bucket/prefix[?options]`.
 pub fn open(location: &str) -> Result<Box<dyn Backend>> {
-    if let Some(rest) = location.strip_prefix("s3://") {
-        return Err(BackendError::Io {
-            location: location.to_string(),
-            op: "open",
-            what: rest.to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "S3 repositories are not available in this build yet",
-            ),
-        });
+    if location.starts_with("s3://") {
+        return Ok(Box::new(s3::S3::open(location)?));
     }
     Ok(Box::new(local::Local::new(std::path::Path::new(location.strip_prefix("local:").unwrap_or(location)))))
 }

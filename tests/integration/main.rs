@@ -4,6 +4,7 @@
 
 mod util;
 
+mod backends;
 mod config_examples;
 mod hostile;
 mod images;

@@ -1,0 +1,133 @@
+//! One behaviour for every backend: the same suite runs against a local directory and two
+//! independent S3 implementations (s3s-fs and moto with authentication on), and a service
+//! snapshotted to S3 comes back on an empty host from S3 alone.
+
+use std::fs;
+
+use lifeboat::backend::{self, Backend, BackendError, Kind};
+
+use crate::util::{Env, http_get, peers_required, wait_until};
+
+/// `s3://lifeboat-test/<unique prefix>?endpoint=…&path-style=true&credentials-file=…` for a
+/// server the test script started, or None (skip) when not running under it.
+fn s3_location(server: &str) -> Option<String> {
+    let (endpoint, creds) = match server {
+        "s3s" => (std::env::var("LIFEBOAT_TEST_S3S").ok(), std::env::var("LIFEBOAT_TEST_S3S_CREDENTIALS").ok()),
+        _ => (std::env::var("LIFEBOAT_TEST_MOTO").ok(), std::env::var("LIFEBOAT_TEST_MOTO_CREDENTIALS").ok()),
+    };
+    match (endpoint, creds) {
+        (Some(e), Some(c)) => Some(format!(
+            "s3://lifeboat-test/{}?endpoint={e}&path-style=true&region=us-east-1&credentials-file={c}",
+            lifeboat::fsutil::random_hex(8)
+        )),
+        _ => {
+            assert!(
+                !peers_required(),
+                "S3 server {server} is required but LIFEBOAT_TEST_{} is not set",
+                server.to_uppercase()
+            );
+            eprintln!("skipping: no {server} server (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+fn suite(b: &dyn Backend) {
+    let where_ = b.location();
+    assert!(b.list(Kind::Snapshot).unwrap().is_empty(), "{where_}");
+    assert_eq!(b.stat(Kind::Config, "config").unwrap(), None);
+    b.write(Kind::Snapshot, "abc123", b"hello").unwrap();
+    assert!(matches!(b.write(Kind::Snapshot, "abc123", b"again"), Err(BackendError::Exists { .. })), "{where_}");
+    assert_eq!(b.read(Kind::Snapshot, "abc123").unwrap(), b"hello");
+    assert_eq!(b.read_range(Kind::Snapshot, "abc123", 1, 3).unwrap(), b"ell");
+    assert_eq!(b.stat(Kind::Snapshot, "abc123").unwrap(), Some(5));
+    assert_eq!(b.stat(Kind::Snapshot, "nope").unwrap(), None);
+    assert!(b.read(Kind::Snapshot, "nope").unwrap_err().is_not_found(), "{where_}");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    b.write(Kind::Pack, "ffee00aa", &big).unwrap();
+    assert_eq!(b.read(Kind::Pack, "ffee00aa").unwrap(), big);
+    assert_eq!(b.read_range(Kind::Pack, "ffee00aa", 2_999_990, 10).unwrap(), &big[2_999_990..]);
+    assert_eq!(b.list(Kind::Pack).unwrap(), vec!["ffee00aa"]);
+    assert_eq!(b.list(Kind::Snapshot).unwrap(), vec!["abc123"]);
+    // Kinds do not see each other.
+    assert!(b.list(Kind::Index).unwrap().is_empty());
+    b.delete(Kind::Snapshot, "abc123").unwrap();
+    b.delete(Kind::Snapshot, "abc123").unwrap();
+    assert!(b.list(Kind::Snapshot).unwrap().is_empty());
+    b.write(Kind::Config, "config", b"c").unwrap();
+    assert_eq!(b.list(Kind::Config).unwrap(), vec!["config"]);
+    assert_eq!(b.read(Kind::Config, "config").unwrap(), b"c");
+}
+
+#[test]
+fn local_backend_passes_the_suite() {
+    let env = Env::new();
+    suite(backend::open(env.path("repo").to_str().unwrap()).unwrap().as_ref());
+}
+
+#[test]
+fn s3s_fs_passes_the_suite() {
+    let Some(loc) = s3_location("s3s") else { return };
+    suite(backend::open(&loc).unwrap().as_ref());
+}
+
+#[test]
+fn moto_passes_the_suite() {
+    let Some(loc) = s3_location("moto") else { return };
+    suite(backend::open(&loc).unwrap().as_ref());
+}
+
+#[test]
+fn wrong_s3_credentials_fail_clearly() {
+    let env = Env::new();
+    for server in ["s3s", "moto"] {
+        let Some(loc) = s3_location(server) else { return };
+        let bad = env.path(&format!("{server}-bad.credentials"));
+        fs::write(&bad, "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n").unwrap();
+        let creds = loc.split("credentials-file=").nth(1).unwrap().to_string();
+        let loc = loc.replace(&creds, bad.to_str().unwrap());
+        let err = backend::open(&loc).unwrap().list(Kind::Snapshot).unwrap_err().to_string();
+        assert!(err.contains("credentials") || err.contains("Access") || err.contains("Signature"), "{server}: {err}");
+    }
+}
+
+#[test]
+fn snapshot_to_s3_and_restore_on_an_empty_root_from_s3_alone() {
+    for server in ["s3s", "moto"] {
+        let Some(loc) = s3_location(server) else { return };
+        let env = Env::new();
+        env.site_image("site:1");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        env.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "website",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            "-v",
+            "content:/www",
+            "site:1",
+        ]);
+        env.ok(&["exec", "website", "sh", "-c", &format!("echo '<p>{server}</p>' >> /www/index.html")]);
+        wait_until(10, "site up", || http_get(port, "/").is_ok_and(|b| b.contains(server)));
+        let page = http_get(port, "/").unwrap();
+        let pw = env.path("pw");
+        fs::write(&pw, "s3 password").unwrap();
+        let pw = pw.to_str().unwrap();
+        env.ok(&["repo", "init", "--repo", &loc, "--password-file", pw]);
+        env.ok(&["snapshot", "website", "--repo", &loc, "--password-file", pw]);
+        env.ok(&["exec", "website", "sh", "-c", "echo more >> /www/index.html"]);
+        env.ok(&["snapshot", "website", "--repo", &loc, "--password-file", pw]);
+        let page2 = http_get(port, "/").unwrap();
+        assert_ne!(page, page2);
+        env.ok(&["rm", "-f", "website"]);
+        let report = env.ok(&["check", "--read-data", "--repo", &loc, "--password-file", pw]);
+        assert!(report.contains("no errors"), "{server}: {report}");
+        let host = Env::new();
+        let out = host.ok(&["restore", "website", "--repo", &loc, "--password-file", pw]);
+        assert!(out.contains("restored website"), "{server}: {out}");
+        wait_until(10, "site back from S3", || http_get(port, "/").is_ok_and(|b| b == page2));
+        host.ok(&["rm", "-f", "website"]);
+    }
+}
