@@ -48,6 +48,24 @@ fn hook(paths: &Paths, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Marks a container frozen by a snapshot process; a later snapshot thaws it if that process
+/// died (kill -9) before it could.
+const FROZEN_BY: &str = "frozen-by";
+
+fn thaw_if_abandoned(paths: &Paths, containers: &Containers, id: &str) -> anyhow::Result<()> {
+    let marker = containers.dir(id).join(FROZEN_BY);
+    let Ok(text) = std::fs::read_to_string(&marker) else { return Ok(()) };
+    let owner: i32 = text.trim().parse().unwrap_or(0);
+    if owner != std::process::id() as i32 && !runtime::alive(owner) {
+        tracing::warn!(container = id, pid = owner, "thawing a container left frozen by a snapshot that died");
+        if runtime::observed_state(containers, id)?.status == Status::Paused {
+            runtime::set_paused(paths, id, false)?;
+        }
+        let _ = std::fs::remove_file(&marker);
+    }
+    Ok(())
+}
+
 /// Thaws on drop, so an error while frozen never leaves the service frozen.
 struct Frozen<'a> {
     paths: &'a Paths,
@@ -62,6 +80,9 @@ impl Frozen<'_> {
             self.active = false;
             if let Err(e) = runtime::set_paused(self.paths, self.id, false) {
                 tracing::error!(error = %e, "cannot thaw the container");
+            }
+            if let Ok(c) = Containers::open(&self.paths.root) {
+                let _ = std::fs::remove_file(c.dir(self.id).join(FROZEN_BY));
             }
         }
         self.since.elapsed()
@@ -84,6 +105,7 @@ pub fn capture(
     let started = Instant::now();
     let containers = Containers::open(&paths.root)?;
     let config = containers.find(name)?;
+    thaw_if_abandoned(paths, &containers, &config.id)?;
     let state = runtime::observed_state(&containers, &config.id)?;
     let running = state.status == Status::Running;
     let lock = Lock::acquire(repo, false)?;
@@ -112,6 +134,7 @@ pub fn capture(
     let dir = containers.dir(&config.id);
     let mut frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: false };
     if running {
+        std::fs::write(dir.join(FROZEN_BY), std::process::id().to_string())?;
         runtime::set_paused(paths, &config.id, true).context("cannot freeze the container")?;
         frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: true };
     }
