@@ -131,3 +131,95 @@ fn snapshot_to_s3_and_restore_on_an_empty_root_from_s3_alone() {
         host.ok(&["rm", "-f", "website"]);
     }
 }
+
+/// A private s3s-fs server, so killing it does not disturb other tests.
+struct PrivateS3 {
+    child: Option<std::process::Child>,
+    port: u16,
+    data: std::path::PathBuf,
+}
+
+impl PrivateS3 {
+    fn start(env: &Env, port: u16) -> PrivateS3 {
+        let data = env.path("s3-data");
+        fs::create_dir_all(data.join("lifeboat-test")).unwrap();
+        let mut s = PrivateS3 { child: None, port, data };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--access-key", "ak", "--secret-key", "sk"])
+            .arg(&self.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3s-fs (installed by scripts/peers.sh)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(20, "s3s-fs listening", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeeds() {
+    if s3_location("s3s").is_none() || !crate::util::have("s3s-fs") {
+        return;
+    }
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = PrivateS3::start(&env, port);
+    let creds = env.path("creds");
+    fs::write(&creds, "[default]\naws_access_key_id = ak\naws_secret_access_key = sk\n").unwrap();
+    let loc = format!("s3://lifeboat-test/repo?endpoint=http://127.0.0.1:{port}&path-style=true&region=us-east-1&credentials-file={}", creds.display());
+    let pw = env.path("pw");
+    fs::write(&pw, "pw").unwrap();
+    let pw = pw.to_str().unwrap();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "website", "-v", "content:/www", "site:1"]);
+    env.ok(&["repo", "init", "--repo", &loc, "--password-file", pw]);
+    env.ok(&["snapshot", "website", "--repo", &loc, "--password-file", pw]);
+
+    // Enough new data for several pack uploads, then the server dies during the snapshot.
+    env.ok(&["exec", "website", "sh", "-c", "head -c 60000000 /dev/urandom > /www/big.bin"]);
+    let child = env
+        .lifeboat()
+        .args(["snapshot", "website", "--repo", &loc, "--password-file", pw])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    server.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the snapshot succeeded although the server died");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("S3 server") || err.contains("timed out") || err.contains("dispatch"), "unclear error: {err}");
+    assert!(!env.ok(&["ps"]).contains("Paused"), "the service was left frozen");
+
+    server.restart();
+    let out = env.ok(&["snapshot", "website", "--repo", &loc, "--password-file", pw]);
+    assert!(out.contains("saved"), "{out}");
+    let report = env.ok(&["check", "--read-data", "--repo", &loc, "--password-file", pw]);
+    assert!(report.contains("no errors"), "{report}");
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--repo", &loc, "--password-file", pw, "--format", "json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    env.ok(&["rm", "-f", "website"]);
+    env.ok(&["volume", "rm", "content"]);
+    env.ok(&["restore", "website", "--no-start", "--repo", &loc, "--password-file", pw]);
+    assert_eq!(fs::metadata(env.root().join("volumes/content/_data/big.bin")).unwrap().len(), 60_000_000);
+}
