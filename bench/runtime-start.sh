@@ -29,7 +29,7 @@ for rt in runc crun; do
 done
 
 P="$work/podman"; mkdir -p "$P/tmp"
-printf '[containers]\nnetns="none"\n[engine]\nruntime="runc"\ntmp_dir="%s/tmp"\n' "$P" >"$P/containers.conf"
+printf '[containers]\ndefault_ulimits=["nofile=1024:1024","nproc=4096:4096"]\nnetns="none"\n[engine]\nruntime="runc"\ntmp_dir="%s/tmp"\n' "$P" >"$P/containers.conf"
 printf '[storage]\ndriver="overlay"\ngraphroot="%s/root"\nrunroot="%s/run"\n' "$P" "$P" >"$P/storage.conf"
 export CONTAINERS_CONF="$P/containers.conf" CONTAINERS_STORAGE_CONF="$P/storage.conf"
 podman import -q "$work/rootfs.tar" bench:1 >/dev/null

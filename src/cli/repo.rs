@@ -74,8 +74,12 @@ pub enum RepoCommand {
 pub struct SnapshotArgs {
     /// The container (service) to snapshot.
     pub container: String,
-    #[command(flatten)]
-    pub repo: RepoArgs,
+    /// Repository locations (repeatable: the snapshot goes to each; default: <root>/repository).
+    #[arg(long = "repo", env = "LIFEBOAT_REPOSITORY")]
+    pub repos: Vec<String>,
+    /// Password files, one per --repo in the same order (or one for all).
+    #[arg(long = "password-file", env = "LIFEBOAT_PASSWORD_FILE")]
+    pub password_files: Vec<PathBuf>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -111,6 +115,9 @@ pub struct RestoreArgs {
     /// Which snapshot: an ID (prefix) or latest.
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
+    /// The newest snapshot taken at or before this time (RFC 3339, or a date like 2026-11-27).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub at: Option<String>,
     /// Restore under another name (volumes get NEWNAME- prefixes).
     #[arg(long = "as", value_name = "NEWNAME")]
     pub rename: Option<String>,
@@ -240,22 +247,47 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 }
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
-    let mut repo = a.repo.open(ctx)?;
+    if a.password_files.len() > 1 && a.password_files.len() != a.repos.len() {
+        bail!(UsageError(format!(
+            "{} password files for {} repositories: give one for all, or one per --repo",
+            a.password_files.len(),
+            a.repos.len()
+        )));
+    }
+    let targets: Vec<RepoArgs> = if a.repos.is_empty() {
+        vec![RepoArgs { repo: None, password_file: a.password_files.first().cloned() }]
+    } else {
+        a.repos
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RepoArgs {
+                repo: Some(r.clone()),
+                password_file: a.password_files.get(i).or(a.password_files.first()).cloned(),
+            })
+            .collect()
+    };
     let opts =
         CaptureOptions { tags: a.tags, exec_before: a.exec_before, exec_after: a.exec_after, no_volumes: a.no_volumes };
-    let (id, snap) = crate::snapshot::capture(&ctx.paths(), &mut repo, &a.container, &opts)
-        .with_context(|| format!("cannot snapshot {}", a.container))?;
+    let mut results = Vec::new();
+    for target in &targets {
+        let mut repo = target.open(ctx)?;
+        let (id, snap) = crate::snapshot::capture(&ctx.paths(), &mut repo, &a.container, &opts)
+            .with_context(|| format!("cannot snapshot {} into {}", a.container, repo.location()))?;
+        results.push((repo.location(), id, snap));
+    }
     if a.format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"id": id, "service": snap.service, "time": snap.time, "stats": snap.stats})
-            )?
-        );
-    } else {
+        let v: Vec<_> = results
+            .iter()
+            .map(|(loc, id, snap)| json!({"repository": loc, "id": id, "service": snap.service, "time": snap.time, "stats": snap.stats}))
+            .collect();
+        let out = if v.len() == 1 { v[0].clone() } else { json!(v) };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    for (loc, id, snap) in results {
         let s = snap.stats;
         println!(
-            "snapshot {} of {} saved: {} files, {}, {} read, {} added, frozen {} ms, {:.2} s",
+            "snapshot {} of {} saved to {loc}: {} files, {}, {} read, {} added, frozen {} ms, {:.2} s",
             &id[..12],
             snap.service,
             s.files,
@@ -303,7 +335,22 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
 
 pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
     let repo = a.repo.open(ctx)?;
-    let (id, snap) = snapshot::find(&repo, Some(&a.service), &a.snapshot)?;
+    let (id, snap) = match &a.at {
+        Some(at) => {
+            let limit = parse_time(at)?;
+            snapshot::list(&repo)?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| {
+                    s.service == a.service && chrono::DateTime::parse_from_rfc3339(&s.time).is_ok_and(|t| t <= limit)
+                })
+                .ok_or_else(|| crate::repo::RepoError::Other {
+                    location: repo.location(),
+                    what: format!("no snapshot of {} at or before {at}", a.service),
+                })?
+        }
+        None => snapshot::find(&repo, Some(&a.service), &a.snapshot)?,
+    };
     let opts = RestoreOptions {
         rename: a.rename,
         no_start: a.no_start,
@@ -641,4 +688,16 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// RFC 3339, or a bare date (the end of that day, UTC).
+fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let end = d.and_hms_opt(23, 59, 59).expect("valid time").and_utc();
+        return Ok(end.fixed_offset());
+    }
+    bail!(UsageError(format!("invalid time {s:?}: use RFC 3339 (2026-11-27T02:30:00Z) or a date (2026-11-27)")))
 }

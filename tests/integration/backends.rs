@@ -185,7 +185,10 @@ fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeed
     let mut server = PrivateS3::start(&env, port);
     let creds = env.path("creds");
     fs::write(&creds, "[default]\naws_access_key_id = ak\naws_secret_access_key = sk\n").unwrap();
-    let loc = format!("s3://lifeboat-test/repo?endpoint=http://127.0.0.1:{port}&path-style=true&region=us-east-1&credentials-file={}", creds.display());
+    let loc = format!(
+        "s3://lifeboat-test/repo?endpoint=http://127.0.0.1:{port}&path-style=true&region=us-east-1&credentials-file={}",
+        creds.display()
+    );
     let pw = env.path("pw");
     fs::write(&pw, "pw").unwrap();
     let pw = pw.to_str().unwrap();
@@ -216,7 +219,9 @@ fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeed
     assert!(out.contains("saved"), "{out}");
     let report = env.ok(&["check", "--read-data", "--repo", &loc, "--password-file", pw]);
     assert!(report.contains("no errors"), "{report}");
-    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--repo", &loc, "--password-file", pw, "--format", "json"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--repo", &loc, "--password-file", pw, "--format", "json"]))
+            .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
     env.ok(&["rm", "-f", "website"]);
     env.ok(&["volume", "rm", "content"]);

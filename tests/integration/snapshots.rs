@@ -391,3 +391,49 @@ fn kill_9_of_snapshot_and_prune_never_damages_the_repository() {
     }
     assert!(checked >= 6, "only {checked} snapshots compared");
 }
+
+#[test]
+fn one_snapshot_into_two_repositories_and_restore_at_a_time() {
+    let s = Service::start();
+    let env = &s.env;
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "second repository").unwrap();
+    let repo2 = env.path("repo2").display().to_string();
+    env.ok(&["repo", "init", "--repo", &repo2, "--password-file", pw2.to_str().unwrap()]);
+    let out = env.ok(&[
+        "snapshot",
+        "website",
+        "--repo",
+        &s.repo,
+        "--password-file",
+        &s.pwfile,
+        "--repo",
+        &repo2,
+        "--password-file",
+        pw2.to_str().unwrap(),
+    ]);
+    assert_eq!(out.matches("saved to").count(), 2, "{out}");
+    for (repo, pw) in [(s.repo.as_str(), s.pwfile.as_str()), (repo2.as_str(), pw2.to_str().unwrap())] {
+        let list: serde_json::Value =
+            serde_json::from_str(&env.ok(&["snapshots", "--repo", repo, "--password-file", pw, "--format", "json"]))
+                .unwrap();
+        assert_eq!(list.as_array().unwrap().len(), 1);
+    }
+    env.ok(&["rm", "-f", "website"]);
+    env.ok(&["volume", "rm", "content"]);
+    let err =
+        env.fails(&["restore", "website", "--at", "2000-01-01", "--repo", &s.repo, "--password-file", &s.pwfile], 1);
+    assert!(err.contains("at or before 2000-01-01"), "{err}");
+    let out = env.ok(&[
+        "restore",
+        "website",
+        "--at",
+        "2999-12-31T00:00:00Z",
+        "--no-start",
+        "--repo",
+        &repo2,
+        "--password-file",
+        pw2.to_str().unwrap(),
+    ]);
+    assert!(out.contains("restored website"), "{out}");
+}
