@@ -4,7 +4,7 @@
 #   --test:  the real peers the tests run against (skopeo, umoci, podman, runc, docker.io)
 set -euo pipefail
 
-need=(build-essential pkg-config libseccomp-dev busybox-static ca-certificates curl)
+need=(build-essential pkg-config libseccomp-dev busybox-static tini ca-certificates curl)
 if [[ "${1:-}" == "--test" ]]; then
   need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux)
 fi

@@ -127,6 +127,9 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Run a tiny init (tini) as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
     /// Health check command, run inside the container (exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
@@ -496,7 +499,7 @@ fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
         cpus: a.cpus,
         pids_limit: a.pids_limit,
         read_only: a.read_only,
-        init: false,
+        init: a.init,
         stop_signal: ic.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
         health: a
             .health_cmd

@@ -80,7 +80,9 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
         _ => None,
     };
     let cgroups_path = format!("/lifeboat/{}", config.id);
-    let value = spec::build(config, &plan.target, &files, &user, &sources, netns.as_deref(), &cgroups_path);
+    let init = if config.init { Some(spec::init_binary().map_err(|e| anyhow::anyhow!(e))?) } else { None };
+    let value =
+        spec::build(config, &plan.target, &files, &user, &sources, netns.as_deref(), &cgroups_path, init.as_deref());
     let bundle = dir.join("bundle");
     fs::create_dir_all(&bundle)?;
     crate::fsutil::write_atomic_volatile(&bundle.join("config.json"), &serde_json::to_vec(&value)?)?;

@@ -110,6 +110,23 @@ const DENIED_SYSCALLS: &[&str] = &[
 
 const CLONE_NEWUSER: u64 = 0x1000_0000;
 
+/// Where `--init` puts the init binary inside the container.
+pub const INIT_PATH: &str = "/sbin/lifeboat-init";
+
+/// The init binary for `--init`: `LIFEBOAT_INIT_BINARY`, or Debian's static tini.
+pub fn init_binary() -> Result<std::path::PathBuf, String> {
+    let candidates = std::env::var_os("LIFEBOAT_INIT_BINARY")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/tini-static".into(), "/usr/sbin/tini-static".into()]);
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+    }
+    Err("--init needs a static init binary: install tini (apt-get install tini) or set LIFEBOAT_INIT_BINARY".into())
+}
+
 pub fn seccomp_profile() -> Value {
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -142,6 +159,7 @@ pub fn build(
     mount_sources: &[std::path::PathBuf],
     netns: Option<&Path>,
     cgroups_path: &str,
+    init: Option<&Path>,
 ) -> Value {
     let caps = DEFAULT_CAPS;
     let mut mounts = vec![
@@ -211,7 +229,7 @@ pub fn build(
         "process": {
             "terminal": false,
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
-            "args": config.args,
+            "args": args,
             "env": env,
             "cwd": if config.working_dir.is_empty() { "/" } else { config.working_dir.as_str() },
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
@@ -274,12 +292,23 @@ mod tests {
     #[test]
     fn spec_is_valid_oci() {
         let user = ProcessUser { uid: 0, gid: 0, additional_gids: vec![] };
-        let v = build(&sample(), Path::new("/r"), Path::new("/f"), &user, &[], None, "/lifeboat/x");
+        let v = build(&sample(), Path::new("/r"), Path::new("/f"), &user, &[], None, "/lifeboat/x", None);
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let linux = spec.linux().as_ref().unwrap();
         assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
         assert_eq!(v["linux"]["resources"]["pids"]["limit"], 50);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert!(v["process"]["env"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
+        let v = build(
+            &sample(),
+            Path::new("/r"),
+            Path::new("/f"),
+            &user,
+            &[],
+            None,
+            "/x",
+            Some(Path::new("/usr/bin/tini-static")),
+        );
+        assert_eq!(v["process"]["args"], serde_json::json!([INIT_PATH, "--", "/bin/sh"]));
     }
 }

@@ -349,3 +349,16 @@ fn exec_logs_stop_start_pause_and_rm() {
     env.ok(&["run", "-d", "--name", "user", "site:1"]);
     env.fails(&["rmi", "site:1"], 5);
 }
+
+#[test]
+fn init_runs_as_pid_1_and_forwards_signals() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let out = env.ok(&["run", "--rm", "--init", "site:1", "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"]);
+    assert!(out.starts_with("/sbin/lifeboat-init -- sh"), "{out}");
+    // With an init, a shell that ignores SIGTERM as PID 1 no longer delays stop by 10 s.
+    env.ok(&["run", "-d", "--init", "--name", "svc", "site:1", "sleep", "1000"]);
+    let t = std::time::Instant::now();
+    env.ok(&["stop", "-t", "20", "svc"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "stop took {:?}", t.elapsed());
+}
