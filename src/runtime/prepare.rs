@@ -81,8 +81,18 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
     };
     let cgroups_path = format!("/lifeboat/{}", config.id);
     let init = if config.init { Some(spec::init_binary().map_err(|e| anyhow::anyhow!(e))?) } else { None };
-    let value =
-        spec::build(config, &plan.target, &files, &user, &sources, netns.as_deref(), &cgroups_path, init.as_deref());
+    let value = spec::build(
+        config,
+        &spec::Inputs {
+            rootfs: &plan.target,
+            files: &files,
+            user: &user,
+            mount_sources: &sources,
+            netns: netns.as_deref(),
+            cgroups_path: &cgroups_path,
+            init: init.as_deref(),
+        },
+    );
     let bundle = dir.join("bundle");
     fs::create_dir_all(&bundle)?;
     crate::fsutil::write_atomic_volatile(&bundle.join("config.json"), &serde_json::to_vec(&value)?)?;

@@ -151,16 +151,24 @@ pub struct ProcessUser {
 
 /// Builds the spec. `rootfs` is the mounted overlay; `files` holds hosts/hostname/resolv.conf;
 /// `volumes` maps each mount to its host source; `netns` is the path of a namespace to join.
-pub fn build(
-    config: &RunConfig,
-    rootfs: &Path,
-    files: &Path,
-    user: &ProcessUser,
-    mount_sources: &[std::path::PathBuf],
-    netns: Option<&Path>,
-    cgroups_path: &str,
-    init: Option<&Path>,
-) -> Value {
+/// What the host side provides for a container's spec.
+pub struct Inputs<'a> {
+    /// The mounted overlay root.
+    pub rootfs: &'a Path,
+    /// Holds hosts, hostname and resolv.conf.
+    pub files: &'a Path,
+    pub user: &'a ProcessUser,
+    /// The host source of each of `config.mounts`, in order.
+    pub mount_sources: &'a [std::path::PathBuf],
+    /// A network namespace to join.
+    pub netns: Option<&'a Path>,
+    pub cgroups_path: &'a str,
+    /// The init binary for `--init`.
+    pub init: Option<&'a Path>,
+}
+
+pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
+    let Inputs { rootfs, files, user, mount_sources, netns, cgroups_path, init } = *inputs;
     let caps = DEFAULT_CAPS;
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -181,6 +189,15 @@ pub fn build(
             options.push("ro");
         }
         mounts.push(json!({"destination": m.target, "type": "bind", "source": source, "options": options}));
+    }
+
+    let mut args = config.args.clone();
+    if let Some(init) = init {
+        // Like `docker run --init`: a tiny init as PID 1 forwards signals and reaps zombies.
+        mounts.push(
+            json!({"destination": INIT_PATH, "type": "bind", "source": init, "options": ["rbind", "rprivate", "ro"]}),
+        );
+        args = [INIT_PATH.to_string(), "--".to_string()].into_iter().chain(args).collect();
     }
 
     let mut namespaces =
@@ -292,23 +309,24 @@ mod tests {
     #[test]
     fn spec_is_valid_oci() {
         let user = ProcessUser { uid: 0, gid: 0, additional_gids: vec![] };
-        let v = build(&sample(), Path::new("/r"), Path::new("/f"), &user, &[], None, "/lifeboat/x", None);
+        let mut inputs = Inputs {
+            rootfs: Path::new("/r"),
+            files: Path::new("/f"),
+            user: &user,
+            mount_sources: &[],
+            netns: None,
+            cgroups_path: "/lifeboat/x",
+            init: None,
+        };
+        let v = build(&sample(), &inputs);
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let linux = spec.linux().as_ref().unwrap();
         assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
         assert_eq!(v["linux"]["resources"]["pids"]["limit"], 50);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert!(v["process"]["env"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
-        let v = build(
-            &sample(),
-            Path::new("/r"),
-            Path::new("/f"),
-            &user,
-            &[],
-            None,
-            "/x",
-            Some(Path::new("/usr/bin/tini-static")),
-        );
+        inputs.init = Some(Path::new("/usr/bin/tini-static"));
+        let v = build(&sample(), &inputs);
         assert_eq!(v["process"]["args"], serde_json::json!([INIT_PATH, "--", "/bin/sh"]));
     }
 }
