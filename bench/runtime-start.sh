@@ -11,6 +11,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/lifeboat-target}
 (cd "$here" && cargo build --release --locked -q)
 lb="$CARGO_TARGET_DIR/release/lifeboat"
 for p in crun runc hyperfine podman; do command -v $p >/dev/null || apt-get install -y -qq $p >/dev/null; done
+# Podman leaves its overlay storage mounted: unmount what an earlier run left under $work.
+awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r | xargs -r umount -l
 rm -rf "$work"; mkdir -p "$work"
 export LIFEBOAT_ROOT="$work/root" LIFEBOAT_RUN_ROOT="$work/run"
 
@@ -41,7 +43,7 @@ cmds=(
   -n podman "podman run --rm --network none localhost/bench:1 /bin/true"
 )
 if [[ -n ${DOCKER_HOST:-} ]]; then
-  docker import -q "$work/rootfs.tar" lifeboat-bench:1 >/dev/null
+  docker import "$work/rootfs.tar" lifeboat-bench:1 >/dev/null
   cmds+=(-n docker "docker run --rm --network none lifeboat-bench:1 /bin/true")
 fi
 hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/start.md" "${cmds[@]}" 2>&1 | tail -20 || \

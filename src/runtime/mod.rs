@@ -97,6 +97,9 @@ pub fn start(paths: &Paths, id: &str) -> Result<Started, ContainerError> {
         .arg("shim")
         .arg(id)
         .env(shim::SYNC_FD_ENV, write.as_raw_fd().to_string())
+        // One malloc arena: the shim's few threads move little data, and every arena costs memory
+        // in each of the (possibly many) shims.
+        .env("MALLOC_ARENA_MAX", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(shim_log)
@@ -293,6 +296,13 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
+}
+
+impl ExecOptions {
+    /// `/bin/sh -c CMD` as the container's default user.
+    pub fn shell(cmd: &str) -> ExecOptions {
+        ExecOptions { args: vec!["/bin/sh".into(), "-c".into(), cmd.into()], env: vec![], user: None, workdir: None }
+    }
 }
 
 /// Freezes (`pause`) or thaws a running container through the cgroup freezer.

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
 use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, VolumeRef};
-use crate::repo::tree::{Archiver, Restorer, load_tree};
+use crate::repo::tree::{Archiver, Restorer};
 use crate::repo::{Repository, lock::Lock};
 use crate::runtime::container::{ContainerError, Containers, MountSource, RunConfig, Status};
 use crate::runtime::{self, Paths, volume::Volumes};
@@ -31,17 +31,8 @@ pub struct CaptureOptions {
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
 fn hook(paths: &Paths, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
-    let code = runtime::exec(
-        paths,
-        id,
-        runtime::ExecOptions {
-            args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
-            env: vec![],
-            user: None,
-            workdir: None,
-        },
-    )
-    .with_context(|| format!("{when} hook {cmd:?} could not run"))?;
+    let code = runtime::exec(paths, id, runtime::ExecOptions::shell(cmd))
+        .with_context(|| format!("{when} hook {cmd:?} could not run"))?;
     if code != 0 {
         bail!("{when} hook {cmd:?} failed with exit code {code}; no snapshot was taken");
     }
@@ -285,17 +276,7 @@ pub fn restore(
 fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        let ok = runtime::exec(
-            paths,
-            id,
-            runtime::ExecOptions {
-                args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
-                env: vec![],
-                user: None,
-                workdir: None,
-            },
-        )
-        .is_ok_and(|c| c == 0);
+        let ok = runtime::exec(paths, id, runtime::ExecOptions::shell(cmd)).is_ok_and(|c| c == 0);
         if ok {
             return true;
         }
@@ -310,13 +291,11 @@ fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
 fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -> anyhow::Result<()> {
     let work = store.temp_path("fetch");
     Restorer::new(repo, &format!("{label} image")).restore(&snap.image.tree, work.path())?;
-    let tree = load_tree(repo, &snap.image.tree)?;
     let blob = |d: &Digest| work.path().join(d.hex());
     let manifest_bytes = std::fs::read(blob(&snap.image.manifest))?;
     let manifest: crate::image::spec::Manifest = serde_json::from_slice(&manifest_bytes)?;
     let config_bytes = std::fs::read(blob(&manifest.config.digest))?;
     let config: crate::image::spec::ImageConfig = serde_json::from_slice(&config_bytes)?;
-    let _ = tree;
     let mut txn = store.begin()?;
     for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         let file = std::fs::File::open(blob(&layer.digest))?;
