@@ -306,6 +306,10 @@ impl ExecOptions {
 }
 
 /// Freezes (`pause`) or thaws a running container through the cgroup freezer.
+///
+/// The freezer is driven directly (v1 `freezer.state`, v2 `cgroup.freeze`) rather than through
+/// the runtime library, whose state file is not written atomically: a `snapshot` killed while
+/// freezing must never leave a container its shim can no longer manage.
 pub fn set_paused(paths: &Paths, id: &str, paused: bool) -> Result<(), ContainerError> {
     let containers = Containers::open(&paths.root)?;
     let _lock = containers.lock()?;
@@ -315,12 +319,46 @@ pub fn set_paused(paths: &Paths, id: &str, paused: bool) -> Result<(), Container
         let verb = if paused { "running" } else { "paused" };
         return Err(ContainerError::Conflict(format!("container {} is not {verb}", &id[..12])));
     }
-    let mut c = libcontainer::container::Container::load(paths.run_root.join("libcontainer").join(id))
-        .map_err(|e| ContainerError::Runtime(format!("runtime state: {e}")))?;
-    let result = if paused { c.pause() } else { c.resume() };
-    result.map_err(|e| ContainerError::Runtime(format!("cgroup freezer: {e}")))?;
+    freeze(id, paused)?;
     state.status = if paused { Status::Paused } else { Status::Running };
     containers.write_state(id, &state)
+}
+
+/// Sets the cgroup freezer and waits until the kernel reports the new state.
+pub fn freeze(id: &str, frozen: bool) -> Result<(), ContainerError> {
+    let err = |what: String| ContainerError::Runtime(format!("cgroup freezer: {what}"));
+    let io = |p: &std::path::Path, e: std::io::Error| err(format!("{}: {e}", p.display()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    if let Some(dir) = cgroup_dir(id, "freezer").filter(|d| d.join("freezer.state").exists()) {
+        let file = dir.join("freezer.state");
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        loop {
+            fs::write(&file, want).map_err(|e| io(&file, e))?;
+            if fs::read_to_string(&file).map_err(|e| io(&file, e))?.trim() == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!("{} did not become {want}", file.display())));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let dir = cgroup_dir(id, "unified")
+        .filter(|d| d.join("cgroup.freeze").exists())
+        .ok_or_else(|| err("no freezer for this container (neither cgroup v1 freezer nor cgroup v2)".into()))?;
+    let file = dir.join("cgroup.freeze");
+    fs::write(&file, if frozen { "1" } else { "0" }).map_err(|e| io(&file, e))?;
+    let want = if frozen { "frozen 1" } else { "frozen 0" };
+    loop {
+        let events = fs::read_to_string(dir.join("cgroup.events")).map_err(|e| io(&dir, e))?;
+        if events.lines().any(|l| l.trim() == want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!("{} did not report {want}", dir.display())));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The container's cgroup directory for a controller (v1) or the unified hierarchy.
