@@ -133,8 +133,8 @@ pub struct RunArgs {
     /// Health check command, run inside the container (exit 0 = healthy).
     #[arg(long)]
     pub health_cmd: Option<String>,
-    /// Seconds between health checks.
-    #[arg(long, default_value_t = 30)]
+    /// Time between health checks (30s, 1m, 2h).
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
     pub health_interval: u64,
     /// The image to run.
     pub image: String,
@@ -291,6 +291,18 @@ impl Context {
     }
     fn containers(&self) -> anyhow::Result<Containers> {
         Ok(Containers::open(&self.root)?)
+    }
+}
+
+/// `30s`, `1m`, `2h` (or plain seconds) as seconds.
+fn parse_interval(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid interval {s:?} (e.g. 30s, 1m)"))?;
+    match unit {
+        "" | "s" => Ok(n),
+        "m" => Ok(n * 60),
+        "h" => Ok(n * 3600),
+        _ => Err(format!("invalid interval {s:?} (e.g. 30s, 1m)")),
     }
 }
 
@@ -1098,6 +1110,9 @@ mod tests {
         assert_eq!(parse_size("1g").unwrap(), 1 << 30);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert!(parse_size("lots").is_err());
+        assert_eq!(parse_interval("30s").unwrap(), 30);
+        assert_eq!(parse_interval("2m").unwrap(), 120);
+        assert!(parse_interval("soon").is_err());
         let env = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
         assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
     }

@@ -17,7 +17,8 @@ pub const REPO_EXAMPLES: &str = "\
 Examples:
   lifeboat repo init                                   the default repository under --root
   lifeboat repo init --repo /srv/backup --password-file /etc/lifeboat/repo.pass
-  lifeboat repo info --repo /srv/backup --password-file /etc/lifeboat/repo.pass";
+  lifeboat repo info --repo /srv/backup --password-file /etc/lifeboat/repo.pass
+  lifeboat repo stats";
 pub const SNAPSHOT_EXAMPLES: &str = "\
 Examples:
   lifeboat snapshot website
@@ -55,6 +56,14 @@ pub enum RepoCommand {
     /// Show a repository's identity and size.
     #[command(after_help = REPO_EXAMPLES)]
     Info {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// Show what the repository stores: sizes before and after deduplication and compression.
+    #[command(after_help = REPO_EXAMPLES)]
+    Stats {
         #[command(flatten)]
         repo: RepoArgs,
         #[arg(long, value_enum, default_value_t)]
@@ -235,6 +244,43 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
                     packs.len(),
                     human_size(size)
                 );
+            }
+        }
+        RepoCommand::Stats { repo, format } => {
+            let r = repo.open(ctx)?;
+            let snaps = snapshot::list(&r)?;
+            let logical: u64 = snaps.iter().map(|(_, s)| s.stats.bytes).sum();
+            let mut used = std::collections::HashSet::new();
+            for (_, s) in &snaps {
+                let mut roots = vec![s.image.tree, s.container_layer];
+                roots.extend(s.volumes.iter().map(|v| v.tree));
+                used.extend(crate::repo::maintenance::reachable(&r, roots)?);
+            }
+            let packs = r.packs();
+            let mut raw = 0u64;
+            let mut stored = 0u64;
+            for blobs in packs.values() {
+                for (id, loc) in blobs {
+                    if used.contains(id) {
+                        raw += loc.raw as u64;
+                        stored += loc.length as u64;
+                    }
+                }
+            }
+            let ratio = if stored > 0 { logical as f64 / stored as f64 } else { 0.0 };
+            let v = json!({"snapshots": snaps.len(), "logical_bytes": logical, "unique_bytes": raw, "stored_bytes": stored,
+                "blobs": used.len(), "ratio": ratio});
+            if format == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{} snapshots of {} in total", snaps.len(), human_size(logical));
+                println!(
+                    "unique data: {} in {} blobs, stored as {} (compressed, encrypted)",
+                    human_size(raw),
+                    used.len(),
+                    human_size(stored)
+                );
+                println!("space saving: {ratio:.1}x");
             }
         }
         RepoCommand::Unlock { repo, all } => {

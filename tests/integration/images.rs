@@ -204,7 +204,7 @@ fn help_lists_every_command_with_examples() {
     for (group, subs) in [
         ("image", &["ls", "rm", "prune", "unpack", "import", "inspect", "history", "tag", "save", "load"][..]),
         ("volume", &["create", "ls", "inspect", "rm", "prune"][..]),
-        ("repo", &["init", "info", "unlock"][..]),
+        ("repo", &["init", "info", "stats", "unlock"][..]),
     ] {
         for sub in subs {
             let h = env.ok(&[group, sub, "--help"]);

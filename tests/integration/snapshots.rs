@@ -230,6 +230,10 @@ fn forget_prune_check_copy_keys_and_diff() {
     assert!(d.contains("M  volume content:/round.txt") && d.contains("+  volume content:/noise1"), "{d}");
 
     assert!(s.lb(&["check"]).contains("no errors"));
+    let stats: serde_json::Value = serde_json::from_str(&s.lb(&["repo", "stats", "--format", "json"])).unwrap();
+    assert_eq!(stats["snapshots"], 3);
+    // Three snapshots of mostly the same data: stored well below their total.
+    assert!(stats["stored_bytes"].as_u64().unwrap() < stats["logical_bytes"].as_u64().unwrap() / 2, "{stats}");
     let dry = s.lb(&["forget", "--keep-last", "1", "--keep-tag", "r0", "--dry-run"]);
     assert!(dry.contains("would remove 1 snapshots"), "{dry}");
     assert_eq!(s.lb(&["snapshots", "--format", "json"]).matches("\"id\"").count(), 3);
