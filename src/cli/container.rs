@@ -653,6 +653,13 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
         }
         let shim_lost = runtime::shim_lost(&state);
         let short = if a.no_trunc { id.clone() } else { id[..12].to_string() };
+        let health = (state.status == Status::Running && config.health.is_some())
+            .then(|| runtime::Health::load(&containers.dir(&id)))
+            .flatten()
+            .map(
+                |h| if h.status == "starting" { " (health: starting)".to_string() } else { format!(" ({})", h.status) },
+            )
+            .unwrap_or_default();
         if a.quiet {
             rows.push(vec![short]);
             continue;
@@ -660,7 +667,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
         let command = shell_words(&config.args);
         json_rows.push(json!({
             "ID": id, "Image": config.image, "Command": command, "CreatedAt": config.created,
-            "Status": status_text(&state, shim_lost), "State": state.status, "Ports": ports_text(&state),
+            "Status": format!("{}{health}", status_text(&state, shim_lost)), "State": state.status, "Ports": ports_text(&state),
             "Names": config.name, "ExitCode": state.exit_code,
         }));
         let command = if a.no_trunc { format!("\"{command}\"") } else { format!("\"{}\"", truncate(&command, 20)) };
@@ -670,7 +677,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
             config.image.clone(),
             command,
             ago(Some(&config.created)),
-            status_text(&state, shim_lost),
+            format!("{}{health}", status_text(&state, shim_lost)),
             ports,
             config.name.clone(),
         ]);
@@ -973,6 +980,7 @@ pub fn inspect_json(ctx: &Context, c: &RunConfig) -> anyhow::Result<serde_json::
             "ShimAlive": state.shim_pid.is_some_and(runtime::alive),
             "ExitCode": state.exit_code.unwrap_or(0), "Error": state.error.clone().unwrap_or_default(),
             "StartedAt": state.started_at, "FinishedAt": state.finished_at,
+            "Health": runtime::Health::load(&containers.dir(&c.id)),
         },
         "Image": c.image_id,
         "RestartCount": state.restart_count,

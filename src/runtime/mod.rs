@@ -66,6 +66,45 @@ pub fn shim_lost(state: &State) -> bool {
     state.status == Status::Running && !state.shim_pid.is_some_and(alive)
 }
 
+/// The health check's verdict, written by the shim to `health.json`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Health {
+    /// starting, healthy or unhealthy.
+    pub status: String,
+    pub failing_streak: u32,
+    pub last_check: Option<String>,
+}
+
+/// Consecutive failures after which a container is unhealthy (Docker's default retries).
+const HEALTH_RETRIES: u32 = 3;
+
+impl Health {
+    pub fn starting() -> Health {
+        Health { status: "starting".into(), failing_streak: 0, last_check: None }
+    }
+
+    pub fn record(&mut self, ok: bool) {
+        self.last_check = Some(crate::image::now_rfc3339());
+        if ok {
+            self.failing_streak = 0;
+            self.status = "healthy".into();
+        } else {
+            self.failing_streak += 1;
+            if self.failing_streak >= HEALTH_RETRIES {
+                self.status = "unhealthy".into();
+            }
+        }
+    }
+
+    pub fn save(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        crate::fsutil::write_atomic_volatile(&dir.join("health.json"), &serde_json::to_vec(self).expect("serialises"))
+    }
+
+    pub fn load(dir: &std::path::Path) -> Option<Health> {
+        serde_json::from_slice(&fs::read(dir.join("health.json")).ok()?).ok()
+    }
+}
+
 /// How `start` ended.
 pub enum Started {
     /// Running; the pipe reports "exit N" when the container ends (for attached runs).

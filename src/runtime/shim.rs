@@ -139,6 +139,9 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
     if config.network != NetworkMode::Host {
         network::serve(bound, &netns)?;
     }
+    if let Some(h) = &config.health {
+        spawn_health_checks(paths, id, &h.command, h.interval_secs);
+    }
     sync.send("ok\n");
 
     let code = wait_for(pid);
@@ -177,6 +180,36 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
         super::remove_files(paths, id)?;
     }
     Ok(0)
+}
+
+/// Runs the health check every `interval` seconds through `lifeboat exec` (a fresh process, so
+/// no container work is forked from this multi-threaded shim) and records the result.
+fn spawn_health_checks(paths: &Paths, id: &str, command: &str, interval: u64) {
+    let (paths, id, command) = (paths.clone(), id.to_string(), command.to_string());
+    let spawned = std::thread::Builder::new().name("health".into()).stack_size(64 * 1024).spawn(move || {
+        let Ok(containers) = Containers::open(&paths.root) else { return };
+        let mut health = super::Health::starting();
+        let _ = health.save(&containers.dir(&id));
+        loop {
+            std::thread::sleep(Duration::from_secs(interval.max(1)));
+            let ok = std::process::Command::new("/proc/self/exe")
+                .arg("--root")
+                .arg(&paths.root)
+                .arg("--run-root")
+                .arg(&paths.run_root)
+                .args(["exec", &id, "/bin/sh", "-c", &command])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            health.record(ok);
+            let _ = health.save(&containers.dir(&id));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start health checks");
+    }
 }
 
 fn spawn_pump(f: fs::File, stream: &'static str, log: Arc<Mutex<fs::File>>) -> std::thread::JoinHandle<()> {

@@ -362,3 +362,14 @@ fn init_runs_as_pid_1_and_forwards_signals() {
     env.ok(&["stop", "-t", "20", "svc"]);
     assert!(t.elapsed() < std::time::Duration::from_secs(10), "stop took {:?}", t.elapsed());
 }
+
+#[test]
+fn health_checks_run_periodically_and_show_in_ps() {
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "svc", "--health-cmd", "test -f /tmp/ready", "--health-interval", "1s", "site:1"]);
+    wait_until(20, "unhealthy after three failures", || env.ok(&["ps"]).contains("(unhealthy)"));
+    env.ok(&["exec", "svc", "touch", "/tmp/ready"]);
+    wait_until(10, "healthy", || env.ok(&["ps"]).contains("(healthy)"));
+    assert_eq!(env.inspect("svc")["State"]["Health"]["status"], "healthy");
+}
