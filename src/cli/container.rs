@@ -326,9 +326,7 @@ fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, UsageError> {
     let (addr, proto) = spec.rsplit_once('/').map_or((spec, "tcp"), |(a, p)| (a, p));
     let protocol = match proto {
         "tcp" => Protocol::Tcp,
-        "udp" => {
-            return Err(UsageError(format!("cannot publish {spec:?}: UDP ports are not supported yet (TCP only)")));
-        }
+        "udp" => Protocol::Udp,
         _ => return Err(bad()),
     };
     let parts: Vec<&str> = addr.rsplitn(3, ':').collect();
@@ -432,11 +430,14 @@ fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
         for exposed in ic.exposed_ports.keys() {
             for p in expand_port(exposed).map_err(UsageError)? {
                 let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                if proto != "tcp" {
-                    tracing::warn!(port = p.as_str(), "only TCP ports are published; skipping");
-                    continue;
-                }
-                let protocol = Protocol::Tcp;
+                let protocol = match proto {
+                    "udp" => Protocol::Udp,
+                    "tcp" => Protocol::Tcp,
+                    _ => {
+                        tracing::warn!(port = p.as_str(), "only TCP and UDP ports are published; skipping");
+                        continue;
+                    }
+                };
                 let container_port: u16 = port.parse().map_err(|_| UsageError(format!("invalid exposed port {p}")))?;
                 if !ports.iter().any(|m: &PortMapping| m.container_port == container_port && m.protocol == protocol) {
                     ports.push(PortMapping { host_ip: String::new(), host_port: 0, container_port, protocol });
@@ -1092,9 +1093,8 @@ mod tests {
     fn publish_specs() {
         let p = parse_publish("8080:80").unwrap();
         assert_eq!((p[0].host_port, p[0].container_port, p[0].host_ip.as_str()), (8080, 80, ""));
-        let p = parse_publish("127.0.0.1:8080:80/tcp").unwrap();
-        assert_eq!((p[0].host_ip.as_str(), p[0].protocol.clone()), ("127.0.0.1", Protocol::Tcp));
-        assert!(parse_publish("53:53/udp").unwrap_err().0.contains("UDP"));
+        let p = parse_publish("127.0.0.1:5353:53/udp").unwrap();
+        assert_eq!((p[0].host_ip.as_str(), p[0].protocol.clone()), ("127.0.0.1", Protocol::Udp));
         assert_eq!(parse_publish("80").unwrap()[0].host_port, 0);
         assert!(parse_publish("80:0").is_err());
         assert!(parse_publish("a:b").is_err());

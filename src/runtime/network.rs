@@ -2,13 +2,16 @@
 //! userspace proxies whose container-side connections are opened from a thread that joined the
 //! container's network namespace.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 
@@ -67,62 +70,140 @@ fn set_iface_up(sock: &impl AsFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds the host side of every TCP mapping; returns listeners with the ports actually bound.
-pub fn bind_ports(ports: &[PortMapping]) -> io::Result<Vec<(PortMapping, TcpListener)>> {
+/// A bound host-side socket of a published port.
+pub enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Binds the host side of every mapping; returns sockets with the ports actually bound.
+pub fn bind_ports(ports: &[PortMapping]) -> io::Result<Vec<(PortMapping, Listener)>> {
     let mut out = Vec::new();
     for p in ports {
-        if p.protocol != Protocol::Tcp {
-            continue;
-        }
         let ip: std::net::IpAddr = if p.host_ip.is_empty() {
             Ipv4Addr::UNSPECIFIED.into()
         } else {
             p.host_ip.parse().map_err(|_| io::Error::other(format!("invalid host IP {:?}", p.host_ip)))?
         };
-        let listener = TcpListener::bind(SocketAddr::new(ip, p.host_port))
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot publish port {}:{}: {e}", ip, p.host_port)))?;
-        let bound = listener.local_addr()?.port();
+        let addr = SocketAddr::new(ip, p.host_port);
+        let cannot =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot publish port {}:{}: {e}", ip, p.host_port));
+        let (listener, bound) = match p.protocol {
+            Protocol::Tcp => {
+                let l = TcpListener::bind(addr).map_err(cannot)?;
+                let port = l.local_addr()?.port();
+                (Listener::Tcp(l), port)
+            }
+            Protocol::Udp => {
+                let u = UdpSocket::bind(addr).map_err(cannot)?;
+                let port = u.local_addr()?.port();
+                (Listener::Udp(u), port)
+            }
+        };
         out.push((PortMapping { host_port: bound, ..p.clone() }, listener));
     }
     Ok(out)
 }
 
-/// Serves published ports: every accepted connection is paired with one opened to
-/// 127.0.0.1:<container port> inside the container's network namespace.
-pub fn serve(listeners: Vec<(PortMapping, TcpListener)>, netns: &Path) -> io::Result<()> {
+/// What the dialer thread (inside the container's namespace) is asked to open.
+enum Dial {
+    Tcp(u16, mpsc::Sender<io::Result<TcpStream>>),
+    Udp(u16, mpsc::Sender<io::Result<UdpSocket>>),
+}
+
+/// Serves published ports: every TCP connection is paired with one opened to
+/// 127.0.0.1:<container port> inside the container's network namespace; every UDP client gets
+/// its own socket there, forgotten after a minute of silence.
+pub fn serve(listeners: Vec<(PortMapping, Listener)>, netns: &Path) -> io::Result<()> {
     if listeners.is_empty() {
         return Ok(());
     }
-    // One thread stays in the container's namespace and opens connections on request.
-    let (req_tx, req_rx) = mpsc::channel::<(u16, mpsc::Sender<io::Result<TcpStream>>)>();
+    let (req_tx, req_rx) = mpsc::channel::<Dial>();
     let ns = File::open(netns)?;
     thread::Builder::new().name("netns-dialer".into()).stack_size(64 * 1024).spawn(move || {
         if let Err(e) = setns(ns.as_fd(), CloneFlags::CLONE_NEWNET) {
             tracing::error!(error = %e, "cannot join the container's network namespace");
             return;
         }
-        for (port, reply) in req_rx {
-            let _ = reply.send(TcpStream::connect((Ipv4Addr::LOCALHOST, port)));
+        for req in req_rx {
+            match req {
+                Dial::Tcp(port, reply) => {
+                    let _ = reply.send(TcpStream::connect((Ipv4Addr::LOCALHOST, port)));
+                }
+                Dial::Udp(port, reply) => {
+                    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                        .and_then(|s| s.connect((Ipv4Addr::LOCALHOST, port)).map(|()| s));
+                    let _ = reply.send(sock);
+                }
+            }
         }
     })?;
     for (mapping, listener) in listeners {
         let req_tx = req_tx.clone();
-        thread::Builder::new().name(format!("port-{}", mapping.host_port)).stack_size(64 * 1024).spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let (tx, rx) = mpsc::channel();
-                if req_tx.send((mapping.container_port, tx)).is_err() {
-                    return;
-                }
-                match rx.recv() {
-                    Ok(Ok(upstream)) => splice_pair(client, upstream),
-                    Ok(Err(e)) => tracing::debug!(port = mapping.container_port, error = %e, "container port refused"),
-                    Err(_) => return,
-                }
-            }
-        })?;
+        let name = format!("port-{}", mapping.host_port);
+        match listener {
+            Listener::Tcp(l) => thread::Builder::new()
+                .name(name)
+                .stack_size(64 * 1024)
+                .spawn(move || serve_tcp(l, mapping.container_port, req_tx))?,
+            Listener::Udp(u) => thread::Builder::new()
+                .name(name)
+                .stack_size(64 * 1024)
+                .spawn(move || serve_udp(u, mapping.container_port, req_tx))?,
+        };
     }
     Ok(())
+}
+
+fn serve_tcp(listener: TcpListener, port: u16, dialer: mpsc::Sender<Dial>) {
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let (tx, rx) = mpsc::channel();
+        if dialer.send(Dial::Tcp(port, tx)).is_err() {
+            return;
+        }
+        match rx.recv() {
+            Ok(Ok(upstream)) => splice_pair(client, upstream),
+            Ok(Err(e)) => tracing::debug!(port, error = %e, "container port refused"),
+            Err(_) => return,
+        }
+    }
+}
+
+fn serve_udp(host: UdpSocket, port: u16, dialer: mpsc::Sender<Dial>) {
+    let sessions: Arc<Mutex<HashMap<SocketAddr, UdpSocket>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, client)) = host.recv_from(&mut buf) else { continue };
+        let existing = sessions.lock().ok().and_then(|m| m.get(&client).and_then(|s| s.try_clone().ok()));
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let (tx, rx) = mpsc::channel();
+                if dialer.send(Dial::Udp(port, tx)).is_err() {
+                    return;
+                }
+                let Ok(Ok(u)) = rx.recv() else { continue };
+                let (Ok(reader), Ok(replies)) = (u.try_clone(), host.try_clone()) else { continue };
+                if let Ok(mut m) = sessions.lock() {
+                    m.insert(client, u.try_clone().expect("clone of a bound socket"));
+                }
+                let sessions = sessions.clone();
+                let _ = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+                    let _ = reader.set_read_timeout(Some(Duration::from_secs(60)));
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = reader.recv(&mut buf) {
+                        let _ = replies.send_to(&buf[..n], client);
+                    }
+                    if let Ok(mut m) = sessions.lock() {
+                        m.remove(&client);
+                    }
+                });
+                u
+            }
+        };
+        let _ = upstream.send(&buf[..n]);
+    }
 }
 
 fn splice_pair(a: TcpStream, b: TcpStream) {

@@ -373,3 +373,66 @@ fn health_checks_run_periodically_and_show_in_ps() {
     wait_until(10, "healthy", || env.ok(&["ps"]).contains("(healthy)"));
     assert_eq!(env.inspect("svc")["State"]["Health"]["status"], "healthy");
 }
+
+/// A static UDP echo server for the busybox image (busybox has none).
+fn udp_echo_binary(env: &Env) -> Option<std::path::PathBuf> {
+    if !crate::util::have("gcc") {
+        return None;
+    }
+    let src = env.path("udp-echo.c");
+    fs::write(
+        &src,
+        r#"#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(atoi(argv[1]));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
+    char buf[2048];
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+        if (n > 0) sendto(s, buf, n, 0, (struct sockaddr *)&from, len);
+    }
+}
+"#,
+    )
+    .unwrap();
+    let bin = env.path("udp-echo");
+    crate::util::run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&bin).arg(&src));
+    Some(bin)
+}
+
+#[test]
+fn udp_ports_are_published() {
+    let env = Env::new();
+    let Some(bin) = udp_echo_binary(&env) else { return };
+    let rootfs = env.busybox_rootfs("rootfs-udp");
+    fs::copy(&bin, rootfs.join("bin/udp-echo")).unwrap();
+    env.ok(&["import", rootfs.to_str().unwrap(), "udp:1"]);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "-p",
+        &format!("127.0.0.1:{port}:5353/udp"),
+        "udp:1",
+        "/bin/udp-echo",
+        "5353",
+    ]);
+    assert!(env.ok(&["ps"]).contains(&format!("127.0.0.1:{port}->5353/udp")));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 64];
+    wait_until(10, "udp echo", || {
+        sock.send_to(b"catalogue?", ("127.0.0.1", port)).unwrap();
+        matches!(sock.recv_from(&mut buf), Ok((10, _))) && &buf[..10] == b"catalogue?"
+    });
+}
