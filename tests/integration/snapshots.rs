@@ -248,30 +248,10 @@ fn forget_prune_check_copy_keys_and_diff() {
     fs::write(&other_pw, "another password").unwrap();
     let offsite = env.path("offsite").display().to_string();
     env.ok(&["repo", "init", "--repo", &offsite, "--password-file", other_pw.to_str().unwrap()]);
-    let out = env.ok(&[
-        "copy",
-        "--repo",
-        &s.repo,
-        "--password-file",
-        &s.pwfile,
-        "--to",
-        &offsite,
-        "--to-password-file",
-        other_pw.to_str().unwrap(),
-    ]);
-    assert!(out.contains("1 snapshots copied"), "{out}");
-    let again = env.ok(&[
-        "copy",
-        "--repo",
-        &s.repo,
-        "--password-file",
-        &s.pwfile,
-        "--to",
-        &offsite,
-        "--to-password-file",
-        other_pw.to_str().unwrap(),
-    ]);
-    assert!(again.contains("0 snapshots copied"), "{again}");
+    let copy = ["copy", "--to", &offsite, "--to-password-file", other_pw.to_str().unwrap()];
+    assert!(s.lb(&copy).contains("1 snapshots copied"));
+    // Everything is there already: the second copy moves nothing.
+    assert!(s.lb(&copy).contains("0 snapshots copied"));
     let page = s.page();
     env.ok(&["rm", "-f", "website"]);
     let host = Env::new();
@@ -317,6 +297,25 @@ fn jitter(max_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(u64::from_le_bytes(b) % max_ms)
 }
 
+/// Starts `lifeboat ARGS` on the service's repository, SIGKILLs it at a random moment within
+/// `max_ms`, and asserts the repository still checks clean.
+fn kill_midway(s: &Service, args: &[&str], max_ms: u64, what: &str) {
+    let mut child = s
+        .env
+        .lifeboat()
+        .args(args)
+        .args(["--repo", &s.repo, "--password-file", &s.pwfile])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(jitter(max_ms));
+    let _ = child.kill();
+    child.wait().unwrap();
+    let report = s.lb(&["check"]);
+    assert!(report.contains("no errors"), "after killed {what}: {report}");
+}
+
 fn volume_tree(env: &Env, name: &str) -> std::collections::BTreeMap<String, crate::util::Node> {
     crate::util::tree(&env.root().join("volumes").join(name).join("_data"))
 }
@@ -325,7 +324,6 @@ fn volume_tree(env: &Env, name: &str) -> std::collections::BTreeMap<String, crat
 fn kill_9_of_snapshot_and_prune_never_damages_the_repository() {
     let s = Service::start();
     let env = &s.env;
-    let repo_args = ["--repo", s.repo.as_str(), "--password-file", s.pwfile.as_str()];
     let mut expected: Vec<(String, std::collections::BTreeMap<String, crate::util::Node>)> = Vec::new();
     let record = |env: &Env| {
         let json: serde_json::Value =
@@ -340,20 +338,7 @@ fn kill_9_of_snapshot_and_prune_never_damages_the_repository() {
             "-c",
             &format!("head -c 400000 /dev/urandom > /www/t{trial}; echo {trial} >> /www/index.html"),
         ]);
-        let mut child = env
-            .lifeboat()
-            .arg("snapshot")
-            .arg("website")
-            .args(repo_args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(jitter(250));
-        let _ = child.kill();
-        child.wait().unwrap();
-        let report = s.lb(&["check"]);
-        assert!(report.contains("no errors"), "after killed snapshot {trial}: {report}");
+        kill_midway(&s, &["snapshot", "website"], 250, &format!("snapshot {trial}"));
         expected.push(record(env));
         // The service is never left frozen.
         assert!(!env.ok(&["ps"]).contains("Paused"), "trial {trial}");
@@ -362,19 +347,7 @@ fn kill_9_of_snapshot_and_prune_never_damages_the_repository() {
         s.lb(&["forget", "--keep-last", "6"]);
         env.ok(&["exec", "website", "sh", "-c", &format!("head -c 300000 /dev/urandom > /www/p{trial}")]);
         expected.push(record(env));
-        let mut child = env
-            .lifeboat()
-            .arg("prune")
-            .args(repo_args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(jitter(300));
-        let _ = child.kill();
-        child.wait().unwrap();
-        let report = s.lb(&["check"]);
-        assert!(report.contains("no errors"), "after killed prune {trial}: {report}");
+        kill_midway(&s, &["prune"], 300, &format!("prune {trial}"));
     }
     let report = s.lb(&["check", "--read-data"]);
     assert!(report.contains("no errors"), "{report}");
