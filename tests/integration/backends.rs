@@ -198,7 +198,7 @@ fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeed
     env.ok(&["snapshot", "website", "--repo", &loc, "--password-file", pw]);
 
     // Enough new data for several pack uploads, then the server dies during the snapshot.
-    env.ok(&["exec", "website", "sh", "-c", "head -c 60000000 /dev/urandom > /www/big.bin"]);
+    env.ok(&["exec", "website", "sh", "-c", "head -c 100000000 /dev/urandom > /www/big.bin"]);
     let child = env
         .lifeboat()
         .args(["snapshot", "website", "--repo", &loc, "--password-file", pw])
@@ -206,7 +206,10 @@ fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeed
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Kill the server as soon as the first new pack has arrived: later packs are still to come.
+    let packs = || count_files(&env.path("s3-data/lifeboat-test/repo/data"));
+    let before = packs();
+    wait_until(60, "the first pack upload", || packs() > before);
     server.kill();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the snapshot succeeded although the server died");
@@ -226,5 +229,10 @@ fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeed
     env.ok(&["rm", "-f", "website"]);
     env.ok(&["volume", "rm", "content"]);
     env.ok(&["restore", "website", "--no-start", "--repo", &loc, "--password-file", pw]);
-    assert_eq!(fs::metadata(env.root().join("volumes/content/_data/big.bin")).unwrap().len(), 60_000_000);
+    assert_eq!(fs::metadata(env.root().join("volumes/content/_data/big.bin")).unwrap().len(), 100_000_000);
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum()
 }
