@@ -784,9 +784,43 @@ fn each(ctx: &Context, names: &[String], mut f: impl FnMut(&RunConfig) -> anyhow
     Ok(code)
 }
 
+/// Like `each`, but all at once (stopping ten containers should not take ten grace periods);
+/// results are reported in the order given.
+fn each_parallel(
+    ctx: &Context,
+    names: &[String],
+    f: impl Fn(&RunConfig) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<i32> {
+    let containers = ctx.containers()?;
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (containers, f) = (&containers, &f);
+                s.spawn(move || containers.find(n).map_err(anyhow::Error::from).and_then(|c| f(&c)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker thread panicked"))))
+            .collect()
+    });
+    let mut code = 0;
+    for (n, result) in names.iter().zip(results) {
+        match result {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("lifeboat: {e:#}");
+                code = crate::error::exit_code(&e);
+            }
+        }
+    }
+    Ok(code)
+}
+
 pub fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<i32> {
     let paths = ctx.paths();
-    each(ctx, &a.containers, |c| Ok(runtime::stop(&paths, &c.id, Duration::from_secs(a.time))?))
+    each_parallel(ctx, &a.containers, |c| Ok(runtime::stop(&paths, &c.id, Duration::from_secs(a.time))?))
 }
 
 pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<i32> {

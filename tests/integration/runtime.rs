@@ -336,6 +336,12 @@ fn exec_logs_stop_start_pause_and_rm() {
     env.ok(&["unpause", "svc"]);
 
     env.fails(&["rm", "svc"], 5);
+    // Two containers that ignore SIGTERM stop in one grace period, not two.
+    env.ok(&["run", "-d", "--name", "stubborn1", "site:1", "sleep", "1000"]);
+    env.ok(&["run", "-d", "--name", "stubborn2", "site:1", "sleep", "1000"]);
+    let t = std::time::Instant::now();
+    assert_eq!(env.ok(&["stop", "-t", "2", "stubborn1", "stubborn2"]), "stubborn1\nstubborn2\n");
+    assert!(t.elapsed() < std::time::Duration::from_millis(3900), "stopping took {:?}", t.elapsed());
     env.ok(&["stop", "svc"]);
     assert!(env.ok(&["logs", "svc"]).contains("bye"));
     let v = env.inspect("svc");
