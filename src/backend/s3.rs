@@ -182,7 +182,20 @@ impl S3 {
                 }
             }
             SdkError::TimeoutError(_) => "timed out (is the S3 server reachable?)".into(),
-            SdkError::DispatchFailure(d) => format!("cannot reach the S3 server: {d:?}"),
+            SdkError::DispatchFailure(d) => {
+                // The innermost cause ("Connection refused", a DNS failure) is what users need.
+                let at = self.loc.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+                match d.as_connector_error() {
+                    Some(c) => {
+                        let mut cause: &dyn std::error::Error = c;
+                        while let Some(next) = cause.source() {
+                            cause = next;
+                        }
+                        format!("cannot reach the S3 server{at}: {cause}")
+                    }
+                    None => format!("cannot reach the S3 server{at}: {d:?}"),
+                }
+            }
             other => other.to_string(),
         };
         let kind = if detail.contains("timed out") || detail.contains("cannot reach") {

@@ -767,32 +767,21 @@ pub fn exec(ctx: &Context, a: ExecArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// Applies `f` to each named container, reporting failures and carrying on, like Docker.
+/// Applies `f` to each named container in turn, reporting failures and carrying on, like Docker.
 fn each(ctx: &Context, names: &[String], mut f: impl FnMut(&RunConfig) -> anyhow::Result<()>) -> anyhow::Result<i32> {
     let containers = ctx.containers()?;
-    let mut code = 0;
-    for n in names {
-        let result = containers.find(n).map_err(anyhow::Error::from).and_then(|c| f(&c));
-        match result {
-            Ok(()) => println!("{n}"),
-            Err(e) => {
-                eprintln!("lifeboat: {e:#}");
-                code = crate::error::exit_code(&e);
-            }
-        }
-    }
-    Ok(code)
+    let results = names.iter().map(|n| containers.find(n).map_err(anyhow::Error::from).and_then(|c| f(&c))).collect();
+    Ok(report(names, results))
 }
 
-/// Like `each`, but all at once (stopping ten containers should not take ten grace periods);
-/// results are reported in the order given.
+/// Like `each`, but all at once (stopping ten containers should not take ten grace periods).
 fn each_parallel(
     ctx: &Context,
     names: &[String],
     f: impl Fn(&RunConfig) -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<i32> {
     let containers = ctx.containers()?;
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+    let results = std::thread::scope(|s| {
         let handles: Vec<_> = names
             .iter()
             .map(|n| {
@@ -805,6 +794,12 @@ fn each_parallel(
             .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker thread panicked"))))
             .collect()
     });
+    Ok(report(names, results))
+}
+
+/// Prints each name that succeeded (in the order given) and each failure; returns the exit
+/// code of the last failure, or 0.
+fn report(names: &[String], results: Vec<anyhow::Result<()>>) -> i32 {
     let mut code = 0;
     for (n, result) in names.iter().zip(results) {
         match result {
@@ -815,7 +810,7 @@ fn each_parallel(
             }
         }
     }
-    Ok(code)
+    code
 }
 
 pub fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<i32> {

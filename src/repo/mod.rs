@@ -157,6 +157,8 @@ struct IndexPack {
 struct PendingPack {
     data: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// Position of each blob in `entries`: `save_blob` asks for every chunk.
+    by_id: HashMap<BlobId, usize>,
 }
 
 /// An open repository.
@@ -208,7 +210,7 @@ impl Repository {
             key,
             config,
             index: HashMap::new(),
-            pending: Mutex::new(PendingPack { data: Vec::new(), entries: Vec::new() }),
+            pending: Mutex::new(PendingPack { data: Vec::new(), entries: Vec::new(), by_id: HashMap::new() }),
             unindexed: Vec::new(),
             added_bytes: 0,
             pack_cache: Mutex::new(None),
@@ -342,7 +344,7 @@ impl Repository {
     }
 
     pub fn has_blob(&self, id: &BlobId) -> bool {
-        self.index.contains_key(id) || self.pending.lock().expect("pack lock").entries.iter().any(|e| e.id == *id)
+        self.index.contains_key(id) || self.pending.lock().expect("pack lock").by_id.contains_key(id)
     }
 
     pub fn blob_count(&self) -> usize {
@@ -373,6 +375,8 @@ impl Repository {
             let mut p = self.pending.lock().expect("pack lock");
             let offset = p.data.len() as u64;
             p.data.extend_from_slice(&sealed);
+            let position = p.entries.len();
+            p.by_id.insert(id, position);
             p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw: plaintext.len() as u32 });
             p.data.len() >= PACK_TARGET
         };
@@ -389,6 +393,7 @@ impl Repository {
             if p.entries.is_empty() {
                 return Ok(());
             }
+            p.by_id.clear();
             (std::mem::take(&mut p.data), std::mem::take(&mut p.entries))
         };
         let header = self.key.seal(&serde_json::to_vec(&PackHeader { blobs: entries.clone() }).expect("serialises"));
@@ -424,10 +429,10 @@ impl Repository {
     pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let pending = {
             let p = self.pending.lock().expect("pack lock");
-            p.entries
-                .iter()
-                .find(|e| e.id == *id)
-                .map(|e| (p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw))
+            p.by_id.get(id).map(|&i| {
+                let e = &p.entries[i];
+                (p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw)
+            })
         };
         if let Some((sealed, raw)) = pending {
             return self.open_blob(id, &sealed, raw, "the pack being written");

@@ -6,7 +6,7 @@ use std::fs;
 
 use lifeboat::backend::{self, Backend, BackendError, Kind};
 
-use crate::util::{Env, http_get, peers_required, wait_until};
+use crate::util::{Env, free_port, http_get, peers_required, wait_until};
 
 /// `s3://lifeboat-test/<unique prefix>?endpoint=…&path-style=true&credentials-file=…` for a
 /// server the test script started, or None (skip) when not running under it.
@@ -97,7 +97,7 @@ fn snapshot_to_s3_and_restore_on_an_empty_root_from_s3_alone() {
         let Some(loc) = s3_location(server) else { return };
         let env = Env::new();
         env.site_image("site:1");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         env.ok(&[
             "run",
             "-d",
@@ -181,7 +181,7 @@ fn s3_server_killed_mid_upload_gives_a_clear_error_and_the_next_snapshot_succeed
         return;
     }
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut server = PrivateS3::start(&env, port);
     let creds = env.path("creds");
     fs::write(&creds, "[default]\naws_access_key_id = ak\naws_secret_access_key = sk\n").unwrap();

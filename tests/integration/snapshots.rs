@@ -5,7 +5,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::util::{Env, http_get, wait_until};
+use crate::util::{Env, free_port, http_get, wait_until};
 
 const MARKER: &str = "MARKER-7d1f0c2e-library-secret";
 
@@ -54,10 +54,6 @@ impl Service {
     fn page(&self) -> String {
         http_get(self.port, "/").unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn sha(path: &std::path::Path) -> String {

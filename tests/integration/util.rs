@@ -293,6 +293,11 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A TCP port on loopback that nothing listens on (at the moment of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A plain HTTP GET on loopback; returns the body.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::Write;
