@@ -28,6 +28,23 @@ pub const WRONG_PASSWORD: i32 = 12;
 /// Interrupted by SIGINT/SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
+/// The message for an error and its causes, each cause said once: library errors often
+/// include their cause's text in their own message already.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// The documented exit code for an error.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
@@ -81,5 +98,17 @@ fn store_code(e: &StoreError) -> i32 {
         StoreError::DigestMismatch { .. } | StoreError::Invalid(_) => BAD_INPUT,
         StoreError::Layer(l) if l.is_bad_input() => BAD_INPUT,
         StoreError::Layer(_) | StoreError::Io { .. } => FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_says_each_cause_once() {
+        let io = std::io::Error::other("connection refused");
+        let e = anyhow::Error::new(StoreError::Io { path: "/x".into(), source: io }).context("cannot import x");
+        assert_eq!(describe(&e), "cannot import x: image store: cannot access /x: connection refused");
     }
 }

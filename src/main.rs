@@ -8,7 +8,7 @@ fn main() {
     let code = match cli.run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lifeboat: {err:#}");
+            eprintln!("lifeboat: {}", lifeboat::error::describe(&err));
             lifeboat::error::exit_code(&err)
         }
     };

@@ -191,9 +191,16 @@ impl S3 {
                         while let Some(next) = cause.source() {
                             cause = next;
                         }
-                        format!("cannot reach the S3 server{at}: {cause}")
+                        let text = cause.to_string();
+                        if text.contains("IMDS") || text.contains("credential") {
+                            format!(
+                                "no S3 credentials found ({text}): use credentials-file=, AWS_* variables or ~/.aws"
+                            )
+                        } else {
+                            format!("cannot reach the S3 server{at}: {text}")
+                        }
                     }
-                    None => format!("cannot reach the S3 server{at}: {d:?}"),
+                    None => format!("cannot send the request to the S3 server{at}: {d:?}"),
                 }
             }
             other => other.to_string(),

@@ -805,7 +805,7 @@ fn report(names: &[String], results: Vec<anyhow::Result<()>>) -> i32 {
         match result {
             Ok(()) => println!("{n}"),
             Err(e) => {
-                eprintln!("lifeboat: {e:#}");
+                eprintln!("lifeboat: {}", crate::error::describe(&e));
                 code = crate::error::exit_code(&e);
             }
         }
@@ -1088,7 +1088,7 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<i32> {
                 match result {
                     Ok(()) => println!("{n}"),
                     Err(e) => {
-                        eprintln!("lifeboat: {e:#}");
+                        eprintln!("lifeboat: {}", crate::error::describe(&e));
                         code = crate::error::exit_code(&e);
                     }
                 }

@@ -309,7 +309,7 @@ pub fn rmi(ctx: &Context, a: RmiArgs) -> anyhow::Result<i32> {
     let mut failed = None;
     for what in &a.images {
         if let Err(e) = remove_one(ctx, &store, what, a.force) {
-            eprintln!("lifeboat: {e:#}");
+            eprintln!("lifeboat: {}", crate::error::describe(&e));
             failed = Some(crate::error::exit_code(&e));
         }
     }
@@ -447,7 +447,7 @@ pub fn inspect(ctx: &Context, a: InspectArgs) -> anyhow::Result<i32> {
             Ok(image) => out.push(inspect_json(&store, &image)),
             Err(e) => {
                 let e = anyhow::Error::from(e);
-                eprintln!("lifeboat: {e:#}");
+                eprintln!("lifeboat: {}", crate::error::describe(&e));
                 code = crate::error::exit_code(&e);
             }
         }
