@@ -11,7 +11,8 @@ use crate::runtime::ContainerError;
 pub const SUCCESS: i32 = 0;
 /// Something failed (I/O, a peer, a bug).
 pub const FAILURE: i32 = 1;
-/// The command line was wrong: unknown flag, bad value, invalid image reference.
+/// The command line or the configuration file was wrong: unknown flag, bad value, invalid image
+/// reference, a config problem.
 pub const USAGE: i32 = 2;
 /// The named object (image, container, snapshot) does not exist.
 pub const NOT_FOUND: i32 = 3;
@@ -78,6 +79,15 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.is::<crate::cli::UsageError>() {
             return USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
+            return match e {
+                crate::config::ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    NOT_FOUND
+                }
+                crate::config::ConfigError::Read { .. } => FAILURE,
+                crate::config::ConfigError::Invalid { .. } => USAGE,
+            };
         }
         if let Some(e) = cause.downcast_ref::<ContainerError>() {
             return match e {

@@ -4,9 +4,10 @@
 //! logging and maps errors to exit codes (`error`). Data flows through:
 //!
 //! - [`image`]: references, OCI documents, layers (made and applied safely), the local store.
-//! - [`config`]: the `lifeboat.toml` model.
+//! - [`config`]: the `lifeboat.toml` model; [`agent`] runs its jobs on their schedules.
 //! - [`fsutil`]: atomic writes, locks and temporary paths shared by the stores.
 
+pub mod agent;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -389,7 +389,7 @@ fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
 }
 
 /// Builds the container's record from the image defaults and the flags.
-fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
+pub(super) fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
     let store = ctx.store()?;
     let image = store.find(&a.image).map_err(|e| match e {
         crate::image::StoreError::NotFound(n) => anyhow::Error::from(crate::image::StoreError::NotFound(n))

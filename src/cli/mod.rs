@@ -5,6 +5,7 @@ mod container;
 mod image;
 mod output;
 mod repo;
+mod service;
 
 use std::path::PathBuf;
 
@@ -152,6 +153,9 @@ pub enum Command {
     /// Bring a service back from a snapshot.
     #[command(after_help = repo::RESTORE_EXAMPLES)]
     Restore(repo::RestoreArgs),
+    /// Rehearse a restore: bring a snapshot up aside, check its health, remove it.
+    #[command(after_help = repo::DRILL_EXAMPLES)]
+    Drill(repo::DrillArgs),
     /// Verify a repository (structure; with --read-data every byte).
     #[command(after_help = repo::MAINT_EXAMPLES)]
     Check(repo::CheckArgs),
@@ -176,6 +180,27 @@ pub enum Command {
     /// Manage images (ls, rm, prune, unpack, …).
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Work with the configuration file (check).
+    #[command(subcommand, after_help = service::CONFIG_EXAMPLES)]
+    Config(service::ConfigCommand),
+    /// Start the services of the configuration (create, or recreate those whose definition changed).
+    #[command(after_help = service::UP_EXAMPLES)]
+    Up(service::UpArgs),
+    /// Stop and remove the services of the configuration (volumes stay unless -v).
+    #[command(after_help = service::UP_EXAMPLES)]
+    Down(service::DownArgs),
+    /// Run every job of the configuration on its schedule: snapshots, replication, checks, drills.
+    #[command(after_help = service::AGENT_EXAMPLES)]
+    Agent(service::AgentArgs),
+    /// Show every scheduled job's last run and next run.
+    #[command(after_help = service::AGENT_EXAMPLES)]
+    Status(service::StatusArgs),
+    /// Print a shell completion script.
+    #[command(after_help = service::COMPLETIONS_EXAMPLES)]
+    Completions(service::CompletionsArgs),
+    /// Write man pages for every command into a directory.
+    #[command(after_help = service::COMPLETIONS_EXAMPLES)]
+    Manpages(service::ManpagesArgs),
 }
 
 impl Cli {
@@ -222,6 +247,7 @@ impl Cli {
             Command::Restore(a) => repo::restore(&ctx, a),
             Command::Repo(c) => repo::repo(&ctx, c),
             Command::Check(a) => repo::check(&ctx, a),
+            Command::Drill(a) => repo::drill(&ctx, a),
             Command::Forget(a) => repo::forget(&ctx, a),
             Command::Prune(a) => repo::prune(&ctx, a),
             Command::Copy(a) => repo::copy(&ctx, a),
@@ -236,6 +262,13 @@ impl Cli {
             Command::Save(a) => image::save(&ctx, a),
             Command::Load(a) => image::load(&ctx, a),
             Command::Image(c) => image::image_command(&ctx, c),
+            Command::Config(c) => service::config_command(c),
+            Command::Up(a) => service::up(&ctx, a),
+            Command::Down(a) => service::down(&ctx, a),
+            Command::Agent(a) => service::agent(&ctx, a),
+            Command::Status(a) => service::status(&ctx, a),
+            Command::Completions(a) => service::completions(a),
+            Command::Manpages(a) => service::manpages(a),
         }
     }
 }

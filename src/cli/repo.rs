@@ -401,6 +401,7 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         rename: a.rename,
         no_start: a.no_start,
         health_timeout: Duration::from_secs(a.health_timeout),
+        throwaway: false,
     };
     let r = crate::snapshot::restore(&ctx.paths(), &repo, &id, &snap, &opts)
         .with_context(|| format!("cannot restore {}", a.service))?;
@@ -430,6 +431,72 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         return Ok(crate::error::FAILURE);
     }
     Ok(0)
+}
+
+pub const DRILL_EXAMPLES: &str = "\
+Examples:
+  lifeboat drill website                               restore the latest snapshot aside, probe, remove
+  lifeboat drill website --http http://localhost:80/   healthy when GET / answers 2xx or 3xx
+  lifeboat drill db --command 'mysqladmin ping' --timeout 5m --format json";
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The service whose snapshot to rehearse.
+    pub service: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Which snapshot: an ID (prefix) or latest.
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+    /// Healthy when this URL answers 2xx/3xx inside the container (http://localhost:PORT/PATH).
+    #[arg(long, conflicts_with = "command")]
+    pub http: Option<String>,
+    /// Healthy when this command exits 0 inside the container (default: the service's health
+    /// check, else: its process is running).
+    #[arg(long)]
+    pub command: Option<String>,
+    /// How long the service may take to become healthy.
+    #[arg(long, default_value = "2m", value_parser = crate::config::parse_duration)]
+    pub timeout: Duration,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+/// Rehearses a restore without touching the running service.
+pub fn drill(ctx: &Context, a: DrillArgs) -> anyhow::Result<i32> {
+    let repo = a.repo.open(ctx)?;
+    let (id, snap) = snapshot::find(&repo, Some(&a.service), &a.snapshot)?;
+    let probe = match (&a.http, &a.command) {
+        (Some(url), _) => {
+            let (port, path) = crate::config::parse_http_check(url).map_err(UsageError)?;
+            crate::snapshot::DrillProbe::Http(port, path)
+        }
+        (None, Some(cmd)) => crate::snapshot::DrillProbe::Command(cmd.clone()),
+        (None, None) => match snap.run_config.get("health").and_then(|h| h.get("command")).and_then(|c| c.as_str()) {
+            Some(cmd) => crate::snapshot::DrillProbe::Command(cmd.to_string()),
+            None => crate::snapshot::DrillProbe::Running,
+        },
+    };
+    let report = crate::snapshot::drill(&ctx.paths(), &repo, &id, &snap, &probe, a.timeout)?;
+    if a.format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.healthy {
+        println!(
+            "drill of {} from snapshot {}: healthy after {:.2} s (restored in {:.2} s); removed",
+            report.service,
+            &id[..12],
+            report.time_to_healthy_ms.unwrap_or(0) as f64 / 1000.0,
+            report.restore_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "drill of {} from snapshot {}: FAILED: {}",
+            report.service,
+            &id[..12],
+            report.error.as_deref().unwrap_or("not healthy")
+        );
+    }
+    Ok(if report.healthy { 0 } else { crate::error::FAILURE })
 }
 
 pub const MAINT_EXAMPLES: &str = "\

@@ -1,12 +1,17 @@
-//! The `lifeboat.toml` model: repositories, services and their snapshot schedules.
+//! The `lifeboat.toml` model: repositories, services, and the jobs the agent runs on them
+//! (snapshots with retention, replication, checks, restore drills), plus notifications and
+//! metrics.
 //!
-//! Loading parses and validates; every error names the file and, where TOML knows it, the line.
-//! This module never acts on the configuration; the agent and `up`/`down` do.
+//! Loading parses and validates everything at once; every problem is reported with its line.
+//! This module never acts on the configuration; `up`/`down` and the agent do.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use crate::image::Reference;
 
@@ -16,16 +21,59 @@ pub const DEFAULT_PATH: &str = "/etc/lifeboat/lifeboat.toml";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    pub agent: AgentSettings,
+    #[serde(default)]
+    pub notifications: Notifications,
+    #[serde(default)]
     pub repositories: BTreeMap<String, Repository>,
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub replications: BTreeMap<String, Replication>,
+    #[serde(default)]
+    pub checks: BTreeMap<String, Check>,
+    #[serde(default)]
+    pub drills: BTreeMap<String, Drill>,
+}
+
+/// How the agent itself behaves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Serve Prometheus metrics on this address (loopback only, e.g. `127.0.0.1:9787`).
+    pub metrics_listen: Option<Spanned<String>>,
+    /// Also write the metrics to this file, for node_exporter's textfile collector.
+    pub metrics_textfile: Option<PathBuf>,
+    /// Delay each run by a random time up to this long (`10m`), so many hosts do not start at once.
+    pub randomized_delay: Option<Spanned<String>>,
+    /// Run a job once at start if its last scheduled time passed while the agent was down.
+    /// Default true (systemd's `Persistent=true`).
+    pub catch_up: Option<bool>,
+    /// On SIGTERM, how long running jobs may take to finish before they are stopped. Default `60s`.
+    pub shutdown_grace: Option<Spanned<String>>,
+    /// How long a job waits for a repository locked by another job or host. Default `30m`.
+    pub retry_lock: Option<Spanned<String>>,
+    /// Where the agent keeps its state (last runs). Default `<root>/agent`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Who hears about runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    /// A healthchecks.io-style URL: `URL/start` when a job starts, `URL` on success,
+    /// `URL/fail` on failure.
+    pub ping_url: Option<Spanned<String>>,
+    /// A shell command run when a job fails; it gets `LIFEBOAT_JOB`, `LIFEBOAT_JOB_KIND` and
+    /// `LIFEBOAT_ERROR` in its environment.
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Repository {
     /// A local path or `s3://bucket/prefix`.
-    pub url: String,
+    pub url: Spanned<String>,
     /// File holding the repository password (never the password itself).
     pub password_file: Option<PathBuf>,
     pub s3: Option<S3Options>,
@@ -43,38 +91,97 @@ pub struct S3Options {
     pub profile: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+impl Repository {
+    /// The location as the command line takes it (S3 options become query parameters).
+    pub fn location(&self) -> String {
+        let url = self.url.get_ref().clone();
+        let Some(s3) = &self.s3 else { return url };
+        let mut params = Vec::new();
+        if let Some(e) = &s3.endpoint {
+            params.push(format!("endpoint={e}"));
+        }
+        if let Some(r) = &s3.region {
+            params.push(format!("region={r}"));
+        }
+        if s3.path_style {
+            params.push("path-style=true".to_string());
+        }
+        if let Some(c) = &s3.credentials_file {
+            params.push(format!("credentials-file={}", c.display()));
+        }
+        if let Some(p) = &s3.profile {
+            params.push(format!("profile={p}"));
+        }
+        if params.is_empty() {
+            return url;
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{}", params.join("&"))
+    }
+}
+
+/// A service, as `lifeboat run` would start it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    pub image: String,
+    pub image: Spanned<String>,
     pub command: Option<Vec<String>>,
+    pub entrypoint: Option<String>,
     #[serde(default)]
     pub ports: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub volumes: Vec<String>,
-    pub network: Option<String>,
-    pub restart: Option<String>,
+    pub network: Option<Spanned<String>>,
+    pub restart: Option<Spanned<String>>,
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub init: bool,
+    pub healthcheck: Option<HealthCheck>,
+    /// Not part of how the service runs: changing it never recreates the container.
+    #[serde(skip_serializing)]
     pub snapshot: Option<SnapshotPolicy>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Run inside the container with `sh -c`; healthy when it exits 0.
+    pub command: String,
+    /// How often (`30s`, `1m`). Default 30s.
+    pub interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotPolicy {
     /// Cron expression: 5 fields, or 6 with seconds first.
-    pub schedule: String,
+    pub schedule: Spanned<String>,
+    /// Names under `[repositories]`; default: the embedded local repository.
     #[serde(default)]
-    pub repositories: Vec<String>,
+    pub repositories: Vec<Spanned<String>>,
+    /// Shell commands run inside the container before the freeze (e.g. a database dump).
     #[serde(default)]
     pub exec_before: Vec<String>,
     #[serde(default)]
     pub exec_after: Vec<String>,
     #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
     pub keep: KeepPolicy,
+    /// Delete unreferenced data after applying `keep`. Default true.
+    pub prune: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepPolicy {
     pub last: Option<u32>,
@@ -83,15 +190,108 @@ pub struct KeepPolicy {
     pub weekly: Option<u32>,
     pub monthly: Option<u32>,
     pub yearly: Option<u32>,
-    pub within: Option<String>,
+    pub within: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl KeepPolicy {
+    pub fn is_empty(&self) -> bool {
+        *self == KeepPolicy::default()
+    }
+}
+
+/// Off-site replication: copies every snapshot `to` lacks from `from`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replication {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+    pub schedule: Spanned<String>,
+}
+
+/// A repository verification.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub repository: Spanned<String>,
+    pub schedule: Spanned<String>,
+    /// Read every byte.
+    #[serde(default)]
+    pub read_data: bool,
+    /// Or a random share of the packs, e.g. `10%`.
+    pub read_data_subset: Option<Spanned<String>>,
+}
+
+/// A restore rehearsal: the latest snapshot is restored into a throw-away container with no
+/// published ports, its health is checked, and it is removed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drill {
+    pub service: Spanned<String>,
+    pub repository: Option<Spanned<String>>,
+    pub schedule: Spanned<String>,
+    /// An HTTP GET inside the container's network, e.g. `http://localhost:80/`; healthy on 2xx/3xx.
+    pub http: Option<Spanned<String>>,
+    /// Or a command run inside the container; healthy when it exits 0. Default: the service's
+    /// health check, else "the container is running".
+    pub command: Option<String>,
+    /// How long the service may take to become healthy. Default `2m`.
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    #[error("{}", problems.iter().map(|p| format!("{}:{p}", path.display())).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+/// A cron schedule: 5 fields (minute first), or 6 with seconds first.
+pub fn parse_schedule(s: &str) -> Result<cron::Schedule, String> {
+    let fields = s.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {s}"),
+        6 => s.to_string(),
+        _ => return Err(format!("schedule {s:?} must have 5 fields (or 6 with seconds first)")),
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("schedule {s:?} is not a valid cron expression: {e}"))
+}
+
+/// `90s`, `5m`, `2h`, `1d` (or plain seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Collects problems with the line each one is on.
+struct Problems<'a> {
+    text: &'a str,
+    list: Vec<(usize, String)>,
+}
+
+impl Problems<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: String) {
+        self.list.push((self.line_of(spanned.span().start), message));
+    }
+    fn check<T, E: std::fmt::Display>(&mut self, spanned: &Spanned<T>, what: &str, r: Result<E, String>) {
+        if let Err(e) = r {
+            self.at(spanned, format!("{what}: {e}"));
+        }
+    }
 }
 
 impl Config {
@@ -103,63 +303,241 @@ impl Config {
 
     /// Parses and validates; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let invalid = |problems: Vec<String>| ConfigError::Invalid { path: path.to_path_buf(), problems };
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-            invalid(match line {
-                Some(l) => format!("line {l}: {}", e.message()),
-                None => e.message().to_string(),
-            })
+            invalid(vec![match line {
+                Some(l) => format!("{l}: {}", e.message().trim_end()),
+                None => format!(" {}", e.message().trim_end()),
+            }])
         })?;
-        let mut problems = Vec::new();
-        for (name, svc) in &config.services {
-            if let Err(e) = Reference::parse(&svc.image) {
-                problems.push(format!("service {name:?}: {e}"));
+        let mut p = Problems { text, list: Vec::new() };
+        config.validate(&mut p);
+        if p.list.is_empty() {
+            return Ok(config);
+        }
+        p.list.sort_by_key(|(line, _)| *line);
+        Err(invalid(p.list.into_iter().map(|(line, m)| format!("{line}: {m}")).collect()))
+    }
+
+    fn validate(&self, p: &mut Problems<'_>) {
+        let repo_exists = |p: &mut Problems<'_>, who: &str, name: &Spanned<String>| {
+            if !self.repositories.contains_key(name.get_ref()) {
+                p.at(name, format!("{who}: repository {:?} is not defined under [repositories]", name.get_ref()));
+            }
+        };
+        let duration = |p: &mut Problems<'_>, who: &str, d: &Option<Spanned<String>>| {
+            if let Some(d) = d {
+                p.check(d, who, parse_duration(d.get_ref()).map(|_| ""));
+            }
+        };
+        duration(p, "agent.randomized_delay", &self.agent.randomized_delay);
+        duration(p, "agent.shutdown_grace", &self.agent.shutdown_grace);
+        duration(p, "agent.retry_lock", &self.agent.retry_lock);
+        if let Some(addr) = &self.agent.metrics_listen {
+            match addr.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) if !a.ip().is_loopback() => p.at(
+                    addr,
+                    format!("agent.metrics_listen: {a} is not a loopback address (metrics stay on this host)"),
+                ),
+                Ok(_) => {}
+                Err(_) => p.at(addr, format!("agent.metrics_listen: {:?} is not IP:PORT", addr.get_ref())),
+            }
+        }
+        if let Some(url) = &self.notifications.ping_url
+            && reqwest::Url::parse(url.get_ref()).is_err()
+        {
+            p.at(url, format!("notifications.ping_url: {:?} is not a URL", url.get_ref()));
+        }
+        for (name, repo) in &self.repositories {
+            if repo.url.get_ref().trim().is_empty() {
+                p.at(&repo.url, format!("repository {name:?}: empty url"));
+            }
+        }
+        for (name, svc) in &self.services {
+            let who = format!("service {name:?}");
+            if let Err(e) = crate::runtime::names::validate_name(name) {
+                p.at(&svc.image, format!("{who}: {e}"));
+            }
+            if let Err(e) = Reference::parse(svc.image.get_ref()) {
+                p.at(&svc.image, format!("{who}: {e}"));
+            }
+            if let Some(r) = &svc.restart {
+                p.check(r, &who, crate::runtime::container::RestartPolicy::parse(r.get_ref()).map(|_| ""));
+            }
+            if let Some(n) = &svc.network {
+                let v = n.get_ref();
+                match v.strip_prefix("container:") {
+                    Some(other) if !self.services.contains_key(other) => {
+                        p.at(n, format!("{who}: network {v:?} names a service that is not defined under [services]"))
+                    }
+                    Some(_) => {}
+                    None if !matches!(v.as_str(), "private" | "host" | "none") => {
+                        p.at(n, format!("{who}: network {v:?} must be private, host, none or container:SERVICE"))
+                    }
+                    None => {}
+                }
+            }
+            if let Some(h) = &svc.healthcheck {
+                duration(p, &format!("{who} healthcheck interval"), &h.interval);
             }
             if let Some(snap) = &svc.snapshot {
+                p.check(
+                    &snap.schedule,
+                    &format!("{who} snapshot"),
+                    parse_schedule(snap.schedule.get_ref()).map(|_| ""),
+                );
                 for repo in &snap.repositories {
-                    if !config.repositories.contains_key(repo) {
-                        problems.push(format!(
-                            "service {name:?}: snapshot repository {repo:?} is not defined under [repositories]"
-                        ));
-                    }
+                    repo_exists(p, &format!("{who} snapshot"), repo);
                 }
-                let fields = snap.schedule.split_whitespace().count();
-                if !(5..=6).contains(&fields) {
-                    problems.push(format!(
-                        "service {name:?}: schedule {:?} must have 5 fields (or 6 with seconds)",
-                        snap.schedule
-                    ));
+                if let Some(w) = &snap.keep.within {
+                    p.check(
+                        w,
+                        &format!("{who} keep.within"),
+                        crate::repo::forget::parse_duration(w.get_ref()).map(|_| ""),
+                    );
                 }
             }
         }
-        for (name, repo) in &config.repositories {
-            if repo.url.trim().is_empty() {
-                problems.push(format!("repository {name:?}: empty url"));
+        for (name, job) in &self.replications {
+            let who = format!("replication {name:?}");
+            p.check(&job.schedule, &who, parse_schedule(job.schedule.get_ref()).map(|_| ""));
+            repo_exists(p, &who, &job.from);
+            repo_exists(p, &who, &job.to);
+            if job.from.get_ref() == job.to.get_ref() {
+                p.at(&job.to, format!("{who}: from and to are the same repository"));
             }
         }
-        if problems.is_empty() { Ok(config) } else { Err(invalid(problems.join("; "))) }
+        for (name, job) in &self.checks {
+            let who = format!("check {name:?}");
+            p.check(&job.schedule, &who, parse_schedule(job.schedule.get_ref()).map(|_| ""));
+            repo_exists(p, &who, &job.repository);
+            if let Some(s) = &job.read_data_subset {
+                let ok = s
+                    .get_ref()
+                    .strip_suffix('%')
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .is_some_and(|n| n > 0.0 && n <= 100.0);
+                if !ok {
+                    p.at(s, format!("{who}: read_data_subset {:?} must be a percentage like 10%", s.get_ref()));
+                }
+            }
+        }
+        for (name, job) in &self.drills {
+            let who = format!("drill {name:?}");
+            p.check(&job.schedule, &who, parse_schedule(job.schedule.get_ref()).map(|_| ""));
+            if !self.services.contains_key(job.service.get_ref()) {
+                p.at(
+                    &job.service,
+                    format!("{who}: service {:?} is not defined under [services]", job.service.get_ref()),
+                );
+            }
+            if let Some(r) = &job.repository {
+                repo_exists(p, &who, r);
+            }
+            if let Some(h) = &job.http {
+                p.check(h, &who, parse_http_check(h.get_ref()).map(|_| ""));
+            }
+            duration(p, &format!("{who} timeout"), &job.timeout);
+        }
     }
+}
+
+/// An HTTP check URL: `http://localhost:PORT/PATH` (the host is always the container's own
+/// loopback). Returns port and path.
+pub fn parse_http_check(url: &str) -> Result<(u16, String), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if u.scheme() != "http" {
+        return Err(format!("{url:?}: only http:// checks are supported inside a container"));
+    }
+    let port = u.port().unwrap_or(80);
+    let path = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    Ok((port, path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn problems(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml")).unwrap_err().to_string()
+    }
+
     #[test]
     fn unknown_keys_fail_with_their_line() {
-        let text =
-            "[repositories.local]\nurl = \"/srv/repo\"\n\n[services.web]\nimage = \"busybox\"\nimgae = \"typo\"\n";
-        let e = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(e.contains("line 6"), "{e}");
+        let e = problems(
+            "[repositories.local]\nurl = \"/srv/repo\"\n\n[services.web]\nimage = \"busybox\"\nimgae = \"typo\"\n",
+        );
+        assert!(e.starts_with("t.toml:6: "), "{e}");
         assert!(e.contains("imgae"), "{e}");
     }
 
     #[test]
-    fn references_are_validated() {
-        let text = "[services.web]\nimage = \"Bad Image\"\n[services.web.snapshot]\nschedule = \"0 2 * * *\"\nrepositories = [\"nowhere\"]\n";
-        let e = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(e.contains("invalid reference"), "{e}");
-        assert!(e.contains("\"nowhere\""), "{e}");
+    fn every_semantic_problem_is_reported_with_its_line() {
+        let text = "\
+[services.web]
+image = \"Bad Image\"
+[services.web.snapshot]
+schedule = \"0 2 * *\"
+repositories = [\"nowhere\"]
+[replications.off]
+from = \"nowhere\"
+to = \"nowhere\"
+schedule = \"61 * * * *\"
+[drills.web]
+service = \"ghost\"
+schedule = \"0 3 * * *\"
+http = \"https://x/\"
+";
+        let e = problems(text);
+        let lines: Vec<&str> = e.lines().collect();
+        for (line, needle) in [
+            (2, "invalid reference"),
+            (4, "5 fields"),
+            (5, "\"nowhere\" is not defined"),
+            (7, "replication \"off\": repository \"nowhere\""),
+            (8, "same repository"),
+            (9, "not a valid cron expression"),
+            (11, "service \"ghost\""),
+            (13, "only http://"),
+        ] {
+            let prefix = format!("t.toml:{line}: ");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&prefix) && l.contains(needle)),
+                "line {line} {needle:?} in\n{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn schedules_take_five_or_six_fields() {
+        let s = parse_schedule("30 2 * * *").unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-28T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(s.after(&t).next().unwrap().to_rfc3339(), "2026-11-28T02:30:00+00:00");
+        let s = parse_schedule("*/5 * * * * *").unwrap();
+        assert_eq!(s.after(&t).next().unwrap().to_rfc3339(), "2026-11-28T00:00:05+00:00");
+        assert!(parse_schedule("* * *").is_err());
+    }
+
+    #[test]
+    fn s3_options_become_the_location_query() {
+        let c = Config::parse(
+            "[repositories.off]\nurl = \"s3://b/p\"\n[repositories.off.s3]\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.repositories["off"].location(), "s3://b/p?endpoint=http://127.0.0.1:9000&path-style=true");
+    }
+
+    #[test]
+    fn durations_and_http_checks() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert!(parse_duration("2x").is_err());
+        assert_eq!(parse_http_check("http://localhost:8080/health?x=1").unwrap(), (8080, "/health?x=1".into()));
+        assert_eq!(parse_http_check("http://localhost/").unwrap(), (80, "/".into()));
     }
 }

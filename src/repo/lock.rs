@@ -37,8 +37,35 @@ pub struct Lock {
     name: String,
 }
 
+/// How long to wait for a conflicting lock to go away, from `LIFEBOAT_RETRY_LOCK` (`5m`;
+/// default: do not wait). The agent sets it for its jobs, so a snapshot that meets a prune
+/// waits instead of failing.
+pub fn retry_window() -> Duration {
+    std::env::var("LIFEBOAT_RETRY_LOCK").ok().and_then(|v| crate::config::parse_duration(&v).ok()).unwrap_or_default()
+}
+
 impl Lock {
+    /// Takes a lock, waiting up to `retry_window()` for conflicting ones to be released.
     pub fn acquire(repo: &Repository, exclusive: bool) -> Result<Lock> {
+        let deadline = std::time::Instant::now() + retry_window();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Self::try_acquire(repo, exclusive) {
+                Err(RepoError::Locked { .. }) if std::time::Instant::now() + pause < deadline => {
+                    tracing::info!(
+                        location = repo.location(),
+                        wait_ms = pause.as_millis() as u64,
+                        "repository locked; waiting"
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(repo: &Repository, exclusive: bool) -> Result<Lock> {
         for (name, other) in Self::others(repo)? {
             if other.exclusive || exclusive {
                 let what = if other.exclusive { "an exclusive" } else { "a" };
@@ -64,9 +91,9 @@ impl Lock {
         // Two exclusive lockers may both have passed the check: the later one backs off.
         if exclusive && Self::others(repo)?.into_iter().any(|(n, _)| n != name) {
             let _ = repo.backend().delete(Kind::Lock, &name);
-            return Err(RepoError::Other {
+            return Err(RepoError::Locked {
                 location: repo.location(),
-                what: "locked by another process; try again".into(),
+                what: "locked: another process took a lock at the same moment; try again".into(),
             });
         }
         Ok(Lock { name })

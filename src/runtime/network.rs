@@ -28,6 +28,29 @@ fn in_netns<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> io::Result<T> +
     .map_err(|_| io::Error::other("network namespace helper panicked"))?
 }
 
+/// An HTTP GET of `path` on 127.0.0.1:`port` inside the network namespace at `netns`; returns
+/// the response's status code. For health checks of services that publish no ports.
+pub fn http_get_in(netns: &Path, port: u16, path: &str, timeout: Duration) -> io::Result<u16> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream =
+        in_netns(netns, move || TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut writer = &stream;
+    write!(
+        writer,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: lifeboat-drill\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut status = String::new();
+    BufReader::new(&stream).read_line(&mut status)?;
+    // "HTTP/1.1 200 OK"
+    status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))
+}
+
 /// Brings `lo` up in the namespace (a new network namespace starts with it down).
 pub fn loopback_up(netns: &Path) -> io::Result<()> {
     in_netns(netns, || {

@@ -57,6 +57,13 @@ fn thaw_if_abandoned(paths: &Paths, containers: &Containers, id: &str) -> anyhow
     Ok(())
 }
 
+/// Thaws service `name` if a snapshot process froze it and died before thawing it.
+pub fn thaw_abandoned(paths: &Paths, name: &str) -> anyhow::Result<()> {
+    let containers = Containers::open(&paths.root)?;
+    let config = containers.find(name)?;
+    thaw_if_abandoned(paths, &containers, &config.id)
+}
+
 /// Thaws on drop, so an error while frozen never leaves the service frozen.
 struct Frozen<'a> {
     paths: &'a Paths,
@@ -182,6 +189,8 @@ pub struct RestoreOptions {
     pub no_start: bool,
     /// How long to wait for the health check.
     pub health_timeout: Duration,
+    /// A throw-away copy for a restore drill: no published ports, no restart policy.
+    pub throwaway: bool,
 }
 
 pub struct Restored {
@@ -258,6 +267,14 @@ pub fn restore(
     if recorded.hostname.len() == 12 && recorded.hostname.bytes().all(|b| b.is_ascii_hexdigit()) {
         recorded.hostname = id[..12].to_string();
     }
+    if opts.throwaway {
+        recorded.ports.clear();
+        recorded.restart = crate::runtime::container::RestartPolicy::No;
+        // A drill must never take the host's ports.
+        if recorded.network == crate::runtime::container::NetworkMode::Host {
+            recorded.network = crate::runtime::container::NetworkMode::Private;
+        }
+    }
     let dir = containers.dir(&id);
     std::fs::create_dir_all(&dir)?;
     Restorer::new(repo, &format!("{label} container layer")).restore(&snap.container_layer, &dir.join("upper"))?;
@@ -284,6 +301,114 @@ fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How a restore drill decides the service is healthy.
+pub enum DrillProbe {
+    /// HTTP GET on the container's own loopback: port and path; 2xx or 3xx is healthy.
+    Http(u16, String),
+    /// A command inside the container; exit 0 is healthy.
+    Command(String),
+    /// The container's process is running.
+    Running,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DrillReport {
+    pub snapshot: String,
+    pub service: String,
+    pub healthy: bool,
+    /// From the start of the drill to the restore finishing (container started).
+    pub restore_ms: u64,
+    /// From the start of the drill to the first healthy probe.
+    pub time_to_healthy_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Rehearses a restore: the snapshot becomes a throw-away container (`SERVICE-drill-XXXX`, no
+/// published ports, its volumes prefixed likewise), is probed until healthy or `timeout`, and
+/// is removed with its volumes whatever happened.
+pub fn drill(
+    paths: &Paths,
+    repo: &Repository,
+    snapshot_id: &str,
+    snap: &Snapshot,
+    probe: &DrillProbe,
+    timeout: Duration,
+) -> anyhow::Result<DrillReport> {
+    let started = Instant::now();
+    let name = format!("{}-drill-{}", snap.service, &crate::fsutil::random_hex(2));
+    let opts =
+        RestoreOptions { rename: Some(name.clone()), no_start: false, health_timeout: Duration::ZERO, throwaway: true };
+    let restored = restore(paths, repo, snapshot_id, snap, &opts);
+    let restore_ms = started.elapsed().as_millis() as u64;
+    let mut report = DrillReport {
+        snapshot: snapshot_id.to_string(),
+        service: snap.service.clone(),
+        healthy: false,
+        restore_ms,
+        time_to_healthy_ms: None,
+        error: None,
+    };
+    match &restored {
+        Ok(r) => {
+            let deadline = started + timeout;
+            loop {
+                match probe_once(paths, &r.container.id, probe) {
+                    Ok(()) => {
+                        report.healthy = true;
+                        report.time_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
+                        break;
+                    }
+                    Err(e) if Instant::now() >= deadline => {
+                        report.error = Some(format!("not healthy after {} s: {e}", timeout.as_secs()));
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+        Err(e) => report.error = Some(format!("{e:#}")),
+    }
+    // Clean up: the container (whatever state it reached) and every volume made for it.
+    if let Ok(containers) = Containers::open(&paths.root)
+        && let Ok(c) = containers.find(&name)
+        && let Err(e) = runtime::remove(paths, &c.id, true)
+    {
+        tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
+    }
+    if let Ok(vols) = Volumes::open(&paths.root) {
+        for v in &snap.volumes {
+            let vol = format!("{name}-{}", v.name);
+            if vols.data_dir(&vol).exists()
+                && let Err(e) = vols.remove(&vol)
+            {
+                tracing::warn!(volume = vol.as_str(), error = %e, "cannot remove the drill volume");
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn probe_once(paths: &Paths, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
+    let containers = Containers::open(&paths.root)?;
+    let state = runtime::observed_state(&containers, id)?;
+    let pid = match (state.status, state.pid) {
+        (Status::Running, Some(pid)) => pid,
+        (status, _) => bail!("the container is {status:?}"),
+    };
+    match probe {
+        DrillProbe::Running => Ok(()),
+        DrillProbe::Command(cmd) => match runtime::exec(paths, id, runtime::ExecOptions::shell(cmd))? {
+            0 => Ok(()),
+            code => bail!("{cmd:?} exited with {code}"),
+        },
+        DrillProbe::Http(port, path) => {
+            let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            let code = runtime::network::http_get_in(&netns, *port, path, Duration::from_secs(5))?;
+            if (200..400).contains(&code) { Ok(()) } else { bail!("GET {path} on port {port} answered {code}") }
+        }
     }
 }
 

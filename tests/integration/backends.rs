@@ -6,31 +6,7 @@ use std::fs;
 
 use lifeboat::backend::{self, Backend, BackendError, Kind};
 
-use crate::util::{Env, free_port, http_get, peers_required, wait_until};
-
-/// `s3://lifeboat-test/<unique prefix>?endpoint=…&path-style=true&credentials-file=…` for a
-/// server the test script started, or None (skip) when not running under it.
-fn s3_location(server: &str) -> Option<String> {
-    let (endpoint, creds) = match server {
-        "s3s" => (std::env::var("LIFEBOAT_TEST_S3S").ok(), std::env::var("LIFEBOAT_TEST_S3S_CREDENTIALS").ok()),
-        _ => (std::env::var("LIFEBOAT_TEST_MOTO").ok(), std::env::var("LIFEBOAT_TEST_MOTO_CREDENTIALS").ok()),
-    };
-    match (endpoint, creds) {
-        (Some(e), Some(c)) => Some(format!(
-            "s3://lifeboat-test/{}?endpoint={e}&path-style=true&region=us-east-1&credentials-file={c}",
-            lifeboat::fsutil::random_hex(8)
-        )),
-        _ => {
-            assert!(
-                !peers_required(),
-                "S3 server {server} is required but LIFEBOAT_TEST_{} is not set",
-                server.to_uppercase()
-            );
-            eprintln!("skipping: no {server} server (run scripts/test.sh)");
-            None
-        }
-    }
-}
+use crate::util::{Env, free_port, http_get, s3_location, wait_until};
 
 fn suite(b: &dyn Backend) {
     let where_ = b.location();

@@ -4,8 +4,8 @@
 
 mod util;
 
+mod agent;
 mod backends;
-mod config_examples;
 mod hostile;
 mod images;
 mod interop;
