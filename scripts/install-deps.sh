@@ -6,7 +6,7 @@ set -euo pipefail
 
 need=(build-essential pkg-config libseccomp-dev busybox-static tini ca-certificates curl)
 if [[ "${1:-}" == "--test" ]]; then
-  need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux)
+  need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux systemd man-db)
 fi
 
 missing=()

@@ -512,6 +512,52 @@ http = \"https://x/\"
         }
     }
 
+    /// The keys the code accepts in one table, from the parser's own "expected one of" list.
+    fn accepted_keys(probe: &str) -> Vec<String> {
+        let err = toml::from_str::<Config>(probe).unwrap_err().message().to_string();
+        let expected = err.split_once("expected").unwrap_or_else(|| panic!("{probe}: {err}")).1;
+        let mut keys: Vec<String> = expected.split('`').skip(1).step_by(2).map(String::from).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_config_reference_documents_exactly_the_keys_the_code_takes() {
+        let doc = include_str!("../../docs/config-reference.md");
+        let probes = [
+            ("Top level", ""),
+            ("`[agent]`", "[agent]\n"),
+            ("`[notifications]`", "[notifications]\n"),
+            ("`[repositories.NAME]`", "[repositories.x]\n"),
+            ("`[repositories.NAME.s3]`", "[repositories.x]\nurl = 'a'\n[repositories.x.s3]\n"),
+            ("`[services.NAME]`", "[services.x]\n"),
+            ("`[services.NAME.healthcheck]`", "[services.x]\nimage = 'a'\n[services.x.healthcheck]\n"),
+            ("`[services.NAME.snapshot]`", "[services.x]\nimage = 'a'\n[services.x.snapshot]\n"),
+            (
+                "`[services.NAME.snapshot.keep]`",
+                "[services.x]\nimage = 'a'\n[services.x.snapshot]\nschedule = '* * * * *'\n[services.x.snapshot.keep]\n",
+            ),
+            ("`[replications.NAME]`", "[replications.x]\n"),
+            ("`[checks.NAME]`", "[checks.x]\n"),
+            ("`[drills.NAME]`", "[drills.x]\n"),
+        ];
+        let sections: Vec<&str> = doc.split("\n#").skip(1).collect();
+        assert_eq!(sections.iter().filter(|s| s.starts_with('#')).count(), probes.len(), "one section per table");
+        for (heading, probe) in probes {
+            let section = sections
+                .iter()
+                .find(|s| s.trim_start_matches('#').trim_start().lines().next() == Some(heading))
+                .unwrap_or_else(|| panic!("no section {heading} in docs/config-reference.md"));
+            let mut documented: Vec<String> = section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_string()))
+                .collect();
+            documented.sort();
+            assert_eq!(documented, accepted_keys(&format!("{probe}zzz_unknown = 1\n")), "section {heading}");
+        }
+    }
+
     #[test]
     fn schedules_take_five_or_six_fields() {
         let s = parse_schedule("30 2 * * *").unwrap();

@@ -265,3 +265,27 @@ fn a_broken_config_fails_with_line_numbers_and_every_example_passes_config_check
         }
     }
 }
+
+#[test]
+fn systemd_accepts_the_units() {
+    if !crate::util::have("systemd-analyze") {
+        return;
+    }
+    let env = Env::new();
+    // verify checks that the binary and the man pages the units name exist: point it at ours.
+    let man = env.path("man");
+    env.ok(&["manpages", man.join("man1").to_str().unwrap()]);
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let mut paths = Vec::new();
+    for name in ["lifeboat-agent.service", "lifeboat-containers.service"] {
+        let text = fs::read_to_string(units.join(name)).unwrap();
+        assert!(text.contains("/usr/local/bin/lifeboat"), "{name} should name the installed binary");
+        let local = env.path(name);
+        fs::write(&local, text.replace("/usr/local/bin/lifeboat", crate::util::BIN)).unwrap();
+        paths.push(local);
+    }
+    let out =
+        std::process::Command::new("systemd-analyze").arg("verify").args(&paths).env("MANPATH", &man).output().unwrap();
+    assert!(out.status.success(), "systemd-analyze verify:\n{}{}", crate::util::stdout(&out), stderr(&out));
+    assert!(stderr(&out).trim().is_empty(), "systemd-analyze warnings:\n{}", stderr(&out));
+}
