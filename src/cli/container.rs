@@ -1110,6 +1110,83 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+pub const COMMIT_EXAMPLES: &str = "\
+Examples:
+  lifeboat commit website website:patched              the container's changes as a new image
+  lifeboat commit -c 'CMD [\"/bin/httpd\",\"-f\"]' -m 'fix typo' -a 'IT team' website website:2
+  lifeboat diff website                                 A added, C changed, D deleted
+  lifeboat export website -o website-rootfs.tar         the whole filesystem, flattened";
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Pause the container while its changes are read (default true, as Docker does).
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: bool,
+    /// Apply a Dockerfile instruction to the new image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, …).
+    #[arg(short, long = "change")]
+    pub changes: Vec<String>,
+    /// A commit message (recorded in the image's history).
+    #[arg(short, long)]
+    pub message: Option<String>,
+    #[arg(short, long)]
+    pub author: Option<String>,
+    pub container: String,
+    /// Name for the new image.
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub container: String,
+    /// Write to this file instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn commit(ctx: &Context, a: CommitArgs) -> anyhow::Result<i32> {
+    let name = a.image.as_deref().map(crate::image::Reference::parse).transpose()?;
+    let mut created_by = format!("lifeboat commit {}", a.container);
+    for c in &a.changes {
+        created_by.push_str(&format!(" --change {c:?}"));
+    }
+    let opts = crate::image::commit::CommitOptions {
+        changes: a.changes,
+        message: a.message,
+        author: a.author,
+        created_by,
+        run_config: None,
+    };
+    let image = crate::runtime::commit::commit(&ctx.paths(), &a.container, name.as_ref(), a.pause, opts)?;
+    println!("{}", image.id());
+    Ok(0)
+}
+
+pub fn export(ctx: &Context, a: ExportArgs) -> anyhow::Result<i32> {
+    match &a.output {
+        Some(path) => {
+            let tmp = path.with_extension("tar.partial");
+            let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            let result = crate::runtime::commit::export(&ctx.paths(), &a.container, std::io::BufWriter::new(file));
+            match result {
+                Ok(()) => std::fs::rename(&tmp, path)?,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(
+                    UsageError("refusing to write a tarball to a terminal: use -o FILE or a pipe".into()).into()
+                );
+            }
+            crate::runtime::commit::export(&ctx.paths(), &a.container, std::io::stdout().lock())?;
+        }
+    }
+    Ok(0)
+}
+
 pub fn shim(ctx: &Context, a: ShimArgs) -> anyhow::Result<i32> {
     runtime::shim::main(&ctx.paths(), &a.id)
 }

@@ -168,9 +168,15 @@ pub enum Command {
     /// Copy snapshots to another repository (off-site replication).
     #[command(after_help = repo::MAINT_EXAMPLES)]
     Copy(repo::CopyArgs),
-    /// Show what changed between two snapshots.
-    #[command(after_help = repo::MAINT_EXAMPLES)]
+    /// Show what a container changed (A/C/D), or what changed between two snapshots.
+    #[command(after_help = container::COMMIT_EXAMPLES)]
     Diff(repo::DiffArgs),
+    /// Create an image from a container's changes.
+    #[command(after_help = container::COMMIT_EXAMPLES)]
+    Commit(container::CommitArgs),
+    /// Write a container's whole filesystem as a tarball.
+    #[command(after_help = container::COMMIT_EXAMPLES)]
+    Export(container::ExportArgs),
     /// Manage repository passwords (add, list, remove, passwd).
     #[command(subcommand, after_help = repo::MAINT_EXAMPLES)]
     Key(repo::KeyCommand),
@@ -252,6 +258,8 @@ impl Cli {
             Command::Prune(a) => repo::prune(&ctx, a),
             Command::Copy(a) => repo::copy(&ctx, a),
             Command::Diff(a) => repo::diff(&ctx, a),
+            Command::Commit(a) => container::commit(&ctx, a),
+            Command::Export(a) => container::export(&ctx, a),
             Command::Key(c) => repo::key(&ctx, c),
             Command::Import(a) => image::import(&ctx, a),
             Command::Images(a) => image::images(&ctx, a),

@@ -582,8 +582,12 @@ pub struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    /// A container (alone), or the first of two snapshots.
     pub first: String,
-    pub second: String,
+    /// The second snapshot.
+    pub second: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
@@ -761,12 +765,30 @@ pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `diff CONTAINER` (Docker's A/C/D lines) or `diff SNAPSHOT SNAPSHOT`.
 pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
+    let Some(second_id) = &a.second else {
+        let changes = crate::runtime::commit::diff(&ctx.paths(), &a.first)?;
+        if a.format == OutputFormat::Json {
+            println!("{}", serde_json::to_string_pretty(&changes)?);
+        } else {
+            for c in changes {
+                println!("{} {}", c.kind, c.path);
+            }
+        }
+        return Ok(0);
+    };
     let repo = a.repo.open(ctx)?;
     let (_, first) = snapshot::find(&repo, None, &a.first)?;
-    let (_, second) = snapshot::find(&repo, None, &a.second)?;
-    for (c, path) in crate::repo::maintenance::diff(&repo, &first, &second)? {
-        println!("{c}  {path}");
+    let (_, second) = snapshot::find(&repo, None, second_id)?;
+    let changes = crate::repo::maintenance::diff(&repo, &first, &second)?;
+    if a.format == OutputFormat::Json {
+        let v: Vec<_> = changes.iter().map(|(c, p)| json!({"kind": c.to_string(), "path": p})).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (c, path) in changes {
+            println!("{c}  {path}");
+        }
     }
     Ok(0)
 }

@@ -70,21 +70,7 @@ pub fn import(
                 layer::decompressed(io::stdin()).map_err(|e| ImageError::Source { path: "-".into(), source: e })?;
             txn.add_layer(tar, input, None)?
         }
-        ImportSource::Dir(dir) => {
-            let (reader, writer) = io::pipe().map_err(|e| ImageError::Source { path: dir.clone(), source: e })?;
-            std::thread::scope(|s| {
-                let producer = s.spawn(move || layer::write_tree(dir, writer, TreeMode::Plain).map(|_| ()));
-                let added = txn.add_layer(reader, input, None);
-                match (producer.join().expect("archiver thread panicked"), added) {
-                    // A file of the tree could not be read: that is the cause.
-                    (Err(e @ layer::LayerError::Read { .. }), _) => Err(ImageError::Store(e.into())),
-                    // The pipe broke because unpacking stopped: report why it stopped.
-                    (_, Err(e)) => Err(e.into()),
-                    (Err(e), Ok(_)) => Err(ImageError::Store(e.into())),
-                    (Ok(()), Ok(added)) => Ok(added),
-                }
-            })?
-        }
+        ImportSource::Dir(dir) => add_dir_layer(&mut txn, dir, TreeMode::Plain, opts.compression)?,
     };
     let created = now_rfc3339();
     let platform = Platform::host();
@@ -103,4 +89,26 @@ pub fn import(
     let names: Vec<Reference> = name.cloned().into_iter().collect();
     txn.commit(&[(manifest.clone(), names)])?;
     Ok(store.image_by_manifest(&manifest.digest)?)
+}
+
+/// Archives `dir` (a plain tree, or an overlay upper directory) as a new layer in `txn`.
+pub(crate) fn add_dir_layer(
+    txn: &mut super::store::Txn<'_>,
+    dir: &Path,
+    mode: TreeMode,
+    compression: Compression,
+) -> Result<(super::spec::Descriptor, super::store::LayerMeta), ImageError> {
+    let (reader, writer) = io::pipe().map_err(|e| ImageError::Source { path: dir.to_path_buf(), source: e })?;
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || layer::write_tree(dir, writer, mode).map(|_| ()));
+        let added = txn.add_layer(reader, LayerInput::Tar(compression), None);
+        match (producer.join().expect("archiver thread panicked"), added) {
+            // A file of the tree could not be read: that is the cause.
+            (Err(e @ layer::LayerError::Read { .. }), _) => Err(ImageError::Store(e.into())),
+            // The pipe broke because unpacking stopped: report why it stopped.
+            (_, Err(e)) => Err(e.into()),
+            (Err(e), Ok(_)) => Err(ImageError::Store(e.into())),
+            (Ok(()), Ok(added)) => Ok(added),
+        }
+    })
 }

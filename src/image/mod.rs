@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod changes;
+pub mod commit;
 pub mod digest;
 pub mod import;
 pub mod layer;

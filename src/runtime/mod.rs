@@ -5,6 +5,7 @@
 //! records the shim keeps and signals the container's processes directly. This module never
 //! forks containers itself: only the freshly exec'd shim does (see `shim`).
 
+pub mod commit;
 pub mod container;
 pub mod logs;
 pub mod names;

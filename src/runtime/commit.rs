@@ -1,0 +1,156 @@
+//! A container's changes as an image (`commit`), as a list (`diff`), and its whole filesystem
+//! as a tarball (`export`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::container::{Containers, RunConfig, Status};
+use super::{Paths, observed_state, rootfs, set_paused};
+use crate::image::commit::{CommitOptions, commit_upper};
+use crate::image::layer::{self, TreeMode};
+use crate::image::spec::ContainerConfig;
+use crate::image::{Image, Reference, Store};
+
+/// Pauses a running container for as long as it lives (and only if it was running).
+struct PauseGuard<'a> {
+    paths: &'a Paths,
+    id: String,
+    active: bool,
+}
+
+impl<'a> PauseGuard<'a> {
+    fn new(paths: &'a Paths, id: &str, wanted: bool) -> anyhow::Result<PauseGuard<'a>> {
+        let containers = Containers::open(&paths.root)?;
+        let running = observed_state(&containers, id)?.status == Status::Running;
+        let active = wanted && running;
+        if active {
+            set_paused(paths, id, true)?;
+        }
+        Ok(PauseGuard { paths, id: id.to_string(), active })
+    }
+}
+
+impl Drop for PauseGuard<'_> {
+    fn drop(&mut self) {
+        if self.active
+            && let Err(e) = set_paused(self.paths, &self.id, false)
+        {
+            tracing::error!(container = self.id.as_str(), error = %e, "cannot unpause the container after commit");
+        }
+    }
+}
+
+/// The image configuration a container ran with: the image's, with the container's env,
+/// working directory, user, command and ports.
+fn run_config(image: &Image, c: &RunConfig) -> ContainerConfig {
+    let mut cfg = image.config.config.clone();
+    cfg.env = c.env.clone();
+    cfg.working_dir = Some(c.working_dir.clone()).filter(|w| !w.is_empty()).or(cfg.working_dir);
+    cfg.user = c.user.clone().or(cfg.user);
+    let entrypoint = cfg.entrypoint.clone().unwrap_or_default();
+    if c.args.starts_with(&entrypoint) {
+        cfg.cmd = Some(c.args[entrypoint.len()..].to_vec()).filter(|rest| !rest.is_empty()).or(cfg.cmd);
+    } else {
+        cfg.entrypoint = None;
+        cfg.cmd = Some(c.args.clone());
+    }
+    for p in &c.ports {
+        let proto = format!("{:?}", p.protocol).to_ascii_lowercase();
+        cfg.exposed_ports.entry(format!("{}/{proto}", p.container_port)).or_insert(serde_json::json!({}));
+    }
+    cfg
+}
+
+/// Commits container `what` as a new image (paused meanwhile if `pause`), named `name`.
+pub fn commit(
+    paths: &Paths,
+    what: &str,
+    name: Option<&Reference>,
+    pause: bool,
+    mut opts: CommitOptions,
+) -> anyhow::Result<Image> {
+    let containers = Containers::open(&paths.root)?;
+    let c = containers.find(what)?;
+    let store = Store::open(&paths.root)?;
+    let base = store
+        .find(&c.image_id.to_string())
+        .with_context(|| format!("the image of container {} ({}) is no longer in the store", c.name, c.image))?;
+    opts.run_config = Some(run_config(&base, &c));
+    let upper = containers.dir(&c.id).join("upper");
+    let _paused = PauseGuard::new(paths, &c.id, pause)?;
+    Ok(commit_upper(&store, &base, &upper, name, &opts)?)
+}
+
+/// One line of `diff`: A(dded), C(hanged) or D(eleted), and the path.
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub kind: char,
+    pub path: String,
+}
+
+/// What a container changed, from its upper directory against its image's layers: deleted
+/// files are whiteouts (character devices 0/0); a path that exists in a lower layer is
+/// changed, otherwise added. Directories holding changes are listed as changed, as Docker does.
+pub fn diff(paths: &Paths, what: &str) -> anyhow::Result<Vec<Change>> {
+    let containers = Containers::open(&paths.root)?;
+    let c = containers.find(what)?;
+    let store = Store::open(&paths.root)?;
+    let lowers: Vec<PathBuf> = c.layers.iter().map(|d| store.layer_diff_dir(d)).collect();
+    let in_lower = |rel: &Path| lowers.iter().any(|l| l.join(rel).symlink_metadata().is_ok());
+    let mut out = Vec::new();
+    walk(&containers.dir(&c.id).join("upper"), Path::new(""), &in_lower, &mut out)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn walk(base: &Path, rel: &Path, in_lower: &dyn Fn(&Path) -> bool, out: &mut Vec<Change>) -> anyhow::Result<()> {
+    let dir = base.join(rel);
+    let mut entries: Vec<_> =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        let path = rel.join(&name);
+        let meta = e.path().symlink_metadata()?;
+        let shown = format!("/{}", path.display());
+        if is_whiteout(&meta) {
+            out.push(Change { kind: 'D', path: shown });
+            continue;
+        }
+        let existed = in_lower(&path);
+        out.push(Change { kind: if existed { 'C' } else { 'A' }, path: shown });
+        if meta.is_dir() {
+            walk(base, &path, in_lower, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// Writes the container's whole filesystem (image layers and its changes, flattened) as a tar
+/// stream. The overlay is mounted for the duration if the container is not running.
+pub fn export(paths: &Paths, what: &str, out: impl Write) -> anyhow::Result<()> {
+    let containers = Containers::open(&paths.root)?;
+    let c = containers.find(what)?;
+    let store = Store::open(&paths.root)?;
+    let dir = containers.dir(&c.id);
+    let lowers: Vec<PathBuf> = c.layers.iter().map(|d| store.layer_diff_dir(d)).collect();
+    let plan = rootfs::plan(&dir, &lowers);
+    let mounted_here = !rootfs::is_mounted(&plan.target);
+    if mounted_here {
+        rootfs::mount(&plan).with_context(|| format!("cannot mount the filesystem of {}", c.name))?;
+    }
+    let result = layer::write_tree(&plan.target, out, TreeMode::Plain);
+    if mounted_here {
+        let _ = rootfs::unmount(&plan.target);
+    }
+    let (mut out, _) = result?;
+    out.flush()?;
+    Ok(())
+}
