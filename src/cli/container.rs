@@ -1155,6 +1155,7 @@ pub fn commit(ctx: &Context, a: CommitArgs) -> anyhow::Result<i32> {
         author: a.author,
         created_by,
         run_config: None,
+        compression: crate::image::layer::Compression::Gzip,
     };
     let image = crate::runtime::commit::commit(&ctx.paths(), &a.container, name.as_ref(), a.pause, opts)?;
     println!("{}", image.id());

@@ -101,6 +101,9 @@ pub struct SnapshotArgs {
     /// Do not capture named volumes.
     #[arg(long)]
     pub no_volumes: bool,
+    /// Do not commit the local image SERVICE:snap-<UTC time> (the newest 3 are kept).
+    #[arg(long)]
+    pub no_image: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -315,16 +318,23 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let opts =
         CaptureOptions { tags: a.tags, exec_before: a.exec_before, exec_after: a.exec_after, no_volumes: a.no_volumes };
     let mut results = Vec::new();
+    let mut image = None;
     for target in &targets {
         let mut repo = target.open(ctx)?;
         let (id, snap) = crate::snapshot::capture(&ctx.paths(), &mut repo, &a.container, &opts)
             .with_context(|| format!("cannot snapshot {} into {}", a.container, repo.location()))?;
+        if image.is_none() && !a.no_image {
+            // The service is running again; the local image comes from what was stored.
+            let name = crate::snapshot::commit_local_image(&ctx.paths(), &repo, &id, &snap)
+                .with_context(|| format!("snapshot {} was saved, but the local image could not be made", &id[..12]))?;
+            image = Some(name.familiar());
+        }
         results.push((repo.location(), id, snap));
     }
     if a.format == OutputFormat::Json {
         let v: Vec<_> = results
             .iter()
-            .map(|(loc, id, snap)| json!({"repository": loc, "id": id, "service": snap.service, "time": snap.time, "stats": snap.stats}))
+            .map(|(loc, id, snap)| json!({"repository": loc, "id": id, "service": snap.service, "time": snap.time, "stats": snap.stats, "image": image}))
             .collect();
         let out = if v.len() == 1 { v[0].clone() } else { json!(v) };
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -343,6 +353,9 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             s.frozen_ms,
             s.duration_ms as f64 / 1000.0
         );
+    }
+    if let Some(name) = image {
+        println!("local image {name} (lifeboat run {name} starts the service as it was)");
     }
     Ok(0)
 }

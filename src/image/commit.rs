@@ -19,6 +19,7 @@ pub struct CommitOptions {
     /// The configuration the container ran with, when it differs from the image's (env,
     /// command): applied before `changes`, as Docker does.
     pub run_config: Option<super::spec::ContainerConfig>,
+    pub compression: Compression,
 }
 
 /// Makes a new image: `base` plus one layer archived from the overlay upper directory `upper`.
@@ -37,7 +38,7 @@ pub fn commit_upper(
         apply_change(&mut config.config, change)?;
     }
     let mut txn = store.begin()?;
-    let (desc, meta) = add_dir_layer(&mut txn, upper, TreeMode::OverlayUpper, Compression::Gzip)?;
+    let (desc, meta) = add_dir_layer(&mut txn, upper, TreeMode::OverlayUpper, opts.compression)?;
     let created = now_rfc3339();
     config.created = Some(created.clone());
     config.rootfs.diff_ids.push(meta.diff_id);

@@ -44,7 +44,7 @@ impl Drop for PauseGuard<'_> {
 
 /// The image configuration a container ran with: the image's, with the container's env,
 /// working directory, user, command and ports.
-fn run_config(image: &Image, c: &RunConfig) -> ContainerConfig {
+pub fn run_config(image: &Image, c: &RunConfig) -> ContainerConfig {
     let mut cfg = image.config.config.clone();
     cfg.env = c.env.clone();
     cfg.working_dir = Some(c.working_dir.clone()).filter(|w| !w.is_empty()).or(cfg.working_dir);

@@ -304,6 +304,74 @@ fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
     }
 }
 
+/// How many `SERVICE:snap-…` images each service keeps in the local store; older ones are
+/// removed (unless a container uses them). The repository keeps the full history.
+pub const LOCAL_SNAPSHOT_IMAGES: usize = 3;
+
+/// Commits snapshot `snap` as the local image `SERVICE:snap-<UTC time>`: its image plus its
+/// container layer, with the recorded run configuration, ready for `lifeboat run` (a quick
+/// local rollback) or `save`. The layer comes from the repository, so the image is exactly the
+/// snapshot's point in time although the service was thawed long ago.
+pub fn commit_local_image(
+    paths: &Paths,
+    repo: &Repository,
+    snapshot_id: &str,
+    snap: &Snapshot,
+) -> anyhow::Result<Reference> {
+    let store = Store::open(&paths.root)?;
+    let base = store.image_by_manifest(&snap.image.manifest)?;
+    let time = chrono::DateTime::parse_from_rfc3339(&snap.time).context("the snapshot's time is unreadable")?;
+    let name = Reference::parse(&format!(
+        "{}:snap-{}",
+        snap.service.to_ascii_lowercase(),
+        time.with_timezone(&chrono::Utc).format("%Y%m%dT%H%M%SZ")
+    ))?;
+    let recorded: RunConfig =
+        serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
+    let work = store.temp_path("snap-layer");
+    let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
+    Restorer::new(repo, &format!("{label} container layer")).restore(&snap.container_layer, work.path())?;
+    let opts = crate::image::commit::CommitOptions {
+        changes: Vec::new(),
+        message: Some(format!("Lifeboat snapshot {snapshot_id}")),
+        author: None,
+        created_by: format!("lifeboat snapshot {}", snap.service),
+        run_config: Some(crate::runtime::commit::run_config(&base, &recorded)),
+        compression: crate::image::layer::Compression::Zstd,
+    };
+    crate::image::commit::commit_upper(&store, &base, work.path(), Some(&name), &opts)?;
+    drop(work);
+    trim_local_images(paths, &store, &name)?;
+    Ok(name)
+}
+
+/// Removes all but the newest `LOCAL_SNAPSHOT_IMAGES` snap- images of `latest`'s service.
+fn trim_local_images(paths: &Paths, store: &Store, latest: &Reference) -> anyhow::Result<()> {
+    let mut snaps: Vec<(String, Reference)> = store
+        .images()?
+        .into_iter()
+        .flat_map(|i| i.names)
+        .filter(|n| n.same_repository(latest) && n.tag().is_some_and(|t| t.starts_with("snap-")))
+        .map(|n| (n.tag().unwrap_or_default().to_string(), n))
+        .collect();
+    snaps.sort();
+    let excess = snaps.len().saturating_sub(LOCAL_SNAPSHOT_IMAGES);
+    let in_use = runtime::layers_in_use(&paths.root)?;
+    let containers = Containers::open(&paths.root)?;
+    let used_images: std::collections::HashSet<Digest> =
+        containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).map(|c| c.image_id).collect();
+    for (_, name) in snaps.into_iter().take(excess) {
+        let image = store.find(&name.to_string())?;
+        if used_images.contains(image.id()) {
+            continue;
+        }
+        if store.untag(&name)?.is_some() {
+            store.remove_image(&image.manifest_digest, &in_use)?;
+        }
+    }
+    Ok(())
+}
+
 /// How a restore drill decides the service is healthy.
 pub enum DrillProbe {
     /// HTTP GET on the container's own loopback: port and path; 2xx or 3xx is healthy.

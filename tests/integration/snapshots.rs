@@ -410,3 +410,36 @@ fn one_snapshot_into_two_repositories_and_restore_at_a_time() {
     ]);
     assert!(out.contains("restored website"), "{out}");
 }
+
+#[test]
+fn each_snapshot_is_also_a_local_image_and_only_the_newest_three_stay() {
+    let s = Service::start();
+    let env = &s.env;
+    env.ok(&["exec", "website", "sh", "-c", "echo v1 > /srv-version"]);
+    let out = s.lb(&["snapshot", "website"]);
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("local image "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no local image reported:\n{out}"))
+        .to_string();
+    assert!(name.starts_with("website:snap-"), "{name}");
+    // The image runs with the container's changes (not the volume: volumes live in the repository).
+    env.ok(&["exec", "website", "sh", "-c", "echo v2 > /srv-version"]);
+    let seen = env.ok(&["run", "--rm", &name, "sh", "-c", "cat /srv-version; md5sum < /var/db/books.db"]);
+    let live = env.ok(&["exec", "website", "sh", "-c", "md5sum < /var/db/books.db"]);
+    assert_eq!(seen, format!("v1\n{live}"));
+    let history = env.ok(&["history", &name]);
+    assert!(history.contains("lifeboat snapshot website"), "{history}");
+
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        s.lb(&["snapshot", "website"]);
+    }
+    let images = env.ok(&["images"]);
+    let snaps = images.lines().filter(|l| l.contains("snap-")).count();
+    assert_eq!(snaps, 3, "{images}");
+    assert!(!images.contains(name.split(':').nth(1).unwrap()), "the oldest should be gone:\n{images}");
+    let no_image = s.lb(&["snapshot", "website", "--no-image"]);
+    assert!(!no_image.contains("local image"), "{no_image}");
+}
