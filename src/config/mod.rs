@@ -248,15 +248,64 @@ pub enum ConfigError {
     Invalid { path: PathBuf, problems: Vec<String> },
 }
 
-/// A cron schedule: 5 fields (minute first), or 6 with seconds first.
+/// A cron schedule: 5 fields (minute first), or 6 with seconds first. Day-of-week follows
+/// Unix cron (0 or 7 = Sunday, 1 = Monday, names allowed); it is translated for the `cron`
+/// crate, which numbers Sunday 1.
 pub fn parse_schedule(s: &str) -> Result<cron::Schedule, String> {
-    let fields = s.split_whitespace().count();
-    let full = match fields {
-        5 => format!("0 {s}"),
-        6 => s.to_string(),
+    let mut fields: Vec<String> = s.split_whitespace().map(String::from).collect();
+    match fields.len() {
+        5 => fields.insert(0, "0".into()),
+        6 => {}
         _ => return Err(format!("schedule {s:?} must have 5 fields (or 6 with seconds first)")),
+    }
+    let dow = unix_day_of_week(&fields[5]).map_err(|e| format!("schedule {s:?}: day of week: {e}"))?;
+    fields[5] = dow;
+    cron::Schedule::from_str(&fields.join(" ")).map_err(|e| {
+        format!("schedule {s:?} is not a valid cron expression: {}", e.to_string().lines().last().unwrap_or("").trim())
+    })
+}
+
+const DAY_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// A Unix cron day-of-week field (`*`, `1-5`, `0,6`, `*/2`, `mon-fri`, `5-7`) as a list of
+/// day names, which mean the same to every cron dialect.
+fn unix_day_of_week(field: &str) -> Result<String, String> {
+    let day = |v: &str| -> Result<usize, String> {
+        if let Ok(n) = v.parse::<usize>() {
+            return if n <= 7 { Ok(n % 7) } else { Err(format!("{n} is not 0-7")) };
+        }
+        DAY_NAMES
+            .iter()
+            .position(|d| d.eq_ignore_ascii_case(v))
+            .ok_or_else(|| format!("{v:?} is not a day (0-7 or sun-sat)"))
     };
-    cron::Schedule::from_str(&full).map_err(|e| format!("schedule {s:?} is not a valid cron expression: {e}"))
+    let mut days = [false; 7];
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, st)) => (r, st.parse::<usize>().ok().filter(|n| *n > 0).ok_or(format!("bad step in {part:?}"))?),
+            None => (part, 1),
+        };
+        let (from, to) = match range.split_once('-') {
+            _ if range == "*" || range == "?" => (0, 6),
+            Some((a, b)) => {
+                // 7 is Sunday at the end of a range: 5-7 is Fri, Sat, Sun.
+                let to = if b == "7" { 7 } else { day(b)? };
+                (day(a)?, to)
+            }
+            None if step > 1 => (day(range)?, 6),
+            None => (day(range)?, day(range)?),
+        };
+        if from > to {
+            return Err(format!("range {range:?} runs backwards"));
+        }
+        for d in (from..=to).step_by(step) {
+            days[d % 7] = true;
+        }
+    }
+    if days.iter().all(|d| *d) {
+        return Ok("*".into());
+    }
+    Ok(DAY_NAMES.iter().zip(days).filter(|(_, on)| *on).map(|(n, _)| *n).collect::<Vec<_>>().join(","))
 }
 
 /// `90s`, `5m`, `2h`, `1d` (or plain seconds).
@@ -566,6 +615,27 @@ http = \"https://x/\"
         let s = parse_schedule("*/5 * * * * *").unwrap();
         assert_eq!(s.after(&t).next().unwrap().to_rfc3339(), "2026-11-28T00:00:05+00:00");
         assert!(parse_schedule("* * *").is_err());
+    }
+
+    #[test]
+    fn day_of_week_means_what_it_means_in_unix_cron() {
+        // 2026-11-28 is a Saturday.
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let next = |s: &str| parse_schedule(s).unwrap().after(&t).next().unwrap().format("%a %d").to_string();
+        assert_eq!(next("0 6 * * 1"), "Mon 30");
+        assert_eq!(next("0 6 * * 0"), "Sun 29");
+        assert_eq!(next("0 6 * * 7"), "Sun 29");
+        assert_eq!(next("0 6 * * Mon"), "Mon 30");
+        assert_eq!(next("0 6 * * 1-5"), "Mon 30");
+        assert_eq!(next("0 6 * * 5-7"), "Sun 29");
+        assert_eq!(next("0 13 * * 6"), "Sat 28");
+        assert_eq!(next("0 6 * * */3"), "Sun 29");
+        assert_eq!(unix_day_of_week("*/3").unwrap(), "Sun,Wed,Sat");
+        assert_eq!(unix_day_of_week("1/3").unwrap(), "Mon,Thu");
+        assert_eq!(unix_day_of_week("*/1").unwrap(), "*");
+        assert_eq!(unix_day_of_week("0,6").unwrap(), "Sun,Sat");
+        assert!(parse_schedule("0 6 * * 8").unwrap_err().contains("not 0-7"));
+        assert!(parse_schedule("0 6 * * 5-2").unwrap_err().contains("backwards"));
     }
 
     #[test]
