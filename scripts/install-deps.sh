@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # install-deps.sh [--test] : installs what Lifeboat needs on Debian 12, idempotently.
 #   always:  a C toolchain, pkg-config, libseccomp, busybox-static (the sample service's base)
-#   --test:  the real peers the tests run against (skopeo, umoci, podman, runc, docker.io)
+#   --test:  the real peers the tests run against (skopeo, umoci, podman, runc, docker.io,
+#            docker-registry)
 set -euo pipefail
 
 need=(build-essential pkg-config libseccomp-dev busybox-static tini ca-certificates curl)
 if [[ "${1:-}" == "--test" ]]; then
-  need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux systemd man-db)
+  need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux systemd man-db docker-registry apache2-utils)
 fi
 
 missing=()

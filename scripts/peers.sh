@@ -4,6 +4,8 @@
 #   docker engine: private data/exec roots and socket, no iptables, no bridge (TESTING.md)
 #   s3s-fs on 127.0.0.1:9000 (checks SigV4), moto on 127.0.0.1:9001 with IAM authentication on;
 #   each gets a bucket "lifeboat-test" and a credentials file DIR/<server>.credentials
+#   docker-registry (distribution 2.8) on 127.0.0.1:5000, and on :5001 with basic auth (user
+#   lifeboat, password in DIR/registry.password)
 set -euo pipefail
 cmd=${1:?usage: peers.sh start|stop DIR}
 dir=${2:?usage: peers.sh start|stop DIR}
@@ -88,17 +90,45 @@ PY
   chmod 600 "$dir/moto.credentials"
 }
 
+# The OCI distribution reference registry: open on :5000, with basic auth (htpasswd) on :5001.
+start_registry() {  # NAME PORT [htpasswd]
+  local d="$dir/$1"
+  mkdir -p "$d/data"
+  [[ -f "$d/pid" ]] && kill "$(cat "$d/pid")" 2>/dev/null || true
+  local auth=""
+  if [[ -n ${3:-} ]]; then
+    [[ -f "$dir/registry.password" ]] || head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/registry.password"
+    chmod 600 "$dir/registry.password"
+    htpasswd -Bbn lifeboat "$(cat "$dir/registry.password")" >"$d/htpasswd"
+    auth="auth: {htpasswd: {realm: lifeboat-test, path: $d/htpasswd}}"
+  fi
+  cat >"$d/config.yml" <<YML
+version: 0.1
+log: {level: info, accesslog: {disabled: false}}
+storage: {cache: {blobdescriptor: inmemory}, filesystem: {rootdirectory: $d/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$2}
+$auth
+YML
+  docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
+  echo $! >"$d/pid"
+  wait_port "$2" "$d/log"
+}
+
 case "$cmd" in
   start)
+    start_registry registry 5000
+    start_registry registry-auth 5001 htpasswd
     start_docker
     start_moto
     start_s3s
     echo "export DOCKER_HOST=unix://$dir/docker/docker.sock DOCKER_API_VERSION=1.41"
     echo "export LIFEBOAT_TEST_S3S=http://127.0.0.1:9000 LIFEBOAT_TEST_S3S_CREDENTIALS=$dir/s3s.credentials"
     echo "export LIFEBOAT_TEST_MOTO=http://127.0.0.1:9001 LIFEBOAT_TEST_MOTO_CREDENTIALS=$dir/moto.credentials"
+    echo "export LIFEBOAT_TEST_REGISTRY=127.0.0.1:5000 LIFEBOAT_TEST_REGISTRY_LOG=$dir/registry/log"
+    echo "export LIFEBOAT_TEST_AUTH_REGISTRY=127.0.0.1:5001 LIFEBOAT_TEST_AUTH_REGISTRY_PASSWORD_FILE=$dir/registry.password"
     ;;
   stop)
-    for p in docker/pid s3s/pid moto/pid; do
+    for p in docker/pid s3s/pid moto/pid registry/pid registry-auth/pid; do
       if [[ -f "$dir/$p" ]]; then
         kill "$(cat "$dir/$p")" 2>/dev/null || true
         rm -f "$dir/$p"

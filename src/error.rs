@@ -80,6 +80,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.is::<crate::cli::UsageError>() {
             return USAGE;
         }
+        if let Some(crate::registry::client::RegistryError::NotFound { .. }) = cause.downcast_ref() {
+            return NOT_FOUND;
+        }
         if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
             return match e {
                 crate::config::ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

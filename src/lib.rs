@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod registry;
 pub mod repo;
 pub mod runtime;
 pub mod snapshot;

@@ -4,6 +4,7 @@
 mod container;
 mod image;
 mod output;
+mod registry;
 mod repo;
 mod service;
 
@@ -183,6 +184,18 @@ pub enum Command {
     /// Manage backup repositories (init, info, unlock).
     #[command(subcommand, after_help = repo::REPO_EXAMPLES)]
     Repo(repo::RepoCommand),
+    /// Download an image from a registry.
+    #[command(after_help = registry::REGISTRY_EXAMPLES)]
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    #[command(after_help = registry::REGISTRY_EXAMPLES)]
+    Push(registry::PushArgs),
+    /// Store credentials for a registry (where Docker and Podman find them too).
+    #[command(after_help = registry::REGISTRY_EXAMPLES)]
+    Login(registry::LoginArgs),
+    /// Remove stored credentials for a registry.
+    #[command(after_help = registry::REGISTRY_EXAMPLES)]
+    Logout(registry::LogoutArgs),
     /// Manage images (ls, rm, prune, unpack, …).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -270,6 +283,10 @@ impl Cli {
             Command::Save(a) => image::save(&ctx, a),
             Command::Load(a) => image::load(&ctx, a),
             Command::Image(c) => image::image_command(&ctx, c),
+            Command::Pull(a) => registry::pull(&ctx, a),
+            Command::Push(a) => registry::push(&ctx, a),
+            Command::Login(a) => registry::login(a),
+            Command::Logout(a) => registry::logout(a),
             Command::Config(c) => service::config_command(c),
             Command::Up(a) => service::up(&ctx, a),
             Command::Down(a) => service::down(&ctx, a),

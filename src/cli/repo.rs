@@ -200,7 +200,7 @@ fn read_password_file(f: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(pw)
 }
 
-fn prompt(msg: &str) -> anyhow::Result<Vec<u8>> {
+pub(super) fn prompt(msg: &str) -> anyhow::Result<Vec<u8>> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
     let tty =
         std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").context("cannot open the terminal")?;

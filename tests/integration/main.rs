@@ -10,5 +10,6 @@ mod commit;
 mod hostile;
 mod images;
 mod interop;
+mod registry;
 mod runtime;
 mod snapshots;
