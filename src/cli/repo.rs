@@ -104,6 +104,13 @@ pub struct SnapshotArgs {
     /// Do not commit the local image SERVICE:snap-<UTC time> (the newest 3 are kept).
     #[arg(long)]
     pub no_image: bool,
+    /// Also push the snapshot as a portable image (volumes included) to an OCI registry:
+    /// registry://HOST/REPO[:TAG]. Docker and Podman can run it; restore --from brings it back.
+    #[arg(long, value_name = "registry://HOST/REPO")]
+    pub to: Option<String>,
+    /// Check the registry's TLS certificate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -139,6 +146,13 @@ pub struct RestoreArgs {
     /// Seconds to wait for the service's health check.
     #[arg(long, default_value_t = 60)]
     pub health_timeout: u64,
+    /// Restore from a snapshot image in a registry (registry://HOST/REPO:TAG) or the local
+    /// store, instead of a repository.
+    #[arg(long, value_name = "registry://HOST/REPO:TAG", conflicts_with_all = ["snapshot", "at"])]
+    pub from: Option<String>,
+    /// Check the registry's TLS certificate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -317,8 +331,12 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     };
     let opts =
         CaptureOptions { tags: a.tags, exec_before: a.exec_before, exec_after: a.exec_after, no_volumes: a.no_volumes };
+    if let Some(to) = &a.to {
+        registry_target(to)?; // a bad target is refused before anything is frozen
+    }
     let mut results = Vec::new();
     let mut image = None;
+    let mut pushed: Option<String> = None;
     for target in &targets {
         let mut repo = target.open(ctx)?;
         let (id, snap) = crate::snapshot::capture(&ctx.paths(), &mut repo, &a.container, &opts)
@@ -329,12 +347,15 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("snapshot {} was saved, but the local image could not be made", &id[..12]))?;
             image = Some(name.familiar());
         }
+        if let Some(to) = a.to.as_deref().filter(|_| pushed.is_none()) {
+            pushed = Some(push_snapshot(ctx, &repo, &id, &snap, to, a.tls_verify, a.format == OutputFormat::Json)?);
+        }
         results.push((repo.location(), id, snap));
     }
     if a.format == OutputFormat::Json {
         let v: Vec<_> = results
             .iter()
-            .map(|(loc, id, snap)| json!({"repository": loc, "id": id, "service": snap.service, "time": snap.time, "stats": snap.stats, "image": image}))
+            .map(|(loc, id, snap)| json!({"repository": loc, "id": id, "service": snap.service, "time": snap.time, "stats": snap.stats, "image": image, "pushed": pushed}))
             .collect();
         let out = if v.len() == 1 { v[0].clone() } else { json!(v) };
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -357,7 +378,53 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     if let Some(name) = image {
         println!("local image {name} (lifeboat run {name} starts the service as it was)");
     }
+    if let Some(p) = pushed {
+        println!("pushed {p} (docker run / podman run serve it with its data; lifeboat restore --from registry://{p})");
+    }
     Ok(0)
+}
+
+/// `registry://HOST/REPO[:TAG]` → the reference.
+fn registry_target(url: &str) -> anyhow::Result<crate::image::Reference> {
+    let rest = url
+        .strip_prefix("registry://")
+        .ok_or_else(|| UsageError(format!("{url:?}: a registry target is written registry://HOST/REPO[:TAG]")))?;
+    if !rest.contains('/') {
+        bail!(UsageError(format!("{url:?}: name the repository: registry://HOST/REPO[:TAG]")));
+    }
+    Ok(crate::image::Reference::parse(rest)?)
+}
+
+/// Builds the portable image of a snapshot and pushes it; returns where it went.
+fn push_snapshot(
+    ctx: &Context,
+    repo: &Repository,
+    id: &str,
+    snap: &crate::repo::snapshot::Snapshot,
+    to: &str,
+    tls_verify: bool,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    let target = registry_target(to)?;
+    let time = chrono::DateTime::parse_from_rfc3339(&snap.time)?.with_timezone(&chrono::Utc);
+    let snap_tag = target.with_tag(&format!("snap-{}", time.format("%Y%m%dT%H%M%SZ")))?;
+    let image = crate::snapshot::build_portable_image(&ctx.paths(), repo, id, snap, &snap_tag)?;
+    let store = ctx.store()?;
+    let mut targets = vec![snap_tag.clone()];
+    if target.tag().is_some_and(|t| t != "latest") || to.ends_with(":latest") {
+        store.tag(&image, &target)?;
+        targets.push(target.clone());
+    }
+    let progress = |d: &crate::image::Digest, size: u64, e: &crate::registry::BlobEvent| {
+        if !quiet {
+            eprintln!("{}: {e:?} ({})", &d.hex()[..12], human_size(size));
+        }
+    };
+    for t in &targets {
+        crate::registry::push(&store, &image, t, !tls_verify, &progress)
+            .with_context(|| format!("snapshot {} was saved, but pushing it to {} failed", &id[..12], t.familiar()))?;
+    }
+    Ok(targets.last().expect("one target").familiar())
 }
 
 pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
@@ -393,6 +460,9 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
 }
 
 pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
+    if let Some(from) = &a.from {
+        return restore_from(ctx, &a, from);
+    }
     let repo = a.repo.open(ctx)?;
     let (id, snap) = match &a.at {
         Some(at) => {
@@ -444,6 +514,51 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         return Ok(crate::error::FAILURE);
     }
     Ok(0)
+}
+
+fn restore_from(ctx: &Context, a: &RestoreArgs, from: &str) -> anyhow::Result<i32> {
+    let store = ctx.store()?;
+    let (image, reference) = match from.strip_prefix("registry://") {
+        Some(_) => {
+            let r = registry_target(from)?;
+            let (image, _) = crate::registry::pull(
+                &store,
+                &r,
+                &crate::image::spec::Platform::host(),
+                !a.tls_verify,
+                &|_: &crate::image::Digest, _: u64, _: &crate::registry::BlobEvent| {},
+            )?;
+            (image, r.familiar())
+        }
+        None => (store.find(from)?, from.to_string()),
+    };
+    let service = image.config.config.labels.get(crate::snapshot::LABEL_SERVICE).cloned().unwrap_or_default();
+    if !service.is_empty() && service != a.service && a.rename.is_none() {
+        bail!(UsageError(format!(
+            "{reference} is a snapshot of {service}, not {}: restore {service}, or use --as {} to give it that name",
+            a.service, a.service
+        )));
+    }
+    let opts = RestoreOptions {
+        rename: a.rename.clone(),
+        no_start: a.no_start,
+        health_timeout: Duration::from_secs(a.health_timeout),
+        throwaway: false,
+    };
+    let r = crate::snapshot::restore_from_image(&ctx.paths(), &image, &reference, &opts)
+        .with_context(|| format!("cannot restore {} from {reference}", a.service))?;
+    if a.format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"image": reference, "container": r.container.id, "name": r.container.name,
+                "seconds": r.elapsed.as_secs_f64(), "healthy": r.healthy})
+            )?
+        );
+    } else {
+        println!("restored {} from {reference} in {:.2} s", r.container.name, r.elapsed.as_secs_f64());
+    }
+    Ok(if r.healthy == Some(false) { crate::error::FAILURE } else { 0 })
 }
 
 pub const DRILL_EXAMPLES: &str = "\

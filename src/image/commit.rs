@@ -30,6 +30,18 @@ pub fn commit_upper(
     name: Option<&Reference>,
     opts: &CommitOptions,
 ) -> Result<Image, ImageError> {
+    commit_dirs(store, base, &[(upper, TreeMode::OverlayUpper, opts.created_by.clone())], name, opts)
+}
+
+/// Makes a new image: `base` plus one layer per directory, in order, each with its history
+/// line. `opts.created_by` is not used here; each directory brings its own.
+pub fn commit_dirs(
+    store: &Store,
+    base: &Image,
+    dirs: &[(&Path, TreeMode, String)],
+    name: Option<&Reference>,
+    opts: &CommitOptions,
+) -> Result<Image, ImageError> {
     let mut config = base.config.clone();
     if let Some(run) = &opts.run_config {
         config.config = run.clone();
@@ -38,22 +50,24 @@ pub fn commit_upper(
         apply_change(&mut config.config, change)?;
     }
     let mut txn = store.begin()?;
-    let (desc, meta) = add_dir_layer(&mut txn, upper, TreeMode::OverlayUpper, opts.compression)?;
+    let mut layers = base.manifest.layers.clone();
     let created = now_rfc3339();
-    config.created = Some(created.clone());
-    config.rootfs.diff_ids.push(meta.diff_id);
-    config.history.push(History {
-        created: Some(created),
-        created_by: Some(opts.created_by.clone()),
-        author: opts.author.clone(),
-        comment: opts.message.clone(),
-        empty_layer: false,
-    });
+    for (dir, mode, created_by) in dirs {
+        let (desc, meta) = add_dir_layer(&mut txn, dir, *mode, opts.compression)?;
+        config.rootfs.diff_ids.push(meta.diff_id);
+        config.history.push(History {
+            created: Some(created.clone()),
+            created_by: Some(created_by.clone()),
+            author: opts.author.clone(),
+            comment: opts.message.clone(),
+            empty_layer: false,
+        });
+        layers.push(desc);
+    }
+    config.created = Some(created);
     if let Some(a) = &opts.author {
         config.author = Some(a.clone());
     }
-    let mut layers = base.manifest.layers.clone();
-    layers.push(desc);
     let manifest = txn.put_image(&config, layers)?;
     let names: Vec<Reference> = name.cloned().into_iter().collect();
     txn.commit(&[(manifest.clone(), names)])?;

@@ -372,6 +372,127 @@ fn trim_local_images(paths: &Paths, store: &Store, latest: &Reference) -> anyhow
     Ok(())
 }
 
+/// Labels that make a snapshot image self-describing (read back by `restore --from`).
+pub const LABEL_SERVICE: &str = "org.lifeboat.service";
+pub const LABEL_SNAPSHOT: &str = "org.lifeboat.snapshot";
+pub const LABEL_RUN_CONFIG: &str = "org.lifeboat.run-config";
+pub const LABEL_VOLUMES: &str = "org.lifeboat.volumes";
+
+/// Builds the portable image of a snapshot, named `name`: its image, its container layer, and
+/// one layer per named volume holding the volume's content at its mount path; the run
+/// configuration goes in the image config (command, env, ports, user) and, in full, in labels.
+/// `docker run`/`podman run` of it serves the service with its data; `restore --from` brings it
+/// back with its volumes. Layers are gzip-compressed, which every engine reads.
+pub fn build_portable_image(
+    paths: &Paths,
+    repo: &Repository,
+    snapshot_id: &str,
+    snap: &Snapshot,
+    name: &Reference,
+) -> anyhow::Result<crate::image::Image> {
+    let store = Store::open(&paths.root)?;
+    let base = store.image_by_manifest(&snap.image.manifest)?;
+    let recorded: RunConfig =
+        serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
+    let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
+    let work = store.temp_path("portable");
+    let layer_dir = work.path().join("layer");
+    Restorer::new(repo, &format!("{label} container layer")).restore(&snap.container_layer, &layer_dir)?;
+    let mut dirs = vec![(
+        layer_dir.clone(),
+        crate::image::layer::TreeMode::OverlayUpper,
+        format!("lifeboat snapshot {}: container layer", snap.service),
+    )];
+    let mut volumes = Vec::new();
+    for (i, v) in snap.volumes.iter().enumerate() {
+        let root = work.path().join(format!("volume-{i}"));
+        let at = root.join(v.target.trim_start_matches('/'));
+        Restorer::new(repo, &format!("{label} volume {}", v.name)).restore(&v.tree, &at)?;
+        dirs.push((
+            root,
+            crate::image::layer::TreeMode::Plain,
+            format!("lifeboat snapshot {}: volume {} at {}", snap.service, v.name, v.target),
+        ));
+        volumes.push(serde_json::json!({"name": v.name, "path": v.target}));
+    }
+    let mut config = crate::runtime::commit::run_config(&base, &recorded);
+    config.labels.insert(LABEL_SERVICE.into(), snap.service.clone());
+    config.labels.insert(LABEL_SNAPSHOT.into(), snapshot_id.to_string());
+    config.labels.insert(LABEL_RUN_CONFIG.into(), serde_json::to_string(&recorded)?);
+    config.labels.insert(LABEL_VOLUMES.into(), serde_json::Value::Array(volumes).to_string());
+    let opts = crate::image::commit::CommitOptions {
+        changes: Vec::new(),
+        message: Some(format!("Lifeboat snapshot {snapshot_id} of {} taken {}", snap.service, snap.time)),
+        author: None,
+        created_by: String::new(),
+        run_config: Some(config),
+        compression: crate::image::layer::Compression::Gzip,
+    };
+    let dir_refs: Vec<(&std::path::Path, crate::image::layer::TreeMode, String)> =
+        dirs.iter().map(|(p, m, c)| (p.as_path(), *m, c.clone())).collect();
+    Ok(crate::image::commit::commit_dirs(&store, &base, &dir_refs, Some(name), &opts)?)
+}
+
+/// Brings a service back from a portable snapshot image (see `build_portable_image`): its
+/// volumes are created fresh and filled from the image (refusing ones that exist), and the
+/// container is recreated with the recorded configuration, started and health-checked.
+pub fn restore_from_image(
+    paths: &Paths,
+    image: &crate::image::Image,
+    reference: &str,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Restored> {
+    let started = Instant::now();
+    let labels = &image.config.config.labels;
+    let run = labels.get(LABEL_RUN_CONFIG).ok_or_else(|| {
+        crate::image::StoreError::Invalid(format!(
+            "{reference} is not a Lifeboat snapshot image (no {LABEL_RUN_CONFIG} label)"
+        ))
+    })?;
+    let mut recorded: RunConfig = serde_json::from_str(run).context("the image's run configuration is unreadable")?;
+    let containers = Containers::open(&paths.root)?;
+    let name =
+        opts.rename.clone().unwrap_or_else(|| labels.get(LABEL_SERVICE).cloned().unwrap_or(recorded.name.clone()));
+    if let Some(other) = containers.name_taken(&name)? {
+        return Err(ContainerError::Conflict(format!(
+            "a container named {name} already exists ({}); remove it first or restore with --as NEWNAME",
+            &other[..12]
+        ))
+        .into());
+    }
+    let vols = Volumes::open(&paths.root)?;
+    for m in recorded.mounts.iter_mut() {
+        if let MountSource::Volume { name: v } = &mut m.source {
+            if let Some(n) = &opts.rename {
+                *v = format!("{n}-{v}");
+            }
+            if vols.data_dir(v).exists() {
+                bail!("volume {v} already exists; remove it (lifeboat volume rm) or restore with --as NEWNAME");
+            }
+        }
+    }
+    let id = crate::runtime::container::new_id();
+    recorded.id = id.clone();
+    recorded.name = name;
+    recorded.image = reference.to_string();
+    recorded.image_id = image.id().clone();
+    recorded.layers = image.config.rootfs.diff_ids.clone();
+    recorded.created = crate::image::now_rfc3339();
+    if recorded.hostname.len() == 12 && recorded.hostname.bytes().all(|b| b.is_ascii_hexdigit()) {
+        recorded.hostname = id[..12].to_string();
+    }
+    std::fs::create_dir_all(containers.dir(&id))?;
+    containers.write_config(&recorded)?;
+    let mut healthy = None;
+    if !opts.no_start {
+        runtime::start(paths, &id)?;
+        if let Some(h) = &recorded.health {
+            healthy = Some(wait_healthy(paths, &id, &h.command, opts.health_timeout));
+        }
+    }
+    Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: false, healthy })
+}
+
 /// How a restore drill decides the service is healthy.
 pub enum DrillProbe {
     /// HTTP GET on the container's own loopback: port and path; 2xx or 3xx is healthy.

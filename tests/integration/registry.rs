@@ -311,3 +311,59 @@ fn login_stores_credentials_docker_and_podman_use_and_logout_removes_them() {
     assert!(!after.status.success());
     assert!(stderr(&after).contains("access denied"), "{}", stderr(&after));
 }
+
+#[test]
+fn a_snapshot_pushed_to_the_registry_runs_in_docker_and_restores_with_lifeboat() {
+    let Some(reg) = registry() else { return };
+    let env = Env::new();
+    env.site_image("site:1");
+    let port = free_port();
+    env.ok(&["run", "-d", "--name", "website", "-p", &format!("127.0.0.1:{port}:80"), "-v", "content:/www", "site:1"]);
+    env.ok(&["exec", "website", "sh", "-c", "echo '<p>in the volume</p>' >> /www/index.html; echo layer > /etc/motd"]);
+    wait_until(10, "the site", || crate::util::http_get(port, "/").is_ok_and(|p| p.contains("in the volume")));
+    let page = crate::util::http_get(port, "/").unwrap();
+    let repo = unique("snap");
+    let out = env.ok(&["snapshot", "website", "--to", &format!("registry://{reg}/{repo}/website")]);
+    let pushed = out.lines().find_map(|l| l.strip_prefix("pushed ")).and_then(|l| l.split_whitespace().next()).unwrap();
+    assert!(pushed.starts_with(&format!("{reg}/{repo}/website:snap-")), "{out}");
+
+    if let Some(mut d) = docker() {
+        // Docker serves the same page from the image alone (host network, another port).
+        run(d.args(["pull", "-q", pushed]));
+        let dport = free_port();
+        let name = unique("lbsnap");
+        run(docker().unwrap().args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            pushed,
+            "/bin/httpd",
+            "-f",
+            "-p",
+            &dport.to_string(),
+            "-h",
+            "/www",
+        ]));
+        wait_until(10, "docker's copy", || crate::util::http_get(dport, "/").is_ok_and(|p| p == page));
+        let motd = run(docker().unwrap().args(["exec", &name, "cat", "/etc/motd"]));
+        assert_eq!(motd, "layer\n");
+        run(docker().unwrap().args(["rm", "-f", &name]));
+        run(docker().unwrap().args(["rmi", pushed]));
+    }
+
+    // Lifeboat on an empty host, from the registry alone.
+    env.ok(&["rm", "-f", "website"]);
+    let fresh = Env::new();
+    let out = fresh.ok(&["restore", "website", "--from", &format!("registry://{pushed}")]);
+    assert!(out.contains("restored website"), "{out}");
+    wait_until(10, "the restored site", || crate::util::http_get(port, "/").is_ok_and(|p| p == page));
+    let vols = fresh.ok(&["volume", "ls", "-q"]);
+    assert_eq!(vols.trim(), "content");
+    let again = fresh.fails(&["restore", "website", "--from", &format!("registry://{pushed}")], 5);
+    assert!(again.contains("already exists"), "{again}");
+    let wrong = fresh.fails(&["restore", "catalogue", "--from", &format!("registry://{pushed}")], 2);
+    assert!(wrong.contains("is a snapshot of website"), "{wrong}");
+}
