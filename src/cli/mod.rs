@@ -4,6 +4,7 @@
 mod container;
 mod image;
 mod output;
+mod progress;
 mod registry;
 mod repo;
 mod service;

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::output::{OutputFormat, human_size};
 use super::{Context, UsageError};
+use crate::image::Reference;
 use crate::image::spec::Platform;
-use crate::image::{Digest, Reference};
-use crate::registry::{self, BlobEvent, auth};
+use crate::registry::{self, auth};
 
 pub const REGISTRY_EXAMPLES: &str = "\
 Examples:
@@ -101,21 +101,6 @@ fn parse_platform(s: &str) -> Result<Platform, UsageError> {
     Ok(p)
 }
 
-/// Progress lines on stderr, one per blob.
-fn progress_printer(quiet: bool) -> impl Fn(&Digest, u64, &BlobEvent) + Sync {
-    move |digest, size, event| {
-        if quiet {
-            return;
-        }
-        let what = match event {
-            BlobEvent::Exists => "already exists".to_string(),
-            BlobEvent::Transferred => format!("done ({})", human_size(size)),
-            BlobEvent::Mounted(from) => format!("mounted from {from}"),
-        };
-        eprintln!("{}: {what}", &digest.hex()[..12]);
-    }
-}
-
 pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
     let reference = Reference::parse(&a.image)?;
     let platform = match &a.platform {
@@ -127,7 +112,8 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
     if !quiet {
         eprintln!("pulling {}", reference.familiar());
     }
-    let (image, t) = registry::pull(&store, &reference, &platform, !a.tls.tls_verify, &progress_printer(quiet))?;
+    let (image, t) =
+        registry::pull(&store, &reference, &platform, !a.tls.tls_verify, &super::progress::Transfers::new(quiet))?;
     if a.format == OutputFormat::Json {
         println!(
             "{}",
@@ -168,7 +154,7 @@ pub fn push(ctx: &Context, a: PushArgs) -> anyhow::Result<i32> {
     if !quiet {
         eprintln!("pushing {} to {}", a.image, dest.familiar());
     }
-    let t = registry::push(&store, &image, &dest, !a.tls.tls_verify, &progress_printer(quiet))?;
+    let t = registry::push(&store, &image, &dest, !a.tls.tls_verify, &super::progress::Transfers::new(quiet))?;
     if a.format == OutputFormat::Json {
         println!(
             "{}",

@@ -415,11 +415,7 @@ fn push_snapshot(
         store.tag(&image, &target)?;
         targets.push(target.clone());
     }
-    let progress = |d: &crate::image::Digest, size: u64, e: &crate::registry::BlobEvent| {
-        if !quiet {
-            eprintln!("{}: {e:?} ({})", &d.hex()[..12], human_size(size));
-        }
-    };
+    let progress = super::progress::Transfers::new(quiet);
     for t in &targets {
         crate::registry::push(&store, &image, t, !tls_verify, &progress)
             .with_context(|| format!("snapshot {} was saved, but pushing it to {} failed", &id[..12], t.familiar()))?;
@@ -526,7 +522,7 @@ fn restore_from(ctx: &Context, a: &RestoreArgs, from: &str) -> anyhow::Result<i3
                 &r,
                 &crate::image::spec::Platform::host(),
                 !a.tls_verify,
-                &|_: &crate::image::Digest, _: u64, _: &crate::registry::BlobEvent| {},
+                &crate::registry::Silent,
             )?;
             (image, r.familiar())
         }

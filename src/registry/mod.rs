@@ -34,8 +34,36 @@ pub enum BlobEvent {
     Mounted(String),
 }
 
-/// Reports progress: blob digest, size, what happened.
-pub type Progress<'a> = &'a (dyn Fn(&Digest, u64, &BlobEvent) + Sync);
+/// Hears about each blob's transfer (bars on a terminal, lines otherwise, or nothing).
+pub trait Progress: Sync {
+    /// A transfer of `size` bytes begins.
+    fn start(&self, _digest: &Digest, _size: u64) {}
+    /// `bytes` more moved.
+    fn advance(&self, _digest: &Digest, _bytes: u64) {}
+    /// The blob is dealt with.
+    fn done(&self, digest: &Digest, size: u64, event: &BlobEvent);
+}
+
+/// No progress output.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn done(&self, _: &Digest, _: u64, _: &BlobEvent) {}
+}
+
+/// Tells `on_read` how many bytes each read brought.
+struct Counting<R, F> {
+    inner: R,
+    on_read: F,
+}
+
+impl<R: Read, F: FnMut(u64)> Read for Counting<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_read)(n as u64);
+        Ok(n)
+    }
+}
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Transfer {
@@ -124,7 +152,7 @@ pub fn pull(
     reference: &Reference,
     platform: &Platform,
     insecure: bool,
-    progress: Progress<'_>,
+    progress: &dyn Progress,
 ) -> anyhow::Result<(Image, Transfer)> {
     let reg = registry_for(reference, insecure)?;
     let repo = reference.path();
@@ -197,10 +225,12 @@ pub fn pull(
     parallel(&layers, |(layer, diff_id)| {
         if store.has_blob(&layer.digest) && store.has_layer(diff_id) {
             counts.lock().unwrap().2 += 1;
-            progress(&layer.digest, layer.size, &BlobEvent::Exists);
+            progress.done(&layer.digest, layer.size, &BlobEvent::Exists);
             return Ok(());
         }
         let body = reg.get_blob(repo, &layer.digest)?;
+        progress.start(&layer.digest, layer.size);
+        let body = Counting { inner: body, on_read: |n| progress.advance(&layer.digest, n) };
         let mut layer_txn = store.begin()?;
         layer_txn
             .add_layer(
@@ -213,7 +243,7 @@ pub fn pull(
         let mut c = counts.lock().unwrap();
         c.0 += 1;
         c.1 += layer.size;
-        progress(&layer.digest, layer.size, &BlobEvent::Transferred);
+        progress.done(&layer.digest, layer.size, &BlobEvent::Transferred);
         Ok(())
     })?;
     let (n, b, e) = counts.into_inner().unwrap();
@@ -242,7 +272,7 @@ pub fn push(
     image: &Image,
     dest: &Reference,
     insecure: bool,
-    progress: Progress<'_>,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Transfer> {
     let reg = registry_for(dest, insecure)?;
     let repo = dest.path();
@@ -252,31 +282,51 @@ pub fn push(
     let mut blobs: Vec<(Digest, u64)> = image.manifest.layers.iter().map(|l| (l.digest.clone(), l.size)).collect();
     blobs.push((image.config_digest.clone(), config_size));
     let counts = Mutex::new(Transfer::default());
-    parallel(&blobs, |(digest, size)| {
-        if reg.blob_exists(repo, digest)? {
-            counts.lock().unwrap().blobs_existing += 1;
-            progress(digest, *size, &BlobEvent::Exists);
-            return Ok(());
-        }
-        if let Some(from) = sources.elsewhere(&reg.host, repo, digest)
-            && reg.mount_blob(repo, digest, &from)?
-        {
-            counts.lock().unwrap().blobs_mounted += 1;
-            progress(digest, *size, &BlobEvent::Mounted(from));
-            return Ok(());
-        }
-        let path = store.blob_path(digest);
-        let open = |offset: u64| -> std::io::Result<Box<dyn Read + Send>> {
-            let mut f = std::fs::File::open(&path)?;
-            f.seek(SeekFrom::Start(offset))?;
-            Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
-        };
-        reg.upload_blob(repo, digest, *size, &open)?;
-        let mut c = counts.lock().unwrap();
-        c.blobs_transferred += 1;
-        c.bytes_transferred += size;
-        progress(digest, *size, &BlobEvent::Transferred);
-        Ok(())
+    // Upload bodies must own everything they hold, so byte counts travel over a channel.
+    let (tx, rx) = std::sync::mpsc::channel::<(Digest, u64)>();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Stops when the uploads are over, even if the HTTP client still holds a body.
+        let finished = &finished;
+        s.spawn(move || {
+            while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((d, n)) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    progress.advance(&d, n);
+                }
+            }
+        });
+        let result = parallel(&blobs, |(digest, size)| {
+            if reg.blob_exists(repo, digest)? {
+                counts.lock().unwrap().blobs_existing += 1;
+                progress.done(digest, *size, &BlobEvent::Exists);
+                return Ok(());
+            }
+            if let Some(from) = sources.elsewhere(&reg.host, repo, digest)
+                && reg.mount_blob(repo, digest, &from)?
+            {
+                counts.lock().unwrap().blobs_mounted += 1;
+                progress.done(digest, *size, &BlobEvent::Mounted(from));
+                return Ok(());
+            }
+            let path = store.blob_path(digest);
+            progress.start(digest, *size);
+            let open = |offset: u64| -> std::io::Result<Box<dyn Read + Send>> {
+                let mut f = std::fs::File::open(&path)?;
+                f.seek(SeekFrom::Start(offset))?;
+                let (tx, d) = (tx.clone(), digest.clone());
+                let counted = Counting { inner: f, on_read: move |n| drop(tx.send((d.clone(), n))) };
+                Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, counted)))
+            };
+            reg.upload_blob(repo, digest, *size, &open)?;
+            let mut c = counts.lock().unwrap();
+            c.blobs_transferred += 1;
+            c.bytes_transferred += size;
+            progress.done(digest, *size, &BlobEvent::Transferred);
+            Ok(())
+        });
+        drop(tx);
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
     })?;
     let mut transfer = counts.into_inner().unwrap();
     if reg.head_manifest(repo, tag)?.as_ref() != Some(&image.manifest_digest) {
