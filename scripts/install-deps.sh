@@ -7,7 +7,7 @@ set -euo pipefail
 
 need=(build-essential pkg-config libseccomp-dev busybox-static tini ca-certificates curl)
 if [[ "${1:-}" == "--test" ]]; then
-  need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux systemd man-db docker-registry apache2-utils)
+  need+=(skopeo umoci podman runc docker.io zstd b3sum tar util-linux systemd man-db docker-registry apache2-utils debootstrap)
 fi
 
 missing=()

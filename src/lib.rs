@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod error;

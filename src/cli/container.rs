@@ -2,7 +2,7 @@
 //! top, stats, port, volume, and the hidden `shim`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -550,68 +550,13 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
 
 /// Streams a container's output until it exits; returns its exit code.
 fn attach(ctx: &Context, config: &RunConfig, sync: std::fs::File) -> anyhow::Result<i32> {
-    let log = ctx.containers()?.dir(&config.id).join("log.json");
-    let log_file = std::fs::File::open(&log).ok();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(sync);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(code) = line.trim().strip_prefix("exit ").and_then(|c| c.parse::<i32>().ok()) {
-                let _ = tx.send(code);
-                return;
-            }
-            line.clear();
-        }
-        let _ = tx.send(-1);
-    });
-    // Keep a descriptor to the log: an auto-removed container deletes it on exit.
-    let mut offset = 0;
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
-    let mut print = |lines: Vec<runtime::logs::LogLine>| {
-        for l in lines {
-            let _ =
-                if l.stream == "stderr" { err.write_all(l.log.as_bytes()) } else { out.write_all(l.log.as_bytes()) };
-        }
+    let code = runtime::wait_attached(&ctx.paths(), config, sync, &mut |l| {
+        let _ = if l.stream == "stderr" { err.write_all(l.log.as_bytes()) } else { out.write_all(l.log.as_bytes()) };
         let _ = out.flush();
-    };
-    let read = |offset: u64| -> (Vec<runtime::logs::LogLine>, u64) {
-        match &log_file {
-            Some(f) => runtime::logs::read_from(
-                &PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f))),
-                offset,
-            )
-            .unwrap_or((Vec::new(), offset)),
-            None => runtime::logs::read_from(&log, offset).unwrap_or((Vec::new(), offset)),
-        }
-    };
-    loop {
-        let (lines, next) = read(offset);
-        offset = next;
-        print(lines);
-        match rx.recv_timeout(Duration::from_millis(25)) {
-            Ok(code) => {
-                let (lines, _) = read(offset);
-                print(lines);
-                if config.auto_remove {
-                    // Like `docker run --rm`: return once the container is gone.
-                    let dir = ctx.containers()?.dir(&config.id);
-                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                    while dir.exists() && std::time::Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-                if code < 0 {
-                    let state = runtime::observed_state(&ctx.containers()?, &config.id).ok();
-                    return Ok(state.and_then(|s| s.exit_code).unwrap_or(RUN_FAILED));
-                }
-                return Ok(code);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => return Ok(RUN_FAILED),
-        }
-    }
+    })?;
+    Ok(code.unwrap_or(RUN_FAILED))
 }
 
 pub fn status_text(state: &State, shim_lost: bool) -> String {

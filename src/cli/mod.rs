@@ -1,6 +1,7 @@
 //! The command line: clap definitions, validated into calls on the library. No logic lives
 //! here beyond choosing what to call and printing its result.
 
+mod build;
 mod container;
 mod image;
 mod output;
@@ -185,6 +186,9 @@ pub enum Command {
     /// Manage backup repositories (init, info, unlock).
     #[command(subcommand, after_help = repo::REPO_EXAMPLES)]
     Repo(repo::RepoCommand),
+    /// Build an image from a Dockerfile.
+    #[command(after_help = build::BUILD_EXAMPLES)]
+    Build(build::BuildArgs),
     /// Download an image from a registry.
     #[command(after_help = registry::REGISTRY_EXAMPLES)]
     Pull(registry::PullArgs),
@@ -284,6 +288,7 @@ impl Cli {
             Command::Save(a) => image::save(&ctx, a),
             Command::Load(a) => image::load(&ctx, a),
             Command::Image(c) => image::image_command(&ctx, c),
+            Command::Build(a) => build::build(&ctx, a),
             Command::Pull(a) => registry::pull(&ctx, a),
             Command::Push(a) => registry::push(&ctx, a),
             Command::Login(a) => registry::login(a),

@@ -160,6 +160,66 @@ pub fn start(paths: &Paths, id: &str) -> Result<Started, ContainerError> {
     }
 }
 
+/// Follows an attached container (started with `start`, `sync` its pipe) until it exits,
+/// handing every output line to `on_output`; returns its exit code (None if unknown).
+pub fn wait_attached(
+    paths: &Paths,
+    config: &RunConfig,
+    sync: fs::File,
+    on_output: &mut dyn FnMut(&logs::LogLine),
+) -> Result<Option<i32>, ContainerError> {
+    let containers = Containers::open(&paths.root)?;
+    let log = containers.dir(&config.id).join("log.json");
+    // Keep a descriptor to the log: an auto-removed container deletes it on exit.
+    let log_file = fs::File::open(&log).ok();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(sync);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(code) = line.trim().strip_prefix("exit ").and_then(|c| c.parse::<i32>().ok()) {
+                let _ = tx.send(code);
+                return;
+            }
+            line.clear();
+        }
+        let _ = tx.send(-1);
+    });
+    let read = |offset: u64| -> (Vec<logs::LogLine>, u64) {
+        let path = match &log_file {
+            Some(f) => std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
+            None => log.clone(),
+        };
+        logs::read_from(&path, offset).unwrap_or((Vec::new(), offset))
+    };
+    let mut offset = 0;
+    loop {
+        let (lines, next) = read(offset);
+        offset = next;
+        lines.iter().for_each(&mut *on_output);
+        match rx.recv_timeout(Duration::from_millis(25)) {
+            Ok(code) => {
+                let (lines, _) = read(offset);
+                lines.iter().for_each(&mut *on_output);
+                if config.auto_remove {
+                    // Like `docker run --rm`: return once the container is gone.
+                    let dir = containers.dir(&config.id);
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while dir.exists() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                if code < 0 {
+                    return Ok(observed_state(&containers, &config.id).ok().and_then(|s| s.exit_code));
+                }
+                return Ok(Some(code));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
 /// Sends `signal` to the container's main process.
 pub fn signal(containers: &Containers, id: &str, signal: Signal) -> Result<(), ContainerError> {
     let state = observed_state(containers, id)?;

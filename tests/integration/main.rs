@@ -6,6 +6,7 @@ mod util;
 
 mod agent;
 mod backends;
+mod build;
 mod commit;
 mod hostile;
 mod images;
