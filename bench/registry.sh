@@ -39,6 +39,8 @@ lp=(); sp=(); ll=(); sl=(); pl=()
 for i in $(seq 1 "$runs"); do
   rm -f "$LIFEBOAT_ROOT/registry-sources.json"
   t=$(now); "$lb" push -q bench:1 "$reg/lb-$i-$$/bench:1" >/dev/null; lp+=("$(since "$t")")
+  # skopeo remembers where blobs live and would mount them from the previous run's repository.
+  rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb "$HOME/.local/share/containers/cache/blob-info-cache-v1.boltdb"
   t=$(now); skopeo copy -q --dest-tls-verify=false "oci-archive:$work/bench.tar" "docker://$reg/sk-$i-$$/bench:1"; sp+=("$(since "$t")")
   sync; echo 3 >/proc/sys/vm/drop_caches
   t=$(now); "$lb" --root "$work/pull-$i" pull -q "$reg/lb-$i-$$/bench:1" >/dev/null; ll+=("$(since "$t")")

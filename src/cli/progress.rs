@@ -75,3 +75,34 @@ impl Progress for Transfers {
         }
     }
 }
+
+/// A spinner with a message for long work whose size is not known up front (snapshots,
+/// restores); only on a terminal, cleared when dropped.
+pub struct Activity {
+    bar: Option<ProgressBar>,
+}
+
+impl Activity {
+    pub fn new(quiet: bool) -> Activity {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Activity { bar: None };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("a valid template"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Activity { bar: Some(bar) }
+    }
+
+    /// The bar to update (a cheap handle), if there is one.
+    pub fn bar(&self) -> Option<ProgressBar> {
+        self.bar.clone()
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -329,8 +329,26 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             })
             .collect()
     };
-    let opts =
-        CaptureOptions { tags: a.tags, exec_before: a.exec_before, exec_after: a.exec_after, no_volumes: a.no_volumes };
+    let spinner = super::progress::Activity::new(a.format == OutputFormat::Json);
+    let progress: Option<crate::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
+        let name = a.container.clone();
+        std::sync::Arc::new(move |s: &crate::repo::tree::ArchiveStats| {
+            bar.set_message(format!(
+                "snapshot {name}: {} files, {} ({} read, {} new)",
+                s.files,
+                human_size(s.bytes),
+                s.files_read,
+                human_size(s.new_bytes)
+            ))
+        }) as crate::repo::tree::ProgressFn
+    });
+    let opts = CaptureOptions {
+        tags: a.tags,
+        exec_before: a.exec_before,
+        exec_after: a.exec_after,
+        no_volumes: a.no_volumes,
+        progress,
+    };
     if let Some(to) = &a.to {
         registry_target(to)?; // a bad target is refused before anything is frozen
     }
@@ -352,6 +370,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
         }
         results.push((repo.location(), id, snap));
     }
+    drop(spinner);
     if a.format == OutputFormat::Json {
         let v: Vec<_> = results
             .iter()
@@ -481,9 +500,21 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         no_start: a.no_start,
         health_timeout: Duration::from_secs(a.health_timeout),
         throwaway: false,
+        progress: None,
+    };
+    let spinner = super::progress::Activity::new(a.format == OutputFormat::Json);
+    let opts = RestoreOptions {
+        progress: spinner.bar().map(|bar| {
+            let name = a.service.clone();
+            std::sync::Arc::new(move |s: &crate::repo::tree::RestoreStats| {
+                bar.set_message(format!("restore {name}: {} files, {}", s.files, human_size(s.bytes)))
+            }) as crate::repo::tree::RestoreProgressFn
+        }),
+        ..opts
     };
     let r = crate::snapshot::restore(&ctx.paths(), &repo, &id, &snap, &opts)
         .with_context(|| format!("cannot restore {}", a.service))?;
+    drop(spinner);
     if a.format == OutputFormat::Json {
         println!(
             "{}",
@@ -540,6 +571,7 @@ fn restore_from(ctx: &Context, a: &RestoreArgs, from: &str) -> anyhow::Result<i3
         no_start: a.no_start,
         health_timeout: Duration::from_secs(a.health_timeout),
         throwaway: false,
+        progress: None,
     };
     let r = crate::snapshot::restore_from_image(&ctx.paths(), &image, &reference, &opts)
         .with_context(|| format!("cannot restore {} from {reference}", a.service))?;

@@ -208,7 +208,16 @@ pub fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<i32> {
                     )));
                 };
                 let state = runtime::observed_state(&containers, &existing.id)?;
-                if had == wanted {
+                // A container joins another's network by ID: if that one was recreated, so
+                // must this one be.
+                let peer_moved = match &existing.network {
+                    crate::runtime::container::NetworkMode::Container(id) => {
+                        let peer = svc.network.as_ref().and_then(|n| n.get_ref().strip_prefix("container:"));
+                        peer.and_then(|p| containers.find(p).ok()).is_none_or(|c| c.id != *id)
+                    }
+                    _ => false,
+                };
+                if had == wanted && !peer_moved {
                     if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
                         return Ok("up to date");
                     }
@@ -219,7 +228,11 @@ pub fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<i32> {
                 let c = create(ctx, &run_args(&name, svc))?;
                 crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;
                 runtime::start(&paths, &c.id)?;
-                return Ok("recreated (definition changed)");
+                return Ok(if had == wanted {
+                    "recreated (the container whose network it joins was recreated)"
+                } else {
+                    "recreated (definition changed)"
+                });
             }
             let c = create(ctx, &run_args(&name, svc))?;
             crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;

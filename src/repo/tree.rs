@@ -93,7 +93,14 @@ pub struct Archiver<'r> {
     repo: &'r mut Repository,
     pub stats: ArchiveStats,
     buf: Vec<u8>,
+    /// Told the running totals after every file (progress displays).
+    pub on_progress: Option<ProgressFn>,
 }
+
+/// A progress callback: running totals so far.
+pub type ProgressFn = std::sync::Arc<dyn Fn(&ArchiveStats) + Send + Sync>;
+/// A restore's progress callback: running totals so far.
+pub type RestoreProgressFn = std::sync::Arc<dyn Fn(&RestoreStats) + Send + Sync>;
 
 fn read_err(repo: &Repository, path: &Path, e: std::io::Error) -> RepoError {
     RepoError::Other { location: repo.location(), what: format!("cannot read {}: {e}", path.display()) }
@@ -101,7 +108,7 @@ fn read_err(repo: &Repository, path: &Path, e: std::io::Error) -> RepoError {
 
 impl<'r> Archiver<'r> {
     pub fn new(repo: &'r mut Repository) -> Archiver<'r> {
-        Archiver { repo, stats: ArchiveStats::default(), buf: vec![0; 64 * 1024] }
+        Archiver { repo, stats: ArchiveStats::default(), buf: vec![0; 64 * 1024], on_progress: None }
     }
 
     /// Archives the directory `dir`; `parent` is the same directory's tree in the previous
@@ -196,6 +203,9 @@ impl<'r> Archiver<'r> {
                 match unchanged {
                     Some(p) if p.content.iter().all(|c| self.repo.has_blob(c)) => node.content = p.content.clone(),
                     _ => node.content = self.file_content(path)?,
+                }
+                if let Some(f) = &self.on_progress {
+                    f(&self.stats);
                 }
             }
             NodeKind::Dir => {
@@ -323,6 +333,8 @@ pub struct Restorer<'r> {
     links: HashMap<u64, PathBuf>,
     dir_times: Vec<(PathBuf, i64)>,
     pub stats: RestoreStats,
+    /// Told the running totals after every file (progress displays).
+    pub on_progress: Option<RestoreProgressFn>,
 }
 
 impl<'r> Restorer<'r> {
@@ -333,6 +345,7 @@ impl<'r> Restorer<'r> {
             links: HashMap::new(),
             dir_times: Vec::new(),
             stats: RestoreStats::default(),
+            on_progress: None,
         }
     }
 
@@ -413,6 +426,9 @@ impl<'r> Restorer<'r> {
                 }
                 self.stats.files += 1;
                 self.stats.bytes += written;
+                if let Some(f) = &self.on_progress {
+                    f(&self.stats);
+                }
             }
             NodeKind::Symlink => {
                 let target = hex::decode(node.target.as_deref().unwrap_or_default()).map_err(|e| self.err(path, e))?;

@@ -27,6 +27,8 @@ pub struct CaptureOptions {
     pub exec_before: Vec<String>,
     pub exec_after: Vec<String>,
     pub no_volumes: bool,
+    /// Running totals while files are read (progress displays).
+    pub progress: Option<crate::repo::tree::ProgressFn>,
 }
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
@@ -126,6 +128,7 @@ pub fn capture(
     ];
     blobs.extend(image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
     let mut archiver = Archiver::new(repo);
+    archiver.on_progress = opts.progress.clone();
     let image_tree = archiver.archive_files(&blobs, parent.as_ref().map(|(_, p)| &p.image.tree))?;
 
     // The container's own state, frozen for a point-in-time view.
@@ -191,6 +194,8 @@ pub struct RestoreOptions {
     pub health_timeout: Duration,
     /// A throw-away copy for a restore drill: no published ports, no restart policy.
     pub throwaway: bool,
+    /// Running totals of restored files and bytes (progress displays).
+    pub progress: Option<crate::repo::tree::RestoreProgressFn>,
 }
 
 pub struct Restored {
@@ -246,7 +251,9 @@ pub fn restore(
         }
         vols.create(&vol_name)?;
         let _ = std::fs::remove_dir(&data);
-        Restorer::new(repo, &format!("{label} volume {}", v.name)).restore(&v.tree, &data)?;
+        let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
+        r.on_progress = opts.progress.clone();
+        r.restore(&v.tree, &data)?;
         vols.mark_filled(&vol_name)?;
         if opts.rename.is_some() {
             for m in recorded.mounts.iter_mut() {
@@ -277,7 +284,9 @@ pub fn restore(
     }
     let dir = containers.dir(&id);
     std::fs::create_dir_all(&dir)?;
-    Restorer::new(repo, &format!("{label} container layer")).restore(&snap.container_layer, &dir.join("upper"))?;
+    let mut r = Restorer::new(repo, &format!("{label} container layer"));
+    r.on_progress = opts.progress.clone();
+    r.restore(&snap.container_layer, &dir.join("upper"))?;
     containers.write_config(&recorded)?;
 
     let mut healthy = None;
@@ -528,8 +537,13 @@ pub fn drill(
 ) -> anyhow::Result<DrillReport> {
     let started = Instant::now();
     let name = format!("{}-drill-{}", snap.service, &crate::fsutil::random_hex(2));
-    let opts =
-        RestoreOptions { rename: Some(name.clone()), no_start: false, health_timeout: Duration::ZERO, throwaway: true };
+    let opts = RestoreOptions {
+        rename: Some(name.clone()),
+        no_start: false,
+        health_timeout: Duration::ZERO,
+        throwaway: true,
+        progress: None,
+    };
     let restored = restore(paths, repo, snapshot_id, snap, &opts);
     let restore_ms = started.elapsed().as_millis() as u64;
     let mut report = DrillReport {

@@ -192,7 +192,8 @@ http = "http://localhost:80/"
             .is_ok_and(|t| t.contains("snapshot:broken: snapshot failed") && t.contains("exit code 3"))
     });
     assert!(snapshots(&env, "broken", &local, &pw).is_empty(), "a failing hook must leave no snapshot");
-    assert!(!snapshots(&env, "website", &s3, &pw).is_empty(), "replication copied nothing");
+    // A replication that ran before the first snapshot copied nothing; the next ones copy.
+    wait_until(60, "a replicated snapshot", || !snapshots(&env, "website", &s3, &pw).is_empty());
     let ps = env.ok(&["ps", "-a"]);
     assert!(!ps.contains("website-drill"), "the drill container was left behind:\n{ps}");
 
@@ -288,4 +289,95 @@ fn systemd_accepts_the_units() {
         std::process::Command::new("systemd-analyze").arg("verify").args(&paths).env("MANPATH", &man).output().unwrap();
     assert!(out.status.success(), "systemd-analyze verify:\n{}{}", crate::util::stdout(&out), stderr(&out));
     assert!(stderr(&out).trim().is_empty(), "systemd-analyze warnings:\n{}", stderr(&out));
+}
+
+#[test]
+fn up_recreates_a_changed_service_and_leaves_the_others_alone() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let config = env.path("lifeboat.toml");
+    let write = |site_name: &str| {
+        fs::write(
+            &config,
+            format!(
+                "[services.web]\nimage = \"site:1\"\nenv = {{ SITE_NAME = \"{site_name}\" }}\nvolumes = [\"web-data:/srv/data\"]\n\n[services.sidecar]\nimage = \"site:1\"\nnetwork = \"container:web\"\ncommand = [\"sleep\", \"1000\"]\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("City");
+    let c = config.to_str().unwrap();
+    let out = env.ok(&["up", "--config", c]);
+    // The service whose network another joins comes first.
+    assert_eq!(out, "web: created\nsidecar: created\n");
+    let web_id = env.inspect("web")["Id"].clone();
+    let sidecar_id = env.inspect("sidecar")["Id"].clone();
+    env.ok(&["exec", "web", "sh", "-c", "echo kept > /srv/data/note"]);
+
+    write("Town");
+    let out = env.ok(&["up", "--config", c, "web"]);
+    assert_eq!(out, "web: recreated (definition changed)\n");
+    assert_ne!(env.inspect("web")["Id"], web_id);
+    assert_eq!(env.ok(&["exec", "web", "sh", "-c", "echo $SITE_NAME; cat /srv/data/note"]), "Town\nkept\n");
+    assert_eq!(env.inspect("sidecar")["Id"], sidecar_id, "up SERVICE touches only that service");
+
+    // The sidecar joined the old web's network: the next full up recreates it too.
+    let out = env.ok(&["up", "--config", c]);
+    assert_eq!(out, "web: up to date\nsidecar: recreated (the container whose network it joins was recreated)\n");
+    assert_eq!(
+        env.ok(&["exec", "sidecar", "sh", "-c", "wget -q -O - http://127.0.0.1/ | head -1"]),
+        "<h1>City Library</h1>\n"
+    );
+    // A stopped service is started again; a container up did not make is left alone.
+    env.ok(&["stop", "-t", "1", "sidecar"]);
+    env.ok(&["run", "-d", "--name", "intruder", "site:1"]);
+    let out = env.ok(&["up", "--config", c]);
+    assert!(out.contains("web: up to date") && out.contains("sidecar: started"), "{out}");
+    fs::write(&config, format!("{}\n[services.intruder]\nimage = \"site:1\"\n", fs::read_to_string(&config).unwrap()))
+        .unwrap();
+    let err = env.fails(&["up", "--config", c, "intruder"], 5);
+    assert!(err.contains("did not create"), "{err}");
+    let out = env.ok(&["down", "--config", c, "web", "sidecar"]);
+    assert_eq!(out, "sidecar: removed\nweb: removed\n");
+}
+
+#[test]
+fn a_missed_run_is_caught_up_and_a_job_never_overlaps_itself() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let config = env.path("lifeboat.toml");
+    // A yearly snapshot whose last scheduled run was two years ago (the agent was down), and a
+    // check every second whose hook-free snapshot sibling is slow.
+    fs::write(
+        &config,
+        "[agent]\nshutdown_grace = \"1s\"\n\n[services.web]\nimage = \"site:1\"\n\n[services.web.snapshot]\nschedule = \"0 0 1 1 *\"\n\n[services.slow]\nimage = \"site:1\"\n\n[services.slow.snapshot]\nschedule = \"* * * * * *\"\nexec_before = [\"sleep 3\"]\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    env.ok(&["up", "--config", c]);
+    let state_dir = env.root().join("agent");
+    fs::create_dir_all(&state_dir).unwrap();
+    let two_years_ago = (chrono::Utc::now() - chrono::Duration::days(730)).to_rfc3339();
+    fs::write(
+        state_dir.join("state.json"),
+        format!("{{\"jobs\": {{\"snapshot:web\": {{\"last_scheduled\": \"{two_years_ago}\"}}}}}}"),
+    )
+    .unwrap();
+    let child = env.lifeboat().args(["agent", "--config", c]).stderr(Stdio::null()).spawn().unwrap();
+    let agent = Agent { child };
+    wait_until(60, "the caught-up snapshot", || job(&status(&env, c), "snapshot:web")["last"]["ok"] == true);
+    let s = status(&env, c);
+    assert_eq!(job(&s, "snapshot:web")["runs"], 1, "one catch-up run, not one per missed year");
+    wait_until(30, "a skipped run of the slow job", || {
+        job(&status(&env, c), "snapshot:slow")["skipped"].as_u64().unwrap_or(0) >= 2
+    });
+    agent.signal("TERM");
+    let mut agent = agent;
+    let code = (0..300).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        agent.child.try_wait().unwrap()
+    });
+    assert!(code.is_some_and(|c| c.success()), "{code:?}");
+    // Stopped mid-hook or mid-capture, the slow service is not left frozen.
+    assert_eq!(env.inspect("slow")["State"]["Status"], "running");
 }
