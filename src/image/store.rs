@@ -541,25 +541,43 @@ impl Txn<'_> {
             LayerInput::Blob { media_type, digest } => {
                 let compression = Compression::from_media_type(&media_type)
                     .ok_or_else(|| StoreError::Invalid(format!("unsupported layer media type {media_type:?}")))?;
-                let mut blob = blob;
-                let mut source = reader;
-                let (diff_id, tar_size, stats) = {
-                    let tee = WriteTee { inner: &mut source, out: &mut blob };
-                    let decoded: Box<dyn Read> = match compression {
-                        Compression::None => Box::new(tee),
-                        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(tee)),
-                        Compression::Zstd => {
-                            Box::new(zstd::stream::read::Decoder::new(tee).map_err(StoreError::io(store.tmp_dir()))?)
+                // The blob is written and hashed on its own thread while this one decompresses,
+                // hashes and unpacks: a pull is bound by the slower of the two, not their sum.
+                let (blob, unpacked) = std::thread::scope(|s| {
+                    let (tx, rx) = sync_channel::<Vec<u8>>(16);
+                    let writer = s.spawn(move || -> io::Result<BlobWriter> {
+                        let mut blob = blob;
+                        for chunk in rx {
+                            blob.write_all(&chunk)?;
                         }
-                    };
-                    let mut hashing = HashingReader::new(decoded);
-                    let stats = layer::apply_layer(&mut hashing, &diff_dir, &opts)?;
-                    drain(&mut hashing).map_err(|e| LayerError::Malformed { at: None, source: e })?;
-                    let (d, n) = hashing.finish();
-                    (d, n, stats)
-                };
-                // Whatever follows the compressed stream is part of the blob too.
-                drain(&mut WriteTee { inner: &mut source, out: &mut blob }).map_err(StoreError::io(store.tmp_dir()))?;
+                        Ok(blob)
+                    });
+                    let unpacked = (|| {
+                        let mut tee = ChannelTee { inner: reader, tx: Some(tx) };
+                        let result = {
+                            let decoded: Box<dyn Read> = match compression {
+                                Compression::None => Box::new(&mut tee),
+                                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
+                                Compression::Zstd => Box::new(
+                                    zstd::stream::read::Decoder::new(&mut tee)
+                                        .map_err(StoreError::io(store.tmp_dir()))?,
+                                ),
+                            };
+                            let mut hashing = HashingReader::new(decoded);
+                            let stats = layer::apply_layer(&mut hashing, &diff_dir, &opts)?;
+                            drain(&mut hashing).map_err(|e| LayerError::Malformed { at: None, source: e })?;
+                            let (d, n) = hashing.finish();
+                            (d, n, stats)
+                        };
+                        // Whatever follows the compressed stream is part of the blob too.
+                        drain(&mut tee).map_err(StoreError::io(store.tmp_dir()))?;
+                        Ok::<_, StoreError>(result)
+                    })();
+                    let blob = writer.join().expect("blob writer thread panicked");
+                    (blob, unpacked)
+                });
+                let blob = blob.map_err(StoreError::io(store.tmp_dir()))?;
+                let (diff_id, tar_size, stats) = unpacked?;
                 (media_type, blob, digest, diff_id, tar_size, stats)
             }
         };
@@ -715,20 +733,6 @@ impl<R: Read> Read for ChannelTee<R> {
         } else if let Some(tx) = &self.tx {
             tx.send(buf[..n].to_vec()).map_err(|_| io::Error::other("layer compressor stopped"))?;
         }
-        Ok(n)
-    }
-}
-
-/// Passes bytes through while writing a copy to `out`.
-struct WriteTee<'a, R, W> {
-    inner: &'a mut R,
-    out: &'a mut W,
-}
-
-impl<R: Read, W: Write> Read for WriteTee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
         Ok(n)
     }
 }
