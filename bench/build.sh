@@ -31,7 +31,7 @@ printf '[containers]\nnetns="host"\n[engine]\nruntime="runc"\ntmp_dir="%s/tmp"\n
 printf '[storage]\ndriver="overlay"\ngraphroot="%s/root"\nrunroot="%s/run"\n' "$P" "$P" >"$P/storage.conf"
 export CONTAINERS_CONF="$P/containers.conf" CONTAINERS_STORAGE_CONF="$P/storage.conf"
 podman import -q "$base" debian:12 >/dev/null
-docker import -q "$base" debian:12 >/dev/null
+docker import "$base" debian:12 >/dev/null
 
 cat >"$work/ctx/Dockerfile" <<'DF'
 FROM debian:12
