@@ -31,6 +31,10 @@ Examples:
   lifeboat images                             list images
   lifeboat save -o website.tar website:1      export for podman/skopeo (OCI archive)
   lifeboat load -i busybox.tar                import what docker/podman save wrote
+  lifeboat build -t article:1 .               build from a Dockerfile (with a layer cache)
+  lifeboat snapshot website                   snapshot a running service (deduplicated, encrypted)
+  lifeboat restore website                    bring it back, here or on a new host
+  lifeboat up && lifeboat agent               run /etc/lifeboat/lifeboat.toml's services and jobs
 
 Files: images and layers under --root (default /var/lib/lifeboat).
 Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 refused input, 5 conflict (docs/exit-codes.md).";
