@@ -186,6 +186,18 @@ pub fn capture(
     Ok((id, snapshot))
 }
 
+/// Restores never replace a container: the name must be free.
+fn name_free_for_restore(containers: &Containers, name: &str) -> anyhow::Result<()> {
+    match containers.name_taken(name)? {
+        Some(other) => Err(ContainerError::Conflict(format!(
+            "a container named {name} already exists ({}); remove it first or restore with --as NEWNAME",
+            &other[..12]
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
 pub struct RestoreOptions {
     /// Restore under another container name.
     pub rename: Option<String>,
@@ -219,13 +231,7 @@ pub fn restore(
         serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
     let containers = Containers::open(&paths.root)?;
     let name = opts.rename.clone().unwrap_or_else(|| snap.service.clone());
-    if let Some(other) = containers.name_taken(&name)? {
-        return Err(ContainerError::Conflict(format!(
-            "a container named {name} already exists ({}); remove it first or restore with --as NEWNAME",
-            &other[..12]
-        ))
-        .into());
-    }
+    name_free_for_restore(&containers, &name)?;
 
     // The image, unless this host already has it.
     let store = Store::open(&paths.root)?;
@@ -462,13 +468,7 @@ pub fn restore_from_image(
     let containers = Containers::open(&paths.root)?;
     let name =
         opts.rename.clone().unwrap_or_else(|| labels.get(LABEL_SERVICE).cloned().unwrap_or(recorded.name.clone()));
-    if let Some(other) = containers.name_taken(&name)? {
-        return Err(ContainerError::Conflict(format!(
-            "a container named {name} already exists ({}); remove it first or restore with --as NEWNAME",
-            &other[..12]
-        ))
-        .into());
-    }
+    name_free_for_restore(&containers, &name)?;
     let vols = Volumes::open(&paths.root)?;
     for m in recorded.mounts.iter_mut() {
         if let MountSource::Volume { name: v } = &mut m.source {
