@@ -594,6 +594,8 @@ impl Builder<'_> {
             init: false,
             stop_signal: "SIGKILL".into(),
             health: None,
+            tty: false,
+            stdin_open: false,
         };
         std::fs::create_dir_all(containers.dir(&id))?;
         containers.write_config(&config)?;

@@ -77,6 +77,12 @@ pub struct RunArgs {
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep standard input open (send what you type to the container).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal (with -i: an interactive shell).
+    #[arg(short, long)]
+    pub tty: bool,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -177,6 +183,12 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Keep standard input open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Set an environment variable.
     #[arg(short, long = "env")]
     pub env: Vec<String>,
@@ -518,6 +530,8 @@ pub(super) fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
             .health_cmd
             .clone()
             .map(|command| crate::runtime::container::HealthCheck { command, interval_secs: a.health_interval }),
+        tty: a.tty,
+        stdin_open: a.interactive,
     };
     std::fs::create_dir_all(containers.dir(&config.id))?;
     containers.write_config(&config)?;
@@ -528,9 +542,26 @@ pub(super) fn create(ctx: &Context, a: &RunArgs) -> anyhow::Result<RunConfig> {
 const RUN_FAILED: i32 = 125;
 
 pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
+    if a.tty && !a.detach && a.restart != "no" {
+        return Err(UsageError(
+            "an attached -t container cannot have a restart policy (use -d, or no --restart)".into(),
+        )
+        .into());
+    }
     let config = create(ctx, &a)?;
     let paths = ctx.paths();
-    let started = match runtime::start(&paths, &config.id) {
+    // An attached terminal: we listen for it; the container's side arrives once it starts.
+    let console = if a.tty && !a.detach {
+        std::fs::create_dir_all(&ctx.run_root)?;
+        Some(runtime::tty::ConsoleSocket::bind(&ctx.run_root.join(format!("console-{}.sock", &config.id[..12])))?)
+    } else {
+        None
+    };
+    let io = runtime::StartIo {
+        console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+        stdin: a.interactive && !a.tty && !a.detach,
+    };
+    let started = match runtime::start_with(&paths, &config.id, &io) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lifeboat: cannot run {}: {e}", config.image);
@@ -545,6 +576,14 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let runtime::Started::Running(sync) = started;
+    if let Some(console) = console {
+        let master = console.receive_master(Duration::from_secs(10))?;
+        let interactive = a.interactive;
+        let relay = std::thread::spawn(move || runtime::tty::relay(master, interactive));
+        let code = runtime::wait_attached(&paths, &config, sync, &mut |_| {})?;
+        let _ = relay.join();
+        return Ok(code.unwrap_or(RUN_FAILED));
+    }
     attach(ctx, &config, sync)
 }
 
@@ -707,7 +746,14 @@ pub fn exec(ctx: &Context, a: ExecArgs) -> anyhow::Result<i32> {
     let code = runtime::exec(
         &ctx.paths(),
         &config.id,
-        runtime::ExecOptions { args: a.command, env: a.env, user: a.user, workdir: a.workdir },
+        runtime::ExecOptions {
+            tty: a.tty,
+            interactive: a.interactive,
+            args: a.command,
+            env: a.env,
+            user: a.user,
+            workdir: a.workdir,
+        },
     )?;
     Ok(code)
 }

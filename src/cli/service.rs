@@ -158,6 +158,8 @@ fn ordered(config: &Config, wanted: &[String]) -> anyhow::Result<Vec<String>> {
 fn run_args(name: &str, svc: &config::Service) -> RunArgs {
     RunArgs {
         detach: true,
+        interactive: false,
+        tty: false,
         rm: false,
         name: Some(name.to_string()),
         publish: svc.ports.clone(),

@@ -139,6 +139,12 @@ pub struct RunConfig {
     pub init: bool,
     pub stop_signal: String,
     pub health: Option<HealthCheck>,
+    /// A terminal for the process (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Standard input kept open (`-i`).
+    #[serde(default)]
+    pub stdin_open: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

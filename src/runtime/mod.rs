@@ -14,6 +14,7 @@ mod prepare;
 pub mod rootfs;
 pub mod shim;
 pub mod spec;
+pub mod tty;
 pub mod volume;
 
 use std::fs;
@@ -114,6 +115,20 @@ pub enum Started {
 
 /// Launches the shim for a created (or exited) container and waits until it runs.
 pub fn start(paths: &Paths, id: &str) -> Result<Started, ContainerError> {
+    start_with(paths, id, &StartIo::default())
+}
+
+/// How an attached start connects the caller to the container.
+#[derive(Default)]
+pub struct StartIo {
+    /// The console socket the caller listens on (`run -it`): the container's terminal goes there.
+    pub console_socket: Option<PathBuf>,
+    /// Hand this process's standard input to the container (`run -i` without `-t`).
+    pub stdin: bool,
+}
+
+/// `start`, with the caller's terminal or standard input attached.
+pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, ContainerError> {
     let containers = Containers::open(&paths.root)?;
     let state = observed_state(&containers, id)?;
     if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
@@ -140,7 +155,9 @@ pub fn start(paths: &Paths, id: &str) -> Result<Started, ContainerError> {
         // One malloc arena: the shim's few threads move little data, and every arena costs memory
         // in each of the (possibly many) shims.
         .env("MALLOC_ARENA_MAX", "1")
-        .stdin(Stdio::null())
+        .envs(io.console_socket.iter().map(|p| (shim::CONSOLE_ENV, p.as_os_str())))
+        .envs(io.stdin.then_some((shim::STDIN_ENV, "1")))
+        .stdin(if io.stdin { Stdio::inherit() } else { Stdio::null() })
         .stdout(Stdio::null())
         .stderr(shim_log)
         .spawn()
@@ -367,6 +384,9 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
         .clone()
         .unwrap_or_else(|| if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() });
     let lc_root = paths.run_root.join("libcontainer");
+    if opts.tty {
+        return exec_tty(paths, id, &containers, opts, env, cwd, uid, gid);
+    }
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| ContainerError::Runtime(e.to_string()))?
@@ -381,6 +401,10 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
         .with_detach(false)
         .build()
         .map_err(|e| ContainerError::Runtime(format!("cannot exec in container: {e}")))?;
+    wait_exec(pid)
+}
+
+fn wait_exec(pid: Pid) -> Result<i32, ContainerError> {
     loop {
         match nix::sys::wait::waitpid(pid, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
@@ -391,7 +415,68 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
     }
 }
 
+/// `exec -t`: the process gets a terminal, relayed to ours. Its process definition is the
+/// container's own (capabilities, limits, confinement) with the command, user, environment
+/// and directory of this exec.
+#[allow(clippy::too_many_arguments)]
+fn exec_tty(
+    paths: &Paths,
+    id: &str,
+    containers: &Containers,
+    opts: ExecOptions,
+    env: std::collections::HashMap<String, String>,
+    cwd: String,
+    uid: u32,
+    gid: u32,
+) -> Result<i32, ContainerError> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    let runtime_err = |e: String| ContainerError::Runtime(e);
+    let bundle = containers.dir(id).join("bundle/config.json");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(&bundle).map_err(|e| ContainerError::Io { path: bundle.clone(), source: e })?)
+            .map_err(|e| runtime_err(format!("the container's runtime spec is unreadable: {e}")))?;
+    let mut process = spec.get("process").cloned().unwrap_or_default();
+    let mut env_list: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env_list.sort();
+    if !env_list.iter().any(|e| e.starts_with("TERM=")) {
+        env_list.push("TERM=xterm".into());
+    }
+    process["terminal"] = true.into();
+    process["args"] = serde_json::json!(opts.args);
+    process["env"] = serde_json::json!(env_list);
+    process["cwd"] = cwd.into();
+    process["user"] = serde_json::json!({"uid": uid, "gid": gid});
+    fs::create_dir_all(&paths.run_root).map_err(|e| ContainerError::Io { path: paths.run_root.clone(), source: e })?;
+    let tag = crate::fsutil::random_hex(6);
+    let process_file = paths.run_root.join(format!("exec-{tag}.json"));
+    let _cleanup = crate::fsutil::TempPath::new(process_file.clone());
+    fs::write(&process_file, serde_json::to_vec(&process).expect("serialises"))
+        .map_err(|e| ContainerError::Io { path: process_file.clone(), source: e })?;
+    let console = tty::ConsoleSocket::bind(&paths.run_root.join(format!("exec-{tag}.sock")))
+        .map_err(|e| runtime_err(format!("cannot make a console socket: {e}")))?;
+    let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(paths.run_root.join("libcontainer"))
+        .map_err(|e| runtime_err(e.to_string()))?
+        .with_console_socket(Some(console.path()))
+        .as_tenant()
+        .with_process(Some(&process_file))
+        .with_detach(true)
+        .build()
+        .map_err(|e| runtime_err(format!("cannot exec in container: {e}")))?;
+    let master = console.receive_master(Duration::from_secs(10)).map_err(|e| runtime_err(e.to_string()))?;
+    let interactive = opts.interactive;
+    let relay = std::thread::spawn(move || tty::relay(master, interactive));
+    let code = wait_exec(pid);
+    let _ = relay.join();
+    code
+}
+
 pub struct ExecOptions {
+    /// A terminal for the command (`exec -t`).
+    pub tty: bool,
+    /// Send our standard input (with `tty`; without it, standard input is always passed).
+    pub interactive: bool,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub user: Option<String>,
@@ -401,7 +486,14 @@ pub struct ExecOptions {
 impl ExecOptions {
     /// `/bin/sh -c CMD` as the container's default user.
     pub fn shell(cmd: &str) -> ExecOptions {
-        ExecOptions { args: vec!["/bin/sh".into(), "-c".into(), cmd.into()], env: vec![], user: None, workdir: None }
+        ExecOptions {
+            tty: false,
+            interactive: false,
+            args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+            env: vec![],
+            user: None,
+            workdir: None,
+        }
     }
 }
 

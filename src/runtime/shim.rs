@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +24,10 @@ use super::container::{Containers, NetworkMode, State, Status};
 use super::{Paths, logs, network, prepare};
 
 pub const SYNC_FD_ENV: &str = "LIFEBOAT_SHIM_SYNC_FD";
+/// The console socket an attached `run -t` listens on.
+pub const CONSOLE_ENV: &str = "LIFEBOAT_SHIM_CONSOLE";
+/// Set when the shim's standard input is the user's, for the container (`run -i`).
+pub const STDIN_ENV: &str = "LIFEBOAT_SHIM_STDIN";
 const STOP_MARKER: &str = "stop-requested";
 
 /// Runs the shim for container `id`; never returns.
@@ -34,10 +38,18 @@ pub fn main(paths: &Paths, id: &str) -> ! {
         // SAFETY: the CLI passed this descriptor to us for exactly this purpose; nothing else owns it.
         fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
     });
+    let attach = Attach {
+        console: std::env::var_os(CONSOLE_ENV).map(PathBuf::from),
+        stdin: std::env::var_os(STDIN_ENV).is_some(),
+    };
     // SAFETY: called once at start, before any other thread exists.
-    unsafe { std::env::remove_var(SYNC_FD_ENV) };
+    unsafe {
+        std::env::remove_var(SYNC_FD_ENV);
+        std::env::remove_var(CONSOLE_ENV);
+        std::env::remove_var(STDIN_ENV);
+    }
     let mut sync = Sync(sync);
-    let code = match supervise(paths, id, &mut sync) {
+    let code = match supervise(paths, id, &mut sync, attach) {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -76,7 +88,13 @@ impl Sync {
     }
 }
 
-fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
+/// What the starting CLI attached (only for the first start; restarts run detached).
+struct Attach {
+    console: Option<PathBuf>,
+    stdin: bool,
+}
+
+fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::Result<i32> {
     let containers = Containers::open(&paths.root)?;
     let config = containers.config(id)?;
     let dir = containers.dir(id);
@@ -91,7 +109,23 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
 
     let (out_r, out_w) = nix::unistd::pipe()?;
     let (err_r, err_w) = nix::unistd::pipe()?;
-    let devnull = fs::File::open("/dev/null")?;
+    let stdin = if attach.stdin && !config.tty {
+        // The user's standard input, which the CLI handed us as ours.
+        fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?)
+    } else {
+        fs::File::open("/dev/null")?
+    };
+    // A terminal goes to the attached CLI's console socket, or, detached, to our own (we keep
+    // the terminal and log what the container writes to it).
+    fs::create_dir_all(&paths.run_root)?;
+    let own_console = match (&attach.console, config.tty) {
+        // Under the run root: socket paths are limited to 108 bytes.
+        (None, true) => {
+            Some(super::tty::ConsoleSocket::bind(&paths.run_root.join(format!("console-{}.sock", &id[..12])))?)
+        }
+        _ => None,
+    };
+    let console_path = attach.console.clone().or_else(|| own_console.as_ref().map(|c| c.path().to_path_buf()));
     let lc_root = paths.run_root.join("libcontainer");
     fs::create_dir_all(&lc_root)?;
     let stale = lc_root.join(id);
@@ -104,7 +138,8 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| anyhow::anyhow!("runtime state dir {}: {e}", lc_root.display()))?
-        .with_stdin(devnull)
+        .with_stdin(stdin)
+        .with_console_socket(console_path.filter(|_| config.tty))
         .with_stdout(out_w)
         .with_stderr(err_w)
         .as_init(&prepared.bundle)
@@ -123,10 +158,16 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync) -> anyhow::Result<i32> {
 
     // From here on the shim may have threads.
     let log = Arc::new(Mutex::new(logs::open_for_append(&dir.join("log.json"))?));
-    let pumps = [
+    let mut pumps = vec![
         spawn_pump(fs::File::from(out_r), "stdout", log.clone()),
         spawn_pump(fs::File::from(err_r), "stderr", log.clone()),
     ];
+    if let Some(console) = &own_console {
+        match console.receive_master(Duration::from_secs(10)) {
+            Ok(master) => pumps.push(spawn_pump(fs::File::from(master), "stdout", log.clone())),
+            Err(e) => tracing::warn!(error = %e, "no terminal from the container; its output is not logged"),
+        }
+    }
     state.status = Status::Running;
     state.pid = Some(pid.as_raw());
     state.started_at = Some(crate::image::now_rfc3339());

@@ -244,7 +244,7 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
             "args": args,
             "env": env,
@@ -303,6 +303,8 @@ mod tests {
             init: false,
             stop_signal: "SIGTERM".into(),
             health: None,
+            tty: false,
+            stdin_open: false,
         }
     }
 

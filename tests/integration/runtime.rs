@@ -442,3 +442,78 @@ fn udp_ports_are_published() {
         matches!(sock.recv_from(&mut buf), Ok((10, _))) && &buf[..10] == b"catalogue?"
     });
 }
+
+/// Runs lifeboat ARGS under `script`, which gives it a terminal; `input` is typed into it.
+fn in_terminal(env: &Env, args: &[&str], input: &str) -> (String, Option<i32>) {
+    let cmd = std::iter::once(crate::util::BIN.to_string())
+        .chain([
+            "--root".into(),
+            env.root().display().to_string(),
+            "--run-root".into(),
+            env.path("run").display().to_string(),
+        ])
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).replace('\r', ""), out.status.code())
+}
+
+#[test]
+fn terminals_for_run_and_exec_and_stdin_for_run_i() {
+    if !crate::util::have("script") {
+        return;
+    }
+    let env = Env::new();
+    env.site_image("site:1");
+    // An interactive shell: what is typed runs, and its exit code comes back.
+    let (out, code) = in_terminal(&env, &["run", "-it", "--rm", "site:1", "sh"], "echo typed-$((6*7))\nexit 5\n");
+    assert!(out.contains("typed-42"), "{out}");
+    assert_eq!(code, Some(5), "{out}");
+    let (out, code) = in_terminal(&env, &["run", "-t", "--rm", "site:1", "tty"], "");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert_eq!(code, Some(0));
+
+    env.ok(&["run", "-d", "--name", "box", "site:1"]);
+    let (out, code) =
+        in_terminal(&env, &["exec", "-it", "box", "sh", "-c", "tty; read x; echo got-$x; exit 4"], "line\n");
+    assert!(out.contains("/dev/pts/") && out.contains("got-line"), "{out}");
+    assert_eq!(code, Some(4), "{out}");
+
+    // Detached with a terminal: the shim keeps it and logs what the container writes.
+    env.ok(&["run", "-dt", "--name", "dt", "site:1", "sh", "-c", "tty; echo from-dt; sleep 100"]);
+    wait_until(10, "the detached terminal's output", || env.ok(&["logs", "dt"]).contains("from-dt"));
+    assert!(env.ok(&["logs", "dt"]).contains("/dev/pts/0"));
+
+    // -i without -t: standard input goes to the container.
+    let mut child = env
+        .lifeboat()
+        .args(["run", "-i", "--rm", "site:1", "wc", "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"one\ntwo\nthree\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // Without -i, the container's standard input is empty.
+    let mut child = env
+        .lifeboat()
+        .args(["run", "--rm", "site:1", "wc", "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"ignored\n").unwrap();
+    assert_eq!(String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).trim(), "0");
+    let err = env.fails(&["run", "-it", "--restart", "always", "site:1", "sh"], 2);
+    assert!(err.contains("restart policy"), "{err}");
+}
