@@ -541,41 +541,63 @@ impl Txn<'_> {
             LayerInput::Blob { media_type, digest } => {
                 let compression = Compression::from_media_type(&media_type)
                     .ok_or_else(|| StoreError::Invalid(format!("unsupported layer media type {media_type:?}")))?;
-                // The blob is written and hashed on its own thread while this one decompresses,
-                // hashes and unpacks: a pull is bound by the slower of the two, not their sum.
-                let (blob, unpacked) = std::thread::scope(|s| {
-                    let (tx, rx) = sync_channel::<Vec<u8>>(16);
+                // Three stages on three threads: this one reads and decompresses; one writes and
+                // hashes the blob as it arrived; one hashes the tar stream and unpacks it. A pull
+                // is bound by the slowest stage, not by their sum.
+                let (blob, unpacked, decoded) = std::thread::scope(|s| {
+                    let (blob_tx, blob_rx) = sync_channel::<Vec<u8>>(16);
                     let writer = s.spawn(move || -> io::Result<BlobWriter> {
                         let mut blob = blob;
-                        for chunk in rx {
+                        for chunk in blob_rx {
                             blob.write_all(&chunk)?;
                         }
                         Ok(blob)
                     });
-                    let unpacked = (|| {
-                        let mut tee = ChannelTee { inner: reader, tx: Some(tx) };
-                        let result = {
-                            let decoded: Box<dyn Read> = match compression {
+                    let (tar_tx, tar_rx) = sync_channel::<Vec<u8>>(16);
+                    let diff_dir = &diff_dir;
+                    let opts = &opts;
+                    let unpacker = s.spawn(move || {
+                        let mut hashing = HashingReader::new(ChannelReader { rx: tar_rx, buf: Vec::new(), pos: 0 });
+                        let stats = layer::apply_layer(&mut hashing, diff_dir, opts)?;
+                        drain(&mut hashing).map_err(|e| LayerError::Malformed { at: None, source: e })?;
+                        let (d, n) = hashing.finish();
+                        Ok::<_, StoreError>((d, n, stats))
+                    });
+                    let decoded = (|| -> io::Result<()> {
+                        let mut tee = ChannelTee { inner: reader, tx: Some(blob_tx) };
+                        let mut unpacker_stopped = false;
+                        {
+                            let mut decoder: Box<dyn Read> = match compression {
                                 Compression::None => Box::new(&mut tee),
                                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
-                                Compression::Zstd => Box::new(
-                                    zstd::stream::read::Decoder::new(&mut tee)
-                                        .map_err(StoreError::io(store.tmp_dir()))?,
-                                ),
+                                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut tee)?),
                             };
-                            let mut hashing = HashingReader::new(decoded);
-                            let stats = layer::apply_layer(&mut hashing, &diff_dir, &opts)?;
-                            drain(&mut hashing).map_err(|e| LayerError::Malformed { at: None, source: e })?;
-                            let (d, n) = hashing.finish();
-                            (d, n, stats)
-                        };
-                        // Whatever follows the compressed stream is part of the blob too.
-                        drain(&mut tee).map_err(StoreError::io(store.tmp_dir()))?;
-                        Ok::<_, StoreError>(result)
+                            loop {
+                                let mut chunk = vec![0u8; 256 * 1024];
+                                let n = decoder.read(&mut chunk)?;
+                                if n == 0 {
+                                    break;
+                                }
+                                chunk.truncate(n);
+                                if tar_tx.send(chunk).is_err() {
+                                    unpacker_stopped = true; // its error says why
+                                    break;
+                                }
+                            }
+                        }
+                        drop(tar_tx);
+                        if !unpacker_stopped {
+                            // Whatever follows the compressed stream is part of the blob too.
+                            drain(&mut tee)?;
+                        }
+                        Ok(())
                     })();
+                    let unpacked = unpacker.join().expect("unpacker thread panicked");
                     let blob = writer.join().expect("blob writer thread panicked");
-                    (blob, unpacked)
+                    (blob, unpacked, decoded)
                 });
+                // A stream that could not be decompressed is the cause, whatever the unpacker saw.
+                decoded.map_err(|e| LayerError::Malformed { at: None, source: e })?;
                 let blob = blob.map_err(StoreError::io(store.tmp_dir()))?;
                 let (diff_id, tar_size, stats) = unpacked?;
                 (media_type, blob, digest, diff_id, tar_size, stats)
@@ -716,6 +738,31 @@ impl Write for BlobWriter {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Reads what another thread sends, chunk by chunk; the end of the channel is the end of input.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
