@@ -175,6 +175,85 @@ pub struct Repository {
     pack_cache: Mutex<Option<([u8; 32], Vec<u8>)>>,
     /// The key file this repository was opened with.
     key_name: Option<String>,
+    /// Compression and encryption of new blobs run on these threads (started on first use).
+    sealers: Option<Sealers>,
+}
+
+/// A blob to compress and seal, and the result.
+struct SealJob {
+    id: BlobId,
+    kind: BlobType,
+    plaintext: Vec<u8>,
+}
+
+struct Sealed {
+    id: BlobId,
+    kind: BlobType,
+    raw: u32,
+    sealed: std::result::Result<Vec<u8>, String>,
+}
+
+/// Worker threads that compress and seal blobs while the caller reads and chunks the next
+/// ones; results are packed in whatever order they finish (the index records where each is).
+struct Sealers {
+    jobs: Option<std::sync::mpsc::SyncSender<SealJob>>,
+    done: Mutex<std::sync::mpsc::Receiver<Sealed>>,
+    in_flight: std::collections::HashSet<BlobId>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Sealers {
+    fn start(key: &MasterKey) -> Sealers {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<SealJob>(n * 4);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Sealed>();
+        let job_rx = std::sync::Arc::new(Mutex::new(job_rx));
+        let threads = (0..n)
+            .map(|i| {
+                let (job_rx, done_tx, key) = (job_rx.clone(), done_tx.clone(), key.clone());
+                std::thread::Builder::new()
+                    .name(format!("seal-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let job = match job_rx.lock().expect("job queue").recv() {
+                                Ok(j) => j,
+                                Err(_) => return,
+                            };
+                            let sealed = seal_blob(&key, &job.plaintext);
+                            let result = Sealed { id: job.id, kind: job.kind, raw: job.plaintext.len() as u32, sealed };
+                            if done_tx.send(result).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("cannot start a sealing thread")
+            })
+            .collect();
+        Sealers { jobs: Some(job_tx), done: Mutex::new(done_rx), in_flight: Default::default(), threads }
+    }
+}
+
+impl Drop for Sealers {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Compresses (when that helps) and seals one blob's plaintext.
+fn seal_blob(key: &MasterKey, plaintext: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let compressed = zstd::bulk::compress(plaintext, 3).map_err(|e| format!("zstd: {e}"))?;
+    let mut body = Vec::with_capacity(compressed.len().min(plaintext.len()) + 1);
+    if compressed.len() < plaintext.len() {
+        body.push(FLAG_ZSTD);
+        body.extend_from_slice(&compressed);
+    } else {
+        body.push(FLAG_RAW);
+        body.extend_from_slice(plaintext);
+    }
+    Ok(key.seal(&body))
 }
 
 /// Blob plaintext is stored compressed with zstd unless that does not help.
@@ -215,6 +294,7 @@ impl Repository {
             added_bytes: 0,
             pack_cache: Mutex::new(None),
             key_name: None,
+            sealers: None,
         }
     }
 
@@ -344,7 +424,9 @@ impl Repository {
     }
 
     pub fn has_blob(&self, id: &BlobId) -> bool {
-        self.index.contains_key(id) || self.pending.lock().expect("pack lock").by_id.contains_key(id)
+        self.index.contains_key(id)
+            || self.pending.lock().expect("pack lock").by_id.contains_key(id)
+            || self.sealers.as_ref().is_some_and(|s| s.in_flight.contains(id))
     }
 
     pub fn blob_count(&self) -> usize {
@@ -356,38 +438,80 @@ impl Repository {
     }
 
     /// Stores a blob unless the repository already has it; returns its ID and whether it was new.
+    /// Data blobs are compressed and sealed on worker threads; `flush_pack`/`flush` wait for them.
     pub fn save_blob(&mut self, kind: BlobType, plaintext: &[u8]) -> Result<(BlobId, bool)> {
         let id = self.id_of(plaintext);
         if self.has_blob(&id) {
             return Ok((id, false));
         }
-        let compressed = zstd::bulk::compress(plaintext, 3).map_err(|e| self.corrupt(format!("zstd: {e}")))?;
-        let mut body = Vec::with_capacity(compressed.len().min(plaintext.len()) + 1);
-        if compressed.len() < plaintext.len() {
-            body.push(FLAG_ZSTD);
-            body.extend_from_slice(&compressed);
-        } else {
-            body.push(FLAG_RAW);
-            body.extend_from_slice(plaintext);
+        if kind == BlobType::Data {
+            let key = &self.key;
+            let sealers = self.sealers.get_or_insert_with(|| Sealers::start(key));
+            sealers.in_flight.insert(id);
+            let job = SealJob { id, kind, plaintext: plaintext.to_vec() };
+            sealers
+                .jobs
+                .as_ref()
+                .expect("sealers are running")
+                .send(job)
+                .map_err(|_| self.corrupt("the sealing threads stopped".into()))?;
+            self.collect_sealed(false)?;
+            return Ok((id, true));
         }
-        let sealed = self.key.seal(&body);
+        let sealed = seal_blob(&self.key, plaintext).map_err(|e| self.corrupt(e))?;
+        self.add_sealed(id, kind, plaintext.len() as u32, sealed)?;
+        Ok((id, true))
+    }
+
+    /// Appends a sealed blob to the pending pack, writing the pack when it is full.
+    fn add_sealed(&mut self, id: BlobId, kind: BlobType, raw: u32, sealed: Vec<u8>) -> Result<()> {
         let full = {
             let mut p = self.pending.lock().expect("pack lock");
             let offset = p.data.len() as u64;
             p.data.extend_from_slice(&sealed);
             let position = p.entries.len();
             p.by_id.insert(id, position);
-            p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw: plaintext.len() as u32 });
+            p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw });
             p.data.len() >= PACK_TARGET
         };
         if full {
-            self.flush_pack()?;
+            self.write_pending_pack()?;
         }
-        Ok((id, true))
+        Ok(())
     }
 
-    /// Writes the pending pack file (if any).
+    /// Packs what the sealing threads finished; with `all`, waits until none is in flight.
+    fn collect_sealed(&mut self, all: bool) -> Result<()> {
+        loop {
+            let Some(sealers) = &self.sealers else { return Ok(()) };
+            if sealers.in_flight.is_empty() {
+                return Ok(());
+            }
+            let next = {
+                let rx = sealers.done.lock().expect("done queue");
+                if all { rx.recv().ok() } else { rx.try_recv().ok() }
+            };
+            let Some(done) = next else {
+                if all {
+                    return Err(self.corrupt("the sealing threads stopped".into()));
+                }
+                return Ok(());
+            };
+            if let Some(s) = &mut self.sealers {
+                s.in_flight.remove(&done.id);
+            }
+            let sealed = done.sealed.map_err(|e| self.corrupt(e))?;
+            self.add_sealed(done.id, done.kind, done.raw, sealed)?;
+        }
+    }
+
+    /// Writes the pending pack file (if any), after every blob in flight is packed.
     pub fn flush_pack(&mut self) -> Result<()> {
+        self.collect_sealed(true)?;
+        self.write_pending_pack()
+    }
+
+    fn write_pending_pack(&mut self) -> Result<()> {
         let (mut data, entries) = {
             let mut p = self.pending.lock().expect("pack lock");
             if p.entries.is_empty() {
