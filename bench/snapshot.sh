@@ -6,6 +6,9 @@
 # a running container whose volume holds the tree; restic and borg back up the same directory.
 # Run by hand as root; results go to docs/benchmarks.md.
 #   bench/snapshot.sh [WORKDIR]
+# CACHE=cold (default) drops the page cache before every step, so reads come from disk;
+# CACHE=warm reads the data tree once before each backup instead, so the figures show the
+# tools' own speed (as the reference figures in ../shared/bench/README.md do).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=$(cd "$here/../shared/bench" && pwd)
@@ -38,9 +41,11 @@ restic init -q -r "$work/restic"
 borg init -e repokey-blake2 "$work/borg" 2>/dev/null
 borg init -e repokey-blake2 "$work/borg32" 2>/dev/null
 
+cache=${CACHE:-cold}
 measure() {  # LABEL CMD… → prints "LABEL seconds peakMB"
   local label=$1; shift
-  sync; echo 3 >/proc/sys/vm/drop_caches
+  sync
+  if [[ $cache == cold ]]; then echo 3 >/proc/sys/vm/drop_caches; else tar -C "$data" -cf - . >/dev/null; fi
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
   read -r secs kb <"$work/time"
   printf '%-34s %7.2f s %6d MB\n' "$label" "$secs" $((kb / 1024))
