@@ -25,6 +25,9 @@ use crypto::{CryptoError, KdfParams, KeyFile, MasterKey};
 pub const FORMAT_VERSION: u32 = 1;
 /// Pack files are flushed at this size.
 pub const PACK_TARGET: usize = 16 << 20;
+/// Whole packs kept in memory while reading: the one holding the trees and the one holding
+/// the data being restored.
+const PACK_CACHE_SLOTS: usize = 2;
 
 /// A blob's identity: the keyed BLAKE3 of its plaintext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,7 +175,9 @@ pub struct Repository {
     unindexed: Vec<IndexPack>,
     /// Bytes added to the repository by this process (sealed pack bytes).
     pub added_bytes: u64,
-    pack_cache: Mutex<Option<([u8; 32], Vec<u8>)>>,
+    /// The packs read most recently (newest last): restores alternate between a directory's
+    /// tree, stored after its files, and the files' data, so one slot would thrash.
+    pack_cache: Mutex<Vec<([u8; 32], Vec<u8>)>>,
     /// The key file this repository was opened with.
     key_name: Option<String>,
     /// Compression and encryption of new blobs run on these threads (started on first use).
@@ -292,7 +297,7 @@ impl Repository {
             pending: Mutex::new(PendingPack { data: Vec::new(), entries: Vec::new(), by_id: HashMap::new() }),
             unindexed: Vec::new(),
             added_bytes: 0,
-            pack_cache: Mutex::new(None),
+            pack_cache: Mutex::new(Vec::new()),
             key_name: None,
             sealers: None,
         }
@@ -565,11 +570,16 @@ impl Repository {
         let pack_name = hex::encode(loc.pack);
         let sealed = {
             let mut cache = self.pack_cache.lock().expect("cache lock");
-            match cache.as_ref() {
-                Some((p, data)) if *p == loc.pack => {
-                    data[loc.offset as usize..loc.offset as usize + loc.length as usize].to_vec()
+            let hit = cache.iter().position(|(p, _)| *p == loc.pack);
+            match hit {
+                Some(i) => {
+                    let entry = cache.remove(i);
+                    let end = (loc.offset as usize + loc.length as usize).min(entry.1.len());
+                    let blob = entry.1[(loc.offset as usize).min(end)..end].to_vec();
+                    cache.push(entry);
+                    blob
                 }
-                _ => {
+                None => {
                     // Whole packs are read once and kept: restores read blobs in pack order.
                     let size = self.backend.stat(Kind::Pack, &pack_name)?.unwrap_or(0);
                     if size <= (PACK_TARGET as u64) * 2 {
@@ -579,7 +589,10 @@ impl Repository {
                             return Err(self.corrupt(format!("pack {pack_name} is shorter than its index says")));
                         }
                         let blob = data[loc.offset as usize..end].to_vec();
-                        *cache = Some((loc.pack, data));
+                        if cache.len() >= PACK_CACHE_SLOTS {
+                            cache.remove(0);
+                        }
+                        cache.push((loc.pack, data));
                         blob
                     } else {
                         self.backend.read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)?
