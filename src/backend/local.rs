@@ -86,6 +86,23 @@ impl Backend for Local {
         })
     }
 
+    fn cheap_ranges(&self) -> bool {
+        true
+    }
+
+    fn read_into(&self, kind: Kind, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        let p = self.path(kind, name);
+        let mut f = fs::File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
+        })?;
+        buf.clear();
+        // Exactly the file's size: read_to_end alone would double the buffer past it.
+        let len = f.metadata().map_err(|e| self.err("stat", &p, e))?.len() as usize;
+        buf.reserve_exact(len);
+        io::Read::read_to_end(&mut f, buf).map_err(|e| self.err("read", &p, e))?;
+        Ok(())
+    }
+
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
         let mut f = fs::File::open(&p).map_err(|e| {

@@ -57,6 +57,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Names of every file of a kind.
     fn list(&self, kind: Kind) -> Result<Vec<String>>;
     fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+    /// Whether reading a few bytes of a file is cheap (a local disk), so single blobs should
+    /// be read on their own rather than by fetching and keeping their whole pack.
+    fn cheap_ranges(&self) -> bool {
+        false
+    }
+    /// Reads a whole file into `buf` (replacing its contents, reusing its memory).
+    fn read_into(&self, kind: Kind, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.read(kind, name)?;
+        Ok(())
+    }
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
     /// Writes a new file atomically; an existing file of that name is an error (files are
     /// immutable).

@@ -508,13 +508,20 @@ impl Builder<'_> {
     }
 
     fn base_image(&mut self, name: &str) -> anyhow::Result<Image> {
+        let image = self.find_or_pull(name)?;
+        // Steps look into the layers (WORKDIR, --chown) and RUN mounts them.
+        crate::runtime::ensure_layers(&self.store, &image)?;
+        Ok(image)
+    }
+
+    fn find_or_pull(&mut self, name: &str) -> anyhow::Result<Image> {
         match self.store.find(name) {
             Ok(i) => Ok(i),
             Err(crate::image::StoreError::NotFound(_)) => {
                 let r = Reference::parse(name)?;
                 (self.out)(&format!(" ---> pulling {}", r.familiar()));
                 let (image, _) =
-                    crate::registry::pull(&self.store, &r, &Platform::host(), false, &crate::registry::Silent)
+                    crate::registry::pull(&self.store, &r, &Platform::host(), false, false, &crate::registry::Silent)
                         .with_context(|| format!("{name} is not in the local store and could not be pulled"))?;
                 Ok(image)
             }

@@ -48,6 +48,9 @@ pub struct PullArgs {
     pub platform: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Unpack the layers now rather than when a container first needs them.
+    #[arg(long)]
+    pub unpack: bool,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
@@ -112,8 +115,14 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
     if !quiet {
         eprintln!("pulling {}", reference.familiar());
     }
-    let (image, t) =
-        registry::pull(&store, &reference, &platform, !a.tls.tls_verify, &super::progress::Transfers::new(quiet))?;
+    let (image, t) = registry::pull(
+        &store,
+        &reference,
+        &platform,
+        !a.tls.tls_verify,
+        a.unpack,
+        &super::progress::Transfers::new(quiet),
+    )?;
     if a.format == OutputFormat::Json {
         println!(
             "{}",

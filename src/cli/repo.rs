@@ -553,6 +553,7 @@ fn restore_from(ctx: &Context, a: &RestoreArgs, from: &str) -> anyhow::Result<i3
                 &r,
                 &crate::image::spec::Platform::host(),
                 !a.tls_verify,
+                true,
                 &crate::registry::Silent,
             )?;
             (image, r.familiar())

@@ -453,8 +453,16 @@ impl Store {
     }
 
     /// Apparent size of an image once unpacked (sum of its layers).
+    /// The image's size unpacked; layers not unpacked yet count with their compressed size.
     pub fn image_size(&self, image: &Image) -> u64 {
-        image.config.rootfs.diff_ids.iter().filter_map(|d| self.layer_meta(d)).map(|m| m.size).sum()
+        image
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .zip(&image.manifest.layers)
+            .map(|(d, l)| self.layer_meta(d).map_or(l.size, |m| m.size))
+            .sum()
     }
 }
 

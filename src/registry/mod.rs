@@ -146,12 +146,15 @@ fn matches_platform(p: &Platform, want: &Platform) -> bool {
     p.os == want.os && p.architecture == want.architecture && (want.variant.is_none() || p.variant == want.variant)
 }
 
-/// Pulls `reference` into the store; returns the image.
+/// Pulls `reference` into the store; returns the image. Layers are downloaded and their
+/// digests checked; with `unpack` they are also unpacked now (otherwise on first use, as
+/// containerd does).
 pub fn pull(
     store: &Store,
     reference: &Reference,
     platform: &Platform,
     insecure: bool,
+    unpack: bool,
     progress: &dyn Progress,
 ) -> anyhow::Result<(Image, Transfer)> {
     let reg = registry_for(reference, insecure)?;
@@ -223,23 +226,36 @@ pub fn pull(
     let layers: Vec<(&Descriptor, &Digest)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
     let counts = Mutex::new((0usize, 0u64, 0usize));
     parallel(&layers, |(layer, diff_id)| {
-        if store.has_blob(&layer.digest) && store.has_layer(diff_id) {
+        if store.has_blob(&layer.digest) {
             counts.lock().unwrap().2 += 1;
             progress.done(&layer.digest, layer.size, &BlobEvent::Exists);
             return Ok(());
         }
         let body = reg.get_blob(repo, &layer.digest)?;
         progress.start(&layer.digest, layer.size);
-        let body = Counting { inner: body, on_read: |n| progress.advance(&layer.digest, n) };
-        let mut layer_txn = store.begin()?;
-        layer_txn
-            .add_layer(
-                std::io::BufReader::with_capacity(256 * 1024, body),
-                LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
-                Some(diff_id),
-            )
-            .with_context(|| format!("layer {}", layer.digest.short()))?;
-        layer_txn.commit(&[])?;
+        let mut body = Counting { inner: body, on_read: |n| progress.advance(&layer.digest, n) };
+        if unpack {
+            let mut layer_txn = store.begin()?;
+            layer_txn
+                .add_layer(
+                    std::io::BufReader::with_capacity(256 * 1024, body),
+                    LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
+                    Some(diff_id),
+                )
+                .with_context(|| format!("layer {}", layer.digest.short()))?;
+            layer_txn.commit(&[])?;
+        } else {
+            // Stored as it came, its digest checked; unpacked (and its diff ID checked) when a
+            // container first needs it.
+            let mut blob = store.blob_writer()?;
+            std::io::copy(&mut body, &mut blob)
+                .with_context(|| format!("downloading layer {}", layer.digest.short()))?;
+            let mut layer_txn = store.begin()?;
+            layer_txn
+                .stage_blob(blob, Some(&layer.digest))
+                .with_context(|| format!("layer {}", layer.digest.short()))?;
+            layer_txn.commit(&[])?;
+        }
         let mut c = counts.lock().unwrap();
         c.0 += 1;
         c.1 += layer.size;

@@ -568,7 +568,9 @@ impl Repository {
         }
         let loc = *self.index.get(id).ok_or_else(|| self.corrupt(format!("blob {} is not in the index", id.hex())))?;
         let pack_name = hex::encode(loc.pack);
-        let sealed = {
+        let sealed = if self.backend.cheap_ranges() {
+            self.backend.read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)?
+        } else {
             let mut cache = self.pack_cache.lock().expect("cache lock");
             let hit = cache.iter().position(|(p, _)| *p == loc.pack);
             match hit {
@@ -601,6 +603,32 @@ impl Repository {
             }
         };
         self.open_blob(id, &sealed, loc.raw, &format!("pack {pack_name}"))
+    }
+
+    /// Forgets the packs kept from earlier reads (their memory is better used elsewhere).
+    pub fn drop_pack_cache(&self) {
+        self.pack_cache.lock().expect("cache lock").clear();
+    }
+
+    /// Where a stored blob is, if it is in a written pack.
+    pub fn locate(&self, id: &BlobId) -> Option<Location> {
+        self.index.get(id).copied()
+    }
+
+    /// A whole pack file, into `buf` (reusing its memory).
+    pub fn read_pack_into(&self, pack: &[u8; 32], buf: &mut Vec<u8>) -> Result<()> {
+        Ok(self.backend.read_into(Kind::Pack, &hex::encode(pack), buf)?)
+    }
+
+    /// Authenticates, decompresses and checks the blob at `loc` inside `pack` (a whole pack as
+    /// `read_pack` returned it).
+    pub fn blob_in_pack(&self, id: &BlobId, loc: &Location, pack: &[u8]) -> Result<Vec<u8>> {
+        let end = loc.offset as usize + loc.length as usize;
+        let place = format!("pack {}", hex::encode(loc.pack));
+        let sealed = pack
+            .get(loc.offset as usize..end)
+            .ok_or_else(|| self.corrupt(format!("{place} is shorter than its index says")))?;
+        self.open_blob(id, sealed, loc.raw, &place)
     }
 
     /// Authenticates, decompresses and checks one sealed blob.

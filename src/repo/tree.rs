@@ -8,14 +8,13 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{BlobId, BlobType, RepoError, Repository, Result};
+use super::{BlobId, BlobType, Location, RepoError, Repository, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -332,8 +331,10 @@ pub struct Restorer<'r> {
     label: String,
     links: HashMap<u64, PathBuf>,
     dir_times: Vec<(PathBuf, i64)>,
+    /// Regular files created empty, to be filled pack by pack, then given their metadata.
+    files: Vec<(PathBuf, Node)>,
     pub stats: RestoreStats,
-    /// Told the running totals after every file (progress displays).
+    /// Told the running totals as data is written (progress displays).
     pub on_progress: Option<RestoreProgressFn>,
 }
 
@@ -344,6 +345,7 @@ impl<'r> Restorer<'r> {
             label: label.to_string(),
             links: HashMap::new(),
             dir_times: Vec::new(),
+            files: Vec::new(),
             stats: RestoreStats::default(),
             on_progress: None,
         }
@@ -365,12 +367,130 @@ impl<'r> Restorer<'r> {
         }
     }
 
+    /// Restores in three passes: the tree (directories, links, devices, empty files), the data
+    /// (pack by pack, several packs at once, each read once, its blobs written at their offsets),
+    /// then the files' and directories' metadata (after the data, so writing never clears
+    /// set-id bits and times stay as recorded).
     pub fn restore(&mut self, tree: &BlobId, target: &Path) -> Result<()> {
         fs::create_dir_all(target).map_err(|e| self.err(target, e))?;
         self.restore_dir(tree, target)?;
+        self.repo.drop_pack_cache(); // the trees are read; the data goes pack by pack
+        self.fill_files()?;
+        for (path, node) in std::mem::take(&mut self.files) {
+            self.apply_metadata(&path, &node)?;
+        }
         for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
             set_times(&path, mtime, true);
         }
+        Ok(())
+    }
+
+    /// Writes every file's content, reading each pack once, on one thread per core.
+    fn fill_files(&mut self) -> Result<()> {
+        // Where each blob goes: (file, offset). Blobs not in a written pack (rare: still pending)
+        // are read one by one.
+        type Target = (usize, u64);
+        type PackBlobs = Vec<(BlobId, Location, Target)>;
+        let mut by_pack: HashMap<[u8; 32], PackBlobs> = HashMap::new();
+        let mut unpacked: Vec<(BlobId, Target)> = Vec::new();
+        for (i, (path, node)) in self.files.iter().enumerate() {
+            let mut offset = 0u64;
+            for id in &node.content {
+                match self.repo.locate(id) {
+                    Some(loc) => {
+                        by_pack.entry(loc.pack).or_default().push((*id, loc, (i, offset)));
+                        offset += loc.raw as u64;
+                    }
+                    None => {
+                        let data = self.repo.load_blob(id).map_err(|e| self.err(path, e))?;
+                        unpacked.push((*id, (i, offset)));
+                        offset += data.len() as u64;
+                    }
+                }
+            }
+            if offset != node.size {
+                return Err(self.err(path, format!("content is {offset} bytes, the snapshot recorded {}", node.size)));
+            }
+        }
+        let files: Vec<&Path> = self.files.iter().map(|(p, _)| p.as_path()).collect();
+        let write_at = |fi: usize, offset: u64, data: &[u8], open: &mut HashMap<usize, File>| -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            let f = match open.entry(fi) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(files[fi])?,
+                ),
+            };
+            f.write_all_at(data, offset)
+        };
+        let mut open = HashMap::new();
+        for (id, (fi, offset)) in &unpacked {
+            let data = self.repo.load_blob(id).map_err(|e| self.err(files[*fi], e))?;
+            write_at(*fi, *offset, &data, &mut open).map_err(|e| self.err(files[*fi], e))?;
+        }
+        drop(open);
+        let mut packs: Vec<([u8; 32], PackBlobs)> = by_pack.into_iter().collect();
+        // Packs in the order their first file comes, so the tree fills roughly in order.
+        packs.sort_by_key(|(_, blobs)| blobs.iter().map(|(_, _, (fi, _))| *fi).min().unwrap_or(0));
+        let next = std::sync::Mutex::new(0usize);
+        let failure: std::sync::Mutex<Option<RepoError>> = std::sync::Mutex::new(None);
+        let progress = std::sync::Mutex::new(self.stats);
+        let total_files = self.files.len() as u64;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(packs.len()) {
+                s.spawn(|| {
+                    let mut open: HashMap<usize, File> = HashMap::new();
+                    // One pack buffer per thread, reused: memory stays at a pack per thread.
+                    let mut data = Vec::new();
+                    loop {
+                        let i = {
+                            let mut n = next.lock().expect("queue");
+                            if *n >= packs.len() || failure.lock().expect("failure").is_some() {
+                                return;
+                            }
+                            *n += 1;
+                            *n - 1
+                        };
+                        let (pack, blobs) = &packs[i];
+                        let result = (|| -> Result<u64> {
+                            self.repo.read_pack_into(pack, &mut data).map_err(|e| self.err(files[blobs[0].2.0], e))?;
+                            let mut written = 0;
+                            for (id, loc, (fi, offset)) in blobs {
+                                let plain =
+                                    self.repo.blob_in_pack(id, loc, &data).map_err(|e| self.err(files[*fi], e))?;
+                                write_at(*fi, *offset, &plain, &mut open).map_err(|e| self.err(files[*fi], e))?;
+                                written += plain.len() as u64;
+                            }
+                            Ok(written)
+                        })();
+                        open.clear();
+                        match result {
+                            Ok(written) => {
+                                let mut st = progress.lock().expect("progress");
+                                st.bytes += written;
+                                st.files = total_files;
+                                if let Some(f) = &self.on_progress {
+                                    f(&st);
+                                }
+                            }
+                            Err(e) => {
+                                failure.lock().expect("failure").get_or_insert(e);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().expect("failure") {
+            return Err(e);
+        }
+        self.stats = progress.into_inner().expect("progress");
+        self.stats.files = total_files;
         Ok(())
     }
 
@@ -407,28 +527,16 @@ impl<'r> Restorer<'r> {
                 self.dir_times.push((path.to_path_buf(), node.mtime_ns));
             }
             NodeKind::File => {
-                let mut f = fs::OpenOptions::new()
+                let f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(path)
                     .map_err(|e| self.err(path, e))?;
-                let mut written = 0u64;
-                for id in &node.content {
-                    let data = self.repo.load_blob(id).map_err(|e| self.err(path, e))?;
-                    f.write_all(&data).map_err(|e| self.err(path, e))?;
-                    written += data.len() as u64;
-                }
-                if written != node.size {
-                    return Err(
-                        self.err(path, format!("content is {written} bytes, the snapshot recorded {}", node.size))
-                    );
-                }
-                self.stats.files += 1;
-                self.stats.bytes += written;
-                if let Some(f) = &self.on_progress {
-                    f(&self.stats);
-                }
+                f.set_len(node.size).map_err(|e| self.err(path, e))?;
+                // Content and metadata come in the later passes.
+                self.files.push((path.to_path_buf(), node.clone()));
+                return Ok(());
             }
             NodeKind::Symlink => {
                 let target = hex::decode(node.target.as_deref().unwrap_or_default()).map_err(|e| self.err(path, e))?;
@@ -444,6 +552,11 @@ impl<'r> Restorer<'r> {
                     .map_err(|e| self.err(path, e))?;
             }
         }
+        self.apply_metadata(path, node)
+    }
+
+    /// Owner, mode, extended attributes and (except for directories, done last) times.
+    fn apply_metadata(&self, path: &Path, node: &Node) -> Result<()> {
         let symlink = node.kind == NodeKind::Symlink;
         let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
         if !symlink {
