@@ -51,4 +51,4 @@ for i in $(seq 1 "$runs"); do
 done
 echo "image: ${size} MB (gzip layer), runs: $runs, medians:"
 echo "  push: lifeboat $(median "${lp[@]}") s, skopeo $(median "${sp[@]}") s   (lifeboat: ${lp[*]}; skopeo: ${sp[*]})"
-echo "  pull: lifeboat $(median "${ll[@]}") s (download + unpack), skopeo $(median "${sl[@]}") s (download to an OCI layout), podman $(median "${pl[@]}") s (download + unpack)"
+echo "  pull: lifeboat $(median "${ll[@]}") s (download, verify; unpacked on first use), skopeo $(median "${sl[@]}") s (download to an OCI layout), podman $(median "${pl[@]}") s (download + unpack)"
