@@ -496,6 +496,17 @@ impl<'r> Restorer<'r> {
 
     fn restore_dir(&mut self, tree_id: &BlobId, dir: &Path) -> Result<()> {
         let tree = load_tree(self.repo, tree_id).map_err(|e| self.err(dir, e))?;
+        // Two entries with one name (say a symlink and a directory) could steer writes out of
+        // the target: Lifeboat never writes such a tree, so it is damage.
+        let mut seen = std::collections::HashSet::new();
+        for node in &tree.nodes {
+            if !seen.insert(node.name.as_str()) {
+                return Err(RepoError::Corrupt {
+                    location: self.repo.location(),
+                    what: format!("{}: {}: the same name twice in one directory", self.label, dir.display()),
+                });
+            }
+        }
         for node in &tree.nodes {
             let name = node.name_bytes();
             if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {

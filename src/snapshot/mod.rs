@@ -323,10 +323,11 @@ fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
 /// removed (unless a container uses them). The repository keeps the full history.
 pub const LOCAL_SNAPSHOT_IMAGES: usize = 3;
 
-/// Commits snapshot `snap` as the local image `SERVICE:snap-<UTC time>`: its image plus its
-/// container layer, with the recorded run configuration, ready for `lifeboat run` (a quick
-/// local rollback) or `save`. The layer comes from the repository, so the image is exactly the
-/// snapshot's point in time although the service was thawed long ago.
+/// Commits snapshot `snap` as the local image `SERVICE:snap-<UTC time>`: the portable image of
+/// `build_portable_image` (its image, its container layer, a layer per volume at its mount
+/// path, the run configuration), ready for `lifeboat run`, `push` or `save`. The layers come
+/// from the repository, so the image is exactly the snapshot's point in time although the
+/// service was thawed long ago.
 pub fn commit_local_image(
     paths: &Paths,
     repo: &Repository,
@@ -334,28 +335,13 @@ pub fn commit_local_image(
     snap: &Snapshot,
 ) -> anyhow::Result<Reference> {
     let store = Store::open(&paths.root)?;
-    let base = store.image_by_manifest(&snap.image.manifest)?;
     let time = chrono::DateTime::parse_from_rfc3339(&snap.time).context("the snapshot's time is unreadable")?;
     let name = Reference::parse(&format!(
         "{}:snap-{}",
         snap.service.to_ascii_lowercase(),
         time.with_timezone(&chrono::Utc).format("%Y%m%dT%H%M%SZ")
     ))?;
-    let recorded: RunConfig =
-        serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
-    let work = store.temp_path("snap-layer");
-    let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
-    Restorer::new(repo, &format!("{label} container layer")).restore(&snap.container_layer, work.path())?;
-    let opts = crate::image::commit::CommitOptions {
-        changes: Vec::new(),
-        message: Some(format!("Lifeboat snapshot {snapshot_id}")),
-        author: None,
-        created_by: format!("lifeboat snapshot {}", snap.service),
-        run_config: Some(crate::runtime::commit::run_config(&base, &recorded)),
-        compression: crate::image::layer::Compression::Zstd,
-    };
-    crate::image::commit::commit_upper(&store, &base, work.path(), Some(&name), &opts)?;
-    drop(work);
+    build_portable_image(paths, repo, snapshot_id, snap, &name)?;
     trim_local_images(paths, &store, &name)?;
     Ok(name)
 }

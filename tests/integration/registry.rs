@@ -367,3 +367,48 @@ fn a_snapshot_pushed_to_the_registry_runs_in_docker_and_restores_with_lifeboat()
     let wrong = fresh.fails(&["restore", "catalogue", "--from", &format!("registry://{pushed}")], 2);
     assert!(wrong.contains("is a snapshot of website"), "{wrong}");
 }
+
+#[test]
+fn an_image_index_is_resolved_for_the_platform_asked() {
+    let Some(reg) = registry() else { return };
+    if !have("curl") {
+        return;
+    }
+    let env = Env::new();
+    site(&env, "site:1");
+    let repo = unique("index");
+    env.ok(&["push", "-q", "site:1", &format!("{reg}/{repo}/site:1")]);
+    let manifest = run(Command::new("curl").args([
+        "-sf",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://{reg}/v2/{repo}/site/manifests/1"),
+    ]));
+    let digest = format!("sha256:{}", lifeboat::image::Digest::of(manifest.as_bytes()).hex());
+    let entry = |arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry("arm64"), entry("amd64")]});
+    run(Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &index.to_string(),
+        &format!("http://{reg}/v2/{repo}/site/manifests/multi"),
+    ]));
+    let fresh = Env::new();
+    let multi = format!("{reg}/{repo}/site:multi");
+    fresh.ok(&["pull", "--platform", "linux/arm64", &multi]);
+    fresh.ok(&["pull", &multi]);
+    assert_eq!(fresh.ok(&["run", "--rm", &multi]), "<h1>City Library</h1>\n");
+    let err = fresh.fails(&["pull", "--platform", "linux/s390x", &multi], 3);
+    assert!(
+        err.contains("no image for linux/s390x") && err.contains("linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+}

@@ -431,6 +431,10 @@ fn each_snapshot_is_also_a_local_image_and_only_the_newest_three_stay() {
     assert_eq!(seen, format!("v1\n{live}"));
     let history = env.ok(&["history", &name]);
     assert!(history.contains("lifeboat snapshot website"), "{history}");
+    // The volume's content is in the image too, at its mount path: the image alone runs the
+    // service with its data (and `push` sends it whole).
+    let page = env.ok(&["run", "--rm", &name, "cat", "/www/index.html"]);
+    assert!(page.contains(MARKER), "{page}");
 
     for _ in 0..3 {
         std::thread::sleep(std::time::Duration::from_millis(1100));
