@@ -271,15 +271,7 @@ pub fn restore(
     }
 
     // The container, with its own layer.
-    let id = crate::runtime::container::new_id();
-    recorded.id = id.clone();
-    recorded.name = name;
-    recorded.created = crate::image::now_rfc3339();
-    recorded.image_id = image.id().clone();
-    recorded.layers = image.config.rootfs.diff_ids.clone();
-    if recorded.hostname.len() == 12 && recorded.hostname.bytes().all(|b| b.is_ascii_hexdigit()) {
-        recorded.hostname = id[..12].to_string();
-    }
+    let id = new_identity(&mut recorded, name, &image);
     if opts.throwaway {
         recorded.ports.clear();
         recorded.restart = crate::runtime::container::RestartPolicy::No;
@@ -295,14 +287,36 @@ pub fn restore(
     r.restore(&snap.container_layer, &dir.join("upper"))?;
     containers.write_config(&recorded)?;
 
-    let mut healthy = None;
-    if !opts.no_start {
-        runtime::start(paths, &id)?;
-        if let Some(h) = &recorded.health {
-            healthy = Some(wait_healthy(paths, &id, &h.command, opts.health_timeout));
-        }
-    }
+    let healthy = start_unless_asked_not_to(paths, &recorded, opts)?;
     Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: !have_image, healthy })
+}
+
+/// Gives a recorded configuration a new container ID, its name, and the image it now runs on
+/// (a generated hostname follows the new ID); returns the ID.
+fn new_identity(recorded: &mut RunConfig, name: String, image: &crate::image::Image) -> String {
+    let id = crate::runtime::container::new_id();
+    if recorded.hostname.len() == 12 && recorded.hostname.bytes().all(|b| b.is_ascii_hexdigit()) {
+        recorded.hostname = id[..12].to_string();
+    }
+    recorded.id = id.clone();
+    recorded.name = name;
+    recorded.created = crate::image::now_rfc3339();
+    recorded.image_id = image.id().clone();
+    recorded.layers = image.config.rootfs.diff_ids.clone();
+    id
+}
+
+/// Starts a restored container (unless `no_start`) and waits for its health check if it has one.
+fn start_unless_asked_not_to(
+    paths: &Paths,
+    recorded: &RunConfig,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Option<bool>> {
+    if opts.no_start {
+        return Ok(None);
+    }
+    runtime::start(paths, &recorded.id)?;
+    Ok(recorded.health.as_ref().map(|h| wait_healthy(paths, &recorded.id, &h.command, opts.health_timeout)))
 }
 
 fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
@@ -466,25 +480,11 @@ pub fn restore_from_image(
             }
         }
     }
-    let id = crate::runtime::container::new_id();
-    recorded.id = id.clone();
-    recorded.name = name;
     recorded.image = reference.to_string();
-    recorded.image_id = image.id().clone();
-    recorded.layers = image.config.rootfs.diff_ids.clone();
-    recorded.created = crate::image::now_rfc3339();
-    if recorded.hostname.len() == 12 && recorded.hostname.bytes().all(|b| b.is_ascii_hexdigit()) {
-        recorded.hostname = id[..12].to_string();
-    }
+    let id = new_identity(&mut recorded, name, image);
     std::fs::create_dir_all(containers.dir(&id))?;
     containers.write_config(&recorded)?;
-    let mut healthy = None;
-    if !opts.no_start {
-        runtime::start(paths, &id)?;
-        if let Some(h) = &recorded.health {
-            healthy = Some(wait_healthy(paths, &id, &h.command, opts.health_timeout));
-        }
-    }
+    let healthy = start_unless_asked_not_to(paths, &recorded, opts)?;
     Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: false, healthy })
 }
 
