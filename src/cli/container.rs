@@ -308,14 +308,7 @@ impl Context {
 
 /// `30s`, `1m`, `2h` (or plain seconds) as seconds.
 fn parse_interval(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid interval {s:?} (e.g. 30s, 1m)"))?;
-    match unit {
-        "" | "s" => Ok(n),
-        "m" => Ok(n * 60),
-        "h" => Ok(n * 3600),
-        _ => Err(format!("invalid interval {s:?} (e.g. 30s, 1m)")),
-    }
+    crate::config::parse_duration(s).map(|d| d.as_secs())
 }
 
 fn parse_size(s: &str) -> Result<u64, UsageError> {
