@@ -90,6 +90,12 @@ impl Backend for Local {
         true
     }
 
+    fn will_read(&self, kind: Kind, name: &str) {
+        if let Ok(f) = fs::File::open(self.path(kind, name)) {
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+        }
+    }
+
     fn read_into(&self, kind: Kind, name: &str, buf: &mut Vec<u8>) -> Result<()> {
         let p = self.path(kind, name);
         let mut f = fs::File::open(&p).map_err(|e| {
@@ -112,6 +118,17 @@ impl Backend for Local {
         let mut buf = vec![0; length as usize];
         f.read_exact(&mut buf).map_err(|e| self.err("read", &p, e))?;
         Ok(buf)
+    }
+
+    fn read_range_into(&self, kind: Kind, name: &str, offset: u64, length: u64, buf: &mut Vec<u8>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let p = self.path(kind, name);
+        let f = fs::File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
+        })?;
+        buf.clear();
+        buf.resize(length as usize, 0);
+        f.read_exact_at(buf, offset).map_err(|e| self.err("read", &p, e))
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {

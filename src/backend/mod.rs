@@ -62,12 +62,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn cheap_ranges(&self) -> bool {
         false
     }
+    /// A hint that the whole file will be read soon (a local disk starts reading it ahead);
+    /// errors are ignored, as a hint changes nothing but speed.
+    fn will_read(&self, _kind: Kind, _name: &str) {}
     /// Reads a whole file into `buf` (replacing its contents, reusing its memory).
     fn read_into(&self, kind: Kind, name: &str, buf: &mut Vec<u8>) -> Result<()> {
         *buf = self.read(kind, name)?;
         Ok(())
     }
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    /// Reads part of a file into `buf` (replacing its contents, reusing its memory).
+    fn read_range_into(&self, kind: Kind, name: &str, offset: u64, length: u64, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.read_range(kind, name, offset, length)?;
+        Ok(())
+    }
     /// Writes a new file atomically; an existing file of that name is an error (files are
     /// immutable).
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;

@@ -324,15 +324,38 @@ pub struct RestoreStats {
     pub bytes: u64,
 }
 
+/// What one thread of the tree pass found: regular files (restored in the data pass) and
+/// directories (their metadata is set last).
+#[derive(Default)]
+struct Found {
+    files: Vec<(PathBuf, Node)>,
+    dirs: Vec<(PathBuf, Node)>,
+}
+
+/// A regular file to restore. The data worker that first has a blob for it creates it; the
+/// one that writes its last blob sets its metadata through the open descriptor.
+struct PendingFile {
+    path: PathBuf,
+    node: Node,
+    /// Whether the file exists yet (set, under the lock, by the thread that creates it).
+    created: std::sync::Mutex<bool>,
+    /// Blobs still to be written.
+    remaining: std::sync::atomic::AtomicUsize,
+}
+
 /// Writes a tree into `target` (created if missing, expected empty).
 pub struct Restorer<'r> {
     repo: &'r Repository,
     /// Names the snapshot in error messages.
     label: String,
-    links: HashMap<u64, PathBuf>,
-    dir_times: Vec<(PathBuf, i64)>,
-    /// Regular files created empty, to be filled pack by pack, then given their metadata.
-    files: Vec<(PathBuf, Node)>,
+    /// The first name of each hard-linked inode: an index into `files`.
+    links: HashMap<u64, usize>,
+    /// Later names of hard-linked files, linked once the first name is complete.
+    hard_links: Vec<(PathBuf, usize)>,
+    /// Directories in the order they were created; their metadata is set last, deepest first.
+    dirs: Vec<(PathBuf, Node)>,
+    files: Vec<PendingFile>,
+    creator: Creator,
     pub stats: RestoreStats,
     /// Told the running totals as data is written (progress displays).
     pub on_progress: Option<RestoreProgressFn>,
@@ -344,8 +367,10 @@ impl<'r> Restorer<'r> {
             repo,
             label: label.to_string(),
             links: HashMap::new(),
-            dir_times: Vec::new(),
+            hard_links: Vec::new(),
+            dirs: Vec::new(),
             files: Vec::new(),
+            creator: Creator { uid: u32::MAX, gid: u32::MAX, umask: 0o777, setgid_target: true },
             stats: RestoreStats::default(),
             on_progress: None,
         }
@@ -367,20 +392,86 @@ impl<'r> Restorer<'r> {
         }
     }
 
-    /// Restores in three passes: the tree (directories, links, devices, empty files), the data
-    /// (pack by pack, several packs at once, each read once, its blobs written at their offsets),
-    /// then the files' and directories' metadata (after the data, so writing never clears
-    /// set-id bits and times stay as recorded).
+    /// Restores in three passes: the tree (directories, symbolic links, devices), the data
+    /// (pack by pack, several packs at once, each read once; a file is created when its first
+    /// blob comes and gets its owner, mode and times when its last one is written), then empty
+    /// files, hard links and the directories' metadata (last, so read-only directories can
+    /// still be filled and their times stay as recorded).
     pub fn restore(&mut self, tree: &BlobId, target: &Path) -> Result<()> {
+        let started = std::time::Instant::now();
         fs::create_dir_all(target).map_err(|e| self.err(target, e))?;
-        self.restore_dir(tree, target)?;
+        self.creator = Creator::of(target);
+        self.restore_tree(tree, target)?;
         self.repo.drop_pack_cache(); // the trees are read; the data goes pack by pack
+        tracing::debug!(files = self.files.len(), elapsed = ?started.elapsed(), "restore: tree pass done");
         self.fill_files()?;
-        for (path, node) in std::mem::take(&mut self.files) {
-            self.apply_metadata(&path, &node)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "restore: data pass done");
+        for f in &self.files {
+            if f.node.content.is_empty() {
+                let file = self.open_file(f).map_err(|e| self.err(&f.path, e))?;
+                self.apply_file_metadata(&file, &f.node).map_err(|e| self.err(&f.path, e))?;
+            }
         }
-        for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
-            set_times(&path, mtime, true);
+        for (path, fi) in &self.hard_links {
+            fs::hard_link(&self.files[*fi].path, path).map_err(|e| self.err(path, e))?;
+        }
+        // Deepest first: sorted paths put a directory before everything in it.
+        for (path, node) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            self.apply_metadata(&path, &node)?;
+            set_times(&path, node.mtime_ns);
+        }
+        self.stats.files = self.files.len() as u64;
+        tracing::debug!(elapsed = ?started.elapsed(), "restore: metadata pass done");
+        Ok(())
+    }
+
+    /// Opens a file of the restore for writing, creating it (never following or replacing an
+    /// existing entry, with [`created_mode`]) if no other thread has.
+    fn open_file(&self, f: &PendingFile) -> std::io::Result<File> {
+        let mut created = f.created.lock().expect("file state");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(!*created)
+            .mode(created_mode(&f.node))
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&f.path)?;
+        *created = true;
+        Ok(file)
+    }
+
+    /// Owner, mode, extended attributes and times of a complete regular file, through its
+    /// descriptor (owner before mode, so set-id bits survive). The calls that would change
+    /// nothing for a file this process created are skipped.
+    fn apply_file_metadata(&self, file: &File, node: &Node) -> std::io::Result<()> {
+        if !(self.creator.owns_as(node.uid, node.gid)) {
+            let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
+        }
+        if node.mode & 0o7777 != created_mode(node) & !self.creator.umask {
+            file.set_permissions(fs::Permissions::from_mode(node.mode))?;
+        }
+        for (k, v) in &node.xattrs {
+            if let Ok(v) = hex::decode(v) {
+                let _ = rustix::fs::fsetxattr(file, k.as_str(), &v, rustix::fs::XattrFlags::empty());
+            }
+        }
+        let _ = rustix::fs::futimens(file, &timestamps(node.mtime_ns));
+        Ok(())
+    }
+
+    /// Writes one blob of file `fi` at `offset`; after the file's last blob, sets its metadata.
+    fn write_blob(&self, fi: usize, offset: u64, data: &[u8], open: &mut HashMap<usize, File>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = &self.files[fi];
+        let file = match open.entry(fi) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.open_file(f).map_err(|err| self.err(&f.path, err))?)
+            }
+        };
+        file.write_all_at(data, offset).map_err(|e| self.err(&f.path, e))?;
+        if f.remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let file = open.remove(&fi).expect("opened above");
+            self.apply_file_metadata(&file, &f.node).map_err(|e| self.err(&f.path, e))?;
         }
         Ok(())
     }
@@ -393,46 +484,37 @@ impl<'r> Restorer<'r> {
         type PackBlobs = Vec<(BlobId, Location, Target)>;
         let mut by_pack: HashMap<[u8; 32], PackBlobs> = HashMap::new();
         let mut unpacked: Vec<(BlobId, Target)> = Vec::new();
-        for (i, (path, node)) in self.files.iter().enumerate() {
+        for (i, f) in self.files.iter().enumerate() {
             let mut offset = 0u64;
-            for id in &node.content {
+            for id in &f.node.content {
                 match self.repo.locate(id) {
                     Some(loc) => {
                         by_pack.entry(loc.pack).or_default().push((*id, loc, (i, offset)));
                         offset += loc.raw as u64;
                     }
                     None => {
-                        let data = self.repo.load_blob(id).map_err(|e| self.err(path, e))?;
+                        let data = self.repo.load_blob(id).map_err(|e| self.err(&f.path, e))?;
                         unpacked.push((*id, (i, offset)));
                         offset += data.len() as u64;
                     }
                 }
             }
-            if offset != node.size {
-                return Err(self.err(path, format!("content is {offset} bytes, the snapshot recorded {}", node.size)));
+            if offset != f.node.size {
+                return Err(
+                    self.err(&f.path, format!("content is {offset} bytes, the snapshot recorded {}", f.node.size))
+                );
             }
         }
-        let files: Vec<&Path> = self.files.iter().map(|(p, _)| p.as_path()).collect();
-        let write_at = |fi: usize, offset: u64, data: &[u8], open: &mut HashMap<usize, File>| -> std::io::Result<()> {
-            use std::os::unix::fs::FileExt;
-            let f = match open.entry(fi) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    fs::OpenOptions::new()
-                        .write(true)
-                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                        .open(files[fi])?,
-                ),
-            };
-            f.write_all_at(data, offset)
-        };
         let mut open = HashMap::new();
         for (id, (fi, offset)) in &unpacked {
-            let data = self.repo.load_blob(id).map_err(|e| self.err(files[*fi], e))?;
-            write_at(*fi, *offset, &data, &mut open).map_err(|e| self.err(files[*fi], e))?;
+            let data = self.repo.load_blob(id).map_err(|e| self.err(&self.files[*fi].path, e))?;
+            self.write_blob(*fi, *offset, &data, &mut open)?;
         }
         drop(open);
         let mut packs: Vec<([u8; 32], PackBlobs)> = by_pack.into_iter().collect();
+        for (_, blobs) in &mut packs {
+            blobs.sort_by_key(|(_, loc, _)| loc.offset);
+        }
         // Packs in the order their first file comes, so the tree fills roughly in order.
         packs.sort_by_key(|(_, blobs)| blobs.iter().map(|(_, _, (fi, _))| *fi).min().unwrap_or(0));
         let next = std::sync::Mutex::new(0usize);
@@ -440,6 +522,7 @@ impl<'r> Restorer<'r> {
         let progress = std::sync::Mutex::new(self.stats);
         let total_files = self.files.len() as u64;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let this = &*self;
         std::thread::scope(|s| {
             for _ in 0..threads.min(packs.len()) {
                 s.spawn(|| {
@@ -456,24 +539,50 @@ impl<'r> Restorer<'r> {
                             *n - 1
                         };
                         let (pack, blobs) = &packs[i];
-                        let result = (|| -> Result<u64> {
-                            self.repo.read_pack_into(pack, &mut data).map_err(|e| self.err(files[blobs[0].2.0], e))?;
-                            let mut written = 0;
-                            for (id, loc, (fi, offset)) in blobs {
-                                let plain =
-                                    self.repo.blob_in_pack(id, loc, &data).map_err(|e| self.err(files[*fi], e))?;
-                                write_at(*fi, *offset, &plain, &mut open).map_err(|e| self.err(files[*fi], e))?;
-                                written += plain.len() as u64;
-                            }
-                            Ok(written)
-                        })();
+                        // The disk reads the next packs while this thread works on this one.
+                        if let Some((ahead, _)) = packs.get(i + threads) {
+                            this.repo.will_read_pack(ahead);
+                        }
+                        let mut written = 0;
+                        // A blob's failure names its file; a failed read names the pack's first.
+                        let mut blob_failure = None;
+                        let result = this
+                            .repo
+                            .read_pack_blobs(
+                                pack,
+                                blobs,
+                                |(id, loc, _)| (id, loc),
+                                &mut data,
+                                |(_, _, (fi, offset)), plain| {
+                                    let done =
+                                        plain.map_err(|e| this.err(&this.files[*fi].path, e)).and_then(|plain| {
+                                            this.write_blob(*fi, *offset, &plain, &mut open).map(|()| plain.len())
+                                        });
+                                    match done {
+                                        Ok(n) => {
+                                            written += n as u64;
+                                            Ok(())
+                                        }
+                                        Err(e) => {
+                                            let stop =
+                                                RepoError::Other { location: String::new(), what: String::new() };
+                                            blob_failure = Some(e);
+                                            Err(stop)
+                                        }
+                                    }
+                                },
+                            )
+                            .map_err(|e| {
+                                blob_failure.take().unwrap_or_else(|| this.err(&this.files[blobs[0].2.0].path, e))
+                            })
+                            .map(|()| written);
                         open.clear();
                         match result {
                             Ok(written) => {
                                 let mut st = progress.lock().expect("progress");
                                 st.bytes += written;
                                 st.files = total_files;
-                                if let Some(f) = &self.on_progress {
+                                if let Some(f) = &this.on_progress {
                                     f(&st);
                                 }
                             }
@@ -494,7 +603,94 @@ impl<'r> Restorer<'r> {
         Ok(())
     }
 
-    fn restore_dir(&mut self, tree_id: &BlobId, dir: &Path) -> Result<()> {
+    /// The tree pass: reads the trees on one thread per core (each thread takes a directory,
+    /// creates its subdirectories, links and devices, and queues the subdirectories' trees),
+    /// then lists the regular files in path order for the data pass.
+    fn restore_tree(&mut self, root: &BlobId, target: &Path) -> Result<()> {
+        struct Walk {
+            jobs: Vec<(BlobId, PathBuf)>,
+            busy: usize,
+            failed: Option<RepoError>,
+        }
+        let walk = std::sync::Mutex::new(Walk { jobs: vec![(*root, target.to_path_buf())], busy: 0, failed: None });
+        let wake = std::sync::Condvar::new();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let this = &*self;
+        let found: Vec<Found> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut found = Found::default();
+                        let mut queued = Vec::new();
+                        loop {
+                            let (tree, dir) = {
+                                let mut w = walk.lock().expect("walk");
+                                loop {
+                                    if w.failed.is_some() {
+                                        return found;
+                                    }
+                                    if let Some(job) = w.jobs.pop() {
+                                        w.busy += 1;
+                                        break job;
+                                    }
+                                    if w.busy == 0 {
+                                        return found;
+                                    }
+                                    w = wake.wait(w).expect("walk");
+                                }
+                            };
+                            let result = this.restore_dir(&tree, &dir, &mut found, &mut queued);
+                            let mut w = walk.lock().expect("walk");
+                            w.busy -= 1;
+                            match result {
+                                Ok(()) => w.jobs.append(&mut queued),
+                                Err(e) => {
+                                    w.failed.get_or_insert(e);
+                                }
+                            }
+                            wake.notify_all();
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("tree walker panicked")).collect()
+        });
+        if let Some(e) = walk.into_inner().expect("walk").failed {
+            return Err(e);
+        }
+        let mut files = Vec::new();
+        for f in found {
+            files.extend(f.files);
+            self.dirs.extend(f.dirs);
+        }
+        // Path order: the data pass fills the tree roughly in order, the first name of a
+        // hard-linked file is always the same one, and directories (sorted too) get their
+        // metadata deepest first.
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        self.dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, node) in files {
+            if node.links > 1 {
+                if let Some(&first) = self.links.get(&node.inode) {
+                    self.hard_links.push((path, first));
+                    continue;
+                }
+                self.links.insert(node.inode, self.files.len());
+            }
+            let remaining = std::sync::atomic::AtomicUsize::new(node.content.len());
+            self.files.push(PendingFile { path, node, created: Default::default(), remaining });
+        }
+        Ok(())
+    }
+
+    /// Restores one directory's entries but for its regular files' content: subdirectories
+    /// are created (their trees queued in `queued`), links and devices made.
+    fn restore_dir(
+        &self,
+        tree_id: &BlobId,
+        dir: &Path,
+        found: &mut Found,
+        queued: &mut Vec<(BlobId, PathBuf)>,
+    ) -> Result<()> {
         let tree = load_tree(self.repo, tree_id).map_err(|e| self.err(dir, e))?;
         // Two entries with one name (say a symlink and a directory) could steer writes out of
         // the target: Lifeboat never writes such a tree, so it is damage.
@@ -507,7 +703,7 @@ impl<'r> Restorer<'r> {
                 });
             }
         }
-        for node in &tree.nodes {
+        for node in tree.nodes {
             let name = node.name_bytes();
             if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
                 return Err(
@@ -515,62 +711,47 @@ impl<'r> Restorer<'r> {
                 );
             }
             let path = dir.join(OsStr::from_bytes(&name));
-            self.restore_node(node, &path)?;
+            match node.kind {
+                NodeKind::File => found.files.push((path, node)),
+                NodeKind::Dir => {
+                    match fs::create_dir(&path) {
+                        Err(e) if !(e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir()) => {
+                            return Err(self.err(&path, e));
+                        }
+                        _ => {}
+                    }
+                    if let Some(sub) = &node.subtree {
+                        queued.push((*sub, path.clone()));
+                    }
+                    found.dirs.push((path, node));
+                }
+                NodeKind::Symlink => {
+                    let target =
+                        hex::decode(node.target.as_deref().unwrap_or_default()).map_err(|e| self.err(&path, e))?;
+                    std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path).map_err(|e| self.err(&path, e))?;
+                    self.apply_metadata(&path, &node)?;
+                    set_times(&path, node.mtime_ns);
+                }
+                NodeKind::Char | NodeKind::Block | NodeKind::Fifo => {
+                    let ft = match node.kind {
+                        NodeKind::Char => rustix::fs::FileType::CharacterDevice,
+                        NodeKind::Block => rustix::fs::FileType::BlockDevice,
+                        _ => rustix::fs::FileType::Fifo,
+                    };
+                    rustix::fs::mknodat(rustix::fs::CWD, &path, ft, rustix::fs::Mode::from_raw_mode(0o600), node.rdev)
+                        .map_err(|e| self.err(&path, e))?;
+                    self.apply_metadata(&path, &node)?;
+                    set_times(&path, node.mtime_ns);
+                }
+            }
         }
         Ok(())
     }
 
-    fn restore_node(&mut self, node: &Node, path: &Path) -> Result<()> {
-        if node.kind == NodeKind::File && node.links > 1 {
-            if let Some(first) = self.links.get(&node.inode) {
-                return fs::hard_link(first, path).map_err(|e| self.err(path, e));
-            }
-            self.links.insert(node.inode, path.to_path_buf());
-        }
-        match node.kind {
-            NodeKind::Dir => {
-                if !path.is_dir() {
-                    fs::create_dir(path).map_err(|e| self.err(path, e))?;
-                }
-                if let Some(sub) = &node.subtree {
-                    self.restore_dir(sub, path)?;
-                }
-                self.dir_times.push((path.to_path_buf(), node.mtime_ns));
-            }
-            NodeKind::File => {
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(path)
-                    .map_err(|e| self.err(path, e))?;
-                f.set_len(node.size).map_err(|e| self.err(path, e))?;
-                // Content and metadata come in the later passes.
-                self.files.push((path.to_path_buf(), node.clone()));
-                return Ok(());
-            }
-            NodeKind::Symlink => {
-                let target = hex::decode(node.target.as_deref().unwrap_or_default()).map_err(|e| self.err(path, e))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), path).map_err(|e| self.err(path, e))?;
-            }
-            NodeKind::Char | NodeKind::Block | NodeKind::Fifo => {
-                let ft = match node.kind {
-                    NodeKind::Char => rustix::fs::FileType::CharacterDevice,
-                    NodeKind::Block => rustix::fs::FileType::BlockDevice,
-                    _ => rustix::fs::FileType::Fifo,
-                };
-                rustix::fs::mknodat(rustix::fs::CWD, path, ft, rustix::fs::Mode::from_raw_mode(0o600), node.rdev)
-                    .map_err(|e| self.err(path, e))?;
-            }
-        }
-        self.apply_metadata(path, node)
-    }
-
-    /// Owner, mode, extended attributes and (except for directories, done last) times.
+    /// Owner, mode and extended attributes of an entry restored by name (not its times).
     fn apply_metadata(&self, path: &Path, node: &Node) -> Result<()> {
-        let symlink = node.kind == NodeKind::Symlink;
         let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
-        if !symlink {
+        if node.kind != NodeKind::Symlink {
             fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).map_err(|e| self.err(path, e))?;
             for (k, v) in &node.xattrs {
                 if let Ok(v) = hex::decode(v) {
@@ -578,27 +759,61 @@ impl<'r> Restorer<'r> {
                 }
             }
         }
-        if node.kind != NodeKind::Dir {
-            set_times(path, node.mtime_ns, false);
-        }
         Ok(())
+    }
+}
+
+/// The permission bits a file is created with: its own, and always readable and writable by
+/// its owner until the restore is done with it.
+fn created_mode(node: &Node) -> u32 {
+    node.mode & 0o777 | 0o600
+}
+
+/// Who new files belong to when this process creates them in the restore's directories.
+#[derive(Clone, Copy)]
+struct Creator {
+    uid: u32,
+    gid: u32,
+    umask: u32,
+    /// The target directory is set-group-ID, so new files take its group instead (the
+    /// directories the restore creates get their set-group-ID bits only at the end).
+    setgid_target: bool,
+}
+
+impl Creator {
+    fn of(target: &Path) -> Creator {
+        // The umask is read from /proc: setting it to read it would race with other threads.
+        let umask = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix("Umask:")).and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777); // unknown: never assume the mode came out right
+        Creator {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            umask,
+            setgid_target: fs::metadata(target).map_or(true, |m| m.mode() & 0o2000 != 0),
+        }
+    }
+
+    fn owns_as(&self, uid: u32, gid: u32) -> bool {
+        !self.setgid_target && uid == self.uid && gid == self.gid
     }
 }
 
 use std::os::unix::fs::OpenOptionsExt;
 
-fn set_times(path: &Path, mtime_ns: i64, _dir: bool) {
-    let ts = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
-        },
+fn timestamps(mtime_ns: i64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
     };
-    let _ = rustix::fs::utimensat(rustix::fs::CWD, path, &ts, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+    rustix::fs::Timestamps { last_access: t, last_modification: t }
+}
+
+fn set_times(path: &Path, mtime_ns: i64) {
+    let _ = rustix::fs::utimensat(rustix::fs::CWD, path, &timestamps(mtime_ns), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
 }
 
 #[cfg(test)]
@@ -631,5 +846,63 @@ mod tests {
         assert_eq!(fs::read_link(out.join("sub/ln")).unwrap(), Path::new("../a.txt"));
         assert_eq!(fs::metadata(out.join("a.txt")).unwrap().ino(), fs::metadata(out.join("sub/a-link")).unwrap().ino());
         assert_eq!(fs::read_to_string(out.join("a2.txt")).unwrap(), "new");
+    }
+
+    #[test]
+    fn restore_keeps_modes_owners_times_and_links_of_awkward_entries() {
+        super::super::tests::fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        // A read-only directory with content, a set-user-ID program, a private file, an empty
+        // file with a second name, a file owned by someone else, a FIFO.
+        fs::create_dir_all(src.join("ro/deep")).unwrap();
+        fs::write(src.join("ro/deep/data"), vec![5u8; 200_000]).unwrap();
+        fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::write(src.join("secret"), b"s").unwrap();
+        fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o400)).unwrap();
+        fs::write(src.join("empty"), b"").unwrap();
+        fs::hard_link(src.join("empty"), src.join("empty-too")).unwrap();
+        fs::write(src.join("theirs"), b"t").unwrap();
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(src.join("theirs"), Some(1234), Some(5678)).unwrap();
+        }
+        rustix::fs::mknodat(rustix::fs::CWD, src.join("fifo"), rustix::fs::FileType::Fifo, 0o640.into(), 0).unwrap();
+        fs::set_permissions(src.join("ro/deep"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o500)).unwrap();
+        let ts = timestamps(1_500_000_000_123_456_789);
+        for p in ["ro/deep/data", "ro/deep", "ro", "suid"] {
+            rustix::fs::utimensat(rustix::fs::CWD, src.join(p), &ts, rustix::fs::AtFlags::empty()).unwrap();
+        }
+        let mut repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
+        let tree = Archiver::new(&mut repo).archive_dir(&src, None).unwrap();
+        repo.flush().unwrap();
+        let out = dir.path().join("out");
+        let mut r = Restorer::new(&repo, "test");
+        r.restore(&tree, &out).unwrap();
+        assert_eq!(r.stats.bytes, 200_000 + 10 + 1 + 1);
+        let mode = |p: &str| fs::symlink_metadata(out.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("ro"), 0o500);
+        assert_eq!(mode("ro/deep"), 0o555);
+        assert_eq!(mode("suid"), 0o4755, "set-user-ID survives");
+        assert_eq!(mode("secret"), 0o400);
+        assert_eq!(mode("fifo"), 0o640);
+        assert!(fs::symlink_metadata(out.join("fifo")).unwrap().file_type().is_fifo());
+        assert_eq!(fs::read(out.join("ro/deep/data")).unwrap(), vec![5u8; 200_000]);
+        let m = |p: &str| fs::symlink_metadata(out.join(p)).unwrap();
+        assert_eq!(m("empty").ino(), m("empty-too").ino());
+        assert_eq!(m("empty").nlink(), 2);
+        for p in ["ro/deep/data", "ro/deep", "ro", "suid"] {
+            assert_eq!((m(p).mtime(), m(p).mtime_nsec()), (1_500_000_000, 123_456_789), "{p}");
+        }
+        if root {
+            assert_eq!((m("theirs").uid(), m("theirs").gid()), (1234, 5678));
+            assert_eq!((m("suid").uid(), m("suid").gid()), (0, 0));
+        }
+        // A restore into a non-empty target never replaces what is there.
+        fs::set_permissions(out.join("ro"), fs::Permissions::from_mode(0o700)).unwrap();
+        let err = Restorer::new(&repo, "test").restore(&tree, &out).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
     }
 }

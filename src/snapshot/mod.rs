@@ -226,6 +226,7 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
+    tracing::debug!(snapshot_id, "restore: snapshot found");
     let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
     let mut recorded: RunConfig =
         serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
