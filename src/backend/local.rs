@@ -127,6 +127,7 @@ impl Backend for Local {
             if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
         })?;
         buf.clear();
+        buf.reserve_exact(length as usize); // not doubled: memory stays at the largest window
         buf.resize(length as usize, 0);
         f.read_exact_at(buf, offset).map_err(|e| self.err("read", &p, e))
     }

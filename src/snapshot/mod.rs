@@ -129,6 +129,12 @@ pub fn capture(
     blobs.extend(image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
     let mut archiver = Archiver::new(repo);
     archiver.on_progress = opts.progress.clone();
+    // Files whose inode changed before the parent's capture began are probably unchanged.
+    archiver.read_ahead_since = parent.as_ref().and_then(|(_, p)| {
+        let t = chrono::DateTime::parse_from_rfc3339(&p.time).ok()?;
+        let began = t.timestamp_nanos_opt()? - (p.stats.duration_ms as i64 + 1000) * 1_000_000;
+        Some(began)
+    });
     let image_tree = archiver.archive_files(&blobs, parent.as_ref().map(|(_, p)| &p.image.tree))?;
 
     // The container's own state, frozen for a point-in-time view.
