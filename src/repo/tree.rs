@@ -180,7 +180,7 @@ impl ReadAhead {
     /// The archiver reached its `n`th regular file.
     fn reached(&self, n: u64) {
         self.shared.reached.store(n, std::sync::atomic::Ordering::Relaxed);
-        if n % 32 == 0 {
+        if n.is_multiple_of(32) {
             self.shared.wake.notify_one();
         }
     }

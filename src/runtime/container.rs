@@ -259,7 +259,11 @@ impl Containers {
 
     pub fn write_config(&self, config: &RunConfig) -> Result<(), ContainerError> {
         let path = self.dir(&config.id).join("config.json");
-        fsutil::write_atomic(&path, &serde_json::to_vec_pretty(config).expect("serialises")).map_err(io_err(path))
+        let bytes = serde_json::to_vec_pretty(config).expect("serialises");
+        // A container removed when it ends (`run --rm`) is never brought back after a reboot:
+        // forcing its configuration to disk would only slow its start.
+        let write = if config.auto_remove { fsutil::write_atomic_volatile } else { fsutil::write_atomic };
+        write(&path, &bytes).map_err(io_err(path))
     }
 
     pub fn state(&self, id: &str) -> Result<State, ContainerError> {

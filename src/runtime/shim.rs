@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +36,11 @@ pub fn main(paths: &Paths, id: &str) -> ! {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let sync = std::env::var(SYNC_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()).map(|fd| {
         // SAFETY: the CLI passed this descriptor to us for exactly this purpose; nothing else owns it.
-        fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+        let f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Ours alone: no container, health check or restarted shim inherits it, so the CLI
+        // sees the pipe close exactly when this shim is gone.
+        let _ = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        f
     });
     let attach = Attach {
         console: std::env::var_os(CONSOLE_ENV).map(PathBuf::from),
@@ -158,13 +162,16 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
 
     // From here on the shim may have threads.
     let log = Arc::new(Mutex::new(logs::open_for_append(&dir.join("log.json"))?));
-    let mut pumps = vec![
-        spawn_pump(fs::File::from(out_r), "stdout", log.clone()),
-        spawn_pump(fs::File::from(err_r), "stderr", log.clone()),
-    ];
+    let (pumped, pumps_done) = std::sync::mpsc::channel();
+    spawn_pump(fs::File::from(out_r), "stdout", log.clone(), pumped.clone());
+    spawn_pump(fs::File::from(err_r), "stderr", log.clone(), pumped.clone());
+    let mut pumps = 2;
     if let Some(console) = &own_console {
         match console.receive_master(Duration::from_secs(10)) {
-            Ok(master) => pumps.push(spawn_pump(fs::File::from(master), "stdout", log.clone())),
+            Ok(master) => {
+                spawn_pump(fs::File::from(master), "stdout", log.clone(), pumped.clone());
+                pumps += 1;
+            }
             Err(e) => tracing::warn!(error = %e, "no terminal from the container; its output is not logged"),
         }
     }
@@ -186,16 +193,18 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     sync.send("ok\n");
 
     let code = wait_for(pid);
-    for p in pumps {
-        // Pipes close when the last process holding them exits; do not hang on a straggler.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while !p.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+    // Pipes close when the last process holding them exits; do not hang on a straggler.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    for _ in 0..pumps {
+        if pumps_done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
+            break;
         }
     }
     tracing::debug!(code, "container exited");
     let oom = oom_killed(&prepared.cgroups_path);
-    let _ = container.delete(true);
+    if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
+        let _ = container.delete(true);
+    }
     tracing::debug!("runtime state deleted");
 
     let stopped = dir.join(STOP_MARKER).exists();
@@ -253,12 +262,16 @@ fn spawn_health_checks(paths: &Paths, id: &str, command: &str, interval: u64) {
     }
 }
 
-fn spawn_pump(f: fs::File, stream: &'static str, log: Arc<Mutex<fs::File>>) -> std::thread::JoinHandle<()> {
+/// Copies a stream to the log on its own thread, which says on `done` when the stream ends.
+fn spawn_pump(f: fs::File, stream: &'static str, log: Arc<Mutex<fs::File>>, done: std::sync::mpsc::Sender<()>) {
     std::thread::Builder::new()
         .name(format!("log-{stream}"))
         .stack_size(64 * 1024)
-        .spawn(move || logs::pump(f, stream, log))
-        .expect("cannot start a log thread")
+        .spawn(move || {
+            logs::pump(f, stream, log);
+            let _ = done.send(());
+        })
+        .expect("cannot start a log thread");
 }
 
 /// Reaps children (the shim is a subreaper) until `pid` exits; returns its exit code (128+N
@@ -280,6 +293,30 @@ fn wait_for(pid: Pid) -> i32 {
             Err(_) => return 255,
         }
     }
+}
+
+/// Removes what the runtime keeps for a container whose processes have all exited (its init
+/// has: the kernel ends the rest of its PID namespace): its cgroups in every hierarchy and its
+/// state directory. False if a cgroup is still busy, for libcontainer's own (slower, as it
+/// looks every hierarchy up again) delete, which also kills stragglers.
+fn remove_runtime_leftovers(state_dir: &Path, cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else { return false };
+    let mut roots: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
+    for h in hierarchies.flatten() {
+        // Real hierarchy directories only: cpu and cpuacct are links to cpu,cpuacct.
+        if h.file_type().is_ok_and(|t| t.is_dir()) {
+            roots.push(h.path());
+        }
+    }
+    for root in roots {
+        match fs::remove_dir(root.join(rel)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => return false,
+        }
+    }
+    fs::remove_dir_all(state_dir).is_ok()
 }
 
 /// Whether the kernel OOM-killed a process in the container's memory cgroup (v1 or v2).
