@@ -107,48 +107,41 @@ pub fn check(repo: &Repository, read_fraction: Option<f64>) -> Result<CheckRepor
     Ok(report)
 }
 
-/// Reads and opens every blob of `packs`, one pack per thread at a time (one per core);
-/// returns what failed, in pack order.
 /// A pack and the blobs in it to read, by offset.
 type PackToRead<'a> = (&'a [u8; 32], Vec<(BlobId, super::Location)>);
 
+/// Reads and opens every blob of `packs`, one pack per thread at a time (one per core);
+/// returns what failed, in pack order.
 fn read_packs(repo: &Repository, packs: &[PackToRead]) -> Vec<String> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let found: std::sync::Mutex<Vec<(usize, Vec<String>)>> = Default::default();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(packs.len()) {
-            s.spawn(|| {
-                let mut buf = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((pack, blobs)) = packs.get(i) else { return };
-                    if let Some((ahead, _)) = packs.get(i + threads) {
-                        repo.will_read_pack(ahead);
+    let numbered: Vec<(usize, &PackToRead)> = packs.iter().enumerate().collect();
+    let read = repo.on_pack_threads(
+        &numbered,
+        |(_, (pack, _))| pack,
+        |(i, (pack, blobs)), buf: &mut Vec<u8>| {
+            let mut errors = Vec::new();
+            let read = repo.read_pack_blobs(
+                pack,
+                blobs,
+                |(id, loc)| (id, loc),
+                buf,
+                |_, blob| {
+                    if let Err(e) = blob {
+                        errors.push(e.to_string());
                     }
-                    let mut errors = Vec::new();
-                    let read = repo.read_pack_blobs(
-                        pack,
-                        blobs,
-                        |(id, loc)| (id, loc),
-                        &mut buf,
-                        |_, blob| {
-                            if let Err(e) = blob {
-                                errors.push(e.to_string());
-                            }
-                            Ok(())
-                        },
-                    );
-                    if let Err(e) = read {
-                        errors.push(format!("pack {}: {e}", hex::encode(pack)));
-                    }
-                    if !errors.is_empty() {
-                        found.lock().expect("errors").push((i, errors));
-                    }
-                }
-            });
-        }
-    });
+                    Ok(())
+                },
+            );
+            if let Err(e) = read {
+                errors.push(format!("pack {}: {e}", hex::encode(pack)));
+            }
+            if !errors.is_empty() {
+                found.lock().expect("errors").push((*i, errors));
+            }
+            Ok(())
+        },
+    );
+    debug_assert!(read.is_ok(), "reading packs for check never stops early");
     let mut found = found.into_inner().expect("errors");
     found.sort_by_key(|(i, _)| *i);
     found.into_iter().flat_map(|(_, e)| e).collect()

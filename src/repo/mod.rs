@@ -693,6 +693,46 @@ impl Repository {
         self.backend.will_read(Kind::Pack, &hex::encode(pack));
     }
 
+    /// Runs `work` on every item of `packs` (each naming a pack through `pack_of`), on one
+    /// thread per core (at most four), each thread with its own reused state (say a read
+    /// buffer); the backend is asked to read ahead the packs the threads take next. Stops at
+    /// the first failure and returns it.
+    pub fn on_pack_threads<T: Sync, S: Default>(
+        &self,
+        packs: &[T],
+        pack_of: impl Fn(&T) -> &[u8; 32] + Sync,
+        work: impl Fn(&T, &mut S) -> Result<()> + Sync,
+    ) -> Result<()> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let failure: Mutex<Option<RepoError>> = Mutex::new(None);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(packs.len()) {
+                s.spawn(|| {
+                    let mut state = S::default();
+                    while !stop.load(Relaxed) {
+                        let i = next.fetch_add(1, Relaxed);
+                        let Some(item) = packs.get(i) else { return };
+                        // The disk reads the next packs while this thread works on this one.
+                        if let Some(ahead) = packs.get(i + threads) {
+                            self.will_read_pack(pack_of(ahead));
+                        }
+                        if let Err(e) = work(item, &mut state) {
+                            stop.store(true, Relaxed);
+                            failure.lock().expect("failure").get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match failure.into_inner().expect("failure") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Reads blobs of one pack, in the order given (which should be by offset), and hands
     /// each to `each` opened (authenticated, decompressed, its ID checked) or with the reason
     /// it could not be. Remote packs are fetched whole, once; local ones are read in windows

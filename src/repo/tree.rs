@@ -646,87 +646,52 @@ impl<'r> Restorer<'r> {
         }
         // Packs in the order their first file comes, so the tree fills roughly in order.
         packs.sort_by_key(|(_, blobs)| blobs.iter().map(|(_, _, (fi, _))| *fi).min().unwrap_or(0));
-        let next = std::sync::Mutex::new(0usize);
-        let failure: std::sync::Mutex<Option<RepoError>> = std::sync::Mutex::new(None);
         let progress = std::sync::Mutex::new(self.stats);
         let total_files = self.files.len() as u64;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
         let this = &*self;
-        std::thread::scope(|s| {
-            for _ in 0..threads.min(packs.len()) {
-                s.spawn(|| {
-                    let mut open: HashMap<usize, File> = HashMap::new();
-                    // One pack buffer per thread, reused: memory stays at a pack per thread.
-                    let mut data = Vec::new();
-                    loop {
-                        let i = {
-                            let mut n = next.lock().expect("queue");
-                            if *n >= packs.len() || failure.lock().expect("failure").is_some() {
-                                return;
-                            }
-                            *n += 1;
-                            *n - 1
-                        };
-                        let (pack, blobs) = &packs[i];
-                        // The disk reads the next packs while this thread works on this one.
-                        if let Some((ahead, _)) = packs.get(i + threads) {
-                            this.repo.will_read_pack(ahead);
-                        }
-                        let mut written = 0;
-                        // A blob's failure names its file; a failed read names the pack's first.
-                        let mut blob_failure = None;
-                        let result = this
-                            .repo
-                            .read_pack_blobs(
-                                pack,
-                                blobs,
-                                |(id, loc, _)| (id, loc),
-                                &mut data,
-                                |(_, _, (fi, offset)), plain| {
-                                    let done =
-                                        plain.map_err(|e| this.err(&this.files[*fi].path, e)).and_then(|plain| {
-                                            this.write_blob(*fi, *offset, &plain, &mut open).map(|()| plain.len())
-                                        });
-                                    match done {
-                                        Ok(n) => {
-                                            written += n as u64;
-                                            Ok(())
-                                        }
-                                        Err(e) => {
-                                            let stop =
-                                                RepoError::Other { location: String::new(), what: String::new() };
-                                            blob_failure = Some(e);
-                                            Err(stop)
-                                        }
-                                    }
-                                },
-                            )
-                            .map_err(|e| {
-                                blob_failure.take().unwrap_or_else(|| this.err(&this.files[blobs[0].2.0].path, e))
-                            })
-                            .map(|()| written);
-                        open.clear();
-                        match result {
-                            Ok(written) => {
-                                let mut st = progress.lock().expect("progress");
-                                st.bytes += written;
-                                st.files = total_files;
-                                if let Some(f) = &this.on_progress {
-                                    f(&st);
-                                }
+        // Per thread: the pack buffer (reused: memory stays at a window per thread) and the
+        // files the current pack writes to.
+        type ThreadState = (Vec<u8>, HashMap<usize, File>);
+        this.repo.on_pack_threads(
+            &packs,
+            |(pack, _)| pack,
+            |(pack, blobs), (data, open): &mut ThreadState| {
+                let mut written = 0;
+                // A blob's failure names its file; a failed read names the pack's first.
+                let mut blob_failure = None;
+                let result = this.repo.read_pack_blobs(
+                    pack,
+                    blobs,
+                    |(id, loc, _)| (id, loc),
+                    data,
+                    |(_, _, (fi, offset)), plain| {
+                        let done = plain
+                            .map_err(|e| this.err(&this.files[*fi].path, e))
+                            .and_then(|plain| this.write_blob(*fi, *offset, &plain, open).map(|()| plain.len()));
+                        match done {
+                            Ok(n) => {
+                                written += n as u64;
+                                Ok(())
                             }
                             Err(e) => {
-                                failure.lock().expect("failure").get_or_insert(e);
-                                return;
+                                blob_failure = Some(e);
+                                Err(RepoError::Other { location: String::new(), what: String::new() })
                             }
                         }
-                    }
-                });
-            }
-        });
-        if let Some(e) = failure.into_inner().expect("failure") {
-            return Err(e);
-        }
+                    },
+                );
+                open.clear();
+                result
+                    .map_err(|e| blob_failure.take().unwrap_or_else(|| this.err(&this.files[blobs[0].2.0].path, e)))?;
+                let mut st = progress.lock().expect("progress");
+                st.bytes += written;
+                st.files = total_files;
+                if let Some(f) = &this.on_progress {
+                    f(&st);
+                }
+                Ok(())
+            },
+        )?;
         self.stats = progress.into_inner().expect("progress");
         self.stats.files = total_files;
         Ok(())
