@@ -17,8 +17,8 @@ use anyhow::{Context as _, bail};
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
 use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, VolumeRef};
-use crate::repo::tree::{Archiver, Restorer};
-use crate::repo::{Repository, lock::Lock};
+use crate::repo::tree::{ArchiveStats, Archiver, Restorer};
+use crate::repo::{BlobId, Repository, lock::Lock};
 use crate::runtime::container::{ContainerError, Containers, MountSource, RunConfig, Status};
 use crate::runtime::{self, Paths, volume::Volumes};
 
@@ -64,6 +64,10 @@ pub fn thaw_abandoned(paths: &Paths, name: &str) -> anyhow::Result<()> {
     let containers = Containers::open(&paths.root)?;
     let config = containers.find(name)?;
     thaw_if_abandoned(paths, &containers, &config.id)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Thaws on drop, so an error while frozen never leaves the service frozen.
@@ -137,28 +141,56 @@ pub fn capture(
     });
     let image_tree = archiver.archive_files(&blobs, parent.as_ref().map(|(_, p)| &p.image.tree))?;
 
-    // The container's own state, frozen for a point-in-time view.
+    // The container's own state (its layer and volumes), frozen for a point-in-time view.
     let dir = containers.dir(&config.id);
+    let upper = dir.join("upper");
+    std::fs::create_dir_all(&upper)?;
+    let vols = Volumes::open(&paths.root)?;
+    let volume_dirs: Vec<(&String, &String, PathBuf)> = if opts.no_volumes {
+        Vec::new()
+    } else {
+        config
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.source {
+                MountSource::Volume { name } => Some((name, &m.target, vols.data_dir(name))),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut layer_parent = parent.as_ref().map(|(_, p)| p.container_layer);
+    let mut volume_parents: Vec<Option<BlobId>> = volume_dirs
+        .iter()
+        .map(|(name, _, _)| {
+            parent.as_ref().and_then(|(_, p)| p.volumes.iter().find(|v| v.name == **name)).map(|v| v.tree)
+        })
+        .collect();
+    if running && parent.is_none() {
+        // A first snapshot stores the data while the service runs, then freezes it only to
+        // read what changed meanwhile (as an incremental would): the frozen window is the
+        // incremental's, not the whole first copy's.
+        let began = now_ns() - 1_000_000_000;
+        let image_only = archiver.stats;
+        layer_parent = Some(archiver.archive_dir(&upper, None)?);
+        for (i, (_, _, data)) in volume_dirs.iter().enumerate() {
+            volume_parents[i] = Some(archiver.archive_dir(data, None)?);
+        }
+        // The totals count each file once (the frozen pass's); reads and new bytes add up.
+        let first = archiver.stats;
+        archiver.stats = ArchiveStats { files_read: first.files_read, new_bytes: first.new_bytes, ..image_only };
+        archiver.read_ahead_since = Some(began);
+    }
     let mut frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: false };
     if running {
         std::fs::write(dir.join(FROZEN_BY), std::process::id().to_string())?;
         runtime::set_paused(paths, &config.id, true).context("cannot freeze the container")?;
         frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: true };
     }
-    let upper = dir.join("upper");
-    std::fs::create_dir_all(&upper)?;
-    let layer_tree = archiver.archive_dir(&upper, parent.as_ref().map(|(_, p)| &p.container_layer))?;
+    let layer_tree = archiver.archive_dir(&upper, layer_parent.as_ref())?;
     let mut volumes = Vec::new();
-    if !opts.no_volumes {
-        let vols = Volumes::open(&paths.root)?;
-        for m in &config.mounts {
-            if let MountSource::Volume { name } = &m.source {
-                let previous =
-                    parent.as_ref().and_then(|(_, p)| p.volumes.iter().find(|v| v.name == *name)).map(|v| v.tree);
-                let tree = archiver.archive_dir(&vols.data_dir(name), previous.as_ref())?;
-                volumes.push(VolumeRef { name: name.clone(), target: m.target.clone(), tree });
-            }
-        }
+    for ((name, target, data), previous) in volume_dirs.iter().zip(&volume_parents) {
+        let tree = archiver.archive_dir(data, previous.as_ref())?;
+        volumes.push(VolumeRef { name: (*name).clone(), target: (*target).clone(), tree });
     }
     let frozen_for = frozen.thaw();
     let tree_stats = archiver.stats;
