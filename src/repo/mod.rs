@@ -837,6 +837,12 @@ pub fn chunks<R: Read>(reader: R, p: ChunkerParams) -> impl Iterator<Item = std:
     })
 }
 
+/// Cuts data already in memory into the same content-defined chunks [`chunks`] finds in a
+/// stream of it.
+pub fn chunk_slice(data: &[u8], p: ChunkerParams) -> impl Iterator<Item = &[u8]> {
+    fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max).map(move |c| &data[c.offset..c.offset + c.length])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,6 +930,30 @@ mod tests {
             }
             let expected = packs.values().map(|b| b.iter().step_by(step).count()).sum::<usize>();
             assert_eq!(got.len(), expected);
+        }
+    }
+
+    #[test]
+    fn chunks_of_a_slice_equal_chunks_of_a_stream() {
+        let p = ChunkerParams::default();
+        let mut state = 7u64;
+        for size in [0usize, 1, 4095, 4096, 4097, 20_000, 65_536, 70_000, 300_001, 2 << 20] {
+            let data: Vec<u8> = (0..size)
+                .map(|i| {
+                    // Random runs mixed with repeated runs, as files have.
+                    if (i / 5000) % 3 == 0 {
+                        b'a'
+                    } else {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    }
+                })
+                .collect();
+            let streamed: Vec<Vec<u8>> = chunks(&data[..], p).collect::<Result<_, _>>().unwrap();
+            let sliced: Vec<Vec<u8>> = chunk_slice(&data, p).map(<[u8]>::to_vec).collect();
+            assert_eq!(streamed, sliced, "size {size}");
         }
     }
 
