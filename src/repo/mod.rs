@@ -358,14 +358,29 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let mut key = None;
-        for name in backend.list(Kind::Key)? {
-            let bytes = backend.read(Kind::Key, &name)?;
-            let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
-            if let Ok(k) = kf.unwrap(password) {
-                key = Some((k, name));
-                break;
+        std::thread::scope(|s| -> Result<()> {
+            // While the password is checked (a deliberately slow derivation), a local disk
+            // reads the index and snapshot files every command needs next.
+            s.spawn(|| {
+                if !backend.cheap_ranges() {
+                    return; // remote: nothing to read ahead, and listing costs requests
+                }
+                for kind in [Kind::Index, Kind::Snapshot] {
+                    for name in backend.list(kind).unwrap_or_default() {
+                        backend.will_read(kind, &name);
+                    }
+                }
+            });
+            for name in backend.list(Kind::Key)? {
+                let bytes = backend.read(Kind::Key, &name)?;
+                let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
+                if let Ok(k) = kf.unwrap(password) {
+                    key = Some((k, name));
+                    break;
+                }
             }
-        }
+            Ok(())
+        })?;
         let (key, key_name) =
             key.ok_or(RepoError::Key { location: location.clone(), source: CryptoError::WrongPassword })?;
         let config: RepoConfig = serde_json::from_slice(&key.open(&sealed).map_err(|_| RepoError::Corrupt {
