@@ -31,7 +31,11 @@ rm -rf "$work"; mkdir -p "$work"
 if [[ ${FS:-loop} == loop ]]; then
   rm -f "$work.img"; truncate -s 16G "$work.img"; mkfs.ext4 -q -F "$work.img"
   mount -o loop "$work.img" "$work"
-  trap 'cd /; "$lb" rm -f svc r1 >/dev/null 2>&1; umount "$work" && rm -f "$work.img"' EXIT
+  # The shims may still be leaving the filesystem when rm returns: retry, then detach lazily.
+  trap 'cd /; "$lb" rm -f svc r1 >/dev/null 2>&1
+        for _ in 1 2 3 4 5; do umount "$work" 2>/dev/null && break; sleep 1; done
+        if mountpoint -q "$work"; then umount -l "$work"; fi
+        rm -f "$work.img"' EXIT
 fi
 ref=/var/tmp/lbbench/data
 [[ -d $ref ]] || "$shared/make-dataset.sh" "$ref" 42 >/dev/null
