@@ -129,7 +129,7 @@ fn read_packs(repo: &Repository, packs: &[PackToRead]) -> Vec<String> {
                     if let Err(e) = blob {
                         errors.push(e.to_string());
                     }
-                    Ok(())
+                    Ok::<_, RepoError>(())
                 },
             );
             if let Err(e) = read {

@@ -286,6 +286,11 @@ fn seal_blob(key: &MasterKey, plaintext: &[u8]) -> std::result::Result<Vec<u8>, 
     Ok(key.seal(&body))
 }
 
+/// How many threads read and open packs (restore, check): one per core, at most four.
+pub fn reader_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
+}
+
 /// Decompresses one blob of `raw` bytes with this thread's reused context.
 fn decompress(data: &[u8], raw: usize) -> std::io::Result<Vec<u8>> {
     thread_local! {
@@ -722,7 +727,7 @@ impl Repository {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let failure: Mutex<Option<RepoError>> = Mutex::new(None);
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let threads = reader_threads();
         std::thread::scope(|s| {
             for _ in 0..threads.min(packs.len()) {
                 s.spawn(|| {
@@ -752,15 +757,17 @@ impl Repository {
     /// each to `each` opened (authenticated, decompressed, its ID checked) or with the reason
     /// it could not be. Remote packs are fetched whole, once; local ones are read in windows
     /// of at most [`READ_WINDOW`] bytes, so memory stays small. `buf` is reused between calls.
-    /// Errors reading the pack end the call; `each` decides what a damaged blob means.
-    pub fn read_pack_blobs<T>(
+    /// An error reading the pack ends the call (as `E::from` it); `each` decides what a
+    /// damaged blob means, and may end the call with an error of its own.
+    pub fn read_pack_blobs<T, E: From<RepoError>>(
         &self,
         pack: &[u8; 32],
         blobs: &[T],
         key: impl Fn(&T) -> (&BlobId, &Location),
         buf: &mut Vec<u8>,
-        mut each: impl FnMut(&T, Result<Vec<u8>>) -> Result<()>,
-    ) -> Result<()> {
+        mut each: impl FnMut(&T, Result<Vec<u8>>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let failed_read = |e: crate::backend::BackendError| E::from(RepoError::from(e));
         let name = hex::encode(pack);
         let place = format!("pack {name}");
         let mut open = |buf: &[u8], base: u64, b: &T| {
@@ -773,7 +780,7 @@ impl Repository {
             each(b, blob)
         };
         if !self.backend.cheap_ranges() {
-            self.backend.read_into(Kind::Pack, &name, buf)?;
+            self.backend.read_into(Kind::Pack, &name, buf).map_err(failed_read)?;
             return blobs.iter().try_for_each(|b| open(buf, 0, b));
         }
         let mut i = 0;
@@ -791,7 +798,7 @@ impl Repository {
                 end = end.max(b_end);
                 j += 1;
             }
-            self.backend.read_range_into(Kind::Pack, &name, start, end - start, buf)?;
+            self.backend.read_range_into(Kind::Pack, &name, start, end - start, buf).map_err(failed_read)?;
             blobs[i..j].iter().try_for_each(|b| open(buf, start, b))?;
             i = j;
         }
@@ -932,7 +939,7 @@ mod tests {
                     &mut buf,
                     |(id, _), plain| {
                         got.insert(*id, plain?);
-                        Ok(())
+                        Ok::<_, RepoError>(())
                     },
                 )
                 .unwrap();

@@ -488,6 +488,19 @@ struct Found {
     dirs: Vec<(PathBuf, Node)>,
 }
 
+/// Why writing a pack's blobs stopped: the pack could not be read, or one blob could not be
+/// restored (its error names its file).
+enum PackStop {
+    Read(RepoError),
+    Blob(RepoError),
+}
+
+impl From<RepoError> for PackStop {
+    fn from(e: RepoError) -> Self {
+        PackStop::Read(e)
+    }
+}
+
 /// A regular file to restore. The data worker that first has a blob for it creates it; the
 /// one that writes its last blob sets its metadata through the open descriptor.
 struct PendingFile {
@@ -635,11 +648,11 @@ impl<'r> Restorer<'r> {
     /// Writes every file's content, reading each pack once, on one thread per core.
     fn fill_files(&mut self) -> Result<()> {
         // Where each blob goes: (file, offset). Blobs not in a written pack (rare: still pending)
-        // are read one by one.
+        // are read one by one, here, and kept until written.
         type Target = (usize, u64);
         type PackBlobs = Vec<(BlobId, Location, Target)>;
         let mut by_pack: HashMap<[u8; 32], PackBlobs> = HashMap::new();
-        let mut unpacked: Vec<(BlobId, Target)> = Vec::new();
+        let mut unpacked: Vec<(Vec<u8>, Target)> = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
             let mut offset = 0u64;
             for id in &f.node.content {
@@ -650,8 +663,9 @@ impl<'r> Restorer<'r> {
                     }
                     None => {
                         let data = self.repo.load_blob(id).map_err(|e| self.err(&f.path, e))?;
-                        unpacked.push((*id, (i, offset)));
-                        offset += data.len() as u64;
+                        let len = data.len() as u64;
+                        unpacked.push((data, (i, offset)));
+                        offset += len;
                     }
                 }
             }
@@ -662,9 +676,8 @@ impl<'r> Restorer<'r> {
             }
         }
         let mut open = HashMap::new();
-        for (id, (fi, offset)) in &unpacked {
-            let data = self.repo.load_blob(id).map_err(|e| self.err(&self.files[*fi].path, e))?;
-            self.write_blob(*fi, *offset, &data, &mut open)?;
+        for (data, (fi, offset)) in &unpacked {
+            self.write_blob(*fi, *offset, data, &mut open)?;
         }
         drop(open);
         let mut packs: Vec<([u8; 32], PackBlobs)> = by_pack.into_iter().collect();
@@ -684,32 +697,24 @@ impl<'r> Restorer<'r> {
             |(pack, _)| pack,
             |(pack, blobs), (data, open): &mut ThreadState| {
                 let mut written = 0;
-                // A blob's failure names its file; a failed read names the pack's first.
-                let mut blob_failure = None;
                 let result = this.repo.read_pack_blobs(
                     pack,
                     blobs,
                     |(id, loc, _)| (id, loc),
                     data,
                     |(_, _, (fi, offset)), plain| {
-                        let done = plain
-                            .map_err(|e| this.err(&this.files[*fi].path, e))
-                            .and_then(|plain| this.write_blob(*fi, *offset, &plain, open).map(|()| plain.len()));
-                        match done {
-                            Ok(n) => {
-                                written += n as u64;
-                                Ok(())
-                            }
-                            Err(e) => {
-                                blob_failure = Some(e);
-                                Err(RepoError::Other { location: String::new(), what: String::new() })
-                            }
-                        }
+                        let plain = plain.map_err(|e| PackStop::Blob(this.err(&this.files[*fi].path, e)))?;
+                        this.write_blob(*fi, *offset, &plain, open).map_err(PackStop::Blob)?;
+                        written += plain.len() as u64;
+                        Ok(())
                     },
                 );
                 open.clear();
-                result
-                    .map_err(|e| blob_failure.take().unwrap_or_else(|| this.err(&this.files[blobs[0].2.0].path, e)))?;
+                result.map_err(|stop| match stop {
+                    // A blob's failure names its file already; a failed read names the pack's first.
+                    PackStop::Blob(e) => e,
+                    PackStop::Read(e) => this.err(&this.files[blobs[0].2.0].path, e),
+                })?;
                 let mut st = progress.lock().expect("progress");
                 st.bytes += written;
                 st.files = total_files;
@@ -735,7 +740,7 @@ impl<'r> Restorer<'r> {
         }
         let walk = std::sync::Mutex::new(Walk { jobs: vec![(*root, target.to_path_buf())], busy: 0, failed: None });
         let wake = std::sync::Condvar::new();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let threads = super::reader_threads();
         let this = &*self;
         let found: Vec<Found> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
