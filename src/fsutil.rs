@@ -11,11 +11,16 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Writes a new file at `path` atomically and durably, its content written by `fill`.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", file_name(path), random_hex(8)));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()?;
         persist(&tmp, path)
     })();

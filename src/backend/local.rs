@@ -2,7 +2,7 @@
 //! directory grows too large.
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, BackendError, Kind, Result};
@@ -141,6 +141,27 @@ impl Backend for Local {
             fs::create_dir_all(dir).map_err(|e| self.err("create", dir, e))?;
         }
         crate::fsutil::write_atomic(&p, data).map_err(|e| self.err("write", &p, e))
+    }
+
+    fn write_releasing(&self, kind: Kind, name: &str, data: Vec<u8>, release: &mut dyn FnMut(Vec<u8>)) -> Result<()> {
+        let p = self.path(kind, name);
+        if p.exists() {
+            release(data);
+            return Err(BackendError::Exists { location: self.location(), kind, name: name.to_string() });
+        }
+        if let Some(dir) = p.parent()
+            && let Err(e) = fs::create_dir_all(dir)
+        {
+            release(data);
+            return Err(self.err("create", dir, e));
+        }
+        let mut data = Some(data);
+        crate::fsutil::write_atomic_with(&p, |f| {
+            let written = f.write_all(data.as_deref().unwrap_or_default());
+            release(data.take().expect("released once"));
+            written
+        })
+        .map_err(|e| self.err("write", &p, e))
     }
 
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {

@@ -79,6 +79,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Writes a new file atomically; an existing file of that name is an error (files are
     /// immutable).
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    /// Writes a new file as `write` does, and hands `data` back through `release` as soon
+    /// as the backend no longer needs it (a local disk: once the bytes are in the page cache,
+    /// before they are forced to disk), so the caller can reuse the buffer meanwhile.
+    fn write_releasing(&self, kind: Kind, name: &str, data: Vec<u8>, release: &mut dyn FnMut(Vec<u8>)) -> Result<()> {
+        let written = self.write(kind, name, &data);
+        release(data);
+        written
+    }
     fn delete(&self, kind: Kind, name: &str) -> Result<()>;
     /// The size of a file, or None if it does not exist.
     fn stat(&self, kind: Kind, name: &str) -> Result<Option<u64>>;

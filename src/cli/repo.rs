@@ -905,7 +905,7 @@ pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
         if existing.contains(&(snap.service.clone(), snap.time.clone(), snap.hostname.clone())) {
             continue;
         }
-        let before = dst.added_bytes;
+        let before = dst.added_bytes();
         let c = crate::repo::maintenance::copy_snapshot(&src, &mut dst, &snap, &mut map)?;
         let new_id = dst.save_object(crate::backend::Kind::Snapshot, &c)?;
         println!(
@@ -913,7 +913,7 @@ pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
             &id[..12],
             snap.service,
             &new_id[..12],
-            human_size(dst.added_bytes - before)
+            human_size(dst.added_bytes() - before)
         );
         copied += 1;
     }

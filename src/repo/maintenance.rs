@@ -226,7 +226,7 @@ fn prune_locked(repo: &mut Repository, dry_run: bool) -> Result<PruneStats> {
         repo.save_blob(kind, &data)?;
     }
     repo.flush_pack()?;
-    repo.unindexed.clear();
+    repo.discard_unindexed();
     // 2. One complete index of what remains, then the old index files go.
     let mut by_pack: BTreeMap<[u8; 32], Vec<PackEntry>> = BTreeMap::new();
     for (id, loc) in &repo.index {

@@ -13,9 +13,9 @@ pub mod maintenance;
 pub mod snapshot;
 pub mod tree;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,10 @@ use crypto::{CryptoError, KdfParams, KeyFile, MasterKey};
 pub const FORMAT_VERSION: u32 = 1;
 /// Pack files are flushed at this size.
 pub const PACK_TARGET: usize = 16 << 20;
+/// A data pack's buffer: the target and room for the blobs that arrive while it is written.
+const PACK_BUFFER: usize = PACK_TARGET + (1 << 20);
+/// The buffer a pack starts in while the previous one is still being written.
+const PACK_START: usize = 2 << 20;
 /// An index file is written after this many packs (and at the end): index files stay small,
 /// and so does the memory that writing one takes.
 const INDEX_PACKS: usize = 8;
@@ -168,23 +172,19 @@ struct IndexPack {
 struct PendingPack {
     data: Vec<u8>,
     entries: Vec<PackEntry>,
-    /// Position of each blob in `entries`: `save_blob` asks for every chunk.
+    /// Position of each blob in `entries`, for reading a blob back before its pack is written.
     by_id: HashMap<BlobId, usize>,
 }
 
 /// An open repository.
 pub struct Repository {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     key: MasterKey,
     pub config: RepoConfig,
+    /// Every blob in a pack listed by an index file (and, after a flush, those this process wrote).
     index: HashMap<BlobId, Location>,
-    /// The packs being filled, one per blob type (trees apart from data, so listing a
-    /// snapshot's directories reads a few small packs, not every data pack).
-    pending: Mutex<[PendingPack; 2]>,
-    /// Packs written by this process whose index is not yet written.
-    unindexed: Vec<IndexPack>,
-    /// Bytes added to the repository by this process (sealed pack bytes).
-    pub added_bytes: u64,
+    /// New blobs on their way into packs; shared with the sealing threads.
+    writer: Arc<Writer>,
     /// The packs read most recently (newest last): restores alternate between a directory's
     /// tree, stored after its files, and the files' data, so one slot would thrash.
     pack_cache: Mutex<Vec<([u8; 32], Vec<u8>)>>,
@@ -192,42 +192,287 @@ pub struct Repository {
     read_ahead: Mutex<std::collections::HashSet<[u8; 32]>>,
     /// The key file this repository was opened with.
     key_name: Option<String>,
-    /// Compression and encryption of new blobs run on these threads (started on first use).
-    sealers: Option<Sealers>,
+    /// Compression and encryption of new data blobs run on these threads (started on first use).
+    sealers: OnceLock<Sealers>,
 }
 
-/// A blob to compress and seal, and the result.
+/// The write side of a repository. Any thread may save blobs (`Repository::save_blob` takes
+/// `&self`): the sealing threads append what they seal to the pending pack of its type, and
+/// whichever thread fills a pack writes it, so packing and writing never wait on one thread.
+struct Writer {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    state: Mutex<WriteState>,
+    /// Signalled whenever `busy` drops or a failure is recorded.
+    settled: Condvar,
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// The packs being filled, one per blob type (trees apart from data, so listing a
+    /// snapshot's directories reads a few small packs, not every data pack).
+    pending: [PendingPack; 2],
+    /// Blobs saved by this process and not yet in a written pack: queued for sealing, pending,
+    /// or in a pack being written. A blob is saved once even if two threads meet it at once.
+    in_flight: HashSet<BlobId>,
+    /// Where the blobs this process wrote are; moved into the index by `flush_pack`.
+    written: HashMap<BlobId, Location>,
+    /// Packs written by this process whose index is not yet written.
+    unindexed: Vec<IndexPack>,
+    /// Bytes added to the repository by this process (sealed pack and index bytes).
+    added_bytes: u64,
+    /// Blobs handed to the sealing threads and not yet packed, plus packs and index files
+    /// being written: a flush waits for this to reach zero.
+    busy: usize,
+    /// The first failure of a sealing thread or a write; the next save or flush reports it.
+    failure: Option<RepoError>,
+    /// Set once a failure is recorded: blobs may be lost, so nothing more is saved or
+    /// flushed through this handle (a later snapshot must not refer to them).
+    broken: bool,
+    /// Whether a pack of each type is being written.
+    writing: [bool; 2],
+    /// Whether the backend still holds the buffer of the data pack being written.
+    buffer_out: bool,
+    /// Threads waiting in `settle` or for a blob being written (they need waking).
+    waiting: usize,
+    /// The buffer of the last data pack written, kept for the next one: allocating and
+    /// freeing 16 MiB per pack makes the allocator's footprint creep.
+    spare: Option<Vec<u8>>,
+}
+
+impl WriteState {
+    /// Records a failure: the first is kept for the caller, and the handle is broken.
+    fn record(&mut self, e: RepoError) {
+        if !self.broken {
+            self.failure = Some(e);
+            self.broken = true;
+        }
+    }
+}
+
+/// A full pack taken out of the pending slot, to be written.
+struct FullPack {
+    kind: BlobType,
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Writer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.lock().expect("write state")
+    }
+
+    fn corrupt(&self, what: String) -> RepoError {
+        RepoError::Corrupt { location: self.backend.location(), what }
+    }
+
+    /// Appends a sealed blob to the pending pack of its type and writes the pack if that
+    /// filled it. `queued`: the blob came through the sealing queue (and counted as busy).
+    /// A failed write is recorded for `settle` to report.
+    fn append(&self, id: BlobId, kind: BlobType, raw: u32, sealed: &[u8], queued: bool) {
+        let mut guard = self.lock();
+        if queued {
+            guard.busy -= 1;
+        }
+        while kind == BlobType::Data && !Self::room(&mut guard, sealed.len()) {
+            guard.waiting += 1;
+            guard = self.settled.wait(guard).expect("write state");
+            guard.waiting -= 1;
+        }
+        let st = &mut *guard;
+        let p = &mut st.pending[kind as usize];
+        let offset = p.data.len() as u64;
+        p.data.extend_from_slice(sealed);
+        p.by_id.insert(id, p.entries.len());
+        p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw });
+        self.wake(st);
+        // One pack of each type is written at a time (each costs a pack-sized buffer): while
+        // one is, the next waits full, which holds back the sealing threads too.
+        let mut full = None;
+        while guard.pending[kind as usize].data.len() >= PACK_TARGET {
+            if !guard.writing[kind as usize] {
+                full = Self::take(&mut guard, kind);
+                break;
+            }
+            guard.waiting += 1;
+            guard = self.settled.wait(guard).expect("write state");
+            guard.waiting -= 1;
+        }
+        drop(guard);
+        if let Some(pack) = full {
+            self.write_pack(pack);
+        }
+    }
+
+    /// Readies the pending data pack for a blob of `len` bytes; false if it must wait first.
+    /// Data packs share one pack-sized buffer: while the backend holds it, the next pack
+    /// starts in a small one, moves into it when it is released (writing a pack takes a
+    /// fraction of the time filling one does), and waits for that rather than grow. Tree
+    /// packs are few and small: they simply grow.
+    fn room(st: &mut WriteState, len: usize) -> bool {
+        let p = &mut st.pending[BlobType::Data as usize];
+        if p.data.capacity() == 0 {
+            p.data = match st.spare.take() {
+                Some(buf) => buf,
+                None if st.buffer_out => Vec::with_capacity(PACK_START),
+                None => Vec::with_capacity(PACK_BUFFER),
+            };
+        }
+        p.data.len() + len <= p.data.capacity() || !st.buffer_out
+    }
+
+    /// Wakes the threads waiting for the state to change, if any.
+    fn wake(&self, st: &WriteState) {
+        if st.waiting > 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    /// Records a failure (the first one is kept) for `settle` to report.
+    fn fail(&self, e: RepoError) {
+        let mut st = self.lock();
+        st.record(e);
+        self.wake(&st);
+    }
+
+    /// Takes the pending pack of `kind` out for writing (counted busy until written).
+    fn take(st: &mut WriteState, kind: BlobType) -> Option<FullPack> {
+        let p = &mut st.pending[kind as usize];
+        if p.entries.is_empty() {
+            return None;
+        }
+        // Readers of a blob in a pack being written wait for it to land.
+        p.by_id.clear();
+        let pack = FullPack { kind, data: std::mem::take(&mut p.data), entries: std::mem::take(&mut p.entries) };
+        st.busy += 1;
+        st.writing[kind as usize] = true;
+        st.buffer_out |= kind == BlobType::Data;
+        Some(pack)
+    }
+
+    /// Seals the pack's header onto it, writes it, and records where its blobs are; a
+    /// failure is recorded for `settle` to report.
+    fn write_pack(&self, mut pack: FullPack) {
+        let header =
+            self.key.seal(&serde_json::to_vec(&PackHeader { blobs: pack.entries.clone() }).expect("serialises"));
+        pack.data.extend_from_slice(&header);
+        pack.data.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let pack_id = *blake3::hash(&pack.data).as_bytes();
+        let name = hex::encode(pack_id);
+        let (kind, size) = (pack.kind, pack.data.len() as u64);
+        let written = self.backend.write_releasing(Kind::Pack, &name, pack.data, &mut |buf| self.release(kind, buf));
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.busy -= 1;
+        st.writing[kind as usize] = false;
+        st.buffer_out = false; // released, or dropped by a backend that failed early
+        if let Err(e) = written {
+            st.record(e.into());
+            self.wake(st);
+            return;
+        }
+        st.added_bytes += size;
+        for e in &pack.entries {
+            st.in_flight.remove(&e.id);
+            st.written
+                .insert(e.id, Location { pack: pack_id, offset: e.offset, length: e.length, raw: e.raw, kind: e.kind });
+        }
+        st.unindexed.push(IndexPack { id: name, blobs: pack.entries });
+        let index = (st.unindexed.len() >= INDEX_PACKS).then(|| {
+            st.busy += 1;
+            std::mem::take(&mut st.unindexed)
+        });
+        self.wake(st);
+        drop(guard);
+        if let Some(packs) = index {
+            self.write_index(packs);
+        }
+    }
+
+    /// Takes back the buffer of a data pack the backend no longer needs: the next pack moves
+    /// into it from the small buffer it started in, or it waits for the next pack.
+    fn release(&self, kind: BlobType, mut buf: Vec<u8>) {
+        if kind != BlobType::Data {
+            return;
+        }
+        buf.clear();
+        let mut st = self.lock();
+        st.buffer_out = false;
+        let next = &mut st.pending[BlobType::Data as usize].data;
+        if next.capacity() == 0 {
+            st.spare = Some(buf);
+        } else if next.capacity() < PACK_TARGET && next.len() <= buf.capacity() {
+            buf.extend_from_slice(next);
+            *next = buf;
+        }
+        self.wake(&st);
+    }
+
+    /// Writes an index file listing `packs` (already written); a failure is recorded.
+    fn write_index(&self, packs: Vec<IndexPack>) {
+        let sealed = self.key.seal(&serde_json::to_vec(&IndexFile { packs }).expect("serialises"));
+        let name = hex::encode(blake3::hash(&sealed).as_bytes());
+        let written = self.backend.write(Kind::Index, &name, &sealed);
+        let mut st = self.lock();
+        st.busy -= 1;
+        match written {
+            Ok(()) => st.added_bytes += sealed.len() as u64,
+            Err(e) => {
+                st.record(e.into());
+            }
+        }
+        self.wake(&st);
+    }
+
+    /// The failure recorded, the first time it is asked for; then that there was one.
+    fn check(&self, st: &mut WriteState) -> Result<()> {
+        if let Some(e) = st.failure.take() {
+            return Err(e);
+        }
+        if st.broken {
+            return Err(RepoError::Other {
+                location: self.backend.location(),
+                what: "an earlier write failed, so nothing more is written in this run".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until nothing is queued or being written; reports a failure recorded meanwhile.
+    fn settle(&self) -> Result<std::sync::MutexGuard<'_, WriteState>> {
+        let mut st = self.lock();
+        while st.busy > 0 && !st.broken {
+            st.waiting += 1;
+            st = self.settled.wait(st).expect("write state");
+            st.waiting -= 1;
+        }
+        self.check(&mut st)?;
+        Ok(st)
+    }
+}
+
+/// A blob to compress and seal.
 struct SealJob {
     id: BlobId,
     kind: BlobType,
     plaintext: Vec<u8>,
 }
 
-struct Sealed {
-    id: BlobId,
-    kind: BlobType,
-    raw: u32,
-    sealed: std::result::Result<Vec<u8>, String>,
-}
-
-/// Worker threads that compress and seal blobs while the caller reads and chunks the next
-/// ones; results are packed in whatever order they finish (the index records where each is).
+/// Worker threads that compress and seal blobs while their callers read and chunk the next
+/// ones; blobs are packed in whatever order they finish (the index records where each is).
 struct Sealers {
     jobs: Option<std::sync::mpsc::SyncSender<SealJob>>,
-    done: Mutex<std::sync::mpsc::Receiver<Sealed>>,
-    in_flight: std::collections::HashSet<BlobId>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Sealers {
-    fn start(key: &MasterKey) -> Sealers {
+    fn start(writer: &Arc<Writer>) -> Sealers {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
         let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<SealJob>(n * 4);
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<Sealed>();
-        let job_rx = std::sync::Arc::new(Mutex::new(job_rx));
+        let job_rx = Arc::new(Mutex::new(job_rx));
         let threads = (0..n)
             .map(|i| {
-                let (job_rx, done_tx, key) = (job_rx.clone(), done_tx.clone(), key.clone());
+                let (job_rx, writer) = (job_rx.clone(), writer.clone());
                 std::thread::Builder::new()
                     .name(format!("seal-{i}"))
                     .spawn(move || {
@@ -236,17 +481,20 @@ impl Sealers {
                                 Ok(j) => j,
                                 Err(_) => return,
                             };
-                            let sealed = seal_blob(&key, &job.plaintext);
-                            let result = Sealed { id: job.id, kind: job.kind, raw: job.plaintext.len() as u32, sealed };
-                            if done_tx.send(result).is_err() {
-                                return;
+                            let raw = job.plaintext.len() as u32;
+                            match seal_blob(&writer.key, &job.plaintext) {
+                                Ok(sealed) => writer.append(job.id, job.kind, raw, &sealed, true),
+                                Err(e) => {
+                                    writer.lock().busy -= 1;
+                                    writer.fail(writer.corrupt(e));
+                                }
                             }
                         }
                     })
                     .expect("cannot start a sealing thread")
             })
             .collect();
-        Sealers { jobs: Some(job_tx), done: Mutex::new(done_rx), in_flight: Default::default(), threads }
+        Sealers { jobs: Some(job_tx), threads }
     }
 }
 
@@ -339,18 +587,23 @@ impl Repository {
     }
 
     fn with(backend: Box<dyn Backend>, key: MasterKey, config: RepoConfig) -> Repository {
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        let writer = Writer {
+            backend: backend.clone(),
+            key: key.clone(),
+            state: Mutex::new(WriteState::default()),
+            settled: Condvar::new(),
+        };
         Repository {
             backend,
             key,
             config,
             index: HashMap::new(),
-            pending: Mutex::new(Default::default()),
+            writer: Arc::new(writer),
             read_ahead: Default::default(),
-            unindexed: Vec::new(),
-            added_bytes: 0,
             pack_cache: Mutex::new(Vec::new()),
             key_name: None,
-            sealers: None,
+            sealers: OnceLock::new(),
         }
     }
 
@@ -496,165 +749,144 @@ impl Repository {
         Ok(())
     }
 
+    /// Whether the repository has the blob, or will once this process's packs are written.
     pub fn has_blob(&self, id: &BlobId) -> bool {
-        self.index.contains_key(id)
-            || self.pending.lock().expect("pack lock").iter().any(|p| p.by_id.contains_key(id))
-            || self.sealers.as_ref().is_some_and(|s| s.in_flight.contains(id))
+        self.index.contains_key(id) || {
+            let st = self.writer.lock();
+            st.written.contains_key(id) || st.in_flight.contains(id)
+        }
     }
 
     pub fn blob_count(&self) -> usize {
-        self.index.len()
+        self.index.len() + self.writer.lock().written.len()
     }
 
     pub fn id_of(&self, plaintext: &[u8]) -> BlobId {
         BlobId(self.key.id_of(plaintext))
     }
 
-    /// Stores a blob unless the repository already has it; returns its ID and whether it was new.
-    /// Data blobs are compressed and sealed on worker threads; `flush_pack`/`flush` wait for them.
-    pub fn save_blob(&mut self, kind: BlobType, plaintext: &[u8]) -> Result<(BlobId, bool)> {
+    /// Bytes this process added to the repository (sealed packs and index files).
+    pub fn added_bytes(&self) -> u64 {
+        self.writer.lock().added_bytes
+    }
+
+    /// Stores a blob unless the repository already has it; returns its ID and whether it was
+    /// new. Any thread may call it. Data blobs are compressed and sealed on worker threads;
+    /// `flush_pack`/`flush` wait for them and report their failures (as does the next save).
+    pub fn save_blob(&self, kind: BlobType, plaintext: &[u8]) -> Result<(BlobId, bool)> {
         let id = self.id_of(plaintext);
-        if self.has_blob(&id) {
+        if self.index.contains_key(&id) {
             return Ok((id, false));
         }
+        {
+            let mut st = self.writer.lock();
+            self.writer.check(&mut st)?;
+            if st.written.contains_key(&id) || !st.in_flight.insert(id) {
+                return Ok((id, false));
+            }
+            if kind == BlobType::Data {
+                st.busy += 1;
+            }
+        }
         if kind == BlobType::Data {
-            let key = &self.key;
-            let sealers = self.sealers.get_or_insert_with(|| Sealers::start(key));
-            sealers.in_flight.insert(id);
+            let sealers = self.sealers.get_or_init(|| Sealers::start(&self.writer));
             let job = SealJob { id, kind, plaintext: plaintext.to_vec() };
-            sealers
-                .jobs
-                .as_ref()
-                .expect("sealers are running")
-                .send(job)
-                .map_err(|_| self.corrupt("the sealing threads stopped".into()))?;
-            self.collect_sealed(false)?;
+            if sealers.jobs.as_ref().expect("sealers are running").send(job).is_err() {
+                return Err(self.corrupt("the sealing threads stopped".into()));
+            }
             return Ok((id, true));
         }
         let sealed = seal_blob(&self.key, plaintext).map_err(|e| self.corrupt(e))?;
-        self.add_sealed(id, kind, plaintext.len() as u32, sealed)?;
+        self.writer.append(id, kind, plaintext.len() as u32, &sealed, false);
         Ok((id, true))
     }
 
-    /// Appends a sealed blob to the pending pack of its type, writing the pack when it is full.
-    fn add_sealed(&mut self, id: BlobId, kind: BlobType, raw: u32, sealed: Vec<u8>) -> Result<()> {
-        let full = {
-            let mut pending = self.pending.lock().expect("pack lock");
-            let p = &mut pending[kind as usize];
-            if p.data.capacity() == 0 {
-                p.data.reserve_exact(PACK_TARGET + (1 << 20));
-            }
-            let offset = p.data.len() as u64;
-            p.data.extend_from_slice(&sealed);
-            let position = p.entries.len();
-            p.by_id.insert(id, position);
-            p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw });
-            p.data.len() >= PACK_TARGET
-        };
-        if full {
-            self.write_pending_pack(kind)?;
-        }
-        Ok(())
-    }
-
-    /// Packs what the sealing threads finished; with `all`, waits until none is in flight.
-    fn collect_sealed(&mut self, all: bool) -> Result<()> {
-        loop {
-            let Some(sealers) = &self.sealers else { return Ok(()) };
-            if sealers.in_flight.is_empty() {
-                return Ok(());
-            }
-            let next = {
-                let rx = sealers.done.lock().expect("done queue");
-                if all { rx.recv().ok() } else { rx.try_recv().ok() }
-            };
-            let Some(done) = next else {
-                if all {
-                    return Err(self.corrupt("the sealing threads stopped".into()));
-                }
-                return Ok(());
-            };
-            if let Some(s) = &mut self.sealers {
-                s.in_flight.remove(&done.id);
-            }
-            let sealed = done.sealed.map_err(|e| self.corrupt(e))?;
-            self.add_sealed(done.id, done.kind, done.raw, sealed)?;
-        }
-    }
-
-    /// Writes the pending pack files (if any), after every blob in flight is packed.
+    /// Writes the pending pack files (if any), after every blob in flight is packed, and
+    /// records their blobs in the index.
     pub fn flush_pack(&mut self) -> Result<()> {
-        self.collect_sealed(true)?;
-        self.write_pending_pack(BlobType::Data)?;
-        self.write_pending_pack(BlobType::Tree)
-    }
-
-    fn write_pending_pack(&mut self, kind: BlobType) -> Result<()> {
-        // The pack is written from the pending buffer, which keeps its memory for the next
-        // one: allocating and freeing 16 MiB per pack makes the allocator's footprint creep.
-        let mut pending = self.pending.lock().expect("pack lock");
-        let p = &mut pending[kind as usize];
-        if p.entries.is_empty() {
-            return Ok(());
+        for kind in [BlobType::Data, BlobType::Tree] {
+            let pack = Writer::take(&mut *self.writer.settle()?, kind);
+            if let Some(pack) = pack {
+                self.writer.write_pack(pack);
+            }
         }
-        p.by_id.clear();
-        let entries = std::mem::take(&mut p.entries);
-        let header = self.key.seal(&serde_json::to_vec(&PackHeader { blobs: entries.clone() }).expect("serialises"));
-        p.data.extend_from_slice(&header);
-        p.data.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        let pack_id = *blake3::hash(&p.data).as_bytes();
-        let name = hex::encode(pack_id);
-        let written = self.backend.write(Kind::Pack, &name, &p.data);
-        let size = p.data.len() as u64;
-        p.data.clear();
-        drop(pending);
-        written?;
-        self.added_bytes += size;
-        for e in &entries {
-            self.index
-                .insert(e.id, Location { pack: pack_id, offset: e.offset, length: e.length, raw: e.raw, kind: e.kind });
-        }
-        self.unindexed.push(IndexPack { id: name, blobs: entries });
-        if self.unindexed.len() >= INDEX_PACKS {
-            self.write_index()?;
+        let written = std::mem::take(&mut self.writer.settle()?.written);
+        if self.index.is_empty() {
+            self.index = written; // a new repository: no second copy of the whole index
+        } else {
+            self.index.extend(written);
         }
         Ok(())
     }
 
-    /// Flushes the pending pack and writes an index file for every pack written so far.
+    /// Flushes the pending packs and writes an index file for every pack written so far.
     pub fn flush(&mut self) -> Result<()> {
         self.flush_pack()?;
-        self.write_index()
+        let packs = {
+            let mut st = self.writer.settle()?;
+            if st.unindexed.is_empty() {
+                return Ok(());
+            }
+            st.busy += 1;
+            std::mem::take(&mut st.unindexed)
+        };
+        self.writer.write_index(packs);
+        self.writer.settle().map(drop)
     }
 
-    /// Writes an index file listing the packs written since the last one.
-    fn write_index(&mut self) -> Result<()> {
-        if self.unindexed.is_empty() {
-            return Ok(());
+    /// Forgets the packs written but not yet listed in an index file (prune lists every
+    /// pack in one index of its own).
+    pub fn discard_unindexed(&mut self) {
+        self.writer.lock().unindexed.clear();
+    }
+
+    /// Where a blob this process saved is once its pack is written: None while it is
+    /// still on its way (the caller may wait), Some(Err) if it is in no pack at all.
+    fn locate_new(&self, id: &BlobId) -> Result<Option<Location>> {
+        let mut st = self.writer.lock();
+        loop {
+            if let Some(loc) = st.written.get(id) {
+                return Ok(Some(*loc));
+            }
+            if st.broken {
+                return Err(self.corrupt(format!("blob {} was not written: a write failed", id.hex())));
+            }
+            if !st.in_flight.contains(id) {
+                return Err(self.corrupt(format!("blob {} is not in the index", id.hex())));
+            }
+            if st.pending.iter().any(|p| p.by_id.contains_key(id)) {
+                return Ok(None);
+            }
+            // Queued for sealing or in a pack being written: wait for it to land.
+            st.waiting += 1;
+            st = self.writer.settled.wait(st).expect("write state");
+            st.waiting -= 1;
         }
-        let file = IndexFile { packs: std::mem::take(&mut self.unindexed) };
-        let sealed = self.key.seal(&serde_json::to_vec(&file).expect("serialises"));
-        let name = hex::encode(blake3::hash(&sealed).as_bytes());
-        self.backend.write(Kind::Index, &name, &sealed)?;
-        self.added_bytes += sealed.len() as u64;
-        Ok(())
     }
 
     /// Reads, authenticates and checks a blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let pending = {
-            let pending = self.pending.lock().expect("pack lock");
-            pending.iter().find_map(|p| {
-                p.by_id.get(id).map(|&i| {
-                    let e = &p.entries[i];
-                    (p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw)
-                })
-            })
+        let loc = match self.index.get(id) {
+            Some(loc) => *loc,
+            None => match self.locate_new(id)? {
+                Some(loc) => loc,
+                None => {
+                    let st = self.writer.lock();
+                    let found = st.pending.iter().find_map(|p| {
+                        p.by_id.get(id).map(|&i| {
+                            let e = &p.entries[i];
+                            (p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw)
+                        })
+                    });
+                    drop(st);
+                    match found {
+                        Some((sealed, raw)) => return self.open_blob(id, &sealed, raw, "the pack being written"),
+                        // Taken out for writing since: now it has a place.
+                        None => return self.load_blob(id),
+                    }
+                }
+            },
         };
-        if let Some((sealed, raw)) = pending {
-            return self.open_blob(id, &sealed, raw, "the pack being written");
-        }
-        let loc = *self.index.get(id).ok_or_else(|| self.corrupt(format!("blob {} is not in the index", id.hex())))?;
         let pack_name = hex::encode(loc.pack);
         let sealed = if self.backend.cheap_ranges() {
             // Trees are read one after another, all over their (tree-only) packs: have the
@@ -705,7 +937,7 @@ impl Repository {
 
     /// Where a stored blob is, if it is in a written pack.
     pub fn locate(&self, id: &BlobId) -> Option<Location> {
-        self.index.get(id).copied()
+        self.index.get(id).copied().or_else(|| self.writer.lock().written.get(id).copied())
     }
 
     /// A hint that `pack` will be read whole soon.
@@ -874,6 +1106,113 @@ mod tests {
     pub(crate) fn fast_kdf() {
         // SAFETY: tests set this before any repository is created; the value is process-wide.
         unsafe { std::env::set_var("LIFEBOAT_KDF", "64,1,1") };
+    }
+
+    /// Incompressible bytes, different for each seed.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blobs_saved_from_several_threads_are_stored_once_and_readable_throughout() {
+        fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repository::init(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        // 300 blobs of ~60 KiB: more than one pack, so packs are written while threads save.
+        let blobs: Vec<Vec<u8>> = (0..300).map(|i| noise(i, 60_000 + i as usize)).collect();
+        let new = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (repo, blobs, new) = (&repo, &blobs, &new);
+                s.spawn(move || {
+                    // Each thread meets the blobs in its own order.
+                    for k in 0..blobs.len() {
+                        let b = &blobs[(k * (2 * t + 1) + t * 37) % blobs.len()];
+                        let (id, fresh) = repo.save_blob(BlobType::Data, b).unwrap();
+                        new.fetch_add(fresh as usize, std::sync::atomic::Ordering::Relaxed);
+                        assert!(repo.has_blob(&id));
+                        if k % 25 == 0 {
+                            // Queued, pending, or in a pack being written: readable all the same.
+                            assert_eq!(&repo.load_blob(&id).unwrap(), b);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(new.into_inner(), blobs.len(), "every blob is new exactly once");
+        repo.flush().unwrap();
+        let packs = repo.backend().list(Kind::Pack).unwrap().len();
+        assert!(packs >= 2, "{packs} packs");
+        let reopened = Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        assert_eq!(reopened.blob_count(), blobs.len());
+        for b in &blobs {
+            assert_eq!(&reopened.load_blob(&reopened.id_of(b)).unwrap(), b);
+        }
+        assert!(repo.added_bytes() >= blobs.iter().map(|b| b.len() as u64).sum::<u64>());
+    }
+
+    /// A local backend whose pack writes fail (a full disk, say).
+    #[derive(Debug)]
+    struct PacksFail(Local);
+
+    impl Backend for PacksFail {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn list(&self, kind: Kind) -> crate::backend::Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn read(&self, kind: Kind, name: &str) -> crate::backend::Result<Vec<u8>> {
+            self.0.read(kind, name)
+        }
+        fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> crate::backend::Result<Vec<u8>> {
+            self.0.read_range(kind, name, offset, length)
+        }
+        fn write(&self, kind: Kind, name: &str, data: &[u8]) -> crate::backend::Result<()> {
+            if kind == Kind::Pack {
+                let source = std::io::Error::from_raw_os_error(28); // ENOSPC
+                return Err(BackendError::Io { location: self.location(), op: "write", what: name.into(), source });
+            }
+            self.0.write(kind, name, data)
+        }
+        fn delete(&self, kind: Kind, name: &str) -> crate::backend::Result<()> {
+            self.0.delete(kind, name)
+        }
+        fn stat(&self, kind: Kind, name: &str) -> crate::backend::Result<Option<u64>> {
+            self.0.stat(kind, name)
+        }
+    }
+
+    #[test]
+    fn a_failed_pack_write_is_reported_and_nothing_is_indexed() {
+        fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        drop(Repository::init(Box::new(Local::new(dir.path())), b"pw").unwrap());
+        let mut repo = Repository::open(Box::new(PacksFail(Local::new(dir.path()))), b"pw").unwrap();
+        // Enough to fill a pack: a sealing thread writes it, and fails.
+        let mut failed = None;
+        for i in 0..400 {
+            if let Err(e) = repo.save_blob(BlobType::Data, &noise(i, 60_000)) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => repo.flush().expect_err("the pack write fails"),
+        };
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        assert!(repo.save_blob(BlobType::Data, b"more").is_err(), "a broken handle saves nothing more");
+        assert!(repo.flush().is_err());
+        assert!(repo.backend().list(Kind::Index).unwrap().is_empty(), "no index lists a pack that is not there");
     }
 
     #[test]

@@ -91,9 +91,11 @@ pub fn load_tree(repo: &Repository, id: &BlobId) -> Result<Tree> {
 }
 
 pub struct Archiver<'r> {
-    repo: &'r mut Repository,
+    repo: &'r Repository,
     pub stats: ArchiveStats,
     buf: Vec<u8>,
+    /// While a directory is archived, files to read go to these threads (see `FileJob`).
+    files: Option<std::sync::mpsc::SyncSender<FileJob>>,
     /// Told the running totals after every file (progress displays).
     pub on_progress: Option<ProgressFn>,
     /// Files changed (by ctime) before this time, in nanoseconds, are probably unchanged since
@@ -123,8 +125,77 @@ struct ReadAheadShared {
     wake: std::sync::Condvar,
 }
 
+/// A file whose content a reader thread is to read, cut, and store. Reading files on several
+/// threads keeps the disk busy with several reads at once and spreads the chunking and
+/// hashing over the cores, while the archiver walks on; it collects each directory's
+/// results in order when the directory is done.
+struct FileJob {
+    path: PathBuf,
+    reply: std::sync::mpsc::SyncSender<Result<Option<FileContent>>>,
+}
+
+/// A file's stored content: its chunk IDs, and how many of their bytes were new.
+struct FileContent {
+    ids: Vec<BlobId>,
+    new_bytes: u64,
+}
+
+/// A file's content, read now or coming from a reader thread.
+enum Content {
+    Ready(Option<FileContent>),
+    Coming(std::sync::mpsc::Receiver<Result<Option<FileContent>>>),
+}
+
+/// Threads reading files for a directory walk: one per core and one more, so that one
+/// waiting on the disk leaves the cores busy; and at most this many files queued for them.
+fn file_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4) + 1
+}
+const FILES_QUEUED: usize = 64;
+
+/// Reads, cuts and stores the content of the file at `path`; None if it vanished (a
+/// running service may delete a file between the directory listing and the read).
+fn file_content(repo: &Repository, path: &Path, buf: &mut Vec<u8>) -> Result<Option<FileContent>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(repo, path, e)),
+    };
+    let params = repo.config.chunker;
+    let mut content = FileContent { ids: Vec::new(), new_bytes: 0 };
+    let mut save = |chunk: &[u8]| {
+        let (id, new) = repo.save_blob(BlobType::Data, chunk)?;
+        if new {
+            content.new_bytes += chunk.len() as u64;
+        }
+        content.ids.push(id);
+        Ok::<_, RepoError>(())
+    };
+    let size = file.metadata().map_err(|e| read_err(repo, path, e))?.len();
+    if size <= SMALL_FILE {
+        // Most files: read whole into one reused buffer and cut there (no per-file chunker
+        // buffer to allocate and clear, one copy less).
+        if buf.capacity() > SMALL_FILE_KEPT && size as usize <= SMALL_FILE_KEPT {
+            *buf = Vec::new(); // one large file does not keep its memory for the rest
+        }
+        buf.clear();
+        buf.reserve_exact(size as usize + 1);
+        std::io::Read::read_to_end(&mut file, buf).map_err(|e| read_err(repo, path, e))?;
+        super::chunk_slice(buf, params).try_for_each(save)?;
+    } else {
+        // Whole files are read front to back: let the kernel read further ahead.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+        for chunk in super::chunks(file, params) {
+            save(&chunk.map_err(|e| read_err(repo, path, e))?)?;
+        }
+    }
+    Ok(Some(content))
+}
+
 /// Files up to this size are read whole into a reused buffer and cut there.
 const SMALL_FILE: u64 = 4 << 20;
+/// A reader thread keeps a buffer of up to this size between files.
+const SMALL_FILE_KEPT: usize = 1 << 20;
 
 /// How many files read-ahead may run ahead of the archiver, and how much of each it asks for.
 const READ_AHEAD_FILES: u64 = 256;
@@ -209,11 +280,12 @@ fn read_err(repo: &Repository, path: &Path, e: std::io::Error) -> RepoError {
 }
 
 impl<'r> Archiver<'r> {
-    pub fn new(repo: &'r mut Repository) -> Archiver<'r> {
+    pub fn new(repo: &'r Repository) -> Archiver<'r> {
         Archiver {
             repo,
             stats: ArchiveStats::default(),
             buf: Vec::new(),
+            files: None,
             on_progress: None,
             read_ahead_since: None,
             read_ahead: None,
@@ -225,16 +297,47 @@ impl<'r> Archiver<'r> {
     /// Archives the directory `dir`; `parent` is the same directory's tree in the previous
     /// snapshot, if any.
     pub fn archive_dir(&mut self, dir: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
-        if self.depth == 0 {
-            self.files_met = 0;
-            self.read_ahead = ReadAhead::start(dir, self.read_ahead_since);
+        if self.depth > 0 {
+            self.depth += 1;
+            let result = self.archive_dir_inner(dir, parent);
+            self.depth -= 1;
+            return result;
         }
-        self.depth += 1;
-        let result = self.archive_dir_inner(dir, parent);
-        self.depth -= 1;
-        if self.depth == 0 {
-            self.read_ahead = None;
-        }
+        self.files_met = 0;
+        self.read_ahead = ReadAhead::start(dir, self.read_ahead_since);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(FILES_QUEUED);
+        let (jobs, abandon) = (std::sync::Mutex::new(rx), std::sync::atomic::AtomicBool::new(false));
+        let repo = self.repo;
+        let result = std::thread::scope(|s| {
+            let mut started = 0;
+            for i in 0..file_threads() {
+                let (jobs, abandon) = (&jobs, &abandon);
+                let spawned = std::thread::Builder::new().name(format!("read-{i}")).spawn_scoped(s, move || {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Ok(job) = jobs.lock().expect("file queue").recv() else { return };
+                        if abandon.load(std::sync::atomic::Ordering::Relaxed) {
+                            continue;
+                        }
+                        let _ = job.reply.send(file_content(repo, &job.path, &mut buf));
+                    }
+                });
+                if spawned.is_err() {
+                    break;
+                }
+                started += 1;
+            }
+            // Without reader threads, the archiver reads the files itself.
+            self.files = (started > 0).then_some(tx);
+            self.depth += 1;
+            let result = self.archive_dir_inner(dir, parent);
+            self.depth -= 1;
+            // The readers finish once the queue is empty: nothing is left in it on success.
+            self.files = None;
+            abandon.store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+            result
+        });
+        self.read_ahead = None;
         result
     }
 
@@ -251,7 +354,7 @@ impl<'r> Archiver<'r> {
             .map(|e| e.file_name())
             .collect();
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut tree = Tree::default();
+        let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let path = dir.join(&name);
             let meta = match fs::symlink_metadata(&path) {
@@ -262,8 +365,13 @@ impl<'r> Archiver<'r> {
             let hex_name = hex::encode(name.as_bytes());
             let previous = by_name.get(hex_name.as_str()).copied();
             if let Some(node) = self.node(&path, hex_name, &meta, previous)? {
-                tree.nodes.push(node);
+                nodes.push(node);
             }
+        }
+        // The files' contents, in order, as the reader threads finish them.
+        let mut tree = Tree { nodes: Vec::with_capacity(nodes.len()) };
+        for (node, content) in nodes {
+            tree.nodes.extend(self.complete(node, content)?);
         }
         self.stats.dirs += 1;
         let json = serde_json::to_vec(&tree).expect("trees serialise");
@@ -280,7 +388,7 @@ impl<'r> Archiver<'r> {
         name: String,
         meta: &fs::Metadata,
         previous: Option<&Node>,
-    ) -> Result<Option<Node>> {
+    ) -> Result<Option<(Node, Option<Content>)>> {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             NodeKind::File
@@ -314,6 +422,7 @@ impl<'r> Archiver<'r> {
             rdev: if matches!(kind, NodeKind::Char | NodeKind::Block) { meta.rdev() } else { 0 },
             xattrs: xattrs(path),
         };
+        let mut content = None;
         match kind {
             NodeKind::File => {
                 self.files_met += 1;
@@ -330,11 +439,13 @@ impl<'r> Archiver<'r> {
                         && p.inode == node.inode
                 });
                 match unchanged {
-                    Some(p) if p.content.iter().all(|c| self.repo.has_blob(c)) => node.content = p.content.clone(),
-                    _ => node.content = self.file_content(path)?,
-                }
-                if let Some(f) = &self.on_progress {
-                    f(&self.stats);
+                    Some(p) if p.content.iter().all(|c| self.repo.has_blob(c)) => {
+                        node.content = p.content.clone();
+                        if let Some(f) = &self.on_progress {
+                            f(&self.stats);
+                        }
+                    }
+                    _ => content = Some(self.read_content(path)?),
                 }
             }
             NodeKind::Dir => {
@@ -347,44 +458,43 @@ impl<'r> Archiver<'r> {
             }
             _ => {}
         }
-        Ok(Some(node))
+        Ok(Some((node, content)))
     }
 
-    fn file_content(&mut self, path: &Path) -> Result<Vec<BlobId>> {
-        self.stats.files_read += 1;
-        let mut file = File::open(path).map_err(|e| read_err(self.repo, path, e))?;
-        let params = self.repo.config.chunker;
-        let mut ids = Vec::new();
-        let size = file.metadata().map_err(|e| read_err(self.repo, path, e))?.len();
-        if size <= SMALL_FILE {
-            // Most files: read whole into one reused buffer and cut there (no per-file chunker
-            // buffer to allocate and clear, one copy less).
-            self.buf.clear();
-            std::io::Read::read_to_end(&mut file, &mut self.buf).map_err(|e| read_err(self.repo, path, e))?;
-            let buf = std::mem::take(&mut self.buf);
-            let saved = super::chunk_slice(&buf, params).try_for_each(|chunk| {
-                let (id, new) = self.repo.save_blob(BlobType::Data, chunk)?;
-                if new {
-                    self.stats.new_bytes += chunk.len() as u64;
-                }
-                ids.push(id);
-                Ok::<_, RepoError>(())
-            });
-            self.buf = buf;
-            saved?;
-            return Ok(ids);
-        }
-        // Whole files are read front to back: let the kernel read further ahead.
-        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-        for chunk in super::chunks(file, params) {
-            let chunk = chunk.map_err(|e| read_err(self.repo, path, e))?;
-            let (id, new) = self.repo.save_blob(BlobType::Data, &chunk)?;
-            if new {
-                self.stats.new_bytes += chunk.len() as u64;
+    /// The content of the file at `path`: handed to the reader threads if they run.
+    fn read_content(&mut self, path: &Path) -> Result<Content> {
+        if let Some(files) = &self.files {
+            let (reply, rx) = std::sync::mpsc::sync_channel(1);
+            if files.send(FileJob { path: path.to_path_buf(), reply }).is_ok() {
+                return Ok(Content::Coming(rx));
             }
-            ids.push(id);
         }
-        Ok(ids)
+        Ok(Content::Ready(file_content(self.repo, path, &mut self.buf)?))
+    }
+
+    /// Completes a node with its file's content (waiting for a reader thread if need be)
+    /// and counts it; None if the file vanished before it could be read.
+    fn complete(&mut self, mut node: Node, content: Option<Content>) -> Result<Option<Node>> {
+        let content = match content {
+            None => return Ok(Some(node)),
+            Some(Content::Ready(c)) => c,
+            Some(Content::Coming(rx)) => rx.recv().map_err(|_| RepoError::Other {
+                location: self.repo.location(),
+                what: "a file reader thread stopped".into(),
+            })??,
+        };
+        let Some(content) = content else {
+            self.stats.files -= 1;
+            self.stats.bytes -= node.size;
+            return Ok(None);
+        };
+        node.content = content.ids;
+        self.stats.files_read += 1;
+        self.stats.new_bytes += content.new_bytes;
+        if let Some(f) = &self.on_progress {
+            f(&self.stats);
+        }
+        Ok(Some(node))
     }
 
     /// Archives named files (not a directory) as one tree: used for image blobs.
@@ -409,7 +519,11 @@ impl<'r> Archiver<'r> {
                     self.stats.bytes += n.size;
                     n
                 }
-                None => self.node(&path, hex_name, &meta, None)?.expect("image blobs are files"),
+                None => {
+                    let (node, content) = self.node(&path, hex_name, &meta, None)?.expect("image blobs are files");
+                    let gone = || read_err(self.repo, &path, std::io::ErrorKind::NotFound.into());
+                    self.complete(node, content)?.ok_or_else(gone)?
+                }
             };
             tree.nodes.push(node);
         }
@@ -958,10 +1072,10 @@ mod tests {
         fs::hard_link(src.join("a.txt"), src.join("sub/a-link")).unwrap();
         std::os::unix::fs::symlink("../a.txt", src.join("sub/ln")).unwrap();
         let mut repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
-        let mut arch = Archiver::new(&mut repo);
+        let mut arch = Archiver::new(&repo);
         let t1 = arch.archive_dir(&src, None).unwrap();
         assert_eq!(arch.stats.files_read, 3);
-        let mut arch = Archiver::new(&mut repo);
+        let mut arch = Archiver::new(&repo);
         fs::write(src.join("a2.txt"), "new").unwrap();
         let t2 = arch.archive_dir(&src, Some(&t1)).unwrap();
         assert_eq!(arch.stats.files_read, 1, "only the new file is read");
@@ -1002,7 +1116,7 @@ mod tests {
             rustix::fs::utimensat(rustix::fs::CWD, src.join(p), &ts, rustix::fs::AtFlags::empty()).unwrap();
         }
         let mut repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
-        let tree = Archiver::new(&mut repo).archive_dir(&src, None).unwrap();
+        let tree = Archiver::new(&repo).archive_dir(&src, None).unwrap();
         repo.flush().unwrap();
         let out = dir.path().join("out");
         let mut r = Restorer::new(&repo, "test");

@@ -214,7 +214,7 @@ pub fn capture(
             files: tree_stats.files,
             bytes: tree_stats.bytes,
             files_read: tree_stats.files_read,
-            added_bytes: repo.added_bytes,
+            added_bytes: repo.added_bytes(),
             frozen_ms: frozen_for.as_millis() as u64,
             duration_ms: started.elapsed().as_millis() as u64,
         },
