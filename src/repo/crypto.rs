@@ -3,7 +3,7 @@
 //! BLAKE3 keyed by a second secret key, so the store never sees a plaintext fingerprint.
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,12 @@ impl MasterKey {
     }
 
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.encryption, plaintext)
+        seal(&self.encryption, &[plaintext])
+    }
+
+    /// Seals the concatenation of `parts` (without concatenating them first).
+    pub fn seal_parts(&self, parts: &[&[u8]]) -> Vec<u8> {
+        seal(&self.encryption, parts)
     }
 
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -62,13 +67,19 @@ impl MasterKey {
     }
 }
 
-fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+/// nonce ‖ ciphertext ‖ tag, the plaintext copied once (into the result, encrypted there).
+fn seal(key: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
     let nonce: [u8; NONCE_LEN] = random();
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let ct = cipher.encrypt(XNonce::from_slice(&nonce), plaintext).expect("encryption of a slice cannot fail");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(OVERHEAD + len);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    let tag = XChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
+        .expect("encryption of a slice cannot fail");
+    out.extend_from_slice(&tag);
     out
 }
 
@@ -140,7 +151,7 @@ impl KeyFile {
             kdf: "argon2id".into(),
             params,
             salt: hex::encode(salt),
-            data: hex::encode(seal(&wrap, &secret)),
+            data: hex::encode(seal(&wrap, &[&secret])),
         })
     }
 

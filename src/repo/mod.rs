@@ -476,6 +476,7 @@ impl Sealers {
                 std::thread::Builder::new()
                     .name(format!("seal-{i}"))
                     .spawn(move || {
+                        yield_to_feeder();
                         loop {
                             let job = match job_rx.lock().expect("job queue").recv() {
                                 Ok(j) => j,
@@ -507,6 +508,16 @@ impl Drop for Sealers {
     }
 }
 
+/// Lowers the calling thread's scheduling priority a little: for threads that do the bulk
+/// of the work, so that the thread feeding them (walking the tree, reading trees) gets a
+/// core the moment it has something to hand out and they never run dry.
+pub fn yield_to_feeder() {
+    let tid = rustix::thread::gettid();
+    if let Ok(nice) = rustix::process::getpriority_process(Some(tid)) {
+        let _ = rustix::process::setpriority_process(Some(tid), (nice + 5).min(19));
+    }
+}
+
 /// Compresses (when that helps) and seals one blob's plaintext.
 fn seal_blob(key: &MasterKey, plaintext: &[u8]) -> std::result::Result<Vec<u8>, String> {
     // One compression context per thread, reused: creating one costs more than a small chunk.
@@ -523,15 +534,11 @@ fn seal_blob(key: &MasterKey, plaintext: &[u8]) -> std::result::Result<Vec<u8>, 
             c.as_mut().expect("set above").compress(plaintext)
         })
         .map_err(|e| format!("zstd: {e}"))?;
-    let mut body = Vec::with_capacity(compressed.len().min(plaintext.len()) + 1);
-    if compressed.len() < plaintext.len() {
-        body.push(FLAG_ZSTD);
-        body.extend_from_slice(&compressed);
+    Ok(if compressed.len() < plaintext.len() {
+        key.seal_parts(&[&[FLAG_ZSTD], &compressed])
     } else {
-        body.push(FLAG_RAW);
-        body.extend_from_slice(plaintext);
-    }
-    Ok(key.seal(&body))
+        key.seal_parts(&[&[FLAG_RAW], plaintext])
+    })
 }
 
 /// How many threads read and open packs (restore, check): one per core, at most four.

@@ -313,6 +313,7 @@ impl<'r> Archiver<'r> {
             for i in 0..file_threads() {
                 let (jobs, abandon) = (&jobs, &abandon);
                 let spawned = std::thread::Builder::new().name(format!("read-{i}")).spawn_scoped(s, move || {
+                    super::yield_to_feeder();
                     let mut buf = Vec::new();
                     loop {
                         let Ok(job) = jobs.lock().expect("file queue").recv() else { return };
