@@ -281,29 +281,39 @@ pub fn restore(
     let image = store.image_by_manifest(&snap.image.manifest)?;
     runtime::ensure_layers(&store, &image)?;
 
-    // Volumes: recreated with their recorded content.
+    // Volumes: recreated with their recorded content. All are checked, created and marked
+    // filled before any data lands: a marker's fsync after the data would wait for the
+    // restored trees to reach the disk (ext4 commits dirty data with it: 0.2 s on the
+    // reference data). A restore that dies midway leaves volumes that are not empty, which
+    // the next restore refuses to overwrite, as it must.
     let vols = Volumes::open(&paths.root)?;
+    let vol_name = |v: &VolumeRef| match &opts.rename {
+        Some(n) => format!("{n}-{}", v.name),
+        None => v.name.clone(),
+    };
     for v in &snap.volumes {
-        let vol_name = match &opts.rename {
-            Some(n) => format!("{n}-{}", v.name),
-            None => v.name.clone(),
-        };
-        let data = vols.data_dir(&vol_name);
+        let data = vols.data_dir(&vol_name(v));
         if data.exists() && std::fs::read_dir(&data)?.next().is_some() {
             bail!(
-                "volume {vol_name} already exists and is not empty; remove it (lifeboat volume rm) or restore with --as NEWNAME"
+                "volume {} already exists and is not empty; remove it (lifeboat volume rm) or restore with --as NEWNAME",
+                vol_name(v)
             );
         }
-        vols.create(&vol_name)?;
+    }
+    for v in &snap.volumes {
+        vols.create(&vol_name(v))?;
+        vols.mark_filled(&vol_name(v))?;
+    }
+    for v in &snap.volumes {
+        let data = vols.data_dir(&vol_name(v));
         let _ = std::fs::remove_dir(&data);
         let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
         r.on_progress = opts.progress.clone();
         r.restore(&v.tree, &data)?;
-        vols.mark_filled(&vol_name)?;
         if opts.rename.is_some() {
             for m in recorded.mounts.iter_mut() {
                 if matches!(&m.source, MountSource::Volume { name } if *name == v.name) {
-                    m.source = MountSource::Volume { name: vol_name.clone() };
+                    m.source = MountSource::Volume { name: vol_name(v) };
                 }
             }
         }
