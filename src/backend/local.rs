@@ -121,15 +121,21 @@ impl Backend for Local {
     }
 
     fn read_range_into(&self, kind: Kind, name: &str, offset: u64, length: u64, buf: &mut Vec<u8>) -> Result<()> {
-        use std::os::unix::fs::FileExt;
         let p = self.path(kind, name);
         let f = fs::File::open(&p).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
         })?;
         buf.clear();
         buf.reserve_exact(length as usize); // not doubled: memory stays at the largest window
-        buf.resize(length as usize, 0);
-        f.read_exact_at(buf, offset).map_err(|e| self.err("read", &p, e))
+        // Read into the buffer's spare room (not zeroed first): through a positioned handle.
+        let mut f = f;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.err("seek", &p, e))?;
+        f.take(length).read_to_end(buf).map_err(|e| self.err("read", &p, e))?;
+        if buf.len() as u64 != length {
+            let short = io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} of {length} bytes", buf.len()));
+            return Err(self.err("read", &p, short));
+        }
+        Ok(())
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {

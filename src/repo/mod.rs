@@ -736,23 +736,49 @@ impl Repository {
         RepoError::Corrupt { location: self.location(), what }
     }
 
+    /// Reads every index file: on one thread per core (at most four), each reading,
+    /// opening and parsing its share, then merged here.
     fn load_index(&mut self) -> Result<()> {
-        for name in self.backend.list(Kind::Index)? {
-            let sealed = self.backend.read(Kind::Index, &name)?;
-            let plain =
-                self.key.open(&sealed).map_err(|_| self.corrupt(format!("index {name} does not authenticate")))?;
-            let file: IndexFile =
-                serde_json::from_slice(&plain).map_err(|e| self.corrupt(format!("index {name}: {e}")))?;
-            for p in file.packs {
-                let mut pack = [0u8; 32];
-                hex::decode_to_slice(&p.id, &mut pack)
-                    .map_err(|_| self.corrupt(format!("index {name}: bad pack id")))?;
-                for b in p.blobs {
-                    self.index
-                        .insert(b.id, Location { pack, offset: b.offset, length: b.length, raw: b.raw, kind: b.kind });
+        let names = self.backend.list(Kind::Index)?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let this = &*self;
+        let parse =
+            |name: &String| -> Result<Vec<(BlobId, Location)>> {
+                let sealed = this.backend.read(Kind::Index, name)?;
+                let plain =
+                    this.key.open(&sealed).map_err(|_| this.corrupt(format!("index {name} does not authenticate")))?;
+                let file: IndexFile =
+                    serde_json::from_slice(&plain).map_err(|e| this.corrupt(format!("index {name}: {e}")))?;
+                let mut out = Vec::new();
+                for p in file.packs {
+                    let mut pack = [0u8; 32];
+                    hex::decode_to_slice(&p.id, &mut pack)
+                        .map_err(|_| this.corrupt(format!("index {name}: bad pack id")))?;
+                    out.extend(p.blobs.into_iter().map(|b| {
+                        (b.id, Location { pack, offset: b.offset, length: b.length, raw: b.raw, kind: b.kind })
+                    }));
                 }
-            }
+                Ok(out)
+            };
+        let parts: Vec<Result<Vec<(BlobId, Location)>>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..reader_threads().min(names.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(name) = names.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                            mine.push(parse(name));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|t| t.join().expect("index thread")).collect()
+        });
+        let mut index = HashMap::new();
+        for part in parts {
+            index.extend(part?);
         }
+        self.index = index;
         Ok(())
     }
 
