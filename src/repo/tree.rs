@@ -1075,6 +1075,53 @@ mod tests {
     use crate::backend::local::Local;
 
     #[test]
+    fn a_file_that_vanishes_before_it_is_read_is_left_out_and_a_small_and_a_large_file_are_stored() {
+        crate::repo::tests::fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
+        let mut buf = Vec::new();
+        // Deleted between the directory listing and the read (a running service's temp file).
+        let gone = file_content(&repo, &dir.path().join("gone"), &mut buf).unwrap();
+        assert!(gone.is_none());
+        let mut arch = Archiver::new(&repo);
+        let mut node = Node {
+            name: hex::encode("gone"),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            links: 1,
+            size: 5,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            rdev: 0,
+            xattrs: Vec::new(),
+        };
+        arch.stats.files = 1;
+        arch.stats.bytes = 5;
+        assert!(arch.complete(node.clone(), Some(Content::Ready(None))).unwrap().is_none());
+        assert_eq!((arch.stats.files, arch.stats.bytes, arch.stats.files_read), (0, 0, 0));
+        // A small file (read whole, sealed by the sealing threads) and a large one (streamed).
+        for (name, len) in [("small", 100_000usize), ("large", (SMALL_FILE as usize) + 300_000)] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let path = dir.path().join(name);
+            fs::write(&path, &data).unwrap();
+            let content = file_content(&repo, &path, &mut buf).unwrap().unwrap();
+            assert!(content.new_bytes > 0);
+            node.content = content.ids;
+            let mut back = Vec::new();
+            for id in &node.content {
+                back.extend(repo.load_blob(id).unwrap());
+            }
+            assert_eq!(back, data, "{name}");
+        }
+    }
+
+    #[test]
     fn archive_restore_round_trip_and_incremental_reuse() {
         super::super::tests::fast_kdf();
         let dir = tempfile::tempdir().unwrap();
