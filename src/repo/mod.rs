@@ -271,9 +271,6 @@ impl Writer {
     /// A failed write is recorded for `settle` to report.
     fn append(&self, id: BlobId, kind: BlobType, raw: u32, sealed: &[u8], queued: bool) {
         let mut guard = self.lock();
-        if queued {
-            guard.busy -= 1;
-        }
         while kind == BlobType::Data && !Self::room(&mut guard, sealed.len()) {
             guard.waiting += 1;
             guard = self.settled.wait(guard).expect("write state");
@@ -285,6 +282,11 @@ impl Writer {
         p.data.extend_from_slice(sealed);
         p.by_id.insert(id, p.entries.len());
         p.entries.push(PackEntry { id, kind, offset, length: sealed.len() as u32, raw });
+        // Busy until now, not just until the lock was first taken: a flush that found nothing
+        // busy while this blob waited for room would write the packs without it.
+        if queued {
+            st.busy -= 1;
+        }
         self.wake(st);
         // One pack of each type is written at a time (each costs a pack-sized buffer): while
         // one is, the next waits full, which holds back the sealing threads too.
@@ -825,6 +827,10 @@ impl Repository {
             let sealers = self.sealers.get_or_init(|| Sealers::start(&self.writer));
             let job = SealJob { id, kind, plaintext: plaintext.to_vec() };
             if sealers.jobs.as_ref().expect("sealers are running").send(job).is_err() {
+                let mut st = self.writer.lock();
+                st.busy -= 1;
+                st.record(self.corrupt("the sealing threads stopped".into()));
+                self.writer.wake(&st);
                 return Err(self.corrupt("the sealing threads stopped".into()));
             }
             return Ok((id, true));
