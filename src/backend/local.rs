@@ -29,6 +29,19 @@ impl Local {
         BackendError::Io { location: self.location(), op, what: what.display().to_string(), source }
     }
 
+    /// The path of a file about to be written: not there yet (files are immutable), its
+    /// directory created.
+    fn new_file(&self, kind: Kind, name: &str) -> Result<PathBuf> {
+        let p = self.path(kind, name);
+        if p.exists() {
+            return Err(BackendError::Exists { location: self.location(), kind, name: name.to_string() });
+        }
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).map_err(|e| self.err("create", dir, e))?;
+        }
+        Ok(p)
+    }
+
     fn not_found(&self, kind: Kind, name: &str) -> BackendError {
         BackendError::NotFound { location: self.location(), kind, name: name.to_string() }
     }
@@ -110,25 +123,19 @@ impl Backend for Local {
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
-        let p = self.path(kind, name);
-        let mut f = fs::File::open(&p).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
-        })?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| self.err("seek", &p, e))?;
-        let mut buf = vec![0; length as usize];
-        f.read_exact(&mut buf).map_err(|e| self.err("read", &p, e))?;
+        let mut buf = Vec::new();
+        self.read_range_into(kind, name, offset, length, &mut buf)?;
         Ok(buf)
     }
 
     fn read_range_into(&self, kind: Kind, name: &str, offset: u64, length: u64, buf: &mut Vec<u8>) -> Result<()> {
         let p = self.path(kind, name);
-        let f = fs::File::open(&p).map_err(|e| {
+        let mut f = fs::File::open(&p).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound { self.not_found(kind, name) } else { self.err("open", &p, e) }
         })?;
         buf.clear();
         buf.reserve_exact(length as usize); // not doubled: memory stays at the largest window
-        // Read into the buffer's spare room (not zeroed first): through a positioned handle.
-        let mut f = f;
+        // Read into the buffer's spare room, not zeroed first.
         f.seek(SeekFrom::Start(offset)).map_err(|e| self.err("seek", &p, e))?;
         f.take(length).read_to_end(buf).map_err(|e| self.err("read", &p, e))?;
         if buf.len() as u64 != length {
@@ -139,28 +146,18 @@ impl Backend for Local {
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
-        let p = self.path(kind, name);
-        if p.exists() {
-            return Err(BackendError::Exists { location: self.location(), kind, name: name.to_string() });
-        }
-        if let Some(dir) = p.parent() {
-            fs::create_dir_all(dir).map_err(|e| self.err("create", dir, e))?;
-        }
+        let p = self.new_file(kind, name)?;
         crate::fsutil::write_atomic(&p, data).map_err(|e| self.err("write", &p, e))
     }
 
     fn write_releasing(&self, kind: Kind, name: &str, data: Vec<u8>, release: &mut dyn FnMut(Vec<u8>)) -> Result<()> {
-        let p = self.path(kind, name);
-        if p.exists() {
-            release(data);
-            return Err(BackendError::Exists { location: self.location(), kind, name: name.to_string() });
-        }
-        if let Some(dir) = p.parent()
-            && let Err(e) = fs::create_dir_all(dir)
-        {
-            release(data);
-            return Err(self.err("create", dir, e));
-        }
+        let p = match self.new_file(kind, name) {
+            Ok(p) => p,
+            Err(e) => {
+                release(data);
+                return Err(e);
+            }
+        };
         let mut data = Some(data);
         crate::fsutil::write_atomic_with(&p, |f| {
             let written = f.write_all(data.as_deref().unwrap_or_default());

@@ -250,6 +250,13 @@ impl WriteState {
     }
 }
 
+/// Where a blob saved by this process is, for reading it back.
+enum NewBlob {
+    Written(Location),
+    /// Still in the pack being filled: its sealed bytes and plaintext length.
+    Pending(Vec<u8>, u32),
+}
+
 /// A full pack taken out of the pending slot, to be written.
 struct FullPack {
     kind: BlobType,
@@ -272,9 +279,7 @@ impl Writer {
     fn append(&self, id: BlobId, kind: BlobType, raw: u32, sealed: &[u8], queued: bool) {
         let mut guard = self.lock();
         while kind == BlobType::Data && !Self::room(&mut guard, sealed.len()) {
-            guard.waiting += 1;
-            guard = self.settled.wait(guard).expect("write state");
-            guard.waiting -= 1;
+            guard = self.wait(guard);
         }
         let st = &mut *guard;
         let p = &mut st.pending[kind as usize];
@@ -296,9 +301,7 @@ impl Writer {
                 full = Self::take(&mut guard, kind);
                 break;
             }
-            guard.waiting += 1;
-            guard = self.settled.wait(guard).expect("write state");
-            guard.waiting -= 1;
+            guard = self.wait(guard);
         }
         drop(guard);
         if let Some(pack) = full {
@@ -330,9 +333,19 @@ impl Writer {
         }
     }
 
-    /// Records a failure (the first one is kept) for `settle` to report.
-    fn fail(&self, e: RepoError) {
+    /// Waits (the lock released meanwhile) until another thread changes the state.
+    fn wait<'a>(&self, mut st: std::sync::MutexGuard<'a, WriteState>) -> std::sync::MutexGuard<'a, WriteState> {
+        st.waiting += 1;
+        st = self.settled.wait(st).expect("write state");
+        st.waiting -= 1;
+        st
+    }
+
+    /// A queued blob will not be packed: it is no longer busy, and the handle is broken
+    /// (the failure, the first one kept, is for `settle` to report).
+    fn abandon(&self, e: RepoError) {
         let mut st = self.lock();
+        st.busy -= 1;
         st.record(e);
         self.wake(&st);
     }
@@ -444,9 +457,7 @@ impl Writer {
     fn settle(&self) -> Result<std::sync::MutexGuard<'_, WriteState>> {
         let mut st = self.lock();
         while st.busy > 0 && !st.broken {
-            st.waiting += 1;
-            st = self.settled.wait(st).expect("write state");
-            st.waiting -= 1;
+            st = self.wait(st);
         }
         self.check(&mut st)?;
         Ok(st)
@@ -487,10 +498,7 @@ impl Sealers {
                             let raw = job.plaintext.len() as u32;
                             match seal_blob(&writer.key, &job.plaintext) {
                                 Ok(sealed) => writer.append(job.id, job.kind, raw, &sealed, true),
-                                Err(e) => {
-                                    writer.lock().busy -= 1;
-                                    writer.fail(writer.corrupt(e));
-                                }
+                                Err(e) => writer.abandon(writer.corrupt(e)),
                             }
                         }
                     })
@@ -827,10 +835,7 @@ impl Repository {
             let sealers = self.sealers.get_or_init(|| Sealers::start(&self.writer));
             let job = SealJob { id, kind, plaintext: plaintext.to_vec() };
             if sealers.jobs.as_ref().expect("sealers are running").send(job).is_err() {
-                let mut st = self.writer.lock();
-                st.busy -= 1;
-                st.record(self.corrupt("the sealing threads stopped".into()));
-                self.writer.wake(&st);
+                self.writer.abandon(self.corrupt("the sealing threads stopped".into()));
                 return Err(self.corrupt("the sealing threads stopped".into()));
             }
             return Ok((id, true));
@@ -879,13 +884,14 @@ impl Repository {
         self.writer.lock().unindexed.clear();
     }
 
-    /// Where a blob this process saved is once its pack is written: None while it is
-    /// still on its way (the caller may wait), Some(Err) if it is in no pack at all.
-    fn locate_new(&self, id: &BlobId) -> Result<Option<Location>> {
+    /// Where a blob this process saved is: in a written pack, or (its sealed bytes and
+    /// plaintext length copied out) in a pack still being filled. Waits while it is queued
+    /// for sealing or in a pack being written.
+    fn locate_new(&self, id: &BlobId) -> Result<NewBlob> {
         let mut st = self.writer.lock();
         loop {
             if let Some(loc) = st.written.get(id) {
-                return Ok(Some(*loc));
+                return Ok(NewBlob::Written(*loc));
             }
             if st.broken {
                 return Err(self.corrupt(format!("blob {} was not written: a write failed", id.hex())));
@@ -893,13 +899,14 @@ impl Repository {
             if !st.in_flight.contains(id) {
                 return Err(self.corrupt(format!("blob {} is not in the index", id.hex())));
             }
-            if st.pending.iter().any(|p| p.by_id.contains_key(id)) {
-                return Ok(None);
+            let pending = st.pending.iter().find_map(|p| {
+                let e = &p.entries[*p.by_id.get(id)?];
+                Some((p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw))
+            });
+            if let Some((sealed, raw)) = pending {
+                return Ok(NewBlob::Pending(sealed, raw));
             }
-            // Queued for sealing or in a pack being written: wait for it to land.
-            st.waiting += 1;
-            st = self.writer.settled.wait(st).expect("write state");
-            st.waiting -= 1;
+            st = self.writer.wait(st);
         }
     }
 
@@ -908,22 +915,8 @@ impl Repository {
         let loc = match self.index.get(id) {
             Some(loc) => *loc,
             None => match self.locate_new(id)? {
-                Some(loc) => loc,
-                None => {
-                    let st = self.writer.lock();
-                    let found = st.pending.iter().find_map(|p| {
-                        p.by_id.get(id).map(|&i| {
-                            let e = &p.entries[i];
-                            (p.data[e.offset as usize..e.offset as usize + e.length as usize].to_vec(), e.raw)
-                        })
-                    });
-                    drop(st);
-                    match found {
-                        Some((sealed, raw)) => return self.open_blob(id, &sealed, raw, "the pack being written"),
-                        // Taken out for writing since: now it has a place.
-                        None => return self.load_blob(id),
-                    }
-                }
+                NewBlob::Written(loc) => loc,
+                NewBlob::Pending(sealed, raw) => return self.open_blob(id, &sealed, raw, "the pack being written"),
             },
         };
         let pack_name = hex::encode(loc.pack);
