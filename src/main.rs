@@ -3,6 +3,9 @@
 use clap::Parser;
 
 fn main() {
+    if let Some(code) = lifeboat::cli::shim_entry() {
+        std::process::exit(code);
+    }
     let cli = lifeboat::cli::Cli::parse();
     cli.init_logging();
     let code = match cli.run() {

@@ -796,7 +796,11 @@ impl Builder<'_> {
         let lowers: Vec<PathBuf> = diff_ids.iter().map(|d| self.store.layer_diff_dir(d)).collect();
         let work = self.store.temp_path("from");
         std::fs::create_dir_all(work.path())?;
-        let plan = crate::runtime::rootfs::plan(work.path(), &lowers);
+        // Read from, never written: unmounting it need not sync.
+        let plan = crate::runtime::rootfs::OverlayPlan {
+            volatile: true,
+            ..crate::runtime::rootfs::plan(work.path(), &lowers)
+        };
         crate::runtime::rootfs::mount(&plan).context("cannot mount the source stage")?;
         let root = plan.target.clone();
         Ok((root.clone(), Some(MountGuard { target: root, _work: work }), key))

@@ -807,9 +807,23 @@ pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<i32> {
     if a.restartable {
         let containers = ctx.containers()?;
         let mut code = 0;
+        // Before a reboot cut them short: removals half done, and `run --rm` containers,
+        // which are not kept once they ended.
+        // Never in the way of bringing services back: a failure here is only reported.
+        for retired in containers.retired()? {
+            if let Err(e) = runtime::remove_retired(&retired) {
+                eprintln!("lifeboat: cannot remove {}: {e}", retired.display());
+            }
+        }
         for id in containers.ids()? {
             let config = containers.config(&id)?;
             let state = runtime::observed_state(&containers, &id)?;
+            if config.auto_remove && state.status == Status::Exited {
+                if let Err(e) = runtime::remove_files(&paths, &id) {
+                    eprintln!("lifeboat: cannot remove {}: {e}", config.name);
+                }
+                continue;
+            }
             let stopped_by_user = containers.dir(&id).join("stop-requested").exists();
             let wanted = match config.restart {
                 RestartPolicy::Always => true,

@@ -231,23 +231,52 @@ pub enum Command {
     Manpages(service::ManpagesArgs),
 }
 
+/// The shim's entry point, `lifeboat --root R --run-root S shim ID` exactly as the runtime
+/// starts it, handled without building the whole command-line parser: the shim is on the path
+/// of every container start. None for any other command line.
+pub fn shim_entry() -> Option<i32> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let [root_flag, root, run_root_flag, run_root, shim, id] = args.as_slice() else { return None };
+    if root_flag != "--root" || run_root_flag != "--run-root" || shim != "shim" {
+        return None;
+    }
+    let level = std::env::var("LIFEBOAT_LOG_LEVEL")
+        .ok()
+        .and_then(|l| LogLevel::from_str(&l, true).ok())
+        .unwrap_or(LogLevel::Warn);
+    init_logging(level, LogFormat::Text);
+    let ctx = Context { root: root.into(), run_root: run_root.into() };
+    let id = id.to_str()?.to_string();
+    Some(match container::shim(&ctx, container::ShimArgs { id }) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lifeboat: {}", crate::error::describe(&err));
+            crate::error::exit_code(&err)
+        }
+    })
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    // Libraries' own warnings are noise to users; they show from --log-level debug on.
+    let others = if matches!(level, "debug" | "trace") { level } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::new(format!("lifeboat={level},{others}"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 impl Cli {
     pub fn init_logging(&self) {
-        let level = match self.log_level {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        };
-        // Libraries' own warnings are noise to users; they show from --log-level debug on.
-        let others = if matches!(self.log_level, LogLevel::Debug | LogLevel::Trace) { level } else { "error" };
-        let filter = tracing_subscriber::EnvFilter::new(format!("lifeboat={level},{others}"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-        match self.log_format {
-            LogFormat::Text => builder.with_target(false).init(),
-            LogFormat::Json => builder.json().init(),
-        }
+        init_logging(self.log_level, self.log_format)
     }
 
     /// Runs the command; returns the exit code on success paths that are not 0 (none yet).

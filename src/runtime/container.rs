@@ -210,6 +210,9 @@ fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerE
     move |source| ContainerError::Io { path, source }
 }
 
+/// Names a removed container's directory until its files are deleted.
+const RETIRED_PREFIX: &str = ".removing-";
+
 /// The containers under a root.
 pub struct Containers {
     dir: PathBuf,
@@ -224,6 +227,29 @@ impl Containers {
 
     pub fn dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// Takes a container out of the store in one step (a rename: it is gone for `ps`, its name
+    /// and ID are free) and returns where its files now are, for [`super::remove_retired`].
+    pub fn retire(&self, id: &str) -> Result<PathBuf, ContainerError> {
+        let retired = self.dir.join(format!("{RETIRED_PREFIX}{id}"));
+        match fs::rename(self.dir(id), &retired) {
+            Ok(()) => Ok(retired),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContainerError::NotFound(id.to_string())),
+            Err(e) => Err(ContainerError::Io { path: self.dir(id), source: e }),
+        }
+    }
+
+    /// Files of retired containers whose removal never finished (a process killed half-way).
+    pub fn retired(&self) -> Result<Vec<PathBuf>, ContainerError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let e = e.map_err(io_err(&self.dir))?;
+            if e.file_name().to_string_lossy().starts_with(RETIRED_PREFIX) {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
     }
 
     /// Serialises name allocation and removal.

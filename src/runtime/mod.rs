@@ -344,10 +344,20 @@ pub fn remove_files(paths: &Paths, id: &str) -> Result<(), ContainerError> {
         }
         let _ = fs::remove_dir_all(&lc);
     }
-    match fs::remove_dir_all(&dir) {
+    match containers.retire(id) {
+        Ok(retired) => remove_retired(&retired),
+        Err(ContainerError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the files of a container [`Containers::retire`] took out of the store.
+pub fn remove_retired(retired: &Path) -> Result<(), ContainerError> {
+    rootfs::unmount(&retired.join("rootfs")).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    match fs::remove_dir_all(retired) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ContainerError::Io { path: dir, source: e }),
+        Err(e) => Err(ContainerError::Io { path: retired.to_path_buf(), source: e }),
     }
 }
 

@@ -26,7 +26,8 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
             anyhow::bail!("layer {d} of image {} is missing from the store (was the image removed?)", config.image);
         }
     }
-    let plan = rootfs::plan(&dir, &layers);
+    // A `run --rm` container's changes are discarded with it: nothing to sync.
+    let plan = rootfs::OverlayPlan { volatile: config.auto_remove, ..rootfs::plan(&dir, &layers) };
     rootfs::mount(&plan)?;
     let files = dir.join("etc");
     rootfs::write_etc_files(&files, &config.hostname, config.network == NetworkMode::Host)?;

@@ -17,6 +17,9 @@ pub struct OverlayPlan {
     pub lower: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// Skip every sync (overlayfs `volatile`): for a root filesystem thrown away when its
+    /// container ends. Unmounting a normal overlay syncs the whole filesystem under it.
+    pub volatile: bool,
 }
 
 impl OverlayPlan {
@@ -25,10 +28,11 @@ impl OverlayPlan {
     pub fn options(&self) -> String {
         let lower: Vec<String> = self.lower.iter().map(|p| escape(p)).collect();
         format!(
-            "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off",
+            "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off{}",
             lower.join(":"),
             escape(&self.upper),
-            escape(&self.work)
+            escape(&self.work),
+            if self.volatile { ",volatile" } else { "" }
         )
     }
 }
@@ -44,7 +48,7 @@ pub fn plan(dir: &Path, layers: &[PathBuf]) -> OverlayPlan {
     if lower.is_empty() {
         lower.push(dir.join("empty"));
     }
-    OverlayPlan { target: dir.join("rootfs"), lower, upper: dir.join("upper"), work: dir.join("work") }
+    OverlayPlan { target: dir.join("rootfs"), lower, upper: dir.join("upper"), work: dir.join("work"), volatile: false }
 }
 
 pub fn is_mounted(target: &Path) -> bool {
@@ -77,8 +81,17 @@ pub fn mount(plan: &OverlayPlan) -> io::Result<()> {
     if options.len() >= 4000 {
         return Err(io::Error::other(format!("too many layers for one overlay mount ({})", plan.lower.len())));
     }
-    nix::mount::mount(Some("overlay"), &plan.target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(|e| io::Error::other(format!("overlay mount on {}: {e}", plan.target.display())))
+    let mount = |options: &str| {
+        nix::mount::mount(Some("overlay"), &plan.target, Some("overlay"), MsFlags::empty(), Some(options))
+    };
+    match mount(&options) {
+        // Kernels before 5.10 do not know `volatile`: an ordinary overlay does the same job.
+        Err(nix::errno::Errno::EINVAL) if plan.volatile => {
+            mount(&OverlayPlan { volatile: false, ..plan.clone() }.options())
+        }
+        other => other,
+    }
+    .map_err(|e| io::Error::other(format!("overlay mount on {}: {e}", plan.target.display())))
 }
 
 pub fn unmount(target: &Path) -> io::Result<()> {
@@ -164,6 +177,8 @@ mod tests {
         assert_eq!(p.lower, vec![PathBuf::from("/l/b:c"), PathBuf::from("/l/a")]);
         assert!(p.options().starts_with("lowerdir=/l/b\\:c:/l/a,upperdir=/c/x/upper,workdir=/c/x/work"));
         assert_eq!(plan(Path::new("/c/x"), &[]).lower, vec![PathBuf::from("/c/x/empty")]);
+        assert!(!p.options().contains("volatile"));
+        assert!(OverlayPlan { volatile: true, ..p }.options().ends_with(",volatile"));
     }
 
     #[test]

@@ -90,6 +90,11 @@ impl Sync {
             self.0 = None; // the CLI went away (detached run): nobody to tell
         }
     }
+
+    /// Closes the pipe: a CLI waiting for it to close returns.
+    fn close(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// What the starting CLI attached (only for the first start; restarts run detached).
@@ -202,6 +207,19 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     }
     tracing::debug!(code, "container exited");
     let oom = oom_killed(&prepared.cgroups_path);
+    if config.auto_remove {
+        // Gone for everyone first (one rename), then the waiting CLI is told; the files,
+        // cgroups and runtime state go after it returned.
+        super::rootfs::unmount(&dir.join("rootfs"))?;
+        let retired = containers.retire(id)?;
+        sync.send(&format!("exit {code}\n"));
+        sync.close();
+        if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
+            let _ = container.delete(true);
+        }
+        super::remove_retired(&retired)?;
+        return Ok(0);
+    }
     if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
         let _ = container.delete(true);
     }
@@ -226,9 +244,6 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     containers.write_state(id, &state)?;
     sync.send(&format!("exit {code}\n"));
     super::rootfs::unmount(&dir.join("rootfs"))?;
-    if config.auto_remove {
-        super::remove_files(paths, id)?;
-    }
     Ok(0)
 }
 

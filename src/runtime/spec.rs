@@ -127,10 +127,20 @@ pub fn init_binary() -> Result<std::path::PathBuf, String> {
     Err("--init needs a static init binary: install tini (apt-get install tini) or set LIFEBOAT_INIT_BINARY".into())
 }
 
+/// The system call ABIs a process on this host can use: the filter covers each of them (a
+/// 32-bit call is another table of numbers) and no other, since every architecture listed
+/// is compiled into the filter the kernel runs on each call.
+#[cfg(target_arch = "x86_64")]
+const SECCOMP_ARCHES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+#[cfg(target_arch = "aarch64")]
+const SECCOMP_ARCHES: &[&str] = &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SECCOMP_ARCHES: &[&str] = &[];
+
 pub fn seccomp_profile() -> Value {
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "architectures": SECCOMP_ARCHES,
         "syscalls": [
             {"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
             // New user namespaces would hand the container a full capability set in them.

@@ -254,6 +254,53 @@ fn killing_the_cli_leaves_the_container_and_killing_the_shim_leaves_ps_truthful(
 }
 
 #[test]
+fn run_rm_frees_the_name_at_once_and_the_files_soon_after() {
+    let env = Env::new();
+    env.site_image("site:1");
+    // The name is free as soon as the first run returned.
+    for _ in 0..2 {
+        assert_eq!(env.ok(&["run", "--rm", "--name", "once", "site:1", "echo", "hi"]), "hi\n");
+    }
+    assert_eq!(env.ok(&["ps", "-aq"]), "");
+    let containers = env.root().join("containers");
+    wait_until(10, "the removed containers' files deleted", || {
+        fs::read_dir(&containers).unwrap().all(|e| e.unwrap().file_name() == ".lock")
+    });
+}
+
+#[test]
+fn start_restartable_after_a_reboot_brings_back_what_the_policy_says() {
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "always", "--restart", "always", "site:1", "sleep", "1000"]);
+    env.ok(&["run", "-d", "--name", "never", "site:1", "sleep", "1000"]);
+    env.ok(&["run", "-d", "--rm", "--name", "passing", "site:1", "sleep", "1000"]);
+    // The host goes down: every shim and container dies, none of them cleaning up.
+    for name in ["always", "never", "passing"] {
+        let v = env.inspect(name);
+        for key in ["ShimPid", "Pid"] {
+            let pid = v["State"][key].as_i64().unwrap();
+            Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+            wait_until(5, "process gone", || {
+                fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+            });
+        }
+    }
+    wait_until(5, "nothing running", || env.ok(&["ps", "-q"]).is_empty());
+    // And a removal the crash cut short.
+    let leftover = env.root().join("containers").join(format!(".removing-{}", "ab".repeat(32)));
+    fs::create_dir_all(leftover.join("upper/etc")).unwrap();
+    fs::write(leftover.join("upper/etc/hosts"), "x").unwrap();
+
+    assert_eq!(env.ok(&["start", "--restartable"]), "always\n");
+    wait_until(10, "always back up", || env.ok(&["ps"]).contains("always"));
+    let all = env.ok(&["ps", "-a"]);
+    assert!(all.contains("never") && all.contains("Exited"), "{all}");
+    assert!(!all.contains("passing"), "a --rm container is not kept: {all}");
+    assert!(!leftover.exists());
+}
+
+#[test]
 fn volumes_survive_rm_and_bind_mounts_can_be_read_only() {
     let env = Env::new();
     env.site_image("site:1");
