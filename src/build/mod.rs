@@ -607,9 +607,9 @@ impl Builder<'_> {
         std::fs::create_dir_all(containers.dir(&id))?;
         containers.write_config(&config)?;
         let result = (|| -> anyhow::Result<TempDir> {
-            let runtime::Started::Running(sync) = runtime::start(self.paths, &id)?;
+            let started = runtime::start(self.paths, &id)?;
             let out = &mut self.out;
-            let code = runtime::wait_attached(self.paths, &config, sync, &mut |l| {
+            let code = runtime::wait_attached(self.paths, &config, started, &mut |l| {
                 for line in l.log.lines() {
                     out(&format!("  {line}"));
                 }

@@ -568,23 +568,22 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
         println!("{}", config.id);
         return Ok(0);
     }
-    let runtime::Started::Running(sync) = started;
     if let Some(console) = console {
         let master = console.receive_master(Duration::from_secs(10))?;
         let interactive = a.interactive;
         let relay = std::thread::spawn(move || runtime::tty::relay(master, interactive));
-        let code = runtime::wait_attached(&paths, &config, sync, &mut |_| {})?;
+        let code = runtime::wait_attached(&paths, &config, started, &mut |_| {})?;
         let _ = relay.join();
         return Ok(code.unwrap_or(RUN_FAILED));
     }
-    attach(ctx, &config, sync)
+    attach(ctx, &config, started)
 }
 
 /// Streams a container's output until it exits; returns its exit code.
-fn attach(ctx: &Context, config: &RunConfig, sync: std::fs::File) -> anyhow::Result<i32> {
+fn attach(ctx: &Context, config: &RunConfig, started: runtime::Started) -> anyhow::Result<i32> {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
-    let code = runtime::wait_attached(&ctx.paths(), config, sync, &mut |l| {
+    let code = runtime::wait_attached(&ctx.paths(), config, started, &mut |l| {
         let _ = if l.stream == "stderr" { err.write_all(l.log.as_bytes()) } else { out.write_all(l.log.as_bytes()) };
         let _ = out.flush();
     })?;

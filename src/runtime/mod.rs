@@ -12,6 +12,7 @@ pub mod names;
 pub mod network;
 mod prepare;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod tty;
@@ -107,10 +108,14 @@ impl Health {
     }
 }
 
-/// How `start` ended.
-pub enum Started {
-    /// Running; the pipe reports "exit N" when the container ends (for attached runs).
-    Running(fs::File),
+/// A container `start` left running, as its starter sees it.
+pub struct Started {
+    /// The shim's pipe, past its "ok": it reports "exit N" when the container ends, then
+    /// closes when the shim is done (an auto-removed container is gone by then).
+    sync: BufReader<fs::File>,
+    /// The container's log, opened before the shim started: an attached caller reads all of
+    /// it even if the container ended and was removed before the caller looked.
+    log: fs::File,
 }
 
 /// Launches the shim for a created (or exited) container and waits until it runs.
@@ -141,6 +146,13 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
     nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
         .map_err(|e| ContainerError::Runtime(e.to_string()))?;
     let dir = containers.dir(id);
+    let log_path = dir.join("log.json");
+    let log = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&log_path)
+        .map_err(|e| ContainerError::Io { path: log_path, source: e })?;
     let shim_log = fs::File::create(dir.join("shim.log"))
         .map_err(|e| ContainerError::Io { path: dir.join("shim.log"), source: e })?;
     let exe = std::env::current_exe()
@@ -165,11 +177,16 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
         .map_err(|e| ContainerError::Runtime(format!("cannot start the shim: {e}")))?;
     drop(write);
     drop(child); // the shim detaches (setsid) and outlives us
-    let mut reader = BufReader::new(fs::File::from(read));
+    started(BufReader::new(fs::File::from(read)), log, &dir)
+}
+
+/// Reads the shim's first word on `sync`: "ok", or why the container did not start.
+fn started(mut sync: BufReader<fs::File>, log: fs::File, dir: &Path) -> Result<Started, ContainerError> {
     let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| ContainerError::Runtime(format!("shim: {e}")))?;
+    sync.read_line(&mut line).map_err(|e| ContainerError::Runtime(format!("shim: {e}")))?;
     match line.trim_end() {
-        "ok" => Ok(Started::Running(reader.into_inner())),
+        // The reader may hold what came after "ok" (a short-lived container's exit): it goes on.
+        "ok" => Ok(Started { sync, log }),
         l if l.starts_with("error ") => Err(ContainerError::Runtime(l["error ".len()..].to_string())),
         _ => {
             let log = fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
@@ -223,19 +240,18 @@ fn warm_cgroup_lock() {
 pub fn wait_attached(
     paths: &Paths,
     config: &RunConfig,
-    sync: fs::File,
+    started: Started,
     on_output: &mut dyn FnMut(&logs::LogLine),
 ) -> Result<Option<i32>, ContainerError> {
     let containers = Containers::open(&paths.root)?;
-    let log = containers.dir(&config.id).join("log.json");
-    // Keep a descriptor to the log: an auto-removed container deletes it on exit.
-    let log_file = fs::File::open(&log).ok();
+    let Started { sync: mut reader, log: log_file } = started;
+    // The log through our descriptor: an auto-removed container's files go when it ends.
+    let log = PathBuf::from(format!("/proc/self/fd/{}", log_file.as_raw_fd()));
     // The shim says "exit N" when the container ends; the pipe closes when the shim is gone
     // (after removing an auto-removed container).
     let (tx, rx) = std::sync::mpsc::channel();
     let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        let mut reader = BufReader::new(sync);
         let mut line = String::new();
         let mut told = false;
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
@@ -252,13 +268,8 @@ pub fn wait_attached(
         }
         let _ = closed_tx.send(());
     });
-    let read = |offset: u64| -> (Vec<logs::LogLine>, u64) {
-        let path = match &log_file {
-            Some(f) => std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
-            None => log.clone(),
-        };
-        logs::read_from(&path, offset).unwrap_or((Vec::new(), offset))
-    };
+    let read =
+        |offset: u64| -> (Vec<logs::LogLine>, u64) { logs::read_from(&log, offset).unwrap_or((Vec::new(), offset)) };
     let mut offset = 0;
     loop {
         let (lines, next) = read(offset);
@@ -443,9 +454,11 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
     if opts.tty {
         return exec_tty(paths, id, &containers, opts, env, cwd, uid, gid);
     }
+    let filter = seccomp::Filter::load(&paths.run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| ContainerError::Runtime(e.to_string()))?
+        .with_executor(seccomp::Confined::new(filter))
         .as_tenant()
         .with_container_args(opts.args)
         .with_env(env)
@@ -511,9 +524,11 @@ fn exec_tty(
         .map_err(|e| ContainerError::Io { path: process_file.clone(), source: e })?;
     let console = tty::ConsoleSocket::bind(&paths.run_root.join(format!("exec-{tag}.sock")))
         .map_err(|e| runtime_err(format!("cannot make a console socket: {e}")))?;
+    let filter = seccomp::Filter::load(&paths.run_root).map_err(|e| runtime_err(e.to_string()))?;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(paths.run_root.join("libcontainer"))
         .map_err(|e| runtime_err(e.to_string()))?
+        .with_executor(seccomp::Confined::new(filter))
         .with_console_socket(Some(console.path()))
         .as_tenant()
         .with_process(Some(&process_file))
@@ -658,6 +673,27 @@ pub fn usage(id: &str) -> (u64, u64, Option<u64>, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attached_caller_gets_all_of_a_container_that_ended_and_went_before_it_looked() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths { root: tmp.path().join("root"), run_root: tmp.path().join("run") };
+        let config = RunConfig { auto_remove: true, ..spec::tests::sample() };
+        // The log as `start` opened it and the shim wrote it; then the container was removed.
+        let log_path = tmp.path().join("log.json");
+        let log = fs::OpenOptions::new().read(true).append(true).create(true).open(&log_path).unwrap();
+        (&log).write_all(b"{\"log\":\"hi\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-29T00:00:00Z\"}\n").unwrap();
+        fs::remove_file(&log_path).unwrap();
+        // The shim's whole report was in the pipe before anyone read it, and the shim is gone.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        fs::File::from(write).write_all(b"ok\nexit 3\n").unwrap();
+        let started = started(BufReader::new(fs::File::from(read)), log, tmp.path()).unwrap();
+        let mut lines = Vec::new();
+        let code = wait_attached(&paths, &config, started, &mut |l| lines.push(l.log.clone())).unwrap();
+        assert_eq!(code, Some(3));
+        assert_eq!(lines, ["hi\n"]);
+    }
 
     #[test]
     fn signals_parse_by_name_and_number() {

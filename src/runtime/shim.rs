@@ -144,9 +144,11 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         }
         let _ = fs::remove_dir_all(&stale);
     }
+    let filter = super::seccomp::Filter::load(&paths.run_root)?;
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| anyhow::anyhow!("runtime state dir {}: {e}", lc_root.display()))?
+        .with_executor(super::seccomp::Confined::new(filter))
         .with_stdin(stdin)
         .with_console_socket(console_path.filter(|_| config.tty))
         .with_stdout(out_w)

@@ -43,73 +43,6 @@ const MASKED_PATHS: &[&str] = &[
 
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/// Syscalls a container never needs and that reach past its confinement: module loading,
-/// mounting, rebooting, clock and kernel keyring changes, kernel memory and tracing
-/// interfaces, namespace creation. Everything else is allowed (the capability set and the
-/// devices cgroup confine the rest). See docs/decisions/0002.
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "personality",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "syslog",
-    "_sysctl",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-];
-
-const CLONE_NEWUSER: u64 = 0x1000_0000;
-
 /// Where `--init` puts the init binary inside the container.
 pub const INIT_PATH: &str = "/sbin/lifeboat-init";
 
@@ -125,31 +58,6 @@ pub fn init_binary() -> Result<std::path::PathBuf, String> {
         }
     }
     Err("--init needs a static init binary: install tini (apt-get install tini) or set LIFEBOAT_INIT_BINARY".into())
-}
-
-/// The system call ABIs a process on this host can use: the filter covers each of them (a
-/// 32-bit call is another table of numbers) and no other, since every architecture listed
-/// is compiled into the filter the kernel runs on each call.
-#[cfg(target_arch = "x86_64")]
-const SECCOMP_ARCHES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
-#[cfg(target_arch = "aarch64")]
-const SECCOMP_ARCHES: &[&str] = &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"];
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const SECCOMP_ARCHES: &[&str] = &[];
-
-pub fn seccomp_profile() -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": SECCOMP_ARCHES,
-        "syscalls": [
-            {"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
-            // New user namespaces would hand the container a full capability set in them.
-            {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-             "args": [{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}]},
-            // clone3's flags are behind a pointer seccomp cannot read: make libc fall back to clone.
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
-        ]
-    })
 }
 
 /// Resolved identity of the process.
@@ -272,7 +180,8 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
             "cgroupsPath": cgroups_path,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
-            "seccomp": seccomp_profile()
+            // No "seccomp": the container's processes install Lifeboat's filter themselves, as
+            // their last step before executing the command (runtime::seccomp).
         }
     })
 }
@@ -284,7 +193,7 @@ fn nofile_limit() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::runtime::container::{RestartPolicy, RunConfig};
 

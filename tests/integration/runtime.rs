@@ -113,6 +113,8 @@ fn confinement_matches_docker_defaults() {
         ("sysrq-trigger", "echo h > /proc/sysrq-trigger"),
         ("/proc/sys/kernel", "echo pwned > /proc/sys/kernel/hostname"),
         ("module loading", "insmod /tmp/none.ko || modprobe dummy"),
+        // No capability is needed for this one: only the seccomp filter refuses it.
+        ("a new user namespace", "unshare -U true"),
     ] {
         let (code, out) = in_container(&env, script);
         assert_ne!(code, 0, "{what} succeeded inside the container: {out}");
@@ -375,6 +377,14 @@ fn exec_logs_stop_start_pause_and_rm() {
     assert_eq!(env.ok(&["exec", "-e", "X=42", "svc", "sh", "-c", "echo $X"]), "42\n");
     let out = env.lifeboat().args(["exec", "svc", "sh", "-c", "exit 4"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
+    // An exec'd process is confined like the container's own: capabilities, no_new_privs and
+    // the seccomp filter (a new user namespace needs no capability; only the filter refuses it).
+    let status = env.ok(&["exec", "svc", "cat", "/proc/self/status"]);
+    for (key, value) in [("CapEff:", "00000000a80425fb"), ("NoNewPrivs:", "1"), ("Seccomp:", "2")] {
+        assert!(status.lines().any(|l| l.starts_with(key) && l.ends_with(value)), "{key} {status}");
+    }
+    let out = env.lifeboat().args(["exec", "svc", "unshare", "-U", "true"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "a user namespace from exec");
     let logs = env.ok(&["logs", "-t", "svc"]);
     assert!(logs.starts_with("20") && logs.contains(" ready"), "{logs}");
 
