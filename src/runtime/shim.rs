@@ -160,6 +160,11 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         .map_err(|e| anyhow::anyhow!("cannot create container: {e}"))?;
     let pid = container.pid().ok_or_else(|| anyhow::anyhow!("runtime reported no container pid"))?;
     tracing::debug!(pid = pid.as_raw(), "container created");
+    // Held until the exit is reported: when the container's last process exits, the kernel
+    // tears its mount namespace down (every mount, then an RCU grace period) before the exit
+    // is visible to us. With this reference the teardown waits for our close instead, after
+    // the CLI has been told.
+    let mut mount_ns = fs::File::open(format!("/proc/{}/ns/mnt", pid.as_raw())).ok();
     let netns = PathBuf::from(format!("/proc/{}/ns/net", pid.as_raw()));
     if config.network == NetworkMode::Private {
         network::loopback_up(&netns).map_err(|e| anyhow::anyhow!("cannot bring up loopback: {e}"))?;
@@ -216,6 +221,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         let retired = containers.retire(id)?;
         sync.send(&format!("exit {code}\n"));
         sync.close();
+        drop(mount_ns);
         if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
             let _ = container.delete(true);
         }
@@ -237,6 +243,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         state.restart_count += 1;
         containers.write_state(id, &state)?;
         sync.send(&format!("exit {code}\n"));
+        drop(mount_ns.take());
         // Docker's back-off: 100 ms doubling, at most a minute.
         let delay = 100u64.saturating_mul(1 << state.restart_count.min(10)).min(60_000);
         std::thread::sleep(Duration::from_millis(delay));
@@ -245,6 +252,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     state.status = Status::Exited;
     containers.write_state(id, &state)?;
     sync.send(&format!("exit {code}\n"));
+    drop(mount_ns);
     super::rootfs::unmount(&dir.join("rootfs"))?;
     Ok(0)
 }
