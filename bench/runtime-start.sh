@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/runtime-start.sh : container start+exit of /bin/true on one busybox rootfs, Lifeboat vs
-# crun, runc, podman (runc) and docker, in one run; then 40 idle containers: time to start all
+# crun, runc, podman (runc) and docker, in one run (hyperfine, then Lifeboat, runc and crun
+# interleaved); then 40 idle containers: time to start all
 # and memory per container (shim PSS). Run by hand as root; results go to docs/benchmarks.md.
 #   bench/runtime-start.sh [WORKDIR] [RUNS]
 set -euo pipefail
@@ -49,6 +50,30 @@ fi
 hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/start.md" "${cmds[@]}" 2>&1 | tail -20 || \
   hyperfine --warmup 3 --runs "$runs" --export-markdown "$work/start.md" "${cmds[@]}"
 cat "$work/start.md"
+
+# The same starts interleaved (lifeboat, runc, crun, lifeboat, ...): the VM's speed drifts over
+# a minute, which hyperfine's one-runtime-after-another order folds into the ratios.
+echo "== interleaved, ${runs}x2 rounds"
+python3 - "$lb" "$work" "$((runs * 2))" <<'PY'
+import statistics, subprocess, sys, time
+lb, work, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cmds = {
+    "lifeboat": [lb, "run", "--rm", "bench:1", "/bin/true"],
+    "runc": ["sh", "-c", f"cd {work}/runc && runc run bench-runc"],
+    "crun": ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"umount /sys/fs/cgroup/unified; cd {work}/crun && crun run bench-crun"],
+}
+times = {k: [] for k in cmds}
+for _ in range(rounds):
+    for name, cmd in cmds.items():
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        times[name].append((time.perf_counter() - t) * 1000)
+base = statistics.median(times["lifeboat"])
+for name, ts in times.items():
+    med = statistics.median(ts)
+    print(f"{name:9} median {med:6.1f} ms  mean {statistics.mean(ts):6.1f} ms  ({med / base:.2f}x lifeboat's median)")
+PY
 
 echo "== 40 idle containers"
 start=$(date +%s.%N)
