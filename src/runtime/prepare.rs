@@ -3,7 +3,7 @@
 //! Docker does), and the OCI bundle.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -17,6 +17,7 @@ pub struct Prepared {
 }
 
 pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
+    check_controllers(config, Path::new("/sys/fs/cgroup"))?;
     let containers = Containers::open(&paths.root)?;
     let store = Store::open(&paths.root)?;
     let dir = containers.dir(&config.id);
@@ -98,4 +99,48 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
     fs::create_dir_all(&bundle)?;
     crate::fsutil::write_atomic_volatile(&bundle.join("config.json"), &serde_json::to_vec(&value)?)?;
     Ok(Prepared { bundle, cgroups_path })
+}
+
+/// On a cgroup v2 host (`cgroup_root` is a cgroup2 mount) each limit needs its controller
+/// enabled at the root: says which one is missing, rather than let the runtime fail on a file
+/// that is not there. Hosts with v1 controllers are not checked (each limit has its hierarchy).
+fn check_controllers(config: &RunConfig, cgroup_root: &Path) -> anyhow::Result<()> {
+    let Ok(available) = fs::read_to_string(cgroup_root.join("cgroup.controllers")) else { return Ok(()) };
+    let have: Vec<&str> = available.split_whitespace().collect();
+    let asked = [
+        (config.memory.is_some(), "memory", "--memory"),
+        (config.pids_limit.is_some(), "pids", "--pids-limit"),
+        (config.cpus.is_some(), "cpu", "--cpus"),
+    ];
+    if let Some((_, controller, flag)) =
+        asked.iter().find(|(asked, controller, _)| *asked && !have.contains(controller))
+    {
+        anyhow::bail!(
+            "{flag} needs the cgroup {controller} controller, which this host's cgroup v2 hierarchy does not offer \
+             (it offers: {})",
+            if have.is_empty() { "none".to_string() } else { have.join(" ") }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_on_a_cgroup2_host_need_their_controllers() {
+        let root = tempfile::tempdir().unwrap();
+        let limited =
+            RunConfig { memory: Some(32 << 20), pids_limit: Some(50), ..crate::runtime::spec::tests::sample() };
+        // Not a cgroup2 root (a v1 or hybrid host): nothing to check.
+        check_controllers(&limited, root.path()).unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma misc\n").unwrap();
+        check_controllers(&limited, root.path()).unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "hugetlb perf_event\n").unwrap();
+        let e = check_controllers(&limited, root.path()).unwrap_err().to_string();
+        assert!(e.contains("--memory needs the cgroup memory controller") && e.contains("hugetlb perf_event"), "{e}");
+        let unlimited = RunConfig { memory: None, pids_limit: None, cpus: None, ..limited };
+        check_controllers(&unlimited, root.path()).unwrap();
+    }
 }

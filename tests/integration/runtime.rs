@@ -302,6 +302,54 @@ fn start_restartable_after_a_reboot_brings_back_what_the_policy_says() {
     assert!(!leftover.exists());
 }
 
+/// A host whose only cgroup hierarchy is cgroup2: in a private mount namespace, the v1
+/// hierarchies are unmounted and cgroup2 is mounted at /sys/fs/cgroup. (Every controller that
+/// limits is bound to v1 on this machine, so limits cannot be applied here; the rest can run.)
+#[test]
+fn a_cgroup2_only_host_runs_pauses_execs_and_cleans_up() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let script = format!(
+        r#"set -e
+umount -R /sys/fs/cgroup
+mount -t cgroup2 none /sys/fs/cgroup
+lb() {{ {bin} --root {root} --run-root {run} "$@"; }}
+echo "fs $(stat -fc %T /sys/fs/cgroup)"
+lb run --rm site:1 echo hello
+id=$(lb run -d --name v2 site:1 sleep 100)
+echo "cgroup dir $(test -f /sys/fs/cgroup/lifeboat/$id/cgroup.procs && echo yes)"
+echo "exec $(lb exec v2 cat /proc/self/cgroup | grep '^0::')"
+lb pause v2 >/dev/null
+echo "paused $(grep frozen /sys/fs/cgroup/lifeboat/$id/cgroup.events) $(lb ps | grep -c '(Paused)')"
+lb unpause v2 >/dev/null
+echo "unpaused $(grep frozen /sys/fs/cgroup/lifeboat/$id/cgroup.events)"
+echo "stats $(lb stats --no-stream --format json v2 | tr -d ' \n')"
+lb rm -f v2 >/dev/null
+echo "removed $(test -d /sys/fs/cgroup/lifeboat/$id && echo no || echo yes) $id"
+lb run --rm --memory 32m site:1 true 2>&1 || true
+"#,
+        bin = crate::util::BIN,
+        root = env.root().display(),
+        run = env.path("run").display(),
+    );
+    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let id = text.lines().find_map(|l| l.strip_prefix("removed yes ")).unwrap_or_else(|| panic!("{text}"));
+    for expected in [
+        "fs cgroup2fs".to_string(),
+        "hello".into(),
+        "cgroup dir yes".into(),
+        format!("exec 0::/lifeboat/{id}"),
+        "paused frozen 1 1".into(),
+        "unpaused frozen 0".into(),
+        "--memory needs the cgroup memory controller".into(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} missing from:\n{text}");
+    }
+    assert!(text.contains(r#""PIDs":1"#), "{text}");
+}
+
 #[test]
 fn volumes_survive_rm_and_bind_mounts_can_be_read_only() {
     let env = Env::new();
