@@ -240,13 +240,13 @@ pub fn shim_entry() -> Option<i32> {
     if root_flag != "--root" || run_root_flag != "--run-root" || shim != "shim" {
         return None;
     }
+    let id = id.to_str()?.to_string();
     let level = std::env::var("LIFEBOAT_LOG_LEVEL")
         .ok()
         .and_then(|l| LogLevel::from_str(&l, true).ok())
         .unwrap_or(LogLevel::Warn);
     init_logging(level, LogFormat::Text);
     let ctx = Context { root: root.into(), run_root: run_root.into() };
-    let id = id.to_str()?.to_string();
     Some(match container::shim(&ctx, container::ShimArgs { id }) {
         Ok(code) => code,
         Err(err) => {
