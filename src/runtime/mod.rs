@@ -19,7 +19,7 @@ pub mod tty;
 pub mod volume;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -142,9 +142,15 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
     }
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Runtime(e.to_string()))?;
-    // The write end goes to the shim: clear close-on-exec on it only.
-    nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-        .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    // The shim's report on whether we prepared the container while it started.
+    let (prepared_read, prepared_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    // The write end of the first pipe and the read end of the second go to the shim: clear
+    // close-on-exec on them only.
+    for fd in [write.as_raw_fd(), prepared_read.as_raw_fd()] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+            .map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    }
     let dir = containers.dir(id);
     let log_path = dir.join("log.json");
     let log = fs::OpenOptions::new()
@@ -165,6 +171,7 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
         .arg("shim")
         .arg(id)
         .env(shim::SYNC_FD_ENV, write.as_raw_fd().to_string())
+        .env(shim::PREPARED_FD_ENV, prepared_read.as_raw_fd().to_string())
         // One malloc arena: the shim's few threads move little data, and every arena costs memory
         // in each of the (possibly many) shims.
         .env("MALLOC_ARENA_MAX", "1")
@@ -176,7 +183,15 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
         .spawn()
         .map_err(|e| ContainerError::Runtime(format!("cannot start the shim: {e}")))?;
     drop(write);
+    drop(prepared_read);
     drop(child); // the shim detaches (setsid) and outlives us
+    // The root filesystem and bundle, made here while the shim process starts; the shim
+    // reports a failure as its own.
+    let report = match containers.config(id).map_err(anyhow::Error::from).and_then(|c| prepare::prepare(paths, &c)) {
+        Ok(_) => "ok\n".to_string(),
+        Err(e) => format!("error {e:#}\n"),
+    };
+    let _ = fs::File::from(prepared_write).write_all(report.as_bytes());
     started(BufReader::new(fs::File::from(read)), log, &dir)
 }
 

@@ -16,6 +16,13 @@ pub struct Prepared {
     pub cgroups_path: String,
 }
 
+impl Prepared {
+    /// What [`prepare`] made for `config`, when another process made it.
+    pub fn made(containers: &Containers, config: &RunConfig) -> Prepared {
+        Prepared { bundle: containers.dir(&config.id).join("bundle"), cgroups_path: format!("/lifeboat/{}", config.id) }
+    }
+}
+
 pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
     check_controllers(config, Path::new("/sys/fs/cgroup"))?;
     let containers = Containers::open(&paths.root)?;
@@ -81,7 +88,7 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
         }
         _ => None,
     };
-    let cgroups_path = format!("/lifeboat/{}", config.id);
+    let Prepared { bundle, cgroups_path } = Prepared::made(&containers, config);
     let init = if config.init { Some(spec::init_binary().map_err(|e| anyhow::anyhow!(e))?) } else { None };
     let value = spec::build(
         config,
@@ -95,7 +102,6 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
             init: init.as_deref(),
         },
     );
-    let bundle = dir.join("bundle");
     fs::create_dir_all(&bundle)?;
     crate::fsutil::write_atomic_volatile(&bundle.join("config.json"), &serde_json::to_vec(&value)?)?;
     Ok(Prepared { bundle, cgroups_path })

@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,29 +28,30 @@ pub const SYNC_FD_ENV: &str = "LIFEBOAT_SHIM_SYNC_FD";
 pub const CONSOLE_ENV: &str = "LIFEBOAT_SHIM_CONSOLE";
 /// Set when the shim's standard input is the user's, for the container (`run -i`).
 pub const STDIN_ENV: &str = "LIFEBOAT_SHIM_STDIN";
+/// A pipe on which the starting command reports "ok" once it prepared the container's root
+/// filesystem and bundle itself, while this process started (or "error ..."). Without it
+/// (a restart), the shim prepares them.
+pub const PREPARED_FD_ENV: &str = "LIFEBOAT_SHIM_PREPARED_FD";
 const STOP_MARKER: &str = "stop-requested";
 
 /// Runs the shim for container `id`; never returns.
 pub fn main(paths: &Paths, id: &str) -> ! {
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let sync = std::env::var(SYNC_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()).map(|fd| {
-        // SAFETY: the CLI passed this descriptor to us for exactly this purpose; nothing else owns it.
-        let f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        // Ours alone: no container, health check or restarted shim inherits it, so the CLI
-        // sees the pipe close exactly when this shim is gone.
-        let _ = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-        f
-    });
+    // Ours alone: no container, health check or restarted shim inherits them, so the CLI
+    // sees the sync pipe close exactly when this shim is gone.
+    let sync = inherited_pipe(SYNC_FD_ENV);
     let attach = Attach {
         console: std::env::var_os(CONSOLE_ENV).map(PathBuf::from),
         stdin: std::env::var_os(STDIN_ENV).is_some(),
+        prepared: inherited_pipe(PREPARED_FD_ENV),
     };
     // SAFETY: called once at start, before any other thread exists.
     unsafe {
         std::env::remove_var(SYNC_FD_ENV);
         std::env::remove_var(CONSOLE_ENV);
         std::env::remove_var(STDIN_ENV);
+        std::env::remove_var(PREPARED_FD_ENV);
     }
     let mut sync = Sync(sync);
     let code = match supervise(paths, id, &mut sync, attach) {
@@ -97,10 +98,21 @@ impl Sync {
     }
 }
 
+/// A pipe the starting CLI passed as the descriptor named in `env`, made close-on-exec.
+fn inherited_pipe(env: &str) -> Option<fs::File> {
+    let fd = std::env::var(env).ok()?.parse::<i32>().ok()?;
+    // SAFETY: the CLI passed this descriptor to us for exactly this purpose; nothing else owns it.
+    let f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let _ = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    Some(f)
+}
+
 /// What the starting CLI attached (only for the first start; restarts run detached).
 struct Attach {
     console: Option<PathBuf>,
     stdin: bool,
+    /// Where the CLI says it prepared the container (see [`PREPARED_FD_ENV`]).
+    prepared: Option<fs::File>,
 }
 
 fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::Result<i32> {
@@ -112,7 +124,20 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     let _ = fs::remove_file(dir.join(STOP_MARKER));
 
     tracing::debug!("shim up");
-    let prepared = prepare::prepare(paths, &config)?;
+    let prepared = match attach.prepared {
+        Some(report) => {
+            let mut line = String::new();
+            std::io::BufReader::new(report).read_line(&mut line)?;
+            match line.trim_end() {
+                "ok" => prepare::Prepared::made(&containers, &config),
+                l => match l.strip_prefix("error ") {
+                    Some(why) => anyhow::bail!("{why}"),
+                    None => anyhow::bail!("the command that started the container went away while preparing it"),
+                },
+            }
+        }
+        None => prepare::prepare(paths, &config)?,
+    };
     tracing::debug!("root filesystem and bundle prepared");
     let bound = network::bind_ports(&config.ports)?;
 
