@@ -142,7 +142,7 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
     }
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Runtime(e.to_string()))?;
-    // The shim's report on whether we prepared the container while it started.
+    // Our word to the shim on whether we prepared the container while it started.
     let (prepared_read, prepared_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     // The write end of the first pipe and the read end of the second go to the shim: clear
@@ -189,7 +189,8 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
     // reports a failure as its own.
     let report = match containers.config(id).map_err(anyhow::Error::from).and_then(|c| prepare::prepare(paths, &c)) {
         Ok(_) => "ok\n".to_string(),
-        Err(e) => format!("error {e:#}\n"),
+        // One line: the shim reads one.
+        Err(e) => format!("error {}\n", format!("{e:#}").replace('\n', " ")),
     };
     let _ = fs::File::from(prepared_write).write_all(report.as_bytes());
     started(BufReader::new(fs::File::from(read)), log, &dir)
@@ -361,8 +362,6 @@ fn wait_settled(containers: &Containers, id: &str, limit: Duration) -> Result<()
 /// Removes a container's files (after it stopped): unmounts its root, deletes its directory.
 pub fn remove_files(paths: &Paths, id: &str) -> Result<(), ContainerError> {
     let containers = Containers::open(&paths.root)?;
-    let dir = containers.dir(id);
-    rootfs::unmount(&dir.join("rootfs")).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     let lc = paths.run_root.join("libcontainer").join(id);
     if lc.exists() {
         if let Ok(mut c) = libcontainer::container::Container::load(lc.clone()) {
@@ -377,7 +376,8 @@ pub fn remove_files(paths: &Paths, id: &str) -> Result<(), ContainerError> {
     }
 }
 
-/// Deletes the files of a container [`Containers::retire`] took out of the store.
+/// Deletes the files of a container [`Containers::retire`] took out of the store (its root
+/// filesystem is unmounted first: the mount moved with the rename).
 pub fn remove_retired(retired: &Path) -> Result<(), ContainerError> {
     rootfs::unmount(&retired.join("rootfs")).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     match fs::remove_dir_all(retired) {
@@ -469,11 +469,11 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
     if opts.tty {
         return exec_tty(paths, id, &containers, opts, env, cwd, uid, gid);
     }
-    let filter = seccomp::Filter::load(&paths.run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    let confined = seccomp::Confined::load(&paths.run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| ContainerError::Runtime(e.to_string()))?
-        .with_executor(seccomp::Confined::new(filter))
+        .with_executor(confined)
         .as_tenant()
         .with_container_args(opts.args)
         .with_env(env)
@@ -539,11 +539,11 @@ fn exec_tty(
         .map_err(|e| ContainerError::Io { path: process_file.clone(), source: e })?;
     let console = tty::ConsoleSocket::bind(&paths.run_root.join(format!("exec-{tag}.sock")))
         .map_err(|e| runtime_err(format!("cannot make a console socket: {e}")))?;
-    let filter = seccomp::Filter::load(&paths.run_root).map_err(|e| runtime_err(e.to_string()))?;
+    let confined = seccomp::Confined::load(&paths.run_root).map_err(|e| runtime_err(e.to_string()))?;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(paths.run_root.join("libcontainer"))
         .map_err(|e| runtime_err(e.to_string()))?
-        .with_executor(seccomp::Confined::new(filter))
+        .with_executor(confined)
         .with_console_socket(Some(console.path()))
         .as_tenant()
         .with_process(Some(&process_file))

@@ -208,8 +208,9 @@ pub struct Confined {
 }
 
 impl Confined {
-    pub fn new(filter: Filter) -> Confined {
-        Confined { filter }
+    /// With the filter from the cache under `run_root` (compiled now if it is not there).
+    pub fn load(run_root: &Path) -> io::Result<Confined> {
+        Ok(Confined { filter: Filter::load(run_root)? })
     }
 }
 

@@ -169,11 +169,11 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         }
         let _ = fs::remove_dir_all(&stale);
     }
-    let filter = super::seccomp::Filter::load(&paths.run_root)?;
+    let confined = super::seccomp::Confined::load(&paths.run_root)?;
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| anyhow::anyhow!("runtime state dir {}: {e}", lc_root.display()))?
-        .with_executor(super::seccomp::Confined::new(filter))
+        .with_executor(confined)
         .with_stdin(stdin)
         .with_console_socket(console_path.filter(|_| config.tty))
         .with_stdout(out_w)
@@ -240,9 +240,8 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     tracing::debug!(code, "container exited");
     let oom = oom_killed(&prepared.cgroups_path);
     if config.auto_remove {
-        // Gone for everyone first (one rename), then the waiting CLI is told; the files,
-        // cgroups and runtime state go after it returned.
-        super::rootfs::unmount(&dir.join("rootfs"))?;
+        // Gone for everyone first (one rename), then the waiting CLI is told; the root
+        // filesystem, files, cgroups and runtime state go after it returned.
         let retired = containers.retire(id)?;
         sync.send(&format!("exit {code}\n"));
         sync.close();
