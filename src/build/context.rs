@@ -1,13 +1,22 @@
 //! The build context: `.dockerignore`, source patterns, content hashes for the cache, and
 //! copying sources into a layer's staging directory (owned by root unless `--chown`, as Docker
 //! does).
+//!
+//! The context is a [`Scope`]: every source is resolved inside it, so no `..`, absolute path or
+//! symlink in the context reaches a host file; what is under a directory source is walked by
+//! descriptor without following symlinks (they are copied as symlinks).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
+use rustix::fs::{AtFlags, FileType, OFlags, Stat};
+use rustix::io::Errno;
+
+use crate::fsutil::scope::{Scope, fd_path, list_dir, open_beneath, open_dir_beneath, stat_beneath};
 
 /// `.dockerignore` rules, in order; the last matching rule decides (`!` re-includes).
 pub struct Ignore {
@@ -84,8 +93,8 @@ impl Ignore {
         Ignore { rules }
     }
 
-    pub fn load(context: &Path) -> anyhow::Result<Ignore> {
-        match fs::read_to_string(context.join(".dockerignore")) {
+    pub fn load(context: &Scope) -> anyhow::Result<Ignore> {
+        match context.read_to_string(Path::new(".dockerignore")) {
             Ok(t) => Ok(Ignore::parse(&t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ignore::none()),
             Err(e) => Err(e).context("cannot read .dockerignore"),
@@ -111,9 +120,10 @@ impl Ignore {
     }
 }
 
-/// The paths (relative to `root`) a COPY/ADD source names: itself, or what its wildcards match.
-/// Sources cannot leave the root.
-pub fn expand(root: &Path, pattern: &str, ignore: &Ignore) -> anyhow::Result<Vec<String>> {
+/// The paths (relative to the context) a COPY/ADD source names: itself, or what its
+/// wildcards match. Every lookup is resolved inside the context (a symlink pointing out of it
+/// leads nowhere), and `..` is refused.
+pub fn expand(root: &Scope, pattern: &str, ignore: &Ignore) -> anyhow::Result<Vec<String>> {
     let segs = clean_segments(pattern);
     if segs.iter().any(|s| s == "..") {
         bail!("{pattern}: sources must stay inside the build context");
@@ -126,19 +136,16 @@ pub fn expand(root: &Path, pattern: &str, ignore: &Ignore) -> anyhow::Result<Vec
         let wild = seg.contains(['*', '?', '[']);
         let mut next = Vec::new();
         for base in &found {
-            let dir = root.join(base);
             if wild {
-                let Ok(entries) = fs::read_dir(&dir) else { continue };
-                let mut names: Vec<String> =
-                    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-                names.sort();
+                let Ok(dir) = root.open_dir(Path::new(base)) else { continue };
                 let pat: Vec<char> = seg.chars().collect();
-                for n in names {
+                for n in list_dir(dir.as_fd())? {
+                    let n = n.to_string_lossy().into_owned();
                     if segment_match(&pat, &n.chars().collect::<Vec<_>>()) {
                         next.push(join(base, &n));
                     }
                 }
-            } else if dir.join(seg).symlink_metadata().is_ok() {
+            } else if root.exists(Path::new(&join(base, seg))) {
                 next.push(join(base, seg));
             }
         }
@@ -151,71 +158,128 @@ fn join(base: &str, name: &str) -> String {
     if base.is_empty() { name.to_string() } else { format!("{base}/{name}") }
 }
 
-/// Every entry under the sources (themselves included), sorted, ignoring excluded ones.
-fn walk(root: &Path, rel: &str, ignore: &Ignore, out: &mut Vec<String>) -> anyhow::Result<()> {
-    let path = root.join(rel);
-    let meta = path.symlink_metadata().with_context(|| format!("cannot read {}", path.display()))?;
-    out.push(rel.to_string());
-    if meta.is_dir() {
-        let mut names: Vec<String> =
-            fs::read_dir(&path)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        for n in names {
-            let child = join(rel, &n);
-            let excluded = ignore.excluded(&child);
-            if excluded && !ignore.has_exceptions() {
-                continue;
-            }
-            if excluded && !path.join(&n).is_dir() {
-                continue;
-            }
-            walk(root, &child, ignore, out)?;
+/// One thing a source holds, met while walking it.
+struct Entry<'a> {
+    /// Its path relative to the source (empty for the source itself).
+    rel: &'a str,
+    stat: &'a Stat,
+    /// The directory it is in, and its name there (None for the source itself).
+    at: Option<(BorrowedFd<'a>, &'a OsStr)>,
+    /// The source itself, opened (a directory or a file; None for other kinds).
+    opened: Option<&'a OwnedFd>,
+}
+
+/// Walks a source of the context: the source itself (a symlink at its end followed inside the
+/// context, as Docker does), then, for a directory, everything under it in sorted order, by
+/// descriptor and without following any symlink. `prefix` is the source's path in the
+/// context, for `.dockerignore` matching.
+fn walk_source(
+    root: &Scope,
+    prefix: &str,
+    ignore: &Ignore,
+    visit: &mut dyn FnMut(&Entry<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let rel = Path::new(prefix);
+    let stat = root.stat(rel, true).with_context(|| format!("cannot read {prefix} in the build context"))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    let opened = match kind {
+        FileType::Directory => Some(root.open_dir(rel)?),
+        FileType::RegularFile => Some(root.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK)?),
+        _ => None,
+    };
+    visit(&Entry { rel: "", stat: &stat, at: None, opened: opened.as_ref() })?;
+    if kind == FileType::Directory
+        && let Some(dir) = &opened
+    {
+        walk_dir(dir.as_fd(), prefix, "", ignore, visit)?;
+    }
+    Ok(())
+}
+
+fn walk_dir(
+    dir: BorrowedFd<'_>,
+    prefix: &str,
+    rel: &str,
+    ignore: &Ignore,
+    visit: &mut dyn FnMut(&Entry<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for name in list_dir(dir)? {
+        let child = join(rel, &name.to_string_lossy());
+        let stat = match stat_beneath(dir, &name) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", join(prefix, &child))),
+        };
+        let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        let excluded = ignore.excluded(&join(prefix, &child));
+        // An excluded directory is still entered when an exception may re-include something
+        // under it; an excluded file never is.
+        if excluded && (!is_dir || !ignore.has_exceptions()) {
+            continue;
+        }
+        if !excluded {
+            visit(&Entry { rel: &child, stat: &stat, at: Some((dir, &name)), opened: None })?;
+        }
+        if is_dir {
+            let sub = open_dir_beneath(dir, &name).with_context(|| format!("cannot read {}", join(prefix, &child)))?;
+            walk_dir(sub.as_fd(), prefix, &child, ignore, visit)?;
         }
     }
     Ok(())
 }
 
+/// A source entry opened for reading: the source itself, or a file found under it.
+fn open_entry(e: &Entry<'_>) -> std::io::Result<fs::File> {
+    match (e.opened, e.at) {
+        (Some(fd), _) => Ok(fs::File::from(fd.try_clone()?)),
+        (None, Some((dir, name))) => Ok(fs::File::from(open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK)?)),
+        (None, None) => Err(std::io::Error::other("not a file")),
+    }
+}
+
 /// A content hash of the sources: names, types, modes, sizes, contents, link targets. Owners
 /// and times do not count (COPY resets owners; Docker's cache ignores times too).
-pub fn hash_sources(root: &Path, sources: &[String]) -> anyhow::Result<String> {
-    let ignore = Ignore::load(root).unwrap_or_else(|_| Ignore::none());
+pub fn hash_sources(root: &Scope, sources: &[String], ignore: &Ignore) -> anyhow::Result<String> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     for s in sources {
-        let mut all = Vec::new();
-        walk(root, s, &ignore, &mut all)?;
-        for rel in all {
-            let p = root.join(&rel);
-            let m = p.symlink_metadata()?;
-            h.update(rel.as_bytes());
+        walk_source(root, s, ignore, &mut |e| {
+            h.update(join(s, e.rel).as_bytes());
             h.update(&[0]);
-            h.update(&(m.mode() & 0o7777).to_le_bytes());
-            if m.is_file() {
-                h.update(b"f");
-                h.update(&m.len().to_le_bytes());
-                let mut f = fs::File::open(&p)?;
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
+            h.update(&(e.stat.st_mode & 0o7777).to_le_bytes());
+            match FileType::from_raw_mode(e.stat.st_mode) {
+                FileType::RegularFile => {
+                    h.update(b"f");
+                    h.update(&(e.stat.st_size as u64).to_le_bytes());
+                    let mut f = open_entry(e)?;
+                    loop {
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
                     }
-                    h.update(&buf[..n]);
                 }
-            } else if m.is_symlink() {
-                h.update(b"l");
-                h.update(fs::read_link(&p)?.as_os_str().as_encoded_bytes());
-            } else if m.is_dir() {
-                h.update(b"d");
+                FileType::Symlink => {
+                    let (dir, name) = e.at.expect("a followed source is never a symlink");
+                    h.update(b"l");
+                    h.update(rustix::fs::readlinkat(dir, name, Vec::new())?.as_bytes());
+                }
+                FileType::Directory => {
+                    h.update(b"d");
+                }
+                _ => {}
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// Whether ADD should unpack this file: a tar archive, plain or compressed.
-pub fn is_archive(path: &Path) -> anyhow::Result<bool> {
+/// Whether ADD should unpack this source: a tar archive, plain or compressed.
+pub fn is_archive(root: &Scope, rel: &str) -> anyhow::Result<bool> {
     let mut head = [0u8; 512];
-    let mut f = fs::File::open(path)?;
+    let mut f = root.open_at(Path::new(rel), OFlags::RDONLY | OFlags::NONBLOCK).map(fs::File::from)?;
     let n = f.read(&mut head)?;
     let h = &head[..n];
     let compressed = h.starts_with(&[0x1f, 0x8b])
@@ -225,75 +289,116 @@ pub fn is_archive(path: &Path) -> anyhow::Result<bool> {
     Ok(compressed || (n >= 262 && &h[257..262] == b"ustar"))
 }
 
-/// Copies `src` to `target`: a directory's contents into `target`, anything else to `target`.
-pub fn copy_into(src: &Path, target: &Path, is_dir: bool) -> anyhow::Result<()> {
-    let ignore = Ignore::none();
-    if is_dir {
-        fs::create_dir_all(target)?;
-        let meta = src.metadata()?;
-        fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        let mut all = Vec::new();
-        walk(src, "", &ignore, &mut all)?;
-        for rel in all.into_iter().skip(1) {
-            copy_one(&src.join(&rel), &target.join(&rel))?;
+/// What a source is (a symlink at its end followed inside the context).
+pub fn source_is_dir(root: &Scope, rel: &str) -> anyhow::Result<bool> {
+    let st = root.stat(Path::new(rel), true).with_context(|| format!("cannot read {rel} in the build context"))?;
+    Ok(FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+}
+
+/// Copies source `rel` of `root` to `target` inside `staging`: a directory's contents into
+/// `target`, anything else to `target`. `.dockerignore` rules apply to everything under a
+/// directory. Paths in `staging` are resolved inside it too, so a symlink an earlier source
+/// put there cannot send a later write out of it.
+pub fn copy_into(root: &Scope, rel: &str, staging: &Scope, target: &str, ignore: &Ignore) -> anyhow::Result<()> {
+    let target = Path::new(target);
+    walk_source(root, rel, ignore, &mut |e| {
+        let kind = FileType::from_raw_mode(e.stat.st_mode);
+        let mode = e.stat.st_mode & 0o7777;
+        if e.rel.is_empty() && kind == FileType::Directory {
+            let dir = staging.mkdir_all(target, 0o755)?;
+            rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode))?;
+            return Ok(());
         }
-        return Ok(());
-    }
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    copy_one(src, target)
+        let dest = if e.rel.is_empty() { target.to_path_buf() } else { target.join(e.rel) };
+        let (dir, name) =
+            staging.parent(&dest, Some(0o755)).with_context(|| format!("cannot create {}", dest.display()))?;
+        // Whatever an earlier source left at this name is replaced (never followed).
+        let replace = |dir: BorrowedFd<'_>| match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) | Err(Errno::ISDIR) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match kind {
+            FileType::Directory => {
+                match rustix::fs::mkdirat(&dir, &name, rustix::fs::Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let sub = open_dir_beneath(dir.as_fd(), &name)?;
+                rustix::fs::fchmod(&sub, rustix::fs::Mode::from_raw_mode(mode))?;
+            }
+            FileType::Symlink => {
+                let (from_dir, from_name) = e.at.expect("a followed source is never a symlink");
+                let link = rustix::fs::readlinkat(from_dir, from_name, Vec::new())?;
+                replace(dir.as_fd())?;
+                rustix::fs::symlinkat(link.as_c_str(), &dir, &name)?;
+            }
+            FileType::RegularFile => {
+                let mut from = open_entry(e)?;
+                replace(dir.as_fd())?;
+                let out = rustix::fs::openat(
+                    &dir,
+                    &name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                )?;
+                let mut out = fs::File::from(out);
+                std::io::copy(&mut from, &mut out).with_context(|| format!("cannot copy {}", join(rel, e.rel)))?;
+                rustix::fs::fchmod(&out, rustix::fs::Mode::from_raw_mode(mode))?;
+                let mtime = rustix::fs::Timespec { tv_sec: e.stat.st_mtime, tv_nsec: e.stat.st_mtime_nsec as _ };
+                let _ = rustix::fs::futimens(
+                    &out,
+                    &rustix::fs::Timestamps { last_access: mtime, last_modification: mtime },
+                );
+            }
+            // Sockets, fifos and devices are not build content.
+            _ => {}
+        }
+        Ok(())
+    })
 }
 
-fn copy_one(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    let m = src.symlink_metadata()?;
-    if m.is_dir() {
-        fs::create_dir_all(dst)?;
-        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-    } else if m.is_symlink() {
-        let _ = fs::remove_file(dst);
-        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
-    } else if m.is_file() {
-        fs::copy(src, dst).with_context(|| format!("cannot copy {}", src.display()))?;
-        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-        let mtime = filetime(m.mtime(), m.mtime_nsec());
-        let _ = rustix::fs::utimensat(
-            rustix::fs::CWD,
-            dst,
-            &rustix::fs::Timestamps { last_access: mtime, last_modification: mtime },
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        );
-    }
-    // Sockets, fifos and devices are not build content.
-    Ok(())
-}
-
-fn filetime(secs: i64, nsecs: i64) -> rustix::fs::Timespec {
-    rustix::fs::Timespec { tv_sec: secs, tv_nsec: nsecs as _ }
-}
-
-/// Sets the owner (default root) and, if given, the mode of everything under `path`.
-pub fn set_owner_mode(path: &Path, owner: Option<(u32, u32)>, chmod: Option<u32>) -> anyhow::Result<()> {
+/// Sets the owner (default root) and, if given, the mode of `rel` inside `staging` and of
+/// everything under it, by descriptor and without following symlinks.
+pub fn set_owner_mode(staging: &Scope, rel: &str, owner: Option<(u32, u32)>, chmod: Option<u32>) -> anyhow::Result<()> {
     let (uid, gid) = owner.unwrap_or((0, 0));
-    if path.symlink_metadata().is_err() {
-        return Ok(());
-    }
-    let mut stack: Vec<PathBuf> = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = p.symlink_metadata()?;
-        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+    let Ok((dir, name)) = staging.parent(Path::new(rel), None) else { return Ok(()) };
+    fn apply(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32, chmod: Option<u32>) -> anyhow::Result<()> {
+        let st = match stat_beneath(dir, name) {
+            Ok(st) => st,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let kind = FileType::from_raw_mode(st.st_mode);
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::process::Uid::from_raw(uid)),
+            Some(rustix::process::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
         if let Some(mode) = chmod
-            && !m.is_symlink()
+            && kind != FileType::Symlink
         {
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+            let fd = open_beneath(dir, name, OFlags::PATH)?;
+            rustix::fs::chmodat(
+                rustix::fs::CWD,
+                fd_path(&fd),
+                rustix::fs::Mode::from_raw_mode(mode),
+                AtFlags::empty(),
+            )?;
         }
-        if m.is_dir() {
-            for e in fs::read_dir(&p)? {
-                stack.push(e?.path());
+        if kind == FileType::Directory {
+            let sub = open_dir_beneath(dir, name)?;
+            for child in list_dir(sub.as_fd())? {
+                apply(sub.as_fd(), &child, uid, gid, chmod)?;
             }
         }
+        Ok(())
     }
-    Ok(())
+    if name.is_empty() {
+        return Ok(());
+    }
+    apply(dir.as_fd(), &name, uid, gid, chmod)
 }
 
 #[cfg(test)]
@@ -322,17 +427,109 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, f).unwrap();
         }
+        let root = Scope::open(dir.path()).unwrap();
         let none = Ignore::none();
-        assert_eq!(expand(dir.path(), "*.md", &none).unwrap(), vec!["a.md", "b.md"]);
-        assert_eq!(expand(dir.path(), "sub/*.md", &none).unwrap(), vec!["sub/d.md"]);
-        assert_eq!(expand(dir.path(), "./c.txt", &none).unwrap(), vec!["c.txt"]);
-        assert!(expand(dir.path(), "nope", &none).unwrap().is_empty());
-        assert!(expand(dir.path(), "../etc/passwd", &none).is_err());
+        assert_eq!(expand(&root, "*.md", &none).unwrap(), vec!["a.md", "b.md"]);
+        assert_eq!(expand(&root, "sub/*.md", &none).unwrap(), vec!["sub/d.md"]);
+        assert_eq!(expand(&root, "./c.txt", &none).unwrap(), vec!["c.txt"]);
+        assert!(expand(&root, "nope", &none).unwrap().is_empty());
+        assert!(expand(&root, "../etc/passwd", &none).is_err());
         let ig = Ignore::parse("b.md\n");
-        assert_eq!(expand(dir.path(), "*.md", &ig).unwrap(), vec!["a.md"]);
+        assert_eq!(expand(&root, "*.md", &ig).unwrap(), vec!["a.md"]);
         // Content changes change the hash; nothing else does.
-        let h1 = hash_sources(dir.path(), &["a.md".into()]).unwrap();
+        let h1 = hash_sources(&root, &["a.md".into()], &none).unwrap();
         fs::write(dir.path().join("a.md"), "changed").unwrap();
-        assert_ne!(h1, hash_sources(dir.path(), &["a.md".into()]).unwrap());
+        assert_ne!(h1, hash_sources(&root, &["a.md".into()], &none).unwrap());
+    }
+
+    /// A context whose links point at a "host" directory beside it.
+    fn hostile_context() -> (tempfile::TempDir, std::path::PathBuf, Scope) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("shadow"), "host secret").unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir_all(ctx.join("site/sub")).unwrap();
+        fs::write(ctx.join("site/index.html"), "page").unwrap();
+        std::os::unix::fs::symlink(&host, ctx.join("hostetc")).unwrap();
+        std::os::unix::fs::symlink("../../host", ctx.join("site/up")).unwrap();
+        std::os::unix::fs::symlink(host.join("shadow"), ctx.join("site/sub/shadow")).unwrap();
+        let root = Scope::open(&ctx).unwrap();
+        (dir, host, root)
+    }
+
+    #[test]
+    fn a_symlink_in_the_context_never_reads_a_host_file() {
+        let (dir, host, root) = hostile_context();
+        let none = Ignore::none();
+        // Through a link in the middle of the path, or as the source itself: not found.
+        assert!(expand(&root, "hostetc/shadow", &none).unwrap().is_empty());
+        assert!(expand(&root, "site/up/shadow", &none).unwrap().is_empty());
+        let staging_dir = dir.path().join("staging");
+        fs::create_dir_all(&staging_dir).unwrap();
+        let staging = Scope::open(&staging_dir).unwrap();
+        assert!(copy_into(&root, "hostetc", &staging, "y", &none).is_err());
+        assert!(hash_sources(&root, &["hostetc".into()], &none).is_err());
+        // Inside a copied directory, links stay links: their targets are not read.
+        copy_into(&root, "site", &staging, "app", &none).unwrap();
+        assert_eq!(fs::read_to_string(staging_dir.join("app/index.html")).unwrap(), "page");
+        let link = staging_dir.join("app/sub/shadow");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        // A later copy through a link an earlier one made stays inside the staging area.
+        fs::create_dir_all(dir.path().join("ctx/more/up")).unwrap();
+        fs::write(dir.path().join("ctx/more/up/planted"), "planted").unwrap();
+        copy_into(&root, "more", &staging, "app/site-up", &none).unwrap();
+        std::os::unix::fs::symlink(&host, staging_dir.join("app/through")).unwrap();
+        // The link's target is not inside the staging area: nowhere to copy to.
+        assert!(copy_into(&root, "more", &staging, "app/through", &none).is_err());
+        set_owner_mode(&staging, "app/through", Some((1, 1)), Some(0o700)).unwrap();
+        // A link to a place inside is followed there.
+        std::os::unix::fs::symlink("/app", staging_dir.join("app/inside")).unwrap();
+        copy_into(&root, "more", &staging, "app/inside/more", &none).unwrap();
+        assert_eq!(fs::read_to_string(staging_dir.join("app/more/up/planted")).unwrap(), "planted");
+        assert_eq!(fs::read_dir(&host).unwrap().count(), 1, "the host directory was written to");
+        assert_eq!(fs::read_to_string(host.join("shadow")).unwrap(), "host secret");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(host.join("shadow")).unwrap().uid(), 0);
+    }
+
+    #[test]
+    fn dockerignore_applies_under_a_copied_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        for f in ["index.html", "secret.txt", "keys/a.key", "deep/er/b.key", "keep.key", "node_modules/m.js"] {
+            let p = ctx.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, f).unwrap();
+        }
+        let root = Scope::open(&ctx).unwrap();
+        let ig = Ignore::parse("secret.txt\n**/*.key\n!keep.key\nnode_modules\n");
+        let staging_dir = dir.path().join("staging");
+        fs::create_dir_all(&staging_dir).unwrap();
+        let staging = Scope::open(&staging_dir).unwrap();
+        copy_into(&root, "", &staging, "app", &ig).unwrap();
+        let mut found: Vec<String> = Vec::new();
+        for e in walk_all(&staging_dir.join("app")) {
+            found.push(e);
+        }
+        found.sort();
+        assert_eq!(found, ["deep", "deep/er", "index.html", "keep.key", "keys"]);
+        // The cache key does not see ignored files either.
+        let before = hash_sources(&root, &[String::new()], &ig).unwrap();
+        fs::write(ctx.join("secret.txt"), "changed").unwrap();
+        assert_eq!(before, hash_sources(&root, &[String::new()], &ig).unwrap());
+    }
+
+    fn walk_all(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                out.extend(walk_all(&p).into_iter().map(|c| format!("{name}/{c}")));
+            }
+            out.push(name);
+        }
+        out
     }
 }

@@ -657,22 +657,35 @@ impl Builder<'_> {
         })
     }
 
-    /// Metadata of `path` in the current stage's filesystem (top layer first, whiteouts honoured).
-    fn lookup(&self, path: &str) -> Option<std::fs::Metadata> {
+    /// Metadata of `path` in the current stage's filesystem (top layer first, whiteouts
+    /// honoured), each layer looked into as a scope: a symlink in a layer never leads onto the
+    /// host.
+    fn lookup(&self, path: &str) -> Option<LayerEntry> {
         let stage = self.stages.last()?;
-        let rel = path.trim_start_matches('/');
+        let rel = Path::new(path.trim_start_matches('/'));
         for diff_id in stage.config.rootfs.diff_ids.iter().rev() {
-            let dir = self.store.layer_diff_dir(diff_id);
-            let p = dir.join(rel);
-            if let Ok(m) = p.symlink_metadata() {
-                use std::os::unix::fs::{FileTypeExt, MetadataExt};
-                if m.file_type().is_char_device() && m.rdev() == 0 {
+            let Ok(layer) = crate::fsutil::scope::Scope::open(&self.store.layer_diff_dir(diff_id)) else { continue };
+            if let Ok(st) = layer.stat(rel, true) {
+                use rustix::fs::FileType;
+                let kind = FileType::from_raw_mode(st.st_mode);
+                if kind == FileType::CharacterDevice && st.st_rdev == 0 {
                     return None; // deleted above
                 }
-                return Some(m);
+                return Some(LayerEntry { dir: kind == FileType::Directory });
             }
         }
         None
+    }
+
+    /// `/etc/passwd` or `/etc/group` of the current stage: the topmost layer that has it.
+    fn stage_file(&self, file: &str) -> Option<String> {
+        let stage = self.stages.last()?;
+        stage.config.rootfs.diff_ids.iter().rev().find_map(|diff_id| {
+            crate::fsutil::scope::Scope::open(&self.store.layer_diff_dir(diff_id))
+                .ok()?
+                .read_to_string(Path::new(file))
+                .ok()
+        })
     }
 
     fn copy(&mut self, ins: &Instruction, missed: &mut bool) -> anyhow::Result<bool> {
@@ -714,29 +727,28 @@ impl Builder<'_> {
             Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow::anyhow!("--chmod={m}: not an octal mode"))?),
             None => None,
         };
-        // Where the sources come from: the context, another stage, or an image.
+        // Where the sources come from: the context, another stage, or an image. Either is a
+        // scope: nothing outside it is ever read.
         let (source_root, _mount, from_key) = match ins.flag("from") {
             None => (self.opts.context.clone(), None, "context".to_string()),
             Some(from) => self.stage_root(from)?,
         };
-        let ignore = if ins.flag("from").is_none() {
-            context::Ignore::load(&self.opts.context)?
-        } else {
-            context::Ignore::none()
-        };
+        let scope = crate::fsutil::scope::Scope::open(&source_root)
+            .with_context(|| format!("cannot open the build context {}", source_root.display()))?;
+        let ignore = if ins.flag("from").is_none() { context::Ignore::load(&scope)? } else { context::Ignore::none() };
         let mut sources = Vec::new();
         for pattern in &list {
-            let found = context::expand(&source_root, pattern, &ignore)?;
+            let found = context::expand(&scope, pattern, &ignore)?;
             if found.is_empty() {
                 bail!(
                     "{pattern}: no such file or directory in the {}",
-                    if from_key == "context" { "build context" } else { "source stage" }
+                    if from_key == "context" { "build context (or excluded by .dockerignore)" } else { "source stage" }
                 );
             }
             sources.extend(found);
         }
         let dest_is_dir = dest_is_dir_hint || sources.len() > 1 || self.lookup(&dest).is_some_and(|m| m.is_dir());
-        let content = context::hash_sources(&source_root, &sources)?;
+        let content = context::hash_sources(&scope, &sources, &ignore)?;
         let key_text = format!(
             "{} from={from_key} {:?} -> {dest} dir={dest_is_dir} owner={owner:?} chmod={chmod:?} content={content}",
             ins.keyword, list
@@ -745,34 +757,27 @@ impl Builder<'_> {
         let store_tmp = self.store.temp_path("copy").path().to_path_buf();
         self.layer_step(&[&key_text], &created_by, missed, |_| {
             let staging = TempDir::new(store_tmp);
-            let root = staging.path().to_path_buf();
+            std::fs::create_dir_all(staging.path())?;
+            let root = crate::fsutil::scope::Scope::open(staging.path())?;
+            let dest_rel = dest.trim_start_matches('/').to_string();
             for rel in &sources {
-                let src = source_root.join(rel);
-                let meta = src.symlink_metadata()?;
-                let name = Path::new(rel).file_name().map(|n| n.to_os_string()).unwrap_or_default();
-                let target = if meta.is_dir() {
-                    root.join(dest.trim_start_matches('/'))
-                } else if dest_is_dir {
-                    root.join(dest.trim_start_matches('/')).join(&name)
-                } else {
-                    root.join(dest.trim_start_matches('/'))
-                };
-                if is_add && meta.is_file() && context::is_archive(&src)? {
-                    let dir = if dest_is_dir || dest_raw.ends_with('/') {
-                        root.join(dest.trim_start_matches('/'))
-                    } else {
-                        target.clone()
-                    };
-                    std::fs::create_dir_all(&dir)?;
-                    let file = std::fs::File::open(&src)?;
+                let is_dir = context::source_is_dir(&scope, rel)?;
+                let name = Path::new(rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let target = if is_dir || !dest_is_dir { dest_rel.clone() } else { format!("{dest_rel}/{name}") };
+                if is_add && !is_dir && context::is_archive(&scope, rel)? {
+                    let dir_rel =
+                        if dest_is_dir || dest_raw.ends_with('/') { dest_rel.clone() } else { target.clone() };
+                    let dir = root.mkdir_all(Path::new(&dir_rel), 0o755)?;
+                    let file = scope.open_file(Path::new(rel))?;
                     let (_, tar) = layer::decompressed(file)?;
                     let opts = layer::ApplyOptions { whiteouts: layer::WhiteoutMode::Apply, max_file_size: None };
-                    layer::apply_layer(tar, &dir, &opts).with_context(|| format!("cannot extract {rel}"))?;
+                    layer::apply_layer(tar, &crate::fsutil::scope::fd_path(&dir), &opts)
+                        .with_context(|| format!("cannot extract {rel}"))?;
                     continue;
                 }
-                context::copy_into(&src, &target, meta.is_dir())?;
+                context::copy_into(&scope, rel, &root, &target, &ignore)?;
             }
-            context::set_owner_mode(&root.join(dest.trim_start_matches('/')), owner, chmod)?;
+            context::set_owner_mode(&root, &dest_rel, owner, chmod)?;
             Ok(Some((staging, TreeMode::Plain)))
         })
     }
@@ -808,45 +813,27 @@ impl Builder<'_> {
 
     fn resolve_owner(&self, spec: &str) -> anyhow::Result<(u32, u32)> {
         let (user, group) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
+        let entry = |file: &str, name: &str| -> Option<Vec<String>> {
+            let text = self.stage_file(file)?;
+            text.lines()
+                .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == name)
+        };
         let lookup = |file: &str, name: &str| -> anyhow::Result<u32> {
             if let Ok(n) = name.parse() {
                 return Ok(n);
             }
-            let stage = self.stages.last().ok_or_else(|| anyhow::anyhow!("no stage"))?;
-            for diff_id in stage.config.rootfs.diff_ids.iter().rev() {
-                let p = self.store.layer_diff_dir(diff_id).join(file);
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    for line in text.lines() {
-                        let f: Vec<&str> = line.split(':').collect();
-                        if f.len() > 2 && f[0] == name {
-                            return f[2].parse().map_err(|_| anyhow::anyhow!("bad {file} entry for {name}"));
-                        }
-                    }
-                    break;
-                }
+            match entry(file, name) {
+                Some(f) => f[2].parse().map_err(|_| anyhow::anyhow!("bad /{file} entry for {name}")),
+                None => bail!("--chown: no {name:?} in /{file} of the image"),
             }
-            bail!("--chown: no {name:?} in /{file} of the image")
         };
         let uid = lookup("etc/passwd", user)?;
         let gid = match group {
             Some(g) => lookup("etc/group", g)?,
             None if user.parse::<u32>().is_ok() => uid,
-            None => {
-                // The user's primary group.
-                let stage = self.stages.last().ok_or_else(|| anyhow::anyhow!("no stage"))?;
-                let mut gid = uid;
-                for diff_id in stage.config.rootfs.diff_ids.iter().rev() {
-                    if let Ok(text) = std::fs::read_to_string(self.store.layer_diff_dir(diff_id).join("etc/passwd")) {
-                        if let Some(f) =
-                            text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && f[0] == user)
-                        {
-                            gid = f[3].parse().unwrap_or(uid);
-                        }
-                        break;
-                    }
-                }
-                gid
-            }
+            // The user's primary group.
+            None => entry("etc/passwd", user).and_then(|f| f.get(3)?.parse().ok()).unwrap_or(uid),
         };
         Ok((uid, gid))
     }
@@ -858,6 +845,17 @@ impl Builder<'_> {
         let image = self.store.image_by_manifest(&manifest.digest)?;
         crate::runtime::ensure_layers(&self.store, &image)?;
         Ok(image)
+    }
+}
+
+/// What [`Builder::lookup`] found at a path.
+struct LayerEntry {
+    dir: bool,
+}
+
+impl LayerEntry {
+    fn is_dir(&self) -> bool {
+        self.dir
     }
 }
 

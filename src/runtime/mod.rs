@@ -5,6 +5,7 @@
 //! records the shim keeps and signals the container's processes directly. This module never
 //! forks containers itself: only the freshly exec'd shim does (see `shim`).
 
+pub mod cgroupfs;
 pub mod commit;
 pub mod container;
 pub mod logs;
@@ -450,7 +451,9 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
         return Err(ContainerError::Conflict(format!("container {} is not running", &id[..12])));
     }
     let config = containers.config(id)?;
-    let rootfs = containers.dir(id).join("rootfs");
+    let rootfs_path = containers.dir(id).join("rootfs");
+    let rootfs = crate::fsutil::scope::Scope::open(&rootfs_path)
+        .map_err(|source| ContainerError::Io { path: rootfs_path.clone(), source })?;
     let user = opts.user.as_deref().or(config.user.as_deref());
     let (uid, gid, _) = rootfs::resolve_user(&rootfs, user).map_err(ContainerError::Invalid)?;
     let mut env: std::collections::HashMap<String, String> = config

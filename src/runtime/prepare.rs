@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::container::{Containers, MountSource, NetworkMode, RunConfig};
-use super::{Paths, rootfs, spec, volume};
+use super::{Paths, cgroupfs, rootfs, spec, volume};
+use crate::fsutil::scope::{Scope, fd_path};
 use crate::image::Store;
 
 pub struct Prepared {
@@ -40,6 +41,9 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
     let files = dir.join("etc");
     rootfs::write_etc_files(&files, &config.hostname, config.network == NetworkMode::Host)?;
 
+    // The image's side of every path below is looked up inside the container's root: a
+    // symlink in the image never leads onto the host.
+    let root = Scope::open(&plan.target)?;
     let mut sources = Vec::new();
     for m in &config.mounts {
         let source = match &m.source {
@@ -54,9 +58,8 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
                 let vol = volume::Volumes::open(&paths.root)?.ensure(name)?;
                 if vol.fresh {
                     // A new volume starts with the image's content at its mount path.
-                    let from = plan.target.join(m.target.trim_start_matches('/'));
-                    if from.is_dir() {
-                        volume::copy_tree(&from, &vol.data)
+                    if let Ok(from) = root.open_dir(Path::new(&m.target)) {
+                        volume::copy_tree(&fd_path(&from), &vol.data)
                             .with_context(|| format!("cannot fill volume {name} from the image"))?;
                     }
                     volume::Volumes::open(&paths.root)?.mark_filled(name)?;
@@ -64,18 +67,12 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
                 vol.data
             }
         };
-        let target = plan.target.join(m.target.trim_start_matches('/'));
-        if !target.exists() {
-            // Create the mount point in the container's upper layer.
-            if source.is_dir() {
-                let _ = fs::create_dir_all(&target);
-            }
-        }
+        // The runtime makes missing mount points itself, inside the container's root.
         sources.push(source);
     }
 
     let (uid, gid, additional_gids) =
-        rootfs::resolve_user(&plan.target, config.user.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+        rootfs::resolve_user(&root, config.user.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let user = spec::ProcessUser { uid, gid, additional_gids };
     let netns = match &config.network {
         NetworkMode::Container(other) => {
@@ -89,6 +86,9 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
         _ => None,
     };
     let Prepared { bundle, cgroups_path } = Prepared::made(&containers, config);
+    let layout = cgroupfs::Layout::of_host().context("cannot read this host's cgroup mounts")?;
+    let skeleton = cgroupfs::skeleton(&layout, &paths.run_root)?.unwrap_or_default();
+    let cgroup_mounts = cgroupfs::view(&layout, &cgroups_path, &skeleton);
     let init = if config.init { Some(spec::init_binary().map_err(|e| anyhow::anyhow!(e))?) } else { None };
     let value = spec::build(
         config,
@@ -99,6 +99,7 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
             mount_sources: &sources,
             netns: netns.as_deref(),
             cgroups_path: &cgroups_path,
+            cgroup_mounts: &cgroup_mounts,
             init: init.as_deref(),
         },
     );

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::fsutil::scope::Scope;
+
 /// An overlay mount, described.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayPlan {
@@ -119,10 +121,11 @@ pub fn write_etc_files(files: &Path, hostname: &str, host_network: bool) -> io::
     Ok(())
 }
 
-/// Resolves `user[:group]` (names or numbers) against the container's /etc/passwd and /etc/group.
-pub fn resolve_user(rootfs: &Path, spec: Option<&str>) -> Result<(u32, u32, Vec<u32>), String> {
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+/// Resolves `user[:group]` (names or numbers) against the container's /etc/passwd and
+/// /etc/group, read inside its root (a symlink there never leads to the host's).
+pub fn resolve_user(rootfs: &Scope, spec: Option<&str>) -> Result<(u32, u32, Vec<u32>), String> {
+    let passwd = rootfs.read_to_string(Path::new("etc/passwd")).unwrap_or_default();
+    let group = rootfs.read_to_string(Path::new("etc/group")).unwrap_or_default();
     let Some(spec) = spec.filter(|s| !s.is_empty()) else { return Ok((0, 0, supplementary(&group, "root", 0))) };
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -197,10 +200,24 @@ mod tests {
         fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n")
             .unwrap();
         fs::write(dir.path().join("etc/group"), "root:x:0:\nwww:x:33:\nlogs:x:4:www\n").unwrap();
-        assert_eq!(resolve_user(dir.path(), Some("www")).unwrap(), (33, 33, vec![4]));
-        assert_eq!(resolve_user(dir.path(), Some("www:logs")).unwrap(), (33, 4, vec![]));
-        assert_eq!(resolve_user(dir.path(), Some("1000:1000")).unwrap(), (1000, 1000, vec![]));
-        assert!(resolve_user(dir.path(), Some("nobody")).is_err());
-        assert_eq!(resolve_user(dir.path(), None).unwrap().0, 0);
+        let root = Scope::open(dir.path()).unwrap();
+        assert_eq!(resolve_user(&root, Some("www")).unwrap(), (33, 33, vec![4]));
+        assert_eq!(resolve_user(&root, Some("www:logs")).unwrap(), (33, 4, vec![]));
+        assert_eq!(resolve_user(&root, Some("1000:1000")).unwrap(), (1000, 1000, vec![]));
+        assert!(resolve_user(&root, Some("nobody")).is_err());
+        assert_eq!(resolve_user(&root, None).unwrap().0, 0);
+    }
+
+    #[test]
+    fn users_resolve_inside_the_root_even_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("passwd"), "hostonly:x:4242:4242::/:/bin/sh\n").unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(&host, root.join("etc")).unwrap();
+        let root = Scope::open(&root).unwrap();
+        assert!(resolve_user(&root, Some("hostonly")).is_err(), "read the host's passwd through a link");
     }
 }

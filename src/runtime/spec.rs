@@ -81,12 +81,14 @@ pub struct Inputs<'a> {
     /// A network namespace to join.
     pub netns: Option<&'a Path>,
     pub cgroups_path: &'a str,
+    /// The container's view of the cgroup filesystem (runtime::cgroupfs::view).
+    pub cgroup_mounts: &'a [Value],
     /// The init binary for `--init`.
     pub init: Option<&'a Path>,
 }
 
 pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
-    let Inputs { rootfs, files, user, mount_sources, netns, cgroups_path, init } = *inputs;
+    let Inputs { rootfs, files, user, mount_sources, netns, cgroups_path, cgroup_mounts, init } = *inputs;
     let caps = DEFAULT_CAPS;
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -95,8 +97,9 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
+    // Read-only, and only the container's own cgroup (runtime::cgroupfs).
+    mounts.extend(cgroup_mounts.iter().cloned());
     for name in ["hosts", "hostname", "resolv.conf"] {
         let options = if config.read_only { vec!["rbind", "rprivate", "ro"] } else { vec!["rbind", "rprivate"] };
         mounts.push(json!({"destination": format!("/etc/{name}"), "type": "bind", "source": files.join(name), "options": options}));
@@ -104,7 +107,9 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
     for (m, source) in config.mounts.iter().zip(mount_sources) {
         let mut options = vec!["rbind", "rprivate"];
         if m.read_only {
-            options.push("ro");
+            // Recursively read-only (mount_setattr with AT_RECURSIVE), as Docker 25+ does: the
+            // mounts under a read-only bind (a host's /dev/shm, /proc, cgroups) are read-only too.
+            options.extend(["ro", "rro"]);
         }
         mounts.push(json!({"destination": m.target, "type": "bind", "source": source, "options": options}));
     }
@@ -118,8 +123,14 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
         args = [INIT_PATH.to_string(), "--".to_string()].into_iter().chain(args).collect();
     }
 
-    let mut namespaces =
-        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    // A cgroup namespace: /proc/self/cgroup shows the container's cgroup as its root.
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
     match (&config.network, netns) {
         (NetworkMode::Host, _) => {}
         (_, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
@@ -237,15 +248,26 @@ pub(crate) mod tests {
             mount_sources: &[],
             netns: None,
             cgroups_path: "/lifeboat/x",
+            cgroup_mounts: &[],
             init: None,
         };
         let v = build(&sample(), &inputs);
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let linux = spec.linux().as_ref().unwrap();
-        assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
+        assert_eq!(linux.namespaces().as_ref().unwrap().len(), 6);
         assert_eq!(v["linux"]["resources"]["pids"]["limit"], 50);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert!(v["process"]["env"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
+        let ro = crate::runtime::container::MountSpec {
+            source: crate::runtime::container::MountSource::Bind { path: "/".into() },
+            target: "/host".into(),
+            read_only: true,
+        };
+        let with_ro = RunConfig { mounts: vec![ro], ..sample() };
+        let sources = [std::path::PathBuf::from("/")];
+        let v = build(&with_ro, &Inputs { mount_sources: &sources, ..inputs });
+        let host = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/host").unwrap();
+        assert_eq!(host["options"], serde_json::json!(["rbind", "rprivate", "ro", "rro"]));
         inputs.init = Some(Path::new("/usr/bin/tini-static"));
         let v = build(&sample(), &inputs);
         assert_eq!(v["process"]["args"], serde_json::json!([INIT_PATH, "--", "/bin/sh"]));

@@ -319,6 +319,11 @@ lb run --rm site:1 echo hello
 id=$(lb run -d --name v2 site:1 sleep 100)
 echo "cgroup dir $(test -f /sys/fs/cgroup/lifeboat/$id/cgroup.procs && echo yes)"
 echo "exec $(lb exec v2 cat /proc/self/cgroup | grep '^0::')"
+lb exec v2 sleep 1 &
+sleep 0.5
+echo "exec procs $(wc -l < /sys/fs/cgroup/lifeboat/$id/cgroup.procs)"
+wait
+echo "view $(lb exec v2 sh -c 'ls /sys/fs/cgroup | grep -c lifeboat; echo 1 > /sys/fs/cgroup/cgroup.freeze && echo writable' 2>&1 | tr '\n' ' ')"
 lb pause v2 >/dev/null
 echo "paused $(grep frozen /sys/fs/cgroup/lifeboat/$id/cgroup.events) $(lb ps | grep -c '(Paused)')"
 lb unpause v2 >/dev/null
@@ -335,12 +340,16 @@ lb run --rm --memory 32m site:1 true 2>&1 || true
     let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
-    let id = text.lines().find_map(|l| l.strip_prefix("removed yes ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(text.lines().any(|l| l.starts_with("removed yes ")), "the cgroup was not removed:\n{text}");
     for expected in [
         "fs cgroup2fs".to_string(),
         "hello".into(),
         "cgroup dir yes".into(),
-        format!("exec 0::/lifeboat/{id}"),
+        // The exec'd process is in the container's cgroup namespace, and in its cgroup.
+        "exec 0::/".into(),
+        "exec procs 2".into(),
+        // Its cgroup2 mount is read-only and shows only its own cgroup.
+        "view 0 sh: can't create /sys/fs/cgroup/cgroup.freeze: Read-only file system".into(),
         "paused frozen 1 1".into(),
         "unpaused frozen 0".into(),
         "--memory needs the cgroup memory controller".into(),

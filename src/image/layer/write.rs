@@ -7,11 +7,15 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{FileType, OFlags, Stat};
+
+use crate::fsutil::scope::{fd_path, list_dir, open_beneath, open_dir_beneath, stat_beneath};
 
 use super::{LayerError, OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
@@ -30,7 +34,12 @@ pub struct WriteStats {
 }
 
 /// Writes `dir` as a tar stream into `out` and returns `out` after the end-of-archive marker.
+///
+/// The tree is walked one directory descriptor at a time, never following a symlink: a tree
+/// that changes while it is read (a running container's) cannot lead the walk out of it.
 pub fn write_tree<W: Write>(dir: &Path, out: W, mode: TreeMode) -> Result<(W, WriteStats), LayerError> {
+    let top = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, rustix::fs::Mode::empty())
+        .map_err(|e| LayerError::Read { path: dir.to_path_buf(), source: e.into() })?;
     let mut w = TreeWriter {
         builder: tar::Builder::new(out),
         mode,
@@ -38,7 +47,7 @@ pub fn write_tree<W: Write>(dir: &Path, out: W, mode: TreeMode) -> Result<(W, Wr
         stats: WriteStats::default(),
         xattr_buf: vec![0; 64 * 1024],
     };
-    w.walk(dir, &mut Vec::new())?;
+    w.walk(top.as_fd(), dir, &mut Vec::new())?;
     let out = w.builder.into_inner().map_err(LayerError::Write)?;
     Ok((out, w.stats))
 }
@@ -53,17 +62,12 @@ struct TreeWriter<W: Write> {
 }
 
 impl<W: Write> TreeWriter<W> {
-    fn walk(&mut self, dir: &Path, rel: &mut Vec<u8>) -> Result<(), LayerError> {
-        let read_err = |path: &Path, e| LayerError::Read { path: path.to_path_buf(), source: e };
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .map_err(|e| read_err(dir, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| read_err(dir, e))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    fn walk(&mut self, dir: BorrowedFd<'_>, dir_path: &Path, rel: &mut Vec<u8>) -> Result<(), LayerError> {
+        let read_err = |path: &Path, e: io::Error| LayerError::Read { path: path.to_path_buf(), source: e };
+        let names = list_dir(dir).map_err(|e| read_err(dir_path, e))?;
         for name in names {
-            let path = dir.join(&name);
-            let meta = match fs::symlink_metadata(&path) {
+            let path = dir_path.join(&name);
+            let meta = match stat_beneath(dir, &name) {
                 Ok(m) => m,
                 // Deleted between listing and reading: a live tree changes under us.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -74,30 +78,45 @@ impl<W: Write> TreeWriter<W> {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.as_bytes());
-            self.entry(&path, rel, &meta)?;
-            if meta.is_dir() {
-                self.walk(&path, rel)?;
+            self.entry(dir, &name, &path, rel, &meta)?;
+            if FileType::from_raw_mode(meta.st_mode) == FileType::Directory {
+                match open_dir_beneath(dir, &name) {
+                    Ok(sub) => self.walk(sub.as_fd(), &path, rel)?,
+                    // Removed, or replaced by something else, since it was listed.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)) => {
+                        tracing::debug!(path = %path.display(), "directory changed while being read; its content is left out");
+                    }
+                    Err(e) => return Err(read_err(&path, e)),
+                }
             }
             rel.truncate(len);
         }
         Ok(())
     }
 
-    fn entry(&mut self, path: &Path, rel: &[u8], meta: &Metadata) -> Result<(), LayerError> {
-        let ft = meta.file_type();
-        if self.mode == TreeMode::OverlayUpper && ft.is_char_device() && meta.rdev() == 0 {
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        file_name: &OsStr,
+        path: &Path,
+        rel: &[u8],
+        meta: &Stat,
+    ) -> Result<(), LayerError> {
+        let ft = FileType::from_raw_mode(meta.st_mode);
+        if self.mode == TreeMode::OverlayUpper && ft == FileType::CharacterDevice && meta.st_rdev == 0 {
             return self.marker(&whiteout_name(rel));
         }
-        if ft.is_socket() {
+        if ft == FileType::Socket {
             tracing::debug!(path = %path.display(), "sockets cannot be stored in a layer; skipped");
             return Ok(());
         }
-        let xattrs = self.xattrs(path)?;
+        // The entry's xattrs by a name that goes through the directory's descriptor.
+        let xattrs = self.xattrs(&fd_path(&dir).join(file_name), path)?;
         let mut h = tar::Header::new_gnu();
-        h.set_mode(meta.mode() & 0o7777);
-        h.set_uid(meta.uid() as u64);
-        h.set_gid(meta.gid() as u64);
-        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_mode(meta.st_mode & 0o7777);
+        h.set_uid(meta.st_uid as u64);
+        h.set_gid(meta.st_gid as u64);
+        h.set_mtime(meta.st_mtime.max(0) as u64);
         h.set_size(0);
         if !xattrs.iter().all(|(k, _)| k == OVERLAY_OPAQUE_XATTR) {
             let pax: Vec<(String, &[u8])> = xattrs
@@ -109,7 +128,7 @@ impl<W: Write> TreeWriter<W> {
         }
         let name = OsStr::from_bytes(rel);
         self.stats.entries += 1;
-        if ft.is_dir() {
+        if ft == FileType::Directory {
             h.set_entry_type(tar::EntryType::Directory);
             let mut dir_name = rel.to_vec();
             dir_name.push(b'/');
@@ -121,13 +140,15 @@ impl<W: Write> TreeWriter<W> {
                 marker.extend_from_slice(OPAQUE_WHITEOUT.as_bytes());
                 self.marker(&marker)?;
             }
-        } else if ft.is_symlink() {
-            let target = fs::read_link(path).map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e })?;
+        } else if ft == FileType::Symlink {
+            let target = rustix::fs::readlinkat(dir, file_name, Vec::new())
+                .map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e.into() })?;
+            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
             h.set_entry_type(tar::EntryType::Symlink);
             self.builder.append_link(&mut h, name, &target).map_err(LayerError::Write)?;
-        } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
+        } else if ft == FileType::RegularFile {
+            if meta.st_nlink > 1 {
+                let key = (meta.st_dev, meta.st_ino);
                 if let Some(first) = self.links.get(&key) {
                     h.set_entry_type(tar::EntryType::Link);
                     let first = PathBuf::from(OsStr::from_bytes(first));
@@ -135,10 +156,13 @@ impl<W: Write> TreeWriter<W> {
                 }
                 self.links.insert(key, rel.to_vec());
             }
-            let len = meta.len();
+            let len = meta.st_size.max(0) as u64;
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);
-            let file = File::open(path).map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e })?;
+            let file = File::from(
+                open_beneath(dir, file_name, OFlags::RDONLY)
+                    .map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e })?,
+            );
             let reader = ExactLen { inner: file.take(len), remaining: len, path };
             self.builder.append_data(&mut h, name, reader).map_err(|e| match e.kind() {
                 io::ErrorKind::Other if e.get_ref().is_some_and(|i| i.is::<ReadFailed>()) => {
@@ -147,16 +171,14 @@ impl<W: Write> TreeWriter<W> {
                 _ => LayerError::Write(e),
             })?;
             self.stats.bytes += len;
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-            h.set_entry_type(if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else {
-                tar::EntryType::Fifo
+        } else if matches!(ft, FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) {
+            h.set_entry_type(match ft {
+                FileType::CharacterDevice => tar::EntryType::Char,
+                FileType::BlockDevice => tar::EntryType::Block,
+                _ => tar::EntryType::Fifo,
             });
-            if !ft.is_fifo() {
-                let rdev = meta.rdev();
+            if ft != FileType::Fifo {
+                let rdev = meta.st_rdev;
                 h.set_device_major(rustix::fs::major(rdev)).map_err(LayerError::Write)?;
                 h.set_device_minor(rustix::fs::minor(rdev)).map_err(LayerError::Write)?;
             }
@@ -178,8 +200,9 @@ impl<W: Write> TreeWriter<W> {
         self.builder.append_data(&mut h, OsStr::from_bytes(name), io::empty()).map_err(LayerError::Write)
     }
 
-    fn xattrs(&mut self, path: &Path) -> Result<Vec<(String, Vec<u8>)>, LayerError> {
-        let list = match rustix::fs::llistxattr(path, &mut self.xattr_buf[..]) {
+    /// The xattrs of the entry at `at`; `path` names it in messages.
+    fn xattrs(&mut self, at: &Path, path: &Path) -> Result<Vec<(String, Vec<u8>)>, LayerError> {
+        let list = match rustix::fs::llistxattr(at, &mut self.xattr_buf[..]) {
             Ok(n) => self.xattr_buf[..n].to_vec(),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => {
@@ -197,7 +220,7 @@ impl<W: Write> TreeWriter<W> {
             {
                 continue;
             }
-            match rustix::fs::lgetxattr(path, name, &mut self.xattr_buf[..]) {
+            match rustix::fs::lgetxattr(at, name, &mut self.xattr_buf[..]) {
                 Ok(n) => out.push((name.to_string(), self.xattr_buf[..n].to_vec())),
                 Err(rustix::io::Errno::NODATA) => {}
                 Err(e) => {

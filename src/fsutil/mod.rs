@@ -1,8 +1,11 @@
-//! Small filesystem helpers shared by the stores: atomic writes, advisory locks, random names.
+//! Small filesystem helpers shared by the stores: atomic writes, advisory locks, random names,
+//! and [`scope`]: paths resolved inside a directory (a container's root, a layer, a context).
 //!
 //! Everything that gives a file its final name goes through `write_atomic` or `persist`:
 //! write to a temporary name in the same directory, fsync, rename, fsync the directory.
 //! Nothing half-written ever has a final name.
+
+pub mod scope;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -1,0 +1,343 @@
+//! Paths resolved inside a directory as if it were `/`: a container's root filesystem, an image
+//! layer, a build context, a volume.
+//!
+//! Every lookup starts from a descriptor of the scope's directory and is resolved by the kernel
+//! with `openat2(RESOLVE_IN_ROOT)`: an absolute symlink, a `..` or an absolute path in the
+//! request lands inside the scope, never on the host. Kernels without `openat2` (before 5.6)
+//! get the same rules from a walk that opens one component at a time with `O_NOFOLLOW` and
+//! expands symlinks itself. Nothing here joins strings onto a host path and then follows it.
+//!
+//! Descriptors returned by a scope stay valid when the tree changes under them; to hand one to
+//! code that takes paths, [`fd_path`] names it through `/proc/self/fd` (a name that always
+//! means that descriptor's directory, wherever it has moved).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+/// How many symlinks one lookup may expand (the kernel's own limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// A directory whose paths are resolved inside it.
+#[derive(Debug)]
+pub struct Scope {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// `/proc/self/fd/N`: a path for an open descriptor, for code that takes paths. The kernel
+/// resolves it to the descriptor's own file, so a rename or a swapped symlink above it changes
+/// nothing.
+pub fn fd_path(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// Opens `name` in `dir` without following it if it is a symlink.
+pub fn open_beneath(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Opens directory `name` in `dir` for reading, refusing a symlink.
+pub fn open_dir_beneath(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    open_beneath(dir, name, OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+/// The metadata of `name` in `dir`, not following a symlink.
+pub fn stat_beneath(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// The names in an open directory, sorted bytewise, without `.` and `..`.
+pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    // A fresh descriptor: reading a directory moves its position.
+    let fd = rustix::fs::openat(dir, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::new(fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// The clean components of a path inside a scope: `.` dropped, `/` meaning the scope's root.
+/// `..` is kept: resolution clamps it at the root.
+fn components(rel: &Path) -> Vec<&OsStr> {
+    rel.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            Component::ParentDir => Some(OsStr::new("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Scope {
+    /// The directory at `path` (a host path the caller trusts, e.g. a store's own directory).
+    pub fn open(path: &Path) -> io::Result<Scope> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", path.display())))?;
+        Ok(Scope { fd, path: path.to_path_buf() })
+    }
+
+    /// The host path the scope was opened at (for messages; never for lookups).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens `rel` (symlinks followed, inside the scope) with `flags`.
+    pub fn open_at(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        self.resolve(rel, flags, true)
+    }
+
+    /// Opens `rel`; if its last component is a symlink, that symlink itself is not followed
+    /// (the open fails with ELOOP unless `flags` has `O_PATH`).
+    pub fn open_nofollow(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        self.resolve(rel, flags, false)
+    }
+
+    /// The file at `rel`, opened for reading (symlinks followed inside the scope).
+    pub fn open_file(&self, rel: &Path) -> io::Result<File> {
+        Ok(File::from(self.open_at(rel, OFlags::RDONLY)?))
+    }
+
+    /// The whole content of `rel`.
+    pub fn read(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_file(rel)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// The content of `rel` as text.
+    pub fn read_to_string(&self, rel: &Path) -> io::Result<String> {
+        String::from_utf8(self.read(rel)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// The directory at `rel`, opened for reading and walking (symlinks followed inside).
+    pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+
+    /// The metadata of `rel`; `follow` says whether a symlink at its end is followed.
+    pub fn stat(&self, rel: &Path, follow: bool) -> io::Result<Stat> {
+        let fd = self.resolve(rel, OFlags::PATH, follow)?;
+        Ok(rustix::fs::fstat(&fd)?)
+    }
+
+    /// Whether `rel` exists (not following a symlink at its end).
+    pub fn exists(&self, rel: &Path) -> bool {
+        self.stat(rel, false).is_ok()
+    }
+
+    /// The directory containing `rel` (resolved inside the scope, created with `mode` if
+    /// `create`) and the last component's name. `rel` must name something below the root.
+    pub fn parent(&self, rel: &Path, create: Option<u32>) -> io::Result<(OwnedFd, OsString)> {
+        let parts = components(rel);
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root of a scope has no parent"));
+        };
+        if *name == ".." {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: ends in '..'", rel.display())));
+        }
+        let dir: PathBuf = dirs.iter().collect();
+        let fd = match create {
+            Some(mode) => self.mkdir_all(&dir, mode)?,
+            None => self.open_dir(&dir)?,
+        };
+        Ok((fd, name.to_os_string()))
+    }
+
+    /// Creates `rel` and its missing parents (each with `mode`), inside the scope, and opens
+    /// it. An existing symlink on the way is followed inside the scope, as a shell's `mkdir -p`
+    /// in a chroot would.
+    pub fn mkdir_all(&self, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
+        let parts = components(rel);
+        let mut dir = self.open_dir(Path::new(""))?;
+        for i in 0..parts.len() {
+            let prefix: PathBuf = parts[..=i].iter().collect();
+            dir = match self.open_dir(&prefix) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && parts[i] != ".." => {
+                    match rustix::fs::mkdirat(&dir, parts[i], Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(io::Error::new(
+                                io::Error::from(e).kind(),
+                                format!("{}: {e}", prefix.display()),
+                            ));
+                        }
+                    }
+                    open_dir_beneath(dir.as_fd(), parts[i])
+                        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", prefix.display())))?
+                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", prefix.display()))),
+            };
+        }
+        Ok(dir)
+    }
+
+    /// Resolves `rel` from the scope's root.
+    fn resolve(&self, rel: &Path, flags: OFlags, follow: bool) -> io::Result<OwnedFd> {
+        let flags = flags | OFlags::CLOEXEC | if follow { OFlags::empty() } else { OFlags::NOFOLLOW };
+        let clean: PathBuf = components(rel).into_iter().collect();
+        let target = if clean.as_os_str().is_empty() { Path::new(".") } else { clean.as_path() };
+        for _ in 0..8 {
+            match rustix::fs::openat2(
+                &self.fd,
+                target,
+                flags,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                // The kernel saw a rename race and asks to try again.
+                Err(Errno::AGAIN) => continue,
+                Err(Errno::NOSYS) => return self.resolve_by_walk(rel, flags, follow),
+                other => return other.map_err(io::Error::from),
+            }
+        }
+        self.resolve_by_walk(rel, flags, follow)
+    }
+
+    /// The same resolution as `openat2(RESOLVE_IN_ROOT)`, one component at a time.
+    fn resolve_by_walk(&self, rel: &Path, flags: OFlags, follow: bool) -> io::Result<OwnedFd> {
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        // The directories from the scope's root down to the current one: `..` pops.
+        let mut stack: Vec<OwnedFd> = vec![rustix::fs::openat(&self.fd, c".", dir_flags, Mode::empty())?];
+        let mut pending: Vec<OsString> = components(rel).into_iter().rev().map(OsStr::to_os_string).collect();
+        let mut links = 0;
+        while let Some(part) = pending.pop() {
+            let last = pending.is_empty();
+            if part == ".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            let dir = stack.last().expect("the root is never popped").as_fd();
+            let st = rustix::fs::statat(dir, &part, AtFlags::SYMLINK_NOFOLLOW)?;
+            let is_link = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink;
+            if is_link && (!last || follow) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Errno::LOOP.into());
+                }
+                let target = rustix::fs::readlinkat(dir, &part, Vec::new())?;
+                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                pending.extend(components(&target).into_iter().rev().map(OsStr::to_os_string));
+                continue;
+            }
+            if last {
+                return Ok(rustix::fs::openat(dir, &part, flags | OFlags::NOFOLLOW, Mode::empty())?);
+            }
+            stack.push(rustix::fs::openat(dir, &part, dir_flags | OFlags::NOFOLLOW, Mode::empty())?);
+        }
+        // The path named a directory on the stack (or the root itself).
+        let dir = stack.last().expect("the root is never popped");
+        Ok(rustix::fs::openat(dir, c".", flags & !OFlags::NOFOLLOW, Mode::empty())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    /// A scope with hostile links, and a "host" file outside it.
+    fn hostile() -> (tempfile::TempDir, PathBuf, Scope) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        fs::create_dir_all(host.join("etc")).unwrap();
+        fs::write(host.join("etc/shadow"), "host secret").unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), "inside").unwrap();
+        symlink(host.join("etc"), root.join("abs")).unwrap();
+        symlink("../../host/etc", root.join("rel")).unwrap();
+        symlink("/etc/passwd", root.join("passwd-link")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        let scope = Scope::open(&root).unwrap();
+        (dir, host, scope)
+    }
+
+    fn check_resolution(scope: &Scope) {
+        // Absolute and relative links out of the root land inside it.
+        assert_eq!(scope.read_to_string(Path::new("passwd-link")).unwrap(), "inside");
+        assert_eq!(scope.read_to_string(Path::new("/etc/passwd")).unwrap(), "inside");
+        assert_eq!(scope.read_to_string(Path::new("../../etc/passwd")).unwrap(), "inside");
+        for p in ["abs/shadow", "rel/shadow", "/../host/etc/shadow"] {
+            let e = scope.read(Path::new(p)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{p}: {e}");
+        }
+        assert_eq!(scope.read(Path::new("loop1")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        // Not following the last link: its own metadata.
+        let st = scope.stat(Path::new("abs"), false).unwrap();
+        assert_eq!(rustix::fs::FileType::from_raw_mode(st.st_mode), rustix::fs::FileType::Symlink);
+        assert!(scope.stat(Path::new("abs"), true).is_err());
+    }
+
+    #[test]
+    fn links_and_dot_dots_never_leave_the_scope() {
+        let (_dir, host, scope) = hostile();
+        check_resolution(&scope);
+        // Directories made through a link out of the root are made inside it, or not at all
+        // (the link's target does not exist inside).
+        let _ = scope.mkdir_all(Path::new("abs/made"), 0o755);
+        assert!(!host.join("etc/made").exists());
+        symlink("/etc", scope.path().join("etc-link")).unwrap();
+        scope.mkdir_all(Path::new("etc-link/sub/deeper"), 0o755).unwrap();
+        assert!(scope.path().join("etc/sub/deeper").is_dir());
+        assert_eq!(fs::read_to_string(host.join("etc/shadow")).unwrap(), "host secret");
+    }
+
+    #[test]
+    fn the_component_walk_resolves_as_the_kernel_does() {
+        let (_dir, _host, scope) = hostile();
+        let read = |p: &str| -> io::Result<String> {
+            let fd = scope.resolve_by_walk(Path::new(p), OFlags::RDONLY | OFlags::CLOEXEC, true)?;
+            let mut s = String::new();
+            File::from(fd).read_to_string(&mut s)?;
+            Ok(s)
+        };
+        assert_eq!(read("passwd-link").unwrap(), "inside");
+        assert_eq!(read("/../../etc/passwd").unwrap(), "inside");
+        assert_eq!(read("abs/shadow").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(read("rel/shadow").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(read("loop1").unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        let link = scope.resolve_by_walk(Path::new("abs"), OFlags::PATH | OFlags::CLOEXEC, false).unwrap();
+        let st = rustix::fs::fstat(&link).unwrap();
+        assert_eq!(rustix::fs::FileType::from_raw_mode(st.st_mode), rustix::fs::FileType::Symlink);
+    }
+
+    #[test]
+    fn parents_are_resolved_inside_and_names_listed_sorted() {
+        let (_dir, _host, scope) = hostile();
+        // A link whose target is missing inside the scope leads nowhere, as in a chroot.
+        assert!(scope.parent(Path::new("/abs/new-file"), Some(0o700)).is_err());
+        symlink("/etc", scope.path().join("etc-link")).unwrap();
+        let (dir, name) = scope.parent(Path::new("/etc-link/new-file"), Some(0o700)).unwrap();
+        assert_eq!(name, "new-file");
+        let listed = list_dir(dir.as_fd()).unwrap();
+        assert_eq!(listed, ["passwd"]);
+        let names = list_dir(scope.open_dir(Path::new("/")).unwrap().as_fd()).unwrap();
+        assert_eq!(names.iter().map(|n| n.to_str().unwrap()).collect::<Vec<_>>()[..3], ["abs", "etc", "etc-link"]);
+        assert!(scope.parent(Path::new("/"), None).is_err());
+    }
+}
