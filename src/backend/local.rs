@@ -36,8 +36,12 @@ impl Local {
         if p.exists() {
             return Err(BackendError::Exists { location: self.location(), kind, name: name.to_string() });
         }
-        if let Some(dir) = p.parent() {
-            fs::create_dir_all(dir).map_err(|e| self.err("create", dir, e))?;
+        // The repository is encrypted, but its sizes and names are nobody else's business:
+        // its directories are private (0700), from the first file written.
+        if let Some(dir) = p.parent()
+            && (!dir.is_dir() || dir == self.root)
+        {
+            crate::fsutil::private_dir(dir).map_err(|e| self.err("create", dir, e))?;
         }
         Ok(p)
     }

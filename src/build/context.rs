@@ -480,8 +480,10 @@ mod tests {
         fs::write(dir.path().join("ctx/more/up/planted"), "planted").unwrap();
         copy_into(&root, "more", &staging, "app/site-up", &none).unwrap();
         std::os::unix::fs::symlink(&host, staging_dir.join("app/through")).unwrap();
-        // The link's target is not inside the staging area: nowhere to copy to.
-        assert!(copy_into(&root, "more", &staging, "app/through", &none).is_err());
+        // The link's target is made inside the staging area, and the copy lands there.
+        copy_into(&root, "more", &staging, "app/through", &none).unwrap();
+        let landed = staging_dir.join(host.strip_prefix("/").unwrap()).join("up/planted");
+        assert_eq!(fs::read_to_string(&landed).unwrap(), "planted");
         set_owner_mode(&staging, "app/through", Some((1, 1)), Some(0o700)).unwrap();
         // A link to a place inside is followed there.
         std::os::unix::fs::symlink("/app", staging_dir.join("app/inside")).unwrap();

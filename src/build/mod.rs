@@ -113,7 +113,7 @@ pub fn build(paths: &Paths, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> a
     let df = dockerfile::parse(&text)?;
     let store = Store::open(&paths.root)?;
     let cache_dir = paths.root.join("build-cache");
-    std::fs::create_dir_all(&cache_dir)?;
+    crate::fsutil::private_dir(&cache_dir)?;
     let mut b = Builder {
         paths,
         store,
@@ -520,9 +520,15 @@ impl Builder<'_> {
             Err(crate::image::StoreError::NotFound(_)) => {
                 let r = Reference::parse(name)?;
                 (self.out)(&format!(" ---> pulling {}", r.familiar()));
-                let (image, _) =
-                    crate::registry::pull(&self.store, &r, &Platform::host(), false, false, &crate::registry::Silent)
-                        .with_context(|| format!("{name} is not in the local store and could not be pulled"))?;
+                let (image, _) = crate::registry::pull(
+                    &self.store,
+                    &r,
+                    &Platform::host(),
+                    &crate::registry::client::Options::default(),
+                    false,
+                    &crate::registry::Silent,
+                )
+                .with_context(|| format!("{name} is not in the local store and could not be pulled"))?;
                 Ok(image)
             }
             Err(e) => Err(e.into()),

@@ -545,7 +545,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
     let paths = ctx.paths();
     // An attached terminal: we listen for it; the container's side arrives once it starts.
     let console = if a.tty && !a.detach {
-        std::fs::create_dir_all(&ctx.run_root)?;
+        crate::fsutil::private_dir(&ctx.run_root)?;
         Some(runtime::tty::ConsoleSocket::bind(&ctx.run_root.join(format!("console-{}.sock", &config.id[..12])))?)
     } else {
         None

@@ -21,8 +21,10 @@ Examples:
   echo \"$TOKEN\" | lifeboat login -u ci --password-stdin registry.example.org
   lifeboat logout registry.example.org
 
-Loopback registries (127.0.0.1, localhost) are spoken to over plain HTTP; use
---tls-verify=false for other registries without a valid certificate.";
+Registries are spoken to over HTTPS. --tls-verify=false keeps HTTPS but skips the
+certificate check (a self-signed certificate); --plain-http (or plain_http in the
+configuration's [registries.\"HOST\"]) speaks plain HTTP. A loopback registry (127.0.0.1,
+localhost) is tried over HTTPS, then over plain HTTP if it does not speak TLS.";
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s {
@@ -34,9 +36,35 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 
 #[derive(Debug, Args)]
 pub struct TlsArgs {
-    /// Check the registry's TLS certificate (false: also allows plain HTTP).
+    /// Check the registry's TLS certificate (false: HTTPS without the check, e.g. for a
+    /// self-signed certificate).
     #[arg(long, default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: bool,
+    /// Speak plain HTTP to the registry (loopback registries may without it). Credentials
+    /// then travel unencrypted: only for a network you trust.
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+impl TlsArgs {
+    /// The transport for `host`: these flags, or the configuration's `[registries."HOST"]`
+    /// settings where a flag was left at its default.
+    pub fn options(&self, host: &str) -> anyhow::Result<registry::client::Options> {
+        let mut opts = registry::client::Options { tls_verify: self.tls_verify, plain_http: self.plain_http };
+        let path = std::env::var_os("LIFEBOAT_CONFIG")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| crate::config::DEFAULT_PATH.into());
+        if path.exists() {
+            let config = crate::config::Config::load(&path)?;
+            if let Some(r) = config.registries.get(host) {
+                opts.plain_http |= r.plain_http;
+                if self.tls_verify {
+                    opts.tls_verify = r.tls_verify.unwrap_or(true);
+                }
+            }
+        }
+        Ok(opts)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +147,7 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
         &store,
         &reference,
         &platform,
-        !a.tls.tls_verify,
+        &a.tls.options(reference.domain())?,
         a.unpack,
         &super::progress::Transfers::new(quiet),
     )?;
@@ -163,7 +191,8 @@ pub fn push(ctx: &Context, a: PushArgs) -> anyhow::Result<i32> {
     if !quiet {
         eprintln!("pushing {} to {}", a.image, dest.familiar());
     }
-    let t = registry::push(&store, &image, &dest, !a.tls.tls_verify, &super::progress::Transfers::new(quiet))?;
+    let tls = a.tls.options(dest.domain())?;
+    let t = registry::push(&store, &image, &dest, &tls, &super::progress::Transfers::new(quiet))?;
     if a.format == OutputFormat::Json {
         println!(
             "{}",
@@ -219,11 +248,7 @@ pub fn login(a: LoginArgs) -> anyhow::Result<i32> {
         return Err(UsageError("the user name and password must not be empty".into()).into());
     }
     let creds = auth::Credentials { username, password };
-    let reg = registry::client::Registry::new(
-        &host,
-        Some(creds.clone()),
-        &registry::client::Options { insecure: !a.tls.tls_verify },
-    )?;
+    let reg = registry::client::Registry::new(&host, Some(creds.clone()), &a.tls.options(&host)?)?;
     reg.ping()?;
     let files = auth::store(&host, &creds)?;
     for f in files {

@@ -108,9 +108,8 @@ pub struct SnapshotArgs {
     /// registry://HOST/REPO[:TAG]. Docker and Podman can run it; restore --from brings it back.
     #[arg(long, value_name = "registry://HOST/REPO")]
     pub to: Option<String>,
-    /// Check the registry's TLS certificate.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: super::registry::TlsArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -150,9 +149,8 @@ pub struct RestoreArgs {
     /// store, instead of a repository.
     #[arg(long, value_name = "registry://HOST/REPO:TAG", conflicts_with_all = ["snapshot", "at"])]
     pub from: Option<String>,
-    /// Check the registry's TLS certificate.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: super::registry::TlsArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -366,7 +364,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             image = Some(name.familiar());
         }
         if let Some(to) = a.to.as_deref().filter(|_| pushed.is_none()) {
-            pushed = Some(push_snapshot(ctx, &repo, &id, &snap, to, a.tls_verify, a.format == OutputFormat::Json)?);
+            pushed = Some(push_snapshot(ctx, &repo, &id, &snap, to, &a.tls, a.format == OutputFormat::Json)?);
         }
         results.push((repo.location(), id, snap));
     }
@@ -421,7 +419,7 @@ fn push_snapshot(
     id: &str,
     snap: &crate::repo::snapshot::Snapshot,
     to: &str,
-    tls_verify: bool,
+    tls: &super::registry::TlsArgs,
     quiet: bool,
 ) -> anyhow::Result<String> {
     let target = registry_target(to)?;
@@ -435,8 +433,9 @@ fn push_snapshot(
         targets.push(target.clone());
     }
     let progress = super::progress::Transfers::new(quiet);
+    let tls = tls.options(target.domain())?;
     for t in &targets {
-        crate::registry::push(&store, &image, t, !tls_verify, &progress)
+        crate::registry::push(&store, &image, t, &tls, &progress)
             .with_context(|| format!("snapshot {} was saved, but pushing it to {} failed", &id[..12], t.familiar()))?;
     }
     Ok(targets.last().expect("one target").familiar())
@@ -552,7 +551,7 @@ fn restore_from(ctx: &Context, a: &RestoreArgs, from: &str) -> anyhow::Result<i3
                 &store,
                 &r,
                 &crate::image::spec::Platform::host(),
-                !a.tls_verify,
+                &a.tls.options(r.domain())?,
                 true,
                 &crate::registry::Silent,
             )?;

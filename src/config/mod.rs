@@ -34,6 +34,21 @@ pub struct Config {
     pub checks: BTreeMap<String, Check>,
     #[serde(default)]
     pub drills: BTreeMap<String, Drill>,
+    /// How to reach registries, by `HOST[:PORT]` (like Docker's insecure registries).
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistrySettings>,
+}
+
+/// How to reach one registry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Speak plain HTTP to it (credentials then travel unencrypted). Default false; loopback
+    /// registries may use plain HTTP without it.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Check its TLS certificate. Default true.
+    pub tls_verify: Option<bool>,
 }
 
 /// How the agent itself behaves.
@@ -589,6 +604,7 @@ http = \"https://x/\"
             ("`[replications.NAME]`", "[replications.x]\n"),
             ("`[checks.NAME]`", "[checks.x]\n"),
             ("`[drills.NAME]`", "[drills.x]\n"),
+            ("`[registries.\"HOST[:PORT]\"]`", "[registries.\"r:5000\"]\n"),
         ];
         let sections: Vec<&str> = doc.split("\n#").skip(1).collect();
         assert_eq!(sections.iter().filter(|s| s.starts_with('#')).count(), probes.len(), "one section per table");

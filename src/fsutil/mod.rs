@@ -46,6 +46,23 @@ pub fn write_atomic_volatile(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Creates `dir` (and its parents) and makes it readable by its owner only (0700), so that
+/// other local users reach nothing under it: images hold setuid files and device nodes,
+/// volumes and layers hold service data.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    dir_with_mode(dir, 0o700)
+}
+
+/// Creates `dir` and gives it `mode` (when it has another).
+pub fn dir_with_mode(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    fs::create_dir_all(dir)?;
+    if fs::metadata(dir)?.mode() & 0o7777 != mode {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 /// Renames a fully written and synced temporary file to its final name and syncs the directory.
 pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
     fs::rename(tmp, path)?;

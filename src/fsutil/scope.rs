@@ -161,32 +161,11 @@ impl Scope {
     }
 
     /// Creates `rel` and its missing parents (each with `mode`), inside the scope, and opens
-    /// it. An existing symlink on the way is followed inside the scope, as a shell's `mkdir -p`
-    /// in a chroot would.
+    /// it. An existing symlink on the way is followed inside the scope, and what it points to
+    /// is created if missing, as a shell's `mkdir -p` in a chroot would.
     pub fn mkdir_all(&self, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
-        let parts = components(rel);
-        let mut dir = self.open_dir(Path::new(""))?;
-        for i in 0..parts.len() {
-            let prefix: PathBuf = parts[..=i].iter().collect();
-            dir = match self.open_dir(&prefix) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && parts[i] != ".." => {
-                    match rustix::fs::mkdirat(&dir, parts[i], Mode::from_raw_mode(mode)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => {
-                            return Err(io::Error::new(
-                                io::Error::from(e).kind(),
-                                format!("{}: {e}", prefix.display()),
-                            ));
-                        }
-                    }
-                    open_dir_beneath(dir.as_fd(), parts[i])
-                        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", prefix.display())))?
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", prefix.display()))),
-            };
-        }
-        Ok(dir)
+        self.walk(rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, true, Some(mode))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", rel.display())))
     }
 
     /// Resolves `rel` from the scope's root.
@@ -204,15 +183,17 @@ impl Scope {
             ) {
                 // The kernel saw a rename race and asks to try again.
                 Err(Errno::AGAIN) => continue,
-                Err(Errno::NOSYS) => return self.resolve_by_walk(rel, flags, follow),
+                Err(Errno::NOSYS) => return self.walk(rel, flags, follow, None),
                 other => return other.map_err(io::Error::from),
             }
         }
-        self.resolve_by_walk(rel, flags, follow)
+        self.walk(rel, flags, follow, None)
     }
 
-    /// The same resolution as `openat2(RESOLVE_IN_ROOT)`, one component at a time.
-    fn resolve_by_walk(&self, rel: &Path, flags: OFlags, follow: bool) -> io::Result<OwnedFd> {
+    /// The same resolution as `openat2(RESOLVE_IN_ROOT)`, one component at a time; with
+    /// `create`, every missing directory on the way (a link's target included) is made with
+    /// that mode.
+    fn walk(&self, rel: &Path, flags: OFlags, follow: bool, create: Option<u32>) -> io::Result<OwnedFd> {
         let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         // The directories from the scope's root down to the current one: `..` pops.
         let mut stack: Vec<OwnedFd> = vec![rustix::fs::openat(&self.fd, c".", dir_flags, Mode::empty())?];
@@ -227,7 +208,16 @@ impl Scope {
                 continue;
             }
             let dir = stack.last().expect("the root is never popped").as_fd();
-            let st = rustix::fs::statat(dir, &part, AtFlags::SYMLINK_NOFOLLOW)?;
+            let st = match (rustix::fs::statat(dir, &part, AtFlags::SYMLINK_NOFOLLOW), create) {
+                (Err(Errno::NOENT), Some(mode)) => {
+                    match rustix::fs::mkdirat(dir, &part, Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    rustix::fs::statat(dir, &part, AtFlags::SYMLINK_NOFOLLOW)?
+                }
+                (st, _) => st?,
+            };
             let is_link = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink;
             if is_link && (!last || follow) {
                 links += 1;
@@ -297,10 +287,12 @@ mod tests {
     fn links_and_dot_dots_never_leave_the_scope() {
         let (_dir, host, scope) = hostile();
         check_resolution(&scope);
-        // Directories made through a link out of the root are made inside it, or not at all
-        // (the link's target does not exist inside).
-        let _ = scope.mkdir_all(Path::new("abs/made"), 0o755);
+        // Directories made through a link out of the root are made inside it: the link's
+        // target is created there, as in a chroot.
+        scope.mkdir_all(Path::new("abs/made"), 0o755).unwrap();
         assert!(!host.join("etc/made").exists());
+        let inside = scope.path().join(host.strip_prefix("/").unwrap()).join("etc/made");
+        assert!(inside.is_dir(), "{} was not made", inside.display());
         symlink("/etc", scope.path().join("etc-link")).unwrap();
         scope.mkdir_all(Path::new("etc-link/sub/deeper"), 0o755).unwrap();
         assert!(scope.path().join("etc/sub/deeper").is_dir());
@@ -311,7 +303,7 @@ mod tests {
     fn the_component_walk_resolves_as_the_kernel_does() {
         let (_dir, _host, scope) = hostile();
         let read = |p: &str| -> io::Result<String> {
-            let fd = scope.resolve_by_walk(Path::new(p), OFlags::RDONLY | OFlags::CLOEXEC, true)?;
+            let fd = scope.walk(Path::new(p), OFlags::RDONLY | OFlags::CLOEXEC, true, None)?;
             let mut s = String::new();
             File::from(fd).read_to_string(&mut s)?;
             Ok(s)
@@ -321,7 +313,7 @@ mod tests {
         assert_eq!(read("abs/shadow").unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(read("rel/shadow").unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(read("loop1").unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        let link = scope.resolve_by_walk(Path::new("abs"), OFlags::PATH | OFlags::CLOEXEC, false).unwrap();
+        let link = scope.walk(Path::new("abs"), OFlags::PATH | OFlags::CLOEXEC, false, None).unwrap();
         let st = rustix::fs::fstat(&link).unwrap();
         assert_eq!(rustix::fs::FileType::from_raw_mode(st.st_mode), rustix::fs::FileType::Symlink);
     }
@@ -329,8 +321,8 @@ mod tests {
     #[test]
     fn parents_are_resolved_inside_and_names_listed_sorted() {
         let (_dir, _host, scope) = hostile();
-        // A link whose target is missing inside the scope leads nowhere, as in a chroot.
-        assert!(scope.parent(Path::new("/abs/new-file"), Some(0o700)).is_err());
+        // Without creating, a link whose target is missing inside the scope leads nowhere.
+        assert!(scope.parent(Path::new("/abs/new-file"), None).is_err());
         symlink("/etc", scope.path().join("etc-link")).unwrap();
         let (dir, name) = scope.parent(Path::new("/etc-link/new-file"), Some(0o700)).unwrap();
         assert_eq!(name, "new-file");

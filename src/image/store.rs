@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
@@ -114,9 +115,13 @@ impl Store {
         ] {
             fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         }
-        // The store holds device nodes and setuid files from images: keep other users out.
-        set_mode(root, 0o711)?;
-        set_mode(&store.layers_dir(), 0o700)?;
+        // The store holds device nodes and setuid files from images, and snapshots of service
+        // data: keep other users out. The root is only traversable (others' files may live
+        // under it, e.g. a local repository's).
+        fsutil::dir_with_mode(root, 0o711).map_err(StoreError::io(root))?;
+        for dir in [store.layout(), store.layers_dir(), store.tmp_dir(), store.locks_dir()] {
+            fsutil::private_dir(&dir).map_err(StoreError::io(&dir))?;
+        }
         let layout_file = store.layout().join("oci-layout");
         if !layout_file.exists() {
             fsutil::write_atomic(&layout_file, OCI_LAYOUT.as_bytes()).map_err(StoreError::io(&layout_file))?;
@@ -211,7 +216,12 @@ impl Store {
 
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let tmp = self.temp_path("blob");
-        let file = File::create(tmp.path()).map_err(StoreError::io(tmp.path()))?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp.path())
+            .map_err(StoreError::io(tmp.path()))?;
         Ok(BlobWriter { inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)), tmp })
     }
 
@@ -689,11 +699,6 @@ pub struct GcStats {
     pub layers: usize,
     pub temp: usize,
     pub bytes: u64,
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(StoreError::io(path))
 }
 
 /// The name a descriptor carries in our index.

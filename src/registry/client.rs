@@ -34,26 +34,74 @@ pub enum RegistryError {
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
+/// How to reach a registry: HTTPS with its certificate checked unless told otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// Plain HTTP (or HTTPS without certificate checks) for this registry.
-    pub insecure: bool,
+    /// Check the registry's TLS certificate (`--tls-verify=false`: HTTPS without the check).
+    pub tls_verify: bool,
+    /// Speak plain HTTP (`--plain-http`). Loopback registries may without being told.
+    pub plain_http: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { tls_verify: true, plain_http: false }
+    }
 }
 
 pub struct Registry {
     pub host: String,
+    /// `scheme://host[:port]` of the API.
     base: String,
     http: Client,
     creds: Option<Credentials>,
+    /// Plain HTTP was asked for (or the registry is on loopback): credentials may travel over it.
+    plain_allowed: bool,
     /// Authorization header per scope, once obtained.
     tokens: Mutex<HashMap<String, String>>,
 }
 
-/// Loopback registries speak plain HTTP, as Docker assumes.
+/// Whether `host[:port]` names this machine (127.0.0.0/8, ::1, localhost).
 pub fn is_loopback(host: &str) -> bool {
     let name =
         host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host });
     let name = name.trim_start_matches('[').trim_end_matches(']');
     name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the server at `host` answers a TLS handshake (a quick `GET /v2/` over HTTPS): a
+/// loopback registry is often plain HTTP.
+fn speaks_tls(http: &Client, host: &str) -> bool {
+    match http.get(format!("https://{host}/v2/")).timeout(Duration::from_secs(10)).send() {
+        Ok(_) => true,
+        // Nothing listening at all: stay with HTTPS, so the error says what failed.
+        Err(e) => connection_refused(&e),
+    }
+}
+
+/// What to do about a TLS failure described by `what`, if it is one.
+fn tls_failure(what: &str) -> Option<&'static str> {
+    if what.contains("InvalidContentType") || what.contains("corrupt message") || what.contains("wrong version number")
+    {
+        Some(
+            "the registry does not speak HTTPS; if it is a plain-HTTP registry on a network you trust, use --plain-http",
+        )
+    } else if what.contains("certificate") {
+        Some("its certificate is not trusted here; for a self-signed certificate use --tls-verify=false")
+    } else {
+        None
+    }
+}
+
+fn connection_refused(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The `Accept` header for manifests: every format we read.
@@ -77,23 +125,49 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 impl Registry {
+    /// A client for `host`. HTTPS by default; `opts.plain_http` for plain HTTP. A loopback
+    /// registry, as Docker treats it, is tried over HTTPS without certificate checks first and
+    /// over plain HTTP if it does not speak TLS.
     pub fn new(host: &str, creds: Option<Credentials>, opts: &Options) -> Result<Registry> {
         let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
+        let loopback = is_loopback(host);
         let http = Client::builder()
             .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .timeout(Duration::from_secs(3600))
-            .danger_accept_invalid_certs(opts.insecure)
+            .danger_accept_invalid_certs(!opts.tls_verify || loopback)
             .build()
             .map_err(|e| RegistryError::Unreachable { host: host.to_string(), what: describe(&e) })?;
-        let scheme = if is_loopback(host) || opts.insecure { "http" } else { "https" };
+        let plain = opts.plain_http || (loopback && opts.tls_verify && !speaks_tls(&http, api_host));
+        let scheme = if plain { "http" } else { "https" };
         Ok(Registry {
             host: host.to_string(),
             base: format!("{scheme}://{api_host}"),
             http,
             creds,
+            plain_allowed: opts.plain_http || loopback,
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether `url` is on this registry's own API host.
+    fn is_own(&self, url: &reqwest::Url) -> bool {
+        let host_port = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return false,
+        };
+        self.base.split_once("://").is_some_and(|(_, own)| own == host_port)
+    }
+
+    /// Whether a request to `url` may carry credentials or tokens: HTTPS, or plain HTTP
+    /// where it was allowed (loopback, `--plain-http`) to this registry's own host.
+    fn may_authenticate(&self, url: &reqwest::Url) -> bool {
+        match url.scheme() {
+            "https" => true,
+            "http" => self.plain_allowed && self.is_own(url),
+            _ => false,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -115,9 +189,14 @@ impl Registry {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = build(&self.http);
-            if let Some(h) = self.tokens.lock().unwrap().get(scope) {
-                req = req.header(AUTHORIZATION, h);
+            let mut req = build(&self.http).build().map_err(|e| self.protocol(describe(&e)))?;
+            // Tokens go to the registry itself, never over plain HTTP it was not allowed, nor
+            // to the storage a blob download is redirected to.
+            if let Some(h) = self.tokens.lock().unwrap().get(scope)
+                && self.is_own(req.url())
+                && self.may_authenticate(req.url())
+            {
+                req.headers_mut().insert(AUTHORIZATION, h.parse().map_err(|_| self.protocol("unusable token"))?);
             }
             let retry = |what: String| -> Option<RegistryError> {
                 if attempt >= ATTEMPTS {
@@ -128,7 +207,16 @@ impl Registry {
                 std::thread::sleep(pause);
                 None
             };
-            match req.send() {
+            match self.http.execute(req) {
+                // A TLS failure does not go away by trying again: say what to do.
+                Err(e) if tls_failure(&describe(&e)).is_some() => {
+                    let what = describe(&e);
+                    let hint = tls_failure(&what).unwrap_or_default();
+                    return Err(RegistryError::Unreachable {
+                        host: self.host.clone(),
+                        what: format!("{what} ({hint})"),
+                    });
+                }
                 Err(e) => {
                     if let Some(err) = retry(describe(&e)) {
                         return Err(err);
@@ -183,6 +271,12 @@ impl Registry {
                     if !wanted.is_empty() {
                         q.append_pair("scope", &wanted);
                     }
+                }
+                if self.creds.is_some() && !self.may_authenticate(&url) {
+                    return Err(self.protocol(format!(
+                        "the registry asks for credentials at {realm}, over plain HTTP: refused \
+                         (use --plain-http only for a registry you reach over a network you trust)"
+                    )));
                 }
                 let mut req = self.http.get(url);
                 if let Some(c) = &self.creds {

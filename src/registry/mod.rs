@@ -74,9 +74,9 @@ pub struct Transfer {
     pub manifest_written: bool,
 }
 
-pub fn registry_for(reference: &Reference, insecure: bool) -> Result<Registry, RegistryError> {
+pub fn registry_for(reference: &Reference, opts: &Options) -> Result<Registry, RegistryError> {
     let host = reference.domain();
-    Registry::new(host, auth::lookup(host), &Options { insecure })
+    Registry::new(host, auth::lookup(host), opts)
 }
 
 /// Where blobs came from (`registry → repositories`), so a push to another repository of the
@@ -153,11 +153,11 @@ pub fn pull(
     store: &Store,
     reference: &Reference,
     platform: &Platform,
-    insecure: bool,
+    tls: &Options,
     unpack: bool,
     progress: &dyn Progress,
 ) -> anyhow::Result<(Image, Transfer)> {
-    let reg = registry_for(reference, insecure)?;
+    let reg = registry_for(reference, tls)?;
     let repo = reference.path();
     let wanted = match (reference.digest(), reference.tag()) {
         (Some(d), _) => d.to_string(),
@@ -287,10 +287,10 @@ pub fn push(
     store: &Store,
     image: &Image,
     dest: &Reference,
-    insecure: bool,
+    tls: &Options,
     progress: &dyn Progress,
 ) -> anyhow::Result<Transfer> {
-    let reg = registry_for(dest, insecure)?;
+    let reg = registry_for(dest, tls)?;
     let repo = dest.path();
     let tag = dest.tag().unwrap_or("latest");
     let sources = Sources::open(store.root());

@@ -221,7 +221,7 @@ pub struct Containers {
 impl Containers {
     pub fn open(root: &Path) -> Result<Containers, ContainerError> {
         let dir = root.join("containers");
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::fsutil::private_dir(&dir).map_err(io_err(&dir))?;
         Ok(Containers { dir })
     }
 

@@ -165,6 +165,10 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
     let exe = std::env::current_exe()
         .map_err(|e| ContainerError::Runtime(format!("cannot find the lifeboat binary: {e}")))?;
     let child = Command::new(exe)
+        // Only what the shim needs: it lives as long as the container, and nothing the CLI was
+        // given (a repository password, S3 keys) belongs in its environment.
+        .env_clear()
+        .envs(shim::inherited_environment())
         .arg("--root")
         .arg(&paths.root)
         .arg("--run-root")
@@ -534,7 +538,8 @@ fn exec_tty(
     process["env"] = serde_json::json!(env_list);
     process["cwd"] = cwd.into();
     process["user"] = serde_json::json!({"uid": uid, "gid": gid});
-    fs::create_dir_all(&paths.run_root).map_err(|e| ContainerError::Io { path: paths.run_root.clone(), source: e })?;
+    crate::fsutil::private_dir(&paths.run_root)
+        .map_err(|e| ContainerError::Io { path: paths.run_root.clone(), source: e })?;
     let tag = crate::fsutil::random_hex(6);
     let process_file = paths.run_root.join(format!("exec-{tag}.json"));
     let _cleanup = crate::fsutil::TempPath::new(process_file.clone());

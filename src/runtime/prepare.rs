@@ -67,7 +67,15 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
                 vol.data
             }
         };
-        // The runtime makes missing mount points itself, inside the container's root.
+        // The mount point, made inside the container's root (a link in the image on the way
+        // is followed there, and its target made, as Docker does), before the runtime looks.
+        let target = Path::new(&m.target);
+        let made = if source.is_dir() {
+            root.mkdir_all(target, 0o755).map(drop)
+        } else {
+            root.parent(target, Some(0o755)).map(drop)
+        };
+        made.with_context(|| format!("cannot make the mount point {} in the container", m.target))?;
         sources.push(source);
     }
 

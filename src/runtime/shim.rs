@@ -151,7 +151,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     };
     // A terminal goes to the attached CLI's console socket, or, detached, to our own (we keep
     // the terminal and log what the container writes to it).
-    fs::create_dir_all(&paths.run_root)?;
+    crate::fsutil::private_dir(&paths.run_root)?;
     let own_console = match (&attach.console, config.tty) {
         // Under the run root: socket paths are limited to 108 bytes.
         (None, true) => {
@@ -279,6 +279,17 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     drop(mount_ns);
     super::rootfs::unmount(&dir.join("rootfs"))?;
     Ok(0)
+}
+
+/// The variables of the CLI's environment a shim keeps: the program search path, the init
+/// binary and log level settings. Everything else (credentials above all) is left behind.
+pub fn inherited_environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const KEPT: &[&str] = &["PATH", "LIFEBOAT_INIT_BINARY", "LIFEBOAT_LOG_LEVEL", "RUST_BACKTRACE", "TZ"];
+    let mut env: Vec<_> = std::env::vars_os().filter(|(k, _)| KEPT.iter().any(|kept| k == kept)).collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    }
+    env
 }
 
 /// Runs the health check every `interval` seconds through `lifeboat exec` (a fresh process, so

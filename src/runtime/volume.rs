@@ -35,7 +35,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContainerError + '_ {
 impl Volumes {
     pub fn open(root: &Path) -> Result<Volumes, ContainerError> {
         let dir = root.join("volumes");
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::fsutil::private_dir(&dir).map_err(io_err(&dir))?;
         Ok(Volumes { dir })
     }
 

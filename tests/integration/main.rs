@@ -8,6 +8,7 @@ mod agent;
 mod backends;
 mod build;
 mod commit;
+mod escape;
 mod hostile;
 mod images;
 mod interop;
