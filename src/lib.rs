@@ -9,7 +9,7 @@
 
 pub mod agent;
 pub mod backend;
-pub mod build;
+pub mod builder;
 pub mod cli;
 pub mod config;
 pub mod error;

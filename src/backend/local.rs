@@ -39,8 +39,12 @@ impl Local {
         // The repository is encrypted, but its sizes and names are nobody else's business:
         // its directories are private (0700), from the first file written.
         if let Some(dir) = p.parent()
-            && (!dir.is_dir() || dir == self.root)
+            && !dir.is_dir()
         {
+            // A new repository's own directory too (a pack's directory may be its first).
+            if !self.root.is_dir() {
+                crate::fsutil::private_dir(&self.root).map_err(|e| self.err("create", &self.root, e))?;
+            }
             crate::fsutil::private_dir(dir).map_err(|e| self.err("create", dir, e))?;
         }
         Ok(p)

@@ -63,7 +63,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
         "none" => NetworkMode::None,
         other => return Err(UsageError(format!("--network {other}: builds use host or none")).into()),
     };
-    let opts = crate::build::BuildOptions {
+    let opts = crate::builder::BuildOptions {
         context: a.context.clone(),
         dockerfile: a.file.clone(),
         tags,
@@ -73,7 +73,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
         target: a.target.clone(),
     };
     let quiet = a.quiet;
-    let built = crate::build::build(&ctx.paths(), &opts, &mut |line| {
+    let built = crate::builder::build(&ctx.paths(), &opts, &mut |line| {
         if !quiet {
             println!("{line}");
         }

@@ -37,9 +37,9 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 #[derive(Debug, Args)]
 pub struct TlsArgs {
     /// Check the registry's TLS certificate (false: HTTPS without the check, e.g. for a
-    /// self-signed certificate).
-    #[arg(long, default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: bool,
+    /// self-signed certificate). Default true, or the configuration's setting for the registry.
+    #[arg(long, value_parser = parse_bool, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
     /// Speak plain HTTP to the registry (loopback registries may without it). Credentials
     /// then travel unencrypted: only for a network you trust.
     #[arg(long)]
@@ -48,22 +48,28 @@ pub struct TlsArgs {
 
 impl TlsArgs {
     /// The transport for `host`: these flags, or the configuration's `[registries."HOST"]`
-    /// settings where a flag was left at its default.
+    /// settings where a flag was not given. A configuration that cannot be read is reported
+    /// and left out (a pull does not depend on it).
     pub fn options(&self, host: &str) -> anyhow::Result<registry::client::Options> {
-        let mut opts = registry::client::Options { tls_verify: self.tls_verify, plain_http: self.plain_http };
         let path = std::env::var_os("LIFEBOAT_CONFIG")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| crate::config::DEFAULT_PATH.into());
-        if path.exists() {
-            let config = crate::config::Config::load(&path)?;
-            if let Some(r) = config.registries.get(host) {
-                opts.plain_http |= r.plain_http;
-                if self.tls_verify {
-                    opts.tls_verify = r.tls_verify.unwrap_or(true);
+        let configured = if path.exists() {
+            match crate::config::Config::load(&path) {
+                Ok(config) => config.registries.get(host).map(|r| (r.plain_http, r.tls_verify)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the configuration's [registries] settings are not used");
+                    None
                 }
             }
-        }
-        Ok(opts)
+        } else {
+            None
+        };
+        let (plain, verify) = configured.unwrap_or((false, None));
+        Ok(registry::client::Options {
+            tls_verify: self.tls_verify.or(verify).unwrap_or(true),
+            plain_http: self.plain_http || plain,
+        })
     }
 }
 

@@ -43,6 +43,23 @@ pub fn open_beneath(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> io::Res
     Ok(rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
 }
 
+/// Opens regular file `name` in `dir` for reading. Anything else there (a symlink, a device
+/// node, a FIFO a live tree swapped in after it was listed) is refused without being opened
+/// for I/O: opening a device can have effects, and a FIFO would block.
+pub fn open_regular(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let fd = open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::PATH)?;
+    regular(fd)
+}
+
+/// Reopens an `O_PATH` descriptor for reading if it is a regular file.
+fn regular(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(rustix::fs::open(fd_path(&fd), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
 /// Opens directory `name` in `dir` for reading, refusing a symlink.
 pub fn open_dir_beneath(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     open_beneath(dir, name, OFlags::RDONLY | OFlags::DIRECTORY)
@@ -109,15 +126,24 @@ impl Scope {
         self.resolve(rel, flags, false)
     }
 
-    /// The file at `rel`, opened for reading (symlinks followed inside the scope).
+    /// The regular file at `rel`, opened for reading (symlinks followed inside the scope).
+    /// Anything else (a device node, a FIFO) is refused without being opened for I/O.
     pub fn open_file(&self, rel: &Path) -> io::Result<File> {
-        Ok(File::from(self.open_at(rel, OFlags::RDONLY)?))
+        Ok(File::from(regular(self.open_at(rel, OFlags::PATH)?)?))
     }
 
-    /// The whole content of `rel`.
+    /// The whole content of regular file `rel`, refused beyond `limit` bytes (these are small
+    /// configuration files of images and contexts: `/etc/passwd`, `.dockerignore`).
     pub fn read(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        const LIMIT: u64 = 16 << 20;
         let mut out = Vec::new();
-        self.open_file(rel)?.read_to_end(&mut out)?;
+        self.open_file(rel)?.take(LIMIT + 1).read_to_end(&mut out)?;
+        if out.len() as u64 > LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: larger than {} MiB", rel.display(), LIMIT >> 20),
+            ));
+        }
         Ok(out)
     }
 
@@ -135,6 +161,13 @@ impl Scope {
     pub fn stat(&self, rel: &Path, follow: bool) -> io::Result<Stat> {
         let fd = self.resolve(rel, OFlags::PATH, follow)?;
         Ok(rustix::fs::fstat(&fd)?)
+    }
+
+    /// The target of symlink `rel` (its own, not what it points to).
+    pub fn read_link(&self, rel: &Path) -> io::Result<PathBuf> {
+        let (dir, name) = self.parent(rel, None)?;
+        let target = rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new())?;
+        Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
     }
 
     /// Whether `rel` exists (not following a symlink at its end).
@@ -173,6 +206,9 @@ impl Scope {
         let flags = flags | OFlags::CLOEXEC | if follow { OFlags::empty() } else { OFlags::NOFOLLOW };
         let clean: PathBuf = components(rel).into_iter().collect();
         let target = if clean.as_os_str().is_empty() { Path::new(".") } else { clean.as_path() };
+        if !self.has_openat2() {
+            return self.walk(rel, flags, follow, None);
+        }
         for _ in 0..8 {
             match rustix::fs::openat2(
                 &self.fd,
@@ -183,11 +219,26 @@ impl Scope {
             ) {
                 // The kernel saw a rename race and asks to try again.
                 Err(Errno::AGAIN) => continue,
-                Err(Errno::NOSYS) => return self.walk(rel, flags, follow, None),
                 other => return other.map_err(io::Error::from),
             }
         }
         self.walk(rel, flags, follow, None)
+    }
+
+    /// Whether this process may call `openat2`: kernels before 5.6 lack it (ENOSYS), and a
+    /// seccomp profile that does not know it may refuse it (EPERM). Asked once per process.
+    fn has_openat2(&self) -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            let probe = rustix::fs::openat2(
+                &self.fd,
+                ".",
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            );
+            !matches!(probe, Err(Errno::NOSYS | Errno::PERM))
+        })
     }
 
     /// The same resolution as `openat2(RESOLVE_IN_ROOT)`, one component at a time; with
@@ -316,6 +367,26 @@ mod tests {
         let link = scope.walk(Path::new("abs"), OFlags::PATH | OFlags::CLOEXEC, false, None).unwrap();
         let st = rustix::fs::fstat(&link).unwrap();
         assert_eq!(rustix::fs::FileType::from_raw_mode(st.st_mode), rustix::fs::FileType::Symlink);
+    }
+
+    #[test]
+    fn only_regular_files_are_opened_for_reading() {
+        let (_dir, _host, scope) = hostile();
+        let root = scope.path().to_path_buf();
+        let node = |name: &str, kind, dev| {
+            rustix::fs::mknodat(rustix::fs::CWD, root.join(name), kind, Mode::from_raw_mode(0o600), dev).unwrap()
+        };
+        node("fifo", rustix::fs::FileType::Fifo, 0);
+        node("zero", rustix::fs::FileType::CharacterDevice, rustix::fs::makedev(1, 5));
+        // A FIFO would block a reader, a device would be read as root: neither is opened.
+        for name in ["fifo", "zero", "passwd-link-missing"] {
+            assert!(scope.read(Path::new(name)).is_err(), "{name} was read");
+        }
+        let dir = scope.open_dir(Path::new("")).unwrap();
+        for name in ["fifo", "zero", "passwd-link", "etc"] {
+            assert!(open_regular(dir.as_fd(), OsStr::new(name)).is_err(), "{name} was opened");
+        }
+        assert!(open_regular(scope.open_dir(Path::new("etc")).unwrap().as_fd(), OsStr::new("passwd")).is_ok());
     }
 
     #[test]

@@ -53,7 +53,13 @@ pub struct Registry {
     pub host: String,
     /// `scheme://host[:port]` of the API.
     base: String,
+    /// The same, parsed: requests to it may carry credentials.
+    own: reqwest::Url,
+    /// The client for the registry itself (which may skip certificate checks: loopback,
+    /// `--tls-verify=false`).
     http: Client,
+    /// The client for anywhere else (a token service on another host): always verifying.
+    verified: Client,
     creds: Option<Credentials>,
     /// Plain HTTP was asked for (or the registry is on loopback): credentials may travel over it.
     plain_allowed: bool,
@@ -131,18 +137,26 @@ impl Registry {
     pub fn new(host: &str, creds: Option<Credentials>, opts: &Options) -> Result<Registry> {
         let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
         let loopback = is_loopback(host);
-        let http = Client::builder()
-            .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(3600))
-            .danger_accept_invalid_certs(!opts.tls_verify || loopback)
-            .build()
-            .map_err(|e| RegistryError::Unreachable { host: host.to_string(), what: describe(&e) })?;
-        let plain = opts.plain_http || (loopback && opts.tls_verify && !speaks_tls(&http, api_host));
+        let client = |check: bool| {
+            Client::builder()
+                .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(3600))
+                .danger_accept_invalid_certs(!check)
+                .build()
+                .map_err(|e| RegistryError::Unreachable { host: host.to_string(), what: describe(&e) })
+        };
+        let http = client(opts.tls_verify && !loopback)?;
+        let plain = opts.plain_http || (loopback && !speaks_tls(&http, api_host));
         let scheme = if plain { "http" } else { "https" };
+        let base = format!("{scheme}://{api_host}");
+        let own = reqwest::Url::parse(&base)
+            .map_err(|e| RegistryError::Protocol { host: host.to_string(), what: format!("not a host name: {e}") })?;
         Ok(Registry {
             host: host.to_string(),
-            base: format!("{scheme}://{api_host}"),
+            base,
+            own,
+            verified: client(true)?,
             http,
             creds,
             plain_allowed: opts.plain_http || loopback,
@@ -150,14 +164,12 @@ impl Registry {
         })
     }
 
-    /// Whether `url` is on this registry's own API host.
+    /// Whether `url` is on this registry's own API host (scheme, host and port, as URLs
+    /// compare them: case and default ports do not matter).
     fn is_own(&self, url: &reqwest::Url) -> bool {
-        let host_port = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => return false,
-        };
-        self.base.split_once("://").is_some_and(|(_, own)| own == host_port)
+        url.scheme() == self.own.scheme()
+            && url.host_str() == self.own.host_str()
+            && url.port_or_known_default() == self.own.port_or_known_default()
     }
 
     /// Whether a request to `url` may carry credentials or tokens: HTTPS, or plain HTTP
@@ -278,7 +290,9 @@ impl Registry {
                          (use --plain-http only for a registry you reach over a network you trust)"
                     )));
                 }
-                let mut req = self.http.get(url);
+                // Certificate checks are skipped, when they are, for the registry only.
+                let client = if self.is_own(&url) { &self.http } else { &self.verified };
+                let mut req = client.get(url);
                 if let Some(c) = &self.creds {
                     req = req.header(AUTHORIZATION, basic(c));
                 }
@@ -526,6 +540,35 @@ fn error_text(resp: Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registry_over_https_or_an_allowed_plain_link() {
+        let https = Registry::new("Registry.Example.org:443", None, &Options::default()).unwrap();
+        // Case and default ports do not make another host.
+        assert!(https.is_own(&url("https://registry.example.org/v2/")));
+        assert!(https.is_own(&url("https://REGISTRY.example.org:443/v2/x")));
+        assert!(!https.is_own(&url("https://registry.example.org:5000/v2/")));
+        assert!(!https.is_own(&url("http://registry.example.org/v2/")));
+        assert!(!https.is_own(&url("https://storage.example.net/blob")));
+        assert!(https.may_authenticate(&url("https://auth.example.net/token")));
+        assert!(!https.may_authenticate(&url("http://registry.example.org/v2/")));
+        assert!(!https.may_authenticate(&url("http://auth.example.net/token")));
+        // Plain HTTP where asked for: to that registry's own host only.
+        let plain = Registry::new("10.0.0.5:5000", None, &Options { tls_verify: true, plain_http: true }).unwrap();
+        assert!(plain.base.starts_with("http://"));
+        assert!(plain.may_authenticate(&url("http://10.0.0.5:5000/v2/")));
+        assert!(!plain.may_authenticate(&url("http://10.0.0.6:5000/token")));
+        assert!(!plain.may_authenticate(&url("http://10.0.0.5:5001/token")));
+        // --tls-verify=false is still HTTPS.
+        let unverified =
+            Registry::new("10.0.0.5:5000", None, &Options { tls_verify: false, plain_http: false }).unwrap();
+        assert!(unverified.base.starts_with("https://"));
+        assert!(!unverified.may_authenticate(&url("http://10.0.0.5:5000/v2/")));
+    }
 
     #[test]
     fn loopback_registries_are_recognised() {

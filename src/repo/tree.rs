@@ -6,11 +6,17 @@
 //! every chunk (authenticated, and its keyed ID recomputed) before writing it.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::Stat;
+
+use crate::fsutil::scope::{fd_path, list_dir, open_dir_beneath, stat_beneath};
 
 use std::time::Duration;
 
@@ -130,6 +136,10 @@ struct ReadAheadShared {
 /// hashing over the cores, while the archiver walks on; it collects each directory's
 /// results in order when the directory is done.
 struct FileJob {
+    /// The file: a name in a directory held open (never a path followed from the top).
+    dir: Arc<OwnedFd>,
+    name: OsString,
+    /// Its path, for messages.
     path: PathBuf,
     reply: std::sync::mpsc::SyncSender<Result<Option<FileContent>>>,
 }
@@ -153,24 +163,47 @@ fn file_threads() -> usize {
 }
 const FILES_QUEUED: usize = 64;
 
-/// Opens a file for reading without updating its access time, as backup tools do: a read
-/// that updates it dirties the inode, so a first backup of freshly copied data would write
-/// (and journal) every file's inode while reading it. Needs the file's owner or
-/// CAP_FOWNER; otherwise the file is opened as usual.
-fn open_noatime(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32).open(path) {
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => File::open(path),
+/// Opens regular file `name` in `dir` for reading without updating its access time, as
+/// backup tools do: a read that updates it dirties the inode, so a first backup of freshly
+/// copied data would write (and journal) every file's inode while reading it (needs the file's
+/// owner or CAP_FOWNER; otherwise the file is opened as usual). The name is never followed if
+/// it is a symlink, and what is there is opened only if it is (still) a regular file: a live
+/// tree can swap in a device node or a FIFO after it was listed.
+fn open_noatime(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Option<File>> {
+    use rustix::fs::{FileType, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, rustix::fs::Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty()),
         other => other,
+    };
+    let fd = match fd {
+        Ok(fd) => fd,
+        // Gone, or replaced by a symlink: not this file any more.
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(None);
     }
+    // Reads block as usual from here (a regular file ignores the flag, but say so).
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    Ok(Some(File::from(fd)))
 }
 
-/// Reads, cuts and stores the content of the file at `path`; None if it vanished (a
-/// running service may delete a file between the directory listing and the read).
-fn file_content(repo: &Repository, path: &Path, buf: &mut Vec<u8>) -> Result<Option<FileContent>> {
-    let mut file = match open_noatime(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+/// Reads, cuts and stores the content of file `name` in `dir`; None if it vanished (a
+/// running service may delete a file between the directory listing and the read) or is no
+/// longer a regular file.
+fn file_content(
+    repo: &Repository,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+    buf: &mut Vec<u8>,
+) -> Result<Option<FileContent>> {
+    let mut file = match open_noatime(dir, name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
         Err(e) => return Err(read_err(repo, path, e)),
     };
     let params = repo.config.chunker;
@@ -216,48 +249,53 @@ const READ_AHEAD_BYTES: u64 = 4 << 20;
 impl ReadAhead {
     fn start(dir: &Path, since: Option<i64>) -> Option<ReadAhead> {
         let shared = std::sync::Arc::new(ReadAheadShared::default());
-        let (dir, theirs) = (dir.to_path_buf(), shared.clone());
+        let top = open_dir(dir).ok()?;
+        let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("read-ahead".into())
             .spawn(move || {
                 let mut met = 0;
-                Self::walk(&dir, since, &theirs, &mut met);
+                Self::walk(top.as_fd(), since, &theirs, &mut met);
             })
             .ok()?;
         Some(ReadAhead { shared, thread: Some(thread) })
     }
 
-    /// Walks `dir` in the archiver's order; false once told to stop.
-    fn walk(dir: &Path, since: Option<i64>, shared: &ReadAheadShared, met: &mut u64) -> bool {
+    /// Walks `dir` in the archiver's order (by descriptor, never following a symlink);
+    /// false once told to stop.
+    fn walk(dir: BorrowedFd<'_>, since: Option<i64>, shared: &ReadAheadShared, met: &mut u64) -> bool {
+        use rustix::fs::FileType;
         use std::sync::atomic::Ordering::Relaxed;
-        let Ok(entries) = fs::read_dir(dir) else { return true };
-        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let Ok(names) = list_dir(dir) else { return true };
         for name in names {
-            let path = dir.join(&name);
-            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-            if meta.is_dir() {
-                if !Self::walk(&path, since, shared, met) {
-                    return false;
+            let Ok(st) = stat_beneath(dir, &name) else { continue };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    let Ok(sub) = open_dir_beneath(dir, &name) else { continue };
+                    if !Self::walk(sub.as_fd(), since, shared, met) {
+                        return false;
+                    }
                 }
-            } else if meta.is_file() {
-                *met += 1;
-                let mut guard = shared.lock.lock().expect("read-ahead");
-                while *met > shared.reached.load(Relaxed) + READ_AHEAD_FILES && !shared.stop.load(Relaxed) {
-                    guard = shared.wake.wait_timeout(guard, Duration::from_millis(50)).expect("read-ahead").0;
+                FileType::RegularFile => {
+                    *met += 1;
+                    let mut guard = shared.lock.lock().expect("read-ahead");
+                    while *met > shared.reached.load(Relaxed) + READ_AHEAD_FILES && !shared.stop.load(Relaxed) {
+                        guard = shared.wake.wait_timeout(guard, Duration::from_millis(50)).expect("read-ahead").0;
+                    }
+                    drop(guard);
+                    if shared.stop.load(Relaxed) {
+                        return false;
+                    }
+                    let changed = since.is_none_or(|t| st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64 >= t);
+                    if changed
+                        && st.st_size > 0
+                        && let Ok(Some(f)) = open_noatime(dir, &name)
+                    {
+                        let len = std::num::NonZeroU64::new((st.st_size as u64).min(READ_AHEAD_BYTES));
+                        let _ = rustix::fs::fadvise(&f, 0, len, rustix::fs::Advice::WillNeed);
+                    }
                 }
-                drop(guard);
-                if shared.stop.load(Relaxed) {
-                    return false;
-                }
-                let changed = since.is_none_or(|t| meta.ctime() * 1_000_000_000 + meta.ctime_nsec() >= t);
-                if changed
-                    && meta.len() > 0
-                    && let Ok(f) = File::open(&path)
-                {
-                    let len = std::num::NonZeroU64::new(meta.len().min(READ_AHEAD_BYTES));
-                    let _ = rustix::fs::fadvise(&f, 0, len, rustix::fs::Advice::WillNeed);
-                }
+                _ => {}
             }
         }
         true
@@ -287,6 +325,12 @@ pub type ProgressFn = std::sync::Arc<dyn Fn(&ArchiveStats) + Send + Sync>;
 /// A restore's progress callback: running totals so far.
 pub type RestoreProgressFn = std::sync::Arc<dyn Fn(&RestoreStats) + Send + Sync>;
 
+/// The directory at `path` (a path the caller trusts: a container's layer, a volume).
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::OFlags;
+    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, rustix::fs::Mode::empty())?)
+}
+
 fn read_err(repo: &Repository, path: &Path, e: std::io::Error) -> RepoError {
     RepoError::Other { location: repo.location(), what: format!("cannot read {}: {e}", path.display()) }
 }
@@ -308,13 +352,11 @@ impl<'r> Archiver<'r> {
 
     /// Archives the directory `dir`; `parent` is the same directory's tree in the previous
     /// snapshot, if any.
+    ///
+    /// The tree is walked one directory descriptor at a time and no symlink is followed: a
+    /// running service that swaps a directory for a link to a host path while it is read gets
+    /// its link stored, never the host's files.
     pub fn archive_dir(&mut self, dir: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
-        if self.depth > 0 {
-            self.depth += 1;
-            let result = self.archive_dir_inner(dir, parent);
-            self.depth -= 1;
-            return result;
-        }
         self.files_met = 0;
         self.read_ahead = ReadAhead::start(dir, self.read_ahead_since);
         let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(FILES_QUEUED);
@@ -332,7 +374,7 @@ impl<'r> Archiver<'r> {
                         if abandon.load(std::sync::atomic::Ordering::Relaxed) {
                             continue;
                         }
-                        let _ = job.reply.send(file_content(repo, &job.path, &mut buf));
+                        let _ = job.reply.send(file_content(repo, job.dir.as_fd(), &job.name, &job.path, &mut buf));
                     }
                 });
                 if spawned.is_err() {
@@ -343,7 +385,9 @@ impl<'r> Archiver<'r> {
             // Without reader threads, the archiver reads the files itself.
             self.files = (started > 0).then_some(tx);
             self.depth += 1;
-            let result = self.archive_dir_inner(dir, parent);
+            let result = open_dir(dir)
+                .map_err(|e| read_err(repo, dir, e))
+                .and_then(|fd| self.archive_dir_inner(Arc::new(fd), dir, parent));
             self.depth -= 1;
             // The readers finish once the queue is empty: nothing is left in it on success.
             self.files = None;
@@ -354,30 +398,25 @@ impl<'r> Archiver<'r> {
         result
     }
 
-    fn archive_dir_inner(&mut self, dir: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
+    fn archive_dir_inner(&mut self, dir: Arc<OwnedFd>, dir_path: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
         let parent_tree = match parent {
             Some(id) => Some(load_tree(self.repo, id)?),
             None => None,
         };
         let by_name: HashMap<&str, &Node> =
             parent_tree.iter().flat_map(|t| t.nodes.iter()).map(|n| (n.name.as_str(), n)).collect();
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .map_err(|e| read_err(self.repo, dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let names = list_dir(dir.as_fd()).map_err(|e| read_err(self.repo, dir_path, e))?;
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
-            let path = dir.join(&name);
-            let meta = match fs::symlink_metadata(&path) {
+            let path = dir_path.join(&name);
+            let meta = match stat_beneath(dir.as_fd(), &name) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(read_err(self.repo, &path, e)),
             };
             let hex_name = hex::encode(name.as_bytes());
             let previous = by_name.get(hex_name.as_str()).copied();
-            if let Some(node) = self.node(&path, hex_name, &meta, previous)? {
+            if let Some(node) = self.node(&dir, name, &path, hex_name, &meta, previous)? {
                 nodes.push(node);
             }
         }
@@ -395,45 +434,43 @@ impl<'r> Archiver<'r> {
         Ok(id)
     }
 
+    /// The node for entry `file_name` of directory `dir` (`path` names it in messages).
     fn node(
         &mut self,
+        dir: &Arc<OwnedFd>,
+        file_name: OsString,
         path: &Path,
         name: String,
-        meta: &fs::Metadata,
+        meta: &Stat,
         previous: Option<&Node>,
     ) -> Result<Option<(Node, Option<Content>)>> {
-        let ft = meta.file_type();
-        let kind = if ft.is_file() {
-            NodeKind::File
-        } else if ft.is_dir() {
-            NodeKind::Dir
-        } else if ft.is_symlink() {
-            NodeKind::Symlink
-        } else if ft.is_char_device() {
-            NodeKind::Char
-        } else if ft.is_block_device() {
-            NodeKind::Block
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else {
-            return Ok(None); // sockets are not content
+        use rustix::fs::FileType;
+        let kind = match FileType::from_raw_mode(meta.st_mode) {
+            FileType::RegularFile => NodeKind::File,
+            FileType::Directory => NodeKind::Dir,
+            FileType::Symlink => NodeKind::Symlink,
+            FileType::CharacterDevice => NodeKind::Char,
+            FileType::BlockDevice => NodeKind::Block,
+            FileType::Fifo => NodeKind::Fifo,
+            _ => return Ok(None), // sockets are not content
         };
         let mut node = Node {
             name,
             kind,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-            inode: meta.ino(),
-            links: meta.nlink(),
-            size: if kind == NodeKind::File { meta.len() } else { 0 },
+            mode: meta.st_mode & 0o7777,
+            uid: meta.st_uid,
+            gid: meta.st_gid,
+            mtime_ns: meta.st_mtime * 1_000_000_000 + meta.st_mtime_nsec as i64,
+            ctime_ns: meta.st_ctime * 1_000_000_000 + meta.st_ctime_nsec as i64,
+            inode: meta.st_ino,
+            links: meta.st_nlink,
+            size: if kind == NodeKind::File { meta.st_size.max(0) as u64 } else { 0 },
             content: Vec::new(),
             subtree: None,
             target: None,
-            rdev: if matches!(kind, NodeKind::Char | NodeKind::Block) { meta.rdev() } else { 0 },
-            xattrs: xattrs(path),
+            rdev: if matches!(kind, NodeKind::Char | NodeKind::Block) { meta.st_rdev } else { 0 },
+            // By a name through the directory's descriptor, not following the entry.
+            xattrs: xattrs(&fd_path(dir.as_ref()).join(&file_name)),
         };
         let mut content = None;
         match kind {
@@ -458,31 +495,47 @@ impl<'r> Archiver<'r> {
                             f(&self.stats);
                         }
                     }
-                    _ => content = Some(self.read_content(path)?),
+                    _ => content = Some(self.read_content(dir, file_name, path)?),
                 }
             }
             NodeKind::Dir => {
                 let parent_sub = previous.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
-                node.subtree = Some(self.archive_dir(path, parent_sub.as_ref())?);
+                let sub = match open_dir_beneath(dir.as_fd(), &file_name) {
+                    Ok(sub) => sub,
+                    // Removed, or replaced by something else, since it was listed.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)) => {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(read_err(self.repo, path, e)),
+                };
+                self.depth += 1;
+                let subtree = self.archive_dir_inner(Arc::new(sub), path, parent_sub.as_ref());
+                self.depth -= 1;
+                node.subtree = Some(subtree?);
             }
             NodeKind::Symlink => {
-                let t = fs::read_link(path).map_err(|e| read_err(self.repo, path, e))?;
-                node.target = Some(hex::encode(t.as_os_str().as_bytes()));
+                let t = match rustix::fs::readlinkat(dir.as_fd(), &file_name, Vec::new()) {
+                    Ok(t) => t,
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => return Ok(None),
+                    Err(e) => return Err(read_err(self.repo, path, e.into())),
+                };
+                node.target = Some(hex::encode(t.as_bytes()));
             }
             _ => {}
         }
         Ok(Some((node, content)))
     }
 
-    /// The content of the file at `path`: handed to the reader threads if they run.
-    fn read_content(&mut self, path: &Path) -> Result<Content> {
+    /// The content of file `name` in `dir`: handed to the reader threads if they run.
+    fn read_content(&mut self, dir: &Arc<OwnedFd>, name: OsString, path: &Path) -> Result<Content> {
         if let Some(files) = &self.files {
             let (reply, rx) = std::sync::mpsc::sync_channel(1);
-            if files.send(FileJob { path: path.to_path_buf(), reply }).is_ok() {
+            let job = FileJob { dir: dir.clone(), name: name.clone(), path: path.to_path_buf(), reply };
+            if files.send(job).is_ok() {
                 return Ok(Content::Coming(rx));
             }
         }
-        Ok(Content::Ready(file_content(self.repo, path, &mut self.buf)?))
+        Ok(Content::Ready(file_content(self.repo, dir.as_fd(), &name, path, &mut self.buf)?))
     }
 
     /// Completes a node with its file's content (waiting for a reader thread if need be)
@@ -520,12 +573,17 @@ impl<'r> Archiver<'r> {
         let mut sorted = files.to_vec();
         sorted.sort();
         for (name, path) in sorted {
-            let meta = fs::symlink_metadata(&path).map_err(|e| read_err(self.repo, &path, e))?;
+            let (Some(parent_dir), Some(file_name)) = (path.parent(), path.file_name()) else {
+                return Err(read_err(self.repo, &path, std::io::ErrorKind::InvalidInput.into()));
+            };
+            let dir = Arc::new(open_dir(parent_dir).map_err(|e| read_err(self.repo, parent_dir, e))?);
+            let meta = stat_beneath(dir.as_fd(), file_name).map_err(|e| read_err(self.repo, &path, e))?;
             let hex_name = hex::encode(name.as_bytes());
             let previous = parent_tree.as_ref().and_then(|t| t.nodes.iter().find(|n| n.name == hex_name));
             // Image blobs are content-addressed: same name and size means same bytes.
-            let reuse =
-                previous.filter(|p| p.size == meta.len() && p.content.iter().all(|c| self.repo.has_blob(c))).cloned();
+            let reuse = previous
+                .filter(|p| p.size == meta.st_size as u64 && p.content.iter().all(|c| self.repo.has_blob(c)))
+                .cloned();
             let node = match reuse {
                 Some(n) => {
                     self.stats.files += 1;
@@ -533,7 +591,9 @@ impl<'r> Archiver<'r> {
                     n
                 }
                 None => {
-                    let (node, content) = self.node(&path, hex_name, &meta, None)?.expect("image blobs are files");
+                    let gone = || read_err(self.repo, &path, std::io::ErrorKind::NotFound.into());
+                    let (node, content) =
+                        self.node(&dir, file_name.to_os_string(), &path, hex_name, &meta, None)?.ok_or_else(gone)?;
                     let gone = || read_err(self.repo, &path, std::io::ErrorKind::NotFound.into());
                     self.complete(node, content)?.ok_or_else(gone)?
                 }
@@ -1073,6 +1133,7 @@ fn set_times(path: &Path, mtime_ns: i64) {
 mod tests {
     use super::*;
     use crate::backend::local::Local;
+    use std::os::unix::fs::FileTypeExt;
 
     #[test]
     fn a_file_that_vanishes_before_it_is_read_is_left_out_and_a_small_and_a_large_file_are_stored() {
@@ -1080,9 +1141,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
         let mut buf = Vec::new();
+        let top = open_dir(dir.path()).unwrap();
+        let read = |name: &str, buf: &mut Vec<u8>| {
+            file_content(&repo, top.as_fd(), OsStr::new(name), &dir.path().join(name), buf).unwrap()
+        };
         // Deleted between the directory listing and the read (a running service's temp file).
-        let gone = file_content(&repo, &dir.path().join("gone"), &mut buf).unwrap();
-        assert!(gone.is_none());
+        assert!(read("gone", &mut buf).is_none());
+        // Swapped for a FIFO, a device node or a symlink after it was listed: never opened for
+        // reading (a FIFO would block, a device would be read as root).
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(read("fifo", &mut buf).is_none());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("zero"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(1, 5),
+        )
+        .unwrap();
+        assert!(read("zero", &mut buf).is_none());
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+        assert!(read("link", &mut buf).is_none());
         let mut arch = Archiver::new(&repo);
         let mut node = Node {
             name: hex::encode("gone"),
@@ -1110,7 +1196,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let path = dir.path().join(name);
             fs::write(&path, &data).unwrap();
-            let content = file_content(&repo, &path, &mut buf).unwrap().unwrap();
+            let content = read(name, &mut buf).unwrap();
             assert!(content.new_bytes > 0);
             node.content = content.ids;
             let mut back = Vec::new();

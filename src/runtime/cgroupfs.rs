@@ -67,7 +67,8 @@ impl Layout {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
         let mut layout = Layout::parse(&mountinfo);
         if let Layout::V1 { symlinks, .. } = &mut layout {
-            for e in fs::read_dir("/sys/fs/cgroup")?.flatten() {
+            // The co-mount links are a convenience: without them the view still works.
+            for e in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
                 if let Ok(target) = fs::read_link(e.path()) {
                     symlinks
                         .push((e.file_name().to_string_lossy().into_owned(), target.to_string_lossy().into_owned()));
@@ -107,7 +108,9 @@ impl Layout {
                 _ => {}
             }
         }
-        if unified_root && hierarchies.is_empty() {
+        // cgroup2 at /sys/fs/cgroup is a v2 host, whatever named v1 hierarchies are mounted
+        // beside it (the runtime uses v2 there, as libcgroups decides from the same mount).
+        if unified_root {
             return Layout::Unified;
         }
         hierarchies.sort_by(|a, b| a.name.cmp(&b.name));
@@ -171,6 +174,7 @@ pub fn skeleton(layout: &Layout, dir: &Path) -> io::Result<Option<PathBuf>> {
     if path.is_dir() {
         return Ok(Some(path));
     }
+    crate::fsutil::private_dir(dir)?;
     let tmp = dir.join(format!(".cgroup-view-{}", crate::fsutil::random_hex(8)));
     let made = (|| {
         fs::create_dir_all(&tmp)?;
@@ -248,6 +252,10 @@ mod tests {
     fn a_unified_host_gets_a_read_only_namespaced_cgroup2_mount() {
         let layout = Layout::parse("30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:8 - cgroup2 cgroup2 rw,nsdelegate\n");
         assert_eq!(layout, Layout::Unified);
+        // A named v1 hierarchy beside it (for old systemd containers) does not make it v1.
+        let with_named = "30 25 0:26 / /sys/fs/cgroup rw shared:8 - cgroup2 cgroup2 rw\n\
+                          40 30 0:40 / /sys/fs/cgroup/systemd rw shared:9 - cgroup cgroup rw,name=systemd\n";
+        assert_eq!(Layout::parse(with_named), Layout::Unified);
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(skeleton(&layout, dir.path()).unwrap(), None);
         let mounts = view(&layout, "/lifeboat/abc", Path::new("/unused"));

@@ -4,10 +4,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use anyhow::Context as _;
 
 use super::container::{Containers, RunConfig, Status};
 use super::{Paths, observed_state, rootfs, set_paused};
+use crate::fsutil::scope::{Scope, list_dir, open_dir_beneath, stat_beneath};
 use crate::image::commit::{CommitOptions, commit_upper};
 use crate::image::layer::{self, TreeMode};
 use crate::image::spec::ContainerConfig;
@@ -97,40 +100,44 @@ pub fn diff(paths: &Paths, what: &str) -> anyhow::Result<Vec<Change>> {
     let containers = Containers::open(&paths.root)?;
     let c = containers.find(what)?;
     let store = Store::open(&paths.root)?;
-    let lowers: Vec<PathBuf> = c.layers.iter().map(|d| store.layer_diff_dir(d)).collect();
-    let in_lower = |rel: &Path| lowers.iter().any(|l| l.join(rel).symlink_metadata().is_ok());
+    // Every look, into the live upper directory and into the layers, stays inside them: the
+    // walk goes by directory descriptor, and a layer path is resolved within its layer.
+    let lowers: Vec<Scope> = c.layers.iter().filter_map(|d| Scope::open(&store.layer_diff_dir(d)).ok()).collect();
+    let in_lower = |rel: &Path| lowers.iter().any(|l| l.exists(rel));
     let mut out = Vec::new();
-    walk(&containers.dir(&c.id).join("upper"), Path::new(""), &in_lower, &mut out)?;
+    let upper = containers.dir(&c.id).join("upper");
+    let top = Scope::open(&upper)?.open_dir(Path::new(""))?;
+    walk(top.as_fd(), Path::new(""), &in_lower, &mut out)
+        .with_context(|| format!("cannot read {}", upper.display()))?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-fn walk(base: &Path, rel: &Path, in_lower: &dyn Fn(&Path) -> bool, out: &mut Vec<Change>) -> anyhow::Result<()> {
-    let dir = base.join(rel);
-    let mut entries: Vec<_> =
-        std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
+fn walk(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    in_lower: &dyn Fn(&Path) -> bool,
+    out: &mut Vec<Change>,
+) -> anyhow::Result<()> {
+    use rustix::fs::FileType;
+    for name in list_dir(dir)? {
         let path = rel.join(&name);
-        let meta = e.path().symlink_metadata()?;
+        let Ok(meta) = stat_beneath(dir, &name) else { continue };
         let shown = format!("/{}", path.display());
-        if is_whiteout(&meta) {
+        let kind = FileType::from_raw_mode(meta.st_mode);
+        if kind == FileType::CharacterDevice && meta.st_rdev == 0 {
             out.push(Change { kind: 'D', path: shown });
             continue;
         }
         let existed = in_lower(&path);
         out.push(Change { kind: if existed { 'C' } else { 'A' }, path: shown });
-        if meta.is_dir() {
-            walk(base, &path, in_lower, out)?;
+        if kind == FileType::Directory
+            && let Ok(sub) = open_dir_beneath(dir, &name)
+        {
+            walk(sub.as_fd(), &path, in_lower, out)?;
         }
     }
     Ok(())
-}
-
-fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 /// Writes the container's whole filesystem (image layers and its changes, flattened) as a tar

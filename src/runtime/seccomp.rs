@@ -20,9 +20,10 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
-/// The system calls a container may make: Linux's table up to 6.17 (x86-64, i386 and the
-/// generic table arm64 uses), less [`DENIED_SYSCALLS`], the ones the kernel does not implement,
-/// and `clone` and `personality`, which are allowed with conditions. A name this host's
+/// The system calls a container may make: Linux's table up to 6.17 (x86-64, i386, the generic
+/// table arm64 uses, and 32-bit ARM's own calls), less [`DENIED_SYSCALLS`], the ones the kernel
+/// does not implement, and `clone`, `personality` and `socket`, which are allowed with
+/// conditions. A name this host's
 /// libseccomp does not know is left out of the program (so refused with ENOSYS).
 const ALLOWED_SYSCALLS: &[&str] = &[
     "_llseek",
@@ -33,9 +34,13 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "adjtimex",
     "alarm",
     "arch_prctl",
+    "arm_fadvise64_64",
+    "arm_sync_file_range",
     "bdflush",
     "bind",
+    "breakpoint",
     "brk",
+    "cacheflush",
     "cachestat",
     "capget",
     "capset",
@@ -44,6 +49,8 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "chown",
     "chown32",
     "chroot",
+    "clock_adjtime",
+    "clock_adjtime64",
     "clock_getres",
     "clock_getres_time64",
     "clock_gettime",
@@ -221,6 +228,7 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "munlock",
     "munlockall",
     "munmap",
+    "name_to_handle_at",
     "nanosleep",
     "newfstatat",
     "nice",
@@ -310,6 +318,7 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "set_robust_list",
     "set_thread_area",
     "set_tid_address",
+    "set_tls",
     "setdomainname",
     "setfsgid",
     "setfsgid32",
@@ -353,7 +362,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "sigprocmask",
     "sigreturn",
     "sigsuspend",
-    "socket",
     "socketcall",
     "socketpair",
     "splice",
@@ -419,8 +427,6 @@ const DENIED_SYSCALLS: &[&str] = &[
     "acct",
     "add_key",
     "bpf",
-    "clock_adjtime",
-    "clock_adjtime64",
     "clock_settime",
     "clock_settime64",
     "create_module",
@@ -451,7 +457,6 @@ const DENIED_SYSCALLS: &[&str] = &[
     "mount_setattr",
     "move_mount",
     "move_pages",
-    "name_to_handle_at",
     "nfsservctl",
     "open_by_handle_at",
     "open_tree",
@@ -492,6 +497,7 @@ const DENIED_SYSCALLS: &[&str] = &[
 const PERSONALITIES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
 const CLONE_NEWUSER: u64 = 0x1000_0000;
+const AF_VSOCK: u64 = 40;
 
 /// The system call ABIs a process on this host can use: the filter covers each of them (a
 /// 32-bit call is another table of numbers) and no other, since every architecture listed is
@@ -523,6 +529,9 @@ impl Filter {
         let bytes = compile().map_err(|e| io::Error::other(format!("cannot compile the seccomp filter: {e}")))?;
         let filter = Filter::from_bytes(&bytes)
             .ok_or_else(|| io::Error::other(format!("libseccomp made an unusable program ({} bytes)", bytes.len())))?;
+        if let Some(run_root) = dir.parent() {
+            crate::fsutil::private_dir(run_root)?;
+        }
         fs::create_dir_all(&dir)?;
         // Cleared at boot with the run root; a lost write only means compiling again.
         crate::fsutil::write_atomic_volatile(&path, &bytes)?;
@@ -576,7 +585,7 @@ fn cache_key() -> String {
         h.update(name.as_bytes());
         h.update(b"\0");
     }
-    h.update(format!("{ARCHES:?} {CLONE_NEWUSER} {PERSONALITIES:?}").as_bytes());
+    h.update(format!("{ARCHES:?} {CLONE_NEWUSER} {PERSONALITIES:?} socket!={AF_VSOCK}").as_bytes());
     h.finalize().to_hex()[..32].to_string()
 }
 
@@ -613,6 +622,12 @@ fn compile() -> io::Result<Vec<u8>> {
     ctx.add_rule_conditional(eperm, clone, &[newuser(CLONE_NEWUSER)]).map_err(e)?;
     // clone3 is not listed (ENOSYS): its flags are behind a pointer seccomp cannot read, and
     // libc falls back to clone.
+    // vsock is not namespaced: it would reach the hypervisor's services around the
+    // container's network. Every other address family is allowed, as in Docker's profile.
+    let socket = ScmpSyscall::from_name("socket").map_err(e)?;
+    let family = |op| ScmpArgCompare::new(0, op, AF_VSOCK);
+    ctx.add_rule_conditional(ScmpAction::Allow, socket, &[family(ScmpCompareOp::NotEqual)]).map_err(e)?;
+    ctx.add_rule_conditional(eperm, socket, &[family(ScmpCompareOp::Equal)]).map_err(e)?;
     let personality = ScmpSyscall::from_name("personality").map_err(e)?;
     for value in PERSONALITIES {
         let exactly = ScmpArgCompare::new(0, ScmpCompareOp::Equal, *value);
@@ -812,6 +827,12 @@ mod tests {
         // clone: allowed unless it makes a user namespace.
         assert_eq!(call(x86_64, libc::SYS_clone, 0x11), ALLOW);
         assert_eq!(call(x86_64, libc::SYS_clone, CLONE_NEWUSER | 0x11), ERRNO | libc::EPERM as u32);
+        // socket: any family but vsock.
+        assert_eq!(call(x86_64, libc::SYS_socket, libc::AF_INET as u64), ALLOW);
+        assert_eq!(call(x86_64, libc::SYS_socket, libc::AF_UNIX as u64), ALLOW);
+        assert_eq!(call(x86_64, libc::SYS_socket, AF_VSOCK), ERRNO | libc::EPERM as u32);
+        // Reading the clock's adjustment is allowed (setting it needs CAP_SYS_TIME).
+        assert_eq!(call(x86_64, libc::SYS_clock_adjtime, 0), ALLOW);
         // personality: the query and the Linux domains only.
         assert_eq!(call(x86_64, libc::SYS_personality, 0xffff_ffff), ALLOW);
         assert_eq!(call(x86_64, libc::SYS_personality, 0x0040_0000), ERRNO | libc::ENOSYS as u32);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, OFlags, Stat};
 
-use crate::fsutil::scope::{fd_path, list_dir, open_beneath, open_dir_beneath, stat_beneath};
+use crate::fsutil::scope::{fd_path, list_dir, open_dir_beneath, open_regular, stat_beneath};
 
 use super::{LayerError, OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
@@ -160,8 +160,7 @@ impl<W: Write> TreeWriter<W> {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);
             let file = File::from(
-                open_beneath(dir, file_name, OFlags::RDONLY)
-                    .map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e })?,
+                open_regular(dir, file_name).map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e })?,
             );
             let reader = ExactLen { inner: file.take(len), remaining: len, path };
             self.builder.append_data(&mut h, name, reader).map_err(|e| match e.kind() {

@@ -625,12 +625,22 @@ impl Builder<'_> {
                 Some(c) => bail!("the command returned a non-zero code: {c}"),
                 None => bail!("the build container ended without an exit code"),
             }
-            // Files the runtime bind-mounts over are artefacts of running, not content.
+            // Files the runtime bind-mounts over are artefacts of running, not content. The
+            // step's own changes may make `etc` a link anywhere: looked up inside the layer.
             let upper = containers.dir(&id).join("upper");
-            for f in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
-                let p = upper.join(f);
-                if p.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
-                    let _ = std::fs::remove_file(&p);
+            if let Ok(etc) = crate::fsutil::scope::Scope::open(&upper).and_then(|u| {
+                u.open_nofollow(Path::new("etc"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY)
+            }) {
+                for f in ["hosts", "hostname", "resolv.conf"] {
+                    let empty_file =
+                        crate::fsutil::scope::stat_beneath(std::os::fd::AsFd::as_fd(&etc), std::ffi::OsStr::new(f))
+                            .is_ok_and(|m| {
+                                rustix::fs::FileType::from_raw_mode(m.st_mode) == rustix::fs::FileType::RegularFile
+                                    && m.st_size == 0
+                            });
+                    if empty_file {
+                        let _ = rustix::fs::unlinkat(&etc, f, rustix::fs::AtFlags::empty());
+                    }
                 }
             }
             let keep = TempDir::new(self.store.temp_path("run-layer").path().to_path_buf());
@@ -683,6 +693,55 @@ impl Builder<'_> {
         None
     }
 
+    /// `path` in the current stage's filesystem with every symlink on the way resolved, as
+    /// Docker resolves a COPY destination against the image (`/var/run -> /run`): links are
+    /// looked up layer by layer (top first, whiteouts honoured), each inside its layer, and
+    /// never leave the image's root.
+    fn canonical(&self, path: &str) -> String {
+        let Some(stage) = self.stages.last() else { return normalize(path) };
+        let layers: Vec<crate::fsutil::scope::Scope> = stage
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .rev()
+            .filter_map(|d| crate::fsutil::scope::Scope::open(&self.store.layer_diff_dir(d)).ok())
+            .collect();
+        let link_target = |rel: &str| -> Option<String> {
+            use rustix::fs::FileType;
+            for layer in &layers {
+                let Ok(st) = layer.stat(Path::new(rel), false) else { continue };
+                return match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Symlink => layer.read_link(Path::new(rel)).ok().map(|t| t.to_string_lossy().into_owned()),
+                    _ => None, // a real entry, or a whiteout (deleted here)
+                };
+            }
+            None
+        };
+        let mut done: Vec<String> = Vec::new();
+        let mut pending: Vec<String> =
+            path.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(String::from).collect();
+        let mut links = 0;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            let candidate = done.iter().chain([&c]).cloned().collect::<Vec<_>>().join("/");
+            match link_target(&candidate) {
+                Some(target) if links < 40 => {
+                    links += 1;
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    pending.extend(target.split('/').filter(|c| !c.is_empty() && *c != ".").rev().map(String::from));
+                }
+                _ => done.push(c),
+            }
+        }
+        format!("/{}", done.join("/"))
+    }
+
     /// `/etc/passwd` or `/etc/group` of the current stage: the topmost layer that has it.
     fn stage_file(&self, file: &str) -> Option<String> {
         let stage = self.stages.last()?;
@@ -715,7 +774,7 @@ impl Builder<'_> {
         let workdir =
             self.stages.last().and_then(|s| s.config.config.working_dir.clone()).unwrap_or_else(|| "/".into());
         let dest_is_dir_hint = dest_raw.ends_with('/') || list.len() > 1;
-        let dest = normalize(&if dest_raw.starts_with('/') {
+        let dest = self.canonical(&if dest_raw.starts_with('/') {
             dest_raw.clone()
         } else {
             format!("{}/{dest_raw}", workdir.trim_end_matches('/'))

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use rustix::fs::{AtFlags, FileType, OFlags, Stat};
 use rustix::io::Errno;
 
-use crate::fsutil::scope::{Scope, fd_path, list_dir, open_beneath, open_dir_beneath, stat_beneath};
+use crate::fsutil::scope::{Scope, fd_path, list_dir, open_beneath, open_dir_beneath, open_regular, stat_beneath};
 
 /// `.dockerignore` rules, in order; the last matching rule decides (`!` re-includes).
 pub struct Ignore {
@@ -184,7 +184,7 @@ fn walk_source(
     let kind = FileType::from_raw_mode(stat.st_mode);
     let opened = match kind {
         FileType::Directory => Some(root.open_dir(rel)?),
-        FileType::RegularFile => Some(root.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK)?),
+        FileType::RegularFile => Some(OwnedFd::from(root.open_file(rel)?)),
         _ => None,
     };
     visit(&Entry { rel: "", stat: &stat, at: None, opened: opened.as_ref() })?;
@@ -232,7 +232,7 @@ fn walk_dir(
 fn open_entry(e: &Entry<'_>) -> std::io::Result<fs::File> {
     match (e.opened, e.at) {
         (Some(fd), _) => Ok(fs::File::from(fd.try_clone()?)),
-        (None, Some((dir, name))) => Ok(fs::File::from(open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK)?)),
+        (None, Some((dir, name))) => Ok(fs::File::from(open_regular(dir, name)?)),
         (None, None) => Err(std::io::Error::other("not a file")),
     }
 }
@@ -279,7 +279,7 @@ pub fn hash_sources(root: &Scope, sources: &[String], ignore: &Ignore) -> anyhow
 /// Whether ADD should unpack this source: a tar archive, plain or compressed.
 pub fn is_archive(root: &Scope, rel: &str) -> anyhow::Result<bool> {
     let mut head = [0u8; 512];
-    let mut f = root.open_at(Path::new(rel), OFlags::RDONLY | OFlags::NONBLOCK).map(fs::File::from)?;
+    let mut f = root.open_file(Path::new(rel))?;
     let n = f.read(&mut head)?;
     let h = &head[..n];
     let compressed = h.starts_with(&[0x1f, 0x8b])
@@ -301,67 +301,97 @@ pub fn source_is_dir(root: &Scope, rel: &str) -> anyhow::Result<bool> {
 /// put there cannot send a later write out of it.
 pub fn copy_into(root: &Scope, rel: &str, staging: &Scope, target: &str, ignore: &Ignore) -> anyhow::Result<()> {
     let target = Path::new(target);
+    // The destination directories from the top of the copy down to the current entry's
+    // parent, by the entry's path in the source: the walk is depth-first, so an entry's
+    // parent is always on it.
+    let mut dirs: Vec<(String, OwnedFd)> = Vec::new();
     walk_source(root, rel, ignore, &mut |e| {
         let kind = FileType::from_raw_mode(e.stat.st_mode);
-        let mode = e.stat.st_mode & 0o7777;
-        if e.rel.is_empty() && kind == FileType::Directory {
-            let dir = staging.mkdir_all(target, 0o755)?;
-            rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode))?;
+        let mode = rustix::fs::Mode::from_raw_mode(e.stat.st_mode & 0o7777);
+        if e.rel.is_empty() {
+            if kind == FileType::Directory {
+                let dir = staging.mkdir_all(target, 0o755)?;
+                rustix::fs::fchmod(&dir, mode)?;
+                dirs.push((String::new(), dir));
+                return Ok(());
+            }
+            let (dir, name) =
+                staging.parent(target, Some(0o755)).with_context(|| format!("cannot create {}", target.display()))?;
+            return copy_entry(e, kind, mode, dir.as_fd(), &name, rel);
+        }
+        let parent = e.rel.rsplit_once('/').map_or("", |(p, _)| p);
+        while dirs.last().is_some_and(|(d, _)| d != parent && !parent.starts_with(&format!("{d}/")) && !d.is_empty()) {
+            dirs.pop();
+        }
+        if dirs.last().is_none_or(|(d, _)| d != parent) {
+            // Under a directory `.dockerignore` excluded but for an exception: its
+            // directories are made on the way, as Docker does.
+            let made = staging.mkdir_all(&target.join(parent), 0o755)?;
+            dirs.push((parent.to_string(), made));
+        }
+        let (_, dir) = dirs.last().expect("pushed above");
+        let name = OsStr::new(e.rel.rsplit_once('/').map_or(e.rel, |(_, n)| n));
+        if kind == FileType::Directory {
+            match rustix::fs::mkdirat(dir, name, rustix::fs::Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(err) => return Err(err.into()),
+            }
+            let sub = open_dir_beneath(dir.as_fd(), name)?;
+            rustix::fs::fchmod(&sub, mode)?;
+            dirs.push((e.rel.to_string(), sub));
             return Ok(());
         }
-        let dest = if e.rel.is_empty() { target.to_path_buf() } else { target.join(e.rel) };
-        let (dir, name) =
-            staging.parent(&dest, Some(0o755)).with_context(|| format!("cannot create {}", dest.display()))?;
-        // Whatever an earlier source left at this name is replaced (never followed).
-        let replace = |dir: BorrowedFd<'_>| match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) | Err(Errno::ISDIR) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match kind {
-            FileType::Directory => {
-                match rustix::fs::mkdirat(&dir, &name, rustix::fs::Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                let sub = open_dir_beneath(dir.as_fd(), &name)?;
-                rustix::fs::fchmod(&sub, rustix::fs::Mode::from_raw_mode(mode))?;
-            }
-            FileType::Symlink => {
-                let (from_dir, from_name) = e.at.expect("a followed source is never a symlink");
-                let link = rustix::fs::readlinkat(from_dir, from_name, Vec::new())?;
-                replace(dir.as_fd())?;
-                rustix::fs::symlinkat(link.as_c_str(), &dir, &name)?;
-            }
-            FileType::RegularFile => {
-                let mut from = open_entry(e)?;
-                replace(dir.as_fd())?;
-                let out = rustix::fs::openat(
-                    &dir,
-                    &name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    rustix::fs::Mode::from_raw_mode(0o600),
-                )?;
-                let mut out = fs::File::from(out);
-                std::io::copy(&mut from, &mut out).with_context(|| format!("cannot copy {}", join(rel, e.rel)))?;
-                rustix::fs::fchmod(&out, rustix::fs::Mode::from_raw_mode(mode))?;
-                let mtime = rustix::fs::Timespec { tv_sec: e.stat.st_mtime, tv_nsec: e.stat.st_mtime_nsec as _ };
-                let _ = rustix::fs::futimens(
-                    &out,
-                    &rustix::fs::Timestamps { last_access: mtime, last_modification: mtime },
-                );
-            }
-            // Sockets, fifos and devices are not build content.
-            _ => {}
-        }
-        Ok(())
+        copy_entry(e, kind, mode, dir.as_fd(), name, rel)
     })
+}
+
+/// Copies one entry that is not a directory to `name` in `dir`, replacing (never following)
+/// whatever is there.
+fn copy_entry(
+    e: &Entry<'_>,
+    kind: FileType,
+    mode: rustix::fs::Mode,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    source: &str,
+) -> anyhow::Result<()> {
+    let replace = || match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) | Err(Errno::ISDIR) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match kind {
+        FileType::Symlink => {
+            let (from_dir, from_name) = e.at.expect("a followed source is never a symlink");
+            let link = rustix::fs::readlinkat(from_dir, from_name, Vec::new())?;
+            replace()?;
+            rustix::fs::symlinkat(link.as_c_str(), dir, name)?;
+        }
+        FileType::RegularFile => {
+            let mut from = open_entry(e)?;
+            replace()?;
+            let out = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )?;
+            let mut out = fs::File::from(out);
+            std::io::copy(&mut from, &mut out).with_context(|| format!("cannot copy {}", join(source, e.rel)))?;
+            rustix::fs::fchmod(&out, mode)?;
+            let mtime = rustix::fs::Timespec { tv_sec: e.stat.st_mtime, tv_nsec: e.stat.st_mtime_nsec as _ };
+            let _ =
+                rustix::fs::futimens(&out, &rustix::fs::Timestamps { last_access: mtime, last_modification: mtime });
+        }
+        // Sockets, fifos and devices are not build content.
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Sets the owner (default root) and, if given, the mode of `rel` inside `staging` and of
 /// everything under it, by descriptor and without following symlinks.
 pub fn set_owner_mode(staging: &Scope, rel: &str, owner: Option<(u32, u32)>, chmod: Option<u32>) -> anyhow::Result<()> {
     let (uid, gid) = owner.unwrap_or((0, 0));
-    let Ok((dir, name)) = staging.parent(Path::new(rel), None) else { return Ok(()) };
     fn apply(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32, chmod: Option<u32>) -> anyhow::Result<()> {
         let st = match stat_beneath(dir, name) {
             Ok(st) => st,
@@ -395,9 +425,15 @@ pub fn set_owner_mode(staging: &Scope, rel: &str, owner: Option<(u32, u32)>, chm
         }
         Ok(())
     }
-    if name.is_empty() {
+    if Path::new(rel).components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::CurDir)) {
+        // The destination is the root (`COPY --chown=app . /`): everything copied.
+        let root = staging.open_dir(Path::new(""))?;
+        for child in list_dir(root.as_fd())? {
+            apply(root.as_fd(), &child, uid, gid, chmod)?;
+        }
         return Ok(());
     }
+    let Ok((dir, name)) = staging.parent(Path::new(rel), None) else { return Ok(()) };
     apply(dir.as_fd(), &name, uid, gid, chmod)
 }
 
@@ -496,6 +532,25 @@ mod tests {
     }
 
     #[test]
+    fn chown_to_the_root_destination_covers_everything_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging_dir = dir.path().join("staging");
+        fs::create_dir_all(staging_dir.join("a/b")).unwrap();
+        fs::write(staging_dir.join("a/b/f"), "x").unwrap();
+        fs::write(staging_dir.join("top"), "y").unwrap();
+        let staging = Scope::open(&staging_dir).unwrap();
+        for dest in ["", "/", "."] {
+            set_owner_mode(&staging, dest, Some((7, 8)), Some(0o750)).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            for p in ["a", "a/b", "a/b/f", "top"] {
+                let m = fs::metadata(staging_dir.join(p)).unwrap();
+                assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (7, 8, 0o750), "{dest:?}: {p}");
+            }
+            set_owner_mode(&staging, dest, None, None).unwrap();
+        }
+    }
+
+    #[test]
     fn dockerignore_applies_under_a_copied_directory() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = dir.path().join("ctx");
@@ -505,7 +560,7 @@ mod tests {
             fs::write(p, f).unwrap();
         }
         let root = Scope::open(&ctx).unwrap();
-        let ig = Ignore::parse("secret.txt\n**/*.key\n!keep.key\nnode_modules\n");
+        let ig = Ignore::parse("secret.txt\n**/*.key\n!keep.key\nnode_modules\n!node_modules/m.js\n");
         let staging_dir = dir.path().join("staging");
         fs::create_dir_all(&staging_dir).unwrap();
         let staging = Scope::open(&staging_dir).unwrap();
@@ -515,7 +570,7 @@ mod tests {
             found.push(e);
         }
         found.sort();
-        assert_eq!(found, ["deep", "deep/er", "index.html", "keep.key", "keys"]);
+        assert_eq!(found, ["deep", "deep/er", "index.html", "keep.key", "keys", "node_modules", "node_modules/m.js"]);
         // The cache key does not see ignored files either.
         let before = hash_sources(&root, &[String::new()], &ig).unwrap();
         fs::write(ctx.join("secret.txt"), "changed").unwrap();
