@@ -8,6 +8,12 @@ use crate::image::{ImageError, StoreError, changes::ChangeError, digest::DigestE
 use crate::repo::{RepoError, crypto::CryptoError};
 use crate::runtime::ContainerError;
 
+/// A request that makes no sense as given: a bad flag value, a missing argument, two options
+/// that exclude each other (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 pub const SUCCESS: i32 = 0;
 /// Something failed (I/O, a peer, a bug).
 pub const FAILURE: i32 = 1;
@@ -77,7 +83,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 RepoError::Other { .. } | RepoError::Key { .. } | RepoError::Backend(_) => FAILURE,
             };
         }
-        if cause.is::<crate::cli::UsageError>() {
+        if cause.is::<UsageError>() {
             return USAGE;
         }
         if let Some(crate::registry::client::RegistryError::NotFound { .. }) = cause.downcast_ref() {

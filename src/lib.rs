@@ -1,7 +1,9 @@
 //! Lifeboat: a container-based backup and disaster-recovery tool.
 //!
-//! The library holds everything; the `lifeboat` binary only parses arguments (`cli`), sets up
-//! logging and maps errors to exit codes (`error`). Data flows through:
+//! The library holds everything; the `lifeboat` binary (`src/main.rs`, with its `cli` module,
+//! which the library never sees) only parses arguments, calls one library function per
+//! command, prints its report, and maps errors to exit codes through [`error`]. Data flows
+//! through:
 //!
 //! - [`image`]: references, OCI documents, layers (made and applied safely), the local store.
 //! - [`config`]: the `lifeboat.toml` model; [`agent`] runs its jobs on their schedules.
@@ -10,12 +12,99 @@
 pub mod agent;
 pub mod backend;
 pub mod builder;
-pub mod cli;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod ops;
 pub mod registry;
 pub mod repo;
+pub mod report;
 pub mod runtime;
 pub mod snapshot;
+pub mod syntax;
+pub mod sys;
+
+/// The rules of the house (docs/architecture.md), checked on the source: which room may use
+/// which, and that the command line only parses, calls and prints.
+#[cfg(test)]
+mod architecture {
+    use std::path::{Path, PathBuf};
+
+    fn sources(dir: &str) -> Vec<(PathBuf, String)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push((p.clone(), std::fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir), &mut out);
+        assert!(!out.is_empty(), "no sources under src/{dir}");
+        out
+    }
+
+    /// Lines of code (comments left out) that contain `needle`.
+    fn uses(files: &[(PathBuf, String)], needle: &str) -> Vec<String> {
+        let mut hits = Vec::new();
+        for (path, text) in files {
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if !code.starts_with("//") && code.contains(needle) {
+                    hits.push(format!("{}:{}: {}", path.display(), n + 1, code));
+                }
+            }
+        }
+        hits
+    }
+
+    fn forbid(dir: &str, needles: &[&str]) {
+        let files = sources(dir);
+        let hits: Vec<String> = needles.iter().flat_map(|n| uses(&files, n)).collect();
+        assert!(hits.is_empty(), "src/{dir} must not use {needles:?}:\n{}", hits.join("\n"));
+    }
+
+    #[test]
+    fn the_library_never_imports_the_command_line() {
+        for room in ["repo", "backend", "image", "runtime", "snapshot", "builder", "registry", "agent", "ops", "config"]
+        {
+            forbid(room, &["crate::cli", "super::cli"]);
+        }
+    }
+
+    #[test]
+    fn the_repository_depends_only_on_backends_and_shared_helpers() {
+        forbid(
+            "repo",
+            &["crate::runtime", "crate::config", "crate::snapshot", "crate::ops", "crate::agent", "crate::image::"],
+        );
+        forbid(
+            "backend",
+            &["crate::runtime", "crate::config", "crate::repo", "crate::image", "crate::snapshot", "crate::ops"],
+        );
+    }
+
+    #[test]
+    fn the_lower_rooms_do_not_reach_up() {
+        for room in ["image", "runtime", "repo", "backend", "registry"] {
+            forbid(room, &["crate::ops", "crate::agent"]);
+        }
+        forbid("image", &["crate::runtime", "crate::snapshot", "crate::repo"]);
+    }
+
+    #[test]
+    fn the_command_line_touches_no_file_itself() {
+        let files = sources("cli");
+        let hits: Vec<String> =
+            ["std::fs", "fs::", "File::", "OpenOptions", ".read_dir(", ".is_dir()", ".exists()", ".is_file()"]
+                .iter()
+                .flat_map(|n| uses(&files, n))
+                .collect();
+        assert!(hits.is_empty(), "src/cli must leave files to the library:\n{}", hits.join("\n"));
+    }
+}

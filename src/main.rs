@@ -1,12 +1,14 @@
 //! The `lifeboat` binary: parse, set up logging, run, map the outcome to an exit code.
 
+mod cli;
+
 use clap::Parser;
 
 fn main() {
-    if let Some(code) = lifeboat::cli::shim_entry() {
+    if let Some(code) = cli::shim_entry() {
         std::process::exit(code);
     }
-    let cli = lifeboat::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     cli.init_logging();
     let code = match cli.run() {
         Ok(code) => code,

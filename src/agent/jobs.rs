@@ -9,9 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::Value;
-
 use crate::config::{self, Config};
+use crate::report::{JobBody, JobReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -32,11 +31,166 @@ impl Kind {
     }
 }
 
-/// One step: `lifeboat ARGS…`, whose stdout is JSON when `json` is set.
+/// A repository as a step names it: its location and password file.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Step {
-    pub args: Vec<String>,
-    pub json: bool,
+pub struct RepoTarget {
+    pub location: String,
+    pub password_file: Option<PathBuf>,
+}
+
+/// The retention a forget step applies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// One step of a job: a `lifeboat` command, as typed options. [`JobCommand::argv`] is the one
+/// place its command line is written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobCommand {
+    Snapshot {
+        service: String,
+        /// Empty: the host's default repository.
+        repositories: Vec<RepoTarget>,
+        exec_before: Vec<String>,
+        exec_after: Vec<String>,
+        tags: Vec<String>,
+    },
+    Forget {
+        service: String,
+        /// None: the host's default repository.
+        repository: Option<RepoTarget>,
+        keep: Keep,
+        prune: bool,
+    },
+    Copy {
+        from: RepoTarget,
+        to: RepoTarget,
+    },
+    Check {
+        repository: RepoTarget,
+        read_data: bool,
+        read_data_subset: Option<String>,
+    },
+    Drill {
+        service: String,
+        repository: Option<RepoTarget>,
+        http: Option<String>,
+        command: Option<String>,
+        timeout: Option<String>,
+    },
+    /// At the agent's start: containers whose restart policy asks for it.
+    StartRestartable,
+}
+
+fn repo_argv(args: &mut Vec<String>, r: &RepoTarget, flag: &str, password_flag: &str) {
+    args.extend([flag.to_string(), r.location.clone()]);
+    if let Some(p) = &r.password_file {
+        args.extend([password_flag.to_string(), p.display().to_string()]);
+    }
+}
+
+impl JobCommand {
+    /// Whether the step prints a [`JobReport`](crate::report::JobReport) the agent reads.
+    pub fn reports(&self) -> bool {
+        matches!(self, JobCommand::Snapshot { .. } | JobCommand::Drill { .. })
+    }
+
+    /// The command's name (its first word).
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobCommand::Snapshot { .. } => "snapshot",
+            JobCommand::Forget { .. } => "forget",
+            JobCommand::Copy { .. } => "copy",
+            JobCommand::Check { .. } => "check",
+            JobCommand::Drill { .. } => "drill",
+            JobCommand::StartRestartable => "start",
+        }
+    }
+
+    /// The arguments of `lifeboat` that run this step.
+    pub fn argv(&self) -> Vec<String> {
+        let mut args = vec![self.name().to_string()];
+        match self {
+            JobCommand::Snapshot { service, repositories, exec_before, exec_after, tags } => {
+                args.extend([service.clone(), "--format".into(), "job".into()]);
+                for r in repositories {
+                    repo_argv(&mut args, r, "--repo", "--password-file");
+                }
+                for h in exec_before {
+                    args.extend(["--exec-before".to_string(), h.clone()]);
+                }
+                for h in exec_after {
+                    args.extend(["--exec-after".to_string(), h.clone()]);
+                }
+                for t in tags {
+                    args.extend(["--tag".to_string(), t.clone()]);
+                }
+            }
+            JobCommand::Forget { service, repository, keep, prune } => {
+                args.push(service.clone());
+                if let Some(r) = repository {
+                    repo_argv(&mut args, r, "--repo", "--password-file");
+                }
+                for (flag, value) in [
+                    ("--keep-last", keep.last),
+                    ("--keep-hourly", keep.hourly),
+                    ("--keep-daily", keep.daily),
+                    ("--keep-weekly", keep.weekly),
+                    ("--keep-monthly", keep.monthly),
+                    ("--keep-yearly", keep.yearly),
+                ] {
+                    if let Some(v) = value {
+                        args.extend([flag.to_string(), v.to_string()]);
+                    }
+                }
+                if let Some(w) = &keep.within {
+                    args.extend(["--keep-within".to_string(), w.clone()]);
+                }
+                for t in &keep.tags {
+                    args.extend(["--keep-tag".to_string(), t.clone()]);
+                }
+                if *prune {
+                    args.push("--prune".into());
+                }
+            }
+            JobCommand::Copy { from, to } => {
+                repo_argv(&mut args, from, "--repo", "--password-file");
+                repo_argv(&mut args, to, "--to", "--to-password-file");
+            }
+            JobCommand::Check { repository, read_data, read_data_subset } => {
+                repo_argv(&mut args, repository, "--repo", "--password-file");
+                if *read_data {
+                    args.push("--read-data".into());
+                } else if let Some(s) = read_data_subset {
+                    args.extend(["--read-data-subset".to_string(), s.clone()]);
+                }
+            }
+            JobCommand::Drill { service, repository, http, command, timeout } => {
+                args.extend([service.clone(), "--format".into(), "job".into()]);
+                if let Some(r) = repository {
+                    repo_argv(&mut args, r, "--repo", "--password-file");
+                }
+                if let Some(h) = http {
+                    args.extend(["--http".to_string(), h.clone()]);
+                } else if let Some(c) = command {
+                    args.extend(["--command".to_string(), c.clone()]);
+                }
+                if let Some(t) = timeout {
+                    args.extend(["--timeout".to_string(), t.clone()]);
+                }
+            }
+            JobCommand::StartRestartable => args.push("--restartable".into()),
+        }
+        args
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -48,17 +202,12 @@ pub struct Job {
     pub service: Option<String>,
     pub schedule_text: String,
     pub schedule: cron::Schedule,
-    pub steps: Vec<Step>,
+    pub steps: Vec<JobCommand>,
 }
 
-fn repo_args(config: &Config, name: &str, flag: &str, password_flag: &str) -> Vec<String> {
+fn repo_target(config: &Config, name: &str) -> RepoTarget {
     let repo = &config.repositories[name];
-    let mut args = vec![flag.to_string(), repo.location()];
-    if let Some(p) = &repo.password_file {
-        args.push(password_flag.to_string());
-        args.push(p.display().to_string());
-    }
-    args
+    RepoTarget { location: repo.location(), password_file: repo.password_file.clone() }
 }
 
 /// Every job of a (validated) configuration.
@@ -67,53 +216,36 @@ pub fn jobs(config: &Config) -> Vec<Job> {
     let schedule = |s: &str| config::parse_schedule(s).expect("validated when the config was loaded");
     for (name, svc) in &config.services {
         let Some(snap) = &svc.snapshot else { continue };
-        let mut args = vec!["snapshot".to_string(), name.clone(), "--format".into(), "json".into()];
-        let mut forget_targets = Vec::new();
-        for repo in &snap.repositories {
-            let r = repo_args(config, repo.get_ref(), "--repo", "--password-file");
-            args.extend(r.iter().cloned());
-            forget_targets.push(r);
-        }
-        if snap.repositories.is_empty() {
-            forget_targets.push(Vec::new());
-        }
-        for h in &snap.exec_before {
-            args.extend(["--exec-before".to_string(), h.clone()]);
-        }
-        for h in &snap.exec_after {
-            args.extend(["--exec-after".to_string(), h.clone()]);
-        }
-        for t in &snap.tags {
-            args.extend(["--tag".to_string(), t.clone()]);
-        }
-        let mut steps = vec![Step { args, json: true }];
+        let repositories: Vec<RepoTarget> =
+            snap.repositories.iter().map(|r| repo_target(config, r.get_ref())).collect();
+        let mut steps = vec![JobCommand::Snapshot {
+            service: name.clone(),
+            repositories: repositories.clone(),
+            exec_before: snap.exec_before.clone(),
+            exec_after: snap.exec_after.clone(),
+            tags: snap.tags.clone(),
+        }];
         if !snap.keep.is_empty() {
-            for target in forget_targets {
-                let mut args = vec!["forget".to_string(), name.clone()];
-                args.extend(target);
-                let k = &snap.keep;
-                for (flag, value) in [
-                    ("--keep-last", k.last),
-                    ("--keep-hourly", k.hourly),
-                    ("--keep-daily", k.daily),
-                    ("--keep-weekly", k.weekly),
-                    ("--keep-monthly", k.monthly),
-                    ("--keep-yearly", k.yearly),
-                ] {
-                    if let Some(v) = value {
-                        args.extend([flag.to_string(), v.to_string()]);
-                    }
-                }
-                if let Some(w) = &k.within {
-                    args.extend(["--keep-within".to_string(), w.get_ref().clone()]);
-                }
-                for t in &k.tags {
-                    args.extend(["--keep-tag".to_string(), t.clone()]);
-                }
-                if snap.prune.unwrap_or(true) {
-                    args.push("--prune".into());
-                }
-                steps.push(Step { args, json: false });
+            let k = &snap.keep;
+            let keep = Keep {
+                last: k.last,
+                hourly: k.hourly,
+                daily: k.daily,
+                weekly: k.weekly,
+                monthly: k.monthly,
+                yearly: k.yearly,
+                within: k.within.as_ref().map(|w| w.get_ref().clone()),
+                tags: k.tags.clone(),
+            };
+            let targets: Vec<Option<RepoTarget>> =
+                if repositories.is_empty() { vec![None] } else { repositories.into_iter().map(Some).collect() };
+            for repository in targets {
+                steps.push(JobCommand::Forget {
+                    service: name.clone(),
+                    repository,
+                    keep: keep.clone(),
+                    prune: snap.prune.unwrap_or(true),
+                });
             }
         }
         jobs.push(Job {
@@ -126,56 +258,47 @@ pub fn jobs(config: &Config) -> Vec<Job> {
         });
     }
     for (name, r) in &config.replications {
-        let mut args = vec!["copy".to_string()];
-        args.extend(repo_args(config, r.from.get_ref(), "--repo", "--password-file"));
-        args.extend(repo_args(config, r.to.get_ref(), "--to", "--to-password-file"));
         jobs.push(Job {
             id: format!("replication:{name}"),
             kind: Kind::Replication,
             service: None,
             schedule_text: r.schedule.get_ref().clone(),
             schedule: schedule(r.schedule.get_ref()),
-            steps: vec![Step { args, json: false }],
+            steps: vec![JobCommand::Copy {
+                from: repo_target(config, r.from.get_ref()),
+                to: repo_target(config, r.to.get_ref()),
+            }],
         });
     }
     for (name, c) in &config.checks {
-        let mut args = vec!["check".to_string()];
-        args.extend(repo_args(config, c.repository.get_ref(), "--repo", "--password-file"));
-        if c.read_data {
-            args.push("--read-data".into());
-        } else if let Some(s) = &c.read_data_subset {
-            args.extend(["--read-data-subset".to_string(), s.get_ref().clone()]);
-        }
         jobs.push(Job {
             id: format!("check:{name}"),
             kind: Kind::Check,
             service: None,
             schedule_text: c.schedule.get_ref().clone(),
             schedule: schedule(c.schedule.get_ref()),
-            steps: vec![Step { args, json: false }],
+            steps: vec![JobCommand::Check {
+                repository: repo_target(config, c.repository.get_ref()),
+                read_data: c.read_data,
+                read_data_subset: c.read_data_subset.as_ref().map(|s| s.get_ref().clone()),
+            }],
         });
     }
     for (name, d) in &config.drills {
         let service = d.service.get_ref().clone();
-        let mut args = vec!["drill".to_string(), service.clone(), "--format".into(), "json".into()];
-        if let Some(r) = &d.repository {
-            args.extend(repo_args(config, r.get_ref(), "--repo", "--password-file"));
-        }
-        if let Some(h) = &d.http {
-            args.extend(["--http".to_string(), h.get_ref().clone()]);
-        } else if let Some(c) = &d.command {
-            args.extend(["--command".to_string(), c.clone()]);
-        }
-        if let Some(t) = &d.timeout {
-            args.extend(["--timeout".to_string(), t.get_ref().clone()]);
-        }
         jobs.push(Job {
             id: format!("drill:{name}"),
             kind: Kind::Drill,
-            service: Some(service),
+            service: Some(service.clone()),
             schedule_text: d.schedule.get_ref().clone(),
             schedule: schedule(d.schedule.get_ref()),
-            steps: vec![Step { args, json: true }],
+            steps: vec![JobCommand::Drill {
+                service,
+                repository: d.repository.as_ref().map(|r| repo_target(config, r.get_ref())),
+                http: d.http.as_ref().map(|h| h.get_ref().clone()),
+                command: d.command.clone(),
+                timeout: d.timeout.as_ref().map(|t| t.get_ref().clone()),
+            }],
         });
     }
     jobs
@@ -202,9 +325,10 @@ pub struct Runner {
 }
 
 impl Runner {
-    fn command(&self, args: &[String]) -> Command {
+    /// `lifeboat --root R --run-root S ARGS…` for a step.
+    pub fn command(&self, step: &JobCommand) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--root").arg(&self.root).arg("--run-root").arg(&self.run_root).args(args);
+        cmd.arg("--root").arg(&self.root).arg("--run-root").arg(&self.run_root).args(step.argv());
         cmd.env("LIFEBOAT_RETRY_LOCK", format!("{}s", self.retry_lock.as_secs()));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Its own process group: the agent decides when its steps are stopped.
@@ -218,7 +342,7 @@ impl Runner {
         let mut outcome = Outcome::default();
         for step in &job.steps {
             let started = Instant::now();
-            let child = match self.command(&step.args).spawn() {
+            let child = match self.command(step).spawn() {
                 Ok(c) => c,
                 Err(e) => {
                     outcome.error = Some(format!("cannot start {}: {e}", self.exe.display()));
@@ -231,16 +355,24 @@ impl Runner {
             let output = match output {
                 Ok(o) => o,
                 Err(e) => {
-                    outcome.error = Some(format!("lost the {} step: {e}", step.args[0]));
+                    outcome.error = Some(format!("lost the {} step: {e}", step.name()));
                     return outcome;
                 }
             };
-            tracing::debug!(job = job.id.as_str(), step = step.args[0].as_str(), ms = started.elapsed().as_millis() as u64, status = %output.status, "step finished");
+            tracing::debug!(job = job.id.as_str(), step = step.name(), ms = started.elapsed().as_millis() as u64, status = %output.status, "step finished");
             let stdout = String::from_utf8_lossy(&output.stdout);
-            if step.json
-                && let Ok(v) = serde_json::from_str::<Value>(&stdout)
+            if step.reports() && output.status.success() {
+                match JobReport::parse(&stdout) {
+                    Ok(report) => absorb(&mut outcome, &report),
+                    Err(e) => {
+                        outcome.error = Some(format!("{}: {e}", step.name()));
+                        return outcome;
+                    }
+                }
+            } else if step.reports()
+                && let Ok(report) = JobReport::parse(&stdout)
             {
-                absorb(&mut outcome, &v);
+                absorb(&mut outcome, &report);
             }
             if !output.status.success() {
                 let stderr = String::from_utf8_lossy(&output.stderr);
@@ -251,11 +383,11 @@ impl Runner {
                     None => "killed by a signal".to_string(),
                 };
                 outcome.error = Some(if outcome.error.is_none() && !detail.is_empty() {
-                    format!("{} failed ({how}): {detail}", step.args[0])
+                    format!("{} failed ({how}): {detail}", step.name())
                 } else {
                     format!(
                         "{} failed ({how}){}",
-                        step.args[0],
+                        step.name(),
                         outcome.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
                     )
                 });
@@ -266,28 +398,23 @@ impl Runner {
     }
 }
 
-/// Takes what a step's JSON output says about the run.
-fn absorb(outcome: &mut Outcome, v: &Value) {
-    let items: Vec<&Value> = match v {
-        Value::Array(a) => a.iter().collect(),
-        other => vec![other],
-    };
-    for item in items {
-        if let Some(stats) = item.get("stats") {
-            let added = stats.get("added_bytes").and_then(Value::as_u64).unwrap_or(0);
-            outcome.bytes_added = Some(outcome.bytes_added.unwrap_or(0) + added);
-            let frozen = stats.get("frozen_ms").and_then(Value::as_u64).unwrap_or(0);
-            outcome.frozen_ms = Some(outcome.frozen_ms.unwrap_or(0).max(frozen));
+/// Takes what a step's report says about the run.
+fn absorb(outcome: &mut Outcome, report: &JobReport) {
+    match &report.body {
+        JobBody::Snapshots(list) => {
+            for s in list {
+                outcome.bytes_added = Some(outcome.bytes_added.unwrap_or(0) + s.stats.added_bytes);
+                outcome.frozen_ms = Some(outcome.frozen_ms.unwrap_or(0).max(s.stats.frozen_ms));
+                outcome.snapshots.push(s.id.clone());
+            }
         }
-        if let Some(id) = item.get("id").and_then(Value::as_str) {
-            outcome.snapshots.push(id.to_string());
-        }
-        if let Some(ms) = item.get("time_to_healthy_ms").and_then(Value::as_u64) {
-            outcome.time_to_healthy_ms = Some(ms);
-        }
-        if item.get("healthy") == Some(&Value::Bool(false)) {
-            let why = item.get("error").and_then(Value::as_str).unwrap_or("not healthy");
-            outcome.error = Some(format!("the restored service was not healthy: {why}"));
+        JobBody::Drill(d) => {
+            outcome.snapshots.push(d.snapshot.clone());
+            outcome.time_to_healthy_ms = d.time_to_healthy_ms;
+            if !d.healthy {
+                let why = d.error.as_deref().unwrap_or("not healthy");
+                outcome.error = Some(format!("the restored service was not healthy: {why}"));
+            }
         }
     }
 }
@@ -329,11 +456,11 @@ http = "http://localhost:80/"
         let jobs = jobs(&config);
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, ["snapshot:web", "replication:offsite", "drill:web"]);
-        let words = |s: &Step| s.args.join(" ");
+        let words = |s: &JobCommand| s.argv().join(" ");
         let snap = &jobs[0];
         assert_eq!(
             words(&snap.steps[0]),
-            "snapshot web --format json --repo /srv/repo --password-file /etc/lifeboat/local.pass \
+            "snapshot web --format job --repo /srv/repo --password-file /etc/lifeboat/local.pass \
              --repo s3://b/p?endpoint=http://127.0.0.1:9000 --password-file /etc/lifeboat/off.pass --exec-before dump"
         );
         assert_eq!(snap.steps.len(), 3, "one forget per repository");
@@ -346,21 +473,57 @@ http = "http://localhost:80/"
             "copy --repo /srv/repo --password-file /etc/lifeboat/local.pass \
              --to s3://b/p?endpoint=http://127.0.0.1:9000 --to-password-file /etc/lifeboat/off.pass"
         );
-        assert_eq!(words(&jobs[2].steps[0]), "drill web --format json --http http://localhost:80/");
+        assert_eq!(words(&jobs[2].steps[0]), "drill web --format job --http http://localhost:80/");
     }
 
+    /// What the command line prints for a snapshot and a drill, read back by the agent: the
+    /// fields its metrics use are there, by the same definitions on both ends.
     #[test]
-    fn json_outputs_fill_the_outcome() {
+    fn job_reports_fill_the_outcome() {
+        use crate::ops::backup::SnapshotReport;
+        use crate::repo::snapshot::SnapshotStats;
+        let snap = |id: &str, added_bytes, frozen_ms| SnapshotReport {
+            repository: "/srv/repo".into(),
+            id: id.into(),
+            service: "web".into(),
+            time: "2026-12-01T00:00:00Z".into(),
+            stats: SnapshotStats { added_bytes, frozen_ms, ..Default::default() },
+            image: None,
+            pushed: None,
+        };
+        let printed = serde_json::to_string_pretty(&JobReport::new(JobBody::Snapshots(vec![
+            snap("aa", 10, 5),
+            snap("bb", 7, 9),
+        ])))
+        .unwrap();
+        // The fields the metrics read, by name, as a script would see them.
+        let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(v["version"], crate::report::VERSION);
+        assert_eq!(v["snapshots"][1]["stats"]["added_bytes"], 7);
+        assert_eq!(v["snapshots"][1]["stats"]["frozen_ms"], 9);
         let mut o = Outcome::default();
-        absorb(
-            &mut o,
-            &serde_json::json!([
-                {"id": "aa", "stats": {"added_bytes": 10, "frozen_ms": 5}},
-                {"id": "bb", "stats": {"added_bytes": 7, "frozen_ms": 9}}
-            ]),
+        absorb(&mut o, &JobReport::parse(&printed).unwrap());
+        assert_eq!(
+            (o.bytes_added, o.frozen_ms, o.snapshots.clone()),
+            (Some(17), Some(9), vec!["aa".into(), "bb".into()])
         );
-        assert_eq!((o.bytes_added, o.frozen_ms, o.snapshots.len()), (Some(17), Some(9), 2));
-        absorb(&mut o, &serde_json::json!({"healthy": false, "error": "GET / answered 500"}));
+        let drill = crate::snapshot::DrillReport {
+            snapshot: "cc".into(),
+            service: "web".into(),
+            healthy: false,
+            restore_ms: 1200,
+            time_to_healthy_ms: None,
+            error: Some("GET / answered 500".into()),
+        };
+        let printed = serde_json::to_string(&JobReport::new(JobBody::Drill(drill))).unwrap();
+        absorb(&mut o, &JobReport::parse(&printed).unwrap());
         assert!(o.error.unwrap().contains("500"));
+        assert_eq!(o.snapshots.last().unwrap(), "cc");
+        // Another version, or no report at all, is refused rather than misread.
+        assert!(
+            JobReport::parse(&printed.replace("\"version\":1", "\"version\":2")).unwrap_err().contains("version 2")
+        );
+        assert!(JobReport::parse("{\"snapshots\": []}").is_err());
+        assert!(JobReport::parse("not json").is_err());
     }
 }

@@ -210,8 +210,8 @@ pub fn running_agent(dir: &Path) -> Option<i32> {
 impl Agent {
     /// Services whose restart policy asks for it come back when the agent starts (at boot).
     fn bring_back_services(&self) {
-        let args = vec!["start".to_string(), "--restartable".to_string()];
-        match self.runner_command(&args) {
+        let step = jobs::JobCommand::StartRestartable;
+        match self.runner.command(&step).stdout(std::process::Stdio::piped()).output() {
             Ok(out) if out.status.success() => {
                 for name in String::from_utf8_lossy(&out.stdout).lines() {
                     tracing::info!(service = name, "service brought back");
@@ -223,17 +223,6 @@ impl Agent {
             ),
             Err(e) => tracing::error!(error = %e, "cannot bring services back"),
         }
-    }
-
-    fn runner_command(&self, args: &[String]) -> std::io::Result<std::process::Output> {
-        std::process::Command::new(&self.runner.exe)
-            .arg("--root")
-            .arg(&self.runner.root)
-            .arg("--run-root")
-            .arg(&self.runner.run_root)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
     }
 
     fn delay(&self) -> Duration {
@@ -360,9 +349,11 @@ impl Agent {
         if kind == Some(Kind::Snapshot) && outcome.error.is_some() {
             // A step killed while the service was frozen must not leave it frozen.
             if let Some(service) = self.schedule.get(id).and_then(|s| s.job.service.clone()) {
-                let paths =
-                    crate::runtime::Paths { root: self.opts.root.clone(), run_root: self.opts.run_root.clone() };
-                if let Err(e) = crate::snapshot::thaw_abandoned(&paths, &service) {
+                let host = crate::runtime::Host::new(crate::runtime::Paths {
+                    root: self.opts.root.clone(),
+                    run_root: self.opts.run_root.clone(),
+                });
+                if let Err(e) = crate::snapshot::thaw_abandoned(&host, &service) {
                     tracing::error!(service = service.as_str(), error = %e, "cannot check whether the service was left frozen");
                 }
             }

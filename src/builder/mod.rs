@@ -21,7 +21,7 @@ use crate::image::layer::{self, Compression, TreeMode};
 use crate::image::spec::{Descriptor, History, ImageConfig, Platform, RootFs};
 use crate::image::{Digest, Image, Reference, Store};
 use crate::runtime::container::{Containers, NetworkMode, RestartPolicy, RunConfig};
-use crate::runtime::{self, Paths};
+use crate::runtime::{self, Host};
 use dockerfile::{Command, Instruction, Vars};
 
 pub struct BuildOptions {
@@ -84,8 +84,8 @@ fn key_of(parts: &[&str]) -> String {
 }
 
 struct Builder<'a> {
-    paths: &'a Paths,
-    store: Store,
+    host: &'a Host,
+    store: &'a Store,
     opts: &'a BuildOptions,
     escape: char,
     cache_dir: PathBuf,
@@ -100,7 +100,10 @@ struct Builder<'a> {
 }
 
 /// Builds an image from a Dockerfile; `out` receives the build's output lines.
-pub fn build(paths: &Paths, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> anyhow::Result<Built> {
+pub fn build(host: &Host, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> anyhow::Result<Built> {
+    if !opts.context.is_dir() {
+        bail!(crate::error::UsageError(format!("the build context {} is not a directory", opts.context.display())));
+    }
     let path = match &opts.dockerfile {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => std::env::current_dir()?.join(p),
@@ -111,11 +114,11 @@ pub fn build(paths: &Paths, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> a
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let df = dockerfile::parse(&text)?;
-    let store = Store::open(&paths.root)?;
-    let cache_dir = paths.root.join("build-cache");
+    let store = host.store()?;
+    let cache_dir = host.paths().root.join("build-cache");
     crate::fsutil::private_dir(&cache_dir)?;
     let mut b = Builder {
-        paths,
+        host,
         store,
         opts,
         escape: df.escape,
@@ -143,7 +146,7 @@ pub fn build(paths: &Paths, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> a
             }
         }
         if found.is_none() {
-            bail!(crate::cli::UsageError(format!("no stage named {t:?} in the Dockerfile")));
+            bail!(crate::error::UsageError(format!("no stage named {t:?} in the Dockerfile")));
         }
     }
     let todo = &df.instructions[..last];
@@ -384,7 +387,7 @@ impl Builder<'_> {
             Some(e) => e.created.clone(),
             None => {
                 *missed = true;
-                let created = crate::image::now_rfc3339();
+                let created = crate::sys::now_rfc3339();
                 self.cache_put(&key, &CacheEntry { created: created.clone(), layer: None })?;
                 created
             }
@@ -421,7 +424,7 @@ impl Builder<'_> {
             None => {
                 *missed = true;
                 let made = make(self)?;
-                let created = crate::image::now_rfc3339();
+                let created = crate::sys::now_rfc3339();
                 let layer = match made {
                     Some((dir, mode)) => {
                         let mut txn = self.store.begin()?;
@@ -510,7 +513,7 @@ impl Builder<'_> {
     fn base_image(&mut self, name: &str) -> anyhow::Result<Image> {
         let image = self.find_or_pull(name)?;
         // Steps look into the layers (WORKDIR, --chown) and RUN mounts them.
-        crate::runtime::ensure_layers(&self.store, &image)?;
+        crate::runtime::ensure_layers(self.store, &image)?;
         Ok(image)
     }
 
@@ -521,7 +524,7 @@ impl Builder<'_> {
                 let r = Reference::parse(name)?;
                 (self.out)(&format!(" ---> pulling {}", r.familiar()));
                 let (image, _) = crate::registry::pull(
-                    &self.store,
+                    self.store,
                     &r,
                     &Platform::host(),
                     &crate::registry::client::Options::default(),
@@ -581,7 +584,7 @@ impl Builder<'_> {
         env: Vec<String>,
         network: NetworkMode,
     ) -> anyhow::Result<TempDir> {
-        let containers = Containers::open(&self.paths.root)?;
+        let containers = Containers::open(&self.host.paths().root)?;
         let id = crate::runtime::container::new_id();
         let config = RunConfig {
             id: id.clone(),
@@ -589,7 +592,7 @@ impl Builder<'_> {
             image: "(build)".into(),
             image_id: stage.base_id.clone(),
             layers: stage.config.rootfs.diff_ids.clone(),
-            created: crate::image::now_rfc3339(),
+            created: crate::sys::now_rfc3339(),
             args,
             env,
             working_dir: stage.config.config.working_dir.clone().unwrap_or_else(|| "/".into()),
@@ -613,9 +616,9 @@ impl Builder<'_> {
         std::fs::create_dir_all(containers.dir(&id))?;
         containers.write_config(&config)?;
         let result = (|| -> anyhow::Result<TempDir> {
-            let started = runtime::start(self.paths, &id)?;
+            let started = runtime::start(self.host, &id)?;
             let out = &mut self.out;
-            let code = runtime::wait_attached(self.paths, &config, started, &mut |l| {
+            let code = runtime::wait_attached(self.host, &config, started, &mut |l| {
                 for line in l.log.lines() {
                     out(&format!("  {line}"));
                 }
@@ -647,7 +650,7 @@ impl Builder<'_> {
             std::fs::rename(&upper, keep.path()).context("cannot move the build container's changes aside")?;
             Ok(keep)
         })();
-        if let Err(e) = runtime::remove(self.paths, &id, true) {
+        if let Err(e) = runtime::remove(self.host, &id, true) {
             tracing::warn!(container = id.as_str(), error = %e, "cannot remove the build container");
         }
         result
@@ -859,18 +862,13 @@ impl Builder<'_> {
             Some(s) => (s.config.rootfs.diff_ids.clone(), s.key.clone()),
             None => {
                 let image = self.base_image(from)?;
-                crate::runtime::ensure_layers(&self.store, &image)?;
+                crate::runtime::ensure_layers(self.store, &image)?;
                 (image.config.rootfs.diff_ids.clone(), image.manifest_digest.to_string())
             }
         };
-        let lowers: Vec<PathBuf> = diff_ids.iter().map(|d| self.store.layer_diff_dir(d)).collect();
         let work = self.store.temp_path("from");
         std::fs::create_dir_all(work.path())?;
-        // Read from, never written: unmounting it need not sync.
-        let plan = crate::runtime::rootfs::OverlayPlan {
-            volatile: true,
-            ..crate::runtime::rootfs::plan(work.path(), &lowers)
-        };
+        let plan = crate::runtime::rootfs::OverlayPlan::for_reading(self.store, work.path(), &diff_ids);
         crate::runtime::rootfs::mount(&plan).context("cannot mount the source stage")?;
         let root = plan.target.clone();
         Ok((root.clone(), Some(MountGuard { target: root, _work: work }), key))
@@ -908,7 +906,7 @@ impl Builder<'_> {
         let manifest = txn.put_image(&stage.config, stage.layers.clone())?;
         txn.commit(&[(manifest.clone(), self.opts.tags.clone())])?;
         let image = self.store.image_by_manifest(&manifest.digest)?;
-        crate::runtime::ensure_layers(&self.store, &image)?;
+        crate::runtime::ensure_layers(self.store, &image)?;
         Ok(image)
     }
 }

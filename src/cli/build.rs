@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Context, UsageError};
-use crate::image::Reference;
-use crate::runtime::container::NetworkMode;
+use lifeboat::image::Reference;
+use lifeboat::runtime::container::NetworkMode;
 
 pub const BUILD_EXAMPLES: &str = "\
 Examples:
@@ -47,9 +47,6 @@ pub struct BuildArgs {
 }
 
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
-    if !a.context.is_dir() {
-        return Err(UsageError(format!("the build context {} is not a directory", a.context.display())).into());
-    }
     let tags = a.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let mut build_args = HashMap::new();
     for arg in &a.build_args {
@@ -63,7 +60,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
         "none" => NetworkMode::None,
         other => return Err(UsageError(format!("--network {other}: builds use host or none")).into()),
     };
-    let opts = crate::builder::BuildOptions {
+    let opts = lifeboat::builder::BuildOptions {
         context: a.context.clone(),
         dockerfile: a.file.clone(),
         tags,
@@ -73,7 +70,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<i32> {
         target: a.target.clone(),
     };
     let quiet = a.quiet;
-    let built = crate::builder::build(&ctx.paths(), &opts, &mut |line| {
+    let built = lifeboat::builder::build(ctx.host(), &opts, &mut |line| {
         if !quiet {
             println!("{line}");
         }

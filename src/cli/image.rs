@@ -1,21 +1,19 @@
 //! Image commands: import, images, tag, rmi, history, inspect, save, load, image prune/unpack.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::json;
 
-use super::output::{OutputFormat, ago, human_size, print_table, truncate};
+use super::output::{OutputFormat, ago, human_size, print_table, sorted_json, truncate};
 use super::{Context, UsageError};
-use crate::fsutil::{self, TempPath};
-use crate::image::archive::{self, ArchiveFormat, SaveItem};
-use crate::image::import::{ImportOptions, ImportSource};
-use crate::image::layer::{self, ApplyOptions, Compression, WhiteoutMode};
-use crate::image::{Image, Reference, Store, StoreError};
+use lifeboat::image::Reference;
+use lifeboat::image::archive::ArchiveFormat;
+use lifeboat::image::import::{ImportOptions, ImportSource};
+use lifeboat::image::layer::Compression;
+use lifeboat::ops::images;
 
 pub const IMPORT_EXAMPLES: &str = "\
 Examples:
@@ -229,136 +227,71 @@ pub fn image_command(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<i32> {
 pub fn import(ctx: &Context, a: ImportArgs) -> anyhow::Result<i32> {
     let name = a.name.as_deref().map(Reference::parse).transpose()?;
     let source = ImportSource::from_arg(&a.source);
-    let store = ctx.store()?;
     let opts = ImportOptions { changes: a.changes, message: a.message, compression: a.compression };
-    let image = crate::image::import::import(&store, &source, name.as_ref(), &opts)
+    let image = lifeboat::image::import::import(ctx.store()?, &source, name.as_ref(), &opts)
         .with_context(|| format!("cannot import {}", a.source))?;
     println!("{}", image.id());
     Ok(0)
 }
 
 pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let filter = a.repository.as_deref().map(Reference::parse_without_default).transpose()?;
-    let mut rows = Vec::new();
-    let mut json_rows = Vec::new();
-    let mut seen_ids = HashSet::new();
-    for image in store.images()? {
-        let size = store.image_size(&image);
-        let names: Vec<Option<&Reference>> =
-            if image.names.is_empty() { vec![None] } else { image.names.iter().map(Some).collect() };
-        for name in names {
-            if let Some(f) = &filter {
-                let Some(n) = name else { continue };
-                if !f.same_repository(n) || f.tag().is_some_and(|t| Some(t) != n.tag()) {
-                    continue;
-                }
-            }
-            let repo = name.map_or("<none>".to_string(), |n| n.familiar_name());
-            let tag = name.and_then(|n| n.tag()).unwrap_or("<none>").to_string();
-            let id = if a.no_trunc { image.id().to_string() } else { image.id().short() };
-            if a.quiet {
-                if seen_ids.insert(id.clone()) {
-                    rows.push(vec![id]);
-                }
-                continue;
-            }
-            json_rows.push(json!({
-                "Repository": repo, "Tag": tag, "ID": image.id().to_string(),
-                "Digest": image.manifest_digest.to_string(), "Created": image.config.created,
-                "CreatedSince": ago(image.config.created.as_deref()), "Size": size,
-            }));
-            let mut row = vec![repo, tag];
-            if a.digests {
-                row.push(image.manifest_digest.to_string());
-            }
-            row.extend([id, ago(image.config.created.as_deref()), human_size(size)]);
-            rows.push(row);
-        }
-    }
+    let rows = images::list(ctx.host(), a.repository.as_deref())?;
+    let short = |id: &str| if a.no_trunc { id.to_string() } else { id.trim_start_matches("sha256:")[..12].to_string() };
     if a.quiet {
-        for r in rows {
-            println!("{}", r[0]);
+        let mut seen = HashSet::new();
+        for r in &rows {
+            if seen.insert(r.id.clone()) {
+                println!("{}", short(&r.id));
+            }
         }
     } else if a.format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&json_rows)?);
+        println!("{}", sorted_json(&rows)?);
     } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let mut row = vec![r.repository.clone(), r.tag.clone()];
+                if a.digests {
+                    row.push(r.digest.clone());
+                }
+                row.extend([short(&r.id), r.created_since.clone(), human_size(r.size)]);
+                row
+            })
+            .collect();
         let mut headers = vec!["REPOSITORY", "TAG"];
         if a.digests {
             headers.push("DIGEST");
         }
         headers.extend(["IMAGE ID", "CREATED", "SIZE"]);
-        print_table(&headers, &rows);
+        print_table(&headers, &table);
     }
     Ok(0)
 }
 
 pub fn tag(ctx: &Context, a: TagArgs) -> anyhow::Result<i32> {
-    let target = Reference::parse(&a.target)?;
-    if target.digest().is_some() {
-        return Err(UsageError(format!("cannot tag with a digest reference {:?}", a.target)).into());
-    }
-    let store = ctx.store()?;
-    let image = store.find(&a.source)?;
-    store.tag(&image, &target)?;
+    images::tag(ctx.host(), &a.source, &a.target)?;
     Ok(0)
 }
 
 pub fn rmi(ctx: &Context, a: RmiArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
     let mut failed = None;
     for what in &a.images {
-        if let Err(e) = remove_one(ctx, &store, what, a.force) {
-            eprintln!("lifeboat: {}", crate::error::describe(&e));
-            failed = Some(crate::error::exit_code(&e));
+        match images::remove(ctx.host(), what, a.force) {
+            Ok(removed) => {
+                for n in &removed.untagged {
+                    println!("Untagged: {n}");
+                }
+                if let Some(id) = &removed.deleted {
+                    println!("Deleted: {id}");
+                }
+            }
+            Err(e) => {
+                eprintln!("lifeboat: {}", lifeboat::error::describe(&e));
+                failed = Some(lifeboat::error::exit_code(&e));
+            }
         }
     }
     Ok(failed.unwrap_or(0))
-}
-
-fn remove_one(ctx: &Context, store: &Store, what: &str, force: bool) -> anyhow::Result<()> {
-    let image = store.find(what)?;
-    let containers = crate::runtime::Containers::open(&ctx.root)?;
-    let users: Vec<String> = containers
-        .ids()?
-        .into_iter()
-        .filter_map(|id| containers.config(&id).ok())
-        .filter(|c| c.image_id == *image.id())
-        .map(|c| c.name)
-        .collect();
-    let last_name = image.names.len() <= 1 || Reference::parse(what).is_err();
-    if !users.is_empty() && last_name && !force {
-        return Err(StoreError::Conflict(format!(
-            "image {} is used by container(s) {}; remove them first, or use -f",
-            image.id().short(),
-            users.join(", ")
-        ))
-        .into());
-    }
-    // By name: drop that name; the image goes when its last name does.
-    let by_name = Reference::parse(what).ok().filter(|r| image.names.contains(r));
-    let to_untag: Vec<Reference> = match by_name {
-        Some(r) => vec![r],
-        None if image.names.len() > 1 && !force => {
-            return Err(StoreError::Conflict(format!(
-                "image {} is referenced by several names ({}); remove them by name or use -f",
-                image.id().short(),
-                image.names.iter().map(Reference::familiar).collect::<Vec<_>>().join(", ")
-            ))
-            .into());
-        }
-        None => image.names.clone(),
-    };
-    let mut orphan = image.names.is_empty();
-    for r in &to_untag {
-        println!("Untagged: {}", r.familiar());
-        orphan = store.untag(r)?.is_some();
-    }
-    if orphan {
-        store.remove_image(&image.manifest_digest, &crate::runtime::layers_in_use(&ctx.root)?)?;
-        println!("Deleted: {}", image.id());
-    }
-    Ok(())
 }
 
 pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
@@ -372,175 +305,96 @@ pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let store = ctx.store()?;
-    let containers = crate::runtime::Containers::open(&ctx.root)?;
-    let used_images: HashSet<crate::image::Digest> =
-        containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).map(|c| c.image_id).collect();
-    if a.all {
-        for image in store.images()?.into_iter().filter(|i| !used_images.contains(i.id())) {
-            for name in &image.names {
-                store.untag(name)?;
-                println!("Untagged: {}", name.familiar());
-            }
-        }
+    let p = images::prune(ctx.host(), a.all)?;
+    for n in &p.untagged {
+        println!("Untagged: {n}");
     }
-    let used_manifests: HashSet<crate::image::Digest> =
-        store.images()?.into_iter().filter(|i| used_images.contains(i.id())).map(|i| i.manifest_digest).collect();
-    let stats = store.prune(&used_manifests, &crate::runtime::layers_in_use(&ctx.root)?)?;
     println!(
         "Removed {} images, {} blobs, {} layers, {} leftovers; reclaimed {}",
-        stats.images,
-        stats.blobs,
-        stats.layers,
-        stats.temp,
-        human_size(stats.bytes)
+        p.images,
+        p.blobs,
+        p.layers,
+        p.temp,
+        human_size(p.bytes)
     );
     Ok(0)
 }
 
 pub fn history(ctx: &Context, a: HistoryArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let image = store.find(&a.image)?;
-    let mut layers = image.config.rootfs.diff_ids.iter();
-    let mut entries = Vec::new();
-    for h in &image.config.history {
-        let size =
-            if h.empty_layer { 0 } else { layers.next().and_then(|d| store.layer_meta(d)).map_or(0, |m| m.size) };
-        entries.push((h, size));
-    }
-    entries.reverse();
-    let mut rows = Vec::new();
-    let mut json_rows = Vec::new();
-    for (i, (h, size)) in entries.iter().enumerate() {
-        let id = if i == 0 { image.id().short() } else { "<missing>".to_string() };
-        let created_by = h.created_by.clone().unwrap_or_default();
-        json_rows.push(json!({"ID": if i == 0 { image.id().to_string() } else { "<missing>".into() }, "Created": h.created, "CreatedBy": created_by, "Size": size, "Comment": h.comment}));
-        if a.quiet {
-            println!("{id}");
-            continue;
-        }
-        let shown = if a.no_trunc { created_by } else { truncate(&created_by, 45) };
-        rows.push(vec![id, ago(h.created.as_deref()), shown, human_size(*size), h.comment.clone().unwrap_or_default()]);
-    }
+    let rows = images::history(ctx.host(), &a.image)?;
+    let short = |id: &str| {
+        if id.starts_with("sha256:") { id.trim_start_matches("sha256:")[..12].to_string() } else { id.to_string() }
+    };
     if a.quiet {
+        for r in &rows {
+            println!("{}", short(&r.id));
+        }
         return Ok(0);
     }
     if a.format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&json_rows)?);
+        println!("{}", sorted_json(&rows)?);
     } else {
-        print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], &rows);
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let shown = if a.no_trunc { r.created_by.clone() } else { truncate(&r.created_by, 45) };
+                vec![
+                    short(&r.id),
+                    ago(r.created.as_deref()),
+                    shown,
+                    human_size(r.size),
+                    r.comment.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], &table);
     }
     Ok(0)
 }
 
 pub fn inspect(ctx: &Context, a: InspectArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let mut out = Vec::new();
+    let (found, missing) = images::inspect_any(ctx.host(), &a.names)?;
     let mut code = 0;
-    let containers = crate::runtime::Containers::open(&ctx.root)?;
-    for name in &a.names {
-        if let Ok(c) = containers.find(name) {
-            out.push(super::container::inspect_json(ctx, &c)?);
-            continue;
-        }
-        match store.find(name) {
-            Ok(image) => out.push(inspect_json(&store, &image)),
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                eprintln!("lifeboat: {}", crate::error::describe(&e));
-                code = crate::error::exit_code(&e);
-            }
-        }
+    for e in &missing {
+        eprintln!("lifeboat: {}", lifeboat::error::describe(e));
+        code = lifeboat::error::exit_code(e);
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    println!("{}", serde_json::to_string_pretty(&found)?);
     Ok(code)
 }
 
-fn inspect_json(store: &Store, image: &Image) -> serde_json::Value {
-    let c = &image.config;
-    json!({
-        "Id": image.id().to_string(),
-        "RepoTags": image.names.iter().filter(|n| n.tag().is_some()).map(Reference::familiar).collect::<Vec<_>>(),
-        "RepoDigests": image.names.iter().map(|n| n.with_digest(image.manifest_digest.clone()).familiar()).collect::<Vec<_>>(),
-        "Created": c.created,
-        "Author": c.author,
-        "Architecture": c.architecture,
-        "Os": c.os,
-        "Variant": c.variant,
-        "Config": c.config,
-        "Size": store.image_size(image),
-        "RootFS": {"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids},
-        "Manifest": {"Digest": image.manifest_digest, "MediaType": image.manifest.media_type,
-                     "Layers": image.manifest.layers.iter().map(|l| json!({"Digest": l.digest, "MediaType": l.media_type, "Size": l.size})).collect::<Vec<_>>()},
-        "History": c.history,
-    })
-}
-
 pub fn save(ctx: &Context, a: SaveArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let mut items = Vec::new();
-    for what in &a.images {
-        let image = store.find(what)?;
-        // Saved by name: record that name. By ID: every name the image has.
-        let names = match Reference::parse(what).ok().filter(|r| image.names.contains(r)) {
-            Some(r) => vec![r],
-            None => image.names.clone(),
-        };
-        items.push(SaveItem { image, names });
-    }
     match &a.output {
-        Some(path) => {
-            let tmp = TempPath::new(sibling_temp(path));
-            let file = File::create(tmp.path()).with_context(|| format!("cannot create {}", tmp.path().display()))?;
-            let w = archive::save(&store, &items, a.format, BufWriter::with_capacity(1 << 20, file))?;
-            let file = w
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
-            fsutil::persist(tmp.path(), path).with_context(|| format!("cannot write {}", path.display()))?;
-            tmp.keep();
-        }
+        Some(path) => images::save_to_file(ctx.host(), &a.images, a.format, path)?,
         None => {
             if io::stdout().is_terminal() {
                 return Err(
                     UsageError("refusing to write an archive to a terminal; use -o FILE or redirect".into()).into()
                 );
             }
-            let mut w = archive::save(&store, &items, a.format, BufWriter::new(io::stdout().lock()))?;
-            w.flush()?;
+            images::save_to(ctx.host(), &a.images, a.format, io::stdout().lock())?;
         }
     }
     Ok(0)
 }
 
-fn sibling_temp(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
-    path.with_file_name(format!(".{name}.tmp-{}", fsutil::random_hex(6)))
-}
-
 pub fn load(ctx: &Context, a: LoadArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
     let loaded = match &a.input {
-        Some(path) => {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            archive::load(&store, io::BufReader::with_capacity(1 << 20, file), path)?
-        }
+        Some(path) => images::load_file(ctx.host(), path)?,
         None => {
             if io::stdin().is_terminal() {
                 return Err(UsageError("no archive on standard input; use -i FILE or a pipe".into()).into());
             }
-            archive::load(&store, io::stdin().lock(), Path::new("-"))?
+            images::load_from(ctx.host(), io::stdin().lock())?
         }
     };
     if !a.quiet {
         for l in &loaded {
-            if l.names.is_empty() {
-                let image = store.image_by_manifest(&l.manifest.digest)?;
-                println!("Loaded image ID: {}", image.id());
+            if let Some(id) = &l.id {
+                println!("Loaded image ID: {id}");
             }
             for n in &l.names {
-                println!("Loaded image: {}", n.familiar());
+                println!("Loaded image: {n}");
             }
         }
     }
@@ -548,24 +402,6 @@ pub fn load(ctx: &Context, a: LoadArgs) -> anyhow::Result<i32> {
 }
 
 pub fn unpack(ctx: &Context, a: UnpackArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let image = store.find(&a.image)?;
-    if a.dir.exists() && a.dir.read_dir().with_context(|| format!("cannot read {}", a.dir.display()))?.next().is_some()
-    {
-        bail!(UsageError(format!("{} is not empty", a.dir.display())));
-    }
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None };
-    for desc in &image.manifest.layers {
-        let compression = Compression::from_media_type(&desc.media_type)
-            .ok_or_else(|| StoreError::Invalid(format!("unsupported layer media type {:?}", desc.media_type)))?;
-        let file = io::BufReader::with_capacity(1 << 20, store.open_blob(&desc.digest)?);
-        let reader: Box<dyn io::Read> = match compression {
-            Compression::None => Box::new(file),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
-        };
-        layer::apply_layer(reader, &a.dir, &opts).with_context(|| format!("cannot unpack layer {}", desc.digest))?;
-    }
+    images::unpack(ctx.host(), &a.image, &a.dir)?;
     Ok(0)
 }

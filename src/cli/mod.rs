@@ -14,12 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use output::OutputFormat;
-
-/// A command line that parsed but makes no sense (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use lifeboat::error::UsageError;
 
 const ABOUT: &str = "Run services in containers, snapshot them, and bring them back anywhere.";
 
@@ -236,22 +231,18 @@ pub enum Command {
 /// of every container start. None for any other command line.
 pub fn shim_entry() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let [root_flag, root, run_root_flag, run_root, shim, id] = args.as_slice() else { return None };
-    if root_flag != "--root" || run_root_flag != "--run-root" || shim != "shim" {
-        return None;
-    }
-    let id = id.to_str()?.to_string();
+    let (paths, id) = lifeboat::runtime::reexec::parse_shim_args(&args)?;
     let level = std::env::var("LIFEBOAT_LOG_LEVEL")
         .ok()
         .and_then(|l| LogLevel::from_str(&l, true).ok())
         .unwrap_or(LogLevel::Warn);
     init_logging(level, LogFormat::Text);
-    let ctx = Context { root: root.into(), run_root: run_root.into() };
+    let ctx = Context::new(paths.root, paths.run_root);
     Some(match container::shim(&ctx, container::ShimArgs { id }) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lifeboat: {}", crate::error::describe(&err));
-            crate::error::exit_code(&err)
+            eprintln!("lifeboat: {}", lifeboat::error::describe(&err));
+            lifeboat::error::exit_code(&err)
         }
     })
 }
@@ -281,7 +272,7 @@ impl Cli {
 
     /// Runs the command; returns the exit code on success paths that are not 0 (none yet).
     pub fn run(self) -> anyhow::Result<i32> {
-        let ctx = Context { root: self.root, run_root: self.run_root };
+        let ctx = Context::new(self.root, self.run_root);
         match self.command {
             Command::Run(a) => container::run(&ctx, *a),
             Command::Ps(a) => container::ps(&ctx, a),
@@ -337,14 +328,25 @@ impl Cli {
     }
 }
 
-/// What every command needs to find its data.
+/// What every command needs to find its data: the host's state, opened once.
 pub struct Context {
     pub root: PathBuf,
     pub run_root: PathBuf,
+    host: lifeboat::runtime::Host,
 }
 
 impl Context {
-    pub fn store(&self) -> anyhow::Result<crate::image::Store> {
-        Ok(crate::image::Store::open(&self.root)?)
+    pub fn new(root: PathBuf, run_root: PathBuf) -> Context {
+        let host =
+            lifeboat::runtime::Host::new(lifeboat::runtime::Paths { root: root.clone(), run_root: run_root.clone() });
+        Context { root, run_root, host }
+    }
+
+    pub fn host(&self) -> &lifeboat::runtime::Host {
+        &self.host
+    }
+
+    pub fn store(&self) -> anyhow::Result<&lifeboat::image::Store> {
+        Ok(self.host.store()?)
     }
 }

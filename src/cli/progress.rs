@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::output::human_size;
-use crate::image::Digest;
-use crate::registry::{BlobEvent, Progress};
+use lifeboat::image::Digest;
+use lifeboat::registry::{BlobEvent, Progress};
 
 pub enum Transfers {
     Quiet,

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::output::{OutputFormat, human_size};
 use super::{Context, UsageError};
-use crate::image::Reference;
-use crate::image::spec::Platform;
-use crate::registry::{self, auth};
+use lifeboat::image::Reference;
+use lifeboat::image::spec::Platform;
+use lifeboat::registry::{self, auth};
 
 pub const REGISTRY_EXAMPLES: &str = "\
 Examples:
@@ -47,29 +47,9 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The transport for `host`: these flags, or the configuration's `[registries."HOST"]`
-    /// settings where a flag was not given. A configuration that cannot be read is reported
-    /// and left out (a pull does not depend on it).
+    /// The transport for `host` (these flags over the configuration's settings).
     pub fn options(&self, host: &str) -> anyhow::Result<registry::client::Options> {
-        let path = std::env::var_os("LIFEBOAT_CONFIG")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| crate::config::DEFAULT_PATH.into());
-        let configured = if path.exists() {
-            match crate::config::Config::load(&path) {
-                Ok(config) => config.registries.get(host).map(|r| (r.plain_http, r.tls_verify)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the configuration's [registries] settings are not used");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let (plain, verify) = configured.unwrap_or((false, None));
-        Ok(registry::client::Options {
-            tls_verify: self.tls_verify.or(verify).unwrap_or(true),
-            plain_http: self.plain_http || plain,
-        })
+        Ok(lifeboat::ops::registries::transport(host, self.tls_verify, self.plain_http))
     }
 }
 
@@ -150,7 +130,7 @@ pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
         eprintln!("pulling {}", reference.familiar());
     }
     let (image, t) = registry::pull(
-        &store,
+        store,
         &reference,
         &platform,
         &a.tls.options(reference.domain())?,
@@ -198,7 +178,7 @@ pub fn push(ctx: &Context, a: PushArgs) -> anyhow::Result<i32> {
         eprintln!("pushing {} to {}", a.image, dest.familiar());
     }
     let tls = a.tls.options(dest.domain())?;
-    let t = registry::push(&store, &image, &dest, &tls, &super::progress::Transfers::new(quiet))?;
+    let t = registry::push(store, &image, &dest, &tls, &super::progress::Transfers::new(quiet))?;
     if a.format == OutputFormat::Json {
         println!(
             "{}",
@@ -244,7 +224,7 @@ pub fn login(a: LoginArgs) -> anyhow::Result<i32> {
         std::io::stdin().lock().read_line(&mut line)?;
         line.trim_end_matches(['\n', '\r']).to_string()
     } else if tty {
-        String::from_utf8(super::repo::prompt("Password: ")?)?
+        String::from_utf8(lifeboat::runtime::tty::prompt("Password: ")?)?
     } else {
         return Err(
             UsageError("no password: use --password-stdin (passwords never go on the command line)".into()).into()

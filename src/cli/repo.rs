@@ -1,17 +1,17 @@
 //! Repository and snapshot commands: repo init/info/unlock, snapshot, snapshots, restore.
 
-use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::json;
 
-use super::output::{OutputFormat, human_size, print_table};
+use super::output::{OutputFormat, human_size, print_table, sorted_json};
 use super::{Context, UsageError};
-use crate::repo::{Repository, lock::Lock, snapshot};
-use crate::snapshot::{CaptureOptions, RestoreOptions};
+use lifeboat::ops::backup::{self, RepoSpec};
+use lifeboat::repo::Repository;
+use lifeboat::snapshot::{CaptureOptions, RestoreOptions};
 
 pub const REPO_EXAMPLES: &str = "\
 Examples:
@@ -156,151 +156,62 @@ pub struct RestoreArgs {
 }
 
 impl RepoArgs {
-    fn location(&self, ctx: &Context) -> (String, bool) {
-        match &self.repo {
-            Some(r) => (r.clone(), false),
-            None => (ctx.root.join("repository").display().to_string(), true),
-        }
-    }
-
-    /// The password: a file, the default repository's generated one, or a prompt.
-    fn password(&self, ctx: &Context, is_default: bool, create_default: bool) -> anyhow::Result<Vec<u8>> {
-        if let Some(f) = &self.password_file {
-            return read_password_file(f);
-        }
-        if is_default {
-            let f = ctx.root.join("repository.password");
-            if !f.exists() && create_default {
-                std::fs::create_dir_all(&ctx.root)?;
-                let pw = crate::fsutil::random_hex(32);
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&f)?;
-                std::io::Write::write_all(&mut file, pw.as_bytes())?;
-            }
-            if f.exists() {
-                return read_password_file(&f);
-            }
-        }
-        if std::io::stdin().is_terminal() {
-            return prompt("repository password: ");
-        }
-        Err(UsageError("no repository password: use --password-file or LIFEBOAT_PASSWORD_FILE".into()).into())
+    pub fn spec(&self) -> RepoSpec {
+        RepoSpec { location: self.repo.clone(), password_file: self.password_file.clone() }
     }
 
     pub fn open(&self, ctx: &Context) -> anyhow::Result<Repository> {
-        let (location, is_default) = self.location(ctx);
-        let backend = crate::backend::open(&location)?;
-        if is_default && backend.stat(crate::backend::Kind::Config, "config")?.is_none() {
-            // The embedded default repository is created on first use.
-            let password = self.password(ctx, true, true)?;
-            return Ok(Repository::init(backend, &password)?);
-        }
-        let password = self.password(ctx, is_default, false)?;
-        Ok(Repository::open(backend, &password)?)
+        self.spec().open(ctx.host(), &ask_password)
     }
 }
 
-fn read_password_file(f: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut s = String::new();
-    std::fs::File::open(f)
-        .and_then(|mut h| h.read_to_string(&mut s))
-        .with_context(|| format!("cannot read password file {}", f.display()))?;
-    let pw = s.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
-    if pw.is_empty() {
-        bail!(UsageError(format!("password file {} is empty", f.display())));
+/// The password from the person at the terminal, if there is one.
+fn ask_password() -> anyhow::Result<Option<Vec<u8>>> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
     }
-    Ok(pw)
-}
-
-pub(super) fn prompt(msg: &str) -> anyhow::Result<Vec<u8>> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let tty =
-        std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").context("cannot open the terminal")?;
-    let old = tcgetattr(&tty)?;
-    let mut quiet = old.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    eprint!("{msg}");
-    tcsetattr(&tty, SetArg::TCSANOW, &quiet)?;
-    let mut line = String::new();
-    let result = std::io::BufRead::read_line(&mut std::io::BufReader::new(&tty), &mut line);
-    tcsetattr(&tty, SetArg::TCSANOW, &old)?;
-    eprintln!();
-    result?;
-    Ok(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
+    Ok(Some(lifeboat::runtime::tty::prompt("repository password: ")?))
 }
 
 pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
     match cmd {
         RepoCommand::Init { repo } => {
-            let (location, is_default) = repo.location(ctx);
-            let password = repo.password(ctx, is_default, true)?;
-            let r = Repository::init(crate::backend::open(&location)?, &password)?;
-            println!("created repository {} at {location}", r.config.id);
+            let (id, location) = repo.spec().init(ctx.host(), &ask_password)?;
+            println!("created repository {id} at {location}");
         }
         RepoCommand::Info { repo, format } => {
-            let r = repo.open(ctx)?;
-            let snaps = snapshot::list(&r)?;
-            let packs = r.packs();
-            let mut size = 0;
-            for p in packs.keys() {
-                size += r.backend().stat(crate::backend::Kind::Pack, &hex::encode(p))?.unwrap_or(0);
-            }
-            let info = json!({"location": r.location(), "id": r.config.id, "version": r.config.version,
-                "chunker": r.config.chunker, "snapshots": snaps.len(), "blobs": r.blob_count(), "packs": packs.len(), "pack_bytes": size});
+            let info = backup::info(&repo.open(ctx)?)?;
             if format == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                println!("{}", sorted_json(&info)?);
             } else {
-                println!("repository {} at {}", r.config.id, r.location());
+                println!("repository {} at {}", info.id, info.location);
                 println!(
                     "format version {}, {} snapshots, {} blobs in {} packs, {}",
-                    r.config.version,
-                    snaps.len(),
-                    r.blob_count(),
-                    packs.len(),
-                    human_size(size)
+                    info.version,
+                    info.snapshots,
+                    info.blobs,
+                    info.packs,
+                    human_size(info.pack_bytes)
                 );
             }
         }
         RepoCommand::Stats { repo, format } => {
-            let r = repo.open(ctx)?;
-            let snaps = snapshot::list(&r)?;
-            let logical: u64 = snaps.iter().map(|(_, s)| s.stats.bytes).sum();
-            let mut used = std::collections::HashSet::new();
-            for (_, s) in &snaps {
-                let mut roots = vec![s.image.tree, s.container_layer];
-                roots.extend(s.volumes.iter().map(|v| v.tree));
-                used.extend(crate::repo::maintenance::reachable(&r, roots)?);
-            }
-            let packs = r.packs();
-            let mut raw = 0u64;
-            let mut stored = 0u64;
-            for blobs in packs.values() {
-                for (id, loc) in blobs {
-                    if used.contains(id) {
-                        raw += loc.raw as u64;
-                        stored += loc.length as u64;
-                    }
-                }
-            }
-            let ratio = if stored > 0 { logical as f64 / stored as f64 } else { 0.0 };
-            let v = json!({"snapshots": snaps.len(), "logical_bytes": logical, "unique_bytes": raw, "stored_bytes": stored,
-                "blobs": used.len(), "ratio": ratio});
+            let st = backup::stats(&repo.open(ctx)?)?;
             if format == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", sorted_json(&st)?);
             } else {
-                println!("{} snapshots of {} in total", snaps.len(), human_size(logical));
+                println!("{} snapshots of {} in total", st.snapshots, human_size(st.logical_bytes));
                 println!(
                     "unique data: {} in {} blobs, stored as {} (compressed, encrypted)",
-                    human_size(raw),
-                    used.len(),
-                    human_size(stored)
+                    human_size(st.unique_bytes),
+                    st.blobs,
+                    human_size(st.stored_bytes)
                 );
-                println!("space saving: {ratio:.1}x");
+                println!("space saving: {:.1}x", st.ratio);
             }
         }
         RepoCommand::Unlock { repo, all } => {
-            let r = repo.open(ctx)?;
-            let n = Lock::remove_stale(&r, all)?;
+            let n = backup::unlock(&repo.open(ctx)?, all)?;
             println!("removed {n} locks");
         }
     }
@@ -315,22 +226,23 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             a.repos.len()
         )));
     }
-    let targets: Vec<RepoArgs> = if a.repos.is_empty() {
-        vec![RepoArgs { repo: None, password_file: a.password_files.first().cloned() }]
+    let repositories: Vec<RepoSpec> = if a.repos.is_empty() {
+        vec![RepoSpec { location: None, password_file: a.password_files.first().cloned() }]
     } else {
         a.repos
             .iter()
             .enumerate()
-            .map(|(i, r)| RepoArgs {
-                repo: Some(r.clone()),
+            .map(|(i, r)| RepoSpec {
+                location: Some(r.clone()),
                 password_file: a.password_files.get(i).or(a.password_files.first()).cloned(),
             })
             .collect()
     };
-    let spinner = super::progress::Activity::new(a.format == OutputFormat::Json);
-    let progress: Option<crate::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
+    let json = a.format.machine();
+    let spinner = super::progress::Activity::new(json);
+    let progress: Option<lifeboat::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
         let name = a.container.clone();
-        std::sync::Arc::new(move |s: &crate::repo::tree::ArchiveStats| {
+        std::sync::Arc::new(move |s: &lifeboat::repo::tree::ArchiveStats| {
             bar.set_message(format!(
                 "snapshot {name}: {} files, {} ({} read, {} new)",
                 s.files,
@@ -338,52 +250,47 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
                 s.files_read,
                 human_size(s.new_bytes)
             ))
-        }) as crate::repo::tree::ProgressFn
+        }) as lifeboat::repo::tree::ProgressFn
     });
-    let opts = CaptureOptions {
-        tags: a.tags,
-        exec_before: a.exec_before,
-        exec_after: a.exec_after,
-        no_volumes: a.no_volumes,
-        progress,
+    let push = match &a.to {
+        Some(to) => Some((to.clone(), a.tls.options(backup::registry_target(to)?.domain())?)),
+        None => None,
     };
-    if let Some(to) = &a.to {
-        registry_target(to)?; // a bad target is refused before anything is frozen
-    }
-    let mut results = Vec::new();
-    let mut image = None;
-    let mut pushed: Option<String> = None;
-    for target in &targets {
-        let mut repo = target.open(ctx)?;
-        let (id, snap) = crate::snapshot::capture(&ctx.paths(), &mut repo, &a.container, &opts)
-            .with_context(|| format!("cannot snapshot {} into {}", a.container, repo.location()))?;
-        if image.is_none() && !a.no_image {
-            // The service is running again; the local image comes from what was stored.
-            let name = crate::snapshot::commit_local_image(&ctx.paths(), &repo, &id, &snap)
-                .with_context(|| format!("snapshot {} was saved, but the local image could not be made", &id[..12]))?;
-            image = Some(name.familiar());
-        }
-        if let Some(to) = a.to.as_deref().filter(|_| pushed.is_none()) {
-            pushed = Some(push_snapshot(ctx, &repo, &id, &snap, to, &a.tls, a.format == OutputFormat::Json)?);
-        }
-        results.push((repo.location(), id, snap));
-    }
+    let transfers = super::progress::Transfers::new(json);
+    let req = backup::SnapshotRequest {
+        service: a.container.clone(),
+        repositories,
+        capture: CaptureOptions {
+            tags: a.tags,
+            exec_before: a.exec_before,
+            exec_after: a.exec_after,
+            no_volumes: a.no_volumes,
+            progress,
+        },
+        local_image: !a.no_image,
+        push,
+        ask: &ask_password,
+        transfers: &transfers,
+    };
+    let reports = backup::take_snapshot(ctx.host(), &req)?;
     drop(spinner);
-    if a.format == OutputFormat::Json {
-        let v: Vec<_> = results
-            .iter()
-            .map(|(loc, id, snap)| json!({"repository": loc, "id": id, "service": snap.service, "time": snap.time, "stats": snap.stats, "image": image, "pushed": pushed}))
-            .collect();
-        let out = if v.len() == 1 { v[0].clone() } else { json!(v) };
+    if a.format == OutputFormat::Job {
+        let report = lifeboat::report::JobReport::new(lifeboat::report::JobBody::Snapshots(reports));
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(0);
+    }
+    if json {
+        let out = if reports.len() == 1 { serde_json::to_value(&reports[0])? } else { serde_json::to_value(&reports)? };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    for (loc, id, snap) in results {
-        let s = snap.stats;
+    for r in &reports {
+        let s = &r.stats;
         println!(
-            "snapshot {} of {} saved to {loc}: {} files, {}, {} read, {} added, frozen {} ms, {:.2} s",
-            &id[..12],
-            snap.service,
+            "snapshot {} of {} saved to {}: {} files, {}, {} read, {} added, frozen {} ms, {:.2} s",
+            &r.id[..12],
+            r.service,
+            r.repository,
             s.files,
             human_size(s.bytes),
             s.files_read,
@@ -392,77 +299,32 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             s.duration_ms as f64 / 1000.0
         );
     }
-    if let Some(name) = image {
+    if let Some(name) = reports.first().and_then(|r| r.image.as_ref()) {
         println!("local image {name} (lifeboat run {name} starts the service as it was)");
     }
-    if let Some(p) = pushed {
+    if let Some(p) = reports.first().and_then(|r| r.pushed.as_ref()) {
         println!("pushed {p} (docker run / podman run serve it with its data; lifeboat restore --from registry://{p})");
     }
     Ok(0)
 }
 
-/// `registry://HOST/REPO[:TAG]` → the reference.
-fn registry_target(url: &str) -> anyhow::Result<crate::image::Reference> {
-    let rest = url
-        .strip_prefix("registry://")
-        .ok_or_else(|| UsageError(format!("{url:?}: a registry target is written registry://HOST/REPO[:TAG]")))?;
-    if !rest.contains('/') {
-        bail!(UsageError(format!("{url:?}: name the repository: registry://HOST/REPO[:TAG]")));
-    }
-    Ok(crate::image::Reference::parse(rest)?)
-}
-
-/// Builds the portable image of a snapshot and pushes it; returns where it went.
-fn push_snapshot(
-    ctx: &Context,
-    repo: &Repository,
-    id: &str,
-    snap: &crate::repo::snapshot::Snapshot,
-    to: &str,
-    tls: &super::registry::TlsArgs,
-    quiet: bool,
-) -> anyhow::Result<String> {
-    let target = registry_target(to)?;
-    let time = chrono::DateTime::parse_from_rfc3339(&snap.time)?.with_timezone(&chrono::Utc);
-    let snap_tag = target.with_tag(&format!("snap-{}", time.format("%Y%m%dT%H%M%SZ")))?;
-    let image = crate::snapshot::build_portable_image(&ctx.paths(), repo, id, snap, &snap_tag)?;
-    let store = ctx.store()?;
-    let mut targets = vec![snap_tag.clone()];
-    if target.tag().is_some_and(|t| t != "latest") || to.ends_with(":latest") {
-        store.tag(&image, &target)?;
-        targets.push(target.clone());
-    }
-    let progress = super::progress::Transfers::new(quiet);
-    let tls = tls.options(target.domain())?;
-    for t in &targets {
-        crate::registry::push(&store, &image, t, &tls, &progress)
-            .with_context(|| format!("snapshot {} was saved, but pushing it to {} failed", &id[..12], t.familiar()))?;
-    }
-    Ok(targets.last().expect("one target").familiar())
-}
-
 pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
-    let repo = a.repo.open(ctx)?;
-    let list: Vec<_> = snapshot::list(&repo)?
-        .into_iter()
-        .filter(|(_, s)| a.service.as_deref().is_none_or(|n| s.service == n))
-        .collect();
+    let list = backup::list(&a.repo.open(ctx)?, a.service.as_deref())?;
     if a.format == OutputFormat::Json {
-        let v: Vec<_> = list.iter().map(|(id, s)| json!({"id": id, "time": s.time, "service": s.service, "host": s.hostname, "tags": s.tags, "stats": s.stats, "parent": s.parent})).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", sorted_json(&list)?);
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|(id, s)| {
+        .map(|s| {
             let time = chrono::DateTime::parse_from_rfc3339(&s.time)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_else(|_| s.time.clone());
             vec![
-                id[..12].to_string(),
+                s.id[..12].to_string(),
                 time,
                 s.service.clone(),
-                s.hostname.clone(),
+                s.host.clone(),
                 human_size(s.stats.bytes),
                 human_size(s.stats.added_bytes),
                 s.tags.join(","),
@@ -474,54 +336,46 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
 }
 
 pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
+    let json = a.format == OutputFormat::Json;
     if let Some(from) = &a.from {
-        return restore_from(ctx, &a, from);
+        let opts = RestoreOptions {
+            rename: a.rename.clone(),
+            no_start: a.no_start,
+            health_timeout: Duration::from_secs(a.health_timeout),
+            throwaway: false,
+            progress: None,
+        };
+        let tls = match from.strip_prefix("registry://") {
+            Some(_) => a.tls.options(backup::registry_target(from)?.domain())?,
+            None => Default::default(),
+        };
+        let r = backup::restore_from_image(ctx.host(), &a.service, from, &tls, &opts)?;
+        if json {
+            println!("{}", sorted_json(&r)?);
+        } else {
+            println!("restored {} from {} in {:.2} s", r.name, r.image, r.seconds);
+        }
+        return Ok(if r.healthy == Some(false) { lifeboat::error::FAILURE } else { 0 });
     }
     let repo = a.repo.open(ctx)?;
-    let (id, snap) = match &a.at {
-        Some(at) => {
-            let limit = parse_time(at)?;
-            snapshot::list(&repo)?
-                .into_iter()
-                .rev()
-                .find(|(_, s)| {
-                    s.service == a.service && chrono::DateTime::parse_from_rfc3339(&s.time).is_ok_and(|t| t <= limit)
-                })
-                .ok_or_else(|| crate::repo::RepoError::Other {
-                    location: repo.location(),
-                    what: format!("no snapshot of {} at or before {at}", a.service),
-                })?
-        }
-        None => snapshot::find(&repo, Some(&a.service), &a.snapshot)?,
-    };
+    let (id, snap) = backup::select(&repo, &a.service, &a.snapshot, a.at.as_deref())?;
+    let spinner = super::progress::Activity::new(json);
     let opts = RestoreOptions {
         rename: a.rename,
         no_start: a.no_start,
         health_timeout: Duration::from_secs(a.health_timeout),
         throwaway: false,
-        progress: None,
-    };
-    let spinner = super::progress::Activity::new(a.format == OutputFormat::Json);
-    let opts = RestoreOptions {
         progress: spinner.bar().map(|bar| {
             let name = a.service.clone();
-            std::sync::Arc::new(move |s: &crate::repo::tree::RestoreStats| {
+            std::sync::Arc::new(move |s: &lifeboat::repo::tree::RestoreStats| {
                 bar.set_message(format!("restore {name}: {} files, {}", s.files, human_size(s.bytes)))
-            }) as crate::repo::tree::RestoreProgressFn
+            }) as lifeboat::repo::tree::RestoreProgressFn
         }),
-        ..opts
     };
-    let r = crate::snapshot::restore(&ctx.paths(), &repo, &id, &snap, &opts)
-        .with_context(|| format!("cannot restore {}", a.service))?;
+    let r = backup::restore(ctx.host(), &repo, &id, &snap, &opts)?;
     drop(spinner);
-    if a.format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"snapshot": id, "container": r.container.id, "name": r.container.name,
-            "seconds": r.elapsed.as_secs_f64(), "fetched_image": r.fetched_image, "healthy": r.healthy})
-            )?
-        );
+    if json {
+        println!("{}", sorted_json(&r)?);
     } else {
         let health = match r.healthy {
             Some(true) => ", healthy",
@@ -529,64 +383,9 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
             None => "",
         };
         let state = if opts.no_start { "created" } else { "running" };
-        println!(
-            "restored {} from snapshot {} in {:.2} s ({state}{health})",
-            r.container.name,
-            &id[..12],
-            r.elapsed.as_secs_f64()
-        );
+        println!("restored {} from snapshot {} in {:.2} s ({state}{health})", r.name, &id[..12], r.seconds);
     }
-    if r.healthy == Some(false) {
-        return Ok(crate::error::FAILURE);
-    }
-    Ok(0)
-}
-
-fn restore_from(ctx: &Context, a: &RestoreArgs, from: &str) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let (image, reference) = match from.strip_prefix("registry://") {
-        Some(_) => {
-            let r = registry_target(from)?;
-            let (image, _) = crate::registry::pull(
-                &store,
-                &r,
-                &crate::image::spec::Platform::host(),
-                &a.tls.options(r.domain())?,
-                true,
-                &crate::registry::Silent,
-            )?;
-            (image, r.familiar())
-        }
-        None => (store.find(from)?, from.to_string()),
-    };
-    let service = image.config.config.labels.get(crate::snapshot::LABEL_SERVICE).cloned().unwrap_or_default();
-    if !service.is_empty() && service != a.service && a.rename.is_none() {
-        bail!(UsageError(format!(
-            "{reference} is a snapshot of {service}, not {}: restore {service}, or use --as {} to give it that name",
-            a.service, a.service
-        )));
-    }
-    let opts = RestoreOptions {
-        rename: a.rename.clone(),
-        no_start: a.no_start,
-        health_timeout: Duration::from_secs(a.health_timeout),
-        throwaway: false,
-        progress: None,
-    };
-    let r = crate::snapshot::restore_from_image(&ctx.paths(), &image, &reference, &opts)
-        .with_context(|| format!("cannot restore {} from {reference}", a.service))?;
-    if a.format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"image": reference, "container": r.container.id, "name": r.container.name,
-                "seconds": r.elapsed.as_secs_f64(), "healthy": r.healthy})
-            )?
-        );
-    } else {
-        println!("restored {} from {reference} in {:.2} s", r.container.name, r.elapsed.as_secs_f64());
-    }
-    Ok(if r.healthy == Some(false) { crate::error::FAILURE } else { 0 })
+    Ok(if r.healthy == Some(false) { lifeboat::error::FAILURE } else { 0 })
 }
 
 pub const DRILL_EXAMPLES: &str = "\
@@ -612,7 +411,7 @@ pub struct DrillArgs {
     #[arg(long)]
     pub command: Option<String>,
     /// How long the service may take to become healthy.
-    #[arg(long, default_value = "2m", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = lifeboat::config::parse_duration)]
     pub timeout: Duration,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -621,19 +420,20 @@ pub struct DrillArgs {
 /// Rehearses a restore without touching the running service.
 pub fn drill(ctx: &Context, a: DrillArgs) -> anyhow::Result<i32> {
     let repo = a.repo.open(ctx)?;
-    let (id, snap) = snapshot::find(&repo, Some(&a.service), &a.snapshot)?;
     let probe = match (&a.http, &a.command) {
-        (Some(url), _) => {
-            let (port, path) = crate::config::parse_http_check(url).map_err(UsageError)?;
-            crate::snapshot::DrillProbe::Http(port, path)
-        }
-        (None, Some(cmd)) => crate::snapshot::DrillProbe::Command(cmd.clone()),
-        (None, None) => match snap.run_config.get("health").and_then(|h| h.get("command")).and_then(|c| c.as_str()) {
-            Some(cmd) => crate::snapshot::DrillProbe::Command(cmd.to_string()),
-            None => crate::snapshot::DrillProbe::Running,
-        },
+        (Some(url), _) => backup::ProbeSpec::Http(url.clone()),
+        (None, Some(cmd)) => backup::ProbeSpec::Command(cmd.clone()),
+        (None, None) => backup::ProbeSpec::Default,
     };
-    let report = crate::snapshot::drill(&ctx.paths(), &repo, &id, &snap, &probe, a.timeout)?;
+    let (id, report) = backup::drill(ctx.host(), &repo, &a.service, &a.snapshot, &probe, a.timeout)?;
+    let healthy = report.healthy;
+    if a.format == OutputFormat::Job {
+        println!(
+            "{}",
+            serde_json::to_string(&lifeboat::report::JobReport::new(lifeboat::report::JobBody::Drill(report)))?
+        );
+        return Ok(if healthy { 0 } else { lifeboat::error::FAILURE });
+    }
     if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.healthy {
@@ -652,7 +452,7 @@ pub fn drill(ctx: &Context, a: DrillArgs) -> anyhow::Result<i32> {
             report.error.as_deref().unwrap_or("not healthy")
         );
     }
-    Ok(if report.healthy { 0 } else { crate::error::FAILURE })
+    Ok(if report.healthy { 0 } else { lifeboat::error::FAILURE })
 }
 
 pub const MAINT_EXAMPLES: &str = "\
@@ -783,21 +583,8 @@ pub enum KeyCommand {
 
 pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<i32> {
     let repo = a.repo.open(ctx)?;
-    let fraction = match (&a.read_data_subset, a.read_data) {
-        (_, true) => Some(1.0),
-        (Some(p), false) => {
-            let n: f64 = p
-                .trim_end_matches('%')
-                .parse()
-                .map_err(|_| UsageError(format!("invalid --read-data-subset {p:?} (e.g. 10%)")))?;
-            if !(0.0..=100.0).contains(&n) {
-                bail!(UsageError(format!("--read-data-subset {p:?} must be between 0% and 100%")));
-            }
-            Some(n / 100.0)
-        }
-        (None, false) => None,
-    };
-    let report = crate::repo::maintenance::check(&repo, fraction)?;
+    let fraction = backup::read_fraction(a.read_data_subset.as_deref(), a.read_data)?;
+    let report = lifeboat::repo::maintenance::check(&repo, fraction)?;
     if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -812,11 +599,11 @@ pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<i32> {
             println!("no errors were found");
         }
     }
-    Ok(if report.errors.is_empty() { 0 } else { crate::error::BAD_INPUT })
+    Ok(if report.errors.is_empty() { 0 } else { lifeboat::error::BAD_INPUT })
 }
 
 pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
-    use crate::repo::forget::{Policy, apply, parse_duration};
+    use lifeboat::repo::forget::{Policy, parse_duration};
     let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -833,37 +620,19 @@ pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
         ));
     }
     let mut repo = a.repo.open(ctx)?;
-    let all = snapshot::list(&repo)?;
-    let mut services: Vec<String> = all.iter().map(|(_, s)| s.service.clone()).collect();
-    services.sort();
-    services.dedup();
-    let mut report = Vec::new();
-    let mut removed = 0;
-    for service in services.iter().filter(|s| a.service.as_deref().is_none_or(|n| n == s.as_str())) {
-        let group: Vec<_> = all.iter().filter(|(_, s)| &s.service == service).cloned().collect();
-        let decisions = apply(&policy, &group);
-        for ((id, s), (keep, reasons)) in group.iter().zip(decisions) {
-            report.push(json!({"id": id, "service": service, "time": s.time, "keep": keep, "reasons": reasons}));
-            if a.format != OutputFormat::Json {
-                let what = if keep { format!("keep    ({})", reasons.join(", ")) } else { "remove".to_string() };
-                println!("{}  {}  {:<10}  {what}", &id[..12], s.time, service);
-            }
-            if !keep {
-                removed += 1;
-                if !a.dry_run {
-                    repo.backend().delete(crate::backend::Kind::Snapshot, id)?;
-                }
-            }
-        }
-    }
+    let decisions = backup::forget(&mut repo, a.service.as_deref(), &policy, a.dry_run)?;
     if a.format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", sorted_json(&decisions)?);
     } else {
+        for d in &decisions {
+            let what = if d.keep { format!("keep    ({})", d.reasons.join(", ")) } else { "remove".to_string() };
+            println!("{}  {}  {:<10}  {what}", &d.id[..12], d.time, d.service);
+        }
         let verb = if a.dry_run { "would remove" } else { "removed" };
-        println!("{verb} {removed} snapshots");
+        println!("{verb} {} snapshots", decisions.iter().filter(|d| !d.keep).count());
     }
     if a.prune && !a.dry_run {
-        let stats = crate::repo::maintenance::prune(&mut repo, false)?;
+        let stats = lifeboat::repo::maintenance::prune(&mut repo, false)?;
         println!(
             "pruned: {} packs deleted ({} repacked), {} freed",
             stats.packs_deleted,
@@ -876,7 +645,7 @@ pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
 
 pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
     let mut repo = a.repo.open(ctx)?;
-    let stats = crate::repo::maintenance::prune(&mut repo, a.dry_run)?;
+    let stats = lifeboat::repo::maintenance::prune(&mut repo, a.dry_run)?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     println!(
         "{verb} {} packs ({} repacked), {} unused blobs, {} freed",
@@ -892,39 +661,23 @@ pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
     let src = a.from.open(ctx)?;
     let to_args = RepoArgs { repo: Some(a.to.clone()), password_file: a.to_password_file.clone() };
     let mut dst = to_args.open(ctx)?;
-    let lock = Lock::acquire(&dst, false)?;
-    let existing: Vec<(String, String, String)> =
-        snapshot::list(&dst)?.into_iter().map(|(_, s)| (s.service, s.time, s.hostname)).collect();
-    let mut map = std::collections::HashMap::new();
-    let mut copied = 0;
-    for (id, snap) in snapshot::list(&src)? {
-        if !a.snapshots.is_empty() && !a.snapshots.iter().any(|p| id.starts_with(p.as_str())) {
-            continue;
-        }
-        if existing.contains(&(snap.service.clone(), snap.time.clone(), snap.hostname.clone())) {
-            continue;
-        }
-        let before = dst.added_bytes();
-        let c = crate::repo::maintenance::copy_snapshot(&src, &mut dst, &snap, &mut map)?;
-        let new_id = dst.save_object(crate::backend::Kind::Snapshot, &c)?;
+    let copied = backup::copy(&src, &mut dst, &a.snapshots, &mut |c| {
         println!(
             "copied snapshot {} of {} as {} ({} added)",
-            &id[..12],
-            snap.service,
-            &new_id[..12],
-            human_size(dst.added_bytes() - before)
+            &c.id[..12],
+            c.service,
+            &c.new_id[..12],
+            human_size(c.added_bytes)
         );
-        copied += 1;
-    }
-    lock.release(&dst)?;
-    println!("{copied} snapshots copied");
+    })?;
+    println!("{} snapshots copied", copied.len());
     Ok(0)
 }
 
 /// `diff CONTAINER` (Docker's A/C/D lines) or `diff SNAPSHOT SNAPSHOT`.
 pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
-    let Some(second_id) = &a.second else {
-        let changes = crate::runtime::commit::diff(&ctx.paths(), &a.first)?;
+    let Some(second) = &a.second else {
+        let changes = lifeboat::runtime::commit::diff(ctx.host(), &a.first)?;
         if a.format == OutputFormat::Json {
             println!("{}", serde_json::to_string_pretty(&changes)?);
         } else {
@@ -934,16 +687,12 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
         }
         return Ok(0);
     };
-    let repo = a.repo.open(ctx)?;
-    let (_, first) = snapshot::find(&repo, None, &a.first)?;
-    let (_, second) = snapshot::find(&repo, None, second_id)?;
-    let changes = crate::repo::maintenance::diff(&repo, &first, &second)?;
+    let changes = backup::diff(&a.repo.open(ctx)?, &a.first, second)?;
     if a.format == OutputFormat::Json {
-        let v: Vec<_> = changes.iter().map(|(c, p)| json!({"kind": c.to_string(), "path": p})).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", sorted_json(&changes)?);
     } else {
-        for (c, path) in changes {
-            println!("{c}  {path}");
+        for c in changes {
+            println!("{}  {}", c.kind, c.path);
         }
     }
     Ok(0)
@@ -953,7 +702,7 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<i32> {
     match cmd {
         KeyCommand::Add { repo, new_password_file } => {
             let r = repo.open(ctx)?;
-            let name = r.add_key(&read_password_file(&new_password_file)?)?;
+            let name = r.add_key(&backup::read_password_file(&new_password_file)?)?;
             println!("added key {name}");
         }
         KeyCommand::List { repo } => {
@@ -974,21 +723,9 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<i32> {
         }
         KeyCommand::Passwd { repo, new_password_file } => {
             let mut r = repo.open(ctx)?;
-            r.change_password(&read_password_file(&new_password_file)?)?;
+            r.change_password(&backup::read_password_file(&new_password_file)?)?;
             println!("password changed");
         }
     }
     Ok(0)
-}
-
-/// RFC 3339, or a bare date (the end of that day, UTC).
-fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let end = d.and_hms_opt(23, 59, 59).expect("valid time").and_utc();
-        return Ok(end.fixed_offset());
-    }
-    bail!(UsageError(format!("invalid time {s:?}: use RFC 3339 (2026-11-27T02:30:00Z) or a date (2026-11-27)")))
 }

@@ -1,7 +1,6 @@
 //! Config-driven commands: config check, up, down, agent, status; and shell completions and
 //! man pages generated from the command definitions.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,11 +8,10 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory, Subcommand};
 use serde_json::json;
 
-use super::container::{RunArgs, create};
+use super::Context;
 use super::output::{OutputFormat, human_size, print_table};
-use super::{Context, UsageError};
-use crate::config::{self, Config};
-use crate::runtime::{self, container::Status};
+use lifeboat::config::{self, Config};
+use lifeboat::ops::services;
 
 pub const CONFIG_EXAMPLES: &str = "\
 Examples:
@@ -111,7 +109,7 @@ pub fn config_command(cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {
         ConfigCommand::Check { config } => {
             let c = config.load()?;
-            let jobs = crate::agent::jobs::jobs(&c);
+            let jobs = lifeboat::agent::jobs::jobs(&c);
             println!(
                 "{}: ok ({} repositories, {} services, {} scheduled jobs)",
                 config.config.display(),
@@ -124,176 +122,37 @@ pub fn config_command(cmd: ConfigCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// The marker `up` leaves in a container it created: the service definition it was made from.
-const SERVICE_MARKER: &str = "service.json";
-
-/// Services in an order where each comes after the one whose network it joins.
-fn ordered(config: &Config, wanted: &[String]) -> anyhow::Result<Vec<String>> {
-    for w in wanted {
-        if !config.services.contains_key(w) {
-            return Err(UsageError(format!("no service {w:?} in the configuration")).into());
+/// Prints what happened to each service; the exit code of the worst failure, or 0.
+fn outcomes(list: Vec<services::ServiceOutcome>) -> i32 {
+    let mut code = 0;
+    for o in list {
+        match (o.action, o.error) {
+            (Some(what), _) => println!("{}: {what}", o.service),
+            (None, Some(e)) => {
+                eprintln!("lifeboat: {}: {}", o.service, lifeboat::error::describe(&e));
+                code = code.max(lifeboat::error::exit_code(&e));
+            }
+            (None, None) => {}
         }
     }
-    let mut out: Vec<String> = Vec::new();
-    let mut seen = BTreeSet::new();
-    fn visit(config: &Config, name: &str, seen: &mut BTreeSet<String>, out: &mut Vec<String>, depth: usize) {
-        if depth > config.services.len() || !seen.insert(name.to_string()) {
-            return;
-        }
-        if let Some(other) = config.services[name].network.as_ref().and_then(|n| n.get_ref().strip_prefix("container:"))
-            && config.services.contains_key(other)
-        {
-            visit(config, other, seen, out, depth + 1);
-        }
-        out.push(name.to_string());
-    }
-    let names: Vec<&String> =
-        if wanted.is_empty() { config.services.keys().collect() } else { wanted.iter().collect() };
-    for n in names {
-        visit(config, n, &mut seen, &mut out, 0);
-    }
-    Ok(out)
-}
-
-fn run_args(name: &str, svc: &config::Service) -> RunArgs {
-    RunArgs {
-        detach: true,
-        interactive: false,
-        tty: false,
-        rm: false,
-        name: Some(name.to_string()),
-        publish: svc.ports.clone(),
-        publish_all: false,
-        env: svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        env_file: Vec::new(),
-        volume: svc.volumes.clone(),
-        workdir: svc.workdir.clone(),
-        user: svc.user.clone(),
-        entrypoint: svc.entrypoint.clone(),
-        hostname: svc.hostname.clone(),
-        restart: svc.restart.as_ref().map(|r| r.get_ref().clone()).unwrap_or_else(|| "unless-stopped".into()),
-        network: svc.network.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| "private".into()),
-        memory: svc.memory.clone(),
-        cpus: svc.cpus,
-        pids_limit: svc.pids_limit,
-        read_only: svc.read_only,
-        init: svc.init,
-        health_cmd: svc.healthcheck.as_ref().map(|h| h.command.clone()),
-        health_interval: svc
-            .healthcheck
-            .as_ref()
-            .and_then(|h| h.interval.as_ref())
-            .and_then(|i| config::parse_duration(i.get_ref()).ok())
-            .map_or(30, |d| d.as_secs()),
-        image: svc.image.get_ref().clone(),
-        command: svc.command.clone().unwrap_or_default(),
-    }
+    code
 }
 
 /// Creates, recreates (definition changed) or starts each service; leaves alone what already
 /// runs as defined. Containers not created by `up` are never touched.
 pub fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<i32> {
     let config = a.config.load()?;
-    let paths = ctx.paths();
-    let containers = crate::runtime::container::Containers::open(&ctx.root)?;
-    let mut code = 0;
-    for name in ordered(&config, &a.services)? {
-        let svc = &config.services[&name];
-        let wanted = serde_json::to_string_pretty(svc)?;
-        let result = (|| -> anyhow::Result<&'static str> {
-            if let Ok(existing) = containers.find(&name) {
-                let marker = containers.dir(&existing.id).join(SERVICE_MARKER);
-                let Ok(had) = std::fs::read_to_string(&marker) else {
-                    anyhow::bail!(crate::runtime::container::ContainerError::Conflict(format!(
-                        "a container named {name} exists that `up` did not create (run or restore made it); \
-                         leaving it alone — remove it to let `up` manage the service"
-                    )));
-                };
-                let state = runtime::observed_state(&containers, &existing.id)?;
-                // A container joins another's network by ID: if that one was recreated, so
-                // must this one be.
-                let peer_moved = match &existing.network {
-                    crate::runtime::container::NetworkMode::Container(id) => {
-                        let peer = svc.network.as_ref().and_then(|n| n.get_ref().strip_prefix("container:"));
-                        peer.and_then(|p| containers.find(p).ok()).is_none_or(|c| c.id != *id)
-                    }
-                    _ => false,
-                };
-                if had == wanted && !peer_moved {
-                    if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
-                        return Ok("up to date");
-                    }
-                    runtime::start(&paths, &existing.id)?;
-                    return Ok("started");
-                }
-                runtime::remove(&paths, &existing.id, true)?;
-                let c = create(ctx, &run_args(&name, svc))?;
-                crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;
-                runtime::start(&paths, &c.id)?;
-                return Ok(if had == wanted {
-                    "recreated (the container whose network it joins was recreated)"
-                } else {
-                    "recreated (definition changed)"
-                });
-            }
-            let c = create(ctx, &run_args(&name, svc))?;
-            crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;
-            runtime::start(&paths, &c.id)?;
-            Ok("created")
-        })();
-        match result {
-            Ok(what) => println!("{name}: {what}"),
-            Err(e) => {
-                eprintln!("lifeboat: {name}: {}", crate::error::describe(&e));
-                code = code.max(crate::error::exit_code(&e));
-            }
-        }
-    }
-    Ok(code)
+    Ok(outcomes(services::up(ctx.host(), &config, &a.services)?))
 }
 
 /// Stops and removes the services' containers (in reverse order); volumes stay unless -v.
 pub fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<i32> {
     let config = a.config.load()?;
-    let paths = ctx.paths();
-    let containers = crate::runtime::container::Containers::open(&ctx.root)?;
-    let vols = crate::runtime::volume::Volumes::open(&ctx.root)?;
-    let mut code = 0;
-    for name in ordered(&config, &a.services)?.into_iter().rev() {
-        let Ok(c) = containers.find(&name) else {
-            println!("{name}: not running");
-            continue;
-        };
-        let result = (|| -> anyhow::Result<()> {
-            if !containers.dir(&c.id).join(SERVICE_MARKER).exists() {
-                anyhow::bail!(crate::runtime::container::ContainerError::Conflict(format!(
-                    "container {name} was not created by `up`; leaving it alone (use lifeboat rm)"
-                )));
-            }
-            runtime::stop(&paths, &c.id, Duration::from_secs(a.time))?;
-            runtime::remove(&paths, &c.id, true)?;
-            if a.volumes {
-                for m in &c.mounts {
-                    if let crate::runtime::container::MountSource::Volume { name: v } = &m.source {
-                        vols.remove(v)?;
-                    }
-                }
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => println!("{name}: removed"),
-            Err(e) => {
-                eprintln!("lifeboat: {name}: {}", crate::error::describe(&e));
-                code = code.max(crate::error::exit_code(&e));
-            }
-        }
-    }
-    Ok(code)
+    Ok(outcomes(services::down(ctx.host(), &config, &a.services, Duration::from_secs(a.time), a.volumes)?))
 }
 
 pub fn agent(ctx: &Context, a: AgentArgs) -> anyhow::Result<i32> {
-    crate::agent::run(crate::agent::Options {
+    lifeboat::agent::run(lifeboat::agent::Options {
         config_path: a.config.config,
         root: ctx.root.clone(),
         run_root: ctx.run_root.clone(),
@@ -309,7 +168,7 @@ fn short_time(rfc3339: &str) -> String {
 
 pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
     let config = a.config.load()?;
-    let (agent, jobs) = crate::agent::status(&config, &ctx.root);
+    let (agent, jobs) = lifeboat::agent::status(&config, &ctx.root);
     if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&json!({"agent_pid": agent, "jobs": jobs}))?);
         return Ok(0);
@@ -355,7 +214,7 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
 }
 
 pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    lifeboat::fsutil::dir_with_mode(&a.dir, 0o755).with_context(|| format!("cannot create {}", a.dir.display()))?;
     let cmd = super::Cli::command();
     let mut n = 0;
     write_pages(&cmd, "lifeboat", &a.dir, &mut n)?;
@@ -367,7 +226,7 @@ fn write_pages(cmd: &clap::Command, name: &str, dir: &Path, n: &mut usize) -> an
     let cmd = cmd.clone().name(name.to_string()).bin_name(name.replace('-', " "));
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
-    std::fs::write(dir.join(format!("{name}.1")), out)?;
+    lifeboat::fsutil::write_atomic(&dir.join(format!("{name}.1")), &out)?;
     *n += 1;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, n)?;

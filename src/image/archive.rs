@@ -16,11 +16,11 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 
-use super::digest::Digest;
 use super::layer::{self, ApplyOptions, Compression, WhiteoutMode};
 use super::spec::{self, Descriptor, ImageConfig, Index, Manifest, Platform};
 use super::store::{LayerInput, Txn};
 use super::{Image, ImageError, Reference, Store};
+use crate::digest::Digest;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ArchiveFormat {

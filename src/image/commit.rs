@@ -7,7 +7,8 @@ use super::changes::apply_change;
 use super::import::add_dir_layer;
 use super::layer::{Compression, TreeMode};
 use super::spec::History;
-use super::{Image, ImageError, Reference, Store, now_rfc3339};
+use super::{Image, ImageError, Reference, Store};
+use crate::sys::now_rfc3339;
 
 pub struct CommitOptions {
     /// Dockerfile-style instructions applied to the new image's config (`CMD …`, `ENV …`).

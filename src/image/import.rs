@@ -8,7 +8,8 @@ use super::changes::apply_change;
 use super::layer::{self, Compression, TreeMode};
 use super::spec::{History, ImageConfig, Platform, RootFs};
 use super::store::LayerInput;
-use super::{Image, ImageError, Reference, Store, now_rfc3339};
+use super::{Image, ImageError, Reference, Store};
+use crate::sys::now_rfc3339;
 
 pub enum ImportSource {
     /// A tar archive, plain or compressed with gzip or zstd.

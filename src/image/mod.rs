@@ -4,7 +4,6 @@
 pub mod archive;
 pub mod changes;
 pub mod commit;
-pub mod digest;
 pub mod import;
 pub mod layer;
 pub mod reference;
@@ -13,7 +12,8 @@ pub mod store;
 
 use std::path::PathBuf;
 
-pub use digest::Digest;
+/// Digests are shared with the repository (snapshots name image manifests by them).
+pub use crate::digest::{self, Digest};
 pub use reference::Reference;
 pub use store::{Image, Store, StoreError};
 
@@ -32,9 +32,4 @@ pub enum ImageError {
     Output { path: PathBuf, source: std::io::Error },
     #[error("invalid archive {}: {reason}", path.display())]
     Archive { path: PathBuf, reason: String },
-}
-
-/// A UTC timestamp as image configs carry it (RFC 3339, nanoseconds, `Z`).
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::digest::Digest;
+use crate::digest::Digest;
 
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 pub const DEFAULT_TAG: &str = "latest";

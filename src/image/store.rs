@@ -26,10 +26,10 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{Digest, HashingReader, HashingWriter};
 use super::layer::{self, ApplyOptions, Compression, LayerError, WhiteoutMode};
 use super::reference::Reference;
 use super::spec::{self, Descriptor, ImageConfig, Index, Manifest};
+use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::fsutil::{self, FileLock, TempPath};
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;

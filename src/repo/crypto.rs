@@ -145,8 +145,8 @@ impl KeyFile {
         secret.extend_from_slice(&master.encryption);
         secret.extend_from_slice(&master.id);
         Ok(KeyFile {
-            created: crate::image::now_rfc3339(),
-            host: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+            created: crate::sys::now_rfc3339(),
+            host: crate::sys::hostname(),
             user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
             kdf: "argon2id".into(),
             params,

@@ -119,7 +119,7 @@ mod tests {
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 parent: None,
                 run_config: serde_json::Value::Null,
-                image: ImageRef { reference: "x".into(), manifest: crate::image::Digest::of(b""), tree: id },
+                image: ImageRef { reference: "x".into(), manifest: crate::digest::Digest::of(b""), tree: id },
                 container_layer: id,
                 volumes: vec![],
                 stats: SnapshotStats::default(),

@@ -21,8 +21,8 @@ pub struct LockInfo {
 
 impl LockInfo {
     fn is_stale(&self) -> bool {
-        let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
-        if self.host == host && !crate::runtime::alive(self.pid) {
+        let host = crate::sys::hostname();
+        if self.host == host && !crate::sys::alive(self.pid) {
             return true;
         }
         chrono::DateTime::parse_from_rfc3339(&self.time)
@@ -37,17 +37,11 @@ pub struct Lock {
     name: String,
 }
 
-/// How long to wait for a conflicting lock to go away, from `LIFEBOAT_RETRY_LOCK` (`5m`;
-/// default: do not wait). The agent sets it for its jobs, so a snapshot that meets a prune
-/// waits instead of failing.
-pub fn retry_window() -> Duration {
-    std::env::var("LIFEBOAT_RETRY_LOCK").ok().and_then(|v| crate::config::parse_duration(&v).ok()).unwrap_or_default()
-}
-
 impl Lock {
-    /// Takes a lock, waiting up to `retry_window()` for conflicting ones to be released.
+    /// Takes a lock, waiting up to the repository's lock wait for conflicting ones to be
+    /// released.
     pub fn acquire(repo: &Repository, exclusive: bool) -> Result<Lock> {
-        let deadline = std::time::Instant::now() + retry_window();
+        let deadline = std::time::Instant::now() + repo.lock_wait();
         let mut pause = Duration::from_millis(100);
         loop {
             match Self::try_acquire(repo, exclusive) {
@@ -82,9 +76,9 @@ impl Lock {
             }
         }
         let info = LockInfo {
-            host: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+            host: crate::sys::hostname(),
             pid: std::process::id() as i32,
-            time: crate::image::now_rfc3339(),
+            time: crate::sys::now_rfc3339(),
             exclusive,
         };
         let name = repo.save_object(Kind::Lock, &info)?;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BlobId, Repository, Result};
 use crate::backend::Kind;
-use crate::image::Digest;
+use crate::digest::Digest;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::kernel::Kernel;
+
 /// The v1 controllers the runtime (libcgroups) puts every container in a cgroup of its own.
 const PLACED_CONTROLLERS: &[&str] = &[
     "blkio",
@@ -63,18 +65,12 @@ impl Hierarchy {
 
 impl Layout {
     /// This host's layout, from `/proc/self/mountinfo` and the symlinks in `/sys/fs/cgroup`.
-    pub fn of_host() -> io::Result<Layout> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    pub fn of_host(kernel: &dyn Kernel) -> io::Result<Layout> {
+        let mountinfo = kernel.read(Path::new("/proc/self/mountinfo"))?;
         let mut layout = Layout::parse(&mountinfo);
         if let Layout::V1 { symlinks, .. } = &mut layout {
             // The co-mount links are a convenience: without them the view still works.
-            for e in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-                if let Ok(target) = fs::read_link(e.path()) {
-                    symlinks
-                        .push((e.file_name().to_string_lossy().into_owned(), target.to_string_lossy().into_owned()));
-                }
-            }
-            symlinks.sort();
+            *symlinks = kernel.links(Path::new("/sys/fs/cgroup")).unwrap_or_default();
         }
         Ok(layout)
     }

@@ -2,43 +2,43 @@
 //! as a tarball (`export`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::Context as _;
 
-use super::container::{Containers, RunConfig, Status};
-use super::{Paths, observed_state, rootfs, set_paused};
+use super::container::{RunConfig, Status};
+use super::{Host, observed_state, rootfs, set_paused};
 use crate::fsutil::scope::{Scope, list_dir, open_dir_beneath, stat_beneath};
 use crate::image::commit::{CommitOptions, commit_upper};
 use crate::image::layer::{self, TreeMode};
 use crate::image::spec::ContainerConfig;
-use crate::image::{Image, Reference, Store};
+use crate::image::{Image, Reference};
 
 /// Pauses a running container for as long as it lives (and only if it was running).
 struct PauseGuard<'a> {
-    paths: &'a Paths,
+    host: &'a Host,
     id: String,
     active: bool,
 }
 
 impl<'a> PauseGuard<'a> {
-    fn new(paths: &'a Paths, id: &str, wanted: bool) -> anyhow::Result<PauseGuard<'a>> {
-        let containers = Containers::open(&paths.root)?;
-        let running = observed_state(&containers, id)?.status == Status::Running;
+    fn new(host: &'a Host, id: &str, wanted: bool) -> anyhow::Result<PauseGuard<'a>> {
+        let containers = host.containers()?;
+        let running = observed_state(containers, id)?.status == Status::Running;
         let active = wanted && running;
         if active {
-            set_paused(paths, id, true)?;
+            set_paused(host, id, true)?;
         }
-        Ok(PauseGuard { paths, id: id.to_string(), active })
+        Ok(PauseGuard { host, id: id.to_string(), active })
     }
 }
 
 impl Drop for PauseGuard<'_> {
     fn drop(&mut self) {
         if self.active
-            && let Err(e) = set_paused(self.paths, &self.id, false)
+            && let Err(e) = set_paused(self.host, &self.id, false)
         {
             tracing::error!(container = self.id.as_str(), error = %e, "cannot unpause the container after commit");
         }
@@ -68,22 +68,22 @@ pub fn run_config(image: &Image, c: &RunConfig) -> ContainerConfig {
 
 /// Commits container `what` as a new image (paused meanwhile if `pause`), named `name`.
 pub fn commit(
-    paths: &Paths,
+    host: &Host,
     what: &str,
     name: Option<&Reference>,
     pause: bool,
     mut opts: CommitOptions,
 ) -> anyhow::Result<Image> {
-    let containers = Containers::open(&paths.root)?;
+    let containers = host.containers()?;
     let c = containers.find(what)?;
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     let base = store
         .find(&c.image_id.to_string())
         .with_context(|| format!("the image of container {} ({}) is no longer in the store", c.name, c.image))?;
     opts.run_config = Some(run_config(&base, &c));
     let upper = containers.dir(&c.id).join("upper");
-    let _paused = PauseGuard::new(paths, &c.id, pause)?;
-    Ok(commit_upper(&store, &base, &upper, name, &opts)?)
+    let _paused = PauseGuard::new(host, &c.id, pause)?;
+    Ok(commit_upper(store, &base, &upper, name, &opts)?)
 }
 
 /// One line of `diff`: A(dded), C(hanged) or D(eleted), and the path.
@@ -96,10 +96,10 @@ pub struct Change {
 /// What a container changed, from its upper directory against its image's layers: deleted
 /// files are whiteouts (character devices 0/0); a path that exists in a lower layer is
 /// changed, otherwise added. Directories holding changes are listed as changed, as Docker does.
-pub fn diff(paths: &Paths, what: &str) -> anyhow::Result<Vec<Change>> {
-    let containers = Containers::open(&paths.root)?;
+pub fn diff(host: &Host, what: &str) -> anyhow::Result<Vec<Change>> {
+    let containers = host.containers()?;
     let c = containers.find(what)?;
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     // Every look, into the live upper directory and into the layers, stays inside them: the
     // walk goes by directory descriptor, and a layer path is resolved within its layer.
     let lowers: Vec<Scope> = c.layers.iter().filter_map(|d| Scope::open(&store.layer_diff_dir(d)).ok()).collect();
@@ -142,13 +142,13 @@ fn walk(
 
 /// Writes the container's whole filesystem (image layers and its changes, flattened) as a tar
 /// stream. The overlay is mounted for the duration if the container is not running.
-pub fn export(paths: &Paths, what: &str, out: impl Write) -> anyhow::Result<()> {
-    let containers = Containers::open(&paths.root)?;
+pub fn export(host: &Host, what: &str, out: impl Write) -> anyhow::Result<()> {
+    let containers = host.containers()?;
     let c = containers.find(what)?;
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     let dir = containers.dir(&c.id);
-    let lowers: Vec<PathBuf> = c.layers.iter().map(|d| store.layer_diff_dir(d)).collect();
-    let plan = rootfs::plan(&dir, &lowers);
+    // The container's own plan: if it runs, that overlay is mounted already.
+    let plan = rootfs::OverlayPlan::for_container(store, &dir, &c.layers, c.auto_remove);
     let mounted_here = !rootfs::is_mounted(&plan.target);
     if mounted_here {
         rootfs::mount(&plan).with_context(|| format!("cannot mount the filesystem of {}", c.name))?;

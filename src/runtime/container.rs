@@ -91,6 +91,12 @@ impl RestartPolicy {
 
     /// Whether a container that exited with `code` after `restarts` restarts should run again.
     /// `stopped` is true when a user stopped it.
+    /// How long to wait before restart number `restarts` (Docker's back-off: 100 ms,
+    /// doubling, at most a minute).
+    pub fn delay(restarts: u32) -> std::time::Duration {
+        std::time::Duration::from_millis(100u64.saturating_mul(1 << restarts.min(10)).min(60_000))
+    }
+
     pub fn should_restart(&self, code: i32, restarts: u32, stopped: bool) -> bool {
         if stopped {
             return false;
@@ -214,6 +220,7 @@ fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerE
 const RETIRED_PREFIX: &str = ".removing-";
 
 /// The containers under a root.
+#[derive(Clone, Debug)]
 pub struct Containers {
     dir: PathBuf,
 }
@@ -283,6 +290,13 @@ impl Containers {
         serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))
     }
 
+    /// A new container's directory and its configuration.
+    pub fn create_record(&self, config: &RunConfig) -> Result<(), ContainerError> {
+        let dir = self.dir(&config.id);
+        fs::create_dir_all(&dir).map_err(io_err(dir))?;
+        self.write_config(config)
+    }
+
     pub fn write_config(&self, config: &RunConfig) -> Result<(), ContainerError> {
         let path = self.dir(&config.id).join("config.json");
         let bytes = serde_json::to_vec_pretty(config).expect("serialises");
@@ -343,6 +357,14 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_back_off_like_docker() {
+        let ms = |n| RestartPolicy::delay(n).as_millis();
+        assert_eq!([ms(0), ms(1), ms(2), ms(3)], [100, 200, 400, 800]);
+        assert_eq!(ms(10), 60_000);
+        assert_eq!(ms(u32::MAX), 60_000);
+    }
 
     #[test]
     fn restart_policies() {

@@ -5,13 +5,17 @@
 //! records the shim keeps and signals the container's processes directly. This module never
 //! forks containers itself: only the freshly exec'd shim does (see `shim`).
 
+pub mod cgroup;
 pub mod cgroupfs;
 pub mod commit;
 pub mod container;
+pub mod host;
+pub mod kernel;
 pub mod logs;
 pub mod names;
 pub mod network;
 mod prepare;
+pub mod reexec;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
@@ -23,13 +27,14 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 pub use container::{ContainerError, Containers, RunConfig, State, Status};
+pub use host::Host;
 
 use crate::image::Store;
 
@@ -40,13 +45,7 @@ pub struct Paths {
     pub run_root: PathBuf,
 }
 
-/// Whether a process exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
+pub use crate::sys::alive;
 
 /// The state as it really is: a "running" record whose process is gone means the shim died
 /// before it could write the exit.
@@ -88,7 +87,7 @@ impl Health {
     }
 
     pub fn record(&mut self, ok: bool) {
-        self.last_check = Some(crate::image::now_rfc3339());
+        self.last_check = Some(crate::sys::now_rfc3339());
         if ok {
             self.failing_streak = 0;
             self.status = "healthy".into();
@@ -120,8 +119,8 @@ pub struct Started {
 }
 
 /// Launches the shim for a created (or exited) container and waits until it runs.
-pub fn start(paths: &Paths, id: &str) -> Result<Started, ContainerError> {
-    start_with(paths, id, &StartIo::default())
+pub fn start(host: &Host, id: &str) -> Result<Started, ContainerError> {
+    start_with(host, id, &StartIo::default())
 }
 
 /// How an attached start connects the caller to the container.
@@ -134,10 +133,10 @@ pub struct StartIo {
 }
 
 /// `start`, with the caller's terminal or standard input attached.
-pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, ContainerError> {
+pub fn start_with(host: &Host, id: &str, io: &StartIo) -> Result<Started, ContainerError> {
     warm_cgroup_lock();
-    let containers = Containers::open(&paths.root)?;
-    let state = observed_state(&containers, id)?;
+    let containers = host.containers()?;
+    let state = observed_state(containers, id)?;
     if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
         return Err(ContainerError::Conflict(format!("container {} is already running", &id[..12])));
     }
@@ -164,17 +163,11 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
         .map_err(|e| ContainerError::Io { path: dir.join("shim.log"), source: e })?;
     let exe = std::env::current_exe()
         .map_err(|e| ContainerError::Runtime(format!("cannot find the lifeboat binary: {e}")))?;
-    let child = Command::new(exe)
+    let child = reexec::shim_command(&exe, host.paths(), id)
         // Only what the shim needs: it lives as long as the container, and nothing the CLI was
         // given (a repository password, S3 keys) belongs in its environment.
         .env_clear()
         .envs(shim::inherited_environment())
-        .arg("--root")
-        .arg(&paths.root)
-        .arg("--run-root")
-        .arg(&paths.run_root)
-        .arg("shim")
-        .arg(id)
         .env(shim::SYNC_FD_ENV, write.as_raw_fd().to_string())
         .env(shim::PREPARED_FD_ENV, prepared_read.as_raw_fd().to_string())
         // One malloc arena: the shim's few threads move little data, and every arena costs memory
@@ -192,7 +185,7 @@ pub fn start_with(paths: &Paths, id: &str, io: &StartIo) -> Result<Started, Cont
     drop(child); // the shim detaches (setsid) and outlives us
     // The root filesystem and bundle, made here while the shim process starts; the shim
     // reports a failure as its own.
-    let report = match containers.config(id).map_err(anyhow::Error::from).and_then(|c| prepare::prepare(paths, &c)) {
+    let report = match containers.config(id).map_err(anyhow::Error::from).and_then(|c| prepare::prepare(host, &c)) {
         Ok(_) => "ok\n".to_string(),
         // One line: the shim reads one.
         Err(e) => format!("error {}\n", format!("{e:#}").replace('\n', " ")),
@@ -259,12 +252,12 @@ fn warm_cgroup_lock() {
 /// Follows an attached container (started with `start`, `sync` its pipe) until it exits,
 /// handing every output line to `on_output`; returns its exit code (None if unknown).
 pub fn wait_attached(
-    paths: &Paths,
+    host: &Host,
     config: &RunConfig,
     started: Started,
     on_output: &mut dyn FnMut(&logs::LogLine),
 ) -> Result<Option<i32>, ContainerError> {
-    let containers = Containers::open(&paths.root)?;
+    let containers = host.containers()?;
     let Started { sync: mut reader, log: log_file } = started;
     // The log through our descriptor: an auto-removed container's files go when it ends.
     let log = PathBuf::from(format!("/proc/self/fd/{}", log_file.as_raw_fd()));
@@ -305,7 +298,7 @@ pub fn wait_attached(
                     let _ = closed.recv_timeout(Duration::from_secs(10));
                 }
                 if code < 0 {
-                    return Ok(observed_state(&containers, &config.id).ok().and_then(|s| s.exit_code));
+                    return Ok(observed_state(containers, &config.id).ok().and_then(|s| s.exit_code));
                 }
                 return Ok(Some(code));
             }
@@ -326,13 +319,13 @@ pub fn signal(containers: &Containers, id: &str, signal: Signal) -> Result<(), C
 }
 
 /// Stops a container: its stop signal, then SIGKILL after `timeout`. Returns once it exited.
-pub fn stop(paths: &Paths, id: &str, timeout: Duration) -> Result<(), ContainerError> {
-    let containers = Containers::open(&paths.root)?;
+pub fn stop(host: &Host, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+    let containers = host.containers()?;
     let config = containers.config(id)?;
     shim::request_stop(&containers.dir(id)).map_err(|e| ContainerError::Io { path: containers.dir(id), source: e })?;
-    let state = observed_state(&containers, id)?;
+    let state = observed_state(containers, id)?;
     let Some(pid) = state.pid.filter(|_| state.status == Status::Running || state.status == Status::Paused) else {
-        return wait_settled(&containers, id, Duration::from_secs(5));
+        return wait_settled(containers, id, Duration::from_secs(5));
     };
     let sig = parse_signal(&config.stop_signal).unwrap_or(Signal::SIGTERM);
     let _ = kill(Pid::from_raw(pid), sig);
@@ -343,7 +336,7 @@ pub fn stop(paths: &Paths, id: &str, timeout: Duration) -> Result<(), ContainerE
     if alive(pid) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    wait_settled(&containers, id, Duration::from_secs(10))
+    wait_settled(containers, id, Duration::from_secs(10))
 }
 
 /// Waits until the shim recorded the exit (or is gone).
@@ -365,9 +358,9 @@ fn wait_settled(containers: &Containers, id: &str, limit: Duration) -> Result<()
 }
 
 /// Removes a container's files (after it stopped): unmounts its root, deletes its directory.
-pub fn remove_files(paths: &Paths, id: &str) -> Result<(), ContainerError> {
-    let containers = Containers::open(&paths.root)?;
-    let lc = paths.run_root.join("libcontainer").join(id);
+pub fn remove_files(host: &Host, id: &str) -> Result<(), ContainerError> {
+    let containers = host.containers()?;
+    let lc = host.paths().run_root.join("libcontainer").join(id);
     if lc.exists() {
         if let Ok(mut c) = libcontainer::container::Container::load(lc.clone()) {
             let _ = c.delete(true);
@@ -393,10 +386,10 @@ pub fn remove_retired(retired: &Path) -> Result<(), ContainerError> {
 }
 
 /// Removes a container; `force` stops a running one first.
-pub fn remove(paths: &Paths, id: &str, force: bool) -> Result<(), ContainerError> {
-    let containers = Containers::open(&paths.root)?;
+pub fn remove(host: &Host, id: &str, force: bool) -> Result<(), ContainerError> {
+    let containers = host.containers()?;
     let _lock = containers.lock()?;
-    let state = observed_state(&containers, id)?;
+    let state = observed_state(containers, id)?;
     if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
         if !force {
             return Err(ContainerError::Conflict(format!(
@@ -408,16 +401,14 @@ pub fn remove(paths: &Paths, id: &str, force: bool) -> Result<(), ContainerError
         if let Some(pid) = state.pid {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        wait_settled(&containers, id, Duration::from_secs(10))?;
+        wait_settled(containers, id, Duration::from_secs(10))?;
     }
-    remove_files(paths, id)
+    remove_files(host, id)
 }
 
 /// Diff IDs of layers that containers still need (image removal must keep them).
-pub fn layers_in_use(
-    root: &std::path::Path,
-) -> Result<std::collections::HashSet<crate::image::Digest>, ContainerError> {
-    let containers = Containers::open(root)?;
+pub fn layers_in_use(host: &Host) -> Result<std::collections::HashSet<crate::image::Digest>, ContainerError> {
+    let containers = host.containers()?;
     let mut out = std::collections::HashSet::new();
     for id in containers.ids()? {
         if let Ok(c) = containers.config(&id) {
@@ -446,11 +437,11 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
 
 /// Runs a command inside a running container (joining its namespaces and cgroup) and returns
 /// its exit code. Standard input and output are this process's.
-pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, ContainerError> {
+pub fn exec(host: &Host, id: &str, opts: ExecOptions) -> Result<i32, ContainerError> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
-    let containers = Containers::open(&paths.root)?;
-    let state = observed_state(&containers, id)?;
+    let containers = host.containers()?;
+    let state = observed_state(containers, id)?;
     if state.status != Status::Running {
         return Err(ContainerError::Conflict(format!("container {} is not running", &id[..12])));
     }
@@ -472,11 +463,12 @@ pub fn exec(paths: &Paths, id: &str, opts: ExecOptions) -> Result<i32, Container
         .workdir
         .clone()
         .unwrap_or_else(|| if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() });
-    let lc_root = paths.run_root.join("libcontainer");
+    let lc_root = host.paths().run_root.join("libcontainer");
     if opts.tty {
-        return exec_tty(paths, id, &containers, opts, env, cwd, uid, gid);
+        return exec_tty(host, id, containers, opts, env, cwd, uid, gid);
     }
-    let confined = seccomp::Confined::load(&paths.run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    let confined =
+        seccomp::Confined::load(&host.paths().run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| ContainerError::Runtime(e.to_string()))?
@@ -511,7 +503,7 @@ fn wait_exec(pid: Pid) -> Result<i32, ContainerError> {
 /// and directory of this exec.
 #[allow(clippy::too_many_arguments)]
 fn exec_tty(
-    paths: &Paths,
+    host: &Host,
     id: &str,
     containers: &Containers,
     opts: ExecOptions,
@@ -538,18 +530,18 @@ fn exec_tty(
     process["env"] = serde_json::json!(env_list);
     process["cwd"] = cwd.into();
     process["user"] = serde_json::json!({"uid": uid, "gid": gid});
-    crate::fsutil::private_dir(&paths.run_root)
-        .map_err(|e| ContainerError::Io { path: paths.run_root.clone(), source: e })?;
+    crate::fsutil::private_dir(&host.paths().run_root)
+        .map_err(|e| ContainerError::Io { path: host.paths().run_root.clone(), source: e })?;
     let tag = crate::fsutil::random_hex(6);
-    let process_file = paths.run_root.join(format!("exec-{tag}.json"));
+    let process_file = host.paths().run_root.join(format!("exec-{tag}.json"));
     let _cleanup = crate::fsutil::TempPath::new(process_file.clone());
     fs::write(&process_file, serde_json::to_vec(&process).expect("serialises"))
         .map_err(|e| ContainerError::Io { path: process_file.clone(), source: e })?;
-    let console = tty::ConsoleSocket::bind(&paths.run_root.join(format!("exec-{tag}.sock")))
+    let console = tty::ConsoleSocket::bind(&host.paths().run_root.join(format!("exec-{tag}.sock")))
         .map_err(|e| runtime_err(format!("cannot make a console socket: {e}")))?;
-    let confined = seccomp::Confined::load(&paths.run_root).map_err(|e| runtime_err(e.to_string()))?;
+    let confined = seccomp::Confined::load(&host.paths().run_root).map_err(|e| runtime_err(e.to_string()))?;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-        .with_root_path(paths.run_root.join("libcontainer"))
+        .with_root_path(host.paths().run_root.join("libcontainer"))
         .map_err(|e| runtime_err(e.to_string()))?
         .with_executor(confined)
         .with_console_socket(Some(console.path()))
@@ -596,101 +588,18 @@ impl ExecOptions {
 /// The freezer is driven directly (v1 `freezer.state`, v2 `cgroup.freeze`) rather than through
 /// the runtime library, whose state file is not written atomically: a `snapshot` killed while
 /// freezing must never leave a container its shim can no longer manage.
-pub fn set_paused(paths: &Paths, id: &str, paused: bool) -> Result<(), ContainerError> {
-    let containers = Containers::open(&paths.root)?;
+pub fn set_paused(host: &Host, id: &str, paused: bool) -> Result<(), ContainerError> {
+    let containers = host.containers()?;
     let _lock = containers.lock()?;
-    let mut state = observed_state(&containers, id)?;
+    let mut state = observed_state(containers, id)?;
     let want_from = if paused { Status::Running } else { Status::Paused };
     if state.status != want_from {
         let verb = if paused { "running" } else { "paused" };
         return Err(ContainerError::Conflict(format!("container {} is not {verb}", &id[..12])));
     }
-    freeze(id, paused)?;
+    cgroup::freeze(host.kernel(), id, paused)?;
     state.status = if paused { Status::Paused } else { Status::Running };
     containers.write_state(id, &state)
-}
-
-/// Sets the cgroup freezer and waits until the kernel reports the new state.
-pub fn freeze(id: &str, frozen: bool) -> Result<(), ContainerError> {
-    let err = |what: String| ContainerError::Runtime(format!("cgroup freezer: {what}"));
-    let io = |p: &std::path::Path, e: std::io::Error| err(format!("{}: {e}", p.display()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    if let Some(dir) = cgroup_dir(id, "freezer").filter(|d| d.join("freezer.state").exists()) {
-        let file = dir.join("freezer.state");
-        let want = if frozen { "FROZEN" } else { "THAWED" };
-        loop {
-            fs::write(&file, want).map_err(|e| io(&file, e))?;
-            if fs::read_to_string(&file).map_err(|e| io(&file, e))?.trim() == want {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(err(format!("{} did not become {want}", file.display())));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    let dir = cgroup_dir(id, "unified")
-        .filter(|d| d.join("cgroup.freeze").exists())
-        .ok_or_else(|| err("no freezer for this container (neither cgroup v1 freezer nor cgroup v2)".into()))?;
-    let file = dir.join("cgroup.freeze");
-    fs::write(&file, if frozen { "1" } else { "0" }).map_err(|e| io(&file, e))?;
-    let want = if frozen { "frozen 1" } else { "frozen 0" };
-    loop {
-        let events = fs::read_to_string(dir.join("cgroup.events")).map_err(|e| io(&dir, e))?;
-        if events.lines().any(|l| l.trim() == want) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(err(format!("{} did not report {want}", dir.display())));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The container's cgroup directory for a controller (v1) or the unified hierarchy.
-pub fn cgroup_dir(id: &str, controller: &str) -> Option<PathBuf> {
-    let rel = format!("lifeboat/{id}");
-    [
-        PathBuf::from(format!("/sys/fs/cgroup/{controller}/{rel}")),
-        PathBuf::from(format!("/sys/fs/cgroup/{rel}")),
-        PathBuf::from(format!("/sys/fs/cgroup/unified/{rel}")),
-    ]
-    .into_iter()
-    .find(|p| p.join("cgroup.procs").exists())
-}
-
-/// PIDs (host view) of every process in the container.
-pub fn processes(id: &str) -> Vec<i32> {
-    let Some(dir) = cgroup_dir(id, "pids").or_else(|| cgroup_dir(id, "memory")) else { return Vec::new() };
-    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    pids.sort();
-    pids
-}
-
-/// Resource usage: (CPU nanoseconds, memory bytes, memory limit, pids).
-pub fn usage(id: &str) -> (u64, u64, Option<u64>, u64) {
-    let read =
-        |p: Option<PathBuf>, f: &str| p.and_then(|d| fs::read_to_string(d.join(f)).ok()).map(|s| s.trim().to_string());
-    let cpu = read(cgroup_dir(id, "cpuacct"), "cpuacct.usage").and_then(|s| s.parse().ok()).or_else(|| {
-        read(cgroup_dir(id, "cpu"), "cpu.stat")
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.parse::<u64>().ok())))
-            .map(|us| us * 1000)
-    });
-    let mem_dir = cgroup_dir(id, "memory");
-    let mem = read(mem_dir.clone(), "memory.usage_in_bytes")
-        .or_else(|| read(mem_dir.clone(), "memory.current"))
-        .and_then(|s| s.parse().ok());
-    let limit = read(mem_dir.clone(), "memory.limit_in_bytes")
-        .or_else(|| read(mem_dir, "memory.max"))
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|&l| l < (1 << 62));
-    let pids =
-        read(cgroup_dir(id, "pids"), "pids.current").and_then(|s| s.parse().ok()).unwrap_or(processes(id).len() as u64);
-    (cpu.unwrap_or(0), mem.unwrap_or(0), limit, pids)
 }
 
 #[cfg(test)]
@@ -701,7 +610,7 @@ mod tests {
     fn an_attached_caller_gets_all_of_a_container_that_ended_and_went_before_it_looked() {
         use std::io::Write;
         let tmp = tempfile::tempdir().unwrap();
-        let paths = Paths { root: tmp.path().join("root"), run_root: tmp.path().join("run") };
+        let host = Host::new(Paths { root: tmp.path().join("root"), run_root: tmp.path().join("run") });
         let config = RunConfig { auto_remove: true, ..spec::tests::sample() };
         // The log as `start` opened it and the shim wrote it; then the container was removed.
         let log_path = tmp.path().join("log.json");
@@ -713,7 +622,7 @@ mod tests {
         fs::File::from(write).write_all(b"ok\nexit 3\n").unwrap();
         let started = started(BufReader::new(fs::File::from(read)), log, tmp.path()).unwrap();
         let mut lines = Vec::new();
-        let code = wait_attached(&paths, &config, started, &mut |l| lines.push(l.log.clone())).unwrap();
+        let code = wait_attached(&host, &config, started, &mut |l| lines.push(l.log.clone())).unwrap();
         assert_eq!(code, Some(3));
         assert_eq!(lines, ["hi\n"]);
     }

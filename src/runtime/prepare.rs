@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::container::{Containers, MountSource, NetworkMode, RunConfig};
-use super::{Paths, cgroupfs, rootfs, spec, volume};
+use super::{Host, cgroupfs, rootfs, spec, volume};
 use crate::fsutil::scope::{Scope, fd_path};
-use crate::image::Store;
 
 pub struct Prepared {
     pub bundle: PathBuf,
@@ -24,19 +23,18 @@ impl Prepared {
     }
 }
 
-pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
+pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     check_controllers(config, Path::new("/sys/fs/cgroup"))?;
-    let containers = Containers::open(&paths.root)?;
-    let store = Store::open(&paths.root)?;
+    let containers = host.containers()?;
+    let store = host.store()?;
     let dir = containers.dir(&config.id);
-    let layers: Vec<PathBuf> = config.layers.iter().map(|d| store.layer_diff_dir(d)).collect();
-    for (d, path) in config.layers.iter().zip(&layers) {
-        if !path.is_dir() {
+    for d in &config.layers {
+        if !store.layer_diff_dir(d).is_dir() {
             anyhow::bail!("layer {d} of image {} is missing from the store (was the image removed?)", config.image);
         }
     }
     // A `run --rm` container's changes are discarded with it: nothing to sync.
-    let plan = rootfs::OverlayPlan { volatile: config.auto_remove, ..rootfs::plan(&dir, &layers) };
+    let plan = rootfs::OverlayPlan::for_container(store, &dir, &config.layers, config.auto_remove);
     rootfs::mount(&plan)?;
     let files = dir.join("etc");
     rootfs::write_etc_files(&files, &config.hostname, config.network == NetworkMode::Host)?;
@@ -55,14 +53,14 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
                 path.clone()
             }
             MountSource::Volume { name } => {
-                let vol = volume::Volumes::open(&paths.root)?.ensure(name)?;
+                let vol = host.volumes()?.ensure(name)?;
                 if vol.fresh {
                     // A new volume starts with the image's content at its mount path.
                     if let Ok(from) = root.open_dir(Path::new(&m.target)) {
                         volume::copy_tree(&fd_path(&from), &vol.data)
                             .with_context(|| format!("cannot fill volume {name} from the image"))?;
                     }
-                    volume::Volumes::open(&paths.root)?.mark_filled(name)?;
+                    host.volumes()?.mark_filled(name)?;
                 }
                 vol.data
             }
@@ -93,9 +91,9 @@ pub fn prepare(paths: &Paths, config: &RunConfig) -> anyhow::Result<Prepared> {
         }
         _ => None,
     };
-    let Prepared { bundle, cgroups_path } = Prepared::made(&containers, config);
-    let layout = cgroupfs::Layout::of_host().context("cannot read this host's cgroup mounts")?;
-    let skeleton = cgroupfs::skeleton(&layout, &paths.run_root)?.unwrap_or_default();
+    let Prepared { bundle, cgroups_path } = Prepared::made(containers, config);
+    let layout = cgroupfs::Layout::of_host(host.kernel()).context("cannot read this host's cgroup mounts")?;
+    let skeleton = cgroupfs::skeleton(&layout, &host.paths().run_root)?.unwrap_or_default();
     let cgroup_mounts = cgroupfs::view(&layout, &cgroups_path, &skeleton);
     let init = if config.init { Some(spec::init_binary().map_err(|e| anyhow::anyhow!(e))?) } else { None };
     let value = spec::build(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::fsutil::scope::Scope;
+use crate::image::{Digest, Store};
 
 /// An overlay mount, described.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +44,30 @@ fn escape(p: &Path) -> String {
     p.to_string_lossy().replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
 }
 
-/// The plan for a container directory `dir` over `layers` (bottom to top). An image with no
-/// layers gets an empty lower directory.
+/// The plan for a directory `dir` over `layers` (bottom to top): mounted at `dir/rootfs`, its
+/// changes in `dir/upper`. An image with no layers gets an empty lower directory.
 pub fn plan(dir: &Path, layers: &[PathBuf]) -> OverlayPlan {
     let mut lower: Vec<PathBuf> = layers.iter().rev().cloned().collect();
     if lower.is_empty() {
         lower.push(dir.join("empty"));
     }
     OverlayPlan { target: dir.join("rootfs"), lower, upper: dir.join("upper"), work: dir.join("work"), volatile: false }
+}
+
+impl OverlayPlan {
+    /// A container's root filesystem: its image's unpacked layers (`layers`, diff IDs bottom to
+    /// top) under its own upper directory in `dir`. With `discard` (`run --rm`), the changes go
+    /// with the container, so nothing is synced.
+    pub fn for_container(store: &Store, dir: &Path, layers: &[Digest], discard: bool) -> OverlayPlan {
+        let lowers: Vec<PathBuf> = layers.iter().map(|d| store.layer_diff_dir(d)).collect();
+        OverlayPlan { volatile: discard, ..plan(dir, &lowers) }
+    }
+
+    /// A look at `layers` merged, for reading (a build's `COPY --from`): in the scratch
+    /// directory `dir`, never written, so never synced.
+    pub fn for_reading(store: &Store, dir: &Path, layers: &[Digest]) -> OverlayPlan {
+        OverlayPlan::for_container(store, dir, layers, true)
+    }
 }
 
 pub fn is_mounted(target: &Path) -> bool {

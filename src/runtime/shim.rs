@@ -7,7 +7,6 @@
 //! A restart re-executes the shim itself, so every container creation happens in a freshly
 //! exec'd, single-threaded process, never after threads were started.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -20,8 +19,8 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::container::{Containers, NetworkMode, State, Status};
-use super::{Paths, logs, network, prepare};
+use super::container::{Containers, NetworkMode, RestartPolicy, State, Status};
+use super::{Host, logs, network, prepare};
 
 pub const SYNC_FD_ENV: &str = "LIFEBOAT_SHIM_SYNC_FD";
 /// The console socket an attached `run -t` listens on.
@@ -35,7 +34,7 @@ pub const PREPARED_FD_ENV: &str = "LIFEBOAT_SHIM_PREPARED_FD";
 const STOP_MARKER: &str = "stop-requested";
 
 /// Runs the shim for container `id`; never returns.
-pub fn main(paths: &Paths, id: &str) -> ! {
+pub fn main(host: &Host, id: &str) -> ! {
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_child_subreaper(true);
     // Ours alone: no container, health check or restarted shim inherits them, so the CLI
@@ -54,23 +53,23 @@ pub fn main(paths: &Paths, id: &str) -> ! {
         std::env::remove_var(PREPARED_FD_ENV);
     }
     let mut sync = Sync(sync);
-    let code = match supervise(paths, id, &mut sync, attach) {
+    let code = match supervise(host, id, &mut sync, attach) {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}");
             sync.send(&format!("error {msg}\n"));
-            if let Ok(containers) = Containers::open(&paths.root) {
+            if let Ok(containers) = Containers::open(&host.paths().root) {
                 let mut state = containers.state(id).unwrap_or_else(|_| State::created());
                 state.status = Status::Exited;
                 state.pid = None;
                 state.exit_code = Some(127);
                 state.error = Some(msg);
-                state.finished_at = Some(crate::image::now_rfc3339());
+                state.finished_at = Some(crate::sys::now_rfc3339());
                 let _ = containers.write_state(id, &state);
                 if let Ok(config) = containers.config(id) {
                     let _ = super::rootfs::unmount(&containers.dir(id).join("rootfs"));
                     if config.auto_remove {
-                        let _ = super::remove_files(paths, id);
+                        let _ = super::remove_files(host, id);
                     }
                 }
             }
@@ -115,8 +114,8 @@ struct Attach {
     prepared: Option<fs::File>,
 }
 
-fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::Result<i32> {
-    let containers = Containers::open(&paths.root)?;
+fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::Result<i32> {
+    let containers = host.containers()?;
     let config = containers.config(id)?;
     let dir = containers.dir(id);
     let mut state = containers.state(id)?;
@@ -129,14 +128,14 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
             let mut line = String::new();
             std::io::BufReader::new(report).read_line(&mut line)?;
             match line.trim_end() {
-                "ok" => prepare::Prepared::made(&containers, &config),
+                "ok" => prepare::Prepared::made(containers, &config),
                 l => match l.strip_prefix("error ") {
                     Some(why) => anyhow::bail!("{why}"),
                     None => anyhow::bail!("the command that started the container went away while preparing it"),
                 },
             }
         }
-        None => prepare::prepare(paths, &config)?,
+        None => prepare::prepare(host, &config)?,
     };
     tracing::debug!("root filesystem and bundle prepared");
     let bound = network::bind_ports(&config.ports)?;
@@ -151,16 +150,16 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     };
     // A terminal goes to the attached CLI's console socket, or, detached, to our own (we keep
     // the terminal and log what the container writes to it).
-    crate::fsutil::private_dir(&paths.run_root)?;
+    crate::fsutil::private_dir(&host.paths().run_root)?;
     let own_console = match (&attach.console, config.tty) {
-        // Under the run root: socket paths are limited to 108 bytes.
+        // Under the run root: socket host are limited to 108 bytes.
         (None, true) => {
-            Some(super::tty::ConsoleSocket::bind(&paths.run_root.join(format!("console-{}.sock", &id[..12])))?)
+            Some(super::tty::ConsoleSocket::bind(&host.paths().run_root.join(format!("console-{}.sock", &id[..12])))?)
         }
         _ => None,
     };
     let console_path = attach.console.clone().or_else(|| own_console.as_ref().map(|c| c.path().to_path_buf()));
-    let lc_root = paths.run_root.join("libcontainer");
+    let lc_root = host.paths().run_root.join("libcontainer");
     fs::create_dir_all(&lc_root)?;
     let stale = lc_root.join(id);
     if stale.exists() {
@@ -169,7 +168,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         }
         let _ = fs::remove_dir_all(&stale);
     }
-    let confined = super::seccomp::Confined::load(&paths.run_root)?;
+    let confined = super::seccomp::Confined::load(&host.paths().run_root)?;
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| anyhow::anyhow!("runtime state dir {}: {e}", lc_root.display()))?
@@ -214,7 +213,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     }
     state.status = Status::Running;
     state.pid = Some(pid.as_raw());
-    state.started_at = Some(crate::image::now_rfc3339());
+    state.started_at = Some(crate::sys::now_rfc3339());
     state.finished_at = None;
     state.exit_code = None;
     state.oom_killed = false;
@@ -225,7 +224,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         network::serve(bound, &netns)?;
     }
     if let Some(h) = &config.health {
-        spawn_health_checks(paths, id, &h.command, h.interval_secs);
+        spawn_health_checks(host, id, &h.command, h.interval_secs);
     }
     sync.send("ok\n");
 
@@ -238,7 +237,7 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
         }
     }
     tracing::debug!(code, "container exited");
-    let oom = oom_killed(&prepared.cgroups_path);
+    let oom = super::cgroup::oom_killed(host.kernel(), &prepared.cgroups_path);
     if config.auto_remove {
         // Gone for everyone first (one rename), then the waiting CLI is told; the root
         // filesystem, files, cgroups and runtime state go after it returned.
@@ -261,17 +260,15 @@ fn supervise(paths: &Paths, id: &str, sync: &mut Sync, attach: Attach) -> anyhow
     state.pid = None;
     state.exit_code = Some(code);
     state.oom_killed = oom;
-    state.finished_at = Some(crate::image::now_rfc3339());
+    state.finished_at = Some(crate::sys::now_rfc3339());
     if config.restart.should_restart(code, state.restart_count, stopped) {
         state.status = Status::Restarting;
         state.restart_count += 1;
         containers.write_state(id, &state)?;
         sync.send(&format!("exit {code}\n"));
         drop(mount_ns.take());
-        // Docker's back-off: 100 ms doubling, at most a minute.
-        let delay = 100u64.saturating_mul(1 << state.restart_count.min(10)).min(60_000);
-        std::thread::sleep(Duration::from_millis(delay));
-        reexec(paths, id)?;
+        std::thread::sleep(RestartPolicy::delay(state.restart_count));
+        reexec(host, id)?;
     }
     state.status = Status::Exited;
     containers.write_state(id, &state)?;
@@ -294,20 +291,15 @@ pub fn inherited_environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> 
 
 /// Runs the health check every `interval` seconds through `lifeboat exec` (a fresh process, so
 /// no container work is forked from this multi-threaded shim) and records the result.
-fn spawn_health_checks(paths: &Paths, id: &str, command: &str, interval: u64) {
-    let (paths, id, command) = (paths.clone(), id.to_string(), command.to_string());
+fn spawn_health_checks(host: &Host, id: &str, command: &str, interval: u64) {
+    let (paths, id, command) = (host.paths().clone(), id.to_string(), command.to_string());
+    let Ok(containers) = host.containers().cloned() else { return };
     let spawned = std::thread::Builder::new().name("health".into()).stack_size(64 * 1024).spawn(move || {
-        let Ok(containers) = Containers::open(&paths.root) else { return };
         let mut health = super::Health::starting();
         let _ = health.save(&containers.dir(&id));
         loop {
             std::thread::sleep(Duration::from_secs(interval.max(1)));
-            let ok = std::process::Command::new("/proc/self/exe")
-                .arg("--root")
-                .arg(&paths.root)
-                .arg("--run-root")
-                .arg(&paths.run_root)
-                .args(["exec", &id, "/bin/sh", "-c", &command])
+            let ok = super::reexec::exec_in_container(&paths, &id, &command)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -379,37 +371,8 @@ fn remove_runtime_leftovers(state_dir: &Path, cgroups_path: &str) -> bool {
     fs::remove_dir_all(state_dir).is_ok()
 }
 
-/// Whether the kernel OOM-killed a process in the container's memory cgroup (v1 or v2).
-fn oom_killed(cgroups_path: &str) -> bool {
-    let rel = cgroups_path.trim_start_matches('/');
-    let candidates = [
-        (format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"), "oom_kill "),
-        (format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "),
-        (format!("/sys/fs/cgroup/unified/{rel}/memory.events"), "oom_kill "),
-    ];
-    candidates.iter().any(|(path, key)| {
-        fs::read_to_string(path).ok().is_some_and(|s| {
-            s.lines().any(|l| l.strip_prefix(key).and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
-        })
-    })
-}
-
-fn reexec(paths: &Paths, id: &str) -> anyhow::Result<()> {
-    let exe = CString::new("/proc/self/exe")?;
-    let args: Vec<CString> = [
-        "lifeboat".to_string(),
-        "--root".into(),
-        paths.root.display().to_string(),
-        "--run-root".into(),
-        paths.run_root.display().to_string(),
-        "shim".into(),
-        id.to_string(),
-    ]
-    .into_iter()
-    .map(CString::new)
-    .collect::<Result<_, _>>()?;
-    nix::unistd::execv(&exe, &args)?;
-    unreachable!("execv returned without error")
+fn reexec(host: &Host, id: &str) -> anyhow::Result<()> {
+    match super::reexec::exec_shim(host.paths(), id)? {}
 }
 
 /// Asks the shim not to restart the container after this exit.

@@ -29,6 +29,13 @@ impl ConsoleSocket {
         Ok(ConsoleSocket { path: path.to_path_buf(), listener })
     }
 
+    /// The socket an attached `run -t` listens on for container `id`'s terminal (under the
+    /// run root: socket paths are limited to 108 bytes).
+    pub fn for_container(host: &super::Host, id: &str) -> io::Result<ConsoleSocket> {
+        crate::fsutil::private_dir(&host.paths().run_root)?;
+        ConsoleSocket::bind(&host.paths().run_root.join(format!("console-{}.sock", &id[..12.min(id.len())])))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -188,4 +195,25 @@ pub fn relay(master: OwnedFd, interactive: bool) -> io::Result<()> {
         }
     }
     output.join().unwrap_or(Ok(()))
+}
+
+/// Asks the person at this process's terminal (`/dev/tty`) for a secret, without echoing it.
+pub fn prompt(msg: &str) -> io::Result<Vec<u8>> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open the terminal: {e}")))?;
+    let old = tcgetattr(&tty)?;
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    eprint!("{msg}");
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet)?;
+    let mut line = String::new();
+    let result = io::BufRead::read_line(&mut io::BufReader::new(&tty), &mut line);
+    tcsetattr(&tty, SetArg::TCSANOW, &old)?;
+    eprintln!();
+    result?;
+    Ok(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
 }

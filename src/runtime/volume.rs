@@ -63,7 +63,7 @@ impl Volumes {
         if let Ok(meta) = self.get(name) {
             return Ok(meta);
         }
-        let meta = VolumeMeta { name: name.to_string(), created: crate::image::now_rfc3339(), filled: false };
+        let meta = VolumeMeta { name: name.to_string(), created: crate::sys::now_rfc3339(), filled: false };
         let path = self.meta_path(name);
         crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&meta).expect("serialises"))
             .map_err(io_err(&path))?;

@@ -20,7 +20,7 @@ use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, VolumeRef};
 use crate::repo::tree::{ArchiveStats, Archiver, Restorer};
 use crate::repo::{BlobId, Repository, lock::Lock};
 use crate::runtime::container::{ContainerError, Containers, MountSource, RunConfig, Status};
-use crate::runtime::{self, Paths, volume::Volumes};
+use crate::runtime::{self, Host, volume::Volumes};
 
 pub struct CaptureOptions {
     pub tags: Vec<String>,
@@ -32,8 +32,8 @@ pub struct CaptureOptions {
 }
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
-fn hook(paths: &Paths, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
-    let code = runtime::exec(paths, id, runtime::ExecOptions::shell(cmd))
+fn hook(host: &Host, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
+    let code = runtime::exec(host, id, runtime::ExecOptions::shell(cmd))
         .with_context(|| format!("{when} hook {cmd:?} could not run"))?;
     if code != 0 {
         bail!("{when} hook {cmd:?} failed with exit code {code}; no snapshot was taken");
@@ -45,14 +45,14 @@ fn hook(paths: &Paths, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
 /// died (kill -9) before it could.
 const FROZEN_BY: &str = "frozen-by";
 
-fn thaw_if_abandoned(paths: &Paths, containers: &Containers, id: &str) -> anyhow::Result<()> {
+fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::Result<()> {
     let marker = containers.dir(id).join(FROZEN_BY);
     let Ok(text) = std::fs::read_to_string(&marker) else { return Ok(()) };
     let owner: i32 = text.trim().parse().unwrap_or(0);
     if owner != std::process::id() as i32 && !runtime::alive(owner) {
         tracing::warn!(container = id, pid = owner, "thawing a container left frozen by a snapshot that died");
         if runtime::observed_state(containers, id)?.status == Status::Paused {
-            runtime::set_paused(paths, id, false)?;
+            runtime::set_paused(host, id, false)?;
         }
         let _ = std::fs::remove_file(&marker);
     }
@@ -60,33 +60,59 @@ fn thaw_if_abandoned(paths: &Paths, containers: &Containers, id: &str) -> anyhow
 }
 
 /// Thaws service `name` if a snapshot process froze it and died before thawing it.
-pub fn thaw_abandoned(paths: &Paths, name: &str) -> anyhow::Result<()> {
-    let containers = Containers::open(&paths.root)?;
+pub fn thaw_abandoned(host: &Host, name: &str) -> anyhow::Result<()> {
+    let containers = host.containers()?;
     let config = containers.find(name)?;
-    thaw_if_abandoned(paths, &containers, &config.id)
+    thaw_if_abandoned(host, containers, &config.id)
 }
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Thaws on drop, so an error while frozen never leaves the service frozen.
+/// Containers frozen together, thawed (in the reverse order) when dropped: an error while
+/// frozen never leaves a service frozen. Each is marked with this process's ID while frozen,
+/// so a later snapshot can thaw what a killed one left frozen.
 struct Frozen<'a> {
-    paths: &'a Paths,
-    id: &'a str,
+    host: &'a Host,
+    /// Frozen, in the order they were.
+    ids: Vec<String>,
     since: Instant,
-    active: bool,
 }
 
-impl Frozen<'_> {
-    fn thaw(&mut self) -> Duration {
-        if self.active {
-            self.active = false;
-            if let Err(e) = runtime::set_paused(self.paths, self.id, false) {
-                tracing::error!(error = %e, "cannot thaw the container");
+impl<'a> Frozen<'a> {
+    /// Nothing frozen (a service that is not running).
+    fn none(host: &'a Host) -> Frozen<'a> {
+        Frozen { host, ids: Vec::new(), since: Instant::now() }
+    }
+
+    /// Freezes `ids` in order. If one cannot be frozen, those before it are thawed again and
+    /// the error returned.
+    fn freeze(host: &'a Host, ids: &[&str]) -> anyhow::Result<Frozen<'a>> {
+        let mut frozen = Frozen { host, ids: Vec::new(), since: Instant::now() };
+        for id in ids {
+            let marker = host.containers()?.dir(id).join(FROZEN_BY);
+            std::fs::write(&marker, std::process::id().to_string())?;
+            if let Err(e) = runtime::set_paused(host, id, true) {
+                let _ = std::fs::remove_file(&marker);
+                return Err(
+                    anyhow::Error::from(e).context(format!("cannot freeze container {}", &id[..12.min(id.len())]))
+                );
             }
-            if let Ok(c) = Containers::open(&self.paths.root) {
-                let _ = std::fs::remove_file(c.dir(self.id).join(FROZEN_BY));
+            frozen.ids.push(id.to_string());
+        }
+        frozen.since = Instant::now();
+        Ok(frozen)
+    }
+
+    /// Thaws everything (last frozen first); how long it was frozen.
+    fn thaw(&mut self) -> Duration {
+        while let Some(id) = self.ids.pop() {
+            if let Err(e) = runtime::set_paused(self.host, &id, false) {
+                tracing::error!(container = id.as_str(), error = %e, "cannot thaw the container");
+            }
+            if let Ok(c) = self.host.containers() {
+                let _ = std::fs::remove_file(c.dir(&id).join(FROZEN_BY));
             }
         }
         self.since.elapsed()
@@ -101,30 +127,30 @@ impl Drop for Frozen<'_> {
 
 /// Takes a snapshot of container `name` into `repo`; returns its ID and object.
 pub fn capture(
-    paths: &Paths,
+    host: &Host,
     repo: &mut Repository,
     name: &str,
     opts: &CaptureOptions,
 ) -> anyhow::Result<(String, Snapshot)> {
     let started = Instant::now();
-    let containers = Containers::open(&paths.root)?;
+    let containers = host.containers()?;
     let config = containers.find(name)?;
-    thaw_if_abandoned(paths, &containers, &config.id)?;
-    let state = runtime::observed_state(&containers, &config.id)?;
+    thaw_if_abandoned(host, containers, &config.id)?;
+    let state = runtime::observed_state(containers, &config.id)?;
     let running = state.status == Status::Running;
     let lock = Lock::acquire(repo, false)?;
     let parent = crate::repo::snapshot::list(repo)?.into_iter().rev().find(|(_, s)| s.service == config.name);
 
     if running {
         for h in &opts.exec_before {
-            hook(paths, &config.id, h, "before")?;
+            hook(host, &config.id, h, "before")?;
         }
     } else if !opts.exec_before.is_empty() {
         bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", config.name);
     }
 
     // The image first: unchanged images cost one tree lookup.
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
     let mut blobs: Vec<(String, PathBuf)> = vec![
         (image.manifest_digest.hex(), store.blob_path(&image.manifest_digest)),
@@ -145,7 +171,7 @@ pub fn capture(
     let dir = containers.dir(&config.id);
     let upper = dir.join("upper");
     std::fs::create_dir_all(&upper)?;
-    let vols = Volumes::open(&paths.root)?;
+    let vols = host.volumes()?;
     let volume_dirs: Vec<(&String, &String, PathBuf)> = if opts.no_volumes {
         Vec::new()
     } else {
@@ -180,12 +206,7 @@ pub fn capture(
         archiver.stats = ArchiveStats { files_read: first.files_read, new_bytes: first.new_bytes, ..image_only };
         archiver.read_ahead_since = Some(began);
     }
-    let mut frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: false };
-    if running {
-        std::fs::write(dir.join(FROZEN_BY), std::process::id().to_string())?;
-        runtime::set_paused(paths, &config.id, true).context("cannot freeze the container")?;
-        frozen = Frozen { paths, id: &config.id, since: Instant::now(), active: true };
-    }
+    let mut frozen = if running { Frozen::freeze(host, &[&config.id])? } else { Frozen::none(host) };
     let layer_tree = archiver.archive_dir(&upper, layer_parent.as_ref())?;
     let mut volumes = Vec::new();
     for ((name, target, data), previous) in volume_dirs.iter().zip(&volume_parents) {
@@ -197,12 +218,12 @@ pub fn capture(
     drop(frozen);
 
     for h in &opts.exec_after {
-        hook(paths, &config.id, h, "after")?;
+        hook(host, &config.id, h, "after")?;
     }
     repo.flush()?;
     let snapshot = Snapshot {
-        time: crate::image::now_rfc3339(),
-        hostname: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+        time: crate::sys::now_rfc3339(),
+        hostname: crate::sys::hostname(),
         service: config.name.clone(),
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
@@ -257,7 +278,7 @@ pub struct Restored {
 
 /// Brings a snapshot back as a container on this host.
 pub fn restore(
-    paths: &Paths,
+    host: &Host,
     repo: &Repository,
     snapshot_id: &str,
     snap: &Snapshot,
@@ -268,25 +289,25 @@ pub fn restore(
     let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
     let mut recorded: RunConfig =
         serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
-    let containers = Containers::open(&paths.root)?;
+    let containers = host.containers()?;
     let name = opts.rename.clone().unwrap_or_else(|| snap.service.clone());
-    name_free_for_restore(&containers, &name)?;
+    name_free_for_restore(containers, &name)?;
 
     // The image, unless this host already has it.
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     let have_image = store.image_by_manifest(&snap.image.manifest).is_ok();
     if !have_image {
-        fetch_image(&store, repo, snap, &label)?;
+        fetch_image(store, repo, snap, &label)?;
     }
     let image = store.image_by_manifest(&snap.image.manifest)?;
-    runtime::ensure_layers(&store, &image)?;
+    runtime::ensure_layers(store, &image)?;
 
     // Volumes: recreated with their recorded content. All are checked, created and marked
     // filled before any data lands: a marker's fsync after the data would wait for the
     // restored trees to reach the disk (ext4 commits dirty data with it: 0.2 s on the
     // reference data). A restore that dies midway leaves volumes that are not empty, which
     // the next restore refuses to overwrite, as it must.
-    let vols = Volumes::open(&paths.root)?;
+    let vols = host.volumes()?;
     let vol_name = |v: &VolumeRef| match &opts.rename {
         Some(n) => format!("{n}-{}", v.name),
         None => v.name.clone(),
@@ -336,7 +357,7 @@ pub fn restore(
     r.restore(&snap.container_layer, &dir.join("upper"))?;
     containers.write_config(&recorded)?;
 
-    let healthy = start_unless_asked_not_to(paths, &recorded, opts)?;
+    let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
     Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: !have_image, healthy })
 }
 
@@ -349,29 +370,25 @@ fn new_identity(recorded: &mut RunConfig, name: String, image: &crate::image::Im
     }
     recorded.id = id.clone();
     recorded.name = name;
-    recorded.created = crate::image::now_rfc3339();
+    recorded.created = crate::sys::now_rfc3339();
     recorded.image_id = image.id().clone();
     recorded.layers = image.config.rootfs.diff_ids.clone();
     id
 }
 
 /// Starts a restored container (unless `no_start`) and waits for its health check if it has one.
-fn start_unless_asked_not_to(
-    paths: &Paths,
-    recorded: &RunConfig,
-    opts: &RestoreOptions,
-) -> anyhow::Result<Option<bool>> {
+fn start_unless_asked_not_to(host: &Host, recorded: &RunConfig, opts: &RestoreOptions) -> anyhow::Result<Option<bool>> {
     if opts.no_start {
         return Ok(None);
     }
-    runtime::start(paths, &recorded.id)?;
-    Ok(recorded.health.as_ref().map(|h| wait_healthy(paths, &recorded.id, &h.command, opts.health_timeout)))
+    runtime::start(host, &recorded.id)?;
+    Ok(recorded.health.as_ref().map(|h| wait_healthy(host, &recorded.id, &h.command, opts.health_timeout)))
 }
 
-fn wait_healthy(paths: &Paths, id: &str, cmd: &str, timeout: Duration) -> bool {
+fn wait_healthy(host: &Host, id: &str, cmd: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        let ok = runtime::exec(paths, id, runtime::ExecOptions::shell(cmd)).is_ok_and(|c| c == 0);
+        let ok = runtime::exec(host, id, runtime::ExecOptions::shell(cmd)).is_ok_and(|c| c == 0);
         if ok {
             return true;
         }
@@ -392,25 +409,25 @@ pub const LOCAL_SNAPSHOT_IMAGES: usize = 3;
 /// from the repository, so the image is exactly the snapshot's point in time although the
 /// service was thawed long ago.
 pub fn commit_local_image(
-    paths: &Paths,
+    host: &Host,
     repo: &Repository,
     snapshot_id: &str,
     snap: &Snapshot,
 ) -> anyhow::Result<Reference> {
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     let time = chrono::DateTime::parse_from_rfc3339(&snap.time).context("the snapshot's time is unreadable")?;
     let name = Reference::parse(&format!(
         "{}:snap-{}",
         snap.service.to_ascii_lowercase(),
         time.with_timezone(&chrono::Utc).format("%Y%m%dT%H%M%SZ")
     ))?;
-    build_portable_image(paths, repo, snapshot_id, snap, &name)?;
-    trim_local_images(paths, &store, &name)?;
+    build_portable_image(host, repo, snapshot_id, snap, &name)?;
+    trim_local_images(host, store, &name)?;
     Ok(name)
 }
 
 /// Removes all but the newest `LOCAL_SNAPSHOT_IMAGES` snap- images of `latest`'s service.
-fn trim_local_images(paths: &Paths, store: &Store, latest: &Reference) -> anyhow::Result<()> {
+fn trim_local_images(host: &Host, store: &Store, latest: &Reference) -> anyhow::Result<()> {
     let mut snaps: Vec<(String, Reference)> = store
         .images()?
         .into_iter()
@@ -420,8 +437,8 @@ fn trim_local_images(paths: &Paths, store: &Store, latest: &Reference) -> anyhow
         .collect();
     snaps.sort();
     let excess = snaps.len().saturating_sub(LOCAL_SNAPSHOT_IMAGES);
-    let in_use = runtime::layers_in_use(&paths.root)?;
-    let containers = Containers::open(&paths.root)?;
+    let in_use = runtime::layers_in_use(host)?;
+    let containers = host.containers()?;
     let used_images: std::collections::HashSet<Digest> =
         containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).map(|c| c.image_id).collect();
     for (_, name) in snaps.into_iter().take(excess) {
@@ -448,13 +465,13 @@ pub const LABEL_VOLUMES: &str = "org.lifeboat.volumes";
 /// `docker run`/`podman run` of it serves the service with its data; `restore --from` brings it
 /// back with its volumes. Layers are gzip-compressed, which every engine reads.
 pub fn build_portable_image(
-    paths: &Paths,
+    host: &Host,
     repo: &Repository,
     snapshot_id: &str,
     snap: &Snapshot,
     name: &Reference,
 ) -> anyhow::Result<crate::image::Image> {
-    let store = Store::open(&paths.root)?;
+    let store = host.store()?;
     let base = store.image_by_manifest(&snap.image.manifest)?;
     let recorded: RunConfig =
         serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
@@ -494,14 +511,14 @@ pub fn build_portable_image(
     };
     let dir_refs: Vec<(&std::path::Path, crate::image::layer::TreeMode, String)> =
         dirs.iter().map(|(p, m, c)| (p.as_path(), *m, c.clone())).collect();
-    Ok(crate::image::commit::commit_dirs(&store, &base, &dir_refs, Some(name), &opts)?)
+    Ok(crate::image::commit::commit_dirs(store, &base, &dir_refs, Some(name), &opts)?)
 }
 
 /// Brings a service back from a portable snapshot image (see `build_portable_image`): its
 /// volumes are created fresh and filled from the image (refusing ones that exist), and the
 /// container is recreated with the recorded configuration, started and health-checked.
 pub fn restore_from_image(
-    paths: &Paths,
+    host: &Host,
     image: &crate::image::Image,
     reference: &str,
     opts: &RestoreOptions,
@@ -514,11 +531,11 @@ pub fn restore_from_image(
         ))
     })?;
     let mut recorded: RunConfig = serde_json::from_str(run).context("the image's run configuration is unreadable")?;
-    let containers = Containers::open(&paths.root)?;
+    let containers = host.containers()?;
     let name =
         opts.rename.clone().unwrap_or_else(|| labels.get(LABEL_SERVICE).cloned().unwrap_or(recorded.name.clone()));
-    name_free_for_restore(&containers, &name)?;
-    let vols = Volumes::open(&paths.root)?;
+    name_free_for_restore(containers, &name)?;
+    let vols = host.volumes()?;
     for m in recorded.mounts.iter_mut() {
         if let MountSource::Volume { name: v } = &mut m.source {
             if let Some(n) = &opts.rename {
@@ -533,7 +550,7 @@ pub fn restore_from_image(
     let id = new_identity(&mut recorded, name, image);
     std::fs::create_dir_all(containers.dir(&id))?;
     containers.write_config(&recorded)?;
-    let healthy = start_unless_asked_not_to(paths, &recorded, opts)?;
+    let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
     Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: false, healthy })
 }
 
@@ -547,7 +564,7 @@ pub enum DrillProbe {
     Running,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DrillReport {
     pub snapshot: String,
     pub service: String,
@@ -563,7 +580,7 @@ pub struct DrillReport {
 /// published ports, its volumes prefixed likewise), is probed until healthy or `timeout`, and
 /// is removed with its volumes whatever happened.
 pub fn drill(
-    paths: &Paths,
+    host: &Host,
     repo: &Repository,
     snapshot_id: &str,
     snap: &Snapshot,
@@ -579,7 +596,7 @@ pub fn drill(
         throwaway: true,
         progress: None,
     };
-    let restored = restore(paths, repo, snapshot_id, snap, &opts);
+    let restored = restore(host, repo, snapshot_id, snap, &opts);
     let restore_ms = started.elapsed().as_millis() as u64;
     let mut report = DrillReport {
         snapshot: snapshot_id.to_string(),
@@ -593,7 +610,7 @@ pub fn drill(
         Ok(r) => {
             let deadline = started + timeout;
             loop {
-                match probe_once(paths, &r.container.id, probe) {
+                match probe_once(host, &r.container.id, probe) {
                     Ok(()) => {
                         report.healthy = true;
                         report.time_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
@@ -610,13 +627,13 @@ pub fn drill(
         Err(e) => report.error = Some(format!("{e:#}")),
     }
     // Clean up: the container (whatever state it reached) and every volume made for it.
-    if let Ok(containers) = Containers::open(&paths.root)
+    if let Ok(containers) = Containers::open(&host.paths().root)
         && let Ok(c) = containers.find(&name)
-        && let Err(e) = runtime::remove(paths, &c.id, true)
+        && let Err(e) = runtime::remove(host, &c.id, true)
     {
         tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
     }
-    if let Ok(vols) = Volumes::open(&paths.root) {
+    if let Ok(vols) = Volumes::open(&host.paths().root) {
         for v in &snap.volumes {
             let vol = format!("{name}-{}", v.name);
             if vols.data_dir(&vol).exists()
@@ -629,16 +646,16 @@ pub fn drill(
     Ok(report)
 }
 
-fn probe_once(paths: &Paths, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
-    let containers = Containers::open(&paths.root)?;
-    let state = runtime::observed_state(&containers, id)?;
+fn probe_once(host: &Host, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
+    let containers = host.containers()?;
+    let state = runtime::observed_state(containers, id)?;
     let pid = match (state.status, state.pid) {
         (Status::Running, Some(pid)) => pid,
         (status, _) => bail!("the container is {status:?}"),
     };
     match probe {
         DrillProbe::Running => Ok(()),
-        DrillProbe::Command(cmd) => match runtime::exec(paths, id, runtime::ExecOptions::shell(cmd))? {
+        DrillProbe::Command(cmd) => match runtime::exec(host, id, runtime::ExecOptions::shell(cmd))? {
             0 => Ok(()),
             code => bail!("{cmd:?} exited with {code}"),
         },
@@ -677,4 +694,71 @@ fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -
     let names: Vec<Reference> = Reference::parse(&snap.image.reference).ok().into_iter().collect();
     txn.commit(&[(desc, names)])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::container::{RunConfig, State};
+    use crate::runtime::kernel::Fake;
+    use std::sync::Arc;
+
+    /// A host with running containers `ids` (v1 freezers in a fake kernel; `no_freezer` has
+    /// none).
+    fn host_with(ids: &[&str], no_freezer: &[&str]) -> (tempfile::TempDir, Host, Arc<Fake>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fake = Fake::new();
+        for id in ids.iter().filter(|id| !no_freezer.contains(id)) {
+            let dir = format!("/sys/fs/cgroup/freezer/lifeboat/{id}");
+            fake = fake.file(format!("{dir}/cgroup.procs"), "1\n").file(format!("{dir}/freezer.state"), "THAWED\n");
+        }
+        let fake = Arc::new(fake);
+        let paths = runtime::Paths { root: tmp.path().join("root"), run_root: tmp.path().join("run") };
+        let host = Host::with_kernel(paths, Box::new(fake.clone()));
+        let containers = host.containers().unwrap();
+        for id in ids {
+            let config = RunConfig { id: id.to_string(), name: format!("c-{id}"), ..runtime::spec::tests::sample() };
+            containers.create_record(&config).unwrap();
+            let state = State { status: Status::Running, pid: Some(std::process::id() as i32), ..State::created() };
+            containers.write_state(id, &state).unwrap();
+        }
+        (tmp, host, fake)
+    }
+
+    fn writes(fake: &Fake) -> Vec<String> {
+        fake.writes()
+            .into_iter()
+            .map(|(p, v)| format!("{} {v}", p.parent().unwrap().file_name().unwrap().to_string_lossy()))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_is_frozen_in_order_and_thawed_in_reverse_when_dropped() {
+        let (_tmp, host, fake) = host_with(&["aaa", "bbb"], &[]);
+        {
+            let frozen = Frozen::freeze(&host, &["aaa", "bbb"]).unwrap();
+            assert_eq!(frozen.ids, ["aaa", "bbb"]);
+            for id in ["aaa", "bbb"] {
+                assert_eq!(host.containers().unwrap().state(id).unwrap().status, Status::Paused);
+                assert!(host.containers().unwrap().dir(id).join(FROZEN_BY).exists());
+            }
+        }
+        assert_eq!(writes(&fake), ["aaa FROZEN", "bbb FROZEN", "bbb THAWED", "aaa THAWED"]);
+        for id in ["aaa", "bbb"] {
+            assert_eq!(host.containers().unwrap().state(id).unwrap().status, Status::Running);
+            assert!(!host.containers().unwrap().dir(id).join(FROZEN_BY).exists());
+        }
+    }
+
+    #[test]
+    fn when_one_cannot_be_frozen_those_before_it_are_thawed() {
+        let (_tmp, host, fake) = host_with(&["aaa", "bbb", "ccc"], &["bbb"]);
+        let e = Frozen::freeze(&host, &["aaa", "bbb", "ccc"]).err().unwrap();
+        assert!(format!("{e:#}").contains("cannot freeze container bbb"), "{e:#}");
+        assert_eq!(writes(&fake), ["aaa FROZEN", "aaa THAWED"]);
+        for id in ["aaa", "bbb", "ccc"] {
+            assert_eq!(host.containers().unwrap().state(id).unwrap().status, Status::Running, "{id}");
+            assert!(!host.containers().unwrap().dir(id).join(FROZEN_BY).exists(), "{id}");
+        }
+    }
 }

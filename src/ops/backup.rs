@@ -1,0 +1,590 @@
+//! Repository and snapshot commands: opening a repository (its location and password,
+//! including the embedded default one), init, info, stats, unlock, snapshot, snapshots,
+//! restore (from a repository or a snapshot image), drill, check, forget, prune, copy, diff
+//! and keys.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Kind;
+use crate::error::UsageError;
+use crate::image::Reference;
+use crate::registry::client::Options as RegistryOptions;
+use crate::repo::snapshot::{self, Snapshot, SnapshotStats};
+use crate::repo::{Repository, lock::Lock};
+use crate::runtime::Host;
+use crate::snapshot::{CaptureOptions, RestoreOptions};
+
+/// Asks the person at the terminal for a password (the command line's prompt), if anyone.
+pub type AskPassword<'a> = &'a dyn Fn() -> anyhow::Result<Option<Vec<u8>>>;
+
+/// Where a repository is and how to open it.
+#[derive(Debug, Clone, Default)]
+pub struct RepoSpec {
+    /// A path or `s3://…`; None: the host's default repository, `<root>/repository`, whose
+    /// password Lifeboat generates and keeps in `<root>/repository.password`.
+    pub location: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl RepoSpec {
+    fn location(&self, host: &Host) -> (String, bool) {
+        match &self.location {
+            Some(r) => (r.clone(), false),
+            None => (host.paths().root.join("repository").display().to_string(), true),
+        }
+    }
+
+    /// The password: its file, the default repository's generated one (made now with
+    /// `create_default`), or what `ask` gets.
+    fn password(
+        &self,
+        host: &Host,
+        is_default: bool,
+        create_default: bool,
+        ask: AskPassword,
+    ) -> anyhow::Result<Vec<u8>> {
+        if let Some(f) = &self.password_file {
+            return read_password_file(f);
+        }
+        if is_default {
+            let f = host.paths().root.join("repository.password");
+            if !f.exists() && create_default {
+                std::fs::create_dir_all(&host.paths().root)?;
+                let pw = crate::fsutil::random_hex(32);
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&f)?;
+                std::io::Write::write_all(&mut file, pw.as_bytes())?;
+            }
+            if f.exists() {
+                return read_password_file(&f);
+            }
+        }
+        if let Some(pw) = ask()? {
+            return Ok(pw);
+        }
+        Err(UsageError("no repository password: use --password-file or LIFEBOAT_PASSWORD_FILE".into()).into())
+    }
+
+    /// Opens the repository (the default one is created on first use). Its locks wait as
+    /// long as `LIFEBOAT_RETRY_LOCK` says (`5m`; the agent sets it for its jobs).
+    pub fn open(&self, host: &Host, ask: AskPassword) -> anyhow::Result<Repository> {
+        let (location, is_default) = self.location(host);
+        let backend = crate::backend::open(&location)?;
+        let mut repo = if is_default && backend.stat(Kind::Config, "config")?.is_none() {
+            let password = self.password(host, true, true, ask)?;
+            Repository::init(backend, &password)?
+        } else {
+            let password = self.password(host, is_default, false, ask)?;
+            Repository::open(backend, &password)?
+        };
+        let wait = std::env::var("LIFEBOAT_RETRY_LOCK").ok().and_then(|v| crate::config::parse_duration(&v).ok());
+        repo.set_lock_wait(wait.unwrap_or_default());
+        Ok(repo)
+    }
+
+    /// Creates a new, empty repository here; returns its ID and location.
+    pub fn init(&self, host: &Host, ask: AskPassword) -> anyhow::Result<(String, String)> {
+        let (location, is_default) = self.location(host);
+        let password = self.password(host, is_default, true, ask)?;
+        let r = Repository::init(crate::backend::open(&location)?, &password)?;
+        Ok((r.config.id.clone(), location))
+    }
+}
+
+/// A password from a file: its first line, not empty.
+pub fn read_password_file(f: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut s = String::new();
+    std::fs::File::open(f)
+        .and_then(|mut h| h.read_to_string(&mut s))
+        .with_context(|| format!("cannot read password file {}", f.display()))?;
+    let pw = s.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    if pw.is_empty() {
+        bail!(UsageError(format!("password file {} is empty", f.display())));
+    }
+    Ok(pw)
+}
+
+/// A repository's identity and size.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RepoInfo {
+    pub location: String,
+    pub id: String,
+    pub version: u32,
+    pub chunker: serde_json::Value,
+    pub snapshots: usize,
+    pub blobs: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+}
+
+pub fn info(repo: &Repository) -> anyhow::Result<RepoInfo> {
+    let snaps = snapshot::list(repo)?;
+    let packs = repo.packs();
+    let mut size = 0;
+    for p in packs.keys() {
+        size += repo.backend().stat(Kind::Pack, &hex::encode(p))?.unwrap_or(0);
+    }
+    Ok(RepoInfo {
+        location: repo.location(),
+        id: repo.config.id.clone(),
+        version: repo.config.version,
+        chunker: serde_json::to_value(repo.config.chunker)?,
+        snapshots: snaps.len(),
+        blobs: repo.blob_count(),
+        packs: packs.len(),
+        pack_bytes: size,
+    })
+}
+
+/// What a repository stores, before and after deduplication and compression.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RepoStats {
+    pub snapshots: usize,
+    /// The snapshots' sizes added up.
+    pub logical_bytes: u64,
+    /// The distinct data they hold, uncompressed.
+    pub unique_bytes: u64,
+    /// What that takes in the repository (compressed, encrypted).
+    pub stored_bytes: u64,
+    pub blobs: usize,
+    /// logical / stored.
+    pub ratio: f64,
+}
+
+pub fn stats(repo: &Repository) -> anyhow::Result<RepoStats> {
+    let snaps = snapshot::list(repo)?;
+    let logical: u64 = snaps.iter().map(|(_, s)| s.stats.bytes).sum();
+    let mut used = std::collections::HashSet::new();
+    for (_, s) in &snaps {
+        let mut roots = vec![s.image.tree, s.container_layer];
+        roots.extend(s.volumes.iter().map(|v| v.tree));
+        used.extend(crate::repo::maintenance::reachable(repo, roots)?);
+    }
+    let (mut raw, mut stored) = (0u64, 0u64);
+    for blobs in repo.packs().values() {
+        for (id, loc) in blobs {
+            if used.contains(id) {
+                raw += loc.raw as u64;
+                stored += loc.length as u64;
+            }
+        }
+    }
+    let ratio = if stored > 0 { logical as f64 / stored as f64 } else { 0.0 };
+    Ok(RepoStats {
+        snapshots: snaps.len(),
+        logical_bytes: logical,
+        unique_bytes: raw,
+        stored_bytes: stored,
+        blobs: used.len(),
+        ratio,
+    })
+}
+
+/// Removes stale locks (or all with `all`); returns how many.
+pub fn unlock(repo: &Repository, all: bool) -> anyhow::Result<usize> {
+    Ok(Lock::remove_stale(repo, all)?)
+}
+
+/// `registry://HOST/REPO[:TAG]` → the reference.
+pub fn registry_target(url: &str) -> anyhow::Result<Reference> {
+    let rest = url
+        .strip_prefix("registry://")
+        .ok_or_else(|| UsageError(format!("{url:?}: a registry target is written registry://HOST/REPO[:TAG]")))?;
+    if !rest.contains('/') {
+        bail!(UsageError(format!("{url:?}: name the repository: registry://HOST/REPO[:TAG]")));
+    }
+    Ok(Reference::parse(rest)?)
+}
+
+/// A snapshot to take: of which service, into which repositories, and what else to do.
+pub struct SnapshotRequest<'a> {
+    pub service: String,
+    /// Each repository gets the snapshot, in order.
+    pub repositories: Vec<RepoSpec>,
+    pub capture: CaptureOptions,
+    /// Commit the local image `SERVICE:snap-<UTC time>` (the newest 3 are kept).
+    pub local_image: bool,
+    /// Also push the snapshot as a portable image to this registry target.
+    pub push: Option<(String, RegistryOptions)>,
+    pub ask: AskPassword<'a>,
+    pub transfers: &'a dyn crate::registry::Progress,
+}
+
+/// One snapshot taken into one repository (the agent reads this from its jobs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotReport {
+    pub repository: String,
+    pub id: String,
+    pub service: String,
+    pub time: String,
+    pub stats: SnapshotStats,
+    pub image: Option<String>,
+    pub pushed: Option<String>,
+}
+
+/// Takes a snapshot of a running service into each repository; returns one report per
+/// repository. The service is frozen once per repository, for milliseconds.
+pub fn take_snapshot(host: &Host, req: &SnapshotRequest) -> anyhow::Result<Vec<SnapshotReport>> {
+    let push_target = match &req.push {
+        // A bad target is refused before anything is frozen.
+        Some((to, _)) => Some(registry_target(to)?),
+        None => None,
+    };
+    let mut results = Vec::new();
+    let mut image = None;
+    let mut pushed: Option<String> = None;
+    for spec in &req.repositories {
+        let mut repo = spec.open(host, req.ask)?;
+        let (id, snap) = crate::snapshot::capture(host, &mut repo, &req.service, &req.capture)
+            .with_context(|| format!("cannot snapshot {} into {}", req.service, repo.location()))?;
+        if image.is_none() && req.local_image {
+            // The service is running again; the local image comes from what was stored.
+            let name = crate::snapshot::commit_local_image(host, &repo, &id, &snap)
+                .with_context(|| format!("snapshot {} was saved, but the local image could not be made", &id[..12]))?;
+            image = Some(name.familiar());
+        }
+        if let (Some(target), Some((to, tls)), None) = (&push_target, &req.push, &pushed) {
+            pushed = Some(push_snapshot(host, &repo, &id, &snap, target, to, tls, req.transfers)?);
+        }
+        results.push((repo.location(), id, snap));
+    }
+    Ok(results
+        .into_iter()
+        .map(|(repository, id, snap)| SnapshotReport {
+            repository,
+            id,
+            service: snap.service,
+            time: snap.time,
+            stats: snap.stats,
+            image: image.clone(),
+            pushed: pushed.clone(),
+        })
+        .collect())
+}
+
+/// Builds the portable image of a snapshot and pushes it; returns where it went.
+#[allow(clippy::too_many_arguments)]
+fn push_snapshot(
+    host: &Host,
+    repo: &Repository,
+    id: &str,
+    snap: &Snapshot,
+    target: &Reference,
+    to: &str,
+    tls: &RegistryOptions,
+    transfers: &dyn crate::registry::Progress,
+) -> anyhow::Result<String> {
+    let time = chrono::DateTime::parse_from_rfc3339(&snap.time)?.with_timezone(&chrono::Utc);
+    let snap_tag = target.with_tag(&format!("snap-{}", time.format("%Y%m%dT%H%M%SZ")))?;
+    let image = crate::snapshot::build_portable_image(host, repo, id, snap, &snap_tag)?;
+    let store = host.store()?;
+    let mut targets = vec![snap_tag.clone()];
+    if target.tag().is_some_and(|t| t != "latest") || to.ends_with(":latest") {
+        store.tag(&image, target)?;
+        targets.push(target.clone());
+    }
+    for t in &targets {
+        crate::registry::push(store, &image, t, tls, transfers)
+            .with_context(|| format!("snapshot {} was saved, but pushing it to {} failed", &id[..12], t.familiar()))?;
+    }
+    Ok(targets.last().expect("one target").familiar())
+}
+
+/// One snapshot as `snapshots` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub time: String,
+    pub service: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub stats: SnapshotStats,
+    pub parent: Option<String>,
+}
+
+/// The repository's snapshots, oldest first; those of `service` only if given.
+pub fn list(repo: &Repository, service: Option<&str>) -> anyhow::Result<Vec<SnapshotRow>> {
+    Ok(snapshot::list(repo)?
+        .into_iter()
+        .filter(|(_, s)| service.is_none_or(|n| s.service == n))
+        .map(|(id, s)| SnapshotRow {
+            id,
+            time: s.time,
+            service: s.service,
+            host: s.hostname,
+            tags: s.tags,
+            stats: s.stats,
+            parent: s.parent,
+        })
+        .collect())
+}
+
+/// The snapshot to restore: the newest of `service` taken at or before `at` (RFC 3339 or a
+/// date, the end of that day), or the one `which` names (an ID prefix, or `latest`).
+pub fn select(repo: &Repository, service: &str, which: &str, at: Option<&str>) -> anyhow::Result<(String, Snapshot)> {
+    let Some(at) = at else { return Ok(snapshot::find(repo, Some(service), which)?) };
+    let limit = parse_time(at)?;
+    snapshot::list(repo)?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.service == service && chrono::DateTime::parse_from_rfc3339(&s.time).is_ok_and(|t| t <= limit))
+        .ok_or_else(|| {
+            crate::repo::RepoError::Other {
+                location: repo.location(),
+                what: format!("no snapshot of {service} at or before {at}"),
+            }
+            .into()
+        })
+}
+
+/// RFC 3339, or a bare date (the end of that day, UTC).
+fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let end = d.and_hms_opt(23, 59, 59).expect("valid time").and_utc();
+        return Ok(end.fixed_offset());
+    }
+    bail!(UsageError(format!("invalid time {s:?}: use RFC 3339 (2026-11-27T02:30:00Z) or a date (2026-11-27)")))
+}
+
+/// A restore from a repository.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub container: String,
+    pub name: String,
+    pub seconds: f64,
+    pub fetched_image: bool,
+    pub healthy: Option<bool>,
+}
+
+pub fn restore(
+    host: &Host,
+    repo: &Repository,
+    id: &str,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+) -> anyhow::Result<RestoreReport> {
+    let r = crate::snapshot::restore(host, repo, id, snap, opts)
+        .with_context(|| format!("cannot restore {}", snap.service))?;
+    Ok(RestoreReport {
+        snapshot: id.to_string(),
+        container: r.container.id.clone(),
+        name: r.container.name.clone(),
+        seconds: r.elapsed.as_secs_f64(),
+        fetched_image: r.fetched_image,
+        healthy: r.healthy,
+    })
+}
+
+/// A restore from a snapshot image.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImageRestoreReport {
+    pub image: String,
+    pub container: String,
+    pub name: String,
+    pub seconds: f64,
+    pub healthy: Option<bool>,
+}
+
+/// Restores `service` from a snapshot image: `registry://HOST/REPO:TAG` (pulled) or a
+/// local image name.
+pub fn restore_from_image(
+    host: &Host,
+    service: &str,
+    from: &str,
+    tls: &RegistryOptions,
+    opts: &RestoreOptions,
+) -> anyhow::Result<ImageRestoreReport> {
+    let store = host.store()?;
+    let (image, reference) = match from.strip_prefix("registry://") {
+        Some(_) => {
+            let r = registry_target(from)?;
+            let platform = crate::image::spec::Platform::host();
+            let (image, _) = crate::registry::pull(store, &r, &platform, tls, true, &crate::registry::Silent)?;
+            (image, r.familiar())
+        }
+        None => (store.find(from)?, from.to_string()),
+    };
+    let labelled = image.config.config.labels.get(crate::snapshot::LABEL_SERVICE).cloned().unwrap_or_default();
+    if !labelled.is_empty() && labelled != service && opts.rename.is_none() {
+        bail!(UsageError(format!(
+            "{reference} is a snapshot of {labelled}, not {service}: restore {labelled}, or use --as {service} to give it that name"
+        )));
+    }
+    let r = crate::snapshot::restore_from_image(host, &image, &reference, opts)
+        .with_context(|| format!("cannot restore {service} from {reference}"))?;
+    Ok(ImageRestoreReport {
+        image: reference,
+        container: r.container.id.clone(),
+        name: r.container.name.clone(),
+        seconds: r.elapsed.as_secs_f64(),
+        healthy: r.healthy,
+    })
+}
+
+/// How a drill decides the restored service is healthy.
+#[derive(Debug, Clone)]
+pub enum ProbeSpec {
+    /// `http://localhost:PORT/PATH` answers 2xx/3xx inside the container.
+    Http(String),
+    /// This command exits 0 inside it.
+    Command(String),
+    /// The service's own health check, else: its process runs.
+    Default,
+}
+
+/// Rehearses a restore of `service` aside, probes it, removes it.
+pub fn drill(
+    host: &Host,
+    repo: &Repository,
+    service: &str,
+    which: &str,
+    probe: &ProbeSpec,
+    timeout: Duration,
+) -> anyhow::Result<(String, crate::snapshot::DrillReport)> {
+    let (id, snap) = snapshot::find(repo, Some(service), which)?;
+    let probe = match probe {
+        ProbeSpec::Http(url) => {
+            let (port, path) = crate::config::parse_http_check(url).map_err(UsageError)?;
+            crate::snapshot::DrillProbe::Http(port, path)
+        }
+        ProbeSpec::Command(cmd) => crate::snapshot::DrillProbe::Command(cmd.clone()),
+        ProbeSpec::Default => {
+            match snap.run_config.get("health").and_then(|h| h.get("command")).and_then(|c| c.as_str()) {
+                Some(cmd) => crate::snapshot::DrillProbe::Command(cmd.to_string()),
+                None => crate::snapshot::DrillProbe::Running,
+            }
+        }
+    };
+    let report = crate::snapshot::drill(host, repo, &id, &snap, &probe, timeout)?;
+    Ok((id, report))
+}
+
+/// `--read-data-subset 10%` as a fraction.
+pub fn read_fraction(subset: Option<&str>, all: bool) -> Result<Option<f64>, UsageError> {
+    match (subset, all) {
+        (_, true) => Ok(Some(1.0)),
+        (Some(p), false) => {
+            let n: f64 = p
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| UsageError(format!("invalid --read-data-subset {p:?} (e.g. 10%)")))?;
+            if !(0.0..=100.0).contains(&n) {
+                return Err(UsageError(format!("--read-data-subset {p:?} must be between 0% and 100%")));
+            }
+            Ok(Some(n / 100.0))
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+/// What `forget` decided for one snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForgetDecision {
+    pub id: String,
+    pub service: String,
+    pub time: String,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}
+
+/// Applies `policy` to each service's snapshots (those of `service` only, if given) and
+/// removes what it does not keep (nothing with `dry_run`); every decision, in order.
+pub fn forget(
+    repo: &mut Repository,
+    service: Option<&str>,
+    policy: &crate::repo::forget::Policy,
+    dry_run: bool,
+) -> anyhow::Result<Vec<ForgetDecision>> {
+    if policy.is_empty() {
+        bail!(UsageError(
+            "no policy given: refusing to forget every snapshot (use --keep-last, --keep-daily, …)".into()
+        ));
+    }
+    let all = snapshot::list(repo)?;
+    let mut services: Vec<String> = all.iter().map(|(_, s)| s.service.clone()).collect();
+    services.sort();
+    services.dedup();
+    let mut out = Vec::new();
+    for name in services.iter().filter(|s| service.is_none_or(|n| n == s.as_str())) {
+        let group: Vec<_> = all.iter().filter(|(_, s)| &s.service == name).cloned().collect();
+        let decisions = crate::repo::forget::apply(policy, &group);
+        for ((id, s), (keep, reasons)) in group.iter().zip(decisions) {
+            if !keep && !dry_run {
+                repo.backend().delete(Kind::Snapshot, id)?;
+            }
+            out.push(ForgetDecision {
+                id: id.clone(),
+                service: name.clone(),
+                time: s.time.clone(),
+                keep,
+                reasons: reasons.into_iter().map(String::from).collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One snapshot `copy` brought over.
+#[derive(Debug, Serialize)]
+pub struct Copied {
+    pub id: String,
+    pub service: String,
+    pub new_id: String,
+    pub added_bytes: u64,
+}
+
+/// Copies the source's snapshots (those whose ID starts with one of `wanted`, or all) that
+/// the target lacks; reports each as it is copied.
+pub fn copy(
+    src: &Repository,
+    dst: &mut Repository,
+    wanted: &[String],
+    each: &mut dyn FnMut(&Copied),
+) -> anyhow::Result<Vec<Copied>> {
+    let lock = Lock::acquire(dst, false)?;
+    let existing: Vec<(String, String, String)> =
+        snapshot::list(dst)?.into_iter().map(|(_, s)| (s.service, s.time, s.hostname)).collect();
+    let mut map = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (id, snap) in snapshot::list(src)? {
+        if !wanted.is_empty() && !wanted.iter().any(|p| id.starts_with(p.as_str())) {
+            continue;
+        }
+        if existing.contains(&(snap.service.clone(), snap.time.clone(), snap.hostname.clone())) {
+            continue;
+        }
+        let before = dst.added_bytes();
+        let c = crate::repo::maintenance::copy_snapshot(src, dst, &snap, &mut map)?;
+        let new_id = dst.save_object(Kind::Snapshot, &c)?;
+        let copied = Copied { id, service: snap.service.clone(), new_id, added_bytes: dst.added_bytes() - before };
+        each(&copied);
+        out.push(copied);
+    }
+    lock.release(dst)?;
+    Ok(out)
+}
+
+/// One change between two snapshots.
+#[derive(Debug, Serialize)]
+pub struct SnapshotChange {
+    pub kind: String,
+    pub path: String,
+}
+
+pub fn diff(repo: &Repository, first: &str, second: &str) -> anyhow::Result<Vec<SnapshotChange>> {
+    let (_, first) = snapshot::find(repo, None, first)?;
+    let (_, second) = snapshot::find(repo, None, second)?;
+    Ok(crate::repo::maintenance::diff(repo, &first, &second)?
+        .into_iter()
+        .map(|(c, path)| SnapshotChange { kind: c.to_string(), path })
+        .collect())
+}

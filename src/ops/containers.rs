@@ -1,0 +1,717 @@
+//! Container commands: create (from an image and what `run` was asked), list, logs, stop,
+//! start, restart, kill, remove, pause, processes, usage, ports, inspect, export, and the
+//! boot-time start of restartable containers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::UsageError;
+use crate::image::changes::expand_port;
+use crate::report::text::ago;
+use crate::runtime::container::{
+    ContainerError, HealthCheck, MountSource, MountSpec, NetworkMode, PortMapping, Protocol, RestartPolicy, RunConfig,
+    State, Status, new_id,
+};
+use crate::runtime::{self, Host, names};
+
+/// The network a container is asked to use; `Container` names a peer (resolved at create).
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetworkRequest {
+    Private,
+    Host,
+    None,
+    Container(String),
+}
+
+impl NetworkRequest {
+    /// `private` (or `bridge`, `default`), `host`, `none`, `container:NAME`.
+    pub fn parse(s: &str) -> Result<NetworkRequest, UsageError> {
+        Ok(match s {
+            "private" | "bridge" | "default" => NetworkRequest::Private,
+            "host" => NetworkRequest::Host,
+            "none" => NetworkRequest::None,
+            other => match other.strip_prefix("container:") {
+                Some(name) if !name.is_empty() => NetworkRequest::Container(name.to_string()),
+                _ => {
+                    return Err(UsageError(format!(
+                        "invalid network {other:?}: private, host, none or container:NAME"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+/// What a new container is to be: the image and what the caller asked on top of it.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub image: String,
+    /// Command and arguments (empty: the image's).
+    pub command: Vec<String>,
+    /// Override of the image's entrypoint (`Some("")` clears it).
+    pub entrypoint: Option<String>,
+    pub name: Option<String>,
+    pub ports: Vec<PortMapping>,
+    /// Also publish every port the image exposes, on free host ports.
+    pub publish_all: bool,
+    /// `KEY=VALUE`, or `KEY` to take the value from this process's environment.
+    pub env: Vec<String>,
+    /// Files of `KEY=VALUE` lines, read before `env`.
+    pub env_files: Vec<PathBuf>,
+    pub mounts: Vec<MountSpec>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub restart: RestartPolicy,
+    pub network: NetworkRequest,
+    pub auto_remove: bool,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub read_only: bool,
+    pub init: bool,
+    pub health: Option<HealthCheck>,
+    pub tty: bool,
+    pub stdin_open: bool,
+}
+
+impl RunRequest {
+    /// A request for `image` with every setting at its default.
+    pub fn new(image: &str) -> RunRequest {
+        RunRequest {
+            image: image.to_string(),
+            command: Vec::new(),
+            entrypoint: None,
+            name: None,
+            ports: Vec::new(),
+            publish_all: false,
+            env: Vec::new(),
+            env_files: Vec::new(),
+            mounts: Vec::new(),
+            workdir: None,
+            user: None,
+            hostname: None,
+            restart: RestartPolicy::No,
+            network: NetworkRequest::Private,
+            auto_remove: false,
+            memory: None,
+            cpus: None,
+            pids_limit: None,
+            read_only: false,
+            init: false,
+            health: None,
+            tty: false,
+            stdin_open: false,
+        }
+    }
+}
+
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read env file {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
+}
+
+/// `base` with `extra` applied: a `KEY=VALUE` replaces or adds; a bare `KEY` takes this
+/// process's value (and is left out if it has none), as Docker does.
+pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = base.to_vec();
+    for e in extra {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        let entry = format!("{k}={v}");
+        match env.iter_mut().find(|x| x.split_once('=').map_or(x.as_str(), |(a, _)| a) == k) {
+            Some(x) => *x = entry,
+            None => env.push(entry),
+        }
+    }
+    env
+}
+
+/// Records a new container (image defaults, then the request on top) and returns its
+/// configuration; nothing runs yet.
+pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
+    let store = host.store()?;
+    let image = store.find(&req.image).map_err(|e| match e {
+        crate::image::StoreError::NotFound(n) => anyhow::Error::from(crate::image::StoreError::NotFound(n))
+            .context("the image is not in the local store (use lifeboat load or import)"),
+        other => other.into(),
+    })?;
+    runtime::ensure_layers(store, &image)?;
+    let ic = &image.config.config;
+
+    let entrypoint: Vec<String> = match &req.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => ic.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !req.command.is_empty() {
+        req.command.clone()
+    } else if req.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        ic.cmd.clone().unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(UsageError("no command specified, and the image has no CMD or ENTRYPOINT".into()).into());
+    }
+    let mut extra_env = Vec::new();
+    for f in &req.env_files {
+        extra_env.extend(read_env_file(f)?);
+    }
+    extra_env.extend(req.env.iter().cloned());
+    let env = merge_env(&ic.env, &extra_env);
+
+    let mut ports = req.ports.clone();
+    if req.publish_all {
+        for exposed in ic.exposed_ports.keys() {
+            for p in expand_port(exposed).map_err(UsageError)? {
+                let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                let protocol = match proto {
+                    "udp" => Protocol::Udp,
+                    "tcp" => Protocol::Tcp,
+                    _ => {
+                        tracing::warn!(port = p.as_str(), "only TCP and UDP ports are published; skipping");
+                        continue;
+                    }
+                };
+                let container_port: u16 = port.parse().map_err(|_| UsageError(format!("invalid exposed port {p}")))?;
+                if !ports.iter().any(|m: &PortMapping| m.container_port == container_port && m.protocol == protocol) {
+                    ports.push(PortMapping { host_ip: String::new(), host_port: 0, container_port, protocol });
+                }
+            }
+        }
+    }
+    let containers = host.containers()?;
+    let network = match &req.network {
+        NetworkRequest::Private => NetworkMode::Private,
+        NetworkRequest::Host => NetworkMode::Host,
+        NetworkRequest::None => NetworkMode::None,
+        NetworkRequest::Container(name) => NetworkMode::Container(containers.find(name)?.id),
+    };
+    if req.auto_remove && req.restart != RestartPolicy::No {
+        return Err(UsageError("--rm and --restart cannot be combined".into()).into());
+    }
+
+    let _lock = containers.lock()?;
+    let name = match &req.name {
+        Some(n) => {
+            names::validate_name(n).map_err(UsageError)?;
+            if let Some(other) = containers.name_taken(n)? {
+                return Err(ContainerError::Conflict(format!(
+                    "the container name {n:?} is already in use by container {}; remove or rename it",
+                    &other[..12]
+                ))
+                .into());
+            }
+            n.clone()
+        }
+        None => {
+            let mut retry = 0;
+            loop {
+                let n = names::random_name(retry);
+                if containers.name_taken(&n)?.is_none() {
+                    break n;
+                }
+                retry += 1;
+            }
+        }
+    };
+    let id = new_id();
+    let config = RunConfig {
+        hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+        id,
+        name,
+        image: req.image.clone(),
+        image_id: image.id().clone(),
+        layers: image.config.rootfs.diff_ids.clone(),
+        created: crate::sys::now_rfc3339(),
+        args,
+        env,
+        working_dir: req.workdir.clone().or_else(|| ic.working_dir.clone()).unwrap_or_default(),
+        user: req.user.clone().or_else(|| ic.user.clone().filter(|u| !u.is_empty())),
+        ports,
+        mounts: req.mounts.clone(),
+        network,
+        restart: req.restart.clone(),
+        auto_remove: req.auto_remove,
+        memory: req.memory,
+        cpus: req.cpus,
+        pids_limit: req.pids_limit,
+        read_only: req.read_only,
+        init: req.init,
+        stop_signal: ic.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+        health: req.health.clone(),
+        tty: req.tty,
+        stdin_open: req.stdin_open,
+    };
+    containers.create_record(&config)?;
+    Ok(config)
+}
+
+/// A container as `ps` lists it (Docker's field names in JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Image")]
+    pub image: String,
+    #[serde(rename = "Command")]
+    pub command: String,
+    #[serde(rename = "CreatedAt")]
+    pub created_at: String,
+    /// `Up 5 minutes (healthy)`, `Exited (0) 2 hours ago`.
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(rename = "State")]
+    pub state: Status,
+    #[serde(rename = "Ports")]
+    pub ports: String,
+    #[serde(rename = "Names")]
+    pub names: String,
+    #[serde(rename = "ExitCode")]
+    pub exit_code: Option<i32>,
+    /// Running, paused or restarting.
+    #[serde(skip)]
+    pub up: bool,
+}
+
+/// The containers, newest first; all of them, or those up.
+pub fn list(host: &Host, all: bool) -> anyhow::Result<Vec<ContainerRow>> {
+    let containers = host.containers()?;
+    let mut rows = Vec::new();
+    for id in containers.ids()?.into_iter().rev() {
+        let Ok(config) = containers.config(&id) else { continue };
+        let state = runtime::observed_state(containers, &id)?;
+        let up = matches!(state.status, Status::Running | Status::Paused | Status::Restarting);
+        if !all && !up {
+            continue;
+        }
+        let health = (state.status == Status::Running && config.health.is_some())
+            .then(|| runtime::Health::load(&containers.dir(&id)))
+            .flatten()
+            .map(
+                |h| if h.status == "starting" { " (health: starting)".to_string() } else { format!(" ({})", h.status) },
+            )
+            .unwrap_or_default();
+        rows.push(ContainerRow {
+            id,
+            image: config.image.clone(),
+            command: config.args.join(" "),
+            created_at: config.created.clone(),
+            status: format!("{}{health}", status_text(&state, runtime::shim_lost(&state))),
+            state: state.status,
+            ports: ports_text(&state),
+            names: config.name.clone(),
+            exit_code: state.exit_code,
+            up,
+        });
+    }
+    Ok(rows)
+}
+
+/// Docker's status column: `Up 5 minutes`, `Exited (1) 2 hours ago`, …
+pub fn status_text(state: &State, shim_lost: bool) -> String {
+    let since = |t: &Option<String>| ago(t.as_deref()).trim_end_matches(" ago").to_string();
+    match state.status {
+        Status::Created => "Created".into(),
+        Status::Running if shim_lost => format!("Up {} (unsupervised: shim died)", since(&state.started_at)),
+        Status::Running => format!("Up {}", since(&state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&state.started_at)),
+        Status::Restarting => {
+            format!("Restarting ({}) {}", state.exit_code.unwrap_or(0), ago(state.finished_at.as_deref()))
+        }
+        Status::Exited => format!("Exited ({}) {}", state.exit_code.unwrap_or(0), ago(state.finished_at.as_deref())),
+    }
+}
+
+/// `0.0.0.0:8080->80/tcp, …`
+pub fn ports_text(state: &State) -> String {
+    state
+        .ports
+        .iter()
+        .map(|p| {
+            let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() };
+            let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+            format!("{ip}:{}->{}/{proto}", p.host_port, p.container_port)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which log lines to show.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub tail: Option<usize>,
+    /// Keep reading until the container stops.
+    pub follow: bool,
+}
+
+/// Hands a container's log lines to `show`, as asked; with `follow`, until it stops.
+pub fn logs(
+    host: &Host,
+    name: &str,
+    opts: &LogOptions,
+    show: &mut dyn FnMut(Vec<runtime::logs::LogLine>),
+) -> anyhow::Result<()> {
+    let containers = host.containers()?;
+    let config = containers.find(name)?;
+    let path = containers.dir(&config.id).join("log.json");
+    let (mut lines, mut offset) = runtime::logs::read_from(&path, 0)?;
+    if let Some(t) = opts.since {
+        lines.retain(|l| chrono::DateTime::parse_from_rfc3339(&l.time).is_ok_and(|lt| lt >= t));
+    }
+    if let Some(n) = opts.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    show(lines);
+    if !opts.follow {
+        return Ok(());
+    }
+    loop {
+        let state = runtime::observed_state(containers, &config.id);
+        let running =
+            state.as_ref().is_ok_and(|s| matches!(s.status, Status::Running | Status::Paused | Status::Restarting));
+        let (more, next) = runtime::logs::read_from(&path, offset)?;
+        offset = next;
+        show(more);
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Does `f` to each named container; each name's outcome, in the order given. `parallel`
+/// does them all at once (stopping ten containers should not take ten grace periods).
+pub fn each(
+    host: &Host,
+    names: &[String],
+    parallel: bool,
+    f: &(dyn Fn(&RunConfig) -> anyhow::Result<()> + Sync),
+) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    let containers = host.containers()?;
+    let one = |n: &String| containers.find(n).map_err(anyhow::Error::from).and_then(|c| f(&c));
+    let results: Vec<anyhow::Result<()>> = if parallel {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = names.iter().map(|n| s.spawn(move || one(n))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker thread panicked"))))
+                .collect()
+        })
+    } else {
+        names.iter().map(one).collect()
+    };
+    Ok(names.iter().cloned().zip(results).collect())
+}
+
+pub fn stop(host: &Host, names: &[String], timeout: Duration) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    each(host, names, true, &|c| Ok(runtime::stop(host, &c.id, timeout)?))
+}
+
+pub fn start(host: &Host, names: &[String]) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    each(host, names, false, &|c| {
+        runtime::start(host, &c.id)?;
+        Ok(())
+    })
+}
+
+pub fn restart(host: &Host, names: &[String], timeout: Duration) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    each(host, names, false, &|c| {
+        runtime::stop(host, &c.id, timeout)?;
+        runtime::start(host, &c.id)?;
+        Ok(())
+    })
+}
+
+pub fn kill(host: &Host, names: &[String], signal: &str) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    let sig = runtime::parse_signal(signal).ok_or_else(|| UsageError(format!("invalid signal {signal:?}")))?;
+    let containers = host.containers()?;
+    each(host, names, false, &|c| {
+        if matches!(sig, nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGTERM) {
+            // A killed container is not restarted by its policy (Docker's behaviour for `kill`
+            // is to restart `always` containers; we honour that only for other signals).
+            let _ = runtime::shim::request_stop(&containers.dir(&c.id));
+        }
+        Ok(runtime::signal(containers, &c.id, sig)?)
+    })
+}
+
+/// Removes containers (`force`: running ones too), and with `volumes` the named volumes they
+/// used that no other container uses.
+pub fn remove(
+    host: &Host,
+    names: &[String],
+    force: bool,
+    volumes: bool,
+) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    each(host, names, false, &|c| {
+        runtime::remove(host, &c.id, force)?;
+        if volumes {
+            for m in &c.mounts {
+                if let MountSource::Volume { name } = &m.source
+                    && !super::volumes::in_use(host, name)?
+                {
+                    host.volumes()?.remove(name)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn pause(host: &Host, names: &[String], paused: bool) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    each(host, names, false, &|c| Ok(runtime::set_paused(host, &c.id, paused)?))
+}
+
+/// What `start --restartable` did at boot.
+#[derive(Debug, Default, Serialize)]
+pub struct Recovery {
+    /// Names started because their policy asks for it.
+    pub started: Vec<String>,
+    /// Names (or leftover paths) and why they could not be started or cleared.
+    pub failed: Vec<(String, String)>,
+    /// `run --rm` containers a shutdown cut short, removed.
+    pub removed: Vec<String>,
+}
+
+/// After a reboot: clears what a crash left of removals and of `run --rm` containers, and
+/// starts every container whose restart policy asks for it. Never in the way of bringing
+/// services back: a failure is recorded and the rest goes on.
+pub fn start_restartable(host: &Host) -> anyhow::Result<Recovery> {
+    let containers = host.containers()?;
+    let mut report = Recovery::default();
+    for retired in containers.retired()? {
+        if let Err(e) = runtime::remove_retired(&retired) {
+            report.failed.push((retired.display().to_string(), format!("cannot remove it: {e}")));
+        }
+    }
+    for id in containers.ids()? {
+        let config = containers.config(&id)?;
+        let state = runtime::observed_state(containers, &id)?;
+        if config.auto_remove && state.status == Status::Exited {
+            match runtime::remove_files(host, &id) {
+                Ok(()) => report.removed.push(config.name.clone()),
+                Err(e) => report.failed.push((config.name.clone(), format!("cannot remove it: {e}"))),
+            }
+            continue;
+        }
+        let stopped_by_user = containers.dir(&id).join("stop-requested").exists();
+        if wants_restart(&config.restart, stopped_by_user, state.exit_code) && state.status == Status::Exited {
+            match runtime::start(host, &id) {
+                Ok(_) => report.started.push(config.name.clone()),
+                Err(e) => report.failed.push((config.name.clone(), format!("cannot start it: {e}"))),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Whether a container that is not running should be started again at boot.
+pub fn wants_restart(policy: &RestartPolicy, stopped_by_user: bool, exit_code: Option<i32>) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::UnlessStopped => !stopped_by_user,
+        RestartPolicy::OnFailure { .. } => !stopped_by_user && exit_code.is_some_and(|c| c != 0),
+        RestartPolicy::No => false,
+    }
+}
+
+/// One process of a container, as `top` lists it.
+#[derive(Debug, Serialize)]
+pub struct ProcessRow {
+    pub uid: String,
+    pub pid: i32,
+    pub command: String,
+}
+
+pub fn processes(host: &Host, name: &str) -> anyhow::Result<Vec<ProcessRow>> {
+    let c = host.containers()?.find(name)?;
+    let mut rows = Vec::new();
+    for pid in runtime::cgroup::processes(host.kernel(), &c.id) {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let command = String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string();
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap_or("").to_string()))
+            })
+            .unwrap_or_default();
+        rows.push(ProcessRow { uid, pid, command });
+    }
+    Ok(rows)
+}
+
+/// One container's resource use, as `stats` shows it (Docker's field names in JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsageRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "CPUPerc")]
+    pub cpu_percent: f64,
+    #[serde(rename = "MemUsage")]
+    pub memory: u64,
+    #[serde(rename = "MemLimit")]
+    pub memory_limit: Option<u64>,
+    #[serde(rename = "PIDs")]
+    pub pids: u64,
+}
+
+/// The containers `stats` samples: those named, or every running one.
+pub fn usage_targets(host: &Host, names: &[String]) -> anyhow::Result<Vec<RunConfig>> {
+    let containers = host.containers()?;
+    Ok(if names.is_empty() {
+        containers
+            .ids()?
+            .into_iter()
+            .filter(|id| runtime::observed_state(containers, id).is_ok_and(|s| s.status == Status::Running))
+            .filter_map(|id| containers.config(&id).ok())
+            .collect()
+    } else {
+        names.iter().map(|n| containers.find(n)).collect::<Result<_, _>>()?
+    })
+}
+
+/// One sample of `targets`' use, CPU measured over `over`.
+pub fn usage(host: &Host, targets: &[RunConfig], over: Duration) -> Vec<UsageRow> {
+    let kernel = host.kernel();
+    let before: Vec<u64> = targets.iter().map(|c| runtime::cgroup::usage(kernel, &c.id).cpu_ns).collect();
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(over);
+    let elapsed = t0.elapsed().as_nanos() as f64;
+    targets
+        .iter()
+        .zip(before)
+        .map(|(c, cpu0)| {
+            let u = runtime::cgroup::usage(kernel, &c.id);
+            UsageRow {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                cpu_percent: (u.cpu_ns.saturating_sub(cpu0)) as f64 / elapsed * 100.0,
+                memory: u.memory,
+                memory_limit: u.memory_limit,
+                pids: u.pids,
+            }
+        })
+        .collect()
+}
+
+/// A container's published ports as they are bound now.
+pub fn ports(host: &Host, name: &str) -> anyhow::Result<Vec<PortMapping>> {
+    let containers = host.containers()?;
+    let c = containers.find(name)?;
+    Ok(runtime::observed_state(containers, &c.id)?.ports)
+}
+
+/// A container's details as JSON, in Docker's shape.
+pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> {
+    let containers = host.containers()?;
+    let state = runtime::observed_state(containers, &c.id)?;
+    let running = matches!(state.status, Status::Running | Status::Paused);
+    let volumes = host.volumes().ok();
+    let mounts: Vec<_> = c
+        .mounts
+        .iter()
+        .map(|m| match &m.source {
+            MountSource::Volume { name } => json!({"Type": "volume", "Name": name, "Source": volumes.map(|v| v.data_dir(name)), "Destination": m.target, "RW": !m.read_only}),
+            MountSource::Bind { path } => json!({"Type": "bind", "Source": path, "Destination": m.target, "RW": !m.read_only}),
+        })
+        .collect();
+    let ports: BTreeMap<String, Vec<serde_json::Value>> = state
+        .ports
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+            (format!("{}/{proto}", p.container_port), vec![json!({"HostIp": if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip }, "HostPort": p.host_port.to_string()})])
+        })
+        .collect();
+    Ok(json!({
+        "Id": c.id,
+        "Name": format!("/{}", c.name),
+        "Created": c.created,
+        "State": {
+            "Status": match state.status { Status::Created => "created", Status::Running => "running", Status::Paused => "paused", Status::Restarting => "restarting", Status::Exited => "exited" },
+            "Running": running, "Paused": state.status == Status::Paused, "Restarting": state.status == Status::Restarting,
+            "OOMKilled": state.oom_killed, "Pid": state.pid.unwrap_or(0), "ShimPid": state.shim_pid.unwrap_or(0),
+            "ShimAlive": state.shim_pid.is_some_and(runtime::alive),
+            "ExitCode": state.exit_code.unwrap_or(0), "Error": state.error.clone().unwrap_or_default(),
+            "StartedAt": state.started_at, "FinishedAt": state.finished_at,
+            "Health": runtime::Health::load(&containers.dir(&c.id)),
+        },
+        "Image": c.image_id,
+        "RestartCount": state.restart_count,
+        "Config": {
+            "Hostname": c.hostname, "User": c.user.clone().unwrap_or_default(), "Env": c.env, "Cmd": c.args,
+            "Image": c.image, "WorkingDir": c.working_dir, "StopSignal": c.stop_signal,
+            "Healthcheck": c.health.as_ref().map(|h| json!({"Test": ["CMD-SHELL", h.command], "Interval": h.interval_secs * 1_000_000_000})),
+        },
+        "HostConfig": {
+            "RestartPolicy": {"Name": c.restart.to_docker()},
+            "AutoRemove": c.auto_remove,
+            "NetworkMode": match &c.network { NetworkMode::Private => "private".to_string(), NetworkMode::Host => "host".into(), NetworkMode::None => "none".into(), NetworkMode::Container(id) => format!("container:{id}") },
+            "Memory": c.memory.unwrap_or(0), "NanoCpus": c.cpus.map_or(0, |x| (x * 1e9) as i64), "PidsLimit": c.pids_limit,
+            "ReadonlyRootfs": c.read_only,
+            "PortBindings": c.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port})).collect::<Vec<_>>(),
+        },
+        "Mounts": mounts,
+        "NetworkSettings": {"Ports": ports},
+        "LogPath": containers.dir(&c.id).join("log.json"),
+    }))
+}
+
+/// Writes a container's whole filesystem as a tarball to `path` (complete or not at all: a
+/// temporary name until the end).
+pub fn export_to_file(host: &Host, name: &str, path: &Path) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tar.partial");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    match runtime::commit::export(host, name, std::io::BufWriter::new(file)) {
+        Ok(()) => Ok(std::fs::rename(&tmp, path)?),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_at_boot_follows_the_policy() {
+        let on_failure = RestartPolicy::OnFailure { max_retries: None };
+        assert!(wants_restart(&RestartPolicy::Always, true, Some(0)));
+        assert!(wants_restart(&RestartPolicy::UnlessStopped, false, Some(0)));
+        assert!(!wants_restart(&RestartPolicy::UnlessStopped, true, Some(1)));
+        assert!(wants_restart(&on_failure, false, Some(3)));
+        assert!(!wants_restart(&on_failure, false, Some(0)));
+        assert!(!wants_restart(&on_failure, true, Some(3)));
+        assert!(!wants_restart(&RestartPolicy::No, false, Some(1)));
+    }
+
+    #[test]
+    fn networks_and_env() {
+        assert_eq!(NetworkRequest::parse("bridge").unwrap(), NetworkRequest::Private);
+        assert_eq!(NetworkRequest::parse("container:db").unwrap(), NetworkRequest::Container("db".into()));
+        assert!(NetworkRequest::parse("container:").is_err());
+        assert!(NetworkRequest::parse("overlay").is_err());
+        let env = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
+        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+}

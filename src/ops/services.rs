@@ -1,0 +1,196 @@
+//! The configuration's services brought up and down: `up` creates, recreates (when the
+//! definition changed, or the container whose network a service joins was recreated) or
+//! starts each service, in an order where a service comes after its network peer; `down`
+//! stops and removes them in the reverse order. Containers `up` did not create are never
+//! touched. The command line and the agent both call these.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::containers::{self, NetworkRequest, RunRequest};
+use crate::config::{self, Config};
+use crate::error::UsageError;
+use crate::runtime::container::{ContainerError, HealthCheck, MountSource, NetworkMode, RestartPolicy, Status};
+use crate::runtime::{self, Host};
+
+/// The marker `up` leaves in a container it created: the service definition it was made from.
+const SERVICE_MARKER: &str = "service.json";
+
+/// Services in an order where each comes after the one whose network it joins; all of them,
+/// or those named (each name checked).
+pub fn ordered(config: &Config, wanted: &[String]) -> Result<Vec<String>, UsageError> {
+    for w in wanted {
+        if !config.services.contains_key(w) {
+            return Err(UsageError(format!("no service {w:?} in the configuration")));
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit(config: &Config, name: &str, seen: &mut BTreeSet<String>, out: &mut Vec<String>, depth: usize) {
+        if depth > config.services.len() || !seen.insert(name.to_string()) {
+            return;
+        }
+        if let Some(other) = config.services[name].network.as_ref().and_then(|n| n.get_ref().strip_prefix("container:"))
+            && config.services.contains_key(other)
+        {
+            visit(config, other, seen, out, depth + 1);
+        }
+        out.push(name.to_string());
+    }
+    let names: Vec<&String> =
+        if wanted.is_empty() { config.services.keys().collect() } else { wanted.iter().collect() };
+    for n in names {
+        visit(config, n, &mut seen, &mut out, 0);
+    }
+    Ok(out)
+}
+
+/// The container request a service's definition makes.
+pub fn request(name: &str, svc: &config::Service) -> anyhow::Result<RunRequest> {
+    let mut req = RunRequest::new(svc.image.get_ref());
+    req.name = Some(name.to_string());
+    req.command = svc.command.clone().unwrap_or_default();
+    req.entrypoint = svc.entrypoint.clone();
+    for p in &svc.ports {
+        req.ports.push(crate::syntax::publish(p)?);
+    }
+    req.env = svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    req.mounts = svc.volumes.iter().map(|v| crate::syntax::mount(v)).collect::<Result<_, _>>()?;
+    req.workdir = svc.workdir.clone();
+    req.user = svc.user.clone();
+    req.hostname = svc.hostname.clone();
+    let restart = svc.restart.as_ref().map(|r| r.get_ref().as_str()).unwrap_or("unless-stopped");
+    req.restart = RestartPolicy::parse(restart).map_err(UsageError)?;
+    req.network = NetworkRequest::parse(svc.network.as_ref().map(|n| n.get_ref().as_str()).unwrap_or("private"))?;
+    req.memory = svc.memory.as_deref().map(crate::syntax::size).transpose()?;
+    req.cpus = svc.cpus;
+    req.pids_limit = svc.pids_limit;
+    req.read_only = svc.read_only;
+    req.init = svc.init;
+    req.health = svc.healthcheck.as_ref().map(|h| HealthCheck {
+        command: h.command.clone(),
+        interval_secs: h
+            .interval
+            .as_ref()
+            .and_then(|i| config::parse_duration(i.get_ref()).ok())
+            .map_or(30, |d| d.as_secs()),
+    });
+    Ok(req)
+}
+
+/// What `up` or `down` did to one service, or why it could not.
+#[derive(Debug, Serialize)]
+pub struct ServiceOutcome {
+    pub service: String,
+    /// `created`, `started`, `up to date`, `recreated (…)`, `removed`, `not running`.
+    pub action: Option<String>,
+    #[serde(skip)]
+    pub error: Option<anyhow::Error>,
+}
+
+impl ServiceOutcome {
+    fn of(service: &str, result: anyhow::Result<String>) -> ServiceOutcome {
+        match result {
+            Ok(action) => ServiceOutcome { service: service.to_string(), action: Some(action), error: None },
+            Err(e) => ServiceOutcome { service: service.to_string(), action: None, error: Some(e) },
+        }
+    }
+}
+
+/// Brings up `wanted` services of `config` (all if empty), each independently: one that fails
+/// is reported and the others go on.
+pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec<ServiceOutcome>> {
+    let containers = host.containers()?;
+    let mut out = Vec::new();
+    for name in ordered(config, wanted)? {
+        let svc = &config.services[&name];
+        let result = (|| -> anyhow::Result<String> {
+            let wanted = serde_json::to_string_pretty(svc)?;
+            let create = || -> anyhow::Result<()> {
+                let c = containers::create(host, &request(&name, svc)?)?;
+                crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;
+                runtime::start(host, &c.id)?;
+                Ok(())
+            };
+            let Ok(existing) = containers.find(&name) else {
+                create()?;
+                return Ok("created".into());
+            };
+            let marker = containers.dir(&existing.id).join(SERVICE_MARKER);
+            let Ok(had) = std::fs::read_to_string(&marker) else {
+                return Err(ContainerError::Conflict(format!(
+                    "a container named {name} exists that `up` did not create (run or restore made it); \
+                     leaving it alone — remove it to let `up` manage the service"
+                ))
+                .into());
+            };
+            let state = runtime::observed_state(containers, &existing.id)?;
+            // A container joins another's network by ID: if that one was recreated, so must
+            // this one be.
+            let peer_moved = match &existing.network {
+                NetworkMode::Container(id) => {
+                    let peer = svc.network.as_ref().and_then(|n| n.get_ref().strip_prefix("container:"));
+                    peer.and_then(|p| containers.find(p).ok()).is_none_or(|c| c.id != *id)
+                }
+                _ => false,
+            };
+            if had == wanted && !peer_moved {
+                if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
+                    return Ok("up to date".into());
+                }
+                runtime::start(host, &existing.id)?;
+                return Ok("started".into());
+            }
+            runtime::remove(host, &existing.id, true)?;
+            create()?;
+            Ok(if had == wanted {
+                "recreated (the container whose network it joins was recreated)".into()
+            } else {
+                "recreated (definition changed)".into()
+            })
+        })();
+        out.push(ServiceOutcome::of(&name, result));
+    }
+    Ok(out)
+}
+
+/// Stops and removes `wanted` services' containers (all if empty), in reverse order; their
+/// volumes too with `volumes`.
+pub fn down(
+    host: &Host,
+    config: &Config,
+    wanted: &[String],
+    timeout: Duration,
+    volumes: bool,
+) -> anyhow::Result<Vec<ServiceOutcome>> {
+    let containers = host.containers()?;
+    let mut out = Vec::new();
+    for name in ordered(config, wanted)?.into_iter().rev() {
+        let Ok(c) = containers.find(&name) else {
+            out.push(ServiceOutcome::of(&name, Ok("not running".into())));
+            continue;
+        };
+        let result = (|| -> anyhow::Result<String> {
+            if !containers.dir(&c.id).join(SERVICE_MARKER).exists() {
+                return Err(ContainerError::Conflict(format!(
+                    "container {name} was not created by `up`; leaving it alone (use lifeboat rm)"
+                ))
+                .into());
+            }
+            runtime::stop(host, &c.id, timeout)?;
+            runtime::remove(host, &c.id, true)?;
+            if volumes {
+                for m in &c.mounts {
+                    if let MountSource::Volume { name: v } = &m.source {
+                        host.volumes()?.remove(v)?;
+                    }
+                }
+            }
+            Ok("removed".into())
+        })();
+        out.push(ServiceOutcome::of(&name, result));
+    }
+    Ok(out)
+}

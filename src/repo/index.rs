@@ -1,0 +1,81 @@
+//! The index: which pack holds each blob, loaded from every index file when the repository
+//! opens.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::backend::Kind;
+
+impl Repository {
+    /// Reads every index file: on one thread per core (at most four), each reading,
+    /// opening and parsing its share, then merged here.
+    pub(super) fn load_index(&mut self) -> Result<()> {
+        let names = self.backend.list(Kind::Index)?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let this = &*self;
+        let parse =
+            |name: &String| -> Result<Vec<(BlobId, Location)>> {
+                let sealed = this.backend.read(Kind::Index, name)?;
+                let plain =
+                    this.key.open(&sealed).map_err(|_| this.corrupt(format!("index {name} does not authenticate")))?;
+                let file: IndexFile =
+                    serde_json::from_slice(&plain).map_err(|e| this.corrupt(format!("index {name}: {e}")))?;
+                let mut out = Vec::new();
+                for p in file.packs {
+                    let mut pack = [0u8; 32];
+                    hex::decode_to_slice(&p.id, &mut pack)
+                        .map_err(|_| this.corrupt(format!("index {name}: bad pack id")))?;
+                    out.extend(p.blobs.into_iter().map(|b| {
+                        (b.id, Location { pack, offset: b.offset, length: b.length, raw: b.raw, kind: b.kind })
+                    }));
+                }
+                Ok(out)
+            };
+        let parts: Vec<Result<Vec<(BlobId, Location)>>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..reader_threads().min(names.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(name) = names.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                            mine.push(parse(name));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|t| t.join().expect("index thread")).collect()
+        });
+        let mut index = HashMap::new();
+        for part in parts {
+            index.extend(part?);
+        }
+        self.index = index;
+        Ok(())
+    }
+
+    /// Whether the repository has the blob, or will once this process's packs are written.
+    pub fn has_blob(&self, id: &BlobId) -> bool {
+        self.index.contains_key(id) || {
+            let st = self.writer.lock();
+            st.written.contains_key(id) || st.in_flight.contains(id)
+        }
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.index.len() + self.writer.lock().written.len()
+    }
+
+    /// Where a stored blob is, if it is in a written pack.
+    pub fn locate(&self, id: &BlobId) -> Option<Location> {
+        self.index.get(id).copied().or_else(|| self.writer.lock().written.get(id).copied())
+    }
+
+    /// Every pack file and its blobs, as the index says.
+    pub fn packs(&self) -> HashMap<[u8; 32], Vec<(BlobId, Location)>> {
+        let mut out: HashMap<[u8; 32], Vec<(BlobId, Location)>> = HashMap::new();
+        for (id, loc) in &self.index {
+            out.entry(loc.pack).or_default().push((*id, *loc));
+        }
+        out
+    }
+}

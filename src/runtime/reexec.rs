@@ -1,0 +1,78 @@
+//! The command lines Lifeboat writes for itself, in one place: the shim a start launches
+//! (`lifeboat --root R --run-root S shim ID`), the shim re-executing itself for a restart,
+//! and the `exec` a health check runs; and the reading of the shim's line, which the binary
+//! recognises without building its whole parser (it is on the path of every start).
+
+use std::ffi::{CString, OsString};
+use std::path::Path;
+use std::process::Command;
+
+use super::Paths;
+
+/// `--root R --run-root S`, the arguments every re-execution starts with.
+fn roots(paths: &Paths) -> [OsString; 4] {
+    ["--root".into(), paths.root.clone().into_os_string(), "--run-root".into(), paths.run_root.clone().into_os_string()]
+}
+
+/// The arguments (after the program name) of the shim of container `id`.
+pub fn shim_args(paths: &Paths, id: &str) -> Vec<OsString> {
+    roots(paths).into_iter().chain(["shim".into(), id.into()]).collect()
+}
+
+/// The shim's command line, read back: the paths and the container ID, if `args` (after the
+/// program name) is exactly a shim's.
+pub fn parse_shim_args(args: &[OsString]) -> Option<(Paths, String)> {
+    let [root_flag, root, run_root_flag, run_root, shim, id] = args else { return None };
+    if root_flag != "--root" || run_root_flag != "--run-root" || shim != "shim" {
+        return None;
+    }
+    Some((Paths { root: root.into(), run_root: run_root.into() }, id.to_str()?.to_string()))
+}
+
+/// `exe` run as the shim of container `id`.
+pub fn shim_command(exe: &Path, paths: &Paths, id: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(shim_args(paths, id));
+    cmd
+}
+
+/// Replaces this process with a fresh shim of container `id` (a restart: every container
+/// creation happens in a freshly executed, single-threaded process).
+pub fn exec_shim(paths: &Paths, id: &str) -> anyhow::Result<std::convert::Infallible> {
+    let exe = CString::new("/proc/self/exe")?;
+    let mut args = vec![CString::new("lifeboat")?];
+    for a in shim_args(paths, id) {
+        args.push(CString::new(a.into_encoded_bytes())?);
+    }
+    Ok(nix::unistd::execv(&exe, &args)?)
+}
+
+/// This program run as `lifeboat exec ID /bin/sh -c COMMAND` (a health check).
+pub fn exec_in_container(paths: &Paths, id: &str, command: &str) -> Command {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.args(roots(paths)).args(["exec", id, "/bin/sh", "-c", command]);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shim_line_is_read_back_as_it_is_written() {
+        let paths = Paths { root: "/var/lib/lifeboat".into(), run_root: "/run/lifeboat".into() };
+        let args = shim_args(&paths, "abc");
+        let (back, id) = parse_shim_args(&args).unwrap();
+        assert_eq!((back.root, back.run_root, id.as_str()), (paths.root.clone(), paths.run_root.clone(), "abc"));
+        let mut other = args.clone();
+        other[4] = "exec".into();
+        assert!(parse_shim_args(&other).is_none());
+        assert!(parse_shim_args(&args[1..]).is_none());
+        let health = exec_in_container(&paths, "abc", "true");
+        let words: Vec<_> = health.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            words,
+            ["--root", "/var/lib/lifeboat", "--run-root", "/run/lifeboat", "exec", "abc", "/bin/sh", "-c", "true"]
+        );
+    }
+}
