@@ -343,44 +343,30 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
         )
         .into());
     }
-    let host = ctx.host();
-    let config = containers::create(host, &a.request()?)?;
-    // An attached terminal: we listen for it; the container's side arrives once it starts.
-    let console =
-        if a.tty && !a.detach { Some(runtime::tty::ConsoleSocket::for_container(host, &config.id)?) } else { None };
-    let io = runtime::StartIo {
-        console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-        stdin: a.interactive && !a.tty && !a.detach,
-    };
-    let started = match runtime::start_with(host, &config.id, &io) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lifeboat: cannot run {}: {e}", config.image);
-            if config.auto_remove {
-                let _ = runtime::remove_files(host, &config.id);
-            }
-            return Ok(RUN_FAILED);
-        }
-    };
-    if a.detach {
-        println!("{}", config.id);
-        return Ok(0);
-    }
-    if let Some(console) = console {
-        let master = console.receive_master(Duration::from_secs(10))?;
-        let interactive = a.interactive;
-        let relay = std::thread::spawn(move || runtime::tty::relay(master, interactive));
-        let code = runtime::wait_attached(host, &config, started, &mut |_| {})?;
-        let _ = relay.join();
-        return Ok(code.unwrap_or(RUN_FAILED));
-    }
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
-    let code = runtime::wait_attached(host, &config, started, &mut |l| {
+    let mut sink = |l: &runtime::logs::LogLine| {
         let _ = if l.stream == "stderr" { err.write_all(l.log.as_bytes()) } else { out.write_all(l.log.as_bytes()) };
         let _ = out.flush();
-    })?;
-    Ok(code.unwrap_or(RUN_FAILED))
+    };
+    let attach = if a.detach {
+        containers::Attach::Detached
+    } else if a.tty {
+        containers::Attach::Terminal { interactive: a.interactive }
+    } else {
+        containers::Attach::Output { stdin: a.interactive, sink: &mut sink }
+    };
+    Ok(match containers::run(ctx.host(), &a.request()?, attach)? {
+        containers::RunOutcome::Started(config) => {
+            println!("{}", config.id);
+            0
+        }
+        containers::RunOutcome::Exited(_, code) => code.unwrap_or(RUN_FAILED),
+        containers::RunOutcome::Failed(config, e) => {
+            eprintln!("lifeboat: cannot run {}: {e}", config.image);
+            RUN_FAILED
+        }
+    })
 }
 
 pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
@@ -433,21 +419,15 @@ pub fn logs(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
 }
 
 pub fn exec(ctx: &Context, a: ExecArgs) -> anyhow::Result<i32> {
-    let host = ctx.host();
-    let config = host.containers()?.find(&a.container)?;
-    let code = runtime::exec(
-        host,
-        &config.id,
-        runtime::ExecOptions {
-            tty: a.tty,
-            interactive: a.interactive,
-            args: a.command,
-            env: a.env,
-            user: a.user,
-            workdir: a.workdir,
-        },
-    )?;
-    Ok(code)
+    let opts = runtime::ExecOptions {
+        tty: a.tty,
+        interactive: a.interactive,
+        args: a.command,
+        env: a.env,
+        user: a.user,
+        workdir: a.workdir,
+    };
+    containers::exec(ctx.host(), &a.container, opts)
 }
 
 /// Prints each name that succeeded (in the order given) and each failure; returns the exit

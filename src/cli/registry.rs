@@ -230,13 +230,7 @@ pub fn login(a: LoginArgs) -> anyhow::Result<i32> {
             UsageError("no password: use --password-stdin (passwords never go on the command line)".into()).into()
         );
     };
-    if username.is_empty() || password.is_empty() {
-        return Err(UsageError("the user name and password must not be empty".into()).into());
-    }
-    let creds = auth::Credentials { username, password };
-    let reg = registry::client::Registry::new(&host, Some(creds.clone()), &a.tls.options(&host)?)?;
-    reg.ping()?;
-    let files = auth::store(&host, &creds)?;
+    let files = lifeboat::ops::registries::login(&host, username, password, &a.tls.options(&host)?)?;
     for f in files {
         tracing::info!(file = %f.display(), "credentials stored");
     }

@@ -108,14 +108,13 @@ pub struct ManpagesArgs {
 pub fn config_command(cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {
         ConfigCommand::Check { config } => {
-            let c = config.load()?;
-            let jobs = lifeboat::agent::jobs::jobs(&c);
+            let c = services::check_config(&config.config)?;
             println!(
                 "{}: ok ({} repositories, {} services, {} scheduled jobs)",
                 config.config.display(),
-                c.repositories.len(),
-                c.services.len(),
-                jobs.len()
+                c.repositories,
+                c.services,
+                c.jobs
             );
             Ok(0)
         }

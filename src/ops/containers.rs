@@ -259,6 +259,69 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
     Ok(config)
 }
 
+/// How the caller of [`run`] stays with the new container.
+pub enum Attach<'a> {
+    /// Started in the background.
+    Detached,
+    /// The caller gets its output line by line (and, with `stdin`, gives it this process's
+    /// standard input) until it ends.
+    Output { stdin: bool, sink: &'a mut dyn FnMut(&runtime::logs::LogLine) },
+    /// This process's terminal becomes the container's (raw, resized with it) until it ends.
+    Terminal { interactive: bool },
+}
+
+/// What became of a container [`run`] made.
+pub enum RunOutcome {
+    /// Running in the background.
+    Started(RunConfig),
+    /// Ran attached and ended, with its exit code (None if it was not known).
+    Exited(RunConfig, Option<i32>),
+    /// The runtime could not start it (its record is gone if it was `--rm`).
+    Failed(RunConfig, ContainerError),
+}
+
+/// Creates a container from `req` and starts it, attached as asked.
+pub fn run(host: &Host, req: &RunRequest, attach: Attach<'_>) -> anyhow::Result<RunOutcome> {
+    let config = create(host, req)?;
+    // An attached terminal: we listen for it; the container's side arrives once it starts.
+    let console = match attach {
+        Attach::Terminal { .. } => Some(runtime::tty::ConsoleSocket::for_container(host, &config.id)?),
+        _ => None,
+    };
+    let io = runtime::StartIo {
+        console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+        stdin: matches!(attach, Attach::Output { stdin: true, .. }),
+    };
+    let started = match runtime::start_with(host, &config.id, &io) {
+        Ok(s) => s,
+        Err(e) => {
+            if config.auto_remove {
+                let _ = runtime::remove_files(host, &config.id);
+            }
+            return Ok(RunOutcome::Failed(config, e));
+        }
+    };
+    let code = match (attach, console) {
+        (Attach::Detached, _) => return Ok(RunOutcome::Started(config)),
+        (Attach::Terminal { interactive }, Some(console)) => {
+            let master = console.receive_master(Duration::from_secs(10))?;
+            let relay = std::thread::spawn(move || runtime::tty::relay(master, interactive));
+            let code = runtime::wait_attached(host, &config, started, &mut |_| {})?;
+            let _ = relay.join();
+            code
+        }
+        (Attach::Output { sink, .. }, _) => runtime::wait_attached(host, &config, started, &mut |l| sink(l))?,
+        (Attach::Terminal { .. }, None) => unreachable!("a terminal attach has its console socket"),
+    };
+    Ok(RunOutcome::Exited(config, code))
+}
+
+/// Runs a command in a running container (joining its namespaces and cgroup); its exit code.
+pub fn exec(host: &Host, name: &str, opts: runtime::ExecOptions) -> anyhow::Result<i32> {
+    let config = host.containers()?.find(name)?;
+    Ok(runtime::exec(host, &config.id, opts)?)
+}
+
 /// A container as `ps` lists it (Docker's field names in JSON).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerRow {

@@ -25,3 +25,15 @@ pub fn transport(host: &str, tls_verify: Option<bool>, plain_http: bool) -> Opti
     let (plain, verify) = configured.unwrap_or((false, None));
     Options { tls_verify: tls_verify.or(verify).unwrap_or(true), plain_http: plain_http || plain }
 }
+
+/// Checks `username` and `password` against registry `host` and stores them where Docker and
+/// Podman keep credentials; returns the files written.
+pub fn login(host: &str, username: String, password: String, tls: &Options) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    if username.is_empty() || password.is_empty() {
+        return Err(crate::error::UsageError("the user name and password must not be empty".into()).into());
+    }
+    let creds = crate::registry::auth::Credentials { username, password };
+    let reg = crate::registry::client::Registry::new(host, Some(creds.clone()), tls)?;
+    reg.ping()?;
+    Ok(crate::registry::auth::store(host, &creds)?)
+}

@@ -194,3 +194,21 @@ pub fn down(
     }
     Ok(out)
 }
+
+/// What a configuration file holds, once it has been found valid.
+#[derive(Debug, Serialize)]
+pub struct ConfigSummary {
+    pub repositories: usize,
+    pub services: usize,
+    pub jobs: usize,
+}
+
+/// Loads and validates the configuration at `path` (every problem reported with its line).
+pub fn check_config(path: &std::path::Path) -> anyhow::Result<ConfigSummary> {
+    let c = Config::load(path)?;
+    Ok(ConfigSummary {
+        repositories: c.repositories.len(),
+        services: c.services.len(),
+        jobs: crate::agent::jobs::jobs(&c).len(),
+    })
+}
