@@ -187,7 +187,7 @@ impl JobCommand {
                     args.extend(["--timeout".to_string(), t.clone()]);
                 }
             }
-            JobCommand::StartRestartable => args.push("--restartable".into()),
+            JobCommand::StartRestartable => args.extend(["--restartable".into(), "--format".into(), "job".into()]),
         }
         args
     }
@@ -416,6 +416,11 @@ fn absorb(outcome: &mut Outcome, report: &JobReport) {
                 outcome.error = Some(format!("the restored service was not healthy: {why}"));
             }
         }
+        JobBody::Recovery(r) => {
+            if let Some((name, why)) = r.not_started.first() {
+                outcome.error = Some(format!("{name}: {why}"));
+            }
+        }
     }
 }
 
@@ -480,8 +485,8 @@ http = "http://localhost:80/"
     /// fields its metrics use are there, by the same definitions on both ends.
     #[test]
     fn job_reports_fill_the_outcome() {
-        use crate::ops::backup::SnapshotReport;
         use crate::repo::snapshot::SnapshotStats;
+        use crate::report::SnapshotReport;
         let snap = |id: &str, added_bytes, frozen_ms| SnapshotReport {
             repository: "/srv/repo".into(),
             id: id.into(),
@@ -512,13 +517,26 @@ http = "http://localhost:80/"
             service: "web".into(),
             healthy: false,
             restore_ms: 1200,
-            time_to_healthy_ms: None,
+            time_to_healthy_ms: Some(31_000),
             error: Some("GET / answered 500".into()),
         };
         let printed = serde_json::to_string(&JobReport::new(JobBody::Drill(drill))).unwrap();
         absorb(&mut o, &JobReport::parse(&printed).unwrap());
-        assert!(o.error.unwrap().contains("500"));
+        assert!(o.error.clone().unwrap().contains("500"));
         assert_eq!(o.snapshots.last().unwrap(), "cc");
+        assert_eq!(o.time_to_healthy_ms, Some(31_000));
+        let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(v["drill"]["time_to_healthy_ms"], 31_000);
+        // The boot recovery's report: a service that could not be started is the job's error.
+        let recovery = crate::report::Recovery {
+            started: vec!["web".into()],
+            not_started: vec![("db".into(), "cannot start it: port taken".into())],
+            ..Default::default()
+        };
+        let printed = serde_json::to_string(&JobReport::new(JobBody::Recovery(recovery))).unwrap();
+        let mut o = Outcome::default();
+        absorb(&mut o, &JobReport::parse(&printed).unwrap());
+        assert_eq!(o.error.as_deref(), Some("db: cannot start it: port taken"));
         // Another version, or no report at all, is refused rather than misread.
         assert!(
             JobReport::parse(&printed.replace("\"version\":1", "\"version\":2")).unwrap_err().contains("version 2")

@@ -211,17 +211,28 @@ impl Agent {
     /// Services whose restart policy asks for it come back when the agent starts (at boot).
     fn bring_back_services(&self) {
         let step = jobs::JobCommand::StartRestartable;
-        match self.runner.command(&step).stdout(std::process::Stdio::piped()).output() {
-            Ok(out) if out.status.success() => {
-                for name in String::from_utf8_lossy(&out.stdout).lines() {
-                    tracing::info!(service = name, "service brought back");
+        let out = match self.runner.command(&step).stdout(std::process::Stdio::piped()).output() {
+            Ok(out) => out,
+            Err(e) => return tracing::error!(error = %e, "cannot bring services back"),
+        };
+        match crate::report::JobReport::parse(&String::from_utf8_lossy(&out.stdout)) {
+            Ok(crate::report::JobReport { body: crate::report::JobBody::Recovery(r), .. }) => {
+                for name in &r.started {
+                    tracing::info!(service = name.as_str(), "service brought back");
+                }
+                for (name, why) in &r.not_started {
+                    tracing::error!(service = name.as_str(), error = why.as_str(), "service not brought back");
+                }
+                for (what, why) in &r.not_cleared {
+                    tracing::warn!(leftover = what.as_str(), error = why.as_str(), "leftover not cleared");
                 }
             }
-            Ok(out) => tracing::error!(
+            Ok(_) => tracing::error!("the recovery step reported something else"),
+            Err(e) => tracing::error!(
+                error = e.as_str(),
                 stderr = %String::from_utf8_lossy(&out.stderr).trim(),
-                "some services could not be brought back"
+                "cannot bring services back"
             ),
-            Err(e) => tracing::error!(error = %e, "cannot bring services back"),
         }
     }
 

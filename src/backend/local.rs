@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::{Backend, BackendError, Kind, Result};
 
+/// Every file of a local repository is its owner's alone, as its directories are.
+const FILE_MODE: u32 = 0o600;
+
 #[derive(Debug)]
 pub struct Local {
     root: PathBuf,
@@ -155,7 +158,8 @@ impl Backend for Local {
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         let p = self.new_file(kind, name)?;
-        crate::fsutil::write_atomic(&p, data).map_err(|e| self.err("write", &p, e))
+        crate::fsutil::write_atomic_with_mode(&p, FILE_MODE, |f| f.write_all(data))
+            .map_err(|e| self.err("write", &p, e))
     }
 
     fn write_releasing(&self, kind: Kind, name: &str, data: Vec<u8>, release: &mut dyn FnMut(Vec<u8>)) -> Result<()> {
@@ -167,7 +171,7 @@ impl Backend for Local {
             }
         };
         let mut data = Some(data);
-        crate::fsutil::write_atomic_with(&p, |f| {
+        crate::fsutil::write_atomic_with_mode(&p, FILE_MODE, |f| {
             let written = f.write_all(data.as_deref().unwrap_or_default());
             release(data.take().expect("released once"));
             written
@@ -205,6 +209,12 @@ mod tests {
         let b = Local::new(dir.path());
         b.write(Kind::Pack, "abcdef", b"x").unwrap();
         assert!(dir.path().join("data/ab/abcdef").is_file());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("data/ab/abcdef")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        b.write_releasing(Kind::Index, "i1", b"y".to_vec(), &mut drop).unwrap();
+        let mode = fs::metadata(dir.path().join("index/i1")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         fs::write(dir.path().join("data/ab/.abcd.tmp-1"), b"partial").unwrap();
         assert_eq!(b.list(Kind::Pack).unwrap(), vec!["abcdef"]);
     }

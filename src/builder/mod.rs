@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::image::layer::{self, Compression, TreeMode};
 use crate::image::spec::{Descriptor, History, ImageConfig, Platform, RootFs};
 use crate::image::{Digest, Image, Reference, Store};
-use crate::runtime::container::{Containers, NetworkMode, RestartPolicy, RunConfig};
+use crate::runtime::container::{NetworkMode, RestartPolicy, RunConfig};
 use crate::runtime::{self, Host};
 use dockerfile::{Command, Instruction, Vars};
 
@@ -177,7 +177,7 @@ pub fn build(host: &Host, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> any
     Ok(Built { image, steps })
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn stage(&mut self) -> anyhow::Result<&mut Stage> {
         self.stages.last_mut().ok_or_else(|| anyhow::anyhow!("an instruction before the first FROM"))
     }
@@ -584,7 +584,7 @@ impl Builder<'_> {
         env: Vec<String>,
         network: NetworkMode,
     ) -> anyhow::Result<TempDir> {
-        let containers = Containers::open(&self.host.paths().root)?;
+        let containers = self.host.containers()?;
         let id = crate::runtime::container::new_id();
         let config = RunConfig {
             id: id.clone(),
@@ -851,7 +851,7 @@ impl Builder<'_> {
     }
 
     /// The root filesystem of a stage (by name or index) or an image, for COPY --from.
-    fn stage_root(&mut self, from: &str) -> anyhow::Result<(PathBuf, Option<MountGuard>, String)> {
+    fn stage_root(&mut self, from: &str) -> anyhow::Result<(PathBuf, Option<MountGuard<'a>>, String)> {
         let stage = self
             .stages
             .iter()
@@ -869,9 +869,9 @@ impl Builder<'_> {
         let work = self.store.temp_path("from");
         std::fs::create_dir_all(work.path())?;
         let plan = crate::runtime::rootfs::OverlayPlan::for_reading(self.store, work.path(), &diff_ids);
-        crate::runtime::rootfs::mount(&plan).context("cannot mount the source stage")?;
+        crate::runtime::rootfs::mount(self.host.kernel(), &plan).context("cannot mount the source stage")?;
         let root = plan.target.clone();
-        Ok((root.clone(), Some(MountGuard { target: root, _work: work }), key))
+        Ok((root.clone(), Some(MountGuard { kernel: self.host.kernel(), target: root, _work: work }), key))
     }
 
     fn resolve_owner(&self, spec: &str) -> anyhow::Result<(u32, u32)> {
@@ -923,14 +923,15 @@ impl LayerEntry {
 }
 
 /// Unmounts a COPY --from source when dropped.
-struct MountGuard {
+struct MountGuard<'a> {
+    kernel: &'a dyn crate::runtime::kernel::Kernel,
     target: PathBuf,
     _work: crate::fsutil::TempPath,
 }
 
-impl Drop for MountGuard {
+impl Drop for MountGuard<'_> {
     fn drop(&mut self) {
-        let _ = crate::runtime::rootfs::unmount(&self.target);
+        let _ = crate::runtime::rootfs::unmount(self.kernel, &self.target);
     }
 }
 

@@ -213,6 +213,9 @@ pub struct StartArgs {
     pub restartable: bool,
     #[arg(required_unless_present = "restartable")]
     pub containers: Vec<String>,
+    /// With --restartable: `json` prints what was done as JSON.
+    #[arg(long, value_enum, default_value_t, requires = "restartable")]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -455,15 +458,21 @@ pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<i32> {
         return Ok(report(containers::start(ctx.host(), &a.containers)?));
     }
     let recovery = containers::start_restartable(ctx.host())?;
-    for name in &recovery.started {
-        println!("{name}");
+    // Removing leftovers is not starting a service: only a failed start fails the command.
+    let code = if recovery.not_started.is_empty() { 0 } else { lifeboat::error::FAILURE };
+    match a.format {
+        OutputFormat::Job => {
+            let report = lifeboat::report::JobReport::new(lifeboat::report::JobBody::Recovery(recovery));
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(code);
+        }
+        OutputFormat::Json => println!("{}", sorted_json(&recovery)?),
+        OutputFormat::Table => recovery.started.iter().for_each(|name| println!("{name}")),
     }
-    for (name, why) in &recovery.failed {
+    for (name, why) in recovery.not_started.iter().chain(&recovery.not_cleared) {
         eprintln!("lifeboat: {name}: {why}");
     }
-    // Removing leftovers is not starting a service: only a failed start fails the command.
-    let failed_start = recovery.failed.iter().any(|(_, why)| why.starts_with("cannot start"));
-    Ok(if failed_start { lifeboat::error::FAILURE } else { 0 })
+    Ok(code)
 }
 
 pub fn restart(ctx: &Context, a: StopArgs) -> anyhow::Result<i32> {
@@ -603,21 +612,15 @@ pub struct ExportArgs {
 }
 
 pub fn commit(ctx: &Context, a: CommitArgs) -> anyhow::Result<i32> {
-    let name = a.image.as_deref().map(lifeboat::image::Reference::parse).transpose()?;
-    let mut created_by = format!("lifeboat commit {}", a.container);
-    for c in &a.changes {
-        created_by.push_str(&format!(" --change {c:?}"));
-    }
-    let opts = lifeboat::image::commit::CommitOptions {
+    let req = containers::CommitRequest {
+        container: a.container,
+        image: a.image,
+        pause: a.pause,
         changes: a.changes,
         message: a.message,
         author: a.author,
-        created_by,
-        run_config: None,
-        compression: lifeboat::image::layer::Compression::Gzip,
     };
-    let image = lifeboat::runtime::commit::commit(ctx.host(), &a.container, name.as_ref(), a.pause, opts)?;
-    println!("{}", image.id());
+    println!("{}", containers::commit(ctx.host(), req)?.id());
     Ok(0)
 }
 
@@ -630,7 +633,7 @@ pub fn export(ctx: &Context, a: ExportArgs) -> anyhow::Result<i32> {
                     UsageError("refusing to write a tarball to a terminal: use -o FILE or a pipe".into()).into()
                 );
             }
-            lifeboat::runtime::commit::export(ctx.host(), &a.container, std::io::stdout().lock())?;
+            containers::export(ctx.host(), &a.container, std::io::stdout().lock())?;
         }
     }
     Ok(0)

@@ -228,7 +228,7 @@ pub fn import(ctx: &Context, a: ImportArgs) -> anyhow::Result<i32> {
     let name = a.name.as_deref().map(Reference::parse).transpose()?;
     let source = ImportSource::from_arg(&a.source);
     let opts = ImportOptions { changes: a.changes, message: a.message, compression: a.compression };
-    let image = lifeboat::image::import::import(ctx.store()?, &source, name.as_ref(), &opts)
+    let image = images::import(ctx.host(), &source, name.as_ref(), &opts)
         .with_context(|| format!("cannot import {}", a.source))?;
     println!("{}", image.id());
     Ok(0)

@@ -345,8 +345,4 @@ impl Context {
     pub fn host(&self) -> &lifeboat::runtime::Host {
         &self.host
     }
-
-    pub fn store(&self) -> anyhow::Result<&lifeboat::image::Store> {
-        Ok(self.host.store()?)
-    }
 }

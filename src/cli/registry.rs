@@ -3,13 +3,10 @@
 use std::io::{BufRead, IsTerminal};
 
 use clap::Args;
-use serde_json::json;
 
-use super::output::{OutputFormat, human_size};
+use super::output::{OutputFormat, human_size, sorted_json};
 use super::{Context, UsageError};
-use lifeboat::image::Reference;
-use lifeboat::image::spec::Platform;
-use lifeboat::registry::{self, auth};
+use lifeboat::ops::registries::{self, PullRequest, PushRequest, TlsRequest};
 
 pub const REGISTRY_EXAMPLES: &str = "\
 Examples:
@@ -47,9 +44,8 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The transport for `host` (these flags over the configuration's settings).
-    pub fn options(&self, host: &str) -> anyhow::Result<registry::client::Options> {
-        Ok(lifeboat::ops::registries::transport(host, self.tls_verify, self.plain_http))
+    pub fn request(&self) -> TlsRequest {
+        TlsRequest { tls_verify: self.tls_verify, plain_http: self.plain_http }
     }
 }
 
@@ -105,96 +101,48 @@ pub struct LogoutArgs {
     pub registry: String,
 }
 
-fn parse_platform(s: &str) -> Result<Platform, UsageError> {
-    let mut p = Platform::host();
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] => (p.os, p.architecture, p.variant) = (os.to_string(), arch.to_string(), None),
-        [os, arch, variant] => {
-            (p.os, p.architecture, p.variant) = (os.to_string(), arch.to_string(), Some(variant.to_string()))
-        }
-        _ => return Err(UsageError(format!("invalid platform {s:?}: use OS/ARCH[/VARIANT], e.g. linux/amd64"))),
-    }
-    Ok(p)
-}
-
 pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
-    let reference = Reference::parse(&a.image)?;
-    let platform = match &a.platform {
-        Some(p) => parse_platform(p)?,
-        None => Platform::host(),
-    };
-    let store = ctx.store()?;
     let quiet = a.quiet || a.format == OutputFormat::Json;
     if !quiet {
-        eprintln!("pulling {}", reference.familiar());
+        eprintln!("pulling {}", a.image);
     }
-    let (image, t) = registry::pull(
-        store,
-        &reference,
-        &platform,
-        &a.tls.options(reference.domain())?,
-        a.unpack,
-        &super::progress::Transfers::new(quiet),
-    )?;
+    let req = PullRequest { image: a.image, platform: a.platform, tls: a.tls.request(), unpack: a.unpack };
+    let r = registries::pull(ctx.host(), &req, &super::progress::Transfers::new(quiet))?;
     if a.format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"image": reference.familiar(), "id": image.id().to_string(), "digest": image.manifest_digest.to_string(), "transfer": t})
-            )?
-        );
+        println!("{}", sorted_json(&r)?);
     } else if a.quiet {
-        println!("{}", image.id());
+        println!("{}", r.id.as_deref().unwrap_or_default());
     } else {
-        println!("Digest: {}", image.manifest_digest);
+        println!("Digest: {}", r.digest);
         println!(
             "pulled {} ({} layers downloaded, {}; {} already here)",
-            reference.familiar(),
-            t.blobs_transferred,
-            human_size(t.bytes_transferred),
-            t.blobs_existing
+            r.image,
+            r.transfer.blobs_transferred,
+            human_size(r.transfer.bytes_transferred),
+            r.transfer.blobs_existing
         );
     }
     Ok(0)
 }
 
 pub fn push(ctx: &Context, a: PushArgs) -> anyhow::Result<i32> {
-    let store = ctx.store()?;
-    let image = store.find(&a.image)?;
-    let dest = Reference::parse(a.dest.as_deref().unwrap_or(&a.image))?;
-    if dest.digest().is_some() {
-        return Err(UsageError("push to a tag, not a digest".into()).into());
-    }
-    if dest.domain() == "docker.io" && a.dest.is_none() && !a.image.contains('/') {
-        return Err(UsageError(format!(
-            "{} would go to Docker Hub: tag it with a registry first (lifeboat tag {} REGISTRY/NAME:TAG), or give a destination",
-            a.image, a.image
-        ))
-        .into());
-    }
     let quiet = a.quiet || a.format == OutputFormat::Json;
     if !quiet {
-        eprintln!("pushing {} to {}", a.image, dest.familiar());
+        eprintln!("pushing {} to {}", a.image, a.dest.as_deref().unwrap_or(&a.image));
     }
-    let tls = a.tls.options(dest.domain())?;
-    let t = registry::push(store, &image, &dest, &tls, &super::progress::Transfers::new(quiet))?;
+    let req = PushRequest { image: a.image, dest: a.dest, tls: a.tls.request() };
+    let r = registries::push(ctx.host(), &req, &super::progress::Transfers::new(quiet))?;
     if a.format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"image": dest.familiar(), "digest": image.manifest_digest.to_string(), "transfer": t})
-            )?
-        );
+        println!("{}", sorted_json(&r)?);
     } else {
         println!(
             "{}: digest {} ({} blobs uploaded, {}; {} already there; {} mounted)",
-            dest.familiar(),
-            image.manifest_digest,
-            t.blobs_transferred,
-            human_size(t.bytes_transferred),
-            t.blobs_existing,
-            t.blobs_mounted
+            r.image,
+            r.digest,
+            r.transfer.blobs_transferred,
+            human_size(r.transfer.bytes_transferred),
+            r.transfer.blobs_existing,
+            r.transfer.blobs_mounted
         );
     }
     Ok(0)
@@ -230,7 +178,7 @@ pub fn login(a: LoginArgs) -> anyhow::Result<i32> {
             UsageError("no password: use --password-stdin (passwords never go on the command line)".into()).into()
         );
     };
-    let files = lifeboat::ops::registries::login(&host, username, password, &a.tls.options(&host)?)?;
+    let files = registries::login(&host, username, password, &a.tls.request())?;
     for f in files {
         tracing::info!(file = %f.display(), "credentials stored");
     }
@@ -240,7 +188,7 @@ pub fn login(a: LoginArgs) -> anyhow::Result<i32> {
 
 pub fn logout(a: LogoutArgs) -> anyhow::Result<i32> {
     let host = registry_host(&a.registry);
-    if auth::remove(&host)? {
+    if registries::logout(&host)? {
         println!("Removed login credentials for {host}");
     } else {
         println!("Not logged in to {host}");

@@ -4,13 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 
+use super::Context;
 use super::output::{OutputFormat, human_size, print_table, sorted_json};
-use super::{Context, UsageError};
-use lifeboat::ops::backup::{self, RepoSpec};
-use lifeboat::repo::Repository;
+use lifeboat::ops::backup::{self, Access, RepoSpec};
 use lifeboat::snapshot::{CaptureOptions, RestoreOptions};
 
 pub const REPO_EXAMPLES: &str = "\
@@ -160,8 +158,10 @@ impl RepoArgs {
         RepoSpec { location: self.repo.clone(), password_file: self.password_file.clone() }
     }
 
-    pub fn open(&self, ctx: &Context) -> anyhow::Result<Repository> {
-        self.spec().open(ctx.host(), &ask_password)
+    /// Runs `f` with this repository's access (the prompt for a password at a terminal).
+    pub fn with<T>(&self, f: impl FnOnce(Access) -> T) -> T {
+        let spec = self.spec();
+        f(Access { spec: &spec, ask: &ask_password })
     }
 }
 
@@ -180,7 +180,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
             println!("created repository {id} at {location}");
         }
         RepoCommand::Info { repo, format } => {
-            let info = backup::info(&repo.open(ctx)?)?;
+            let info = repo.with(|a| backup::info(ctx.host(), a))?;
             if format == OutputFormat::Json {
                 println!("{}", sorted_json(&info)?);
             } else {
@@ -196,7 +196,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
             }
         }
         RepoCommand::Stats { repo, format } => {
-            let st = backup::stats(&repo.open(ctx)?)?;
+            let st = repo.with(|a| backup::stats(ctx.host(), a))?;
             if format == OutputFormat::Json {
                 println!("{}", sorted_json(&st)?);
             } else {
@@ -211,7 +211,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
             }
         }
         RepoCommand::Unlock { repo, all } => {
-            let n = backup::unlock(&repo.open(ctx)?, all)?;
+            let n = repo.with(|a| backup::unlock(ctx.host(), a, all))?;
             println!("removed {n} locks");
         }
     }
@@ -219,25 +219,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 }
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
-    if a.password_files.len() > 1 && a.password_files.len() != a.repos.len() {
-        bail!(UsageError(format!(
-            "{} password files for {} repositories: give one for all, or one per --repo",
-            a.password_files.len(),
-            a.repos.len()
-        )));
-    }
-    let repositories: Vec<RepoSpec> = if a.repos.is_empty() {
-        vec![RepoSpec { location: None, password_file: a.password_files.first().cloned() }]
-    } else {
-        a.repos
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RepoSpec {
-                location: Some(r.clone()),
-                password_file: a.password_files.get(i).or(a.password_files.first()).cloned(),
-            })
-            .collect()
-    };
+    let repositories = backup::pair_repositories(&a.repos, &a.password_files)?;
     let json = a.format.machine();
     let spinner = super::progress::Activity::new(json);
     let progress: Option<lifeboat::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
@@ -253,7 +235,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
         }) as lifeboat::repo::tree::ProgressFn
     });
     let push = match &a.to {
-        Some(to) => Some((to.clone(), a.tls.options(backup::registry_target(to)?.domain())?)),
+        Some(to) => Some((to.clone(), a.tls.request())),
         None => None,
     };
     let transfers = super::progress::Transfers::new(json);
@@ -309,7 +291,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
 }
 
 pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
-    let list = backup::list(&a.repo.open(ctx)?, a.service.as_deref())?;
+    let list = a.repo.with(|r| backup::list(ctx.host(), r, a.service.as_deref()))?;
     if a.format == OutputFormat::Json {
         println!("{}", sorted_json(&list)?);
         return Ok(0);
@@ -345,11 +327,7 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
             throwaway: false,
             progress: None,
         };
-        let tls = match from.strip_prefix("registry://") {
-            Some(_) => a.tls.options(backup::registry_target(from)?.domain())?,
-            None => Default::default(),
-        };
-        let r = backup::restore_from_image(ctx.host(), &a.service, from, &tls, &opts)?;
+        let r = backup::restore_from_image(ctx.host(), &a.service, from, &a.tls.request(), &opts)?;
         if json {
             println!("{}", sorted_json(&r)?);
         } else {
@@ -357,8 +335,6 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         }
         return Ok(if r.healthy == Some(false) { lifeboat::error::FAILURE } else { 0 });
     }
-    let repo = a.repo.open(ctx)?;
-    let (id, snap) = backup::select(&repo, &a.service, &a.snapshot, a.at.as_deref())?;
     let spinner = super::progress::Activity::new(json);
     let opts = RestoreOptions {
         rename: a.rename,
@@ -372,7 +348,8 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
             }) as lifeboat::repo::tree::RestoreProgressFn
         }),
     };
-    let r = backup::restore(ctx.host(), &repo, &id, &snap, &opts)?;
+    let selection = backup::Selection { which: a.snapshot.clone(), at: a.at.clone() };
+    let r = a.repo.with(|r| backup::restore(ctx.host(), r, &a.service, &selection, &opts))?;
     drop(spinner);
     if json {
         println!("{}", sorted_json(&r)?);
@@ -383,7 +360,7 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
             None => "",
         };
         let state = if opts.no_start { "created" } else { "running" };
-        println!("restored {} from snapshot {} in {:.2} s ({state}{health})", r.name, &id[..12], r.seconds);
+        println!("restored {} from snapshot {} in {:.2} s ({state}{health})", r.name, &r.snapshot[..12], r.seconds);
     }
     Ok(if r.healthy == Some(false) { lifeboat::error::FAILURE } else { 0 })
 }
@@ -419,13 +396,12 @@ pub struct DrillArgs {
 
 /// Rehearses a restore without touching the running service.
 pub fn drill(ctx: &Context, a: DrillArgs) -> anyhow::Result<i32> {
-    let repo = a.repo.open(ctx)?;
     let probe = match (&a.http, &a.command) {
         (Some(url), _) => backup::ProbeSpec::Http(url.clone()),
         (None, Some(cmd)) => backup::ProbeSpec::Command(cmd.clone()),
         (None, None) => backup::ProbeSpec::Default,
     };
-    let (id, report) = backup::drill(ctx.host(), &repo, &a.service, &a.snapshot, &probe, a.timeout)?;
+    let (id, report) = a.repo.with(|r| backup::drill(ctx.host(), r, &a.service, &a.snapshot, &probe, a.timeout))?;
     let healthy = report.healthy;
     if a.format == OutputFormat::Job {
         println!(
@@ -498,8 +474,8 @@ pub struct ForgetArgs {
     #[arg(long)]
     pub keep_yearly: Option<usize>,
     /// Keep everything within this long of the newest snapshot (7d, 12h, 4w, 6m, 1y).
-    #[arg(long)]
-    pub keep_within: Option<String>,
+    #[arg(long, value_parser = lifeboat::repo::forget::parse_duration)]
+    pub keep_within: Option<i64>,
     /// Keep snapshots with this tag.
     #[arg(long)]
     pub keep_tag: Vec<String>,
@@ -582,9 +558,7 @@ pub enum KeyCommand {
 }
 
 pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<i32> {
-    let repo = a.repo.open(ctx)?;
-    let fraction = backup::read_fraction(a.read_data_subset.as_deref(), a.read_data)?;
-    let report = lifeboat::repo::maintenance::check(&repo, fraction)?;
+    let report = a.repo.with(|r| backup::check(ctx.host(), r, a.read_data, a.read_data_subset.as_deref()))?;
     if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -603,36 +577,28 @@ pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<i32> {
 }
 
 pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
-    use lifeboat::repo::forget::{Policy, parse_duration};
-    let policy = Policy {
+    let policy = lifeboat::repo::forget::Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
         daily: a.keep_daily,
         weekly: a.keep_weekly,
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
-        within: a.keep_within.as_deref().map(parse_duration).transpose().map_err(UsageError)?,
+        within: a.keep_within,
         tags: a.keep_tag.clone(),
     };
-    if policy.is_empty() {
-        bail!(UsageError(
-            "no policy given: refusing to forget every snapshot (use --keep-last, --keep-daily, …)".into()
-        ));
-    }
-    let mut repo = a.repo.open(ctx)?;
-    let decisions = backup::forget(&mut repo, a.service.as_deref(), &policy, a.dry_run)?;
+    let report = a.repo.with(|r| backup::forget(ctx.host(), r, a.service.as_deref(), &policy, a.dry_run, a.prune))?;
     if a.format == OutputFormat::Json {
-        println!("{}", sorted_json(&decisions)?);
+        println!("{}", sorted_json(&report.decisions)?);
     } else {
-        for d in &decisions {
+        for d in &report.decisions {
             let what = if d.keep { format!("keep    ({})", d.reasons.join(", ")) } else { "remove".to_string() };
             println!("{}  {}  {:<10}  {what}", &d.id[..12], d.time, d.service);
         }
         let verb = if a.dry_run { "would remove" } else { "removed" };
-        println!("{verb} {} snapshots", decisions.iter().filter(|d| !d.keep).count());
+        println!("{verb} {} snapshots", report.decisions.iter().filter(|d| !d.keep).count());
     }
-    if a.prune && !a.dry_run {
-        let stats = lifeboat::repo::maintenance::prune(&mut repo, false)?;
+    if let Some(stats) = &report.pruned {
         println!(
             "pruned: {} packs deleted ({} repacked), {} freed",
             stats.packs_deleted,
@@ -644,8 +610,7 @@ pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
 }
 
 pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
-    let mut repo = a.repo.open(ctx)?;
-    let stats = lifeboat::repo::maintenance::prune(&mut repo, a.dry_run)?;
+    let stats = a.repo.with(|r| backup::prune(ctx.host(), r, a.dry_run))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     println!(
         "{verb} {} packs ({} repacked), {} unused blobs, {} freed",
@@ -658,17 +623,19 @@ pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
 }
 
 pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
-    let src = a.from.open(ctx)?;
-    let to_args = RepoArgs { repo: Some(a.to.clone()), password_file: a.to_password_file.clone() };
-    let mut dst = to_args.open(ctx)?;
-    let copied = backup::copy(&src, &mut dst, &a.snapshots, &mut |c| {
-        println!(
-            "copied snapshot {} of {} as {} ({} added)",
-            &c.id[..12],
-            c.service,
-            &c.new_id[..12],
-            human_size(c.added_bytes)
-        );
+    let to = RepoArgs { repo: Some(a.to.clone()), password_file: a.to_password_file.clone() };
+    let copied = a.from.with(|from| {
+        to.with(|to| {
+            backup::copy(ctx.host(), from, to, &a.snapshots, &mut |c| {
+                println!(
+                    "copied snapshot {} of {} as {} ({} added)",
+                    &c.id[..12],
+                    c.service,
+                    &c.new_id[..12],
+                    human_size(c.added_bytes)
+                );
+            })
+        })
     })?;
     println!("{} snapshots copied", copied.len());
     Ok(0)
@@ -677,7 +644,7 @@ pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
 /// `diff CONTAINER` (Docker's A/C/D lines) or `diff SNAPSHOT SNAPSHOT`.
 pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
     let Some(second) = &a.second else {
-        let changes = lifeboat::runtime::commit::diff(ctx.host(), &a.first)?;
+        let changes = lifeboat::ops::containers::diff(ctx.host(), &a.first)?;
         if a.format == OutputFormat::Json {
             println!("{}", serde_json::to_string_pretty(&changes)?);
         } else {
@@ -687,7 +654,7 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
         }
         return Ok(0);
     };
-    let changes = backup::diff(&a.repo.open(ctx)?, &a.first, second)?;
+    let changes = a.repo.with(|r| backup::diff(ctx.host(), r, &a.first, second))?;
     if a.format == OutputFormat::Json {
         println!("{}", sorted_json(&changes)?);
     } else {
@@ -699,33 +666,25 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
 }
 
 pub fn key(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<i32> {
-    match cmd {
-        KeyCommand::Add { repo, new_password_file } => {
-            let r = repo.open(ctx)?;
-            let name = r.add_key(&backup::read_password_file(&new_password_file)?)?;
-            println!("added key {name}");
-        }
-        KeyCommand::List { repo } => {
-            let r = repo.open(ctx)?;
-            let rows: Vec<Vec<String>> = r
-                .keys()?
+    let (repo, req) = match cmd {
+        KeyCommand::Add { repo, new_password_file } => (repo, backup::KeyRequest::Add { new_password_file }),
+        KeyCommand::List { repo } => (repo, backup::KeyRequest::List),
+        KeyCommand::Remove { name, repo } => (repo, backup::KeyRequest::Remove { id: name }),
+        KeyCommand::Passwd { repo, new_password_file } => (repo, backup::KeyRequest::Passwd { new_password_file }),
+    };
+    match repo.with(|r| backup::key(ctx.host(), r, &req))? {
+        backup::KeyOutcome::Added(name) => println!("added key {name}"),
+        backup::KeyOutcome::Listed(keys) => {
+            let rows: Vec<Vec<String>> = keys
                 .into_iter()
-                .map(|(n, k, current)| {
-                    vec![if current { format!("*{n}") } else { format!(" {n}") }, k.user, k.host, k.created]
+                .map(|k| {
+                    vec![if k.current { format!("*{}", k.id) } else { format!(" {}", k.id) }, k.user, k.host, k.created]
                 })
                 .collect();
             print_table(&[" ID", "USER", "HOST", "CREATED"], &rows);
         }
-        KeyCommand::Remove { name, repo } => {
-            let r = repo.open(ctx)?;
-            r.remove_key(&name)?;
-            println!("removed key {name}");
-        }
-        KeyCommand::Passwd { repo, new_password_file } => {
-            let mut r = repo.open(ctx)?;
-            r.change_password(&backup::read_password_file(&new_password_file)?)?;
-            println!("password changed");
-        }
+        backup::KeyOutcome::Removed(name) => println!("removed key {name}"),
+        backup::KeyOutcome::Changed(_) => println!("password changed"),
     }
     Ok(0)
 }

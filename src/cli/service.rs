@@ -1,10 +1,9 @@
 //! Config-driven commands: config check, up, down, agent, status; and shell completions and
 //! man pages generated from the command definitions.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, CommandFactory, Subcommand};
 use serde_json::json;
 
@@ -213,22 +212,20 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
 }
 
 pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {
-    lifeboat::fsutil::dir_with_mode(&a.dir, 0o755).with_context(|| format!("cannot create {}", a.dir.display()))?;
-    let cmd = super::Cli::command();
-    let mut n = 0;
-    write_pages(&cmd, "lifeboat", &a.dir, &mut n)?;
+    let mut pages = Vec::new();
+    render_pages(&super::Cli::command(), "lifeboat", &mut pages)?;
+    let n = lifeboat::ops::manpages::install(&a.dir, &pages)?;
     println!("wrote {n} man pages to {}", a.dir.display());
     Ok(0)
 }
 
-fn write_pages(cmd: &clap::Command, name: &str, dir: &Path, n: &mut usize) -> anyhow::Result<()> {
+fn render_pages(cmd: &clap::Command, name: &str, pages: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
     let cmd = cmd.clone().name(name.to_string()).bin_name(name.replace('-', " "));
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
-    lifeboat::fsutil::write_atomic(&dir.join(format!("{name}.1")), &out)?;
-    *n += 1;
+    pages.push((name.to_string(), out));
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
-        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, n)?;
+        render_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
     }
     Ok(())
 }

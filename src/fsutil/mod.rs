@@ -19,10 +19,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes a new file at `path` atomically and durably, its content written by `fill`.
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    write_atomic_with_mode(path, 0o644, fill)
+}
+
+/// The directory a path names its file in: `.` for a bare file name.
+pub fn parent_dir(path: &Path) -> io::Result<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Ok(Path::new(".")),
+        Some(p) => Ok(p),
+        None => Err(io::Error::other(format!("{} has no parent directory", path.display()))),
+    }
+}
+
+/// [`write_atomic_with`], the file created with `mode` (before the umask).
+pub fn write_atomic_with_mode(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = parent_dir(path)?;
     let tmp = dir.join(format!(".{}.tmp-{}", file_name(path), random_hex(8)));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         fill(&mut f)?;
         f.sync_all()?;
         persist(&tmp, path)
@@ -37,7 +55,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> io::Result
 /// partial file, but a power cut may lose the update. For live state that is rewritten often
 /// and worthless after a reboot (container state, generated runtime files).
 pub fn write_atomic_volatile(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let dir = parent_dir(path)?;
     let tmp = dir.join(format!(".{}.tmp-{}", file_name(path), random_hex(8)));
     let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
@@ -66,7 +84,7 @@ pub fn dir_with_mode(dir: &Path, mode: u32) -> io::Result<()> {
 /// Renames a fully written and synced temporary file to its final name and syncs the directory.
 pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
     fs::rename(tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path)?)
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -148,6 +166,16 @@ impl Drop for TempPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `save -o website.tar`: a bare file name is written in the current directory (its
+    /// directory, "", was once synced as a path and failed with ENOENT after the write).
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("website.tar")).unwrap(), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/website.tar")).unwrap(), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/website.tar")).unwrap(), Path::new("/"));
+        assert!(parent_dir(Path::new("/")).is_err());
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {

@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Kind;
 use crate::error::UsageError;
 use crate::image::Reference;
+use crate::ops::registries::TlsRequest;
 use crate::registry::client::Options as RegistryOptions;
 use crate::repo::snapshot::{self, Snapshot, SnapshotStats};
 use crate::repo::{Repository, lock::Lock};
 use crate::runtime::Host;
 use crate::snapshot::{CaptureOptions, RestoreOptions};
+
+pub use crate::report::SnapshotReport;
 
 /// Asks the person at the terminal for a password (the command line's prompt), if anyone.
 pub type AskPassword<'a> = &'a dyn Fn() -> anyhow::Result<Option<Vec<u8>>>;
@@ -96,6 +99,43 @@ impl RepoSpec {
     }
 }
 
+/// A repository to open: where it is, and how to get its password. Commands take this and
+/// open the repository themselves, so the command line makes one call per command.
+#[derive(Clone, Copy)]
+pub struct Access<'a> {
+    pub spec: &'a RepoSpec,
+    pub ask: AskPassword<'a>,
+}
+
+impl Access<'_> {
+    pub fn open(&self, host: &Host) -> anyhow::Result<Repository> {
+        self.spec.open(host, self.ask)
+    }
+}
+
+/// The repositories `snapshot --repo A --repo B --password-file …` names: one password file
+/// for all, or one per repository; none named: the default repository.
+pub fn pair_repositories(repos: &[String], password_files: &[PathBuf]) -> Result<Vec<RepoSpec>, UsageError> {
+    if password_files.len() > 1 && password_files.len() != repos.len() {
+        return Err(UsageError(format!(
+            "{} password files for {} repositories: give one for all, or one per --repo",
+            password_files.len(),
+            repos.len()
+        )));
+    }
+    if repos.is_empty() {
+        return Ok(vec![RepoSpec { location: None, password_file: password_files.first().cloned() }]);
+    }
+    Ok(repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RepoSpec {
+            location: Some(r.clone()),
+            password_file: password_files.get(i).or(password_files.first()).cloned(),
+        })
+        .collect())
+}
+
 /// A password from a file: its first line, not empty.
 pub fn read_password_file(f: &Path) -> anyhow::Result<Vec<u8>> {
     let mut s = String::new();
@@ -122,7 +162,8 @@ pub struct RepoInfo {
     pub pack_bytes: u64,
 }
 
-pub fn info(repo: &Repository) -> anyhow::Result<RepoInfo> {
+pub fn info(host: &Host, access: Access) -> anyhow::Result<RepoInfo> {
+    let repo = &access.open(host)?;
     let snaps = snapshot::list(repo)?;
     let packs = repo.packs();
     let mut size = 0;
@@ -156,7 +197,8 @@ pub struct RepoStats {
     pub ratio: f64,
 }
 
-pub fn stats(repo: &Repository) -> anyhow::Result<RepoStats> {
+pub fn stats(host: &Host, access: Access) -> anyhow::Result<RepoStats> {
+    let repo = &access.open(host)?;
     let snaps = snapshot::list(repo)?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.stats.bytes).sum();
     let mut used = std::collections::HashSet::new();
@@ -186,8 +228,8 @@ pub fn stats(repo: &Repository) -> anyhow::Result<RepoStats> {
 }
 
 /// Removes stale locks (or all with `all`); returns how many.
-pub fn unlock(repo: &Repository, all: bool) -> anyhow::Result<usize> {
-    Ok(Lock::remove_stale(repo, all)?)
+pub fn unlock(host: &Host, access: Access, all: bool) -> anyhow::Result<usize> {
+    Ok(Lock::remove_stale(&access.open(host)?, all)?)
 }
 
 /// `registry://HOST/REPO[:TAG]` → the reference.
@@ -210,21 +252,9 @@ pub struct SnapshotRequest<'a> {
     /// Commit the local image `SERVICE:snap-<UTC time>` (the newest 3 are kept).
     pub local_image: bool,
     /// Also push the snapshot as a portable image to this registry target.
-    pub push: Option<(String, RegistryOptions)>,
+    pub push: Option<(String, TlsRequest)>,
     pub ask: AskPassword<'a>,
     pub transfers: &'a dyn crate::registry::Progress,
-}
-
-/// One snapshot taken into one repository (the agent reads this from its jobs).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SnapshotReport {
-    pub repository: String,
-    pub id: String,
-    pub service: String,
-    pub time: String,
-    pub stats: SnapshotStats,
-    pub image: Option<String>,
-    pub pushed: Option<String>,
 }
 
 /// Takes a snapshot of a running service into each repository; returns one report per
@@ -249,7 +279,8 @@ pub fn take_snapshot(host: &Host, req: &SnapshotRequest) -> anyhow::Result<Vec<S
             image = Some(name.familiar());
         }
         if let (Some(target), Some((to, tls)), None) = (&push_target, &req.push, &pushed) {
-            pushed = Some(push_snapshot(host, &repo, &id, &snap, target, to, tls, req.transfers)?);
+            let tls = tls.options(target.domain());
+            pushed = Some(push_snapshot(host, &repo, &id, &snap, target, to, &tls, req.transfers)?);
         }
         results.push((repo.location(), id, snap));
     }
@@ -308,8 +339,8 @@ pub struct SnapshotRow {
 }
 
 /// The repository's snapshots, oldest first; those of `service` only if given.
-pub fn list(repo: &Repository, service: Option<&str>) -> anyhow::Result<Vec<SnapshotRow>> {
-    Ok(snapshot::list(repo)?
+pub fn list(host: &Host, access: Access, service: Option<&str>) -> anyhow::Result<Vec<SnapshotRow>> {
+    Ok(snapshot::list(&access.open(host)?)?
         .into_iter()
         .filter(|(_, s)| service.is_none_or(|n| s.service == n))
         .map(|(id, s)| SnapshotRow {
@@ -326,7 +357,7 @@ pub fn list(repo: &Repository, service: Option<&str>) -> anyhow::Result<Vec<Snap
 
 /// The snapshot to restore: the newest of `service` taken at or before `at` (RFC 3339 or a
 /// date, the end of that day), or the one `which` names (an ID prefix, or `latest`).
-pub fn select(repo: &Repository, service: &str, which: &str, at: Option<&str>) -> anyhow::Result<(String, Snapshot)> {
+fn select(repo: &Repository, service: &str, which: &str, at: Option<&str>) -> anyhow::Result<(String, Snapshot)> {
     let Some(at) = at else { return Ok(snapshot::find(repo, Some(service), which)?) };
     let limit = parse_time(at)?;
     snapshot::list(repo)?
@@ -365,13 +396,24 @@ pub struct RestoreReport {
     pub healthy: Option<bool>,
 }
 
+/// Which snapshot of a service to restore: the one `which` names (an ID prefix, or
+/// `latest`), or the newest taken at or before `at`.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub which: String,
+    pub at: Option<String>,
+}
+
 pub fn restore(
     host: &Host,
-    repo: &Repository,
-    id: &str,
-    snap: &Snapshot,
+    access: Access,
+    service: &str,
+    selection: &Selection,
     opts: &RestoreOptions,
 ) -> anyhow::Result<RestoreReport> {
+    let repo = &access.open(host)?;
+    let (id, snap) = select(repo, service, &selection.which, selection.at.as_deref())?;
+    let (id, snap) = (&id, &snap);
     let r = crate::snapshot::restore(host, repo, id, snap, opts)
         .with_context(|| format!("cannot restore {}", snap.service))?;
     Ok(RestoreReport {
@@ -400,7 +442,7 @@ pub fn restore_from_image(
     host: &Host,
     service: &str,
     from: &str,
-    tls: &RegistryOptions,
+    tls: &TlsRequest,
     opts: &RestoreOptions,
 ) -> anyhow::Result<ImageRestoreReport> {
     let store = host.store()?;
@@ -408,7 +450,8 @@ pub fn restore_from_image(
         Some(_) => {
             let r = registry_target(from)?;
             let platform = crate::image::spec::Platform::host();
-            let (image, _) = crate::registry::pull(store, &r, &platform, tls, true, &crate::registry::Silent)?;
+            let tls = tls.options(r.domain());
+            let (image, _) = crate::registry::pull(store, &r, &platform, &tls, true, &crate::registry::Silent)?;
             (image, r.familiar())
         }
         None => (store.find(from)?, from.to_string()),
@@ -444,12 +487,13 @@ pub enum ProbeSpec {
 /// Rehearses a restore of `service` aside, probes it, removes it.
 pub fn drill(
     host: &Host,
-    repo: &Repository,
+    access: Access,
     service: &str,
     which: &str,
     probe: &ProbeSpec,
     timeout: Duration,
 ) -> anyhow::Result<(String, crate::snapshot::DrillReport)> {
+    let repo = &access.open(host)?;
     let (id, snap) = snapshot::find(repo, Some(service), which)?;
     let probe = match probe {
         ProbeSpec::Http(url) => {
@@ -469,7 +513,7 @@ pub fn drill(
 }
 
 /// `--read-data-subset 10%` as a fraction.
-pub fn read_fraction(subset: Option<&str>, all: bool) -> Result<Option<f64>, UsageError> {
+fn read_fraction(subset: Option<&str>, all: bool) -> Result<Option<f64>, UsageError> {
     match (subset, all) {
         (_, true) => Ok(Some(1.0)),
         (Some(p), false) => {
@@ -486,6 +530,25 @@ pub fn read_fraction(subset: Option<&str>, all: bool) -> Result<Option<f64>, Usa
     }
 }
 
+/// Checks the repository's structure, and reads all (`read_data`) or a share
+/// (`read_data_subset`, e.g. `10%`) of its packs.
+pub fn check(
+    host: &Host,
+    access: Access,
+    read_data: bool,
+    read_data_subset: Option<&str>,
+) -> anyhow::Result<crate::repo::maintenance::CheckReport> {
+    let fraction = read_fraction(read_data_subset, read_data)?;
+    let repo = access.open(host)?;
+    Ok(crate::repo::maintenance::check(&repo, fraction)?)
+}
+
+/// Removes what no snapshot needs (nothing with `dry_run`).
+pub fn prune(host: &Host, access: Access, dry_run: bool) -> anyhow::Result<crate::repo::maintenance::PruneStats> {
+    let mut repo = access.open(host)?;
+    Ok(crate::repo::maintenance::prune(&mut repo, dry_run)?)
+}
+
 /// What `forget` decided for one snapshot.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ForgetDecision {
@@ -496,19 +559,40 @@ pub struct ForgetDecision {
     pub reasons: Vec<String>,
 }
 
+/// What `forget` did: every decision, in order, and what the prune after it freed.
+#[derive(Debug, Serialize)]
+pub struct ForgetReport {
+    pub decisions: Vec<ForgetDecision>,
+    pub pruned: Option<crate::repo::maintenance::PruneStats>,
+}
+
 /// Applies `policy` to each service's snapshots (those of `service` only, if given) and
-/// removes what it does not keep (nothing with `dry_run`); every decision, in order.
+/// removes what it does not keep (nothing with `dry_run`), then prunes if asked.
 pub fn forget(
-    repo: &mut Repository,
+    host: &Host,
+    access: Access,
     service: Option<&str>,
     policy: &crate::repo::forget::Policy,
     dry_run: bool,
-) -> anyhow::Result<Vec<ForgetDecision>> {
+    prune: bool,
+) -> anyhow::Result<ForgetReport> {
     if policy.is_empty() {
         bail!(UsageError(
             "no policy given: refusing to forget every snapshot (use --keep-last, --keep-daily, …)".into()
         ));
     }
+    let mut repo = access.open(host)?;
+    let decisions = forget_in(&mut repo, service, policy, dry_run)?;
+    let pruned = if prune && !dry_run { Some(crate::repo::maintenance::prune(&mut repo, false)?) } else { None };
+    Ok(ForgetReport { decisions, pruned })
+}
+
+fn forget_in(
+    repo: &mut Repository,
+    service: Option<&str>,
+    policy: &crate::repo::forget::Policy,
+    dry_run: bool,
+) -> anyhow::Result<Vec<ForgetDecision>> {
     let all = snapshot::list(repo)?;
     let mut services: Vec<String> = all.iter().map(|(_, s)| s.service.clone()).collect();
     services.sort();
@@ -545,11 +629,14 @@ pub struct Copied {
 /// Copies the source's snapshots (those whose ID starts with one of `wanted`, or all) that
 /// the target lacks; reports each as it is copied.
 pub fn copy(
-    src: &Repository,
-    dst: &mut Repository,
+    host: &Host,
+    from: Access,
+    to: Access,
     wanted: &[String],
     each: &mut dyn FnMut(&Copied),
 ) -> anyhow::Result<Vec<Copied>> {
+    let src = &from.open(host)?;
+    let dst = &mut to.open(host)?;
     let lock = Lock::acquire(dst, false)?;
     let existing: Vec<(String, String, String)> =
         snapshot::list(dst)?.into_iter().map(|(_, s)| (s.service, s.time, s.hostname)).collect();
@@ -580,11 +667,73 @@ pub struct SnapshotChange {
     pub path: String,
 }
 
-pub fn diff(repo: &Repository, first: &str, second: &str) -> anyhow::Result<Vec<SnapshotChange>> {
+pub fn diff(host: &Host, access: Access, first: &str, second: &str) -> anyhow::Result<Vec<SnapshotChange>> {
+    let repo = &access.open(host)?;
     let (_, first) = snapshot::find(repo, None, first)?;
     let (_, second) = snapshot::find(repo, None, second)?;
     Ok(crate::repo::maintenance::diff(repo, &first, &second)?
         .into_iter()
         .map(|(c, path)| SnapshotChange { kind: c.to_string(), path })
         .collect())
+}
+
+/// One key of a repository, as `key list` shows it.
+#[derive(Debug, Serialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub user: String,
+    pub host: String,
+    pub created: String,
+    /// The key this command opened the repository with.
+    pub current: bool,
+}
+
+/// What `key` does.
+#[derive(Debug, Clone)]
+pub enum KeyRequest {
+    /// Add a key for the password in this file.
+    Add {
+        new_password_file: PathBuf,
+    },
+    List,
+    /// Remove the key whose ID starts with this.
+    Remove {
+        id: String,
+    },
+    /// Replace the password in use by the one in this file.
+    Passwd {
+        new_password_file: PathBuf,
+    },
+}
+
+/// What `key` did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOutcome {
+    Added(String),
+    Listed(Vec<KeyRow>),
+    Removed(String),
+    Changed(String),
+}
+
+pub fn key(host: &Host, access: Access, req: &KeyRequest) -> anyhow::Result<KeyOutcome> {
+    let mut repo = access.open(host)?;
+    Ok(match req {
+        KeyRequest::Add { new_password_file } => {
+            KeyOutcome::Added(repo.add_key(&read_password_file(new_password_file)?)?)
+        }
+        KeyRequest::List => KeyOutcome::Listed(
+            repo.keys()?
+                .into_iter()
+                .map(|(id, k, current)| KeyRow { id, user: k.user, host: k.host, created: k.created, current })
+                .collect(),
+        ),
+        KeyRequest::Remove { id } => {
+            repo.remove_key(id)?;
+            KeyOutcome::Removed(id.clone())
+        }
+        KeyRequest::Passwd { new_password_file } => {
+            KeyOutcome::Changed(repo.change_password(&read_password_file(new_password_file)?)?)
+        }
+    })
 }

@@ -540,26 +540,15 @@ pub fn pause(host: &Host, names: &[String], paused: bool) -> anyhow::Result<Vec<
     each(host, names, false, &|c| Ok(runtime::set_paused(host, &c.id, paused)?))
 }
 
-/// What `start --restartable` did at boot.
-#[derive(Debug, Default, Serialize)]
-pub struct Recovery {
-    /// Names started because their policy asks for it.
-    pub started: Vec<String>,
-    /// Names (or leftover paths) and why they could not be started or cleared.
-    pub failed: Vec<(String, String)>,
-    /// `run --rm` containers a shutdown cut short, removed.
-    pub removed: Vec<String>,
-}
-
 /// After a reboot: clears what a crash left of removals and of `run --rm` containers, and
 /// starts every container whose restart policy asks for it. Never in the way of bringing
 /// services back: a failure is recorded and the rest goes on.
-pub fn start_restartable(host: &Host) -> anyhow::Result<Recovery> {
+pub fn start_restartable(host: &Host) -> anyhow::Result<crate::report::Recovery> {
     let containers = host.containers()?;
-    let mut report = Recovery::default();
+    let mut report = crate::report::Recovery::default();
     for retired in containers.retired()? {
-        if let Err(e) = runtime::remove_retired(&retired) {
-            report.failed.push((retired.display().to_string(), format!("cannot remove it: {e}")));
+        if let Err(e) = runtime::remove_retired(host.kernel(), &retired) {
+            report.not_cleared.push((retired.display().to_string(), format!("cannot remove it: {e}")));
         }
     }
     for id in containers.ids()? {
@@ -568,7 +557,7 @@ pub fn start_restartable(host: &Host) -> anyhow::Result<Recovery> {
         if config.auto_remove && state.status == Status::Exited {
             match runtime::remove_files(host, &id) {
                 Ok(()) => report.removed.push(config.name.clone()),
-                Err(e) => report.failed.push((config.name.clone(), format!("cannot remove it: {e}"))),
+                Err(e) => report.not_cleared.push((config.name.clone(), format!("cannot remove it: {e}"))),
             }
             continue;
         }
@@ -576,7 +565,7 @@ pub fn start_restartable(host: &Host) -> anyhow::Result<Recovery> {
         if wants_restart(&config.restart, stopped_by_user, state.exit_code) && state.status == Status::Exited {
             match runtime::start(host, &id) {
                 Ok(_) => report.started.push(config.name.clone()),
-                Err(e) => report.failed.push((config.name.clone(), format!("cannot start it: {e}"))),
+                Err(e) => report.not_started.push((config.name.clone(), format!("cannot start it: {e}"))),
             }
         }
     }
@@ -712,7 +701,7 @@ pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> 
             "Status": match state.status { Status::Created => "created", Status::Running => "running", Status::Paused => "paused", Status::Restarting => "restarting", Status::Exited => "exited" },
             "Running": running, "Paused": state.status == Status::Paused, "Restarting": state.status == Status::Restarting,
             "OOMKilled": state.oom_killed, "Pid": state.pid.unwrap_or(0), "ShimPid": state.shim_pid.unwrap_or(0),
-            "ShimAlive": state.shim_pid.is_some_and(runtime::alive),
+            "ShimAlive": state.shim_pid.is_some_and(|p| host.kernel().alive(p)),
             "ExitCode": state.exit_code.unwrap_or(0), "Error": state.error.clone().unwrap_or_default(),
             "StartedAt": state.started_at, "FinishedAt": state.finished_at,
             "Health": runtime::Health::load(&containers.dir(&c.id)),
@@ -736,6 +725,48 @@ pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> 
         "NetworkSettings": {"Ports": ports},
         "LogPath": containers.dir(&c.id).join("log.json"),
     }))
+}
+
+/// A container's changes to its image: Docker's A/C/D lines.
+pub fn diff(host: &Host, name: &str) -> anyhow::Result<Vec<runtime::commit::Change>> {
+    runtime::commit::diff(host, name)
+}
+
+/// What `commit` makes of a container.
+#[derive(Debug, Clone, Default)]
+pub struct CommitRequest {
+    pub container: String,
+    /// The new image's name (none: only its ID).
+    pub image: Option<String>,
+    /// Pause the container while its changes are read.
+    pub pause: bool,
+    /// Dockerfile instructions applied to the new image's configuration.
+    pub changes: Vec<String>,
+    pub message: Option<String>,
+    pub author: Option<String>,
+}
+
+/// Commits a container's changes as a new image (history says how, as Docker's does).
+pub fn commit(host: &Host, req: CommitRequest) -> anyhow::Result<crate::image::Image> {
+    let name = req.image.as_deref().map(crate::image::Reference::parse).transpose()?;
+    let mut created_by = format!("lifeboat commit {}", req.container);
+    for c in &req.changes {
+        created_by.push_str(&format!(" --change {c:?}"));
+    }
+    let opts = crate::image::commit::CommitOptions {
+        changes: req.changes,
+        message: req.message,
+        author: req.author,
+        created_by,
+        run_config: None,
+        compression: crate::image::layer::Compression::Gzip,
+    };
+    runtime::commit::commit(host, &req.container, name.as_ref(), req.pause, opts)
+}
+
+/// Writes a container's whole filesystem as a tarball to `out`.
+pub fn export(host: &Host, name: &str, out: impl std::io::Write) -> anyhow::Result<()> {
+    runtime::commit::export(host, name, out)
 }
 
 /// Writes a container's whole filesystem as a tarball to `path` (complete or not at all: a

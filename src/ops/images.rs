@@ -345,3 +345,13 @@ pub fn unpack(host: &Host, what: &str, dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Makes an image from a root filesystem (a tarball, a directory, or standard input).
+pub fn import(
+    host: &Host,
+    source: &crate::image::import::ImportSource,
+    name: Option<&crate::image::Reference>,
+    opts: &crate::image::import::ImportOptions,
+) -> anyhow::Result<Image> {
+    Ok(crate::image::import::import(host.store()?, source, name, opts)?)
+}

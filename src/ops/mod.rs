@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod containers;
 pub mod images;
+pub mod manpages;
 pub mod registries;
 pub mod services;
 pub mod volumes;

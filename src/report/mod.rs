@@ -10,7 +10,6 @@ pub mod text;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::ops::backup::SnapshotReport;
 pub use crate::snapshot::DrillReport;
 
 /// The version of [`JobReport`]. It changes when a field the agent relies on changes meaning
@@ -33,6 +32,33 @@ pub enum JobBody {
     Snapshots(Vec<SnapshotReport>),
     /// `drill`.
     Drill(DrillReport),
+    /// `start --restartable`, at boot.
+    Recovery(Recovery),
+}
+
+/// What `start --restartable` did at boot.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Recovery {
+    /// Names started because their policy asks for it.
+    pub started: Vec<String>,
+    /// Names, and why they could not be started.
+    pub not_started: Vec<(String, String)>,
+    /// `run --rm` containers a shutdown cut short, removed.
+    pub removed: Vec<String>,
+    /// Leftovers (names or paths) that could not be cleared, and why.
+    pub not_cleared: Vec<(String, String)>,
+}
+
+/// One snapshot taken into one repository (the agent reads this from its jobs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotReport {
+    pub repository: String,
+    pub id: String,
+    pub service: String,
+    pub time: String,
+    pub stats: crate::repo::snapshot::SnapshotStats,
+    pub image: Option<String>,
+    pub pushed: Option<String>,
 }
 
 impl JobReport {

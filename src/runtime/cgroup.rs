@@ -151,6 +151,54 @@ mod tests {
             .file(format!("/sys/fs/cgroup/unified/lifeboat/{ID}/cgroup.procs"), "41\n42\n")
     }
 
+    /// A host with v1 hierarchies only (no cgroup2 mount at all), a memory limit set and an
+    /// OOM kill recorded.
+    fn v1_only() -> Fake {
+        let v1 = |c: &str, f: &str| format!("/sys/fs/cgroup/{c}/lifeboat/{ID}/{f}");
+        Fake::new()
+            .file(
+                v1("freezer", "cgroup.procs"),
+                "9
+",
+            )
+            .file(
+                v1("freezer", "freezer.state"),
+                "THAWED
+",
+            )
+            .file(
+                v1("memory", "cgroup.procs"),
+                "9
+",
+            )
+            .file(
+                v1("memory", "memory.usage_in_bytes"),
+                "2048
+",
+            )
+            .file(
+                v1("memory", "memory.limit_in_bytes"),
+                "67108864
+",
+            )
+            .file(v1("memory", "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+            .file(
+                v1("cpu,cpuacct", "cgroup.procs"),
+                "9
+",
+            )
+            .file(
+                v1("cpuacct", "cgroup.procs"),
+                "9
+",
+            )
+            .file(
+                v1("cpuacct", "cpuacct.usage"),
+                "5000
+",
+            )
+    }
+
     /// A cgroup2-only host.
     fn unified() -> Fake {
         let f = |n: &str| format!("/sys/fs/cgroup/lifeboat/{ID}/{n}");
@@ -180,6 +228,18 @@ mod tests {
         assert_eq!(usage(&u, ID), Usage { cpu_ns: 2_500_000, memory: 4096, memory_limit: Some(32 << 20), pids: 1 });
         assert!(!oom_killed(&h, &path_of(ID)));
         assert!(oom_killed(&u, &path_of(ID)));
+        // v1 only: no pids hierarchy, so processes come from memory's and are counted.
+        let v = v1_only();
+        assert_eq!(dir(&v, ID, "memory").unwrap(), Path::new("/sys/fs/cgroup/memory/lifeboat/c0ffee"));
+        assert_eq!(dir(&v, ID, "unified"), None);
+        assert_eq!(processes(&v, ID), [9]);
+        assert_eq!(usage(&v, ID), Usage { cpu_ns: 5000, memory: 2048, memory_limit: Some(64 << 20), pids: 1 });
+        assert!(oom_killed(&v, &path_of(ID)));
+        freeze(&v, ID, true).unwrap();
+        assert_eq!(
+            v.writes(),
+            [(PathBuf::from(format!("/sys/fs/cgroup/freezer/lifeboat/{ID}/freezer.state")), "FROZEN".into())]
+        );
     }
 
     #[test]

@@ -149,13 +149,13 @@ pub fn export(host: &Host, what: &str, out: impl Write) -> anyhow::Result<()> {
     let dir = containers.dir(&c.id);
     // The container's own plan: if it runs, that overlay is mounted already.
     let plan = rootfs::OverlayPlan::for_container(store, &dir, &c.layers, c.auto_remove);
-    let mounted_here = !rootfs::is_mounted(&plan.target);
+    let mounted_here = !rootfs::is_mounted(host.kernel(), &plan.target);
     if mounted_here {
-        rootfs::mount(&plan).with_context(|| format!("cannot mount the filesystem of {}", c.name))?;
+        rootfs::mount(host.kernel(), &plan).with_context(|| format!("cannot mount the filesystem of {}", c.name))?;
     }
     let result = layer::write_tree(&plan.target, out, TreeMode::Plain);
     if mounted_here {
-        let _ = rootfs::unmount(&plan.target);
+        let _ = rootfs::unmount(host.kernel(), &plan.target);
     }
     let (mut out, _) = result?;
     out.flush()?;

@@ -1,10 +1,11 @@
-//! The seam between the runtime and the kernel's files: cgroups, the freezer, `/proc`. The
-//! runtime reads and writes them through [`Kernel`], so cgroup discovery, freezing, usage and
-//! OOM detection are plain code over text that a unit test can hand a [`Fake`] of (a v1,
-//! v2 or hybrid host, a freezer that takes a while), and check what was written, in order.
+//! The seam between the runtime and the kernel: cgroup and `/proc` files, the freezer,
+//! process liveness, and the mounts the runtime makes itself (overlay root filesystems). The
+//! runtime goes through [`Kernel`], so cgroup discovery, freezing, usage, OOM detection and
+//! mount plans are plain code that a unit test can hand a [`Fake`] (a v1, v2 or hybrid host,
+//! a freezer that takes a while, a kernel that refuses a mount option) and check what was
+//! done, in order.
 //!
-//! Mounting stays with libcontainer and `rootfs` (which plan mounts as data); this seam is for
-//! the files the runtime drives itself.
+//! The container's own mounts inside its namespace stay with libcontainer.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,6 +19,17 @@ pub trait Kernel: Send + Sync {
     fn exists(&self, path: &Path) -> bool;
     /// The symlinks directly in `dir`: (name, target).
     fn links(&self, dir: &Path) -> io::Result<Vec<(String, String)>>;
+    /// Mounts a filesystem of type `fstype` from `source` at `target` with `data`.
+    fn mount(&self, source: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()>;
+    /// Detaches the mount at `target`.
+    fn unmount(&self, target: &Path) -> io::Result<()>;
+    /// Whether `path` is the root of a mount.
+    fn is_mount_root(&self, path: &Path) -> bool;
+    /// Whether process `pid` exists on this host (and is not a zombie).
+    fn alive(&self, pid: i32) -> bool;
+    /// Whether the kernel changes a whole mount tree's attributes at once (`mount_setattr`,
+    /// Linux 5.12+), which makes read-only binds read-only all the way down.
+    fn has_mount_setattr(&self) -> bool;
 }
 
 impl<K: Kernel + ?Sized> Kernel for std::sync::Arc<K> {
@@ -32,6 +44,21 @@ impl<K: Kernel + ?Sized> Kernel for std::sync::Arc<K> {
     }
     fn links(&self, dir: &Path) -> io::Result<Vec<(String, String)>> {
         (**self).links(dir)
+    }
+    fn mount(&self, source: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()> {
+        (**self).mount(source, target, fstype, data)
+    }
+    fn unmount(&self, target: &Path) -> io::Result<()> {
+        (**self).unmount(target)
+    }
+    fn is_mount_root(&self, path: &Path) -> bool {
+        (**self).is_mount_root(path)
+    }
+    fn alive(&self, pid: i32) -> bool {
+        (**self).alive(pid)
+    }
+    fn has_mount_setattr(&self) -> bool {
+        (**self).has_mount_setattr()
     }
 }
 
@@ -62,6 +89,62 @@ impl Kernel for Linux {
         out.sort();
         Ok(out)
     }
+
+    fn mount(&self, source: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()> {
+        nix::mount::mount(Some(source), target, Some(fstype), nix::mount::MsFlags::empty(), Some(data))
+            .map_err(io::Error::from)
+    }
+
+    fn unmount(&self, target: &Path) -> io::Result<()> {
+        nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
+    }
+
+    fn is_mount_root(&self, path: &Path) -> bool {
+        // The kernel says whether a path is the root of a mount (Linux 5.8+): no need to read
+        // the whole mount table, which is long on a host with many containers.
+        use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
+        if let Ok(st) = statx(rustix::fs::CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+            && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        {
+            return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+        }
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+        let path = path.to_string_lossy();
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some(path.as_ref()))
+    }
+
+    fn alive(&self, pid: i32) -> bool {
+        crate::sys::alive(pid)
+    }
+
+    fn has_mount_setattr(&self) -> bool {
+        static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *KNOWN.get_or_init(|| {
+            // An invalid call: a kernel that has the call refuses the arguments (EBADF,
+            // EINVAL), one that does not answers ENOSYS. Nothing is changed either way.
+            // SAFETY: a null path and attribute pointer with size 0 are never dereferenced.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    -1,
+                    std::ptr::null::<libc::c_char>(),
+                    0,
+                    std::ptr::null::<u8>(),
+                    0,
+                )
+            };
+            !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+        })
+    }
+}
+
+/// One mount a [`Fake`] kernel was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeMount {
+    pub source: String,
+    pub target: PathBuf,
+    pub fstype: String,
+    pub data: String,
 }
 
 /// A kernel made of strings, for tests: files set up front, every write recorded in order,
@@ -74,6 +157,14 @@ pub struct Fake {
     writes: Mutex<Vec<(PathBuf, String)>>,
     /// How many reads of a freezer still say it is on its way.
     freezing_reads: Mutex<u32>,
+    /// Mounts in place, in the order they were made.
+    mounts: Mutex<Vec<FakeMount>>,
+    /// Mount data options this kernel does not know (EINVAL, as an old kernel answers).
+    unknown_options: Mutex<Vec<String>>,
+    /// Processes that live.
+    live: Mutex<Vec<i32>>,
+    /// A kernel older than 5.12.
+    no_mount_setattr: bool,
 }
 
 impl Fake {
@@ -102,6 +193,35 @@ impl Fake {
     /// Every write so far, in order.
     pub fn writes(&self) -> Vec<(PathBuf, String)> {
         self.writes.lock().expect("fake kernel").clone()
+    }
+
+    /// A kernel that answers EINVAL to mount data carrying `option` (say `volatile`, which
+    /// kernels before 5.10 do not know).
+    pub fn without_mount_option(self, option: &str) -> Fake {
+        self.unknown_options.lock().expect("fake kernel").push(option.to_string());
+        self
+    }
+
+    /// A kernel before 5.12, without `mount_setattr`.
+    pub fn without_mount_setattr(mut self) -> Fake {
+        self.no_mount_setattr = true;
+        self
+    }
+
+    /// A process that lives.
+    pub fn process(self, pid: i32) -> Fake {
+        self.live.lock().expect("fake kernel").push(pid);
+        self
+    }
+
+    /// The process ends.
+    pub fn end_process(&self, pid: i32) {
+        self.live.lock().expect("fake kernel").retain(|p| *p != pid);
+    }
+
+    /// The mounts in place, in the order they were made.
+    pub fn mounts(&self) -> Vec<FakeMount> {
+        self.mounts.lock().expect("fake kernel").clone()
     }
 }
 
@@ -139,5 +259,45 @@ impl Kernel for Fake {
 
     fn links(&self, dir: &Path) -> io::Result<Vec<(String, String)>> {
         Ok(self.links.lock().expect("fake kernel").get(dir).cloned().unwrap_or_default())
+    }
+
+    fn mount(&self, source: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()> {
+        let unknown = self.unknown_options.lock().expect("fake kernel");
+        if data.split(',').any(|o| unknown.iter().any(|u| u == o)) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut mounts = self.mounts.lock().expect("fake kernel");
+        if mounts.iter().any(|m| m.target == target) {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        mounts.push(FakeMount {
+            source: source.into(),
+            target: target.into(),
+            fstype: fstype.into(),
+            data: data.into(),
+        });
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> io::Result<()> {
+        let mut mounts = self.mounts.lock().expect("fake kernel");
+        let before = mounts.len();
+        mounts.retain(|m| m.target != target);
+        if mounts.len() == before {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(())
+    }
+
+    fn is_mount_root(&self, path: &Path) -> bool {
+        self.mounts.lock().expect("fake kernel").iter().any(|m| m.target == path)
+    }
+
+    fn alive(&self, pid: i32) -> bool {
+        self.live.lock().expect("fake kernel").contains(&pid)
+    }
+
+    fn has_mount_setattr(&self) -> bool {
+        !self.no_mount_setattr
     }
 }

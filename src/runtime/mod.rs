@@ -35,6 +35,7 @@ use nix::unistd::Pid;
 
 pub use container::{ContainerError, Containers, RunConfig, State, Status};
 pub use host::Host;
+use kernel::Kernel;
 
 use crate::image::Store;
 
@@ -330,10 +331,10 @@ pub fn stop(host: &Host, id: &str, timeout: Duration) -> Result<(), ContainerErr
     let sig = parse_signal(&config.stop_signal).unwrap_or(Signal::SIGTERM);
     let _ = kill(Pid::from_raw(pid), sig);
     let deadline = Instant::now() + timeout;
-    while alive(pid) && Instant::now() < deadline {
+    while host.kernel().alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if alive(pid) {
+    if host.kernel().alive(pid) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     wait_settled(containers, id, Duration::from_secs(10))
@@ -368,7 +369,7 @@ pub fn remove_files(host: &Host, id: &str) -> Result<(), ContainerError> {
         let _ = fs::remove_dir_all(&lc);
     }
     match containers.retire(id) {
-        Ok(retired) => remove_retired(&retired),
+        Ok(retired) => remove_retired(host.kernel(), &retired),
         Err(ContainerError::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -376,8 +377,8 @@ pub fn remove_files(host: &Host, id: &str) -> Result<(), ContainerError> {
 
 /// Deletes the files of a container [`Containers::retire`] took out of the store (its root
 /// filesystem is unmounted first: the mount moved with the rename).
-pub fn remove_retired(retired: &Path) -> Result<(), ContainerError> {
-    rootfs::unmount(&retired.join("rootfs")).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+pub fn remove_retired(kernel: &dyn Kernel, retired: &Path) -> Result<(), ContainerError> {
+    rootfs::unmount(kernel, &retired.join("rootfs")).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     match fs::remove_dir_all(retired) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -7,8 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
-
+use super::kernel::Kernel;
 use crate::fsutil::scope::Scope;
 use crate::image::{Digest, Store};
 
@@ -70,21 +69,13 @@ impl OverlayPlan {
     }
 }
 
-pub fn is_mounted(target: &Path) -> bool {
-    // The kernel says whether a path is the root of a mount (Linux 5.8+): no need to read the
-    // whole mount table, which is long on a host with many containers.
-    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
-    if let Ok(st) = statx(rustix::fs::CWD, target, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
-        && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
-    {
-        return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
-    }
-    let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let target = target.to_string_lossy();
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(target.as_ref()))
+pub fn is_mounted(kernel: &dyn Kernel, target: &Path) -> bool {
+    kernel.is_mount_root(target)
 }
 
-pub fn mount(plan: &OverlayPlan) -> io::Result<()> {
+/// Applies a plan: makes its directories and mounts the overlay (nothing if it is mounted
+/// already).
+pub fn mount(kernel: &dyn Kernel, plan: &OverlayPlan) -> io::Result<()> {
     for d in [&plan.target, &plan.upper, &plan.work] {
         fs::create_dir_all(d)?;
     }
@@ -93,19 +84,17 @@ pub fn mount(plan: &OverlayPlan) -> io::Result<()> {
             fs::create_dir_all(l)?;
         }
     }
-    if is_mounted(&plan.target) {
+    if kernel.is_mount_root(&plan.target) {
         return Ok(());
     }
     let options = plan.options();
     if options.len() >= 4000 {
         return Err(io::Error::other(format!("too many layers for one overlay mount ({})", plan.lower.len())));
     }
-    let mount = |options: &str| {
-        nix::mount::mount(Some("overlay"), &plan.target, Some("overlay"), MsFlags::empty(), Some(options))
-    };
+    let mount = |options: &str| kernel.mount("overlay", &plan.target, "overlay", options);
     match mount(&options) {
         // Kernels before 5.10 do not know `volatile`: an ordinary overlay does the same job.
-        Err(nix::errno::Errno::EINVAL) if plan.volatile => {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && plan.volatile => {
             mount(&OverlayPlan { volatile: false, ..plan.clone() }.options())
         }
         other => other,
@@ -113,12 +102,11 @@ pub fn mount(plan: &OverlayPlan) -> io::Result<()> {
     .map_err(|e| io::Error::other(format!("overlay mount on {}: {e}", plan.target.display())))
 }
 
-pub fn unmount(target: &Path) -> io::Result<()> {
-    if !is_mounted(target) {
+pub fn unmount(kernel: &dyn Kernel, target: &Path) -> io::Result<()> {
+    if !kernel.is_mount_root(target) {
         return Ok(());
     }
-    nix::mount::umount2(target, MntFlags::MNT_DETACH)
-        .map_err(|e| io::Error::other(format!("unmount {}: {e}", target.display())))
+    kernel.unmount(target).map_err(|e| io::Error::other(format!("unmount {}: {e}", target.display())))
 }
 
 /// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the container into `files`.
@@ -203,11 +191,42 @@ mod tests {
 
     #[test]
     fn mount_points_are_told_from_plain_directories() {
-        assert!(is_mounted(Path::new("/proc")));
-        assert!(is_mounted(Path::new("/")));
+        let linux = crate::runtime::kernel::Linux;
+        assert!(is_mounted(&linux, Path::new("/proc")));
+        assert!(is_mounted(&linux, Path::new("/")));
         let dir = tempfile::tempdir().unwrap();
-        assert!(!is_mounted(dir.path()));
-        assert!(!is_mounted(&dir.path().join("missing")));
+        assert!(!is_mounted(&linux, dir.path()));
+        assert!(!is_mounted(&linux, &dir.path().join("missing")));
+    }
+
+    /// A plan applied: its directories made, one overlay mount with the plan's options, not
+    /// mounted twice, unmounted once; a kernel that does not know `volatile` gets the same
+    /// overlay without it.
+    #[test]
+    fn plans_are_applied_through_the_kernel() {
+        use crate::runtime::kernel::Fake;
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        let p = OverlayPlan { volatile: true, ..plan(&dir.path().join("c"), std::slice::from_ref(&layer)) };
+        let kernel = Fake::new();
+        mount(&kernel, &p).unwrap();
+        mount(&kernel, &p).unwrap();
+        let mounts = kernel.mounts();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!((mounts[0].fstype.as_str(), &mounts[0].target), ("overlay", &p.target));
+        assert_eq!(mounts[0].data, p.options());
+        assert!(p.upper.is_dir() && p.work.is_dir() && layer.is_dir());
+        unmount(&kernel, &p.target).unwrap();
+        unmount(&kernel, &p.target).unwrap();
+        assert!(kernel.mounts().is_empty());
+
+        let old = Fake::new().without_mount_option("volatile");
+        mount(&old, &p).unwrap();
+        assert_eq!(old.mounts()[0].data, OverlayPlan { volatile: false, ..p.clone() }.options());
+        // A plan that is not volatile has nothing to fall back to: the error is the mount's.
+        let strict = Fake::new().without_mount_option("index=off");
+        let e = mount(&strict, &p).unwrap_err().to_string();
+        assert!(e.contains("overlay mount on") && strict.mounts().is_empty(), "{e}");
     }
 
     #[test]
@@ -234,7 +253,9 @@ mod tests {
         let root = dir.path().join("root");
         fs::create_dir_all(&root).unwrap();
         std::os::unix::fs::symlink(&host, root.join("etc")).unwrap();
+        fs::write(host.join("group"), "hostgroup:x:4343:\n").unwrap();
         let root = Scope::open(&root).unwrap();
         assert!(resolve_user(&root, Some("hostonly")).is_err(), "read the host's passwd through a link");
+        assert!(resolve_user(&root, Some("0:hostgroup")).is_err(), "read the host's group through a link");
     }
 }

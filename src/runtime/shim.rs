@@ -19,7 +19,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::container::{Containers, NetworkMode, RestartPolicy, State, Status};
+use super::container::{NetworkMode, RestartPolicy, State, Status};
 use super::{Host, logs, network, prepare};
 
 pub const SYNC_FD_ENV: &str = "LIFEBOAT_SHIM_SYNC_FD";
@@ -58,7 +58,7 @@ pub fn main(host: &Host, id: &str) -> ! {
         Err(e) => {
             let msg = format!("{e:#}");
             sync.send(&format!("error {msg}\n"));
-            if let Ok(containers) = Containers::open(&host.paths().root) {
+            if let Ok(containers) = host.containers() {
                 let mut state = containers.state(id).unwrap_or_else(|_| State::created());
                 state.status = Status::Exited;
                 state.pid = None;
@@ -67,7 +67,7 @@ pub fn main(host: &Host, id: &str) -> ! {
                 state.finished_at = Some(crate::sys::now_rfc3339());
                 let _ = containers.write_state(id, &state);
                 if let Ok(config) = containers.config(id) {
-                    let _ = super::rootfs::unmount(&containers.dir(id).join("rootfs"));
+                    let _ = super::rootfs::unmount(host.kernel(), &containers.dir(id).join("rootfs"));
                     if config.auto_remove {
                         let _ = super::remove_files(host, id);
                     }
@@ -248,7 +248,7 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
         if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
             let _ = container.delete(true);
         }
-        super::remove_retired(&retired)?;
+        super::remove_retired(host.kernel(), &retired)?;
         return Ok(0);
     }
     if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
@@ -274,7 +274,7 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
     containers.write_state(id, &state)?;
     sync.send(&format!("exit {code}\n"));
     drop(mount_ns);
-    super::rootfs::unmount(&dir.join("rootfs"))?;
+    super::rootfs::unmount(host.kernel(), &dir.join("rootfs"))?;
     Ok(0)
 }
 

@@ -20,7 +20,7 @@ use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, VolumeRef};
 use crate::repo::tree::{ArchiveStats, Archiver, Restorer};
 use crate::repo::{BlobId, Repository, lock::Lock};
 use crate::runtime::container::{ContainerError, Containers, MountSource, RunConfig, Status};
-use crate::runtime::{self, Host, volume::Volumes};
+use crate::runtime::{self, Host};
 
 pub struct CaptureOptions {
     pub tags: Vec<String>,
@@ -49,7 +49,7 @@ fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::
     let marker = containers.dir(id).join(FROZEN_BY);
     let Ok(text) = std::fs::read_to_string(&marker) else { return Ok(()) };
     let owner: i32 = text.trim().parse().unwrap_or(0);
-    if owner != std::process::id() as i32 && !runtime::alive(owner) {
+    if owner != std::process::id() as i32 && !host.kernel().alive(owner) {
         tracing::warn!(container = id, pid = owner, "thawing a container left frozen by a snapshot that died");
         if runtime::observed_state(containers, id)?.status == Status::Paused {
             runtime::set_paused(host, id, false)?;
@@ -627,13 +627,13 @@ pub fn drill(
         Err(e) => report.error = Some(format!("{e:#}")),
     }
     // Clean up: the container (whatever state it reached) and every volume made for it.
-    if let Ok(containers) = Containers::open(&host.paths().root)
+    if let Ok(containers) = host.containers()
         && let Ok(c) = containers.find(&name)
         && let Err(e) = runtime::remove(host, &c.id, true)
     {
         tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
     }
-    if let Ok(vols) = Volumes::open(&host.paths().root) {
+    if let Ok(vols) = host.volumes() {
         for v in &snap.volumes {
             let vol = format!("{name}-{}", v.name);
             if vols.data_dir(&vol).exists()

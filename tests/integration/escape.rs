@@ -124,6 +124,18 @@ fn symlinks_in_an_image_never_lead_onto_the_host() {
     // The user database is read inside the image: a user only the host's "passwd" knows is unknown.
     let (code, out) = sh(&env, &["--user", "hostonly"], "hostile:1", "id");
     assert_ne!(code, 0, "resolved a user through a link to the host: {out}");
+    // A working directory through a link is made inside the container's root, at run time
+    // and by a build's WORKDIR.
+    // (The link's target, an absolute path, is made inside the container's root.)
+    let (code, out) = sh(&env, &["-w", "/data/wd"], "hostile:1", "pwd");
+    assert_eq!((code, out.trim()), (0, host.join("wd").to_str().unwrap()), "{out}");
+    let ctx = env.path("wd-ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM hostile:1\nWORKDIR /data/wd\nWORKDIR /www/wd2\nWORKDIR /relwww/wd3\n")
+        .unwrap();
+    env.ok(&["build", "-t", "hostile:2", ctx.to_str().unwrap()]);
+    let (code, out) = sh(&env, &[], "hostile:2", "pwd");
+    assert_eq!((code, out.trim()), (0, "/relwww/wd3"), "{out}");
     assert_eq!(crate::util::tree(&host), before, "the host directory changed");
 }
 
@@ -135,6 +147,7 @@ fn commit_and_export_of_a_container_racing_links_to_the_host_hold_no_host_byte()
     fs::create_dir_all(&host).unwrap();
     let secret = format!("HOST-SECRET-{}", lifeboat::fsutil::random_hex(8));
     fs::write(host.join("secret.txt"), &secret).unwrap();
+    fs::write(host.join("host-only.txt"), &secret).unwrap();
     // The container swaps a directory for a link to the host directory, as fast as it can.
     let script = format!(
         "mkdir -p /d; echo mine > /d/secret.txt; while true; do mv /d /d2; ln -s {h} /d; rm /d; mv /d2 /d; done",
@@ -147,6 +160,8 @@ fn commit_and_export_of_a_container_racing_links_to_the_host_hold_no_host_byte()
         let bytes = fs::read(&out).unwrap();
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "export {i} holds a host file");
         env.ok(&["commit", "racer", &format!("racer:{i}")]);
+        let diff = env.ok(&["diff", "racer"]);
+        assert!(!diff.contains("host-only"), "diff {i} listed a host file:\n{diff}");
     }
     let saved = env.path("racer.tar");
     let names: Vec<String> = (0..15).map(|i| format!("racer:{i}")).collect();
@@ -287,6 +302,7 @@ int main(void) {
     try("personality-query", SYS_personality, 0xffffffffL);
     try("personality-other", SYS_personality, 0x0400000L);
     try("getpid", SYS_getpid, 0);
+    try("unknown-number", 1000, 0);
     return 0;
 }
 "#,
@@ -300,6 +316,8 @@ int main(void) {
     assert!(out.contains("personality-query allowed"), "{out}");
     assert!(out.contains("personality-other Function not implemented"), "{out}");
     assert!(out.contains("getpid allowed"), "{out}");
+    // A number no kernel has given a call yet: refused as if the kernel did not know it.
+    assert!(out.contains("unknown-number Function not implemented"), "{out}");
 }
 
 #[test]
@@ -340,10 +358,37 @@ fn other_local_users_read_nothing_under_the_root() {
     );
     assert!(!text.contains("LISTED") && !text.contains("dbpass"), "{text}");
     use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
     for d in ["images", "layers", "containers", "volumes", "tmp"] {
-        let mode = fs::metadata(root.join(d)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700, "{d} is {mode:o}");
+        assert_eq!(mode(&root.join(d)), 0o700, "{d} is {:o}", mode(&root.join(d)));
     }
+    // The root can be traversed (for the shims' paths), not listed; the run root is private.
+    assert_eq!(mode(&root), 0o711, "the root is {:o}", mode(&root));
+    assert_eq!(mode(&env.path("run")) & 0o077, 0, "the run root is {:o}", mode(&env.path("run")));
+    // Every blob of the image store is the owner's alone.
+    let blobs = root.join("images/blobs/sha256");
+    let mut n = 0;
+    for e in fs::read_dir(&blobs).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{} is {:o}", p.display(), mode(&p));
+        n += 1;
+    }
+    assert!(n > 3, "only {n} blobs under {}", blobs.display());
+    // The repository's files too (the snapshot went to the default one under the root).
+    let mut repo_files = 0;
+    let mut stack = vec![root.join("repository")];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is {:o}", p.display(), mode(&p));
+                repo_files += 1;
+            }
+        }
+    }
+    assert!(repo_files > 3, "only {repo_files} repository files");
     env.ok(&["rm", "-f", "svc"]);
 }
 
@@ -418,6 +463,10 @@ lb rmi {addr}:5443/site:1 >/dev/null 2>&1
 lb pull --tls-verify=false {addr}:5443/site:1 >/dev/null 2>&1; echo "pulled $?"
 lb push site:1 {addr}:5080/site:1 >/dev/null 2>{p}/e2; echo "plain-refused $? $(tr '\n' ' ' < {p}/e2)"
 lb push --plain-http site:1 {addr}:5080/site:1 >/dev/null 2>&1; echo "plain-allowed $?"
+printf '[registries."{addr}:5080"]\nplain_http = true\n[registries."{addr}:5443"]\ntls_verify = false\n' > {p}/lifeboat.toml
+LIFEBOAT_CONFIG={p}/lifeboat.toml lb push site:1 {addr}:5080/site:2 >/dev/null 2>&1; echo "configured-plain $?"
+LIFEBOAT_CONFIG={p}/lifeboat.toml lb push site:1 {addr}:5443/site:2 >/dev/null 2>&1; echo "configured-unverified $?"
+LIFEBOAT_CONFIG={p}/lifeboat.toml lb push --tls-verify=true site:1 {addr}:5443/site:3 >/dev/null 2>&1; echo "flag-over-config $?"
 kill $a $b
 "#,
         p = d.display(),
@@ -435,4 +484,8 @@ kill $a $b
     let refused = line("plain-refused ");
     assert!(refused.starts_with("plain-refused 1") && refused.contains("--plain-http"), "{text}");
     assert_eq!(line("plain-allowed "), "plain-allowed 0", "{text}");
+    // The configuration's [registries."HOST"] settings, and a flag over them.
+    assert_eq!(line("configured-plain "), "configured-plain 0", "{text}");
+    assert_eq!(line("configured-unverified "), "configured-unverified 0", "{text}");
+    assert_eq!(line("flag-over-config "), "flag-over-config 1", "{text}");
 }

@@ -356,6 +356,8 @@ lb run --rm --memory 32m site:1 true 2>&1 || true
     ] {
         assert!(text.contains(&expected), "{expected:?} missing from:\n{text}");
     }
+    // Exactly its own root: not `0::/lifeboat/<id>`, the host's path of its cgroup.
+    assert!(text.lines().any(|l| l == "exec 0::/"), "the exec'd process sees a host cgroup path:\n{text}");
     assert!(text.contains(r#""PIDs":1"#), "{text}");
 }
 
