@@ -76,7 +76,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<RepoError>() {
             return match e {
                 RepoError::Missing(_) => REPO_MISSING,
-                RepoError::Key { source: CryptoError::WrongPassword, .. } => WRONG_PASSWORD,
+                RepoError::Key { source: CryptoError::WrongPassword | CryptoError::NoKeyTried(_), .. } => {
+                    WRONG_PASSWORD
+                }
                 RepoError::Corrupt { .. } => BAD_INPUT,
                 RepoError::Locked { .. } => REPO_LOCKED,
                 RepoError::AlreadyExists(_) => CONFLICT,

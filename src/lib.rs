@@ -49,13 +49,14 @@ mod architecture {
         out
     }
 
-    /// Lines of code (comments left out) that contain `needle`. A grouped import
-    /// (`use crate::{runtime, repo::X}`) counts as one `crate::runtime` and one `crate::repo`
-    /// line, so grouping cannot hide a use.
+    /// Lines of code (comments left out) that contain `needle`, with imports written out:
+    /// `use crate::{runtime::{self, Host}, repo::Repository}` counts as `crate::runtime`,
+    /// `crate::runtime::Host` and `crate::repo::Repository`, and a later `runtime::start(…)`
+    /// as `crate::runtime::start`, so neither grouping nor a short name hides a use.
     fn uses(files: &[(PathBuf, String)], needle: &str) -> Vec<String> {
         let mut hits = Vec::new();
         for (path, text) in files {
-            for (n, line) in expand_groups(text).iter().enumerate() {
+            for (n, line) in resolve(text).iter().enumerate() {
                 let code = line.trim_start();
                 if !code.starts_with("//") && code.contains(needle) {
                     hits.push(format!("{}:{}: {}", path.display(), n + 1, code));
@@ -65,34 +66,82 @@ mod architecture {
         hits
     }
 
-    /// The source with `PREFIX::{a, b::c}` written out as `PREFIX::a PREFIX::b::c` on the
-    /// line where the group opens (nested and multi-line groups included).
-    fn expand_groups(text: &str) -> Vec<String> {
-        let mut out: Vec<String> = text.lines().map(String::from).collect();
-        for prefix in ["crate::", "super::", "lifeboat::"] {
-            let mut from = 0;
-            while let Some(at) = text[from..].find(&format!("{prefix}{{")).map(|i| i + from) {
-                let open = at + prefix.len();
-                let mut depth = 0;
-                let mut end = open;
-                for (i, c) in text[open..].char_indices() {
-                    match c {
-                        '{' => depth += 1,
-                        '}' => depth -= 1,
-                        _ => {}
+    /// Every path a use tree names, as (full path, the name it is known by).
+    fn use_paths(prefix: &str, tree: &str, out: &mut Vec<(String, String)>) {
+        let tree = tree.trim();
+        if let Some(open) = tree.find('{') {
+            let base = tree[..open].trim();
+            let inner = tree.get(open + 1..tree.rfind('}').unwrap_or(tree.len())).unwrap_or("");
+            let mut depth = 0;
+            let mut part = String::new();
+            for c in inner.chars().chain([',']) {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        if !part.trim().is_empty() {
+                            use_paths(&format!("{prefix}{base}"), &part, out);
+                        }
+                        part.clear();
+                        continue;
                     }
-                    if depth == 0 {
-                        end = open + i;
-                        break;
-                    }
+                    _ => {}
                 }
-                let line = text[..at].matches('\n').count();
-                let inner: String = text[open + 1..end].split_whitespace().collect::<Vec<_>>().join(" ");
-                let names: Vec<String> =
-                    inner.split(',').map(|p| format!("{prefix}{}", p.trim())).filter(|p| !p.ends_with("::")).collect();
-                out[line].push_str(&format!(" {}", names.join(" ")));
-                from = end.max(at + 1);
+                part.push(c);
             }
+            return;
+        }
+        let (path, alias) = match tree.split_once(" as ") {
+            Some((p, a)) => (p.trim(), Some(a.trim())),
+            None => (tree, None),
+        };
+        let full = if path == "self" { prefix.trim_end_matches("::").to_string() } else { format!("{prefix}{path}") };
+        let name = alias.map(String::from).unwrap_or_else(|| full.rsplit("::").next().unwrap_or("").to_string());
+        out.push((full, name));
+    }
+
+    /// The source's lines, each with the full paths it uses appended.
+    fn resolve(text: &str) -> Vec<String> {
+        let mut out: Vec<String> = text.lines().map(String::from).collect();
+        let mut aliases: Vec<(String, String)> = Vec::new();
+        let mut from = 0;
+        while let Some(at) = text.get(from..).and_then(|t| t.find("use ")).map(|i| i + from) {
+            from = at + 4;
+            let starts_line = text[..at].rsplit('\n').next().is_some_and(|l| l.trim().is_empty() || l.trim() == "pub");
+            let Some(end) = text[at..].find(';').map(|i| i + at) else { break };
+            if !starts_line {
+                continue;
+            }
+            let mut paths = Vec::new();
+            use_paths("", &text[at + 4..end].split_whitespace().collect::<Vec<_>>().join(" "), &mut paths);
+            let line = text[..at].matches('\n').count();
+            for (full, name) in paths {
+                out[line].push_str(&format!(" {full}"));
+                if ["crate::", "super::", "lifeboat::"].iter().any(|p| full.starts_with(p)) && !name.is_empty() {
+                    aliases.push((name, full));
+                }
+            }
+            from = end;
+        }
+        for line in out.iter_mut() {
+            let mut extra = String::new();
+            for (name, full) in &aliases {
+                let short = format!("{name}::");
+                let mut at = 0;
+                while let Some(i) = line.get(at..).and_then(|l| l.find(&short)).map(|i| i + at) {
+                    let boundary =
+                        line[..i].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'));
+                    let rest: String = line[i + short.len()..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    if boundary {
+                        extra.push_str(&format!(" {full}::{rest}"));
+                    }
+                    at = i + short.len();
+                }
+            }
+            line.push_str(&extra);
         }
         out
     }
@@ -104,12 +153,20 @@ mod architecture {
     }
 
     #[test]
-    fn grouped_imports_are_seen() {
-        let text = "use crate::{\n    runtime::{self, Host},\n    repo::Repository,\n};\nfn f() {}\n";
+    fn grouped_imports_and_short_names_are_seen() {
+        let text = "use crate::{\n    runtime::{self, Host},\n    repo::Repository as R,\n};\n\
+                    use lifeboat::registry::{self, auth};\n\
+                    fn f() { registry::pull(1); let x = \"crate::{\"; runtime::start(); }\n";
         let files = vec![(PathBuf::from("x.rs"), text.to_string())];
-        assert_eq!(uses(&files, "crate::runtime").len(), 1);
+        assert_eq!(uses(&files, "crate::runtime::Host").len(), 1);
         assert_eq!(uses(&files, "crate::repo::Repository").len(), 1);
+        assert_eq!(uses(&files, "lifeboat::registry::pull").len(), 1);
+        assert_eq!(uses(&files, "lifeboat::registry::auth").len(), 1);
+        assert_eq!(uses(&files, "crate::runtime::start").len(), 1);
         assert!(uses(&files, "crate::ops").is_empty());
+        // Unbalanced text does not stop the check.
+        let odd = vec![(PathBuf::from("y.rs"), "use crate::{a, b\nfn g() {}\n".to_string())];
+        assert!(uses(&odd, "crate::ops").is_empty());
     }
 
     #[test]
@@ -170,6 +227,9 @@ mod architecture {
             "lifeboat::backend",
             "Store::open",
             "Containers::open",
+            ".store()",
+            ".containers()",
+            ".volumes()",
         ]
         .iter()
         .flat_map(|n| uses(&files, n))

@@ -19,6 +19,22 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// When process `pid` started (clock ticks since boot, `/proc/PID/stat` field 22), if it
+/// exists and is not a zombie: with the PID, it names one process even after PIDs wrap.
+pub fn process_start(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,6 +43,11 @@ mod tests {
     fn this_process_lives_and_times_are_utc() {
         assert!(alive(std::process::id() as i32));
         assert!(!alive(i32::MAX));
+        let me = process_start(std::process::id() as i32).unwrap();
+        assert_eq!(process_start(std::process::id() as i32), Some(me));
+        assert!(process_start(1).unwrap() <= me, "init started after this test");
+        assert_eq!(process_start(i32::MAX), None);
+        assert_eq!(process_start(-1), None);
         assert!(now_rfc3339().ends_with('Z'));
         assert!(!hostname().is_empty());
     }

@@ -664,14 +664,18 @@ impl<'a> Builder<'a> {
         let abs = if dir.starts_with('/') { dir.clone() } else { format!("{}/{dir}", current.trim_end_matches('/')) };
         let abs = normalize(&abs);
         stage.config.config.working_dir = Some(abs.clone());
-        let exists = self.lookup(&abs).is_some_and(|m| m.is_dir());
+        // Made where the image's links lead, inside the image (`/var/run/app` with
+        // `/var/run -> /run` makes `/run/app`), as Docker does; the configuration keeps the
+        // path as written.
+        let made = self.canonical(&abs);
+        let exists = self.lookup(&made).is_some_and(|m| m.is_dir());
         if exists {
             return self.config_step(&format!("WORKDIR {abs}"), missed, |_| Ok(()));
         }
         let store = &self.store;
         let tmp = TempDir::new(store.temp_path("workdir").path().to_path_buf());
         self.layer_step(&[&format!("WORKDIR {abs}")], &format!("WORKDIR {abs}"), missed, |_| {
-            std::fs::create_dir_all(tmp.path().join(abs.trim_start_matches('/')))?;
+            std::fs::create_dir_all(tmp.path().join(made.trim_start_matches('/')))?;
             Ok(Some((tmp, TreeMode::Plain)))
         })
     }

@@ -229,6 +229,21 @@ pub enum Command {
 /// The shim's entry point, `lifeboat --root R --run-root S shim ID` exactly as the runtime
 /// starts it, handled without building the whole command-line parser: the shim is on the path
 /// of every container start. None for any other command line.
+/// The read-only remount hook (`lifeboat read-only-below DIR…`), run by the runtime in a new
+/// container's mount namespace on kernels without `mount_setattr`; None for any other
+/// command line.
+pub fn hook_entry() -> Option<i32> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let dirs = lifeboat::runtime::reexec::parse_read_only_hook(&args)?;
+    Some(match lifeboat::runtime::read_only_hook(&dirs) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("lifeboat: read-only binds: {e}");
+            lifeboat::error::FAILURE
+        }
+    })
+}
+
 pub fn shim_entry() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let (paths, id) = lifeboat::runtime::reexec::parse_shim_args(&args)?;

@@ -77,9 +77,26 @@ impl Progress for Transfers {
 }
 
 /// A spinner with a message for long work whose size is not known up front (snapshots,
-/// restores); only on a terminal, cleared when dropped.
+/// restores); only on a terminal, drawn from its first message on (a password prompt before
+/// it stays readable), cleared when dropped.
 pub struct Activity {
-    bar: Option<ProgressBar>,
+    bar: Option<Spinner>,
+}
+
+/// A cheap handle on an [`Activity`]'s spinner.
+#[derive(Clone)]
+pub struct Spinner {
+    bar: ProgressBar,
+    ticking: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Spinner {
+    pub fn set_message(&self, message: String) {
+        if !self.ticking.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
+        self.bar.set_message(message);
+    }
 }
 
 impl Activity {
@@ -89,20 +106,19 @@ impl Activity {
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("a valid template"));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Activity { bar: Some(bar) }
+        Activity { bar: Some(Spinner { bar, ticking: Default::default() }) }
     }
 
-    /// The bar to update (a cheap handle), if there is one.
-    pub fn bar(&self) -> Option<ProgressBar> {
+    /// The spinner to update, if there is one.
+    pub fn bar(&self) -> Option<Spinner> {
         self.bar.clone()
     }
 }
 
 impl Drop for Activity {
     fn drop(&mut self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+        if let Some(s) = &self.bar {
+            s.bar.finish_and_clear();
         }
     }
 }

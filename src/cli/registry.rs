@@ -104,7 +104,7 @@ pub struct LogoutArgs {
 pub fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<i32> {
     let quiet = a.quiet || a.format == OutputFormat::Json;
     if !quiet {
-        eprintln!("pulling {}", a.image);
+        eprintln!("pulling {}", lifeboat::image::Reference::parse(&a.image)?.familiar());
     }
     let req = PullRequest { image: a.image, platform: a.platform, tls: a.tls.request(), unpack: a.unpack };
     let r = registries::pull(ctx.host(), &req, &super::progress::Transfers::new(quiet))?;

@@ -606,7 +606,10 @@ pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
             human_size(stats.bytes_freed)
         );
     }
-    Ok(0)
+    match report.prune_failed {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }
 
 pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {

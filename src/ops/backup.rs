@@ -87,6 +87,11 @@ impl RepoSpec {
         };
         let wait = std::env::var("LIFEBOAT_RETRY_LOCK").ok().and_then(|v| crate::config::parse_duration(&v).ok());
         repo.set_lock_wait(wait.unwrap_or_default());
+        if let Some(every) =
+            std::env::var("LIFEBOAT_LOCK_REFRESH").ok().and_then(|v| crate::config::parse_duration(&v).ok())
+        {
+            repo.set_lock_refresh(every);
+        }
         Ok(repo)
     }
 
@@ -559,11 +564,14 @@ pub struct ForgetDecision {
     pub reasons: Vec<String>,
 }
 
-/// What `forget` did: every decision, in order, and what the prune after it freed.
+/// What `forget` did: every decision, in order, and what the prune after it freed (or why
+/// it failed: the snapshots were removed all the same).
 #[derive(Debug, Serialize)]
 pub struct ForgetReport {
     pub decisions: Vec<ForgetDecision>,
     pub pruned: Option<crate::repo::maintenance::PruneStats>,
+    #[serde(skip)]
+    pub prune_failed: Option<anyhow::Error>,
 }
 
 /// Applies `policy` to each service's snapshots (those of `service` only, if given) and
@@ -582,9 +590,25 @@ pub fn forget(
         ));
     }
     let mut repo = access.open(host)?;
-    let decisions = forget_in(&mut repo, service, policy, dry_run)?;
-    let pruned = if prune && !dry_run { Some(crate::repo::maintenance::prune(&mut repo, false)?) } else { None };
-    Ok(ForgetReport { decisions, pruned })
+    let decisions = if dry_run {
+        forget_in(&mut repo, service, policy, true)?
+    } else {
+        // Exclusive, as prune's: no snapshot is being written while others are removed.
+        let lock = Lock::acquire(&mut repo, true)?;
+        let decisions = forget_in(&mut repo, service, policy, false)?;
+        lock.release()?;
+        decisions
+    };
+    let (mut pruned, mut prune_failed) = (None, None);
+    if prune && !dry_run {
+        match crate::repo::maintenance::prune(&mut repo, false) {
+            Ok(stats) => pruned = Some(stats),
+            Err(e) => {
+                prune_failed = Some(anyhow::Error::new(e).context("the snapshots were removed, but the prune failed"))
+            }
+        }
+    }
+    Ok(ForgetReport { decisions, pruned, prune_failed })
 }
 
 fn forget_in(
@@ -656,7 +680,7 @@ pub fn copy(
         each(&copied);
         out.push(copied);
     }
-    lock.release(dst)?;
+    lock.release()?;
     Ok(out)
 }
 

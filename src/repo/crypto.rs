@@ -18,6 +18,9 @@ pub enum CryptoError {
     Auth,
     #[error("wrong password (no key in the repository opens with it)")]
     WrongPassword,
+    /// No key opened, and some could not be tried: the password may be right.
+    #[error("wrong password, or the key it opens could not be tried: {}", .0.join("; "))]
+    NoKeyTried(Vec<String>),
     #[error("invalid key file: {0}")]
     KeyFile(String),
 }
@@ -100,17 +103,45 @@ pub struct KdfParams {
     pub p: u32,
 }
 
+/// The largest Argon2 memory cost a key file may ask for: 1 GiB (in KiB). A key file is read
+/// before anyone knows it is genuine, so its costs are bounded before they are paid.
+pub const KDF_MAX_MEMORY_KIB: u32 = 1 << 20;
+/// The most Argon2 passes a key file may ask for.
+pub const KDF_MAX_PASSES: u32 = 10;
+/// The most Argon2 lanes a key file may ask for.
+pub const KDF_MAX_LANES: u32 = 16;
+
 impl KdfParams {
     /// 64 MiB, 3 passes: about half a second here. `LIFEBOAT_KDF=m,t,p` overrides (for hosts
-    /// with little memory, and for tests).
+    /// with little memory, and for tests), within the same bounds as every key file.
     pub fn default_or_env() -> KdfParams {
         if let Ok(v) = std::env::var("LIFEBOAT_KDF") {
             let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
             if let [m, t, p] = n[..] {
-                return KdfParams { m, t, p };
+                let asked = KdfParams { m, t, p };
+                match asked.check() {
+                    Ok(()) => return asked,
+                    Err(e) => tracing::warn!(error = e.as_str(), "LIFEBOAT_KDF is not used"),
+                }
             }
         }
         KdfParams { m: 64 * 1024, t: 3, p: 1 }
+    }
+
+    /// Refuses costs outside the documented bounds (docs/repository-format.md): at most 1 GiB
+    /// of memory, 10 passes and 16 lanes, and Argon2's own minimum of 8 KiB per lane.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=KDF_MAX_LANES).contains(&self.p) {
+            return Err(format!("Argon2 lanes {} outside 1..={KDF_MAX_LANES}", self.p));
+        }
+        if !(1..=KDF_MAX_PASSES).contains(&self.t) {
+            return Err(format!("Argon2 passes {} outside 1..={KDF_MAX_PASSES}", self.t));
+        }
+        let least = 8 * self.p;
+        if !(least..=KDF_MAX_MEMORY_KIB).contains(&self.m) {
+            return Err(format!("Argon2 memory {} KiB outside {least}..={KDF_MAX_MEMORY_KIB} KiB", self.m));
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +160,7 @@ pub struct KeyFile {
 }
 
 fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32], CryptoError> {
+    p.check().map_err(CryptoError::KeyFile)?;
     let params = Params::new(p.m, p.t, p.p, Some(32)).map_err(|e| CryptoError::KeyFile(e.to_string()))?;
     let mut out = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
@@ -200,6 +232,33 @@ mod tests {
         assert_eq!(back.encryption, k.encryption);
         assert_eq!(back.id, k.id);
         assert!(matches!(f.unwrap(b"wrong"), Err(CryptoError::WrongPassword)));
+    }
+
+    /// A key file anyone with write access to the storage could plant: costs that would take
+    /// the machine's memory or hours are refused before anything is allocated.
+    #[test]
+    fn hostile_key_costs_are_refused_before_they_are_paid() {
+        let k = MasterKey::generate();
+        let good = KeyFile::new(&k, b"pw", FAST).unwrap();
+        for (params, what) in [
+            (KdfParams { m: u32::MAX, t: 1, p: 1 }, "memory"),
+            (KdfParams { m: 4 << 20, t: 1, p: 1 }, "memory"),
+            (KdfParams { m: 64, t: u32::MAX, p: 1 }, "passes"),
+            (KdfParams { m: 64, t: 0, p: 1 }, "passes"),
+            (KdfParams { m: 64, t: 1, p: 0 }, "lanes"),
+            (KdfParams { m: 64, t: 1, p: 1000 }, "lanes"),
+            (KdfParams { m: 8, t: 1, p: 4 }, "memory"),
+        ] {
+            let hostile = KeyFile { params, ..good.clone() };
+            let started = std::time::Instant::now();
+            match hostile.unwrap(b"pw") {
+                Err(CryptoError::KeyFile(e)) => assert!(e.contains(what), "{params:?}: {e}"),
+                other => panic!("{params:?} was not refused: {other:?}"),
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(1), "{params:?} was paid for");
+        }
+        assert!(KdfParams { m: KDF_MAX_MEMORY_KIB, t: KDF_MAX_PASSES, p: KDF_MAX_LANES }.check().is_ok());
+        assert!(KeyFile::new(&k, b"pw", KdfParams { m: u32::MAX, t: 1, p: 1 }).is_err());
     }
 
     #[test]

@@ -11,8 +11,34 @@ impl Repository {
     /// opening and parsing its share, then merged here.
     pub(super) fn load_index(&mut self) -> Result<()> {
         let names = self.backend.list(Kind::Index)?;
+        let index = self.read_index_files(&names)?;
+        self.index = index;
+        self.loaded_indexes = names.into_iter().collect();
+        Ok(())
+    }
+
+    /// Brings the index up to date with the index files there are now (taken under a lock:
+    /// what others wrote, or a prune rewrote, since the repository was opened). Only new
+    /// files are read when none went away; otherwise the whole index is read again.
+    pub fn refresh_index(&mut self) -> Result<()> {
+        let names: std::collections::HashSet<String> = self.backend.list(Kind::Index)?.into_iter().collect();
+        if names == self.loaded_indexes {
+            return Ok(());
+        }
+        if self.loaded_indexes.is_subset(&names) {
+            let new: Vec<String> = names.difference(&self.loaded_indexes).cloned().collect();
+            let found = self.read_index_files(&new)?;
+            self.index.extend(found);
+            self.loaded_indexes = names;
+            return Ok(());
+        }
+        tracing::debug!(location = self.location(), "index files were replaced; reading the index again");
+        self.load_index()
+    }
+
+    fn read_index_files(&self, names: &[String]) -> Result<HashMap<BlobId, Location>> {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let this = &*self;
+        let this = self;
         let parse =
             |name: &String| -> Result<Vec<(BlobId, Location)>> {
                 let sealed = this.backend.read(Kind::Index, name)?;
@@ -49,8 +75,7 @@ impl Repository {
         for part in parts {
             index.extend(part?);
         }
-        self.index = index;
-        Ok(())
+        Ok(index)
     }
 
     /// Whether the repository has the blob, or will once this process's packs are written.

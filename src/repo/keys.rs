@@ -1,8 +1,56 @@
 //! Key files: passwords that unlock the master key, added, listed, removed and changed.
 
-use super::crypto::{KdfParams, KeyFile};
+use super::crypto::{KdfParams, KeyFile, MasterKey};
 use super::*;
 use crate::backend::Kind;
+
+/// The most key files opening a repository tries, and how long it may spend on them: each try
+/// costs a deliberately slow key derivation, and anyone who can write to the storage can add
+/// key files.
+const MAX_KEYS_TRIED: usize = 20;
+const KEY_SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Finds the key file `password` opens: those made on this host first. Key files that are
+/// unreadable or ask for costs out of bounds are skipped without deriving anything; what was
+/// skipped, and why, is the error when none opens.
+pub(super) fn unlock(backend: &dyn Backend, password: &[u8]) -> std::result::Result<(MasterKey, String), Vec<String>> {
+    let mut skipped = Vec::new();
+    let names = match backend.list(Kind::Key) {
+        Ok(n) => n,
+        Err(e) => return Err(vec![format!("the key files cannot be listed: {e}")]),
+    };
+    let mut files = Vec::new();
+    for name in names {
+        match backend.read(Kind::Key, &name).map(|b| serde_json::from_slice::<KeyFile>(&b)) {
+            Ok(Ok(kf)) => match kf.params.check() {
+                Ok(()) => files.push((name, kf)),
+                Err(e) => skipped.push(format!("key file keys/{name} was skipped: {e}")),
+            },
+            Ok(Err(e)) => skipped.push(format!("key file keys/{name} was skipped: not a key file ({e})")),
+            Err(e) => skipped.push(format!("key file keys/{name} was skipped: {e}")),
+        }
+    }
+    let here = crate::sys::hostname();
+    files.sort_by_key(|(_, kf)| kf.host != here);
+    let started = std::time::Instant::now();
+    let total = files.len();
+    for (tried, (name, kf)) in files.into_iter().enumerate() {
+        if tried == MAX_KEYS_TRIED || started.elapsed() > KEY_SEARCH_BUDGET {
+            skipped.push(format!(
+                "{} of {total} key files were not tried (at most {MAX_KEYS_TRIED}, within {} s)",
+                total - tried,
+                KEY_SEARCH_BUDGET.as_secs()
+            ));
+            break;
+        }
+        match kf.unwrap(password) {
+            Ok(k) => return Ok((k, name)),
+            Err(super::crypto::CryptoError::WrongPassword) => {}
+            Err(e) => skipped.push(format!("key file keys/{name} was skipped: {e}")),
+        }
+    }
+    Err(skipped)
+}
 
 impl Repository {
     /// Adds a key file for another password; returns its name.

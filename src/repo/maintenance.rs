@@ -179,7 +179,7 @@ pub struct PruneStats {
 pub fn prune(repo: &mut Repository, dry_run: bool) -> Result<PruneStats> {
     let lock = Lock::acquire(repo, true)?;
     let result = prune_locked(repo, dry_run);
-    lock.release(repo)?;
+    lock.release()?;
     result
 }
 

@@ -112,7 +112,7 @@ pub enum RepoError {
 
 impl RepoError {
     pub fn is_wrong_password(&self) -> bool {
-        matches!(self, RepoError::Key { source: CryptoError::WrongPassword, .. })
+        matches!(self, RepoError::Key { source: CryptoError::WrongPassword | CryptoError::NoKeyTried(_), .. })
     }
 }
 
@@ -188,6 +188,12 @@ pub struct Repository {
     sealers: OnceLock<Sealers>,
     /// How long taking a lock waits for a conflicting one to go (default: not at all).
     lock_wait: std::time::Duration,
+    /// How often this process refreshes the locks it holds.
+    lock_refresh: std::time::Duration,
+    /// The locks this process holds; writes stop once one is lost.
+    held_locks: Arc<lock::HeldLocks>,
+    /// The index files `index` was read from.
+    loaded_indexes: std::collections::HashSet<String>,
 }
 
 impl Repository {
@@ -199,6 +205,25 @@ impl Repository {
 
     pub fn lock_wait(&self) -> std::time::Duration {
         self.lock_wait
+    }
+
+    /// How often held locks are refreshed (others may call a lock stale six intervals after
+    /// its last refresh). Five minutes unless set; a shorter interval is for tests and for
+    /// stores whose clocks drift.
+    pub fn set_lock_refresh(&mut self, every: std::time::Duration) {
+        self.lock_refresh = every.max(std::time::Duration::from_millis(100));
+    }
+
+    pub fn lock_refresh(&self) -> std::time::Duration {
+        self.lock_refresh
+    }
+
+    pub(crate) fn held_locks(&self) -> &lock::HeldLocks {
+        &self.held_locks
+    }
+
+    pub(crate) fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
     }
 
     pub fn init(backend: Box<dyn Backend>, password: &[u8]) -> Result<Repository> {
@@ -225,9 +250,11 @@ impl Repository {
 
     fn with(backend: Box<dyn Backend>, key: MasterKey, config: RepoConfig) -> Repository {
         let backend: Arc<dyn Backend> = Arc::from(backend);
+        let held_locks = Arc::new(lock::HeldLocks::default());
         let writer = Writer {
             backend: backend.clone(),
             key: key.clone(),
+            held_locks: held_locks.clone(),
             state: Mutex::new(WriteState::default()),
             settled: Condvar::new(),
         };
@@ -242,6 +269,9 @@ impl Repository {
             key_name: None,
             sealers: OnceLock::new(),
             lock_wait: std::time::Duration::ZERO,
+            lock_refresh: lock::REFRESH_EVERY,
+            held_locks,
+            loaded_indexes: Default::default(),
         }
     }
 
@@ -267,18 +297,17 @@ impl Repository {
                     }
                 }
             });
-            for name in backend.list(Kind::Key)? {
-                let bytes = backend.read(Kind::Key, &name)?;
-                let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
-                if let Ok(k) = kf.unwrap(password) {
-                    key = Some((k, name));
-                    break;
-                }
-            }
+            key = Some(keys::unlock(backend.as_ref(), password));
             Ok(())
         })?;
-        let (key, key_name) =
-            key.ok_or(RepoError::Key { location: location.clone(), source: CryptoError::WrongPassword })?;
+        let (key, key_name) = match key.expect("the key search ran") {
+            Ok(found) => found,
+            Err(skipped) => {
+                let source =
+                    if skipped.is_empty() { CryptoError::WrongPassword } else { CryptoError::NoKeyTried(skipped) };
+                return Err(RepoError::Key { location, source });
+            }
+        };
         let config: RepoConfig = serde_json::from_slice(&key.open(&sealed).map_err(|_| RepoError::Corrupt {
             location: location.clone(),
             what: "config does not authenticate".into(),
@@ -394,8 +423,19 @@ impl Repository {
         self.writer.lock().unindexed.clear();
     }
 
-    /// Writes a sealed JSON object of `kind` under a random name; returns the name.
+    /// Writes a sealed JSON object of `kind` under a random name; returns the name. Nothing
+    /// is written once a lock this process holds was lost.
     pub fn save_object<T: Serialize>(&self, kind: Kind, value: &T) -> Result<String> {
+        self.held_locks.check()?;
+        self.save_unchecked(kind, value)
+    }
+
+    /// Writes a lock object (locks are written whatever the state of other locks).
+    fn save_lock(&self, info: &lock::LockInfo) -> Result<String> {
+        self.save_unchecked(Kind::Lock, info)
+    }
+
+    fn save_unchecked<T: Serialize>(&self, kind: Kind, value: &T) -> Result<String> {
         let sealed = self.key.seal(&serde_json::to_vec(value).expect("serialises"));
         let name = crate::fsutil::random_hex(32);
         self.backend.write(kind, &name, &sealed)?;

@@ -33,6 +33,8 @@ pub(super) struct PendingPack {
 pub(super) struct Writer {
     pub(super) backend: Arc<dyn Backend>,
     pub(super) key: MasterKey,
+    /// The locks held: nothing is written once one is lost.
+    pub(super) held_locks: Arc<super::lock::HeldLocks>,
     pub(super) state: Mutex<WriteState>,
     /// Signalled whenever `busy` drops or a failure is recorded.
     pub(super) settled: Condvar,
@@ -209,14 +211,23 @@ impl Writer {
         let pack_id = *blake3::hash(&pack.data).as_bytes();
         let name = hex::encode(pack_id);
         let (kind, size) = (pack.kind, pack.data.len() as u64);
-        let written = self.backend.write_releasing(Kind::Pack, &name, pack.data, &mut |buf| self.release(kind, buf));
+        let written = match self.held_locks.check() {
+            Ok(()) => self
+                .backend
+                .write_releasing(Kind::Pack, &name, pack.data, &mut |buf| self.release(kind, buf))
+                .map_err(RepoError::from),
+            Err(e) => {
+                self.release(kind, pack.data);
+                Err(e)
+            }
+        };
         let mut guard = self.lock();
         let st = &mut *guard;
         st.busy -= 1;
         st.writing[kind as usize] = false;
         st.buffer_out = false; // released, or dropped by a backend that failed early
         if let Err(e) = written {
-            st.record(e.into());
+            st.record(e);
             self.wake(st);
             return;
         }
@@ -261,13 +272,13 @@ impl Writer {
     pub(super) fn write_index(&self, packs: Vec<IndexPack>) {
         let sealed = self.key.seal(&serde_json::to_vec(&IndexFile { packs }).expect("serialises"));
         let name = hex::encode(blake3::hash(&sealed).as_bytes());
-        let written = self.backend.write(Kind::Index, &name, &sealed);
+        let written = self.held_locks.check().and_then(|()| Ok(self.backend.write(Kind::Index, &name, &sealed)?));
         let mut st = self.lock();
         st.busy -= 1;
         match written {
             Ok(()) => st.added_bytes += sealed.len() as u64,
             Err(e) => {
-                st.record(e.into());
+                st.record(e);
             }
         }
         self.wake(&st);

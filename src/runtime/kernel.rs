@@ -15,6 +15,8 @@ use std::sync::Mutex;
 /// The kernel's files, as the runtime uses them.
 pub trait Kernel: Send + Sync {
     fn read(&self, path: &Path) -> io::Result<String>;
+    /// A file as bytes (the mount table: mount points may have any name).
+    fn read_bytes(&self, path: &Path) -> io::Result<Vec<u8>>;
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
     /// The symlinks directly in `dir`: (name, target).
@@ -23,6 +25,8 @@ pub trait Kernel: Send + Sync {
     fn mount(&self, source: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()>;
     /// Detaches the mount at `target`.
     fn unmount(&self, target: &Path) -> io::Result<()>;
+    /// Makes the mount at `target` read-only, keeping its other flags (nosuid, noexec…).
+    fn remount_read_only(&self, target: &Path) -> io::Result<()>;
     /// Whether `path` is the root of a mount.
     fn is_mount_root(&self, path: &Path) -> bool;
     /// Whether process `pid` exists on this host (and is not a zombie).
@@ -35,6 +39,9 @@ pub trait Kernel: Send + Sync {
 impl<K: Kernel + ?Sized> Kernel for std::sync::Arc<K> {
     fn read(&self, path: &Path) -> io::Result<String> {
         (**self).read(path)
+    }
+    fn read_bytes(&self, path: &Path) -> io::Result<Vec<u8>> {
+        (**self).read_bytes(path)
     }
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {
         (**self).write(path, value)
@@ -50,6 +57,9 @@ impl<K: Kernel + ?Sized> Kernel for std::sync::Arc<K> {
     }
     fn unmount(&self, target: &Path) -> io::Result<()> {
         (**self).unmount(target)
+    }
+    fn remount_read_only(&self, target: &Path) -> io::Result<()> {
+        (**self).remount_read_only(target)
     }
     fn is_mount_root(&self, path: &Path) -> bool {
         (**self).is_mount_root(path)
@@ -69,6 +79,10 @@ pub struct Linux;
 impl Kernel for Linux {
     fn read(&self, path: &Path) -> io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn read_bytes(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
     }
 
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {
@@ -99,6 +113,29 @@ impl Kernel for Linux {
         nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
     }
 
+    fn remount_read_only(&self, target: &Path) -> io::Result<()> {
+        use nix::mount::MsFlags;
+        use nix::sys::statvfs::FsFlags;
+        // A bind remount replaces the mount's flags: the ones it has are given again.
+        let have = nix::sys::statvfs::statvfs(target)?.flags();
+        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
+            (FsFlags::ST_MANDLOCK, MsFlags::MS_MANDLOCK),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if have.contains(fs) {
+                flags |= ms;
+            }
+        }
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(io::Error::from)
+    }
+
     fn is_mount_root(&self, path: &Path) -> bool {
         // The kernel says whether a path is the root of a mount (Linux 5.8+): no need to read
         // the whole mount table, which is long on a host with many containers.
@@ -120,6 +157,10 @@ impl Kernel for Linux {
     fn has_mount_setattr(&self) -> bool {
         static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *KNOWN.get_or_init(|| {
+            // For a kernel whose call misbehaves (and to exercise the other way on any kernel).
+            if std::env::var_os("LIFEBOAT_NO_MOUNT_SETATTR").is_some_and(|v| v == "1") {
+                return false;
+            }
             // An invalid call: a kernel that has the call refuses the arguments (EBADF,
             // EINVAL), one that does not answers ENOSYS. Nothing is changed either way.
             // SAFETY: a null path and attribute pointer with size 0 are never dereferenced.
@@ -226,6 +267,13 @@ impl Fake {
 }
 
 impl Kernel for Fake {
+    fn read_bytes(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let content = self.files.lock().expect("fake kernel").get(path).cloned();
+        content
+            .map(String::into_bytes)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, path.display().to_string()))
+    }
+
     fn read(&self, path: &Path) -> io::Result<String> {
         let content = self.files.lock().expect("fake kernel").get(path).cloned();
         let content = content.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, path.display().to_string()))?;
@@ -286,6 +334,14 @@ impl Kernel for Fake {
         if mounts.len() == before {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
+        Ok(())
+    }
+
+    fn remount_read_only(&self, target: &Path) -> io::Result<()> {
+        let mut mounts = self.mounts.lock().expect("fake kernel");
+        let m =
+            mounts.iter_mut().rev().find(|m| m.target == target).ok_or(io::Error::from_raw_os_error(libc::EINVAL))?;
+        m.data.push_str(",ro");
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub mod container;
 pub mod host;
 pub mod kernel;
 pub mod logs;
+pub mod mountinfo;
 pub mod names;
 pub mod network;
 mod prepare;
@@ -317,6 +318,12 @@ pub fn signal(containers: &Containers, id: &str, signal: Signal) -> Result<(), C
         return Err(ContainerError::Conflict(format!("container {} is not running", &id[..12])));
     };
     kill(Pid::from_raw(pid), signal).map_err(|e| ContainerError::Runtime(format!("cannot signal container: {e}")))
+}
+
+/// The read-only remount hook's work (`lifeboat read-only-below DIR…`, run by the runtime in
+/// a new container's mount namespace): every mount below `dirs` made read-only.
+pub fn read_only_hook(dirs: &[PathBuf]) -> std::io::Result<usize> {
+    rootfs::read_only_below(&kernel::Linux, dirs)
 }
 
 /// Stops a container: its stop signal, then SIGKILL after `timeout`. Returns once it exited.

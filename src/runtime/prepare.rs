@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::container::{Containers, MountSource, NetworkMode, RunConfig};
-use super::kernel::Kernel;
 use super::{Host, cgroupfs, rootfs, spec, volume};
 use crate::fsutil::scope::{Scope, fd_path};
 
@@ -102,10 +101,14 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     let skeleton = cgroupfs::skeleton(&layout, &host.paths().run_root)?.unwrap_or_default();
     let cgroup_mounts = cgroupfs::view(&layout, &cgroups_path, &skeleton);
     let init = if config.init { Some(spec::init_binary().map_err(|e| anyhow::anyhow!(e))?) } else { None };
-    let submounts = read_only_submounts(host.kernel(), config, &sources);
-    let read_only_binds = match &submounts {
+    let exe = if host.kernel().has_mount_setattr() {
+        None
+    } else {
+        Some(std::env::current_exe().context("cannot find this program for the read-only remount hook")?)
+    };
+    let read_only_binds = match &exe {
         None => spec::ReadOnlyBinds::Recursive,
-        Some(lists) => spec::ReadOnlyBinds::EachSubmount(lists),
+        Some(exe) => spec::ReadOnlyBinds::Remount(exe),
     };
     let value = spec::build(
         config,
@@ -124,30 +127,6 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     fs::create_dir_all(&bundle)?;
     crate::fsutil::write_atomic_volatile(&bundle.join("config.json"), &serde_json::to_vec(&value)?)?;
     Ok(Prepared { bundle, cgroups_path })
-}
-
-/// On a kernel without `mount_setattr`, the mounts below each read-only bind's source (one
-/// list per mount of `config`), to be bound read-only one by one; None where the kernel makes
-/// a bind read-only all the way down itself.
-fn read_only_submounts(kernel: &dyn Kernel, config: &RunConfig, sources: &[PathBuf]) -> Option<Vec<Vec<PathBuf>>> {
-    if kernel.has_mount_setattr() {
-        return None;
-    }
-    let mountinfo = kernel.read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
-    Some(
-        config
-            .mounts
-            .iter()
-            .zip(sources)
-            .map(|(m, source)| {
-                if !m.read_only {
-                    return Vec::new();
-                }
-                let source = fs::canonicalize(source).unwrap_or_else(|_| source.clone());
-                spec::submounts(&mountinfo, &source)
-            })
-            .collect(),
-    )
 }
 
 /// On a cgroup v2 host (`cgroup_root` is a cgroup2 mount) each limit needs its controller
@@ -191,24 +170,5 @@ mod tests {
         assert!(e.contains("--memory needs the cgroup memory controller") && e.contains("hugetlb perf_event"), "{e}");
         let unlimited = RunConfig { memory: None, pids_limit: None, cpus: None, ..limited };
         check_controllers(&unlimited, root.path()).unwrap();
-    }
-
-    #[test]
-    fn old_kernels_get_each_mount_below_a_read_only_bind() {
-        use crate::runtime::container::{MountSource, MountSpec};
-        use crate::runtime::kernel::Fake;
-        let bind = |path: &str, ro: bool| MountSpec {
-            source: MountSource::Bind { path: path.into() },
-            target: "/host".into(),
-            read_only: ro,
-        };
-        let config =
-            RunConfig { mounts: vec![bind("/", true), bind("/", false)], ..crate::runtime::spec::tests::sample() };
-        let sources = [PathBuf::from("/"), PathBuf::from("/")];
-        let info = "1 0 8:1 / / rw - ext4 /dev/vda rw\n2 1 0:5 / /dev/shm rw - tmpfs shm rw\n";
-        let new = Fake::new().file("/proc/self/mountinfo", info);
-        assert_eq!(read_only_submounts(&new, &config, &sources), None);
-        let old = Fake::new().file("/proc/self/mountinfo", info).without_mount_setattr();
-        assert_eq!(read_only_submounts(&old, &config, &sources), Some(vec![vec![PathBuf::from("dev/shm")], vec![]]));
     }
 }

@@ -47,6 +47,27 @@ pub fn exec_shim(paths: &Paths, id: &str) -> anyhow::Result<std::convert::Infall
     Ok(nix::unistd::execv(&exe, &args)?)
 }
 
+/// The word that makes this program the read-only remount hook.
+const READ_ONLY_HOOK: &str = "read-only-below";
+
+/// The OCI `createContainer` hook that remounts every mount below `dirs` (paths in the
+/// container's mount namespace, before it enters its root) read-only: `exe read-only-below
+/// DIR…`, for kernels without `mount_setattr`.
+pub fn read_only_hook(exe: &Path, dirs: &[std::path::PathBuf]) -> serde_json::Value {
+    let mut args: Vec<String> = vec!["lifeboat".into(), READ_ONLY_HOOK.into()];
+    args.extend(dirs.iter().map(|d| d.to_string_lossy().into_owned()));
+    serde_json::json!({"path": exe, "args": args, "timeout": 30})
+}
+
+/// The hook's command line, read back (after the program name): the directories.
+pub fn parse_read_only_hook(args: &[OsString]) -> Option<Vec<std::path::PathBuf>> {
+    let (first, dirs) = args.split_first()?;
+    if first != READ_ONLY_HOOK || dirs.is_empty() {
+        return None;
+    }
+    Some(dirs.iter().map(std::path::PathBuf::from).collect())
+}
+
 /// This program run as `lifeboat exec ID /bin/sh -c COMMAND` (a health check).
 pub fn exec_in_container(paths: &Paths, id: &str, command: &str) -> Command {
     let mut cmd = Command::new("/proc/self/exe");

@@ -109,6 +109,29 @@ pub fn unmount(kernel: &dyn Kernel, target: &Path) -> io::Result<()> {
     kernel.unmount(target).map_err(|e| io::Error::other(format!("unmount {}: {e}", target.display())))
 }
 
+/// Remounts every mount below each of `dirs` read-only, parents first (the read-only remount
+/// hook, in a container's mount namespace before it enters its root, on kernels without
+/// `mount_setattr`). A listed point that is no longer a mount root (covered by a later mount
+/// above it, or gone) is skipped; a mount that cannot be made read-only is an error, and the
+/// container does not start.
+pub fn read_only_below(kernel: &dyn Kernel, dirs: &[PathBuf]) -> io::Result<usize> {
+    let table = kernel.read_bytes(Path::new("/proc/self/mountinfo"))?;
+    let table = super::mountinfo::parse(&table).map_err(io::Error::other)?;
+    let mut n = 0;
+    for dir in dirs {
+        for point in super::mountinfo::below(&table, dir) {
+            if !kernel.is_mount_root(&point) {
+                continue;
+            }
+            kernel
+                .remount_read_only(&point)
+                .map_err(|e| io::Error::other(format!("cannot make {} read-only: {e}", point.display())))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the container into `files`.
 pub fn write_etc_files(files: &Path, hostname: &str, host_network: bool) -> io::Result<()> {
     fs::create_dir_all(files)?;
@@ -227,6 +250,38 @@ mod tests {
         let strict = Fake::new().without_mount_option("index=off");
         let e = mount(&strict, &p).unwrap_err().to_string();
         assert!(e.contains("overlay mount on") && strict.mounts().is_empty(), "{e}");
+    }
+
+    /// The hook of kernels without mount_setattr: each mount below the read-only bind is
+    /// remounted read-only, those no longer reachable are skipped, nothing else is touched.
+    #[test]
+    fn mounts_below_a_read_only_bind_are_remounted_read_only() {
+        use crate::runtime::kernel::Fake;
+        let table = "1 0 8:1 / / rw - ext4 v rw\n\
+                     2 1 0:5 / /c/rootfs/host rw - ext4 v rw\n\
+                     3 2 0:6 / /c/rootfs/host/dev/shm rw - tmpfs shm rw\n\
+                     4 2 0:7 / /c/rootfs/host/gone rw - tmpfs t rw\n\
+                     5 2 0:8 / /c/rootfs/host/proc rw - proc proc rw\n\
+                     6 1 0:9 / /c/rootfs/other rw - tmpfs t rw\n";
+        let kernel = Fake::new().file("/proc/self/mountinfo", table);
+        for p in ["/c/rootfs/host", "/c/rootfs/host/dev/shm", "/c/rootfs/host/proc", "/c/rootfs/other"] {
+            kernel.mount("x", Path::new(p), "tmpfs", "rw").unwrap();
+        }
+        let n = read_only_below(&kernel, &[PathBuf::from("/c/rootfs/host")]).unwrap();
+        assert_eq!(n, 2);
+        let data: Vec<(String, String)> =
+            kernel.mounts().into_iter().map(|m| (m.target.display().to_string(), m.data)).collect();
+        assert_eq!(
+            data,
+            [
+                ("/c/rootfs/host".into(), "rw".into()),
+                ("/c/rootfs/host/dev/shm".into(), "rw,ro".into()),
+                ("/c/rootfs/host/proc".into(), "rw,ro".into()),
+                ("/c/rootfs/other".into(), "rw".into()),
+            ]
+        );
+        // No mount table: refused, not skipped.
+        assert!(read_only_below(&Fake::new(), &[PathBuf::from("/c/rootfs/host")]).is_err());
     }
 
     #[test]

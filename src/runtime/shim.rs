@@ -281,7 +281,8 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
 /// The variables of the CLI's environment a shim keeps: the program search path, the init
 /// binary and log level settings. Everything else (credentials above all) is left behind.
 pub fn inherited_environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    const KEPT: &[&str] = &["PATH", "LIFEBOAT_INIT_BINARY", "LIFEBOAT_LOG_LEVEL", "RUST_BACKTRACE", "TZ"];
+    const KEPT: &[&str] =
+        &["PATH", "LIFEBOAT_INIT_BINARY", "LIFEBOAT_LOG_LEVEL", "LIFEBOAT_NO_MOUNT_SETATTR", "RUST_BACKTRACE", "TZ"];
     let mut env: Vec<_> = std::env::vars_os().filter(|(k, _)| KEPT.iter().any(|kept| k == kept)).collect();
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));

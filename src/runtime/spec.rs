@@ -94,40 +94,10 @@ pub struct Inputs<'a> {
 pub enum ReadOnlyBinds<'a> {
     /// The kernel does it for a whole tree (`mount_setattr` with `AT_RECURSIVE`, Linux 5.12+).
     Recursive,
-    /// Older kernels: the mounts below each bind's source (paths relative to it, parents
-    /// first; one list per mount of the container) are each bound read-only again.
-    EachSubmount(&'a [Vec<std::path::PathBuf>]),
-}
-
-/// The mount points strictly below `source` in a mountinfo table, relative to it, parents
-/// first (the order they were mounted in).
-pub fn submounts(mountinfo: &str, source: &Path) -> Vec<std::path::PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter_map(|p| {
-            let rel = Path::new(&p).strip_prefix(source).ok()?.to_path_buf();
-            (!rel.as_os_str().is_empty()).then_some(rel)
-        })
-        .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash in a path as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    /// Older kernels: this program (its path here), run as the runtime's `createContainer`
+    /// hook in the container's mount namespace once its mounts are made, remounts every
+    /// mount below each read-only bind read-only (`reexec::read_only_hook`).
+    Remount(&'a Path),
 }
 
 pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
@@ -148,31 +118,27 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
         let options = if config.read_only { vec!["rbind", "rprivate", "ro"] } else { vec!["rbind", "rprivate"] };
         mounts.push(json!({"destination": format!("/etc/{name}"), "type": "bind", "source": files.join(name), "options": options}));
     }
-    for (i, (m, source)) in config.mounts.iter().zip(mount_sources).enumerate() {
+    // Recursively read-only, as Docker 25+ does: the mounts under a read-only bind (a host's
+    // /dev/shm, /proc, cgroups) are read-only too.
+    let mut remount_below = Vec::new();
+    for (m, source) in config.mounts.iter().zip(mount_sources) {
         let mut options = vec!["rbind", "rprivate"];
-        // Recursively read-only, as Docker 25+ does: the mounts under a read-only bind (a
-        // host's /dev/shm, /proc, cgroups) are read-only too.
-        let below = match read_only_binds {
-            ReadOnlyBinds::Recursive if m.read_only => {
-                options.extend(["ro", "rro"]);
-                &[][..]
-            }
-            ReadOnlyBinds::EachSubmount(lists) if m.read_only => {
+        match read_only_binds {
+            ReadOnlyBinds::Recursive if m.read_only => options.extend(["ro", "rro"]),
+            ReadOnlyBinds::Remount(_) if m.read_only => {
                 options.push("ro");
-                lists.get(i).map(Vec::as_slice).unwrap_or_default()
+                remount_below.push(rootfs.join(m.target.trim_start_matches('/')));
             }
-            _ => &[][..],
-        };
-        mounts.push(json!({"destination": m.target, "type": "bind", "source": source, "options": options}));
-        for rel in below {
-            mounts.push(json!({
-                "destination": Path::new(&m.target).join(rel),
-                "type": "bind",
-                "source": source.join(rel),
-                "options": ["bind", "rprivate", "ro"],
-            }));
+            _ => {}
         }
+        mounts.push(json!({"destination": m.target, "type": "bind", "source": source, "options": options}));
     }
+    let hooks = match read_only_binds {
+        ReadOnlyBinds::Remount(exe) if !remount_below.is_empty() => {
+            json!({"createContainer": [super::reexec::read_only_hook(exe, &remount_below)]})
+        }
+        _ => json!({}),
+    };
 
     let mut args = config.args.clone();
     if let Some(init) = init {
@@ -245,6 +211,7 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
         "root": {"path": rootfs, "readonly": config.read_only},
         "hostname": config.hostname,
         "mounts": mounts,
+        "hooks": hooks,
         "linux": {
             "namespaces": namespaces,
             "resources": resources,
@@ -329,47 +296,30 @@ pub(crate) mod tests {
         let v = build(&with_ro, &Inputs { mount_sources: &sources, ..inputs });
         let host = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/host").unwrap();
         assert_eq!(host["options"], serde_json::json!(["rbind", "rprivate", "ro", "rro"]));
-        // A kernel without mount_setattr: the bind read-only, then each mount below it again.
-        let below = [vec![std::path::PathBuf::from("dev/shm"), "proc".into()]];
+        assert_eq!(v["hooks"], serde_json::json!({}));
+        // A kernel without mount_setattr: the bind read-only, then a hook in the container's
+        // mount namespace remounts what is below it.
+        let exe = Path::new("/usr/local/bin/lifeboat");
         let v = build(
             &with_ro,
-            &Inputs { mount_sources: &sources, read_only_binds: ReadOnlyBinds::EachSubmount(&below), ..inputs },
+            &Inputs { mount_sources: &sources, read_only_binds: ReadOnlyBinds::Remount(exe), ..inputs },
         );
-        let binds: Vec<(&str, &str, serde_json::Value)> = v["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["destination"].as_str().unwrap().starts_with("/host"))
-            .map(|m| (m["destination"].as_str().unwrap(), m["source"].as_str().unwrap(), m["options"].clone()))
-            .collect();
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
+        let host = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/host").unwrap();
+        assert_eq!(host["options"], serde_json::json!(["rbind", "rprivate", "ro"]));
+        let hook = &spec.hooks().as_ref().unwrap().create_container().as_ref().unwrap()[0];
+        assert_eq!(hook.path(), exe);
         assert_eq!(
-            binds,
-            [
-                ("/host", "/", serde_json::json!(["rbind", "rprivate", "ro"])),
-                ("/host/dev/shm", "/dev/shm", serde_json::json!(["bind", "rprivate", "ro"])),
-                ("/host/proc", "/proc", serde_json::json!(["bind", "rprivate", "ro"])),
-            ]
+            super::super::reexec::parse_read_only_hook(
+                &hook.args().as_ref().unwrap()[1..].iter().map(std::ffi::OsString::from).collect::<Vec<_>>()
+            ),
+            Some(vec![std::path::PathBuf::from("/r/host")])
         );
+        // Nothing read-only: no hook.
+        let v = build(&sample(), &Inputs { read_only_binds: ReadOnlyBinds::Remount(exe), ..inputs });
+        assert_eq!(v["hooks"], serde_json::json!({}));
         inputs.init = Some(Path::new("/usr/bin/tini-static"));
         let v = build(&sample(), &inputs);
         assert_eq!(v["process"]["args"], serde_json::json!([INIT_PATH, "--", "/bin/sh"]));
-    }
-
-    #[test]
-    fn submounts_are_read_from_mountinfo() {
-        let info = "\
-22 1 8:1 / / rw - ext4 /dev/vda rw
-23 22 0:5 / /srv/data rw - ext4 /dev/vdb rw
-24 23 0:6 / /srv/data/with\\040space rw - tmpfs tmpfs rw
-25 22 0:7 / /srv/data2 rw - tmpfs tmpfs rw
-26 22 0:8 / /srv rw - tmpfs tmpfs rw
-";
-        let below = submounts(info, Path::new("/srv/data"));
-        assert_eq!(below, [std::path::PathBuf::from("with space")]);
-        assert_eq!(
-            submounts(info, Path::new("/srv")),
-            [std::path::PathBuf::from("data"), "data/with space".into(), "data2".into()]
-        );
-        assert_eq!(submounts(info, Path::new("/")).len(), 4);
     }
 }

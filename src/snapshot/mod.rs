@@ -241,7 +241,7 @@ pub fn capture(
         },
     };
     let id = repo.save_object(crate::backend::Kind::Snapshot, &snapshot)?;
-    lock.release(repo)?;
+    lock.release()?;
     Ok((id, snapshot))
 }
 
