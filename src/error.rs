@@ -8,6 +8,20 @@ use crate::image::{ImageError, StoreError, changes::ChangeError, digest::DigestE
 use crate::repo::{RepoError, crypto::CryptoError};
 use crate::runtime::ContainerError;
 
+/// A named thing that is not there (a file named on the command line, say): exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// An I/O error on a path the user named: "not found" when it is not there (exit code 3),
+/// a failure (1) otherwise; the message says what was done and to which path.
+pub fn io_error(e: std::io::Error, path: &std::path::Path, doing: &str) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return NotFound(format!("{doing} {}: no such file or directory", path.display())).into();
+    }
+    anyhow::Error::new(e).context(format!("{doing} {}", path.display()))
+}
+
 /// A request that makes no sense as given: a bad flag value, a missing argument, two options
 /// that exclude each other (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -81,12 +95,16 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 }
                 RepoError::Corrupt { .. } => BAD_INPUT,
                 RepoError::Locked { .. } => REPO_LOCKED,
-                RepoError::AlreadyExists(_) => CONFLICT,
+                RepoError::AlreadyExists(_) | RepoError::Ambiguous { .. } => CONFLICT,
+                RepoError::NotFound { .. } => NOT_FOUND,
                 RepoError::Other { .. } | RepoError::Key { .. } | RepoError::Backend(_) => FAILURE,
             };
         }
         if cause.is::<UsageError>() {
             return USAGE;
+        }
+        if cause.is::<NotFound>() {
+            return NOT_FOUND;
         }
         if let Some(crate::registry::client::RegistryError::NotFound { .. }) = cause.downcast_ref() {
             return NOT_FOUND;
@@ -106,6 +124,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 ContainerError::Conflict(_) => CONFLICT,
                 ContainerError::Invalid(_) => USAGE,
                 ContainerError::Io { .. } | ContainerError::Runtime(_) => FAILURE,
+                ContainerError::Command { code, .. } => *code,
             };
         }
     }
@@ -119,6 +138,7 @@ fn store_code(e: &StoreError) -> i32 {
         StoreError::DigestMismatch { .. } | StoreError::Invalid(_) => BAD_INPUT,
         StoreError::Layer(l) if l.is_bad_input() => BAD_INPUT,
         StoreError::Layer(_) | StoreError::Io { .. } => FAILURE,
+        StoreError::Reference(_) => USAGE,
     }
 }
 

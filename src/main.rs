@@ -12,10 +12,7 @@ fn main() {
     cli.init_logging();
     let code = match cli.run() {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("lifeboat: {}", lifeboat::error::describe(&err));
-            lifeboat::error::exit_code(&err)
-        }
+        Err(err) => cli::fail(&err),
     };
     std::process::exit(code);
 }

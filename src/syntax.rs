@@ -4,10 +4,89 @@
 //! these, so `8080:80` means the same everywhere.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::UsageError;
 use crate::runtime::container::{MountSource, MountSpec, PortMapping, Protocol};
 use crate::runtime::names;
+
+/// A duration as Docker (and Go) write them: `1m30s`, `500ms`, `2h`, `1.5h`, and `1d` for a
+/// day; a plain number is seconds. Units: `ns`, `us` (`µs`), `ms`, `s`, `m` (minutes), `h`,
+/// `d`. The one grammar of intervals, timeouts and delays, on the command line and in the
+/// configuration (retention spans are restic's, `repo::forget::Within`).
+pub fn duration(s: &str) -> Result<Duration, UsageError> {
+    let bad = || UsageError(format!("invalid duration {s:?} (e.g. 30s, 1m30s, 500ms, 2h, 1d)"));
+    let text = s.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut rest = text;
+    let mut nanos: u128 = 0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let num = &rest[..num_len];
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let per: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            _ => return Err(bad()),
+        };
+        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+        if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+            return Err(bad());
+        }
+        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let mut part = whole.checked_mul(per).ok_or_else(bad)?;
+        if !frac.is_empty() {
+            let digits = frac.len().min(18) as u32;
+            let f: u128 = frac[..digits as usize].parse().map_err(|_| bad())?;
+            part = part.checked_add(f * per / 10u128.pow(digits)).ok_or_else(bad)?;
+        }
+        nanos = nanos.checked_add(part).ok_or_else(bad)?;
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad())?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
+}
+
+/// A CPU limit (`--cpus`, `cpus =`): from 0.01 to the number of CPUs this host has.
+pub fn cpus(n: f64) -> Result<f64, UsageError> {
+    let have = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    if !n.is_finite() || !(0.01..=have).contains(&n) {
+        return Err(UsageError(format!("cpus {n}: the range is from 0.01 to {have:.2}, as this host has {have} CPUs")));
+    }
+    Ok(n)
+}
+
+/// Docker's smallest memory limit.
+const MIN_MEMORY: u64 = 6 << 20;
+
+/// A memory limit (`--memory`, `memory =`), as a size of at least 6 MiB (Docker's least).
+pub fn memory(s: &str) -> Result<u64, UsageError> {
+    let m = size(s)?;
+    if m < MIN_MEMORY {
+        return Err(UsageError(format!("memory {s:?}: the least a container may be given is 6 MiB")));
+    }
+    Ok(m)
+}
+
+/// A process limit (`--pids-limit`, `pids_limit =`): positive, or -1 (or 0) for none.
+pub fn pids_limit(n: i64) -> Result<i64, UsageError> {
+    if n < -1 {
+        return Err(UsageError(format!("pids limit {n}: a positive number, or -1 (or 0) for no limit")));
+    }
+    Ok(n)
+}
 
 /// `512`, `64k`, `512m`, `2g` (an optional `b`, any case) as bytes.
 pub fn size(s: &str) -> Result<u64, UsageError> {
@@ -18,11 +97,17 @@ pub fn size(s: &str) -> Result<u64, UsageError> {
         Some('g') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
         _ => (s.trim_end_matches('b'), 1),
     };
-    num.parse::<f64>()
+    let bytes = num
+        .parse::<f64>()
         .ok()
-        .filter(|n| *n > 0.0)
-        .map(|n| (n * mult as f64) as u64)
-        .ok_or_else(|| UsageError(format!("invalid size {s:?} (e.g. 512m, 2g)")))
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map(|n| n * mult as f64)
+        .ok_or_else(|| UsageError(format!("invalid size {s:?} (e.g. 512m, 2g)")))?;
+    // Sizes go to the kernel as signed 64-bit numbers.
+    if bytes >= i64::MAX as f64 {
+        return Err(UsageError(format!("size {s:?} is too large")));
+    }
+    Ok(bytes as u64)
 }
 
 /// `[IP:]HOST:CONTAINER[/tcp|/udp]`, or `CONTAINER` for a free host port.
@@ -75,23 +160,47 @@ pub fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, UsageError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| UsageError(format!("invalid --since {s:?}: an RFC 3339 time or a duration like 10m")))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(UsageError(format!("invalid --since {s:?}"))),
-    };
-    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+    let bad = || UsageError(format!("invalid --since {s:?}: an RFC 3339 time or a duration like 10m"));
+    let ago = duration(s).map_err(|_| bad())?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| bad())?;
+    chrono::Utc::now().checked_sub_signed(ago).ok_or_else(bad)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_docker_s_and_never_overflow() {
+        let d = |s: &str| duration(s).unwrap();
+        assert_eq!(d("1m30s"), Duration::from_secs(90));
+        assert_eq!(d("90"), Duration::from_secs(90));
+        assert_eq!(d("500ms"), Duration::from_millis(500));
+        assert_eq!(d("1.5h"), Duration::from_secs(5400));
+        assert_eq!(d("2h45m"), Duration::from_secs(9900));
+        assert_eq!(d("1d"), Duration::from_secs(86400));
+        assert_eq!(d("0s"), Duration::ZERO);
+        assert_eq!(d("250us"), Duration::from_micros(250));
+        for bad in
+            ["", "s", "1x", "m30", "1.2.3s", ".s", "-5s", "1 m", "99999999999999999999999999h", "18446744073709551616"]
+        {
+            assert!(duration(bad).is_err(), "{bad:?} was taken");
+        }
+        // The most a Duration holds, and one minute past it.
+        assert!(duration("5124095576030431h").is_ok());
+        assert!(duration("5124095576030432h").is_err());
+        assert!(since("99999999999999d").is_err());
+        assert!(since("10m").unwrap() < chrono::Utc::now());
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        assert_eq!(size("512m").unwrap(), 512 << 20);
+        assert_eq!(size("1.5k").unwrap(), 1536);
+        for bad in ["", "0", "-1m", "nan", "inf", "infm", "99999999999999999999g", "lots", "1e19"] {
+            assert!(size(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 
     #[test]
     fn publish_specs() {

@@ -982,7 +982,7 @@ fn healthcheck(ins: &Instruction) -> anyhow::Result<serde_json::Value> {
     for (flag, value) in &ins.flags {
         let value = value.as_deref().ok_or_else(|| anyhow::anyhow!("--{flag} needs a value"))?;
         let ns = |s: &str| -> anyhow::Result<u64> {
-            Ok(crate::config::parse_duration(s).map_err(|e| anyhow::anyhow!(e))?.as_nanos() as u64)
+            Ok(u64::try_from(crate::syntax::duration(s)?.as_nanos()).unwrap_or(u64::MAX))
         };
         match flag.as_str() {
             "interval" => v["Interval"] = ns(value)?.into(),

@@ -297,8 +297,13 @@ pub enum VolumeCommand {
 }
 
 /// `30s`, `1m`, `2h` (or plain seconds) as seconds.
-fn parse_interval(s: &str) -> Result<u64, String> {
-    lifeboat::config::parse_duration(s).map(|d| d.as_secs())
+/// A health check's interval or timeout (Docker's `1m30s`), in whole seconds, at least one.
+fn parse_interval(s: &str) -> Result<u64, lifeboat::error::UsageError> {
+    let d = lifeboat::syntax::duration(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(lifeboat::error::UsageError(format!("{s:?} is shorter than a second")));
+    }
+    Ok(d.as_secs())
 }
 
 impl RunArgs {
@@ -410,13 +415,16 @@ pub fn logs(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
     };
     let timestamps = a.timestamps;
     containers::logs(ctx.host(), &a.container, &opts, &mut |lines| {
-        let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         for l in lines {
             let text = if timestamps { format!("{} {}", l.time, l.log) } else { l.log };
-            let _ = if l.stream == "stderr" { err.write_all(text.as_bytes()) } else { out.write_all(text.as_bytes()) };
+            if l.stream == "stderr" {
+                let _ = err.write_all(text.as_bytes());
+            } else if !super::output::out_bytes(text.as_bytes()) {
+                return std::ops::ControlFlow::Break(());
+            }
         }
-        let _ = out.flush();
+        std::ops::ControlFlow::Continue(())
     })?;
     Ok(0)
 }
@@ -524,7 +532,7 @@ pub fn stats(ctx: &Context, a: StatsArgs) -> anyhow::Result<i32> {
                 .collect();
             print_table(&["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"], &rows);
         }
-        if a.no_stream {
+        if a.no_stream || super::output::stdout_closed() {
             return Ok(0);
         }
     }

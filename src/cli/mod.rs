@@ -1,6 +1,21 @@
 //! The command line: clap definitions, validated into calls on the library. No logic lives
 //! here beyond choosing what to call and printing its result.
 
+// The command line prints through these: a closed pipe (`ps | head`) ends the output quietly
+// instead of panicking in the standard macros. They are textually in scope in every module
+// below.
+macro_rules! println {
+    () => { $crate::cli::output::out_line(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::output::out_line(format_args!($($arg)*), true) };
+}
+macro_rules! eprintln {
+    () => { $crate::cli::output::err_line(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::output::err_line(format_args!($($arg)*), true) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::cli::output::err_line(format_args!($($arg)*), false) };
+}
+
 mod build;
 mod container;
 mod image;
@@ -232,6 +247,13 @@ pub enum Command {
 /// The read-only remount hook (`lifeboat read-only-below DIR…`), run by the runtime in a new
 /// container's mount namespace on kernels without `mount_setattr`; None for any other
 /// command line.
+/// Reports a command's failure on standard error (one line, each cause said once); its
+/// documented exit code.
+pub fn fail(err: &anyhow::Error) -> i32 {
+    eprintln!("lifeboat: {}", lifeboat::error::describe(err));
+    lifeboat::error::exit_code(err)
+}
+
 pub fn hook_entry() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let dirs = lifeboat::runtime::reexec::parse_read_only_hook(&args)?;
@@ -270,10 +292,13 @@ fn init_logging(level: LogLevel, format: LogFormat) {
         LogLevel::Debug => "debug",
         LogLevel::Trace => "trace",
     };
-    // Libraries' own warnings are noise to users; they show from --log-level debug on.
-    let others = if matches!(level, "debug" | "trace") { level } else { "error" };
+    // Libraries' own messages are noise to users (Lifeboat reports what failed itself, once);
+    // they show from --log-level debug on.
+    let others = if matches!(level, "debug" | "trace") { level } else { "off" };
     let filter = tracing_subscriber::EnvFilter::new(format!("lifeboat={level},{others}"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: never in a log file or the journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),

@@ -2,6 +2,54 @@
 
 pub use lifeboat::report::text::{ago, human_size, truncate};
 
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Standard output was closed by its reader (`ps --format json | head`): what is left to print
+/// is dropped, and the command finishes its work, as a closed pipe is a normal end of output.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether standard output's reader has gone (streams such as `stats` and `logs -f` stop).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+fn write_to(mut out: impl std::io::Write, closed: &AtomicBool, args: std::fmt::Arguments<'_>, newline: bool) {
+    if closed.load(Ordering::Relaxed) {
+        return;
+    }
+    let written = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    if written.and_then(|()| out.flush()).is_err() {
+        // A closed pipe, or a full disk behind a redirection: nothing more can be said there.
+        closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `println!` for the command line: never panics on a closed or failing standard output.
+pub fn out_line(args: std::fmt::Arguments<'_>, newline: bool) {
+    write_to(std::io::stdout().lock(), &STDOUT_CLOSED, args, newline);
+}
+
+/// `eprintln!` for the command line: never panics on a closed standard error.
+pub fn err_line(args: std::fmt::Arguments<'_>, newline: bool) {
+    write_to(std::io::stderr().lock(), &STDERR_CLOSED, args, newline);
+}
+
+/// Writes bytes to standard output (container logs, archives' progress), marking it closed
+/// when its reader has gone; false once it is.
+pub fn out_bytes(bytes: &[u8]) -> bool {
+    if stdout_closed() {
+        return false;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Aligned columns for people.

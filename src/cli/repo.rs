@@ -388,7 +388,7 @@ pub struct DrillArgs {
     #[arg(long)]
     pub command: Option<String>,
     /// How long the service may take to become healthy.
-    #[arg(long, default_value = "2m", value_parser = lifeboat::config::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = lifeboat::syntax::duration)]
     pub timeout: Duration,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -473,9 +473,10 @@ pub struct ForgetArgs {
     pub keep_monthly: Option<usize>,
     #[arg(long)]
     pub keep_yearly: Option<usize>,
-    /// Keep everything within this long of the newest snapshot (7d, 12h, 4w, 6m, 1y).
-    #[arg(long, value_parser = lifeboat::repo::forget::parse_duration)]
-    pub keep_within: Option<i64>,
+    /// Keep everything within this long of the newest snapshot, as restic writes it: 7d, 12h,
+    /// 4w, 6m (months), 1y2m.
+    #[arg(long, value_parser = lifeboat::repo::forget::Within::parse)]
+    pub keep_within: Option<lifeboat::repo::forget::Within>,
     /// Keep snapshots with this tag.
     #[arg(long)]
     pub keep_tag: Vec<String>,

@@ -143,19 +143,19 @@ pub struct Service {
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<String>,
     #[serde(default)]
-    pub ports: Vec<String>,
+    pub ports: Vec<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Spanned<String>>,
     pub network: Option<Spanned<String>>,
     pub restart: Option<Spanned<String>>,
-    pub hostname: Option<String>,
+    pub hostname: Option<Spanned<String>>,
     pub user: Option<String>,
-    pub workdir: Option<String>,
-    pub memory: Option<String>,
-    pub cpus: Option<f64>,
-    pub pids_limit: Option<i64>,
+    pub workdir: Option<Spanned<String>>,
+    pub memory: Option<Spanned<String>>,
+    pub cpus: Option<Spanned<f64>>,
+    pub pids_limit: Option<Spanned<i64>>,
     #[serde(default)]
     pub read_only: bool,
     #[serde(default)]
@@ -323,19 +323,9 @@ fn unix_day_of_week(field: &str) -> Result<String, String> {
     Ok(DAY_NAMES.iter().zip(days).filter(|(_, on)| *on).map(|(n, _)| *n).collect::<Vec<_>>().join(","))
 }
 
-/// `90s`, `5m`, `2h`, `1d` (or plain seconds).
+/// A duration in the configuration: Docker's grammar (`crate::syntax::duration`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)")),
-    };
-    Ok(Duration::from_secs(secs))
+    crate::syntax::duration(s).map_err(|e| e.0)
 }
 
 /// Collects problems with the line each one is on.
@@ -382,6 +372,22 @@ impl Config {
         }
         p.list.sort_by_key(|(line, _)| *line);
         Err(invalid(p.list.into_iter().map(|(line, m)| format!("{line}: {m}")).collect()))
+    }
+
+    /// The services from `name` along `network = "container:…"` back to one already met, if
+    /// they go round.
+    fn network_cycle(&self, name: &str) -> Option<Vec<String>> {
+        let mut path = vec![name.to_string()];
+        let mut at = name;
+        while let Some(next) = self.services.get(at)?.network.as_ref()?.get_ref().strip_prefix("container:") {
+            let seen = path.iter().any(|p| p == next);
+            path.push(next.to_string());
+            if seen {
+                return Some(path);
+            }
+            at = next;
+        }
+        None
     }
 
     fn validate(&self, p: &mut Problems<'_>) {
@@ -435,6 +441,13 @@ impl Config {
                     Some(other) if !self.services.contains_key(other) => {
                         p.at(n, format!("{who}: network {v:?} names a service that is not defined under [services]"))
                     }
+                    Some(_) if self.network_cycle(name).is_some() => p.at(
+                        n,
+                        format!(
+                            "{who}: network peers form a cycle ({}); one of them must have a network of its own",
+                            self.network_cycle(name).unwrap_or_default().join(" -> ")
+                        ),
+                    ),
                     Some(_) => {}
                     None if !matches!(v.as_str(), "private" | "host" | "none") => {
                         p.at(n, format!("{who}: network {v:?} must be private, host, none or container:SERVICE"))
@@ -442,8 +455,51 @@ impl Config {
                     None => {}
                 }
             }
+            for port in &svc.ports {
+                p.check(port, &who, crate::syntax::publish(port.get_ref()).map(|_| "").map_err(|e| e.0));
+            }
+            let mut taken = std::collections::HashSet::new();
+            for port in svc.ports.iter().filter_map(|s| crate::syntax::publish(s.get_ref()).ok().map(|m| (s, m))) {
+                if port.1.host_port != 0
+                    && !taken.insert((port.1.host_ip.clone(), port.1.host_port, port.1.protocol.clone()))
+                {
+                    p.at(port.0, format!("{who}: host port {} is published twice", port.1.host_port));
+                }
+            }
+            let mut targets = std::collections::HashSet::new();
+            for v in &svc.volumes {
+                match crate::syntax::mount(v.get_ref()) {
+                    Ok(m) if !targets.insert(m.target.trim_end_matches('/').to_string()) => {
+                        p.at(v, format!("{who}: duplicate mount point {}", m.target))
+                    }
+                    Ok(_) => {}
+                    Err(e) => p.at(v, format!("{who}: {}", e.0)),
+                }
+            }
+            if let Some(m) = &svc.memory {
+                p.check(m, &who, crate::syntax::memory(m.get_ref()).map(|_| "").map_err(|e| e.0));
+            }
+            if let Some(c) = &svc.cpus {
+                p.check(c, &who, crate::syntax::cpus(*c.get_ref()).map(|_| "").map_err(|e| e.0));
+            }
+            if let Some(n) = &svc.pids_limit {
+                p.check(n, &who, crate::syntax::pids_limit(*n.get_ref()).map(|_| "").map_err(|e| e.0));
+            }
+            if let Some(h) = &svc.hostname {
+                p.check(h, &who, crate::runtime::names::validate_hostname(h.get_ref()).map(|_| ""));
+            }
+            if let Some(w) = &svc.workdir
+                && !w.get_ref().starts_with('/')
+            {
+                p.at(w, format!("{who}: workdir {:?} must be an absolute path", w.get_ref()));
+            }
             if let Some(h) = &svc.healthcheck {
                 duration(p, &format!("{who} healthcheck interval"), &h.interval);
+                if let Some(i) = &h.interval
+                    && parse_duration(i.get_ref()).is_ok_and(|d| d < Duration::from_secs(1))
+                {
+                    p.at(i, format!("{who} healthcheck interval: {:?} is shorter than a second", i.get_ref()));
+                }
             }
             if let Some(snap) = &svc.snapshot {
                 p.check(
@@ -458,7 +514,7 @@ impl Config {
                     p.check(
                         w,
                         &format!("{who} keep.within"),
-                        crate::repo::forget::parse_duration(w.get_ref()).map(|_| ""),
+                        crate::repo::forget::Within::parse(w.get_ref()).map(|_| ""),
                     );
                 }
             }
@@ -503,6 +559,11 @@ impl Config {
                 p.check(h, &who, parse_http_check(h.get_ref()).map(|_| ""));
             }
             duration(p, &format!("{who} timeout"), &job.timeout);
+            if let Some(t) = &job.timeout
+                && parse_duration(t.get_ref()).is_ok_and(|d| d.is_zero())
+            {
+                p.at(t, format!("{who} timeout: {:?} leaves no time at all", t.get_ref()));
+            }
         }
     }
 }
@@ -513,6 +574,16 @@ pub fn parse_http_check(url: &str) -> Result<(u16, String), String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if u.scheme() != "http" {
         return Err(format!("{url:?}: only http:// checks are supported inside a container"));
+    }
+    // The check runs inside the container: another host would be silently someone else.
+    match u.host_str() {
+        Some("localhost" | "127.0.0.1" | "[::1]") => {}
+        other => {
+            return Err(format!(
+                "{url:?}: the check runs inside the restored container; use http://localhost:PORT/PATH, not {}",
+                other.unwrap_or("no host")
+            ));
+        }
     }
     let port = u.port().unwrap_or(80);
     let path = match u.query() {
@@ -574,6 +645,79 @@ http = \"https://x/\"
                 "line {line} {needle:?} in\n{e}"
             );
         }
+    }
+
+    /// What `up`, the runtime or the agent would refuse, `config check` refuses first, each
+    /// with its line.
+    #[test]
+    fn what_up_would_refuse_is_refused_with_its_line() {
+        let text = "\
+[services.a]
+image = \"site:1\"
+ports = [\"99999:80\", \"8080:80\", \"8080:81\"]
+memory = \"lots\"
+cpus = nan
+pids_limit = -5
+volumes = [\"data:relative\", \"v2:/x\", \"v3:/x/\"]
+network = \"container:b\"
+hostname = \"-bad-\"
+workdir = \"relative\"
+[services.a.healthcheck]
+command = \"true\"
+interval = \"0s\"
+[services.b]
+image = \"site:1\"
+network = \"container:a\"
+memory = \"1k\"
+cpus = 0.0000001
+[drills.a]
+service = \"a\"
+schedule = \"0 3 * * *\"
+http = \"http://example.org:8080/\"
+timeout = \"0s\"
+";
+        let e = problems(text);
+        let lines: Vec<&str> = e.lines().collect();
+        for (line, needle) in [
+            (3, "invalid port \"99999:80\""),
+            (3, "host port 8080 is published twice"),
+            (4, "invalid size \"lots\""),
+            (5, "cpus NaN"),
+            (6, "pids limit -5"),
+            (7, "must be absolute"),
+            (7, "duplicate mount point /x"),
+            (8, "cycle (a -> b -> a)"),
+            (9, "invalid hostname"),
+            (10, "absolute path"),
+            (13, "shorter than a second"),
+            (16, "cycle (b -> a -> b)"),
+            (17, "6 MiB"),
+            (18, "cpus 0.0000001"),
+            (22, "not example.org"),
+            (23, "no time at all"),
+        ] {
+            let prefix = format!("t.toml:{line}: ");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&prefix) && l.contains(needle)),
+                "line {line} {needle:?} in\n{e}"
+            );
+        }
+    }
+
+    /// `up` compares a service's definition with the one it recorded: positions in the file
+    /// are not part of it (moving a line recreates nothing).
+    #[test]
+    fn a_service_s_recorded_definition_has_no_positions() {
+        let c = Config::parse(
+            "[services.web]\nimage = \"site:1\"\nports = [\"8080:80\"]\ncpus = 0.5\nmemory = \"64m\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let json = serde_json::to_value(&c.services["web"]).unwrap();
+        assert_eq!(json["ports"], serde_json::json!(["8080:80"]));
+        assert_eq!(json["cpus"], serde_json::json!(0.5));
+        assert_eq!(json["memory"], serde_json::json!("64m"));
+        assert_eq!(json["image"], serde_json::json!("site:1"));
     }
 
     /// The keys the code accepts in one table, from the parser's own "expected one of" list.

@@ -233,17 +233,32 @@ pub fn load(store: &Store, input: impl Read, label: &Path) -> Result<Vec<Loaded>
         let index: Index =
             serde_json::from_slice(&dir.read("index.json").map_err(|e| bad(format!("index.json: {e}")))?)
                 .map_err(|e| bad(format!("index.json: {e}")))?;
+        let mut positions: std::collections::HashMap<crate::image::Digest, usize> = Default::default();
+        // Many names of one image: it is read and checked once.
+        let mut seen: std::collections::HashMap<crate::image::Digest, usize> = Default::default();
         for desc in &index.manifests {
             let names: Vec<Reference> = reference_from_annotations(&desc.annotations).into_iter().collect();
+            if let Some(&i) = seen.get(&desc.digest) {
+                loaded[i].names.extend(names);
+                continue;
+            }
             let manifest = select_manifest(&dir, desc).map_err(bad)?;
             let stored = load_oci_image(&mut txn, &dir, &manifest).map_err(|e| match e {
                 ImageError::Source { path, source } => bad(format!("{}: {source}", path.display())),
                 other => other,
             })?;
-            match loaded.iter_mut().find(|l: &&mut Loaded| l.manifest.digest == stored.digest) {
-                Some(l) => l.names.extend(names),
-                None => loaded.push(Loaded { manifest: stored, names }),
-            }
+            let i = match positions.get(&stored.digest) {
+                Some(&i) => {
+                    loaded[i].names.extend(names);
+                    i
+                }
+                None => {
+                    positions.insert(stored.digest.clone(), loaded.len());
+                    loaded.push(Loaded { manifest: stored, names });
+                    loaded.len() - 1
+                }
+            };
+            seen.insert(desc.digest.clone(), i);
         }
     } else {
         return Err(bad("neither manifest.json (docker-archive) nor index.json (oci-archive) found".into()));
@@ -295,6 +310,17 @@ fn load_oci_image(txn: &mut Txn<'_>, dir: &ArchiveDir, desc: &Descriptor) -> Res
     let config_bytes = dir
         .read_blob(&manifest.config.digest)
         .map_err(|e| ImageError::Source { path: blob_rel(&manifest.config.digest).into(), source: e })?;
+    for (what, d, bytes) in [("manifest", desc, &manifest_bytes), ("config", &manifest.config, &config_bytes)] {
+        if d.size != bytes.len() as u64 {
+            return Err(ImageError::Source {
+                path: blob_rel(&d.digest).into(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the {what}'s descriptor says {} bytes, the blob has {}", d.size, bytes.len()),
+                ),
+            });
+        }
+    }
     let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Source {
         path: blob_rel(&manifest.config.digest).into(),
         source: io::Error::new(io::ErrorKind::InvalidData, e),
@@ -314,7 +340,11 @@ fn load_oci_image(txn: &mut Txn<'_>, dir: &ArchiveDir, desc: &Descriptor) -> Res
             .map_err(|e| ImageError::Source { path: blob_rel(&layer.digest).into(), source: e })?;
         txn.add_layer(
             io::BufReader::with_capacity(1 << 20, file),
-            LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
+            LayerInput::Blob {
+                media_type: layer.media_type.clone(),
+                digest: Some(layer.digest.clone()),
+                size: Some(layer.size),
+            },
             Some(diff_id),
         )?;
     }
@@ -349,6 +379,7 @@ fn load_docker_image(txn: &mut Txn<'_>, dir: &ArchiveDir, entry: &DockerManifest
             LayerInput::Blob {
                 media_type: compression.media_type().to_string(),
                 digest: (compression == Compression::None).then(|| diff_id.clone()),
+                size: None,
             },
             Some(diff_id),
         )?;

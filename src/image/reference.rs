@@ -24,7 +24,7 @@ pub struct Reference {
     digest: Option<Digest>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("invalid reference format {input:?}: {reason}")]
 pub struct ReferenceError {
     pub input: String,

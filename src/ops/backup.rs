@@ -78,9 +78,13 @@ impl RepoSpec {
     pub fn open(&self, host: &Host, ask: AskPassword) -> anyhow::Result<Repository> {
         let (location, is_default) = self.location(host);
         let backend = crate::backend::open(&location)?;
-        let mut repo = if is_default && backend.stat(Kind::Config, "config")?.is_none() {
+        let exists = backend.stat(Kind::Config, "config")?.is_some();
+        let mut repo = if is_default && !exists {
             let password = self.password(host, true, true, ask)?;
             Repository::init(backend, &password)?
+        } else if !exists {
+            // Said before any password is asked for.
+            return Err(crate::repo::RepoError::Missing(location).into());
         } else {
             let password = self.password(host, is_default, false, ask)?;
             Repository::open(backend, &password)?
@@ -370,7 +374,7 @@ fn select(repo: &Repository, service: &str, which: &str, at: Option<&str>) -> an
         .rev()
         .find(|(_, s)| s.service == service && chrono::DateTime::parse_from_rfc3339(&s.time).is_ok_and(|t| t <= limit))
         .ok_or_else(|| {
-            crate::repo::RepoError::Other {
+            crate::repo::RepoError::NotFound {
                 location: repo.location(),
                 what: format!("no snapshot of {service} at or before {at}"),
             }

@@ -111,8 +111,59 @@ impl RunRequest {
     }
 }
 
+impl RunRequest {
+    /// Refuses what the kernel or the runtime would refuse later, with words a person
+    /// understands, before anything is created (`run`, `up`, and `config check` call it).
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if let Some(cpus) = self.cpus {
+            crate::syntax::cpus(cpus)?;
+        }
+        if let Some(m) = self.memory {
+            crate::syntax::memory(&m.to_string())?;
+        }
+        if let Some(p) = self.pids_limit {
+            crate::syntax::pids_limit(p)?;
+        }
+        if let Some(w) = &self.workdir
+            && !w.starts_with('/')
+        {
+            return Err(UsageError(format!("the working directory {w:?} must be an absolute path")));
+        }
+        for e in &self.env {
+            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            if key.is_empty() || key.contains('\0') || e.contains('\0') {
+                return Err(UsageError(format!("invalid environment variable {e:?}: it needs a name (NAME=VALUE)")));
+            }
+        }
+        if let Some(h) = &self.hostname {
+            names::validate_hostname(h).map_err(UsageError)?;
+        }
+        if self.user.as_deref() == Some("") {
+            return Err(UsageError("--user must not be empty".into()));
+        }
+        let mut targets = std::collections::HashSet::new();
+        for m in &self.mounts {
+            if !targets.insert(m.target.trim_end_matches('/')) {
+                return Err(UsageError(format!("duplicate mount point {}", m.target)));
+            }
+        }
+        let mut published = std::collections::HashSet::new();
+        for p in self.ports.iter().filter(|p| p.host_port != 0) {
+            if !published.insert((p.host_ip.as_str(), p.host_port, p.protocol.clone())) {
+                return Err(UsageError(format!("host port {} is published twice", p.host_port)));
+            }
+        }
+        if let Some(h) = &self.health
+            && h.interval_secs == 0
+        {
+            return Err(UsageError("the health check interval must be at least a second".into()));
+        }
+        Ok(())
+    }
+}
+
 fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read env file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| crate::error::io_error(e, path, "cannot read env file"))?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
 }
 
@@ -140,6 +191,7 @@ pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
 /// Records a new container (image defaults, then the request on top) and returns its
 /// configuration; nothing runs yet.
 pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
+    req.validate()?;
     let store = host.store()?;
     let image = store.find(&req.image).map_err(|e| match e {
         crate::image::StoreError::NotFound(n) => anyhow::Error::from(crate::image::StoreError::NotFound(n))
@@ -426,7 +478,7 @@ pub fn logs(
     host: &Host,
     name: &str,
     opts: &LogOptions,
-    show: &mut dyn FnMut(Vec<runtime::logs::LogLine>),
+    show: &mut dyn FnMut(Vec<runtime::logs::LogLine>) -> std::ops::ControlFlow<()>,
 ) -> anyhow::Result<()> {
     let containers = host.containers()?;
     let config = containers.find(name)?;
@@ -439,8 +491,7 @@ pub fn logs(
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    show(lines);
-    if !opts.follow {
+    if show(lines).is_break() || !opts.follow {
         return Ok(());
     }
     loop {
@@ -449,8 +500,7 @@ pub fn logs(
             state.as_ref().is_ok_and(|s| matches!(s.status, Status::Running | Status::Paused | Status::Restarting));
         let (more, next) = runtime::logs::read_from(&path, offset)?;
         offset = next;
-        show(more);
-        if !running {
+        if show(more).is_break() || !running {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -797,6 +847,39 @@ mod tests {
         assert!(!wants_restart(&on_failure, false, Some(0)));
         assert!(!wants_restart(&on_failure, true, Some(3)));
         assert!(!wants_restart(&RestartPolicy::No, false, Some(1)));
+    }
+
+    #[test]
+    fn run_requests_are_refused_before_anything_is_made() {
+        let ok = RunRequest::new("site:1");
+        ok.validate().unwrap();
+        let bad: Vec<(RunRequest, &str)> = vec![
+            (RunRequest { cpus: Some(f64::NAN), ..RunRequest::new("x") }, "cpus"),
+            (RunRequest { cpus: Some(f64::INFINITY), ..RunRequest::new("x") }, "cpus"),
+            (RunRequest { cpus: Some(0.0000001), ..RunRequest::new("x") }, "cpus"),
+            (RunRequest { cpus: Some(1000.0), ..RunRequest::new("x") }, "cpus"),
+            (RunRequest { memory: Some(1024), ..RunRequest::new("x") }, "6 MiB"),
+            (RunRequest { pids_limit: Some(-5), ..RunRequest::new("x") }, "pids limit"),
+            (RunRequest { workdir: Some("relative".into()), ..RunRequest::new("x") }, "absolute"),
+            (RunRequest { env: vec!["=value".into()], ..RunRequest::new("x") }, "environment"),
+            (RunRequest { hostname: Some("h".repeat(300)), ..RunRequest::new("x") }, "hostname"),
+            (RunRequest { user: Some(String::new()), ..RunRequest::new("x") }, "--user"),
+        ];
+        for (req, what) in bad {
+            let e = req.validate().unwrap_err().0;
+            assert!(e.contains(what), "{what}: {e}");
+        }
+        let twice = |a: &str, b: &str| RunRequest {
+            mounts: vec![crate::syntax::mount(a).unwrap(), crate::syntax::mount(b).unwrap()],
+            ..RunRequest::new("x")
+        };
+        assert!(twice("va:/data", "vb:/data/").validate().is_err());
+        assert!(twice("va:/data", "vb:/data2").validate().is_ok());
+        let ports = RunRequest {
+            ports: vec![crate::syntax::publish("8080:80").unwrap(), crate::syntax::publish("8080:81").unwrap()],
+            ..RunRequest::new("x")
+        };
+        assert!(ports.validate().unwrap_err().0.contains("twice"));
     }
 
     #[test]

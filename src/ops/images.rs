@@ -126,12 +126,9 @@ pub fn remove(host: &Host, what: &str, force: bool) -> anyhow::Result<Removed> {
         }
         None => image.names.clone(),
     };
-    let mut report = Removed::default();
-    let mut orphan = image.names.is_empty();
-    for r in &to_untag {
-        report.untagged.push(r.familiar());
-        orphan = store.untag(r)?.is_some();
-    }
+    let mut report =
+        Removed { untagged: to_untag.iter().map(Reference::familiar).collect(), ..Default::default() };
+    let orphan = image.names.is_empty() || !store.untag_all(&to_untag)?.is_empty();
     if orphan {
         store.remove_image(&image.manifest_digest, &runtime::layers_in_use(host)?)?;
         report.deleted = Some(image.id().to_string());
@@ -158,12 +155,10 @@ pub fn prune(host: &Host, all: bool) -> anyhow::Result<Pruned> {
         containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).map(|c| c.image_id).collect();
     let mut report = Pruned::default();
     if all {
-        for image in store.images()?.into_iter().filter(|i| !used_images.contains(i.id())) {
-            for name in &image.names {
-                store.untag(name)?;
-                report.untagged.push(name.familiar());
-            }
-        }
+        let names: Vec<Reference> =
+            store.images()?.into_iter().filter(|i| !used_images.contains(i.id())).flat_map(|i| i.names).collect();
+        store.untag_all(&names)?;
+        report.untagged = names.iter().map(Reference::familiar).collect();
     }
     let used_manifests: HashSet<Digest> =
         store.images()?.into_iter().filter(|i| used_images.contains(i.id())).map(|i| i.manifest_digest).collect();
@@ -247,6 +242,8 @@ pub fn inspect_any(host: &Host, names: &[String]) -> anyhow::Result<(Vec<serde_j
         }
         match store.find(name) {
             Ok(image) => found.push(inspect(host, &image)?),
+            // Not an image name, and no container has it: simply not there.
+            Err(StoreError::Reference(_)) => missing.push(StoreError::NotFound(name.clone()).into()),
             Err(e) => missing.push(e.into()),
         }
     }
@@ -312,7 +309,7 @@ fn loaded(host: &Host, list: Vec<archive::Loaded>) -> anyhow::Result<Vec<Loaded>
 
 /// Loads the archive at `path` (written by `save`, `docker save` or `podman save`).
 pub fn load_file(host: &Host, path: &Path) -> anyhow::Result<Vec<Loaded>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| crate::error::io_error(e, path, "cannot open"))?;
     let list = archive::load(host.store()?, io::BufReader::with_capacity(1 << 20, file), path)?;
     loaded(host, list)
 }

@@ -54,19 +54,19 @@ pub fn request(name: &str, svc: &config::Service) -> anyhow::Result<RunRequest> 
     req.command = svc.command.clone().unwrap_or_default();
     req.entrypoint = svc.entrypoint.clone();
     for p in &svc.ports {
-        req.ports.push(crate::syntax::publish(p)?);
+        req.ports.push(crate::syntax::publish(p.get_ref())?);
     }
     req.env = svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    req.mounts = svc.volumes.iter().map(|v| crate::syntax::mount(v)).collect::<Result<_, _>>()?;
-    req.workdir = svc.workdir.clone();
+    req.mounts = svc.volumes.iter().map(|v| crate::syntax::mount(v.get_ref())).collect::<Result<_, _>>()?;
+    req.workdir = svc.workdir.as_ref().map(|w| w.get_ref().clone());
     req.user = svc.user.clone();
-    req.hostname = svc.hostname.clone();
+    req.hostname = svc.hostname.as_ref().map(|h| h.get_ref().clone());
     let restart = svc.restart.as_ref().map(|r| r.get_ref().as_str()).unwrap_or("unless-stopped");
     req.restart = RestartPolicy::parse(restart).map_err(UsageError)?;
     req.network = NetworkRequest::parse(svc.network.as_ref().map(|n| n.get_ref().as_str()).unwrap_or("private"))?;
-    req.memory = svc.memory.as_deref().map(crate::syntax::size).transpose()?;
-    req.cpus = svc.cpus;
-    req.pids_limit = svc.pids_limit;
+    req.memory = svc.memory.as_ref().map(|m| crate::syntax::memory(m.get_ref())).transpose()?;
+    req.cpus = svc.cpus.as_ref().map(|c| *c.get_ref());
+    req.pids_limit = svc.pids_limit.as_ref().map(|n| *n.get_ref());
     req.read_only = svc.read_only;
     req.init = svc.init;
     req.health = svc.healthcheck.as_ref().map(|h| HealthCheck {
@@ -103,8 +103,16 @@ impl ServiceOutcome {
 /// is reported and the others go on.
 pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec<ServiceOutcome>> {
     let containers = host.containers()?;
+    let order = ordered(config, wanted)?;
+    // The whole file is checked before anything is made: an error in the second service
+    // does not leave the first one created.
+    for name in &order {
+        request(name, &config.services[name])
+            .and_then(|r| Ok(r.validate()?))
+            .map_err(|e| e.context(format!("service {name}: nothing was started")))?;
+    }
     let mut out = Vec::new();
-    for name in ordered(config, wanted)? {
+    for name in order {
         let svc = &config.services[&name];
         let result = (|| -> anyhow::Result<String> {
             let wanted = serde_json::to_string_pretty(svc)?;

@@ -239,7 +239,11 @@ pub fn pull(
             layer_txn
                 .add_layer(
                     std::io::BufReader::with_capacity(256 * 1024, body),
-                    LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
+                    LayerInput::Blob {
+                        media_type: layer.media_type.clone(),
+                        digest: Some(layer.digest.clone()),
+                        size: Some(layer.size),
+                    },
                     Some(diff_id),
                 )
                 .with_context(|| format!("layer {}", layer.digest.short()))?;

@@ -17,7 +17,7 @@ pub struct Policy {
     pub weekly: Option<usize>,
     pub monthly: Option<usize>,
     pub yearly: Option<usize>,
-    pub within: Option<i64>,
+    pub within: Option<Within>,
     pub tags: Vec<String>,
 }
 
@@ -27,19 +27,60 @@ impl Policy {
     }
 }
 
-/// `2d`, `12h`, `3w`, `6m` (months of 30 days), `1y` in seconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 7d, 12h, 4w, 6m, 1y)"))?;
-    let secs = match unit {
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        "m" => 30 * 86400,
-        "y" => 365 * 86400,
-        _ => return Err(format!("invalid duration {s:?} (e.g. 7d, 12h, 4w, 6m, 1y)")),
-    };
-    Ok(n * secs)
+/// A retention span as restic writes it: `1y2m3d4h` (years, months, days, hours; `w` weeks
+/// too), counted back on the calendar from the newest snapshot. `m` is months here, not
+/// minutes: this is the one grammar of retention (docs/user-guide.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Within {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+/// The longest span a retention rule may name (a larger one is surely a typo).
+const WITHIN_MAX_YEARS: u64 = 1000;
+
+impl Within {
+    pub fn parse(s: &str) -> Result<Within, String> {
+        let bad = || format!("invalid retention span {s:?} (e.g. 7d, 12h, 4w, 6m, 1y2m)");
+        let mut w = Within::default();
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        let mut total_hours: u64 = 0;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            let n: u32 = rest[..digits].parse().map_err(|_| bad())?;
+            let unit = rest[digits..].chars().next().ok_or_else(bad)?;
+            rest = &rest[digits + unit.len_utf8()..];
+            let (field, hours_each) = match unit {
+                'y' => (&mut w.years, 365 * 24),
+                'm' => (&mut w.months, 31 * 24),
+                'w' => (&mut w.days, 7 * 24),
+                'd' => (&mut w.days, 24),
+                'h' => (&mut w.hours, 1),
+                _ => return Err(bad()),
+            };
+            let add = if unit == 'w' { n.checked_mul(7).ok_or_else(bad)? } else { n };
+            *field = field.checked_add(add).ok_or_else(bad)?;
+            total_hours = total_hours.saturating_add(u64::from(n).saturating_mul(hours_each));
+        }
+        if total_hours > WITHIN_MAX_YEARS * 365 * 24 {
+            return Err(format!("retention span {s:?} is longer than {WITHIN_MAX_YEARS} years"));
+        }
+        Ok(w)
+    }
+
+    /// `newest` less this span; None when that is before the calendar's start (everything
+    /// is within it).
+    fn before(&self, newest: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        newest
+            .checked_sub_months(chrono::Months::new(self.years.checked_mul(12)?.checked_add(self.months)?))?
+            .checked_sub_days(chrono::Days::new(u64::from(self.days)))?
+            .checked_sub_signed(Duration::try_hours(i64::from(self.hours))?)
+    }
 }
 
 /// Decides, for snapshots of one service, which to keep. Returns one flag per input, in input
@@ -74,7 +115,7 @@ pub fn apply(policy: &Policy, snaps: &[(String, Snapshot)]) -> Vec<(bool, Vec<&'
             result[i].1.push("last");
         }
         if let (Some(w), Some(newest)) = (policy.within, newest)
-            && times[i] >= newest - Duration::seconds(w)
+            && w.before(newest).is_none_or(|limit| times[i] >= limit)
         {
             result[i].1.push("within");
         }
@@ -155,12 +196,35 @@ mod tests {
             snap("2026-01-11T00:00:00Z", &[]),
         ];
         let p =
-            Policy { within: Some(parse_duration("2d").unwrap()), tags: vec!["release".into()], ..Default::default() };
+            Policy { within: Some(Within::parse("2d").unwrap()), tags: vec!["release".into()], ..Default::default() };
         assert_eq!(kept(&p, &snaps), vec!["2025-11-15T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-11T00:00:00Z"]);
         let p = Policy { monthly: Some(2), ..Default::default() };
         assert_eq!(kept(&p, &snaps), vec!["2025-12-20T00:00:00Z", "2026-01-11T00:00:00Z"]);
         let p = Policy { yearly: Some(5), ..Default::default() };
         assert_eq!(kept(&p, &snaps), vec!["2025-12-20T00:00:00Z", "2026-01-11T00:00:00Z"]);
-        assert!(parse_duration("3x").is_err());
+        assert!(Within::parse("3x").is_err());
+    }
+
+    /// restic's grammar: months are `m`, spans combine, and nothing a user types overflows.
+    #[test]
+    fn retention_spans_are_calendar_spans_and_never_overflow() {
+        assert_eq!(Within::parse("1y2m3d4h").unwrap(), Within { years: 1, months: 2, days: 3, hours: 4 });
+        assert_eq!(Within::parse("2w").unwrap(), Within { days: 14, ..Default::default() });
+        for bad in ["", "d", "1", "1x", "1m30s", "-1d", "99999999999999999999d", "1000000000000d", "4294967295w"] {
+            assert!(Within::parse(bad).is_err(), "{bad:?} was taken");
+        }
+        assert!(Within::parse("1001y").unwrap_err().contains("1000 years"));
+        // A month back from the end of March is the end of February.
+        let newest = DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z").unwrap().with_timezone(&Utc);
+        let limit = Within::parse("1m").unwrap().before(newest).unwrap();
+        assert_eq!(limit.to_rfc3339(), "2026-02-28T12:00:00+00:00");
+        // The largest span reaches back a thousand years, and no further.
+        let snaps = vec![
+            snap("2026-01-01T00:00:00Z", &[]),
+            snap("1500-01-02T00:00:00Z", &[]),
+            snap("0900-01-02T00:00:00Z", &[]),
+        ];
+        let p = Policy { within: Some(Within::parse("1000y").unwrap()), ..Default::default() };
+        assert_eq!(kept(&p, &snaps).len(), 2);
     }
 }

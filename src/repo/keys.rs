@@ -80,7 +80,7 @@ impl Repository {
     pub fn remove_key(&self, name: &str) -> Result<()> {
         let keys = self.keys()?;
         let Some((full, _, current)) = keys.iter().find(|(n, _, _)| n.starts_with(name)) else {
-            return Err(RepoError::Other { location: self.location(), what: format!("no key {name}") });
+            return Err(RepoError::NotFound { location: self.location(), what: format!("no key {name}") });
         };
         if *current {
             return Err(RepoError::Other {

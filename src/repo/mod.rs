@@ -106,6 +106,12 @@ pub enum RepoError {
     Corrupt { location: String, what: String },
     #[error("repository at {location} is {what}")]
     Locked { location: String, what: String },
+    /// The named snapshot (or key) is not there.
+    #[error("repository at {location}: {what}")]
+    NotFound { location: String, what: String },
+    /// A prefix names more than one.
+    #[error("repository at {location}: {what}")]
+    Ambiguous { location: String, what: String },
     #[error("repository at {location}: {what}")]
     Other { location: String, what: String },
 }

@@ -66,7 +66,7 @@ pub fn find(repo: &Repository, service: Option<&str>, which: &str) -> Result<(St
     let all = list(repo)?;
     let candidates: Vec<(String, Snapshot)> =
         all.into_iter().filter(|(_, s)| service.is_none_or(|n| s.service == n)).collect();
-    let not_found = |what: String| super::RepoError::Other { location: repo.location(), what };
+    let not_found = |what: String| super::RepoError::NotFound { location: repo.location(), what };
     if which == "latest" {
         return candidates
             .into_iter()
@@ -77,6 +77,9 @@ pub fn find(repo: &Repository, service: Option<&str>, which: &str) -> Result<(St
     match hits.len() {
         1 => Ok(hits.into_iter().next().expect("one hit")),
         0 => Err(not_found(format!("no snapshot {which}{}", service.map(|s| format!(" of {s}")).unwrap_or_default()))),
-        _ => Err(not_found(format!("snapshot ID prefix {which} is ambiguous"))),
+        n => Err(super::RepoError::Ambiguous {
+            location: repo.location(),
+            what: format!("snapshot ID prefix {which:?} names {n} snapshots; give more of the ID"),
+        }),
     }
 }

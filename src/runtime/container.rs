@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil::{self, FileLock};
 use crate::image::Digest;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -209,6 +209,10 @@ pub enum ContainerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Runtime(String),
+    /// The command cannot be run: not found (exit code 127) or not executable (126), as a
+    /// shell and Docker say.
+    #[error("{message}")]
+    Command { code: i32, message: String },
 }
 
 fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -245,6 +249,21 @@ impl Containers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContainerError::NotFound(id.to_string())),
             Err(e) => Err(ContainerError::Io { path: self.dir(id), source: e }),
         }
+    }
+
+    /// A directory, out of every listing, in which a container is put together (a restore
+    /// fills its layer there); [`Containers::install`] moves it into place. Left behind by a
+    /// killed process, it is swept as a half-done removal.
+    pub fn staging_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{RETIRED_PREFIX}{id}"))
+    }
+
+    /// Moves a container put together in its staging directory into place and records its
+    /// configuration: the container exists from this moment, whole.
+    pub fn install(&self, config: &RunConfig) -> Result<(), ContainerError> {
+        let staged = self.staging_dir(&config.id);
+        fs::rename(&staged, self.dir(&config.id)).map_err(io_err(staged))?;
+        self.write_config(config)
     }
 
     /// Files of retired containers whose removal never finished (a process killed half-way).

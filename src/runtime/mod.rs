@@ -472,6 +472,8 @@ pub fn exec(host: &Host, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
         .clone()
         .unwrap_or_else(|| if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() });
     let lc_root = host.paths().run_root.join("libcontainer");
+    let program = opts.args.first().ok_or_else(|| ContainerError::Invalid("exec: no command given".into()))?;
+    find_command(&rootfs, program, env.get("PATH").map(String::as_str).unwrap_or(""), &cwd)?;
     if opts.tty {
         return exec_tty(host, id, containers, opts, env, cwd, uid, gid);
     }
@@ -493,6 +495,44 @@ pub fn exec(host: &Host, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
         .build()
         .map_err(|e| ContainerError::Runtime(format!("cannot exec in container: {e}")))?;
     wait_exec(pid)
+}
+
+/// Checks that `program` can be run in the container (looked up inside its root: a name in
+/// `path`, a path from `cwd`), so a typo is "not found" (127) and a directory or a file
+/// without an execute bit "cannot execute" (126), as a shell says.
+fn find_command(
+    root: &crate::fsutil::scope::Scope,
+    program: &str,
+    path: &str,
+    cwd: &str,
+) -> Result<(), ContainerError> {
+    use rustix::fs::FileType;
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![Path::new(cwd).join(program)]
+    } else {
+        path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).collect()
+    };
+    let mut not_executable = None;
+    for c in &candidates {
+        let rel = c.strip_prefix("/").unwrap_or(c);
+        let Ok(st) = root.stat(rel, true) else { continue };
+        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mode & 0o111 != 0 {
+            return Ok(());
+        }
+        not_executable.get_or_insert_with(|| c.clone());
+    }
+    Err(match not_executable {
+        Some(c) => ContainerError::Command {
+            code: 126,
+            message: format!("{}: cannot execute (not an executable file)", c.display()),
+        },
+        None if program.contains('/') => {
+            ContainerError::Command { code: 127, message: format!("{program}: no such file") }
+        }
+        None => {
+            ContainerError::Command { code: 127, message: format!("{program}: executable file not found in $PATH") }
+        }
+    })
 }
 
 fn wait_exec(pid: Pid) -> Result<i32, ContainerError> {

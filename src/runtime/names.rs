@@ -248,9 +248,29 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A host name a container may have: at most 63 characters (the kernel's limit is 64 with
+/// its terminator), letters, digits, `-` and `.`, not starting or ending with `-` or `.`.
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
+        && !matches!(b[0], b'-' | b'.')
+        && !matches!(b[b.len() - 1], b'-' | b'.');
+    if ok { Ok(()) } else { Err(format!("invalid hostname {name:?}: up to 63 letters, digits, '-' and '.'")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostnames_fit_the_kernel() {
+        assert!(validate_hostname("web-1.example").is_ok());
+        for bad in ["", "-x", "x-", "a b", &"h".repeat(64), &"h".repeat(300), "x\u{0}y"] {
+            assert!(validate_hostname(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 
     #[test]
     fn names_have_docker_shape() {

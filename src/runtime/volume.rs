@@ -16,6 +16,32 @@ pub struct VolumeMeta {
     /// Set once the volume has been filled from an image (or used), so it never is again.
     #[serde(default)]
     pub filled: bool,
+    /// Being filled by a restore (this process, started then): not a volume anyone may use
+    /// until the restore finishes; one whose restore died is removed by the next restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<Owner>,
+}
+
+/// A process, named so that a reused PID is not taken for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: i32,
+    pub start: Option<u64>,
+}
+
+impl Owner {
+    pub fn this_process() -> Owner {
+        let pid = std::process::id() as i32;
+        Owner { pid, start: crate::sys::process_start(pid) }
+    }
+
+    /// Whether this process still runs.
+    pub fn alive(&self) -> bool {
+        match crate::sys::process_start(self.pid) {
+            None => false,
+            Some(s) => self.start.is_none_or(|mine| mine == s),
+        }
+    }
 }
 
 pub struct Volume {
@@ -63,25 +89,57 @@ impl Volumes {
         if let Ok(meta) = self.get(name) {
             return Ok(meta);
         }
-        let meta = VolumeMeta { name: name.to_string(), created: crate::sys::now_rfc3339(), filled: false };
-        let path = self.meta_path(name);
-        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&meta).expect("serialises"))
-            .map_err(io_err(&path))?;
+        let meta =
+            VolumeMeta { name: name.to_string(), created: crate::sys::now_rfc3339(), filled: false, restoring: None };
+        self.write_meta(&meta)?;
         Ok(meta)
     }
 
-    /// The volume, created if needed.
+    fn write_meta(&self, meta: &VolumeMeta) -> Result<(), ContainerError> {
+        let path = self.meta_path(&meta.name);
+        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(meta).expect("serialises")).map_err(io_err(&path))
+    }
+
+    /// A new volume for a restore to fill: marked as being restored by this process until
+    /// [`Volumes::restored`] (and filled, so no image is copied into it).
+    pub fn create_restoring(&self, name: &str) -> Result<(), ContainerError> {
+        Self::validate_name(name)?;
+        let data = self.data_dir(name);
+        fs::create_dir_all(&data).map_err(io_err(&data))?;
+        let meta = VolumeMeta {
+            name: name.to_string(),
+            created: crate::sys::now_rfc3339(),
+            filled: true,
+            restoring: Some(Owner::this_process()),
+        };
+        self.write_meta(&meta)
+    }
+
+    /// The restore filling `name` finished: it is an ordinary volume from now on.
+    pub fn restored(&self, name: &str) -> Result<(), ContainerError> {
+        let mut meta = self.get(name)?;
+        meta.restoring = None;
+        self.write_meta(&meta)
+    }
+
+    /// The volume, created if needed. One a restore is still filling (or died filling) is
+    /// refused: its content is not whole.
     pub fn ensure(&self, name: &str) -> Result<Volume, ContainerError> {
         let meta = self.create(name)?;
+        if let Some(owner) = &meta.restoring {
+            let why =
+                if owner.alive() { "is being filled by a restore" } else { "holds a restore that did not finish" };
+            return Err(ContainerError::Conflict(format!(
+                "volume {name} {why}; restore it again, or remove it (lifeboat volume rm {name})"
+            )));
+        }
         Ok(Volume { data: self.data_dir(name), fresh: !meta.filled })
     }
 
     pub fn mark_filled(&self, name: &str) -> Result<(), ContainerError> {
         let mut meta = self.get(name)?;
         meta.filled = true;
-        let path = self.meta_path(name);
-        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&meta).expect("serialises"))
-            .map_err(io_err(&path))
+        self.write_meta(&meta)
     }
 
     pub fn list(&self) -> Result<Vec<VolumeMeta>, ContainerError> {

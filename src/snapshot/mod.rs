@@ -302,28 +302,37 @@ pub fn restore(
     let image = store.image_by_manifest(&snap.image.manifest)?;
     runtime::ensure_layers(store, &image)?;
 
-    // Volumes: recreated with their recorded content. All are checked, created and marked
-    // filled before any data lands: a marker's fsync after the data would wait for the
-    // restored trees to reach the disk (ext4 commits dirty data with it: 0.2 s on the
-    // reference data). A restore that dies midway leaves volumes that are not empty, which
-    // the next restore refuses to overwrite, as it must.
+    // Volumes: recreated with their recorded content. All are checked, then created marked
+    // as being restored by this process, before any data lands (a marker's fsync after the
+    // data would wait for the restored trees to reach the disk: 0.2 s on the reference data).
+    // A failure removes what this restore made; a restore killed midway leaves volumes
+    // marked, which nothing uses and the next restore removes.
     let vols = host.volumes()?;
     let vol_name = |v: &VolumeRef| match &opts.rename {
         Some(n) => format!("{n}-{}", v.name),
         None => v.name.clone(),
     };
+    let mut undo = Undo::new(host);
     for v in &snap.volumes {
-        let data = vols.data_dir(&vol_name(v));
+        let name = vol_name(v);
+        if let Ok(meta) = vols.get(&name)
+            && meta.restoring.as_ref().is_some_and(|o| !o.alive())
+        {
+            tracing::warn!(volume = name.as_str(), "removing what a restore that died left in this volume");
+            vols.remove(&name)?;
+        }
+        let data = vols.data_dir(&name);
         if data.exists() && std::fs::read_dir(&data)?.next().is_some() {
-            bail!(
-                "volume {} already exists and is not empty; remove it (lifeboat volume rm) or restore with --as NEWNAME",
-                vol_name(v)
-            );
+            bail!(ContainerError::Conflict(format!(
+                "volume {name} already exists and is not empty; remove it (lifeboat volume rm) or restore with --as NEWNAME"
+            )));
         }
     }
     for v in &snap.volumes {
-        vols.create(&vol_name(v))?;
-        vols.mark_filled(&vol_name(v))?;
+        let name = vol_name(v);
+        let existed = vols.get(&name).is_ok();
+        vols.create_restoring(&name)?;
+        if existed { undo.reused.push(name) } else { undo.volumes.push(name) }
     }
     for v in &snap.volumes {
         let data = vols.data_dir(&vol_name(v));
@@ -350,15 +359,88 @@ pub fn restore(
             recorded.network = crate::runtime::container::NetworkMode::Private;
         }
     }
-    let dir = containers.dir(&id);
-    std::fs::create_dir_all(&dir)?;
+    // Put together out of sight, then moved into place whole.
+    let staged = containers.staging_dir(&id);
+    undo.staged = Some(staged.clone());
+    std::fs::create_dir_all(&staged)?;
     let mut r = Restorer::new(repo, &format!("{label} container layer"));
     r.on_progress = opts.progress.clone();
-    r.restore(&snap.container_layer, &dir.join("upper"))?;
-    containers.write_config(&recorded)?;
+    r.restore(&snap.container_layer, &staged.join("upper"))?;
+    containers.install(&recorded)?;
+    undo.staged = None;
+    undo.container = Some(recorded.id.clone());
+    for v in &snap.volumes {
+        vols.restored(&vol_name(v))?;
+    }
 
     let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
+    undo.done();
     Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: !have_image, healthy })
+}
+
+/// What a restore made, removed again if it fails before the end: the container, its staged
+/// files, the volumes it created. Nothing half-made looks like a service.
+struct Undo<'a> {
+    host: &'a Host,
+    volumes: Vec<String>,
+    /// Empty volumes that were there before: emptied again.
+    reused: Vec<String>,
+    staged: Option<std::path::PathBuf>,
+    container: Option<String>,
+    done: bool,
+}
+
+impl<'a> Undo<'a> {
+    fn new(host: &'a Host) -> Undo<'a> {
+        Undo { host, volumes: Vec::new(), reused: Vec::new(), staged: None, container: None, done: false }
+    }
+
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(id) = &self.container
+            && let Err(e) = runtime::remove(self.host, id, true)
+        {
+            tracing::warn!(container = id.as_str(), error = %e, "cannot remove the container of a failed restore");
+        }
+        if let Some(dir) = &self.staged
+            && let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot remove the files of a failed restore");
+        }
+        if let Ok(vols) = self.host.volumes() {
+            for v in &self.volumes {
+                if let Err(e) = vols.remove(v) {
+                    tracing::warn!(volume = v.as_str(), error = %e, "cannot remove a volume of a failed restore");
+                }
+            }
+            for v in &self.reused {
+                let data = vols.data_dir(v);
+                let emptied = std::fs::remove_dir_all(&data)
+                    .and_then(|()| std::fs::create_dir(&data))
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| vols.restored(v).map_err(|e| e.to_string()));
+                if let Err(e) = emptied {
+                    tracing::warn!(
+                        volume = v.as_str(),
+                        error = e.as_str(),
+                        "cannot empty a volume of a failed restore"
+                    );
+                }
+            }
+        }
+        if !self.volumes.is_empty() || self.container.is_some() {
+            tracing::warn!(volumes = ?self.volumes, container = ?self.container, "the restore failed; what it made was removed");
+        }
+    }
 }
 
 /// Gives a recorded configuration a new container ID, its name, and the image it now runs on
@@ -542,7 +624,9 @@ pub fn restore_from_image(
                 *v = format!("{n}-{v}");
             }
             if vols.data_dir(v).exists() {
-                bail!("volume {v} already exists; remove it (lifeboat volume rm) or restore with --as NEWNAME");
+                bail!(ContainerError::Conflict(format!(
+                    "volume {v} already exists; remove it (lifeboat volume rm) or restore with --as NEWNAME"
+                )));
             }
         }
     }
@@ -681,7 +765,11 @@ fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -
         let file = std::fs::File::open(blob(&layer.digest))?;
         txn.add_layer(
             std::io::BufReader::new(file),
-            LayerInput::Blob { media_type: layer.media_type.clone(), digest: Some(layer.digest.clone()) },
+            LayerInput::Blob {
+                media_type: layer.media_type.clone(),
+                digest: Some(layer.digest.clone()),
+                size: Some(layer.size),
+            },
             Some(diff_id),
         )?;
     }

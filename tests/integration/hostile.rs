@@ -342,3 +342,64 @@ fn hostile_layer_inside_a_loaded_archive_leaves_the_store_unchanged() {
     assert!(err.contains("etc/passwd"), "{err}");
     assert_eq!(tree(&env.root()), before);
 }
+
+/// An OCI archive whose descriptors lie about sizes: a layer declared 2^63 bytes, or a few
+/// bytes short, and a manifest declared longer than it is. Each is refused (4), the store is
+/// left as it was, and nothing reads past what was declared.
+#[test]
+fn descriptor_sizes_that_lie_are_refused() {
+    let f = Fixture::new();
+    let env = &f.env;
+    let sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+    let layer = Evil::new().file("good.txt", b"fine").finish();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&layer))]}
+    }))
+    .unwrap();
+    let archive = |layer_size: u64, manifest_extra: u64| {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", sha(&config)), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", sha(&layer)), "size": layer_size}]
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", sha(&manifest)),
+                "size": manifest.len() as u64 + manifest_extra, "annotations": {"org.opencontainers.image.ref.name": "liar:1"}}]
+        }))
+        .unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            ("index.json".to_string(), index),
+            (format!("blobs/sha256/{}", sha(&manifest)), manifest.clone()),
+            (format!("blobs/sha256/{}", sha(&config)), config.clone()),
+            (format!("blobs/sha256/{}", sha(&layer)), layer.clone()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let path = env.path("liar.tar");
+    let before = tree(&env.root());
+    for (layer_size, manifest_extra, what) in [
+        (1u64 << 63, 0, "descriptor says 9223372036854775808 bytes"),
+        (layer.len() as u64 - 10, 0, "more than"),
+        (layer.len() as u64, 7, "descriptor says"),
+    ] {
+        fs::write(&path, archive(layer_size, manifest_extra)).unwrap();
+        let err = env.fails(&["load", "-i", path.to_str().unwrap()], 4);
+        assert!(err.contains(what), "{what}: {err}");
+        assert_eq!(tree(&env.root()), before, "{what}: the store changed");
+    }
+    // Told the truth, the same archive loads.
+    fs::write(&path, archive(layer.len() as u64, 0)).unwrap();
+    env.ok(&["load", "-i", path.to_str().unwrap()]);
+    assert!(env.ok(&["images"]).contains("liar"));
+}

@@ -395,7 +395,7 @@ fn one_snapshot_into_two_repositories_and_restore_at_a_time() {
     env.ok(&["rm", "-f", "website"]);
     env.ok(&["volume", "rm", "content"]);
     let err =
-        env.fails(&["restore", "website", "--at", "2000-01-01", "--repo", &s.repo, "--password-file", &s.pwfile], 1);
+        env.fails(&["restore", "website", "--at", "2000-01-01", "--repo", &s.repo, "--password-file", &s.pwfile], 3);
     assert!(err.contains("at or before 2000-01-01"), "{err}");
     let out = env.ok(&[
         "restore",
