@@ -98,6 +98,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 RepoError::AlreadyExists(_) | RepoError::Ambiguous { .. } => CONFLICT,
                 RepoError::NotFound { .. } => NOT_FOUND,
                 RepoError::Other { .. } | RepoError::Key { .. } | RepoError::Backend(_) => FAILURE,
+                RepoError::Interrupted => INTERRUPTED,
             };
         }
         if cause.is::<UsageError>() {

@@ -5,7 +5,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    if let Some(code) = cli::shim_entry().or_else(cli::hook_entry) {
+    if let Some(code) = cli::shim_entry().or_else(cli::hook_entry).or_else(cli::thaw_guard_entry) {
         std::process::exit(code);
     }
     let cli = cli::Cli::parse();

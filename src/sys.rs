@@ -1,6 +1,40 @@
 //! Small facts about this machine and its processes, shared by every room: the time as the
 //! stores record it, this host's name, whether a process lives. Nothing here keeps state.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process was asked to stop (SIGINT, SIGTERM): long work checks it between
+/// steps and stops there, its guards releasing locks and thawing services on the way out.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Asks long work to stop at its next step; a second request ends the process at once (exit
+/// code 130), for a person who does not want to wait for the clean-up.
+pub fn interrupt() {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe; nothing else is done here.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Makes SIGINT and SIGTERM call [`interrupt`] (handlers do not survive exec, so the
+/// processes this one starts get the default dispositions back).
+pub fn stop_on_signals() -> std::io::Result<()> {
+    extern "C" fn on_signal(_: libc::c_int) {
+        interrupt();
+    }
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and may call _exit (both async-signal-safe).
+        unsafe { sigaction(sig, &action) }.map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
 /// Now, in RFC 3339 with nanoseconds (UTC), as every record the stores write says it.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

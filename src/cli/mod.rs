@@ -254,6 +254,19 @@ pub fn fail(err: &anyhow::Error) -> i32 {
     lifeboat::error::exit_code(err)
 }
 
+/// The thaw guard of a snapshot (`lifeboat --root R --run-root S thaw-guard OWNER ID…`); None
+/// for any other command line.
+pub fn thaw_guard_entry() -> Option<i32> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let (paths, owner, ids) = lifeboat::runtime::reexec::parse_thaw_guard_args(&args)?;
+    init_logging(LogLevel::Warn, LogFormat::Text);
+    let ctx = Context::new(paths.root, paths.run_root);
+    Some(match lifeboat::snapshot::thaw_guard(ctx.host(), owner, &ids) {
+        Ok(_) => 0,
+        Err(e) => fail(&e),
+    })
+}
+
 pub fn hook_entry() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let dirs = lifeboat::runtime::reexec::parse_read_only_hook(&args)?;
@@ -313,6 +326,20 @@ impl Cli {
     /// Runs the command; returns the exit code on success paths that are not 0 (none yet).
     pub fn run(self) -> anyhow::Result<i32> {
         let ctx = Context::new(self.root, self.run_root);
+        // Long repository work stops cleanly on Ctrl-C or SIGTERM (locks released, services
+        // thawed, exit code 130); interactive commands keep the default behaviour.
+        if matches!(
+            self.command,
+            Command::Snapshot(_)
+                | Command::Restore(_)
+                | Command::Check(_)
+                | Command::Drill(_)
+                | Command::Forget(_)
+                | Command::Prune(_)
+                | Command::Copy(_)
+        ) {
+            lifeboat::sys::stop_on_signals()?;
+        }
         match self.command {
             Command::Run(a) => container::run(&ctx, *a),
             Command::Ps(a) => container::ps(&ctx, a),

@@ -126,8 +126,7 @@ pub fn remove(host: &Host, what: &str, force: bool) -> anyhow::Result<Removed> {
         }
         None => image.names.clone(),
     };
-    let mut report =
-        Removed { untagged: to_untag.iter().map(Reference::familiar).collect(), ..Default::default() };
+    let mut report = Removed { untagged: to_untag.iter().map(Reference::familiar).collect(), ..Default::default() };
     let orphan = image.names.is_empty() || !store.untag_all(&to_untag)?.is_empty();
     if orphan {
         store.remove_image(&image.manifest_digest, &runtime::layers_in_use(host)?)?;

@@ -176,8 +176,11 @@ impl Lock {
         }
         let refresh = repo.lock_refresh();
         let name = repo.save_lock(&Self::info(exclusive, refresh))?;
-        // Two exclusive lockers may both have passed the check: the later one backs off.
-        if exclusive && Self::others(repo)?.into_iter().any(|(n, _)| n != name) {
+        // Two lockers may both have passed the check before either wrote its lock: each looks
+        // again after writing its own, and backs off if it now sees one it conflicts with.
+        // Whichever wrote second sees the other, so they never both go on.
+        let conflict = Self::others(repo)?.into_iter().any(|(n, other)| n != name && (exclusive || other.exclusive));
+        if conflict {
             let _ = repo.backend().delete(Kind::Lock, &name);
             return Err(RepoError::Locked {
                 location: repo.location(),
@@ -480,6 +483,72 @@ mod tests {
         r.save_blob(crate::repo::BlobType::Tree, b"a tree").unwrap();
         assert!(r.flush().is_err(), "a pack was written without a lock");
         assert!(r.backend().list(Kind::Pack).unwrap().is_empty());
+    }
+
+    /// A local backend that, when this process writes its first lock, first lets "another
+    /// process" write its own (it had passed its check at the same moment).
+    #[derive(Debug)]
+    struct Concurrent {
+        inner: Local,
+        theirs: Mutex<Option<Vec<u8>>>,
+    }
+
+    impl Backend for Concurrent {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn list(&self, kind: Kind) -> BackendResult<Vec<String>> {
+            self.inner.list(kind)
+        }
+        fn read(&self, kind: Kind, name: &str) -> BackendResult<Vec<u8>> {
+            self.inner.read(kind, name)
+        }
+        fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BackendResult<Vec<u8>> {
+            self.inner.read_range(kind, name, offset, length)
+        }
+        fn write(&self, kind: Kind, name: &str, data: &[u8]) -> BackendResult<()> {
+            if kind == Kind::Lock
+                && let Some(theirs) = self.theirs.lock().unwrap().take()
+            {
+                self.inner.write(Kind::Lock, "0their0lock0", &theirs)?;
+            }
+            self.inner.write(kind, name, data)
+        }
+        fn delete(&self, kind: Kind, name: &str) -> BackendResult<()> {
+            self.inner.delete(kind, name)
+        }
+        fn stat(&self, kind: Kind, name: &str) -> BackendResult<Option<u64>> {
+            self.inner.stat(kind, name)
+        }
+    }
+
+    /// A shared and an exclusive locker that both found the repository free: whichever
+    /// writes second backs off, whatever kind it is (a snapshot once went on beside a prune
+    /// that then deleted its packs).
+    #[test]
+    fn lockers_that_meet_at_the_same_moment_never_both_go_on() {
+        for (mine, theirs) in [(false, true), (true, false), (true, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let key = repo(dir.path()).key().clone();
+            let mut other = Lock::info(theirs, Duration::from_secs(300));
+            other.host = "another-host".into();
+            let sealed = key.seal(&serde_json::to_vec(&other).unwrap());
+            let backend = Concurrent { inner: Local::new(dir.path()), theirs: Mutex::new(Some(sealed)) };
+            let mut r = Repository::open(Box::new(backend), b"pw").unwrap();
+            let e = Lock::acquire(&mut r, mine).unwrap_err();
+            assert!(matches!(e, RepoError::Locked { .. }), "mine exclusive {mine}, theirs {theirs}: {e}");
+            let left: Vec<String> = r.backend().list(Kind::Lock).unwrap();
+            assert_eq!(left, ["0their0lock0"], "mine exclusive {mine}: my lock stayed");
+        }
+        // Two shared lockers do not conflict.
+        let dir = tempfile::tempdir().unwrap();
+        let key = repo(dir.path()).key().clone();
+        let mut other = Lock::info(false, Duration::from_secs(300));
+        other.host = "another-host".into();
+        let sealed = key.seal(&serde_json::to_vec(&other).unwrap());
+        let backend = Concurrent { inner: Local::new(dir.path()), theirs: Mutex::new(Some(sealed)) };
+        let mut r = Repository::open(Box::new(backend), b"pw").unwrap();
+        Lock::acquire(&mut r, false).unwrap();
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub enum RepoError {
     Ambiguous { location: String, what: String },
     #[error("repository at {location}: {what}")]
     Other { location: String, what: String },
+    /// Stopped on request (SIGINT, SIGTERM) between two steps; nothing half-written is named.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl RepoError {
@@ -362,6 +365,9 @@ impl Repository {
     /// new. Any thread may call it. Data blobs are compressed and sealed on worker threads;
     /// `flush_pack`/`flush` wait for them and report their failures (as does the next save).
     pub fn save_blob(&self, kind: BlobType, plaintext: &[u8]) -> Result<(BlobId, bool)> {
+        if crate::sys::interrupted() {
+            return Err(RepoError::Interrupted);
+        }
         let id = self.id_of(plaintext);
         if self.index.contains_key(&id) {
             return Ok((id, false));

@@ -66,6 +66,9 @@ impl Repository {
 
     /// Reads, authenticates and checks a blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        if crate::sys::interrupted() {
+            return Err(RepoError::Interrupted);
+        }
         let loc = match self.index.get(id) {
             Some(loc) => *loc,
             None => match self.locate_new(id)? {
@@ -80,7 +83,9 @@ impl Repository {
             if loc.kind == BlobType::Tree && self.read_ahead.lock().expect("read-ahead").insert(loc.pack) {
                 self.backend.will_read(Kind::Pack, &pack_name);
             }
-            self.backend.read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)?
+            self.backend
+                .read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)
+                .map_err(|e| self.pack_read_failed(&pack_name, e))?
         } else {
             let mut cache = self.pack_cache.lock().expect("cache lock");
             let hit = cache.iter().position(|(p, _)| *p == loc.pack);
@@ -96,7 +101,10 @@ impl Repository {
                     // Whole packs are read once and kept: restores read blobs in pack order.
                     let size = self.backend.stat(Kind::Pack, &pack_name)?.unwrap_or(0);
                     if size <= (PACK_TARGET as u64) * 2 {
-                        let data = self.backend.read(Kind::Pack, &pack_name)?;
+                        let data = self
+                            .backend
+                            .read(Kind::Pack, &pack_name)
+                            .map_err(|e| self.pack_read_failed(&pack_name, e))?;
                         let end = loc.offset as usize + loc.length as usize;
                         if end > data.len() {
                             return Err(self.corrupt(format!("pack {pack_name} is shorter than its index says")));
@@ -108,7 +116,9 @@ impl Repository {
                         cache.push((loc.pack, data));
                         blob
                     } else {
-                        self.backend.read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)?
+                        self.backend
+                            .read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)
+                            .map_err(|e| self.pack_read_failed(&pack_name, e))?
                     }
                 }
             }
@@ -180,7 +190,10 @@ impl Repository {
         buf: &mut Vec<u8>,
         mut each: impl FnMut(&T, Result<Vec<u8>>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let failed_read = |e: crate::backend::BackendError| E::from(RepoError::from(e));
+        if crate::sys::interrupted() {
+            return Err(E::from(RepoError::Interrupted));
+        }
+        let failed_read = |e: crate::backend::BackendError| E::from(self.pack_read_failed(&hex::encode(pack), e));
         let name = hex::encode(pack);
         let place = format!("pack {name}");
         let mut open = |buf: &[u8], base: u64, b: &T| {
@@ -216,6 +229,20 @@ impl Repository {
             i = j;
         }
         Ok(())
+    }
+
+    /// A pack that is missing or shorter than the index says is damage (exit code 4), named;
+    /// anything else (a dead server, a permission) stays the backend's error.
+    pub(super) fn pack_read_failed(&self, pack: &str, e: crate::backend::BackendError) -> RepoError {
+        match &e {
+            crate::backend::BackendError::NotFound { .. } => {
+                self.corrupt(format!("pack {pack} is missing (the index lists blobs in it)"))
+            }
+            crate::backend::BackendError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.corrupt(format!("pack {pack} is shorter than the index says"))
+            }
+            _ => e.into(),
+        }
     }
 
     /// Authenticates, decompresses and checks one sealed blob.

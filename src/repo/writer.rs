@@ -62,6 +62,8 @@ pub(super) struct WriteState {
     /// Set once a failure is recorded: blobs may be lost, so nothing more is saved or
     /// flushed through this handle (a later snapshot must not refer to them).
     pub(super) broken: bool,
+    /// What the first failure said, for every later report of it.
+    pub(super) broken_by: String,
     /// Whether a pack of each type is being written.
     pub(super) writing: [bool; 2],
     /// Whether the backend still holds the buffer of the data pack being written.
@@ -77,6 +79,7 @@ impl WriteState {
     /// Records a failure: the first is kept for the caller, and the handle is broken.
     pub(super) fn record(&mut self, e: RepoError) {
         if !self.broken {
+            self.broken_by = e.to_string();
             self.failure = Some(e);
             self.broken = true;
         }
@@ -292,7 +295,7 @@ impl Writer {
         if st.broken {
             return Err(RepoError::Other {
                 location: self.backend.location(),
-                what: "an earlier write failed, so nothing more is written in this run".into(),
+                what: format!("a write failed ({}), so nothing more is written in this run", st.broken_by),
             });
         }
         Ok(())

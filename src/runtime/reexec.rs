@@ -47,6 +47,30 @@ pub fn exec_shim(paths: &Paths, id: &str) -> anyhow::Result<std::convert::Infall
     Ok(nix::unistd::execv(&exe, &args)?)
 }
 
+/// The word that makes this program a thaw guard.
+const THAW_GUARD: &str = "thaw-guard";
+
+/// `exe` as the thaw guard of containers `ids` frozen by process `owner`: it waits for its
+/// standard input to close (the freezing process thawed them, or died), then thaws those
+/// still marked frozen by `owner`. A snapshot killed with SIGKILL never leaves a service
+/// frozen.
+pub fn thaw_guard_command(exe: &Path, paths: &Paths, owner: u32, ids: &[String]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(roots(paths)).args([THAW_GUARD.to_string(), owner.to_string()]).args(ids);
+    cmd
+}
+
+/// A thaw guard's command line, read back: the paths, the freezing process, the containers.
+pub fn parse_thaw_guard_args(args: &[OsString]) -> Option<(Paths, u32, Vec<String>)> {
+    let [root_flag, root, run_root_flag, run_root, word, owner, ids @ ..] = args else { return None };
+    if root_flag != "--root" || run_root_flag != "--run-root" || word != THAW_GUARD || ids.is_empty() {
+        return None;
+    }
+    let owner = owner.to_str()?.parse().ok()?;
+    let ids = ids.iter().map(|i| i.to_str().map(String::from)).collect::<Option<Vec<_>>>()?;
+    Some((Paths { root: root.into(), run_root: run_root.into() }, owner, ids))
+}
+
 /// The word that makes this program the read-only remount hook.
 const READ_ONLY_HOOK: &str = "read-only-below";
 

@@ -78,18 +78,21 @@ struct Frozen<'a> {
     /// Frozen, in the order they were.
     ids: Vec<String>,
     since: Instant,
+    /// The process that thaws them if this one dies first (its standard input is ours).
+    guard: Option<std::process::Child>,
 }
 
 impl<'a> Frozen<'a> {
     /// Nothing frozen (a service that is not running).
     fn none(host: &'a Host) -> Frozen<'a> {
-        Frozen { host, ids: Vec::new(), since: Instant::now() }
+        Frozen { host, ids: Vec::new(), since: Instant::now(), guard: None }
     }
 
     /// Freezes `ids` in order. If one cannot be frozen, those before it are thawed again and
     /// the error returned.
     fn freeze(host: &'a Host, ids: &[&str]) -> anyhow::Result<Frozen<'a>> {
-        let mut frozen = Frozen { host, ids: Vec::new(), since: Instant::now() };
+        let guard = spawn_thaw_guard(host, ids);
+        let mut frozen = Frozen { host, ids: Vec::new(), since: Instant::now(), guard };
         for id in ids {
             let marker = host.containers()?.dir(id).join(FROZEN_BY);
             std::fs::write(&marker, std::process::id().to_string())?;
@@ -115,8 +118,57 @@ impl<'a> Frozen<'a> {
                 let _ = std::fs::remove_file(c.dir(&id).join(FROZEN_BY));
             }
         }
-        self.since.elapsed()
+        let frozen_for = self.since.elapsed();
+        if let Some(mut guard) = self.guard.take() {
+            // Its input closes: it finds nothing marked frozen by us, and ends.
+            drop(guard.stdin.take());
+            let _ = guard.wait();
+        }
+        frozen_for
     }
+}
+
+/// Starts the thaw guard of `ids` (before anything is frozen: not in the frozen window). A
+/// guard that cannot be started is logged: the next snapshot still thaws what a killed one
+/// left frozen.
+fn spawn_thaw_guard(host: &Host, ids: &[&str]) -> Option<std::process::Child> {
+    let exe = std::env::current_exe().ok()?;
+    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut cmd = runtime::reexec::thaw_guard_command(&exe, host.paths(), std::process::id(), &ids);
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    cmd.env_clear().envs(runtime::shim::inherited_environment());
+    // Its own process group: a signal to the snapshot's group does not end it too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    match cmd.spawn() {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the thaw guard");
+            None
+        }
+    }
+}
+
+/// The thaw guard's work (`lifeboat thaw-guard OWNER ID…`): waits until its standard input
+/// closes, then thaws each container still marked frozen by process `owner`.
+pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usize> {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
+    let containers = host.containers()?;
+    let mut thawed = 0;
+    for id in ids.iter().rev() {
+        let marker = containers.dir(id).join(FROZEN_BY);
+        let Ok(text) = std::fs::read_to_string(&marker) else { continue };
+        if text.trim() != owner.to_string() {
+            continue;
+        }
+        if runtime::observed_state(containers, id)?.status == Status::Paused {
+            runtime::set_paused(host, id, false)?;
+            thawed += 1;
+        }
+        let _ = std::fs::remove_file(&marker);
+    }
+    Ok(thawed)
 }
 
 impl Drop for Frozen<'_> {

@@ -9,6 +9,8 @@ mod backends;
 mod build;
 mod commit;
 mod escape;
+mod exit_codes;
+mod faults;
 mod hostile;
 mod images;
 mod interop;

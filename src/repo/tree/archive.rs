@@ -318,6 +318,9 @@ impl<'r> Archiver<'r> {
     }
 
     fn archive_dir_inner(&mut self, dir: Arc<OwnedFd>, dir_path: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
+        if crate::sys::interrupted() {
+            return Err(super::RepoError::Interrupted);
+        }
         let parent_tree = match parent {
             Some(id) => Some(load_tree(self.repo, id)?),
             None => None,

@@ -1,0 +1,9 @@
+//! The Dockerfile parser on arbitrary text: a parse or a clear error, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = lifeboat::builder::dockerfile::parse(text);
+    }
+});
