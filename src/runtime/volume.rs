@@ -142,11 +142,18 @@ impl Volumes {
         self.write_meta(&meta)
     }
 
+    /// Every volume. What a restore that died left half-filled is not a volume: it is removed
+    /// here, as the next restore would.
     pub fn list(&self) -> Result<Vec<VolumeMeta>, ContainerError> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let e = e.map_err(io_err(&self.dir))?;
             if let Ok(meta) = self.get(&e.file_name().to_string_lossy()) {
+                if meta.restoring.as_ref().is_some_and(|o| !o.alive()) {
+                    tracing::warn!(volume = meta.name.as_str(), "removing what a restore that died left");
+                    self.remove(&meta.name)?;
+                    continue;
+                }
                 out.push(meta);
             }
         }

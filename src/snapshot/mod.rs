@@ -418,12 +418,13 @@ pub fn restore(
     let mut r = Restorer::new(repo, &format!("{label} container layer"));
     r.on_progress = opts.progress.clone();
     r.restore(&snap.container_layer, &staged.join("upper"))?;
-    containers.install(&recorded)?;
-    undo.staged = None;
-    undo.container = Some(recorded.id.clone());
+    // The volumes are whole: they become ordinary volumes, then the container appears.
     for v in &snap.volumes {
         vols.restored(&vol_name(v))?;
     }
+    containers.install(&recorded)?;
+    undo.staged = None;
+    undo.container = Some(recorded.id.clone());
 
     let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
     undo.done();

@@ -524,3 +524,47 @@ fn hostile_key_costs_are_refused_before_they_are_paid() {
     let rss: u64 = err.lines().find_map(|l| l.strip_prefix("maxrss ")).and_then(|v| v.trim().parse().ok()).unwrap();
     assert!(rss < 256 * 1024, "opening took {rss} KiB");
 }
+
+/// A restore killed at random moments: afterwards `volume ls` and `ps -a` are as they were,
+/// or the restore got as far as making the container, whole (then its volume holds exactly
+/// the snapshot). The next restore is never in the way of a killed one's leftovers.
+#[test]
+fn a_killed_restore_leaves_nothing_that_looks_real() {
+    let host = Host::new("website", "content");
+    let env = &host.env;
+    env.ok(&["exec", "website", "sh", "-c", "for i in $(seq 1 30); do head -c 1000000 /dev/urandom > /data/f$i; done"]);
+    let pw = env.path("pw");
+    fs::write(&pw, "pw").unwrap();
+    let repo = env.path("repo");
+    let (r, p) = (repo.to_str().unwrap(), pw.to_str().unwrap());
+    env.ok(&["repo", "init", "--repo", r, "--password-file", p]);
+    let (id, tree) = host.snapshot(r, p).unwrap();
+    let volumes_before = env.ok(&["volume", "ls", "-q"]);
+    let ps_before = env.ok(&["ps", "-a", "-q"]);
+    for trial in 0..12 {
+        let name = format!("killed{trial}");
+        let mut child = host
+            .lifeboat(r, p, &["restore", "website", "--snapshot", &id, "--as", &name, "--no-start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(jitter(1200));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let volumes = env.ok(&["volume", "ls", "-q"]);
+        let ps = env.ok(&["ps", "-a", "-q"]);
+        if volumes == volumes_before && ps == ps_before {
+            continue;
+        }
+        // It finished making the container before it was killed: whole, or nothing at all.
+        assert!(env.ok(&["ps", "-a"]).contains(&name), "trial {trial}: a volume without its container:\n{volumes}");
+        assert_eq!(volume_tree(env, &format!("{name}-content")), tree, "trial {trial}: a half-made restore");
+        env.ok(&["rm", "-f", &name]);
+        env.ok(&["volume", "rm", &format!("{name}-content")]);
+    }
+    // A killed restore is not in the next one's way.
+    env.ok(&["restore", "website", "--snapshot", &id, "--as", "killed0", "--no-start", "--repo", r, "--password-file", p]);
+    assert_eq!(volume_tree(env, "killed0-content"), tree);
+    env.ok(&["rm", "-f", "website", "killed0"]);
+}
