@@ -10,6 +10,9 @@ use crate::error::UsageError;
 use crate::runtime::container::{MountSource, MountSpec, PortMapping, Protocol};
 use crate::runtime::names;
 
+/// The longest duration any setting takes: 100 years.
+const MAX_DURATION_SECS: u64 = 100 * 366 * 86_400;
+
 /// A duration as Docker (and Go) write them: `1m30s`, `500ms`, `2h`, `1.5h`, and `1d` for a
 /// day; a plain number is seconds. Units: `ns`, `us` (`µs`), `ms`, `s`, `m` (minutes), `h`,
 /// `d`. The one grammar of intervals, timeouts and delays, on the command line and in the
@@ -18,7 +21,11 @@ pub fn duration(s: &str) -> Result<Duration, UsageError> {
     let bad = || UsageError(format!("invalid duration {s:?} (e.g. 30s, 1m30s, 500ms, 2h, 1d)"));
     let text = s.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+        let secs: u64 = text.parse().map_err(|_| bad())?;
+        if secs > MAX_DURATION_SECS {
+            return Err(UsageError(format!("duration {s:?} is longer than 100 years")));
+        }
+        return Ok(Duration::from_secs(secs));
     }
     let mut rest = text;
     let mut nanos: u128 = 0;
@@ -56,6 +63,10 @@ pub fn duration(s: &str) -> Result<Duration, UsageError> {
         nanos = nanos.checked_add(part).ok_or_else(bad)?;
     }
     let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad())?;
+    // Longer than anything waits for, and past what clocks add safely.
+    if secs > MAX_DURATION_SECS {
+        return Err(UsageError(format!("duration {s:?} is longer than 100 years")));
+    }
     Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
 
@@ -132,15 +143,30 @@ pub fn publish(spec: &str) -> Result<PortMapping, UsageError> {
     Ok(PortMapping { host_ip: ip.to_string(), host_port: host, container_port: ctr, protocol })
 }
 
-/// `NAME:/path[:ro|:rw]` (a named volume) or `/host/path:/path[:ro|:rw]` (a bind mount).
+/// `NAME:/path[:OPTIONS]` (a named volume) or `/host/path:/path[:OPTIONS]` (a bind mount),
+/// OPTIONS a comma-separated list of `ro`, `rw` and (volumes) `nocopy`, as Docker writes them.
 pub fn mount(spec: &str) -> Result<MountSpec, UsageError> {
     let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, ro) = match parts.as_slice() {
-        [s, d] => (*s, *d, false),
-        [s, d, "ro"] => (*s, *d, true),
-        [s, d, "rw"] => (*s, *d, false),
-        _ => return Err(UsageError(format!("invalid volume {spec:?}: use NAME:/path[:ro] or /host/path:/path[:ro]"))),
+    let usage =
+        || UsageError(format!("invalid volume {spec:?}: use NAME:/path[:ro|rw|nocopy] or /host/path:/path[:ro]"));
+    let (src, dst, options) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(usage()),
     };
+    let (mut ro, mut nocopy) = (false, false);
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => ro = true,
+            "rw" => ro = false,
+            "nocopy" => nocopy = true,
+            other => {
+                return Err(UsageError(format!(
+                    "invalid volume {spec:?}: option {other:?} is not supported (ro, rw, nocopy)"
+                )));
+            }
+        }
+    }
     if !dst.starts_with('/') {
         return Err(UsageError(format!("invalid volume {spec:?}: the container path must be absolute")));
     }
@@ -152,7 +178,10 @@ pub fn mount(spec: &str) -> Result<MountSpec, UsageError> {
         names::validate_name(src).map_err(UsageError)?;
         MountSource::Volume { name: src.to_string() }
     };
-    Ok(MountSpec { source, target: dst.to_string(), read_only: ro })
+    if nocopy && matches!(source, MountSource::Bind { .. }) {
+        return Err(UsageError(format!("invalid volume {spec:?}: nocopy is for volumes, not bind mounts")));
+    }
+    Ok(MountSpec { source, target: dst.to_string(), read_only: ro, nocopy, anonymous: false })
 }
 
 /// A point in time: RFC 3339, or a duration ago (`30s`, `10m`, `2h`, `1d`).
@@ -186,8 +215,9 @@ mod tests {
         {
             assert!(duration(bad).is_err(), "{bad:?} was taken");
         }
-        // The most a Duration holds, and one minute past it.
-        assert!(duration("5124095576030431h").is_ok());
+        // At most 100 years: past that, clocks overflow when it is added to now.
+        assert!(duration("876000h").is_ok());
+        assert!(duration("1000000h").unwrap_err().0.contains("100 years"));
         assert!(duration("5124095576030432h").is_err());
         assert!(since("99999999999999d").is_err());
         assert!(since("10m").unwrap() < chrono::Utc::now());

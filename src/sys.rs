@@ -35,6 +35,13 @@ pub fn stop_on_signals() -> std::io::Result<()> {
     Ok(())
 }
 
+/// This boot of this machine (the kernel's random boot ID), if the kernel says.
+pub fn boot_id() -> Option<String> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()))
+        .clone()
+}
+
 /// Now, in RFC 3339 with nanoseconds (UTC), as every record the stores write says it.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

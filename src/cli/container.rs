@@ -11,7 +11,7 @@ use super::output::{OutputFormat, ago, human_size, print_table, sorted_json, tru
 use super::{Context, UsageError};
 use lifeboat::ops::containers::{self, NetworkRequest, RunRequest};
 use lifeboat::ops::volumes;
-use lifeboat::runtime::container::{HealthCheck, Protocol, RestartPolicy};
+use lifeboat::runtime::container::{Protocol, RestartPolicy};
 use lifeboat::runtime::{self};
 use lifeboat::syntax;
 
@@ -132,12 +132,25 @@ pub struct RunArgs {
     /// Run a tiny init (tini) as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
-    /// Health check command, run inside the container (exit 0 = healthy).
+    /// Health check command, run inside the container with `sh -c` (exit 0 = healthy);
+    /// replaces the image's HEALTHCHECK.
     #[arg(long)]
     pub health_cmd: Option<String>,
-    /// Time between health checks (30s, 1m, 2h).
-    #[arg(long, default_value = "30s", value_parser = parse_interval)]
-    pub health_interval: u64,
+    /// Time between health checks (Docker's 1m30s form; default 30s, or the image's).
+    #[arg(long, value_parser = parse_interval)]
+    pub health_interval: Option<u64>,
+    /// A check that runs longer is killed and counts as a failure (default 30s).
+    #[arg(long, value_parser = parse_interval)]
+    pub health_timeout: Option<u64>,
+    /// Failures in this first while after the start do not count (default 0s).
+    #[arg(long, value_parser = parse_period)]
+    pub health_start_period: Option<u64>,
+    /// Consecutive failures that make the container unhealthy (default 3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_retries: Option<u32>,
+    /// No health check, not even the image's.
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_start_period", "health_retries"])]
+    pub no_healthcheck: bool,
     /// The image to run.
     pub image: String,
     /// Command and arguments (default: the image's).
@@ -192,6 +205,9 @@ pub struct ExecArgs {
     pub user: Option<String>,
     #[arg(short, long)]
     pub workdir: Option<String>,
+    /// Kill the command after this long (it then exits 124), as a health check is.
+    #[arg(long, hide = true, value_parser = lifeboat::syntax::duration)]
+    pub timeout: Option<std::time::Duration>,
     pub container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
@@ -297,6 +313,11 @@ pub enum VolumeCommand {
 }
 
 /// `30s`, `1m`, `2h` (or plain seconds) as seconds.
+/// A health check's start period (Docker's `1m30s`), in whole seconds (zero allowed).
+fn parse_period(s: &str) -> Result<u64, lifeboat::error::UsageError> {
+    Ok(lifeboat::syntax::duration(s)?.as_secs())
+}
+
 /// A health check's interval or timeout (Docker's `1m30s`), in whole seconds, at least one.
 fn parse_interval(s: &str) -> Result<u64, lifeboat::error::UsageError> {
     let d = lifeboat::syntax::duration(s)?;
@@ -334,7 +355,14 @@ impl RunArgs {
             pids_limit: self.pids_limit,
             read_only: self.read_only,
             init: self.init,
-            health: self.health_cmd.clone().map(|command| HealthCheck { command, interval_secs: self.health_interval }),
+            health: containers::HealthRequest {
+                disable: self.no_healthcheck,
+                command: self.health_cmd.clone(),
+                interval_secs: self.health_interval,
+                timeout_secs: self.health_timeout,
+                start_period_secs: self.health_start_period,
+                retries: self.health_retries,
+            },
             tty: self.tty,
             stdin_open: self.interactive,
         })
@@ -432,6 +460,7 @@ pub fn logs(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
 pub fn exec(ctx: &Context, a: ExecArgs) -> anyhow::Result<i32> {
     let opts = runtime::ExecOptions {
         tty: a.tty,
+        timeout: a.timeout,
         interactive: a.interactive,
         args: a.command,
         env: a.env,

@@ -169,10 +169,20 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
-    /// Run inside the container with `sh -c`; healthy when it exits 0.
+    /// Run inside the container with `sh -c`; healthy when it exits 0. Empty with `disable`.
+    #[serde(default)]
     pub command: String,
     /// How often (`30s`, `1m`). Default 30s.
     pub interval: Option<Spanned<String>>,
+    /// A check still running after this long is killed and fails. Default 30s.
+    pub timeout: Option<Spanned<String>>,
+    /// Failures in this first while after the start do not count. Default 0s.
+    pub start_period: Option<Spanned<String>>,
+    /// Consecutive failures that make the service unhealthy. Default 3.
+    pub retries: Option<u32>,
+    /// No health check, not even the image's (`HEALTHCHECK NONE`).
+    #[serde(default)]
+    pub disable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -494,6 +504,8 @@ impl Config {
                 p.at(w, format!("{who}: workdir {:?} must be an absolute path", w.get_ref()));
             }
             if let Some(h) = &svc.healthcheck {
+                duration(p, &format!("{who} healthcheck timeout"), &h.timeout);
+                duration(p, &format!("{who} healthcheck start_period"), &h.start_period);
                 duration(p, &format!("{who} healthcheck interval"), &h.interval);
                 if let Some(i) = &h.interval
                     && parse_duration(i.get_ref()).is_ok_and(|d| d < Duration::from_secs(1))

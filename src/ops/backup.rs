@@ -600,7 +600,7 @@ pub fn forget(
         // Exclusive, as prune's: no snapshot is being written while others are removed.
         let lock = Lock::acquire(&mut repo, true)?;
         let decisions = forget_in(&mut repo, service, policy, false)?;
-        lock.release()?;
+        drop(lock);
         decisions
     };
     let (mut pruned, mut prune_failed) = (None, None);
@@ -631,6 +631,7 @@ fn forget_in(
         let decisions = crate::repo::forget::apply(policy, &group);
         for ((id, s), (keep, reasons)) in group.iter().zip(decisions) {
             if !keep && !dry_run {
+                repo.check_locks()?;
                 repo.backend().delete(Kind::Snapshot, id)?;
             }
             out.push(ForgetDecision {
@@ -684,7 +685,7 @@ pub fn copy(
         each(&copied);
         out.push(copied);
     }
-    lock.release()?;
+    drop(lock);
     Ok(out)
 }
 

@@ -75,7 +75,8 @@ pub struct RunRequest {
     pub pids_limit: Option<i64>,
     pub read_only: bool,
     pub init: bool,
-    pub health: Option<HealthCheck>,
+    /// The health check: the image's, with what is given here over it.
+    pub health: HealthRequest,
     pub tty: bool,
     pub stdin_open: bool,
 }
@@ -104,10 +105,55 @@ impl RunRequest {
             pids_limit: None,
             read_only: false,
             init: false,
-            health: None,
+            health: HealthRequest::default(),
             tty: false,
             stdin_open: false,
         }
+    }
+}
+
+/// What `run` (flags), `up` (the configuration) or Compose say of the health check; what they
+/// leave out is the image's `HEALTHCHECK`, then Docker's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HealthRequest {
+    /// No check at all, not even the image's (`--no-healthcheck`).
+    pub disable: bool,
+    /// A shell command (`--health-cmd`).
+    pub command: Option<String>,
+    pub interval_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
+    pub start_period_secs: Option<u64>,
+    pub retries: Option<u32>,
+}
+
+impl HealthRequest {
+    /// The check a container of an image with `image` (its `HEALTHCHECK`, if any) gets.
+    pub fn resolve(&self, image: Option<&serde_json::Value>) -> Option<HealthCheck> {
+        if self.disable {
+            return None;
+        }
+        let mut h = match (&self.command, image.and_then(HealthCheck::from_image)) {
+            (Some(cmd), base) => HealthCheck {
+                command: cmd.clone(),
+                args: Vec::new(),
+                ..base.unwrap_or_else(|| HealthCheck::shell(cmd))
+            },
+            (None, Some(base)) => base,
+            (None, None) => return None,
+        };
+        if let Some(v) = self.interval_secs {
+            h.interval_secs = v;
+        }
+        if let Some(v) = self.timeout_secs {
+            h.timeout_secs = v;
+        }
+        if let Some(v) = self.start_period_secs {
+            h.start_period_secs = v;
+        }
+        if let Some(v) = self.retries {
+            h.retries = v;
+        }
+        Some(h)
     }
 }
 
@@ -153,10 +199,8 @@ impl RunRequest {
                 return Err(UsageError(format!("host port {} is published twice", p.host_port)));
             }
         }
-        if let Some(h) = &self.health
-            && h.interval_secs == 0
-        {
-            return Err(UsageError("the health check interval must be at least a second".into()));
+        if self.health.interval_secs == Some(0) || self.health.timeout_secs == Some(0) {
+            return Err(UsageError("a health check's interval and timeout must be at least a second".into()));
         }
         Ok(())
     }
@@ -249,7 +293,9 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
         NetworkRequest::Private => NetworkMode::Private,
         NetworkRequest::Host => NetworkMode::Host,
         NetworkRequest::None => NetworkMode::None,
-        NetworkRequest::Container(name) => NetworkMode::Container(containers.find(name)?.id),
+        // Recorded by name and found again at every start: a peer that is recreated (by
+        // `up`, or a restore on another host) is joined all the same.
+        NetworkRequest::Container(name) => NetworkMode::Container(containers.find(name)?.name),
     };
     if req.auto_remove && req.restart != RestartPolicy::No {
         return Err(UsageError("--rm and --restart cannot be combined".into()).into());
@@ -279,6 +325,22 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
             }
         }
     };
+    // The image's VOLUMEs nothing is mounted on get volumes of their own (random names), as
+    // Docker gives them: listed by `volume ls`, removed by `rm -v` and `run --rm`.
+    let mut mounts = req.mounts.clone();
+    for path in ic.volumes.keys() {
+        let target = if path.starts_with('/') { path.clone() } else { format!("/{path}") };
+        let covered = mounts.iter().any(|m| m.target.trim_end_matches('/') == target.trim_end_matches('/'));
+        if !covered {
+            mounts.push(crate::runtime::container::MountSpec {
+                source: MountSource::Volume { name: crate::fsutil::random_hex(32) },
+                target,
+                read_only: false,
+                nocopy: false,
+                anonymous: true,
+            });
+        }
+    }
     let id = new_id();
     let config = RunConfig {
         hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
@@ -293,7 +355,7 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
         working_dir: req.workdir.clone().or_else(|| ic.working_dir.clone()).unwrap_or_default(),
         user: req.user.clone().or_else(|| ic.user.clone().filter(|u| !u.is_empty())),
         ports,
-        mounts: req.mounts.clone(),
+        mounts,
         network,
         restart: req.restart.clone(),
         auto_remove: req.auto_remove,
@@ -303,7 +365,7 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
         read_only: req.read_only,
         init: req.init,
         stop_signal: ic.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
-        health: req.health.clone(),
+        health: req.health.resolve(ic.healthcheck.as_ref()),
         tty: req.tty,
         stdin_open: req.stdin_open,
     };
@@ -574,16 +636,24 @@ pub fn remove(
     each(host, names, false, &|c| {
         runtime::remove(host, &c.id, force)?;
         if volumes {
-            for m in &c.mounts {
-                if let MountSource::Volume { name } = &m.source
-                    && !super::volumes::in_use(host, name)?
-                {
-                    host.volumes()?.remove(name)?;
-                }
-            }
+            remove_anonymous_volumes(host, c)?;
         }
         Ok(())
     })
+}
+
+/// Removes the anonymous volumes of a removed container that no other container uses (named
+/// volumes stay, as Docker keeps them).
+pub fn remove_anonymous_volumes(host: &Host, c: &RunConfig) -> anyhow::Result<()> {
+    for m in c.mounts.iter().filter(|m| m.anonymous) {
+        if let MountSource::Volume { name } = &m.source
+            && host.volumes()?.get(name).is_ok()
+            && !super::volumes::in_use(host, name)?
+        {
+            host.volumes()?.remove(name)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn pause(host: &Host, names: &[String], paused: bool) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
@@ -761,7 +831,7 @@ pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> 
         "Config": {
             "Hostname": c.hostname, "User": c.user.clone().unwrap_or_default(), "Env": c.env, "Cmd": c.args,
             "Image": c.image, "WorkingDir": c.working_dir, "StopSignal": c.stop_signal,
-            "Healthcheck": c.health.as_ref().map(|h| json!({"Test": ["CMD-SHELL", h.command], "Interval": h.interval_secs * 1_000_000_000})),
+            "Healthcheck": c.health.as_ref().map(HealthCheck::to_docker),
         },
         "HostConfig": {
             "RestartPolicy": {"Name": c.restart.to_docker()},

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::containers::HealthRequest;
 use super::containers::{self, NetworkRequest, RunRequest};
 use crate::config::{self, Config};
 use crate::error::UsageError;
-use crate::runtime::container::{ContainerError, HealthCheck, MountSource, NetworkMode, RestartPolicy, Status};
+use crate::runtime::container::{ContainerError, MountSource, NetworkMode, RestartPolicy, Status};
 use crate::runtime::{self, Host};
 
 /// The marker `up` leaves in a container it created: the service definition it was made from.
@@ -69,14 +70,19 @@ pub fn request(name: &str, svc: &config::Service) -> anyhow::Result<RunRequest> 
     req.pids_limit = svc.pids_limit.as_ref().map(|n| *n.get_ref());
     req.read_only = svc.read_only;
     req.init = svc.init;
-    req.health = svc.healthcheck.as_ref().map(|h| HealthCheck {
-        command: h.command.clone(),
-        interval_secs: h
-            .interval
-            .as_ref()
-            .and_then(|i| config::parse_duration(i.get_ref()).ok())
-            .map_or(30, |d| d.as_secs()),
-    });
+    if let Some(h) = &svc.healthcheck {
+        let secs = |d: &Option<toml::Spanned<String>>, default: u64| {
+            d.as_ref().and_then(|i| config::parse_duration(i.get_ref()).ok()).map_or(default, |d| d.as_secs())
+        };
+        req.health = HealthRequest {
+            disable: h.disable,
+            command: Some(h.command.clone()).filter(|c| !c.is_empty()),
+            interval_secs: h.interval.as_ref().map(|_| secs(&h.interval, 30)),
+            timeout_secs: h.timeout.as_ref().map(|_| secs(&h.timeout, 30)),
+            start_period_secs: h.start_period.as_ref().map(|_| secs(&h.start_period, 0)),
+            retries: h.retries,
+        };
+    }
     Ok(req)
 }
 
@@ -135,33 +141,42 @@ pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec
                 .into());
             };
             let state = runtime::observed_state(containers, &existing.id)?;
-            // A container joins another's network by ID: if that one was recreated, so must
-            // this one be.
-            let peer_moved = match &existing.network {
-                NetworkMode::Container(id) => {
-                    let peer = svc.network.as_ref().and_then(|n| n.get_ref().strip_prefix("container:"));
-                    peer.and_then(|p| containers.find(p).ok()).is_none_or(|c| c.id != *id)
+            let running = matches!(state.status, Status::Running | Status::Paused | Status::Restarting);
+            if had == wanted {
+                if !running {
+                    runtime::start(host, &existing.id)?;
+                    return Ok("started".into());
                 }
-                _ => false,
-            };
-            if had == wanted && !peer_moved {
-                if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
-                    return Ok("up to date".into());
+                // A container joins its peer's network (by name) when it starts: if the peer
+                // was recreated or restarted since, it joins the new one again.
+                if let NetworkMode::Container(peer) = &existing.network
+                    && !same_network(containers, &existing.id, peer)
+                {
+                    runtime::stop(host, &existing.id, Duration::from_secs(10))?;
+                    runtime::start(host, &existing.id)?;
+                    return Ok("restarted (the container whose network it joins was recreated)".into());
                 }
-                runtime::start(host, &existing.id)?;
-                return Ok("started".into());
+                return Ok("up to date".into());
             }
             runtime::remove(host, &existing.id, true)?;
             create()?;
-            Ok(if had == wanted {
-                "recreated (the container whose network it joins was recreated)".into()
-            } else {
-                "recreated (definition changed)".into()
-            })
+            Ok("recreated (definition changed)".into())
         })();
         out.push(ServiceOutcome::of(&name, result));
     }
     Ok(out)
+}
+
+/// Whether running container `id` is in the network namespace its peer runs in now.
+fn same_network(containers: &runtime::Containers, id: &str, peer: &str) -> bool {
+    let netns = |cid: &str| -> Option<u64> {
+        let pid = containers.state(cid).ok()?.pid?;
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?).into()
+    };
+    match (netns(id), containers.find(peer).ok().and_then(|p| netns(&p.id))) {
+        (Some(mine), Some(theirs)) => mine == theirs,
+        _ => false,
+    }
 }
 
 /// Stops and removes `wanted` services' containers (all if empty), in reverse order; their

@@ -4,28 +4,41 @@
 use serde::Serialize;
 
 use crate::runtime::Host;
-use crate::runtime::container::{ContainerError, MountSource};
+use crate::runtime::container::ContainerError;
 use crate::runtime::volume::VolumeMeta;
 
 /// Whether any container (running or not) mounts volume `name`.
 pub fn in_use(host: &Host, name: &str) -> anyhow::Result<bool> {
-    let containers = host.containers()?;
-    for id in containers.ids()? {
-        if let Ok(c) = containers.config(&id)
-            && c.mounts.iter().any(|m| matches!(&m.source, MountSource::Volume { name: n } if n == name))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(host.containers()?.uses_volume(name)?)
 }
 
 pub fn create(host: &Host, name: &str) -> anyhow::Result<VolumeMeta> {
     Ok(host.volumes()?.create(name)?)
 }
 
+/// Every volume. What a restore that died left is settled first: a volume its container
+/// already uses is whole (the container was the restore's commit point) and becomes ordinary;
+/// any other is not a volume, and goes (or, if it was there before, is emptied again).
 pub fn list(host: &Host) -> anyhow::Result<Vec<VolumeMeta>> {
-    Ok(host.volumes()?.list()?)
+    let vols = host.volumes()?;
+    let mut out = Vec::new();
+    for meta in vols.list()? {
+        if meta.restoring.as_ref().is_none_or(|o| o.alive()) {
+            out.push(meta);
+            continue;
+        }
+        if in_use(host, &meta.name)? {
+            vols.restored(&meta.name)?;
+        } else {
+            tracing::warn!(volume = meta.name.as_str(), "removing what a restore that died left");
+            vols.discard_restore(&meta.name)?;
+            if !meta.existed {
+                continue;
+            }
+        }
+        out.push(vols.get(&meta.name)?);
+    }
+    Ok(out)
 }
 
 /// A volume's details, in Docker's shape.

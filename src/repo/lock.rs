@@ -40,6 +40,10 @@ pub struct LockInfo {
     /// The holder process's start time (clock ticks since boot), to tell a reused PID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_start: Option<u64>,
+    /// The holder's boot (`/proc/sys/kernel/random/boot_id`): a lock is judged by its process
+    /// only on the very machine, and boot, that wrote it (two hosts may share a host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// Seconds after `time` when others may call the lock stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after_s: Option<u64>,
@@ -53,7 +57,8 @@ impl LockInfo {
     /// Whether nobody holds this lock any more: its process is gone from this host, or it
     /// has not been refreshed for longer than it said it would be.
     pub fn is_stale(&self) -> bool {
-        if self.host == crate::sys::hostname() {
+        let same_boot = self.boot_id.as_deref().is_none_or(|b| Some(b) == crate::sys::boot_id().as_deref());
+        if self.host == crate::sys::hostname() && same_boot {
             match crate::sys::process_start(self.pid) {
                 None => return true,
                 Some(start) if self.process_start.is_some_and(|s| s != start) => return true,
@@ -74,12 +79,18 @@ pub struct LockHealth {
     /// Set when the lock can no longer be trusted: refreshes failed for too long, or its
     /// object was removed by someone else (`repo unlock --all`).
     lost: AtomicBool,
+    /// Until when the lock may be trusted: its last stamp (taken before it was written) plus
+    /// its stale age, less one and a half refresh intervals. Checked by every write, so a
+    /// refresh that hangs in the backend cannot let a write through after others may have
+    /// called the lock stale.
+    trusted_until: Mutex<Instant>,
     location: String,
 }
 
 impl LockHealth {
     pub fn check(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
+        let expired = Instant::now() > *self.trusted_until.lock().unwrap_or_else(|e| e.into_inner());
+        if expired || self.lost.load(Ordering::SeqCst) {
             return Err(RepoError::Locked {
                 location: self.location.clone(),
                 what: "no longer locked by this process: its lock could not be refreshed (or was removed), so \
@@ -154,6 +165,7 @@ impl Lock {
             time: crate::sys::now_rfc3339(),
             exclusive,
             process_start: crate::sys::process_start(pid),
+            boot_id: crate::sys::boot_id(),
             stale_after_s: Some(stale_after(refresh).as_secs()),
         }
     }
@@ -175,6 +187,7 @@ impl Lock {
             }
         }
         let refresh = repo.lock_refresh();
+        let stamped = Instant::now();
         let name = repo.save_lock(&Self::info(exclusive, refresh))?;
         // Two lockers may both have passed the check before either wrote its lock: each looks
         // again after writing its own, and backs off if it now sees one it conflicts with.
@@ -187,8 +200,12 @@ impl Lock {
                 what: "locked: another process took a lock at the same moment; try again".into(),
             });
         }
-        let health =
-            Arc::new(LockHealth { name: Mutex::new(name), lost: AtomicBool::new(false), location: repo.location() });
+        let health = Arc::new(LockHealth {
+            name: Mutex::new(name),
+            lost: AtomicBool::new(false),
+            trusted_until: Mutex::new(stamped + trust(refresh)),
+            location: repo.location(),
+        });
         repo.held_locks().add(&health);
         let (stop, stopped) = std::sync::mpsc::channel();
         let refresher = {
@@ -249,8 +266,16 @@ impl Lock {
     pub fn remove_stale(repo: &Repository, all: bool) -> Result<usize> {
         let mut n = 0;
         for name in repo.backend().list(Kind::Lock)? {
-            let stale = repo.load_object::<LockInfo>(Kind::Lock, &name).map(|i| i.is_stale()).unwrap_or(true);
-            if all || stale {
+            let stale = all
+                || match repo.load_object::<LockInfo>(Kind::Lock, &name) {
+                    Ok(info) => info.is_stale(),
+                    // Gone meanwhile, or damaged (it can never be anyone's): removed.
+                    Err(RepoError::Backend(e)) if e.is_not_found() => true,
+                    Err(RepoError::Corrupt { .. }) => true,
+                    // A read that failed says nothing about the lock: it stays.
+                    Err(e) => return Err(e),
+                };
+            if stale {
                 repo.backend().delete(Kind::Lock, &name)?;
                 n += 1;
             }
@@ -272,6 +297,12 @@ impl Drop for Lock {
     }
 }
 
+/// How long a lock stamped now may be trusted by its holder: its stale age less one and a half
+/// intervals (the margin for a write already under way).
+fn trust(every: Duration) -> Duration {
+    stale_after(every).saturating_sub(every * 3 / 2)
+}
+
 /// How long after its last refresh a lock refreshed every `every` may be called stale: six
 /// intervals, in whole seconds rounded up (as the lock records it).
 fn stale_after(every: Duration) -> Duration {
@@ -285,6 +316,7 @@ fn unreadable() -> LockInfo {
         time: crate::sys::now_rfc3339(),
         exclusive: true,
         process_start: None,
+        boot_id: None,
         stale_after_s: Some(LEGACY_STALE_AFTER.as_secs()),
     }
 }
@@ -299,9 +331,6 @@ fn refresh_loop(
     every: Duration,
     stop: &Receiver<()>,
 ) {
-    // Stop writing with a margin: others may call the lock stale at `stale_after`.
-    let give_up_after = stale_after(every).saturating_sub(every * 3 / 2);
-    let mut last_ok = Instant::now();
     loop {
         match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -313,13 +342,14 @@ fn refresh_loop(
             health.lost.store(true, Ordering::SeqCst);
             return;
         }
+        let stamped = Instant::now();
         let info = Lock::info(exclusive, every);
         let sealed = key.seal(&serde_json::to_vec(&info).expect("a lock serialises"));
         let name = crate::fsutil::random_hex(32);
         match backend.write(Kind::Lock, &name, &sealed) {
             Ok(()) => {
                 *health.name.lock().unwrap_or_else(|e| e.into_inner()) = name;
-                last_ok = Instant::now();
+                *health.trusted_until.lock().unwrap_or_else(|e| e.into_inner()) = stamped + trust(every);
                 if let Err(e) = backend.delete(Kind::Lock, &old) {
                     tracing::warn!(lock = old.as_str(), error = %e, "cannot remove the lock just refreshed");
                 }
@@ -327,7 +357,7 @@ fn refresh_loop(
             }
             Err(e) => tracing::warn!(error = %e, "cannot refresh the repository lock; trying again"),
         }
-        if last_ok.elapsed() > give_up_after {
+        if health.check().is_err() {
             tracing::error!("the repository lock could not be refreshed in time; stopping before it turns stale");
             health.lost.store(true, Ordering::SeqCst);
             return;
@@ -350,9 +380,10 @@ mod tests {
         r
     }
 
+    /// The locks there now (one replaced by a refresh between listing and reading is left out).
     fn locks(r: &Repository) -> Vec<(String, LockInfo)> {
         let names = r.backend().list(Kind::Lock).unwrap();
-        names.into_iter().map(|n| (n.clone(), r.load_object::<LockInfo>(Kind::Lock, &n).unwrap())).collect()
+        names.into_iter().filter_map(|n| Some((n.clone(), r.load_object::<LockInfo>(Kind::Lock, &n).ok()?))).collect()
     }
 
     fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -409,6 +440,7 @@ mod tests {
             time,
             exclusive: false,
             process_start: start,
+            boot_id: crate::sys::boot_id(),
             stale_after_s: stale,
         };
         let start = crate::sys::process_start(me);
@@ -425,6 +457,9 @@ mod tests {
         assert!(info(&here, i32::MAX, None, ago(1), Some(600)).is_stale());
         assert!(info(&here, me, start.map(|s| s + 1), ago(1), Some(600)).is_stale());
         assert!(info(&here, me, None, "not a time".into(), Some(600)).is_stale());
+        // Another machine with the same host name: its processes are not ours to judge.
+        let twin = LockInfo { boot_id: Some("another-boot".into()), ..info(&here, i32::MAX, None, ago(1), Some(600)) };
+        assert!(!twin.is_stale());
     }
 
     /// A local backend whose lock writes start failing after `ok` of them (a store that went

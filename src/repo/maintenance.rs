@@ -179,7 +179,9 @@ pub struct PruneStats {
 pub fn prune(repo: &mut Repository, dry_run: bool) -> Result<PruneStats> {
     let lock = Lock::acquire(repo, true)?;
     let result = prune_locked(repo, dry_run);
-    lock.release()?;
+    // Dropped, not released: a lock that cannot be removed turns stale on its own, and must not
+    // hide what the prune did or why it failed.
+    drop(lock);
     result
 }
 
@@ -242,17 +244,22 @@ fn prune_locked(repo: &mut Repository, dry_run: bool) -> Result<PruneStats> {
         IndexFile { packs: by_pack.into_iter().map(|(p, blobs)| IndexPack { id: hex::encode(p), blobs }).collect() };
     let sealed = repo.key().seal(&serde_json::to_vec(&file).expect("serialises"));
     let new_name = hex::encode(blake3::hash(&sealed).as_bytes());
+    // Every step that deletes or replaces asks first whether the lock still holds.
+    repo.check_locks()?;
     if !old_indexes.contains(&new_name) {
         repo.backend().write(Kind::Index, &new_name, &sealed)?;
     }
     for name in old_indexes.iter().filter(|n| **n != new_name) {
+        repo.check_locks()?;
         repo.backend().delete(Kind::Index, name)?;
     }
     // 3. Finally the packs nothing references any more.
     for pack in delete_packs {
+        repo.check_locks()?;
         repo.backend().delete(Kind::Pack, &hex::encode(pack))?;
     }
     for name in orphans {
+        repo.check_locks()?;
         repo.backend().delete(Kind::Pack, &name)?;
     }
     Ok(stats)

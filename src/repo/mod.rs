@@ -220,11 +220,17 @@ impl Repository {
     /// its last refresh). Five minutes unless set; a shorter interval is for tests and for
     /// stores whose clocks drift.
     pub fn set_lock_refresh(&mut self, every: std::time::Duration) {
-        self.lock_refresh = every.max(std::time::Duration::from_millis(100));
+        self.lock_refresh = every.clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(3600));
     }
 
     pub fn lock_refresh(&self) -> std::time::Duration {
         self.lock_refresh
+    }
+
+    /// An error if a lock this process holds on the repository was lost: whatever deletes or
+    /// writes directly (prune, forget) asks before each step.
+    pub fn check_locks(&self) -> Result<()> {
+        self.held_locks.check()
     }
 
     pub(crate) fn held_locks(&self) -> &lock::HeldLocks {

@@ -42,6 +42,13 @@ pub struct MountSpec {
     pub source: MountSource,
     pub target: String,
     pub read_only: bool,
+    /// A new volume is not filled from the image (`-v NAME:/path:nocopy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nocopy: bool,
+    /// A volume made for the image's `VOLUME` (a random name): removed with the container by
+    /// `rm -v` and `run --rm`, as Docker does; named volumes never are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,9 +118,90 @@ impl RestartPolicy {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HealthCheck {
-    /// Run inside the container (`sh -c`); healthy when it exits 0.
+    /// Run inside the container (`sh -c`); healthy when it exits 0. Empty when `args` is the
+    /// check (an image's `HEALTHCHECK CMD ["…"]`).
     pub command: String,
     pub interval_secs: u64,
+    /// The command as arguments, without a shell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// A check that has not ended by then is killed, and counts as a failure.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+    /// Failures in this first while after the start do not count (a success does).
+    #[serde(default)]
+    pub start_period_secs: u64,
+    /// Consecutive failures that make the container unhealthy.
+    #[serde(default = "default_health_retries")]
+    pub retries: u32,
+}
+
+fn default_health_timeout() -> u64 {
+    30
+}
+
+fn default_health_retries() -> u32 {
+    3
+}
+
+impl HealthCheck {
+    /// A shell command with Docker's defaults: every 30 s, 30 s to answer, 3 retries.
+    pub fn shell(command: &str) -> HealthCheck {
+        HealthCheck {
+            command: command.to_string(),
+            interval_secs: 30,
+            args: Vec::new(),
+            timeout_secs: default_health_timeout(),
+            start_period_secs: 0,
+            retries: default_health_retries(),
+        }
+    }
+
+    /// What runs: `/bin/sh -c COMMAND`, or the arguments as given.
+    pub fn argv(&self) -> Vec<String> {
+        if self.args.is_empty() { vec!["/bin/sh".into(), "-c".into(), self.command.clone()] } else { self.args.clone() }
+    }
+
+    /// An image's `HEALTHCHECK` (its `Test` and durations in nanoseconds); None for `NONE`,
+    /// or a test that is not one.
+    pub fn from_image(v: &serde_json::Value) -> Option<HealthCheck> {
+        let test: Vec<String> =
+            v.get("Test")?.as_array()?.iter().filter_map(|t| t.as_str().map(String::from)).collect();
+        let secs = |key: &str, default: u64| {
+            v.get(key).and_then(|n| n.as_u64()).filter(|n| *n > 0).map_or(default, |ns| (ns / 1_000_000_000).max(1))
+        };
+        let mut h = HealthCheck::shell("");
+        match test.split_first()? {
+            (kind, [cmd]) if kind == "CMD-SHELL" => h.command = cmd.clone(),
+            (kind, args) if kind == "CMD" && !args.is_empty() => {
+                h.args = args.to_vec();
+                h.command = args.join(" ");
+            }
+            _ => return None, // NONE, or an empty test: no check
+        }
+        h.interval_secs = secs("Interval", 30);
+        h.timeout_secs = secs("Timeout", 30);
+        h.start_period_secs = v.get("StartPeriod").and_then(|n| n.as_u64()).map_or(0, |ns| ns / 1_000_000_000);
+        h.retries = v.get("Retries").and_then(|n| n.as_u64()).filter(|n| *n > 0).map_or(3, |n| n.min(1000) as u32);
+        Some(h)
+    }
+
+    /// Docker's `Healthcheck` form of this check (`inspect`, images).
+    pub fn to_docker(&self) -> serde_json::Value {
+        let test: Vec<String> = if self.args.is_empty() {
+            vec!["CMD-SHELL".into(), self.command.clone()]
+        } else {
+            std::iter::once("CMD".to_string()).chain(self.args.iter().cloned()).collect()
+        };
+        let ns = |s: u64| s.saturating_mul(1_000_000_000);
+        serde_json::json!({
+            "Test": test,
+            "Interval": ns(self.interval_secs),
+            "Timeout": ns(self.timeout_secs),
+            "StartPeriod": ns(self.start_period_secs),
+            "Retries": self.retries,
+        })
+    }
 }
 
 /// Everything `run` was told: what a snapshot records and a restore replays.
@@ -262,8 +350,11 @@ impl Containers {
     /// configuration: the container exists from this moment, whole.
     pub fn install(&self, config: &RunConfig) -> Result<(), ContainerError> {
         let staged = self.staging_dir(&config.id);
+        let path = staged.join("config.json");
+        fsutil::write_atomic(&path, &serde_json::to_vec_pretty(config).expect("serialises")).map_err(io_err(path))?;
+        // The one step that makes it a container: before it, nothing; after it, all of it.
         fs::rename(&staged, self.dir(&config.id)).map_err(io_err(staged))?;
-        self.write_config(config)
+        fsutil::sync_dir(&self.dir).map_err(io_err(&self.dir))
     }
 
     /// Files of retired containers whose removal never finished (a process killed half-way).
@@ -282,6 +373,18 @@ impl Containers {
     pub fn lock(&self) -> Result<FileLock, ContainerError> {
         let path = self.dir.join(".lock");
         FileLock::exclusive(&path).map_err(io_err(path))
+    }
+
+    /// Whether any container mounts volume `name`.
+    pub fn uses_volume(&self, name: &str) -> Result<bool, ContainerError> {
+        for id in self.ids()? {
+            if let Ok(c) = self.config(&id)
+                && c.mounts.iter().any(|m| matches!(&m.source, MountSource::Volume { name: n } if n == name))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// All container IDs, oldest first.

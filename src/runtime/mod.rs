@@ -72,32 +72,58 @@ pub fn shim_lost(state: &State) -> bool {
 }
 
 /// The health check's verdict, written by the shim to `health.json`.
+/// In Docker's field names (`inspect` shows it as `State.Health`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Health {
     /// starting, healthy or unhealthy.
+    #[serde(alias = "status")]
     pub status: String,
+    #[serde(alias = "failing_streak")]
     pub failing_streak: u32,
+    #[serde(alias = "last_check")]
     pub last_check: Option<String>,
+    /// The last five checks, newest last, with what they printed (Docker's `Health.Log`).
+    #[serde(default)]
+    pub log: Vec<HealthResult>,
 }
 
-/// Consecutive failures after which a container is unhealthy (Docker's default retries).
-const HEALTH_RETRIES: u32 = 3;
+/// One health check, as Docker's `State.Health.Log` keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthResult {
+    pub start: String,
+    pub end: String,
+    /// The command's exit code; -1 when it could not run or was killed at its timeout.
+    pub exit_code: i32,
+    /// Its first 4096 bytes of output (standard output, then error), or why it failed.
+    pub output: String,
+}
+
+/// How many results `Health.log` keeps.
+const HEALTH_LOG: usize = 5;
 
 impl Health {
     pub fn starting() -> Health {
-        Health { status: "starting".into(), failing_streak: 0, last_check: None }
+        Health { status: "starting".into(), failing_streak: 0, last_check: None, log: Vec::new() }
     }
 
-    pub fn record(&mut self, ok: bool) {
-        self.last_check = Some(crate::sys::now_rfc3339());
-        if ok {
+    /// Records a check. A failure counts toward `retries` only after the start period (a
+    /// success counts at once), as Docker counts them.
+    pub fn record(&mut self, result: HealthResult, retries: u32, in_start_period: bool) {
+        self.last_check = Some(result.end.clone());
+        if result.exit_code == 0 {
             self.failing_streak = 0;
             self.status = "healthy".into();
-        } else {
+        } else if !in_start_period || self.status != "starting" {
             self.failing_streak += 1;
-            if self.failing_streak >= HEALTH_RETRIES {
+            if self.failing_streak >= retries.max(1) {
                 self.status = "unhealthy".into();
             }
+        }
+        self.log.push(result);
+        if self.log.len() > HEALTH_LOG {
+            self.log.remove(0);
         }
     }
 
@@ -479,6 +505,7 @@ pub fn exec(host: &Host, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
     }
     let confined =
         seccomp::Confined::load(&host.paths().run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
+    let timeout = opts.timeout;
     let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(&lc_root)
         .map_err(|e| ContainerError::Runtime(e.to_string()))?
@@ -494,7 +521,33 @@ pub fn exec(host: &Host, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
         .with_detach(false)
         .build()
         .map_err(|e| ContainerError::Runtime(format!("cannot exec in container: {e}")))?;
-    wait_exec(pid)
+    match timeout {
+        Some(limit) => wait_exec_for(pid, limit),
+        None => wait_exec(pid),
+    }
+}
+
+/// Exit code of a command killed at its timeout (as `timeout` reports it).
+pub const TIMED_OUT: i32 = 124;
+
+/// [`wait_exec`], killing the command when `limit` has passed.
+fn wait_exec_for(pid: Pid, limit: Duration) -> Result<i32, ContainerError> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(ContainerError::Runtime(format!("waiting for exec: {e}"))),
+        }
+        if Instant::now() >= deadline {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Ok(TIMED_OUT);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Checks that `program` can be run in the container (looked up inside its root: a name in
@@ -609,6 +662,9 @@ fn exec_tty(
 pub struct ExecOptions {
     /// A terminal for the command (`exec -t`).
     pub tty: bool,
+    /// Kill the command if it has not ended by then (a health check's timeout); it then
+    /// exits with 124, as `timeout` does.
+    pub timeout: Option<Duration>,
     /// Send our standard input (with `tty`; without it, standard input is always passed).
     pub interactive: bool,
     pub args: Vec<String>,
@@ -622,6 +678,7 @@ impl ExecOptions {
     pub fn shell(cmd: &str) -> ExecOptions {
         ExecOptions {
             tty: false,
+            timeout: None,
             interactive: false,
             args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
             env: vec![],
@@ -648,6 +705,23 @@ pub fn set_paused(host: &Host, id: &str, paused: bool) -> Result<(), ContainerEr
     cgroup::freeze(host.kernel(), id, paused)?;
     state.status = if paused { Status::Paused } else { Status::Running };
     containers.write_state(id, &state)
+}
+
+/// Thaws a container whatever its recorded state says (a snapshot killed between freezing the
+/// cgroup and recording it left them apart), and records it running if it was paused.
+pub fn force_thaw(host: &Host, id: &str) -> Result<(), ContainerError> {
+    let containers = host.containers()?;
+    let _lock = containers.lock()?;
+    let mut state = observed_state(containers, id)?;
+    if !matches!(state.status, Status::Running | Status::Paused) {
+        return Ok(());
+    }
+    cgroup::freeze(host.kernel(), id, false)?;
+    if state.status == Status::Paused {
+        state.status = Status::Running;
+        containers.write_state(id, &state)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::container::{Containers, MountSource, NetworkMode, RunConfig};
+use super::container::{ContainerError, Containers, MountSource, NetworkMode, RunConfig};
 use super::{Host, cgroupfs, rootfs, spec, volume};
 use crate::fsutil::scope::{Scope, fd_path};
 
@@ -53,12 +53,27 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
                 path.clone()
             }
             MountSource::Volume { name } => {
+                // A restore that was killed after this container appeared (its commit point)
+                // but before it marked the volume ordinary: the volume is whole.
+                if let Ok(meta) = host.volumes()?.get(name)
+                    && meta.restoring.as_ref().is_some_and(|o| !o.alive())
+                {
+                    host.volumes()?.restored(name)?;
+                }
                 let vol = host.volumes()?.ensure(name)?;
                 if vol.fresh {
-                    // A new volume starts with the image's content at its mount path.
-                    if let Ok(from) = root.open_dir(Path::new(&m.target)) {
+                    // A new (or never used, empty) volume starts with the image's content at
+                    // its mount path, and that directory's owner, mode and xattrs, as Docker
+                    // fills it: a database running as its own user can write its data there.
+                    let empty = fs::read_dir(&vol.data).map(|mut d| d.next().is_none()).unwrap_or(false);
+                    if !m.nocopy
+                        && empty
+                        && let Ok(from) = root.open_dir(Path::new(&m.target))
+                    {
                         volume::copy_tree(&fd_path(&from), &vol.data)
                             .with_context(|| format!("cannot fill volume {name} from the image"))?;
+                        volume::copy_dir_metadata(&from, &vol.data)
+                            .with_context(|| format!("cannot give volume {name} the owner and mode of {}", m.target))?;
                     }
                     host.volumes()?.mark_filled(name)?;
                 }
@@ -87,7 +102,14 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     let user = spec::ProcessUser { uid, gid, additional_gids };
     let netns = match &config.network {
         NetworkMode::Container(other) => {
-            let state = containers.state(other)?;
+            // By name (or, in configurations recorded before names, by ID).
+            let peer = containers.find(other).map_err(|_| {
+                ContainerError::Conflict(format!(
+                    "container {other}, whose network this one joins, does not exist (start it, or restore it first)"
+                ))
+            })?;
+            let other = &peer.name;
+            let state = containers.state(&peer.id)?;
             let pid = state
                 .pid
                 .filter(|p| host.kernel().alive(*p))

@@ -92,10 +92,10 @@ pub fn parse_read_only_hook(args: &[OsString]) -> Option<Vec<std::path::PathBuf>
     Some(dirs.iter().map(std::path::PathBuf::from).collect())
 }
 
-/// This program run as `lifeboat exec ID /bin/sh -c COMMAND` (a health check).
-pub fn exec_in_container(paths: &Paths, id: &str, command: &str) -> Command {
+/// This program run as `lifeboat exec --timeout Ns ID ARGS…` (a health check).
+pub fn exec_in_container(paths: &Paths, id: &str, args: &[String], timeout: std::time::Duration) -> Command {
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(roots(paths)).args(["exec", id, "/bin/sh", "-c", command]);
+    cmd.args(roots(paths)).args(["exec", "--timeout", &format!("{}ms", timeout.as_millis().max(1)), id]).args(args);
     cmd
 }
 
@@ -113,11 +113,24 @@ mod tests {
         other[4] = "exec".into();
         assert!(parse_shim_args(&other).is_none());
         assert!(parse_shim_args(&args[1..]).is_none());
-        let health = exec_in_container(&paths, "abc", "true");
+        let argv = ["/bin/sh".to_string(), "-c".into(), "true".into()];
+        let health = exec_in_container(&paths, "abc", &argv, std::time::Duration::from_secs(3));
         let words: Vec<_> = health.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             words,
-            ["--root", "/var/lib/lifeboat", "--run-root", "/run/lifeboat", "exec", "abc", "/bin/sh", "-c", "true"]
+            [
+                "--root",
+                "/var/lib/lifeboat",
+                "--run-root",
+                "/run/lifeboat",
+                "exec",
+                "--timeout",
+                "3000ms",
+                "abc",
+                "/bin/sh",
+                "-c",
+                "true"
+            ]
         );
     }
 }

@@ -224,7 +224,7 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
         network::serve(bound, &netns)?;
     }
     if let Some(h) = &config.health {
-        spawn_health_checks(host, id, &h.command, h.interval_secs);
+        spawn_health_checks(host, id, h.clone());
     }
     sync.send("ok\n");
 
@@ -249,6 +249,17 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
             let _ = container.delete(true);
         }
         super::remove_retired(host.kernel(), &retired)?;
+        // `run --rm` takes its anonymous volumes with it (Docker's), never named ones.
+        if let Ok(volumes) = host.volumes() {
+            for m in config.mounts.iter().filter(|m| m.anonymous) {
+                if let super::container::MountSource::Volume { name } = &m.source
+                    && !containers.uses_volume(name).unwrap_or(true)
+                    && let Err(e) = volumes.remove(name)
+                {
+                    tracing::warn!(volume = name.as_str(), error = %e, "cannot remove an anonymous volume");
+                }
+            }
+        }
         return Ok(0);
     }
     if !remove_runtime_leftovers(&lc_root.join(id), &prepared.cgroups_path) {
@@ -290,29 +301,73 @@ pub fn inherited_environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> 
     env
 }
 
-/// Runs the health check every `interval` seconds through `lifeboat exec` (a fresh process, so
-/// no container work is forked from this multi-threaded shim) and records the result.
-fn spawn_health_checks(host: &Host, id: &str, command: &str, interval: u64) {
-    let (paths, id, command) = (host.paths().clone(), id.to_string(), command.to_string());
+/// Runs the health check as Docker does: every `interval` (every 5 s at most while the start
+/// period lasts), each through `lifeboat exec` (a fresh process, so no container work is
+/// forked from this multi-threaded shim) killed at its timeout, and records the verdict and
+/// the last five results with their output.
+fn spawn_health_checks(host: &Host, id: &str, check: super::container::HealthCheck) {
+    let (paths, id) = (host.paths().clone(), id.to_string());
     let Ok(containers) = host.containers().cloned() else { return };
-    let spawned = std::thread::Builder::new().name("health".into()).stack_size(64 * 1024).spawn(move || {
-        let mut health = super::Health::starting();
-        let _ = health.save(&containers.dir(&id));
+    let spawned = std::thread::Builder::new().name("health".into()).stack_size(128 * 1024).spawn(move || {
+        let dir = containers.dir(&id);
+        let started = std::time::Instant::now();
+        let start_period = Duration::from_secs(check.start_period_secs);
+        let _ = super::Health::starting().save(&dir);
+        let argv = check.argv();
+        let timeout = Duration::from_secs(check.timeout_secs.max(1));
         loop {
-            std::thread::sleep(Duration::from_secs(interval.max(1)));
-            let ok = super::reexec::exec_in_container(&paths, &id, &command)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            health.record(ok);
-            let _ = health.save(&containers.dir(&id));
+            let in_start_period = started.elapsed() < start_period;
+            let every = Duration::from_secs(check.interval_secs.max(1));
+            std::thread::sleep(if in_start_period { every.min(Duration::from_secs(5)) } else { every });
+            let begun = crate::sys::now_rfc3339();
+            let mut cmd = super::reexec::exec_in_container(&paths, &id, &argv, timeout);
+            cmd.stdin(std::process::Stdio::null());
+            let out = run_health_child(cmd);
+            let (exit_code, output) = match out {
+                Ok(o) => {
+                    let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+                    text.push_str(&String::from_utf8_lossy(&o.stderr));
+                    let code = o.status.code().unwrap_or(-1);
+                    if code == super::TIMED_OUT {
+                        (-1, format!("Health check exceeded timeout ({}s)", timeout.as_secs()))
+                    } else {
+                        (code, text)
+                    }
+                }
+                Err(e) => (-1, format!("cannot run the health check: {e}")),
+            };
+            let output: String = output.chars().take(4096).collect();
+            let result = super::HealthResult { start: begun, end: crate::sys::now_rfc3339(), exit_code, output };
+            // Continue from what is recorded: a restore that saw the service healthy wrote it.
+            let mut health = super::Health::load(&dir).unwrap_or_else(super::Health::starting);
+            health.record(result, check.retries, in_start_period);
+            let _ = health.save(&dir);
         }
     });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start health checks");
     }
+}
+
+/// The health checks' processes running now: the shim's reaper leaves them to their thread.
+fn health_children() -> std::sync::MutexGuard<'static, std::collections::HashSet<i32>> {
+    static SET: std::sync::OnceLock<Mutex<std::collections::HashSet<i32>>> = std::sync::OnceLock::new();
+    SET.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a health check's process and waits for it here (not in the shim's reaper).
+fn run_health_child(mut cmd: std::process::Command) -> std::io::Result<std::process::Output> {
+    let child = {
+        // Spawned and registered under the lock: the reaper cannot take it in between.
+        let mut running = health_children();
+        let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
+        running.insert(child.id() as i32);
+        child
+    };
+    let pid = child.id() as i32;
+    let out = child.wait_with_output();
+    health_children().remove(&pid);
+    out
 }
 
 /// Copies a stream to the log on its own thread, which says on `done` when the stream ends.
@@ -330,12 +385,13 @@ fn spawn_pump(f: fs::File, stream: &'static str, log: Arc<Mutex<fs::File>>, done
 /// Reaps children (the shim is a subreaper) until `pid` exits; returns its exit code (128+N
 /// for a signal, as shells report it).
 fn wait_for(pid: Pid) -> i32 {
+    use nix::sys::wait::{Id, waitid};
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(p, code)) if p == pid => return code,
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return 128 + sig as i32,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => {}
+        // Which child ended, without reaping it yet: a health check's is its own thread's to
+        // reap (reaping it here once made every check fail with ECHILD, and services flap).
+        let ended = match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::__WALL) {
+            Ok(status) => status.pid(),
+            Err(nix::errno::Errno::EINTR) => continue,
             Err(nix::errno::Errno::ECHILD) => {
                 // Not our child after all (should not happen): poll until it is gone.
                 while Path::new(&format!("/proc/{}", pid.as_raw())).exists() {
@@ -344,6 +400,16 @@ fn wait_for(pid: Pid) -> i32 {
                 return 255;
             }
             Err(_) => return 255,
+        };
+        let Some(ended) = ended else { continue };
+        if health_children().contains(&ended.as_raw()) {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        match waitpid(ended, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return 128 + sig as i32,
+            _ => {}
         }
     }
 }

@@ -290,6 +290,8 @@ pub(crate) mod tests {
             source: crate::runtime::container::MountSource::Bind { path: "/".into() },
             target: "/host".into(),
             read_only: true,
+            nocopy: false,
+            anonymous: false,
         };
         let with_ro = RunConfig { mounts: vec![ro], ..sample() };
         let sources = [std::path::PathBuf::from("/")];

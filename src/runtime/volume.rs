@@ -20,6 +20,10 @@ pub struct VolumeMeta {
     /// until the restore finishes; one whose restore died is removed by the next restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoring: Option<Owner>,
+    /// The volume was there (empty) before the restore began: what a dead restore left is
+    /// emptied, the volume kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub existed: bool,
 }
 
 /// A process, named so that a reused PID is not taken for it.
@@ -89,8 +93,13 @@ impl Volumes {
         if let Ok(meta) = self.get(name) {
             return Ok(meta);
         }
-        let meta =
-            VolumeMeta { name: name.to_string(), created: crate::sys::now_rfc3339(), filled: false, restoring: None };
+        let meta = VolumeMeta {
+            name: name.to_string(),
+            created: crate::sys::now_rfc3339(),
+            filled: false,
+            restoring: None,
+            existed: false,
+        };
         self.write_meta(&meta)?;
         Ok(meta)
     }
@@ -104,15 +113,30 @@ impl Volumes {
     /// [`Volumes::restored`] (and filled, so no image is copied into it).
     pub fn create_restoring(&self, name: &str) -> Result<(), ContainerError> {
         Self::validate_name(name)?;
+        let existed = self.get(name).ok();
         let data = self.data_dir(name);
         fs::create_dir_all(&data).map_err(io_err(&data))?;
         let meta = VolumeMeta {
             name: name.to_string(),
-            created: crate::sys::now_rfc3339(),
+            created: existed.as_ref().map_or_else(crate::sys::now_rfc3339, |m| m.created.clone()),
             filled: true,
             restoring: Some(Owner::this_process()),
+            existed: existed.is_some(),
         };
         self.write_meta(&meta)
+    }
+
+    /// Undoes what a restore that died left in `name`: a volume it made goes; one that was
+    /// there before is emptied and kept.
+    pub fn discard_restore(&self, name: &str) -> Result<(), ContainerError> {
+        let meta = self.get(name)?;
+        if !meta.existed {
+            return self.remove(name);
+        }
+        let data = self.data_dir(name);
+        fs::remove_dir_all(&data).map_err(io_err(&data))?;
+        fs::create_dir(&data).map_err(io_err(&data))?;
+        self.write_meta(&VolumeMeta { restoring: None, existed: false, ..meta })
     }
 
     /// The restore filling `name` finished: it is an ordinary volume from now on.
@@ -142,18 +166,12 @@ impl Volumes {
         self.write_meta(&meta)
     }
 
-    /// Every volume. What a restore that died left half-filled is not a volume: it is removed
-    /// here, as the next restore would.
+    /// Every volume, what a restore that died left among them included ([`VolumeMeta::restoring`]).
     pub fn list(&self) -> Result<Vec<VolumeMeta>, ContainerError> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let e = e.map_err(io_err(&self.dir))?;
             if let Ok(meta) = self.get(&e.file_name().to_string_lossy()) {
-                if meta.restoring.as_ref().is_some_and(|o| !o.alive()) {
-                    tracing::warn!(volume = meta.name.as_str(), "removing what a restore that died left");
-                    self.remove(&meta.name)?;
-                    continue;
-                }
                 out.push(meta);
             }
         }
@@ -166,6 +184,39 @@ impl Volumes {
         let dir = self.dir.join(name);
         fs::remove_dir_all(&dir).map_err(io_err(&dir))
     }
+}
+
+/// Gives directory `to` the owner, group, mode (set-ID and sticky bits included) and extended
+/// attributes of the directory open as `from`.
+pub fn copy_dir_metadata(from: &impl std::os::fd::AsFd, to: &Path) -> io::Result<()> {
+    use rustix::fs::{Gid, Mode, Uid};
+    let st = rustix::fs::fstat(from)?;
+    let target = rustix::fs::open(
+        to,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let (uid, gid) = (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid));
+    rustix::fs::fchown(&target, Some(uid), Some(gid))?;
+    // After the owner: chown clears set-ID bits.
+    rustix::fs::fchmod(&target, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rustix::fs::flistxattr(from, &mut names) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut value = vec![0u8; 64 * 1024];
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+        let len = rustix::fs::fgetxattr(from, &name, &mut value)?;
+        match rustix::fs::fsetxattr(&target, &name, &value[..len], rustix::fs::XattrFlags::empty()) {
+            // An attribute this filesystem does not take (another one's namespace) is left.
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Copies a tree with all metadata (owners, modes, links, xattrs) through the layer code.

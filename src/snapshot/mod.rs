@@ -51,9 +51,7 @@ fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::
     let owner: i32 = text.trim().parse().unwrap_or(0);
     if owner != std::process::id() as i32 && !host.kernel().alive(owner) {
         tracing::warn!(container = id, pid = owner, "thawing a container left frozen by a snapshot that died");
-        if runtime::observed_state(containers, id)?.status == Status::Paused {
-            runtime::set_paused(host, id, false)?;
-        }
+        runtime::force_thaw(host, id)?;
         let _ = std::fs::remove_file(&marker);
     }
     Ok(())
@@ -162,10 +160,10 @@ pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usi
         if text.trim() != owner.to_string() {
             continue;
         }
-        if runtime::observed_state(containers, id)?.status == Status::Paused {
-            runtime::set_paused(host, id, false)?;
-            thawed += 1;
-        }
+        // Whatever state.json says: the owner may have died between freezing the cgroup and
+        // recording it.
+        runtime::force_thaw(host, id)?;
+        thawed += 1;
         let _ = std::fs::remove_file(&marker);
     }
     Ok(thawed)
@@ -293,7 +291,8 @@ pub fn capture(
         },
     };
     let id = repo.save_object(crate::backend::Kind::Snapshot, &snapshot)?;
-    lock.release()?;
+    // The snapshot is saved: a lock that cannot be removed now turns stale on its own.
+    drop(lock);
     Ok((id, snapshot))
 }
 
@@ -370,8 +369,17 @@ pub fn restore(
         if let Ok(meta) = vols.get(&name)
             && meta.restoring.as_ref().is_some_and(|o| !o.alive())
         {
-            tracing::warn!(volume = name.as_str(), "removing what a restore that died left in this volume");
-            vols.remove(&name)?;
+            if containers.uses_volume(&name)? {
+                vols.restored(&name)?; // its container appeared: the restore had finished it
+            } else {
+                tracing::warn!(volume = name.as_str(), "removing what a restore that died left in this volume");
+                vols.discard_restore(&name)?;
+            }
+        }
+        if vols.get(&name).is_ok() && containers.uses_volume(&name)? {
+            bail!(ContainerError::Conflict(format!(
+                "volume {name} is used by a container; remove it first, or restore with --as NEWNAME"
+            )));
         }
         let data = vols.data_dir(&name);
         if data.exists() && std::fs::read_dir(&data)?.next().is_some() {
@@ -418,13 +426,14 @@ pub fn restore(
     let mut r = Restorer::new(repo, &format!("{label} container layer"));
     r.on_progress = opts.progress.clone();
     r.restore(&snap.container_layer, &staged.join("upper"))?;
-    // The volumes are whole: they become ordinary volumes, then the container appears.
-    for v in &snap.volumes {
-        vols.restored(&vol_name(v))?;
-    }
+    // The container appears whole (the commit point), then its volumes become ordinary ones
+    // (a restore killed in between leaves them marked; the container's start clears that).
     containers.install(&recorded)?;
     undo.staged = None;
     undo.container = Some(recorded.id.clone());
+    for v in &snap.volumes {
+        vols.restored(&vol_name(v))?;
+    }
 
     let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
     undo.done();
@@ -476,17 +485,8 @@ impl Drop for Undo<'_> {
                 }
             }
             for v in &self.reused {
-                let data = vols.data_dir(v);
-                let emptied = std::fs::remove_dir_all(&data)
-                    .and_then(|()| std::fs::create_dir(&data))
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| vols.restored(v).map_err(|e| e.to_string()));
-                if let Err(e) = emptied {
-                    tracing::warn!(
-                        volume = v.as_str(),
-                        error = e.as_str(),
-                        "cannot empty a volume of a failed restore"
-                    );
+                if let Err(e) = vols.discard_restore(v) {
+                    tracing::warn!(volume = v.as_str(), error = %e, "cannot empty a volume of a failed restore");
                 }
             }
         }
@@ -517,14 +517,32 @@ fn start_unless_asked_not_to(host: &Host, recorded: &RunConfig, opts: &RestoreOp
         return Ok(None);
     }
     runtime::start(host, &recorded.id)?;
-    Ok(recorded.health.as_ref().map(|h| wait_healthy(host, &recorded.id, &h.command, opts.health_timeout)))
+    Ok(recorded.health.as_ref().map(|h| wait_healthy(host, &recorded.id, h, opts.health_timeout)))
 }
 
-fn wait_healthy(host: &Host, id: &str, cmd: &str, timeout: Duration) -> bool {
+/// Runs the service's health check until it passes (or `timeout`), every 200 ms rather than
+/// every interval: a restore wants to know at once. A pass is recorded as the container's
+/// health, so `ps` says what the restore said.
+fn wait_healthy(host: &Host, id: &str, check: &crate::runtime::container::HealthCheck, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
+    let each = Duration::from_secs(check.timeout_secs.max(1)).min(timeout.max(Duration::from_secs(1)));
     loop {
-        let ok = runtime::exec(host, id, runtime::ExecOptions::shell(cmd)).is_ok_and(|c| c == 0);
-        if ok {
+        let begun = crate::sys::now_rfc3339();
+        let opts = runtime::ExecOptions { args: check.argv(), timeout: Some(each), ..runtime::ExecOptions::shell("") };
+        let code = runtime::exec(host, id, opts).unwrap_or(-1);
+        if code == 0 {
+            if let Ok(containers) = host.containers() {
+                let dir = containers.dir(id);
+                let mut health = runtime::Health::load(&dir).unwrap_or_else(runtime::Health::starting);
+                let result = runtime::HealthResult {
+                    start: begun,
+                    end: crate::sys::now_rfc3339(),
+                    exit_code: 0,
+                    output: String::new(),
+                };
+                health.record(result, check.retries, false);
+                let _ = health.save(&dir);
+            }
             return true;
         }
         if Instant::now() > deadline {

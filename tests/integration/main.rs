@@ -16,4 +16,5 @@ mod images;
 mod interop;
 mod registry;
 mod runtime;
+mod services;
 mod snapshots;

@@ -493,7 +493,7 @@ fn health_checks_run_periodically_and_show_in_ps() {
     wait_until(20, "unhealthy after three failures", || env.ok(&["ps"]).contains("(unhealthy)"));
     env.ok(&["exec", "svc", "touch", "/tmp/ready"]);
     wait_until(10, "healthy", || env.ok(&["ps"]).contains("(healthy)"));
-    assert_eq!(env.inspect("svc")["State"]["Health"]["status"], "healthy");
+    assert_eq!(env.inspect("svc")["State"]["Health"]["Status"], "healthy");
 }
 
 /// A static UDP echo server for the busybox image (busybox has none).
