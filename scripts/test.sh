@@ -19,4 +19,9 @@ mkdir -p "$LIFEBOAT_TEST_TMP"
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The real services' images (a Debian base and packages, built by Lifeboat itself), cached
+# in /var/tmp: rebuilt only when tests/images changes.
+cargo build --locked
+export LIFEBOAT_TEST_IMAGES=${LIFEBOAT_TEST_IMAGES:-/var/tmp/lifeboat-images}
+LIFEBOAT="$CARGO_TARGET_DIR/debug/lifeboat" tests/images/build.sh "$LIFEBOAT_TEST_IMAGES"
 cargo test --locked --all-targets

@@ -10,6 +10,35 @@ use crate::error::UsageError;
 use crate::runtime::container::{MountSource, MountSpec, PortMapping, Protocol};
 use crate::runtime::names;
 
+/// How a service's data is made consistent for a snapshot (`snapshot::consistency` runs it):
+/// `freeze`, `mariadb` (or `mysql`), `postgres` (or `postgresql`), `sqlite:/path/db`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    #[default]
+    Freeze,
+    Mariadb,
+    Postgres,
+    /// The database file, a path inside the container.
+    Sqlite(String),
+}
+
+impl Consistency {
+    pub fn parse(s: &str) -> Result<Consistency, String> {
+        match s {
+            "freeze" | "" => Ok(Consistency::Freeze),
+            "mariadb" | "mysql" => Ok(Consistency::Mariadb),
+            "postgres" | "postgresql" => Ok(Consistency::Postgres),
+            _ => match s.strip_prefix("sqlite:") {
+                Some(path) if path.starts_with('/') && !path.contains(['\'', '\n', '\0']) => {
+                    Ok(Consistency::Sqlite(path.to_string()))
+                }
+                Some(_) => Err(format!("{s:?}: the database is an absolute path in the container (sqlite:/path/db)")),
+                None => Err(format!("unknown consistency recipe {s:?} (freeze, mariadb, postgres, sqlite:/path/db)")),
+            },
+        }
+    }
+}
+
 /// The longest duration any setting takes: 100 years.
 const MAX_DURATION_SECS: u64 = 100 * 366 * 86_400;
 

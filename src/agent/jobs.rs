@@ -56,7 +56,10 @@ pub struct Keep {
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobCommand {
     Snapshot {
-        service: String,
+        /// One service, or a stack's (frozen together).
+        services: Vec<String>,
+        /// `SERVICE=RECIPE` for each service with a consistency recipe.
+        consistency: Vec<String>,
         /// Empty: the host's default repository.
         repositories: Vec<RepoTarget>,
         exec_before: Vec<String>,
@@ -119,8 +122,12 @@ impl JobCommand {
     pub fn argv(&self) -> Vec<String> {
         let mut args = vec![self.name().to_string()];
         match self {
-            JobCommand::Snapshot { service, repositories, exec_before, exec_after, tags } => {
-                args.extend([service.clone(), "--format".into(), "job".into()]);
+            JobCommand::Snapshot { services, consistency, repositories, exec_before, exec_after, tags } => {
+                args.extend(services.iter().cloned());
+                args.extend(["--format".into(), "job".into()]);
+                for c in consistency {
+                    args.extend(["--consistency".to_string(), c.clone()]);
+                }
                 for r in repositories {
                     repo_argv(&mut args, r, "--repo", "--password-file");
                 }
@@ -211,51 +218,73 @@ fn repo_target(config: &Config, name: &str) -> RepoTarget {
 }
 
 /// Every job of a (validated) configuration.
-pub fn jobs(config: &Config) -> Vec<Job> {
-    let mut jobs = Vec::new();
+/// `SERVICE=RECIPE` for each of `services` that has a consistency recipe.
+fn recipes(config: &Config, services: &[String]) -> Vec<String> {
+    services
+        .iter()
+        .filter_map(|s| Some(format!("{s}={}", config.services.get(s)?.consistency.as_ref()?.get_ref())))
+        .collect()
+}
+
+/// The snapshot job of a service or a stack (`name`): the snapshot of `services` together,
+/// then each one's retention in each repository.
+fn snapshot_job(config: &Config, name: &str, services: &[String], snap: &config::SnapshotPolicy) -> Job {
     let schedule = |s: &str| config::parse_schedule(s).expect("validated when the config was loaded");
-    for (name, svc) in &config.services {
-        let Some(snap) = &svc.snapshot else { continue };
-        let repositories: Vec<RepoTarget> =
-            snap.repositories.iter().map(|r| repo_target(config, r.get_ref())).collect();
-        let mut steps = vec![JobCommand::Snapshot {
-            service: name.clone(),
-            repositories: repositories.clone(),
-            exec_before: snap.exec_before.clone(),
-            exec_after: snap.exec_after.clone(),
-            tags: snap.tags.clone(),
-        }];
-        if !snap.keep.is_empty() {
-            let k = &snap.keep;
-            let keep = Keep {
-                last: k.last,
-                hourly: k.hourly,
-                daily: k.daily,
-                weekly: k.weekly,
-                monthly: k.monthly,
-                yearly: k.yearly,
-                within: k.within.as_ref().map(|w| w.get_ref().clone()),
-                tags: k.tags.clone(),
-            };
-            let targets: Vec<Option<RepoTarget>> =
-                if repositories.is_empty() { vec![None] } else { repositories.into_iter().map(Some).collect() };
-            for repository in targets {
+    let repositories: Vec<RepoTarget> = snap.repositories.iter().map(|r| repo_target(config, r.get_ref())).collect();
+    let mut steps = vec![JobCommand::Snapshot {
+        services: services.to_vec(),
+        consistency: recipes(config, services),
+        repositories: repositories.clone(),
+        exec_before: snap.exec_before.clone(),
+        exec_after: snap.exec_after.clone(),
+        tags: snap.tags.clone(),
+    }];
+    if !snap.keep.is_empty() {
+        let k = &snap.keep;
+        let keep = Keep {
+            last: k.last,
+            hourly: k.hourly,
+            daily: k.daily,
+            weekly: k.weekly,
+            monthly: k.monthly,
+            yearly: k.yearly,
+            within: k.within.as_ref().map(|w| w.get_ref().clone()),
+            tags: k.tags.clone(),
+        };
+        let targets: Vec<Option<RepoTarget>> =
+            if repositories.is_empty() { vec![None] } else { repositories.into_iter().map(Some).collect() };
+        for service in services {
+            for repository in &targets {
                 steps.push(JobCommand::Forget {
-                    service: name.clone(),
-                    repository,
+                    service: service.clone(),
+                    repository: repository.clone(),
                     keep: keep.clone(),
                     prune: snap.prune.unwrap_or(true),
                 });
             }
         }
-        jobs.push(Job {
-            id: format!("snapshot:{name}"),
-            kind: Kind::Snapshot,
-            service: Some(name.clone()),
-            schedule_text: snap.schedule.get_ref().clone(),
-            schedule: schedule(snap.schedule.get_ref()),
-            steps,
-        });
+    }
+    Job {
+        id: format!("snapshot:{name}"),
+        kind: Kind::Snapshot,
+        service: Some(name.to_string()),
+        schedule_text: snap.schedule.get_ref().clone(),
+        schedule: schedule(snap.schedule.get_ref()),
+        steps,
+    }
+}
+
+pub fn jobs(config: &Config) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let schedule = |s: &str| config::parse_schedule(s).expect("validated when the config was loaded");
+    for (name, svc) in &config.services {
+        let Some(snap) = &svc.snapshot else { continue };
+        jobs.push(snapshot_job(config, name, std::slice::from_ref(name), snap));
+    }
+    for (name, stack) in &config.stacks {
+        let Some(snap) = &stack.snapshot else { continue };
+        let services: Vec<String> = stack.services.iter().map(|s| s.get_ref().clone()).collect();
+        jobs.push(snapshot_job(config, name, &services, snap));
     }
     for (name, r) in &config.replications {
         jobs.push(Job {
@@ -495,6 +524,7 @@ http = "http://localhost:80/"
             stats: SnapshotStats { added_bytes, frozen_ms, ..Default::default() },
             image: None,
             pushed: None,
+            stack: None,
         };
         let printed = serde_json::to_string_pretty(&JobReport::new(JobBody::Snapshots(vec![
             snap("aa", 10, 5),

@@ -79,8 +79,10 @@ pub enum RepoCommand {
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    /// The container (service) to snapshot.
-    pub container: String,
+    /// The containers (services) to snapshot; several are frozen together, at one instant
+    /// (a stack: a database and the application that writes to it).
+    #[arg(required = true, value_name = "SERVICE")]
+    pub containers: Vec<String>,
     /// Repository locations (repeatable: the snapshot goes to each; default: <root>/repository).
     #[arg(long = "repo", env = "LIFEBOAT_REPOSITORY")]
     pub repos: Vec<String>,
@@ -91,11 +93,16 @@ pub struct SnapshotArgs {
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Run this inside the container before capturing (e.g. a database dump); failure aborts.
+    /// With several services: inside each.
     #[arg(long)]
     pub exec_before: Vec<String>,
     /// Run this inside the container after capturing.
     #[arg(long)]
     pub exec_after: Vec<String>,
+    /// How the data is made consistent for the freeze: freeze (the default), mariadb,
+    /// postgres or sqlite:/path/db; SERVICE=RECIPE for one of several services.
+    #[arg(long, value_name = "RECIPE")]
+    pub consistency: Vec<String>,
     /// Do not capture named volumes.
     #[arg(long)]
     pub no_volumes: bool,
@@ -124,8 +131,10 @@ pub struct SnapshotsArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The service to bring back.
-    pub service: String,
+    /// The service to bring back; several: from snapshots taken together (a stack), each
+    /// after the one whose network it joins.
+    #[arg(required = true, value_name = "SERVICE")]
+    pub services: Vec<String>,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Which snapshot: an ID (prefix) or latest.
@@ -220,10 +229,11 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let repositories = backup::pair_repositories(&a.repos, &a.password_files)?;
+    let services = backup::service_plans(&a.containers, &a.exec_before, &a.exec_after, &a.consistency)?;
     let json = a.format.machine();
     let spinner = super::progress::Activity::new(json);
     let progress: Option<lifeboat::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
-        let name = a.container.clone();
+        let name = a.containers.join("+");
         std::sync::Arc::new(move |s: &lifeboat::repo::tree::ArchiveStats| {
             bar.set_message(format!(
                 "snapshot {name}: {} files, {} ({} read, {} new)",
@@ -240,15 +250,9 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     };
     let transfers = super::progress::Transfers::new(json);
     let req = backup::SnapshotRequest {
-        service: a.container.clone(),
+        services,
         repositories,
-        capture: CaptureOptions {
-            tags: a.tags,
-            exec_before: a.exec_before,
-            exec_after: a.exec_after,
-            no_volumes: a.no_volumes,
-            progress,
-        },
+        capture: CaptureOptions { tags: a.tags, no_volumes: a.no_volumes, progress },
         local_image: !a.no_image,
         push,
         ask: &ask_password,
@@ -296,29 +300,50 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
         println!("{}", sorted_json(&list)?);
         return Ok(0);
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            let time = chrono::DateTime::parse_from_rfc3339(&s.time)
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_else(|_| s.time.clone());
-            vec![
-                s.id[..12].to_string(),
-                time,
-                s.service.clone(),
-                s.host.clone(),
-                human_size(s.stats.bytes),
-                human_size(s.stats.added_bytes),
-                s.tags.join(","),
-            ]
-        })
-        .collect();
+    // A stack snapshot is one row: its services joined, its sizes added up.
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut stacks: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut sums: Vec<(u64, u64)> = Vec::new();
+    for s in &list {
+        if let Some(stack) = &s.stack
+            && let Some(&row) = stacks.get(&stack.id)
+        {
+            rows[row][2].push_str(&format!("+{}", s.service));
+            sums[row].0 += s.stats.bytes;
+            sums[row].1 += s.stats.added_bytes;
+            continue;
+        }
+        if let Some(stack) = &s.stack {
+            stacks.insert(stack.id.clone(), rows.len());
+        }
+        let time = chrono::DateTime::parse_from_rfc3339(&s.time)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|_| s.time.clone());
+        rows.push(vec![
+            s.id[..12].to_string(),
+            time,
+            s.service.clone(),
+            s.host.clone(),
+            String::new(),
+            String::new(),
+            s.tags.join(","),
+        ]);
+        sums.push((s.stats.bytes, s.stats.added_bytes));
+    }
+    for (row, (bytes, added)) in rows.iter_mut().zip(sums) {
+        row[4] = human_size(bytes);
+        row[5] = human_size(added);
+    }
     print_table(&["ID", "TIME", "SERVICE", "HOST", "SIZE", "ADDED", "TAGS"], &rows);
     Ok(0)
 }
 
 pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
     let json = a.format == OutputFormat::Json;
+    let service = a.services[0].clone();
+    if a.services.len() > 1 && a.from.is_some() {
+        return Err(lifeboat::error::UsageError("--from restores one service".into()).into());
+    }
     if let Some(from) = &a.from {
         let opts = RestoreOptions {
             rename: a.rename.clone(),
@@ -327,7 +352,7 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
             throwaway: false,
             progress: None,
         };
-        let r = backup::restore_from_image(ctx.host(), &a.service, from, &a.tls.request(), &opts)?;
+        let r = backup::restore_from_image(ctx.host(), &service, from, &a.tls.request(), &opts)?;
         if json {
             println!("{}", sorted_json(&r)?);
         } else {
@@ -342,27 +367,34 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         health_timeout: Duration::from_secs(a.health_timeout),
         throwaway: false,
         progress: spinner.bar().map(|bar| {
-            let name = a.service.clone();
+            let name = a.services.join("+");
             std::sync::Arc::new(move |s: &lifeboat::repo::tree::RestoreStats| {
                 bar.set_message(format!("restore {name}: {} files, {}", s.files, human_size(s.bytes)))
             }) as lifeboat::repo::tree::RestoreProgressFn
         }),
     };
     let selection = backup::Selection { which: a.snapshot.clone(), at: a.at.clone() };
-    let r = a.repo.with(|r| backup::restore(ctx.host(), r, &a.service, &selection, &opts))?;
+    let reports = if a.services.len() == 1 {
+        vec![a.repo.with(|r| backup::restore(ctx.host(), r, &service, &selection, &opts))?]
+    } else {
+        a.repo.with(|r| backup::restore_stack(ctx.host(), r, &a.services, &selection, &opts))?
+    };
     drop(spinner);
     if json {
-        println!("{}", sorted_json(&r)?);
+        let out = if reports.len() == 1 { sorted_json(&reports[0])? } else { sorted_json(&reports)? };
+        println!("{out}");
     } else {
-        let health = match r.healthy {
-            Some(true) => ", healthy",
-            Some(false) => ", NOT healthy yet",
-            None => "",
-        };
-        let state = if opts.no_start { "created" } else { "running" };
-        println!("restored {} from snapshot {} in {:.2} s ({state}{health})", r.name, &r.snapshot[..12], r.seconds);
+        for r in &reports {
+            let health = match r.healthy {
+                Some(true) => ", healthy",
+                Some(false) => ", NOT healthy yet",
+                None => "",
+            };
+            let state = if opts.no_start { "created" } else { "running" };
+            println!("restored {} from snapshot {} in {:.2} s ({state}{health})", r.name, &r.snapshot[..12], r.seconds);
+        }
     }
-    Ok(if r.healthy == Some(false) { lifeboat::error::FAILURE } else { 0 })
+    Ok(if reports.iter().any(|r| r.healthy == Some(false)) { lifeboat::error::FAILURE } else { 0 })
 }
 
 pub const DRILL_EXAMPLES: &str = "\

@@ -28,6 +28,9 @@ pub struct Config {
     pub repositories: BTreeMap<String, Repository>,
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
+    /// Services snapshotted together, at one instant (a database and its application).
+    #[serde(default)]
+    pub stacks: BTreeMap<String, Stack>,
     #[serde(default)]
     pub replications: BTreeMap<String, Replication>,
     #[serde(default)]
@@ -161,8 +164,22 @@ pub struct Service {
     #[serde(default)]
     pub init: bool,
     pub healthcheck: Option<HealthCheck>,
+    /// How its data is made consistent for a snapshot: `freeze` (default), `mariadb`,
+    /// `postgres`, `sqlite:/path/db`. Not part of how it runs.
+    #[serde(default, skip_serializing)]
+    pub consistency: Option<Spanned<String>>,
     /// Not part of how the service runs: changing it never recreates the container.
     #[serde(skip_serializing)]
+    pub snapshot: Option<SnapshotPolicy>,
+}
+
+/// Services frozen and captured together, restored together (`restore db web`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// Names under `[services]`, at least two.
+    pub services: Vec<Spanned<String>>,
+    /// When and where the stack is snapshotted; its members' own hooks and recipes apply.
     pub snapshot: Option<SnapshotPolicy>,
 }
 
@@ -513,6 +530,9 @@ impl Config {
                     p.at(i, format!("{who} healthcheck interval: {:?} is shorter than a second", i.get_ref()));
                 }
             }
+            if let Some(c) = &svc.consistency {
+                p.check(c, &who, crate::syntax::Consistency::parse(c.get_ref()).map(|_| ""));
+            }
             if let Some(snap) = &svc.snapshot {
                 p.check(
                     &snap.schedule,
@@ -528,6 +548,30 @@ impl Config {
                         &format!("{who} keep.within"),
                         crate::repo::forget::Within::parse(w.get_ref()).map(|_| ""),
                     );
+                }
+            }
+        }
+        for (name, stack) in &self.stacks {
+            let who = format!("stack {name:?}");
+            let mut seen = std::collections::BTreeSet::new();
+            for s in &stack.services {
+                if !self.services.contains_key(s.get_ref()) {
+                    p.at(s, format!("{who}: service {:?} is not defined under [services]", s.get_ref()));
+                } else if !seen.insert(s.get_ref()) {
+                    p.at(s, format!("{who}: service {:?} is named twice", s.get_ref()));
+                }
+            }
+            if stack.services.len() < 2 {
+                p.list.push((1, format!("{who}: a stack has at least two services")));
+            }
+            if let Some(snap) = &stack.snapshot {
+                p.check(
+                    &snap.schedule,
+                    &format!("{who} snapshot"),
+                    parse_schedule(snap.schedule.get_ref()).map(|_| ""),
+                );
+                for repo in &snap.repositories {
+                    repo_exists(p, &format!("{who} snapshot"), repo);
                 }
             }
         }
@@ -757,6 +801,7 @@ timeout = \"0s\"
                 "`[services.NAME.snapshot.keep]`",
                 "[services.x]\nimage = 'a'\n[services.x.snapshot]\nschedule = '* * * * *'\n[services.x.snapshot.keep]\n",
             ),
+            ("`[stacks.NAME]`", "[stacks.x]\n"),
             ("`[replications.NAME]`", "[replications.x]\n"),
             ("`[checks.NAME]`", "[checks.x]\n"),
             ("`[drills.NAME]`", "[drills.x]\n"),

@@ -254,7 +254,8 @@ pub fn registry_target(url: &str) -> anyhow::Result<Reference> {
 
 /// A snapshot to take: of which service, into which repositories, and what else to do.
 pub struct SnapshotRequest<'a> {
-    pub service: String,
+    /// The services, frozen together at one instant when there are several (a stack).
+    pub services: Vec<crate::snapshot::ServicePlan>,
     /// Each repository gets the snapshot, in order.
     pub repositories: Vec<RepoSpec>,
     pub capture: CaptureOptions,
@@ -266,43 +267,87 @@ pub struct SnapshotRequest<'a> {
     pub transfers: &'a dyn crate::registry::Progress,
 }
 
+/// The plans of `snapshot SERVICE… [--exec-before C] [--consistency [SERVICE=]RECIPE]`: hooks
+/// for every service; a bare recipe for the only service, `SERVICE=RECIPE` for one of several.
+pub fn service_plans(
+    names: &[String],
+    exec_before: &[String],
+    exec_after: &[String],
+    consistency: &[String],
+) -> Result<Vec<crate::snapshot::ServicePlan>, UsageError> {
+    use crate::snapshot::consistency::Consistency;
+    let mut plans: Vec<crate::snapshot::ServicePlan> = names
+        .iter()
+        .map(|n| crate::snapshot::ServicePlan {
+            name: n.clone(),
+            exec_before: exec_before.to_vec(),
+            exec_after: exec_after.to_vec(),
+            consistency: Consistency::Freeze,
+        })
+        .collect();
+    for c in consistency {
+        let (who, recipe) = match c.split_once('=') {
+            Some((who, recipe)) => (Some(who), recipe),
+            None => (None, c.as_str()),
+        };
+        let recipe = Consistency::parse(recipe).map_err(UsageError)?;
+        match who {
+            Some(who) => match plans.iter_mut().find(|p| p.name == who) {
+                Some(p) => p.consistency = recipe,
+                None => return Err(UsageError(format!("--consistency {c}: {who} is not one of the services named"))),
+            },
+            None if plans.len() == 1 => plans[0].consistency = recipe,
+            None => return Err(UsageError(format!("--consistency {c}: say which service (SERVICE={c})"))),
+        }
+    }
+    Ok(plans)
+}
+
 /// Takes a snapshot of a running service into each repository; returns one report per
 /// repository. The service is frozen once per repository, for milliseconds.
 pub fn take_snapshot(host: &Host, req: &SnapshotRequest) -> anyhow::Result<Vec<SnapshotReport>> {
     let push_target = match &req.push {
         // A bad target is refused before anything is frozen.
+        Some(_) if req.services.len() > 1 => {
+            bail!(UsageError("--to pushes one service's snapshot: name one service".into()))
+        }
         Some((to, _)) => Some(registry_target(to)?),
         None => None,
     };
+    let names = req.services.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" and ");
     let mut results = Vec::new();
-    let mut image = None;
+    let mut images: Vec<Option<String>> = vec![None; req.services.len()];
     let mut pushed: Option<String> = None;
-    for spec in &req.repositories {
+    for (n, spec) in req.repositories.iter().enumerate() {
         let mut repo = spec.open(host, req.ask)?;
-        let (id, snap) = crate::snapshot::capture(host, &mut repo, &req.service, &req.capture)
-            .with_context(|| format!("cannot snapshot {} into {}", req.service, repo.location()))?;
-        if image.is_none() && req.local_image {
-            // The service is running again; the local image comes from what was stored.
-            let name = crate::snapshot::commit_local_image(host, &repo, &id, &snap)
-                .with_context(|| format!("snapshot {} was saved, but the local image could not be made", &id[..12]))?;
-            image = Some(name.familiar());
+        let taken = crate::snapshot::capture_stack(host, &mut repo, &req.services, &req.capture)
+            .with_context(|| format!("cannot snapshot {names} into {}", repo.location()))?;
+        for (i, (id, snap)) in taken.into_iter().enumerate() {
+            if n == 0 && req.local_image {
+                // The service is running again; the local image comes from what was stored.
+                let name = crate::snapshot::commit_local_image(host, &repo, &id, &snap).with_context(|| {
+                    format!("snapshot {} was saved, but the local image could not be made", &id[..12])
+                })?;
+                images[i] = Some(name.familiar());
+            }
+            if let (Some(target), Some((to, tls)), None) = (&push_target, &req.push, &pushed) {
+                let tls = tls.options(target.domain());
+                pushed = Some(push_snapshot(host, &repo, &id, &snap, target, to, &tls, req.transfers)?);
+            }
+            results.push((repo.location(), id, snap, i));
         }
-        if let (Some(target), Some((to, tls)), None) = (&push_target, &req.push, &pushed) {
-            let tls = tls.options(target.domain());
-            pushed = Some(push_snapshot(host, &repo, &id, &snap, target, to, &tls, req.transfers)?);
-        }
-        results.push((repo.location(), id, snap));
     }
     Ok(results
         .into_iter()
-        .map(|(repository, id, snap)| SnapshotReport {
+        .map(|(repository, id, snap, i)| SnapshotReport {
             repository,
             id,
             service: snap.service,
             time: snap.time,
             stats: snap.stats,
-            image: image.clone(),
+            image: images[i].clone(),
             pushed: pushed.clone(),
+            stack: snap.stack.map(|s| s.id),
         })
         .collect())
 }
@@ -345,6 +390,9 @@ pub struct SnapshotRow {
     pub tags: Vec<String>,
     pub stats: SnapshotStats,
     pub parent: Option<String>,
+    /// The stack snapshot it is part of, and that stack's services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<crate::repo::snapshot::StackRef>,
 }
 
 /// The repository's snapshots, oldest first; those of `service` only if given.
@@ -360,6 +408,7 @@ pub fn list(host: &Host, access: Access, service: Option<&str>) -> anyhow::Resul
             tags: s.tags,
             stats: s.stats,
             parent: s.parent,
+            stack: s.stack,
         })
         .collect())
 }
@@ -433,6 +482,98 @@ pub fn restore(
         fetched_image: r.fetched_image,
         healthy: r.healthy,
     })
+}
+
+/// Restores several services from snapshots taken together (one stack snapshot: the newest
+/// that holds all of them, or the one `selection` names through any member's ID or a time),
+/// each service's network peer before it. All or nothing: if one cannot be restored, those
+/// restored before it are removed again, with the volumes made for them.
+pub fn restore_stack(
+    host: &Host,
+    access: Access,
+    services: &[String],
+    selection: &Selection,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Vec<RestoreReport>> {
+    if opts.rename.is_some() {
+        bail!(UsageError("--as renames one service; restore a stack under its own names".into()));
+    }
+    let repo = &access.open(host)?;
+    let all = snapshot::list(repo)?;
+    let limit = selection.at.as_deref().map(parse_time).transpose()?;
+    let wanted: std::collections::BTreeSet<&str> = services.iter().map(String::as_str).collect();
+    // Stack IDs, newest first, that hold every service named.
+    let mut chosen: Option<Vec<(String, Snapshot)>> = None;
+    for (_, s) in all.iter().rev() {
+        let Some(stack) = &s.stack else { continue };
+        if !wanted.iter().all(|w| stack.services.iter().any(|m| m == w)) {
+            continue;
+        }
+        if limit.is_some_and(|l| chrono::DateTime::parse_from_rfc3339(&s.time).is_ok_and(|t| t > l)) {
+            continue;
+        }
+        let members: Vec<(String, Snapshot)> = all
+            .iter()
+            .filter(|(_, m)| {
+                m.stack.as_ref().is_some_and(|st| st.id == stack.id) && wanted.contains(m.service.as_str())
+            })
+            .cloned()
+            .collect();
+        let named = selection.which == "latest" || members.iter().any(|(id, _)| id.starts_with(&selection.which));
+        if named && members.len() == wanted.len() {
+            chosen = Some(members);
+            break;
+        }
+    }
+    let Some(mut members) = chosen else {
+        return Err(crate::repo::RepoError::NotFound {
+            location: repo.location(),
+            what: format!(
+                "no snapshot of {} taken together; restore them one by one, or snapshot them together (lifeboat snapshot {})",
+                services.join(" and "),
+                services.join(" ")
+            ),
+        }
+        .into());
+    };
+    // A service whose network is another's comes after it.
+    let peer = |s: &Snapshot| -> Option<String> {
+        let mode = s.run_config.get("network")?;
+        (mode.get("mode")?.as_str()? == "container").then(|| mode.get("container")?.as_str().map(String::from))?
+    };
+    members.sort_by_key(|(_, s)| peer(s).is_some_and(|p| wanted.contains(p.as_str())));
+    let mut done: Vec<RestoreReport> = Vec::new();
+    for (id, snap) in &members {
+        match crate::snapshot::restore(host, repo, id, snap, opts) {
+            Ok(r) => done.push(RestoreReport {
+                snapshot: id.clone(),
+                container: r.container.id.clone(),
+                name: r.container.name.clone(),
+                seconds: r.elapsed.as_secs_f64(),
+                fetched_image: r.fetched_image,
+                healthy: r.healthy,
+            }),
+            Err(e) => {
+                let mut undone = Vec::new();
+                for r in done.iter().rev() {
+                    let _ = crate::runtime::remove(host, &r.container, true);
+                    if let Some((_, s)) = members.iter().find(|(sid, _)| *sid == r.snapshot) {
+                        for v in &s.volumes {
+                            let _ = host.volumes()?.remove(&v.name);
+                        }
+                    }
+                    undone.push(r.name.clone());
+                }
+                let what = if undone.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} restored before it, removed again)", undone.join(", "))
+                };
+                return Err(e.context(format!("cannot restore {}{what}", snap.service)));
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// A restore from a snapshot image.

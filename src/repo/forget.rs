@@ -164,6 +164,7 @@ mod tests {
                 container_layer: id,
                 volumes: vec![],
                 stats: SnapshotStats::default(),
+                stack: None,
             },
         )
     }

@@ -23,6 +23,18 @@ pub struct Snapshot {
     pub container_layer: BlobId,
     pub volumes: Vec<VolumeRef>,
     pub stats: SnapshotStats,
+    /// Taken together with other services at one instant (a stack snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackRef>,
+}
+
+/// The stack a snapshot belongs to: every service frozen at the same instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRef {
+    /// Shared by the snapshots of one stack snapshot.
+    pub id: String,
+    /// Its services, in the order they were named.
+    pub services: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,6 +50,18 @@ pub struct VolumeRef {
     pub name: String,
     pub target: String,
     pub tree: BlobId,
+    /// The volume's own directory: its owner, group and mode (a database refuses a data
+    /// directory that is not its user's, or open to others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootMeta>,
+}
+
+/// Owner, group and permission bits of a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMeta {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]

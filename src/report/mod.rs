@@ -59,6 +59,9 @@ pub struct SnapshotReport {
     pub stats: crate::repo::snapshot::SnapshotStats,
     pub image: Option<String>,
     pub pushed: Option<String>,
+    /// The stack snapshot this one is part of (several services frozen together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 impl JobReport {

@@ -16,7 +16,9 @@ use anyhow::{Context as _, bail};
 
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
-use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, VolumeRef};
+pub mod consistency;
+
+use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, StackRef, VolumeRef};
 use crate::repo::tree::{ArchiveStats, Archiver, Restorer};
 use crate::repo::{BlobId, Repository, lock::Lock};
 use crate::runtime::container::{ContainerError, Containers, MountSource, RunConfig, Status};
@@ -24,8 +26,6 @@ use crate::runtime::{self, Host};
 
 pub struct CaptureOptions {
     pub tags: Vec<String>,
-    pub exec_before: Vec<String>,
-    pub exec_after: Vec<String>,
     pub no_volumes: bool,
     /// Running totals while files are read (progress displays).
     pub progress: Option<crate::repo::tree::ProgressFn>,
@@ -175,125 +175,234 @@ impl Drop for Frozen<'_> {
     }
 }
 
+/// One service of a snapshot: its name, its hooks and how its data is made consistent.
+#[derive(Clone, Debug, Default)]
+pub struct ServicePlan {
+    pub name: String,
+    /// Shell commands run inside it before the freeze (a failing one stops the snapshot).
+    pub exec_before: Vec<String>,
+    pub exec_after: Vec<String>,
+    pub consistency: consistency::Consistency,
+}
+
+impl ServicePlan {
+    pub fn named(name: &str) -> ServicePlan {
+        ServicePlan { name: name.to_string(), ..Default::default() }
+    }
+}
+
 /// Takes a snapshot of container `name` into `repo`; returns its ID and object.
 pub fn capture(
     host: &Host,
     repo: &mut Repository,
-    name: &str,
+    plan: &ServicePlan,
     opts: &CaptureOptions,
 ) -> anyhow::Result<(String, Snapshot)> {
+    let mut taken = capture_stack(host, repo, std::slice::from_ref(plan), opts)?;
+    Ok(taken.remove(0))
+}
+
+/// What one service of a stack snapshot has come to, step by step.
+struct Member {
+    config: RunConfig,
+    running: bool,
+    parent: Option<(String, Snapshot)>,
+    image: crate::image::Image,
+    image_tree: BlobId,
+    upper: PathBuf,
+    volume_dirs: Vec<(String, String, PathBuf)>,
+    layer_parent: Option<BlobId>,
+    volume_parents: Vec<Option<BlobId>>,
+    stats: ArchiveStats,
+    read_ahead_since: Option<i64>,
+    layer_tree: Option<BlobId>,
+    volumes: Vec<VolumeRef>,
+}
+
+/// Takes a snapshot of several services at one instant (a stack): every member's hooks and
+/// consistency recipe run, then all are frozen together, read, and thawed together; each
+/// gets its snapshot object, the same time, and the stack's ID and members. Returns them in
+/// the order given.
+pub fn capture_stack(
+    host: &Host,
+    repo: &mut Repository,
+    plans: &[ServicePlan],
+    opts: &CaptureOptions,
+) -> anyhow::Result<Vec<(String, Snapshot)>> {
+    if plans.is_empty() {
+        bail!(crate::error::UsageError("name a service to snapshot".into()));
+    }
     let started = Instant::now();
     let containers = host.containers()?;
-    let config = containers.find(name)?;
-    thaw_if_abandoned(host, containers, &config.id)?;
-    let state = runtime::observed_state(containers, &config.id)?;
-    let running = state.status == Status::Running;
+    let mut configs = Vec::new();
+    for p in plans {
+        let config = containers.find(&p.name)?;
+        if configs.iter().any(|c: &RunConfig| c.id == config.id) {
+            bail!(crate::error::UsageError(format!("{} is named twice", p.name)));
+        }
+        thaw_if_abandoned(host, containers, &config.id)?;
+        configs.push(config);
+    }
     let lock = Lock::acquire(repo, false)?;
-    let parent = crate::repo::snapshot::list(repo)?.into_iter().rev().find(|(_, s)| s.service == config.name);
-
-    if running {
-        for h in &opts.exec_before {
-            hook(host, &config.id, h, "before")?;
-        }
-    } else if !opts.exec_before.is_empty() {
-        bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", config.name);
-    }
-
-    // The image first: unchanged images cost one tree lookup.
+    let all = crate::repo::snapshot::list(repo)?;
     let store = host.store()?;
-    let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
-    let mut blobs: Vec<(String, PathBuf)> = vec![
-        (image.manifest_digest.hex(), store.blob_path(&image.manifest_digest)),
-        (image.config_digest.hex(), store.blob_path(&image.config_digest)),
-    ];
-    blobs.extend(image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
-    let mut archiver = Archiver::new(repo);
-    archiver.on_progress = opts.progress.clone();
-    // Files whose inode changed before the parent's capture began are probably unchanged.
-    archiver.read_ahead_since = parent.as_ref().and_then(|(_, p)| {
-        let t = chrono::DateTime::parse_from_rfc3339(&p.time).ok()?;
-        let began = t.timestamp_nanos_opt()? - (p.stats.duration_ms as i64 + 1000) * 1_000_000;
-        Some(began)
-    });
-    let image_tree = archiver.archive_files(&blobs, parent.as_ref().map(|(_, p)| &p.image.tree))?;
-
-    // The container's own state (its layer and volumes), frozen for a point-in-time view.
-    let dir = containers.dir(&config.id);
-    let upper = dir.join("upper");
-    std::fs::create_dir_all(&upper)?;
     let vols = host.volumes()?;
-    let volume_dirs: Vec<(&String, &String, PathBuf)> = if opts.no_volumes {
-        Vec::new()
-    } else {
-        config
-            .mounts
-            .iter()
-            .filter_map(|m| match &m.source {
-                MountSource::Volume { name } => Some((name, &m.target, vols.data_dir(name))),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut layer_parent = parent.as_ref().map(|(_, p)| p.container_layer);
-    let mut volume_parents: Vec<Option<BlobId>> = volume_dirs
-        .iter()
-        .map(|(name, _, _)| {
-            parent.as_ref().and_then(|(_, p)| p.volumes.iter().find(|v| v.name == **name)).map(|v| v.tree)
-        })
-        .collect();
-    if running && parent.is_none() {
-        // A first snapshot stores the data while the service runs, then freezes it only to
-        // read what changed meanwhile (as an incremental would): the frozen window is the
-        // incremental's, not the whole first copy's.
-        let began = now_ns() - 1_000_000_000;
-        let image_only = archiver.stats;
-        layer_parent = Some(archiver.archive_dir(&upper, None)?);
-        for (i, (_, _, data)) in volume_dirs.iter().enumerate() {
-            volume_parents[i] = Some(archiver.archive_dir(data, None)?);
+
+    // Hooks and recipes, in the order the services were named.
+    let mut members = Vec::new();
+    let mut prepared = Vec::new();
+    for (plan, config) in plans.iter().zip(configs) {
+        let running = runtime::observed_state(containers, &config.id)?.status == Status::Running;
+        if running {
+            for h in &plan.exec_before {
+                hook(host, &config.id, h, "before")?;
+            }
+            prepared.push(consistency::prepare(&plan.consistency, host, &config.id)?);
+        } else if !plan.exec_before.is_empty() || plan.consistency != consistency::Consistency::Freeze {
+            bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", config.name);
         }
-        // The totals count each file once (the frozen pass's); reads and new bytes add up.
-        let first = archiver.stats;
-        archiver.stats = ArchiveStats { files_read: first.files_read, new_bytes: first.new_bytes, ..image_only };
-        archiver.read_ahead_since = Some(began);
+        let parent = all.iter().rev().find(|(_, s)| s.service == config.name).cloned();
+        let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
+        let upper = containers.dir(&config.id).join("upper");
+        std::fs::create_dir_all(&upper)?;
+        let volume_dirs: Vec<(String, String, PathBuf)> = if opts.no_volumes {
+            Vec::new()
+        } else {
+            config
+                .mounts
+                .iter()
+                .filter_map(|m| match &m.source {
+                    MountSource::Volume { name } => Some((name.clone(), m.target.clone(), vols.data_dir(name))),
+                    _ => None,
+                })
+                .collect()
+        };
+        let layer_parent = parent.as_ref().map(|(_, p)| p.container_layer);
+        let volume_parents = volume_dirs
+            .iter()
+            .map(|(name, _, _)| {
+                parent.as_ref().and_then(|(_, p)| p.volumes.iter().find(|v| v.name == *name)).map(|v| v.tree)
+            })
+            .collect();
+        // Files whose inode changed before the parent's capture began are probably unchanged.
+        let read_ahead_since = parent.as_ref().and_then(|(_, p)| {
+            let t = chrono::DateTime::parse_from_rfc3339(&p.time).ok()?;
+            t.timestamp_nanos_opt().map(|t| t - (p.stats.duration_ms as i64 + 1000) * 1_000_000)
+        });
+        members.push(Member {
+            config,
+            running,
+            parent,
+            image,
+            image_tree: BlobId([0; 32]),
+            upper,
+            volume_dirs,
+            layer_parent,
+            volume_parents,
+            stats: ArchiveStats::default(),
+            read_ahead_since,
+            layer_tree: None,
+            volumes: Vec::new(),
+        });
     }
-    let mut frozen = if running { Frozen::freeze(host, &[&config.id])? } else { Frozen::none(host) };
-    let layer_tree = archiver.archive_dir(&upper, layer_parent.as_ref())?;
-    let mut volumes = Vec::new();
-    for ((name, target, data), previous) in volume_dirs.iter().zip(&volume_parents) {
-        let tree = archiver.archive_dir(data, previous.as_ref())?;
-        volumes.push(VolumeRef { name: (*name).clone(), target: (*target).clone(), tree });
+
+    // While the services run: their images, and a first copy of any service never
+    // snapshotted before (then the freeze only reads what changed meanwhile).
+    for m in members.iter_mut() {
+        let mut archiver = Archiver::new(repo);
+        archiver.on_progress = opts.progress.clone();
+        archiver.read_ahead_since = m.read_ahead_since;
+        let mut blobs: Vec<(String, PathBuf)> = vec![
+            (m.image.manifest_digest.hex(), store.blob_path(&m.image.manifest_digest)),
+            (m.image.config_digest.hex(), store.blob_path(&m.image.config_digest)),
+        ];
+        blobs.extend(m.image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
+        m.image_tree = archiver.archive_files(&blobs, m.parent.as_ref().map(|(_, p)| &p.image.tree))?;
+        if m.running && m.parent.is_none() {
+            let began = now_ns() - 1_000_000_000;
+            let image_only = archiver.stats;
+            m.layer_parent = Some(archiver.archive_dir(&m.upper, None)?);
+            for (i, (_, _, data)) in m.volume_dirs.iter().enumerate() {
+                m.volume_parents[i] = Some(archiver.archive_dir(data, None)?);
+            }
+            // The totals count each file once (the frozen pass's); reads and new bytes add up.
+            let first = archiver.stats;
+            archiver.stats = ArchiveStats { files_read: first.files_read, new_bytes: first.new_bytes, ..image_only };
+            m.read_ahead_since = Some(began);
+        }
+        m.stats = archiver.stats;
+    }
+
+    // One instant for all of them.
+    let running: Vec<&str> = members.iter().filter(|m| m.running).map(|m| m.config.id.as_str()).collect();
+    let mut frozen = if running.is_empty() { Frozen::none(host) } else { Frozen::freeze(host, &running)? };
+    for m in members.iter_mut() {
+        let mut archiver = Archiver::new(repo);
+        archiver.on_progress = opts.progress.clone();
+        archiver.read_ahead_since = m.read_ahead_since;
+        archiver.stats = m.stats;
+        m.layer_tree = Some(archiver.archive_dir(&m.upper, m.layer_parent.as_ref())?);
+        for ((name, target, data), previous) in m.volume_dirs.iter().zip(&m.volume_parents) {
+            let tree = archiver.archive_dir(data, previous.as_ref())?;
+            let root = std::fs::metadata(data).ok().map(|st| {
+                use std::os::unix::fs::MetadataExt;
+                crate::repo::snapshot::RootMeta { uid: st.uid(), gid: st.gid(), mode: st.mode() & 0o7777 }
+            });
+            m.volumes.push(VolumeRef { name: name.clone(), target: target.clone(), tree, root });
+        }
+        m.stats = archiver.stats;
     }
     let frozen_for = frozen.thaw();
-    let tree_stats = archiver.stats;
     drop(frozen);
-
-    for h in &opts.exec_after {
-        hook(host, &config.id, h, "after")?;
+    // The databases go on; then the after-hooks.
+    drop(prepared);
+    for (plan, m) in plans.iter().zip(&members) {
+        if m.running {
+            for h in &plan.exec_after {
+                hook(host, &m.config.id, h, "after")?;
+            }
+        }
     }
     repo.flush()?;
-    let snapshot = Snapshot {
-        time: crate::sys::now_rfc3339(),
-        hostname: crate::sys::hostname(),
-        service: config.name.clone(),
-        tags: opts.tags.clone(),
-        parent: parent.map(|(id, _)| id),
-        run_config: serde_json::to_value(&config)?,
-        image: ImageRef { reference: config.image.clone(), manifest: image.manifest_digest.clone(), tree: image_tree },
-        container_layer: layer_tree,
-        volumes,
-        stats: SnapshotStats {
-            files: tree_stats.files,
-            bytes: tree_stats.bytes,
-            files_read: tree_stats.files_read,
-            added_bytes: repo.added_bytes(),
-            frozen_ms: frozen_for.as_millis() as u64,
-            duration_ms: started.elapsed().as_millis() as u64,
-        },
-    };
-    let id = repo.save_object(crate::backend::Kind::Snapshot, &snapshot)?;
-    // The snapshot is saved: a lock that cannot be removed now turns stale on its own.
+    let time = crate::sys::now_rfc3339();
+    let stack = (members.len() > 1).then(|| StackRef {
+        id: crate::fsutil::random_hex(8),
+        services: members.iter().map(|m| m.config.name.clone()).collect(),
+    });
+    let added = repo.added_bytes();
+    let mut out = Vec::new();
+    for m in members {
+        let snapshot = Snapshot {
+            time: time.clone(),
+            hostname: crate::sys::hostname(),
+            service: m.config.name.clone(),
+            tags: opts.tags.clone(),
+            parent: m.parent.map(|(id, _)| id),
+            run_config: serde_json::to_value(&m.config)?,
+            image: ImageRef {
+                reference: m.config.image.clone(),
+                manifest: m.image.manifest_digest.clone(),
+                tree: m.image_tree,
+            },
+            container_layer: m.layer_tree.expect("archived while frozen"),
+            volumes: m.volumes,
+            stats: SnapshotStats {
+                files: m.stats.files,
+                bytes: m.stats.bytes,
+                files_read: m.stats.files_read,
+                // The repository's growth is the stack's: counted once, on its first member.
+                added_bytes: if out.is_empty() { added } else { 0 },
+                frozen_ms: frozen_for.as_millis() as u64,
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+            stack: stack.clone(),
+        };
+        let id = repo.save_object(crate::backend::Kind::Snapshot, &snapshot)?;
+        out.push((id, snapshot));
+    }
+    // The snapshots are saved: a lock that cannot be removed now turns stale on its own.
     drop(lock);
-    Ok((id, snapshot))
+    Ok(out)
 }
 
 /// Restores never replace a container: the name must be free.
@@ -400,6 +509,13 @@ pub fn restore(
         let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
         r.on_progress = opts.progress.clone();
         r.restore(&v.tree, &data)?;
+        if let Some(root) = v.root {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&data, Some(root.uid), Some(root.gid))
+                .with_context(|| format!("cannot give volume {} its owner", v.name))?;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(root.mode))
+                .with_context(|| format!("cannot give volume {} its mode", v.name))?;
+        }
         if opts.rename.is_some() {
             for m in recorded.mounts.iter_mut() {
                 if matches!(&m.source, MountSource::Volume { name } if *name == v.name) {

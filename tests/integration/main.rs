@@ -18,3 +18,4 @@ mod registry;
 mod runtime;
 mod services;
 mod snapshots;
+mod stacks;

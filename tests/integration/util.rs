@@ -355,3 +355,19 @@ pub fn s3_location(server: &str) -> Option<String> {
         }
     }
 }
+
+impl Env {
+    /// Loads `lifeboat-test/NAME:1`, one of the real services' images tests/images/build.sh
+    /// made (MariaDB with PHP and WordPress: `lamp`; PostgreSQL: `postgres`); None (skip)
+    /// when the test script did not build them.
+    pub fn service_image(&self, name: &str) -> Option<String> {
+        let Some(dir) = std::env::var_os("LIFEBOAT_TEST_IMAGES") else {
+            assert!(!peers_required(), "LIFEBOAT_TEST_IMAGES is required (run scripts/test.sh)");
+            eprintln!("skipping: no service images (run scripts/test.sh)");
+            return None;
+        };
+        let archive = std::path::Path::new(&dir).join(format!("{name}.tar"));
+        self.ok(&["load", "-i", archive.to_str().unwrap()]);
+        Some(format!("lifeboat-test/{name}:1"))
+    }
+}
