@@ -149,6 +149,11 @@ pub struct RestoreArgs {
     /// Recreate the container but do not start it.
     #[arg(long)]
     pub no_start: bool,
+    /// Roll the running service (or stack) back in place: the current containers and volumes
+    /// are kept aside until the restored ones are up and healthy, then removed (or put back
+    /// if the restore fails).
+    #[arg(long, conflicts_with_all = ["rename", "no_start", "from"])]
+    pub replace: bool,
     /// Seconds to wait for the service's health check.
     #[arg(long, default_value_t = 60)]
     pub health_timeout: u64,
@@ -374,7 +379,9 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         }),
     };
     let selection = backup::Selection { which: a.snapshot.clone(), at: a.at.clone() };
-    let reports = if a.services.len() == 1 {
+    let reports = if a.replace {
+        a.repo.with(|r| backup::restore_replacing(ctx.host(), r, &a.services, &selection, &opts))?
+    } else if a.services.len() == 1 {
         vec![a.repo.with(|r| backup::restore(ctx.host(), r, &service, &selection, &opts))?]
     } else {
         a.repo.with(|r| backup::restore_stack(ctx.host(), r, &a.services, &selection, &opts))?

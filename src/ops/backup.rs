@@ -576,6 +576,135 @@ pub fn restore_stack(
     Ok(done)
 }
 
+/// A container set aside by `restore --replace`: its own name, its configuration under the
+/// temporary name, and its volumes as (own name, temporary name).
+struct SetAside {
+    name: String,
+    config: crate::runtime::RunConfig,
+    volumes: Vec<(String, String)>,
+}
+
+/// A running service (or stack) rolled back in place (`restore --replace`): the current
+/// containers are stopped and kept aside with their volumes (renamed `NAME-replaced-…`) until
+/// the restored ones are up and healthy, then removed; if the restore fails or is not healthy
+/// in time, what it made is removed and the service as it was is put back and started.
+pub fn restore_replacing(
+    host: &Host,
+    access: Access,
+    services: &[String],
+    selection: &Selection,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Vec<RestoreReport>> {
+    if opts.rename.is_some() || opts.no_start {
+        bail!(UsageError("--replace restores under the services' own names, started".into()));
+    }
+    let containers = host.containers()?;
+    let vols = host.volumes()?;
+    let suffix = format!("replaced-{}", crate::fsutil::random_hex(3));
+    // Aside: each container stopped and renamed, its volumes renamed with it.
+    let mut aside: Vec<SetAside> = Vec::new();
+    let put_back = |aside: &[SetAside]| {
+        for SetAside { name, config, volumes } in aside.iter().rev() {
+            for (original, moved) in volumes {
+                if let Err(e) = vols.rename(moved, original) {
+                    tracing::error!(volume = original.as_str(), error = %e, "cannot put the volume back");
+                }
+            }
+            let mut back = config.clone();
+            back.name = name.clone();
+            for m in back.mounts.iter_mut() {
+                if let crate::runtime::container::MountSource::Volume { name: v } = &mut m.source
+                    && let Some((original, _)) = volumes.iter().find(|(_, moved)| moved == v)
+                {
+                    *v = original.clone();
+                }
+            }
+            if let Err(e) = containers.write_config(&back) {
+                tracing::error!(container = name.as_str(), error = %e, "cannot put the container back");
+            } else if let Err(e) = crate::runtime::start(host, &back.id) {
+                tracing::error!(container = name.as_str(), error = %e, "cannot start the container put back");
+            }
+        }
+    };
+    for name in services {
+        let Ok(current) = containers.find(name) else { continue };
+        let step = (|| -> anyhow::Result<(crate::runtime::RunConfig, Vec<(String, String)>)> {
+            let state = crate::runtime::observed_state(containers, &current.id)?;
+            if matches!(state.status, crate::runtime::Status::Running | crate::runtime::Status::Paused) {
+                crate::runtime::stop(host, &current.id, Duration::from_secs(10))?;
+            }
+            let mut moved = Vec::new();
+            let mut config = current.clone();
+            for m in config.mounts.iter_mut() {
+                if let crate::runtime::container::MountSource::Volume { name: v } = &mut m.source {
+                    let to = format!("{v}-{suffix}");
+                    vols.rename(v, &to)?;
+                    moved.push((v.clone(), to.clone()));
+                    *v = to;
+                }
+            }
+            config.name = format!("{name}-{suffix}");
+            containers.write_config(&config)?;
+            Ok((config, moved))
+        })();
+        match step {
+            Ok((config, volumes)) => aside.push(SetAside { name: name.clone(), config, volumes }),
+            Err(e) => {
+                put_back(&aside);
+                return Err(e.context(format!("cannot set {name} aside; nothing was changed")));
+            }
+        }
+    }
+    let restored = if services.len() == 1 {
+        restore(host, access, &services[0], selection, opts).map(|r| vec![r])
+    } else {
+        restore_stack(host, access, services, selection, opts)
+    };
+    let failure = match &restored {
+        Ok(reports) => reports.iter().find(|r| r.healthy == Some(false)).map(|r| {
+            anyhow::anyhow!("the restored {} was not healthy within {} s", r.name, opts.health_timeout.as_secs())
+        }),
+        Err(_) => None,
+    };
+    match (restored, failure) {
+        (Ok(reports), None) => {
+            // The restored service is up: what is left of the old one is only reported.
+            for SetAside { config, volumes, .. } in &aside {
+                if let Err(e) = crate::runtime::remove(host, &config.id, true) {
+                    tracing::warn!(container = config.name.as_str(), error = %e, "cannot remove the replaced container");
+                }
+                for (_, v) in volumes {
+                    if let Err(e) = vols.remove(v) {
+                        tracing::warn!(volume = v.as_str(), error = %e, "cannot remove the replaced volume");
+                    }
+                }
+            }
+            Ok(reports)
+        }
+        (Ok(reports), Some(why)) => {
+            for r in &reports {
+                let made = containers.config(&r.container).ok();
+                if let Err(e) = crate::runtime::remove(host, &r.container, true) {
+                    tracing::error!(container = r.name.as_str(), error = %e, "cannot remove the restored container");
+                }
+                for m in made.iter().flat_map(|c| &c.mounts) {
+                    if let crate::runtime::container::MountSource::Volume { name } = &m.source
+                        && let Err(e) = vols.remove(name)
+                    {
+                        tracing::error!(volume = name.as_str(), error = %e, "cannot remove the restored volume");
+                    }
+                }
+            }
+            put_back(&aside);
+            Err(why.context("the service as it was is back"))
+        }
+        (Err(e), _) => {
+            put_back(&aside);
+            Err(e.context("the service as it was is back"))
+        }
+    }
+}
+
 /// A restore from a snapshot image.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ImageRestoreReport {

@@ -461,6 +461,23 @@ impl Containers {
         }
     }
 
+    /// Gives container `id` the name `new` (free, valid), as `docker rename` does; a running
+    /// container keeps running.
+    pub fn rename(&self, id: &str, new: &str) -> Result<RunConfig, ContainerError> {
+        super::names::validate_name(new).map_err(ContainerError::Invalid)?;
+        let _lock = self.lock()?;
+        if let Some(other) = self.name_taken(new)? {
+            return Err(ContainerError::Conflict(format!(
+                "the container name {new:?} is already in use by container {}",
+                &other[..12.min(other.len())]
+            )));
+        }
+        let mut config = self.config(id)?;
+        config.name = new.to_string();
+        self.write_config(&config)?;
+        Ok(config)
+    }
+
     pub fn name_taken(&self, name: &str) -> Result<Option<String>, ContainerError> {
         for id in self.ids()? {
             if self.config(&id).is_ok_and(|c| c.name == name) {

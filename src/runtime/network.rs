@@ -137,9 +137,33 @@ enum Dial {
 /// Serves published ports: every TCP connection is paired with one opened to
 /// 127.0.0.1:<container port> inside the container's network namespace; every UDP client gets
 /// its own socket there, forgotten after a minute of silence.
-pub fn serve(listeners: Vec<(PortMapping, Listener)>, netns: &Path) -> io::Result<()> {
+/// The published ports being served, closed (and their threads ended) by [`Published::close`]:
+/// the host ports are free again the moment the container is reported ended, so a `restart`
+/// or a new container can take them at once.
+#[derive(Default)]
+pub struct Published {
+    sockets: Vec<std::os::fd::OwnedFd>,
+    threads: Vec<thread::JoinHandle<()>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Published {
+    pub fn close(self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in &self.sockets {
+            // Wakes the thread blocked in accept or recv; it sees `closed` and ends.
+            let _ = nix::sys::socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(s), nix::sys::socket::Shutdown::Both);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn serve(listeners: Vec<(PortMapping, Listener)>, netns: &Path) -> io::Result<Published> {
+    let mut published = Published::default();
     if listeners.is_empty() {
-        return Ok(());
+        return Ok(published);
     }
     let (req_tx, req_rx) = mpsc::channel::<Dial>();
     let ns = File::open(netns)?;
@@ -164,22 +188,33 @@ pub fn serve(listeners: Vec<(PortMapping, Listener)>, netns: &Path) -> io::Resul
     for (mapping, listener) in listeners {
         let req_tx = req_tx.clone();
         let name = format!("port-{}", mapping.host_port);
-        match listener {
-            Listener::Tcp(l) => thread::Builder::new()
-                .name(name)
-                .stack_size(64 * 1024)
-                .spawn(move || serve_tcp(l, mapping.container_port, req_tx))?,
-            Listener::Udp(u) => thread::Builder::new()
-                .name(name)
-                .stack_size(64 * 1024)
-                .spawn(move || serve_udp(u, mapping.container_port, req_tx))?,
+        let closed = published.closed.clone();
+        let handle = match listener {
+            Listener::Tcp(l) => {
+                published.sockets.push(std::os::fd::OwnedFd::from(l.try_clone()?));
+                thread::Builder::new()
+                    .name(name)
+                    .stack_size(64 * 1024)
+                    .spawn(move || serve_tcp(l, mapping.container_port, req_tx, &closed))?
+            }
+            Listener::Udp(u) => {
+                published.sockets.push(std::os::fd::OwnedFd::from(u.try_clone()?));
+                thread::Builder::new()
+                    .name(name)
+                    .stack_size(64 * 1024)
+                    .spawn(move || serve_udp(u, mapping.container_port, req_tx, &closed))?
+            }
         };
+        published.threads.push(handle);
     }
-    Ok(())
+    Ok(published)
 }
 
-fn serve_tcp(listener: TcpListener, port: u16, dialer: mpsc::Sender<Dial>) {
+fn serve_tcp(listener: TcpListener, port: u16, dialer: mpsc::Sender<Dial>, closed: &std::sync::atomic::AtomicBool) {
     for client in listener.incoming() {
+        if closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let Ok(client) = client else { continue };
         let (tx, rx) = mpsc::channel();
         if dialer.send(Dial::Tcp(port, tx)).is_err() {
@@ -193,11 +228,15 @@ fn serve_tcp(listener: TcpListener, port: u16, dialer: mpsc::Sender<Dial>) {
     }
 }
 
-fn serve_udp(host: UdpSocket, port: u16, dialer: mpsc::Sender<Dial>) {
+fn serve_udp(host: UdpSocket, port: u16, dialer: mpsc::Sender<Dial>, closed: &std::sync::atomic::AtomicBool) {
     let sessions: Arc<Mutex<HashMap<SocketAddr, UdpSocket>>> = Arc::default();
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, client)) = host.recv_from(&mut buf) else { continue };
+        let received = host.recv_from(&mut buf);
+        if closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let Ok((n, client)) = received else { continue };
         let existing = sessions.lock().ok().and_then(|m| m.get(&client).and_then(|s| s.try_clone().ok()));
         let upstream = match existing {
             Some(u) => u,

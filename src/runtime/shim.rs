@@ -220,15 +220,16 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
     state.error = None;
     state.ports = bound.iter().map(|(m, _)| m.clone()).collect();
     containers.write_state(id, &state)?;
-    if config.network != NetworkMode::Host {
-        network::serve(bound, &netns)?;
-    }
+    let published =
+        if config.network != NetworkMode::Host { network::serve(bound, &netns)? } else { Default::default() };
     if let Some(h) = &config.health {
         spawn_health_checks(host, id, h.clone());
     }
     sync.send("ok\n");
 
     let code = wait_for(pid);
+    // The host's ports are free before anyone hears the container ended.
+    published.close();
     // Pipes close when the last process holding them exits; do not hang on a straggler.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     for _ in 0..pumps {

@@ -167,6 +167,19 @@ impl Volumes {
     }
 
     /// Every volume, what a restore that died left among them included ([`VolumeMeta::restoring`]).
+    /// Renames volume `old` to `new` (free, valid): its directory and record move.
+    pub fn rename(&self, old: &str, new: &str) -> Result<(), ContainerError> {
+        Self::validate_name(new)?;
+        let mut meta = self.get(old)?;
+        if self.get(new).is_ok() || self.dir.join(new).exists() {
+            return Err(ContainerError::Conflict(format!("a volume named {new} exists")));
+        }
+        let (from, to) = (self.dir.join(old), self.dir.join(new));
+        fs::rename(&from, &to).map_err(io_err(&from))?;
+        meta.name = new.to_string();
+        self.write_meta(&meta)
+    }
+
     pub fn list(&self) -> Result<Vec<VolumeMeta>, ContainerError> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {

@@ -240,3 +240,69 @@ fn health_checks_are_run_as_docker_runs_them() {
     assert!(env.inspect("none")["Config"]["Healthcheck"].is_null());
     env.ok(&["rm", "-f", "hc", "hang", "none"]);
 }
+
+/// `restore --replace` after a bad upgrade: the service comes back as snapshotted, in place,
+/// and what it replaced is gone; a restore that is not healthy puts the service back as it was.
+#[test]
+fn restore_replace_rolls_a_running_service_back_or_puts_it_back() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let port = crate::util::free_port();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "-v",
+        "appdata:/www",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        "--health-cmd",
+        "test -f /www/ok",
+        "--health-interval",
+        "1s",
+        "site:1",
+    ]);
+    env.ok(&["exec", "app", "sh", "-c", "echo good > /www/index.html; touch /www/ok"]);
+    let good: serde_json::Value = serde_json::from_str(&env.ok(&["snapshot", "app", "--format", "json"])).unwrap();
+    env.ok(&["exec", "app", "sh", "-c", "echo bad-upgrade > /www/index.html; rm /www/ok"]);
+    let bad: serde_json::Value = serde_json::from_str(&env.ok(&["snapshot", "app", "--format", "json"])).unwrap();
+    env.ok(&["exec", "app", "sh", "-c", "echo current > /www/index.html; touch /www/ok"]);
+
+    // A snapshot that is not healthy: refused, and the service is as it was, running.
+    let err = env
+        .fails(&["restore", "app", "--replace", "--snapshot", bad["id"].as_str().unwrap(), "--health-timeout", "3"], 1);
+    assert!(err.contains("not healthy") && err.contains("as it was is back"), "{err}");
+    wait_until(20, "the service put back", || crate::util::http_get(port, "/").is_ok_and(|p| p.trim() == "current"));
+    // The good one: back in place, healthy, nothing left aside.
+    let out = env.ok(&["restore", "app", "--replace", "--snapshot", good["id"].as_str().unwrap()]);
+    assert!(out.contains("healthy"), "{out}");
+    wait_until(20, "the rolled-back page", || crate::util::http_get(port, "/").is_ok_and(|p| p.trim() == "good"));
+    let ps = env.ok(&["ps", "-a"]);
+    let volumes = env.ok(&["volume", "ls", "-q"]);
+    assert!(!ps.contains("replaced") && !volumes.contains("replaced"), "left aside:\n{ps}\n{volumes}");
+    assert_eq!(volumes.trim(), "appdata");
+    env.ok(&["rm", "-f", "app"]);
+}
+
+/// A restore whose published port is taken fails and leaves `ps -a` and the volumes as they
+/// were before it.
+#[test]
+fn a_restore_that_cannot_start_leaves_nothing_behind() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let port = crate::util::free_port();
+    env.ok(&["run", "-d", "--name", "web", "-v", "webdata:/www", "-p", &format!("127.0.0.1:{port}:80"), "site:1"]);
+    env.ok(&["snapshot", "web"]);
+    env.ok(&["rm", "-f", "web"]);
+    env.ok(&["volume", "rm", "webdata"]);
+    let taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (ps, volumes) = (env.ok(&["ps", "-a", "-q"]), fs::read_dir(env.root().join("volumes")).unwrap().count());
+    let out = env.lifeboat().args(["restore", "web"]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), ps, "a failed restore left a container");
+    assert_eq!(fs::read_dir(env.root().join("volumes")).unwrap().count(), volumes, "a failed restore left a volume");
+    drop(taken);
+    env.ok(&["restore", "web"]);
+    env.ok(&["rm", "-f", "web"]);
+}
