@@ -83,7 +83,8 @@ pub enum JobCommand {
         read_data_subset: Option<String>,
     },
     Drill {
-        service: String,
+        /// One service, or a stack's.
+        services: Vec<String>,
         repository: Option<RepoTarget>,
         http: Option<String>,
         command: Option<String>,
@@ -180,8 +181,9 @@ impl JobCommand {
                     args.extend(["--read-data-subset".to_string(), s.clone()]);
                 }
             }
-            JobCommand::Drill { service, repository, http, command, timeout } => {
-                args.extend([service.clone(), "--format".into(), "job".into()]);
+            JobCommand::Drill { services, repository, http, command, timeout } => {
+                args.extend(services.iter().cloned());
+                args.extend(["--format".into(), "job".into()]);
                 if let Some(r) = repository {
                     repo_argv(&mut args, r, "--repo", "--password-file");
                 }
@@ -218,14 +220,6 @@ fn repo_target(config: &Config, name: &str) -> RepoTarget {
 }
 
 /// Every job of a (validated) configuration.
-/// `SERVICE=RECIPE` for each of `services` that has a consistency recipe.
-fn recipes(config: &Config, services: &[String]) -> Vec<String> {
-    services
-        .iter()
-        .filter_map(|s| Some(format!("{s}={}", config.services.get(s)?.consistency.as_ref()?.get_ref())))
-        .collect()
-}
-
 /// The snapshot job of a service or a stack (`name`): the snapshot of `services` together,
 /// then each one's retention in each repository.
 fn snapshot_job(config: &Config, name: &str, services: &[String], snap: &config::SnapshotPolicy) -> Job {
@@ -233,7 +227,7 @@ fn snapshot_job(config: &Config, name: &str, services: &[String], snap: &config:
     let repositories: Vec<RepoTarget> = snap.repositories.iter().map(|r| repo_target(config, r.get_ref())).collect();
     let mut steps = vec![JobCommand::Snapshot {
         services: services.to_vec(),
-        consistency: recipes(config, services),
+        consistency: config.recipes(services),
         repositories: repositories.clone(),
         exec_before: snap.exec_before.clone(),
         exec_after: snap.exec_after.clone(),
@@ -314,15 +308,21 @@ pub fn jobs(config: &Config) -> Vec<Job> {
         });
     }
     for (name, d) in &config.drills {
-        let service = d.service.get_ref().clone();
+        let services = match (&d.service, &d.stack) {
+            (Some(s), _) => vec![s.get_ref().clone()],
+            (None, Some(stack)) => {
+                config.stack_services(stack.get_ref()).expect("validated when the config was loaded")
+            }
+            (None, None) => unreachable!("validated when the config was loaded"),
+        };
         jobs.push(Job {
             id: format!("drill:{name}"),
             kind: Kind::Drill,
-            service: Some(service.clone()),
+            service: Some(services.join("+")),
             schedule_text: d.schedule.get_ref().clone(),
             schedule: schedule(d.schedule.get_ref()),
             steps: vec![JobCommand::Drill {
-                service,
+                services,
                 repository: d.repository.as_ref().map(|r| repo_target(config, r.get_ref())),
                 http: d.http.as_ref().map(|h| h.get_ref().clone()),
                 command: d.command.clone(),
@@ -438,7 +438,10 @@ fn absorb(outcome: &mut Outcome, report: &JobReport) {
             }
         }
         JobBody::Drill(d) => {
-            outcome.snapshots.push(d.snapshot.clone());
+            if d.members.is_empty() {
+                outcome.snapshots.push(d.snapshot.clone());
+            }
+            outcome.snapshots.extend(d.members.iter().map(|m| m.snapshot.clone()));
             outcome.time_to_healthy_ms = d.time_to_healthy_ms;
             if !d.healthy {
                 let why = d.error.as_deref().unwrap_or("not healthy");
@@ -510,6 +513,34 @@ http = "http://localhost:80/"
         assert_eq!(words(&jobs[2].steps[0]), "drill web --format job --http http://localhost:80/");
     }
 
+    /// A stack is snapshotted with its members' recipes and drilled as one.
+    #[test]
+    fn a_stack_is_snapshotted_and_drilled_as_one() {
+        let text = r#"
+[services.db]
+image = "db:1"
+consistency = "mariadb"
+[services.web]
+image = "web:1"
+network = "container:db"
+[stacks.site]
+services = ["db", "web"]
+snapshot = { schedule = "0 2 * * *" }
+[drills.site]
+stack = "site"
+schedule = "0 5 * * 1"
+http = "http://localhost:80/"
+"#;
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let jobs = jobs(&config);
+        let words = |s: &JobCommand| s.argv().join(" ");
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["snapshot:site", "drill:site"]);
+        assert_eq!(words(&jobs[0].steps[0]), "snapshot db web --format job --consistency db=mariadb");
+        assert_eq!(words(&jobs[1].steps[0]), "drill db web --format job --http http://localhost:80/");
+        assert_eq!(jobs[1].service.as_deref(), Some("db+web"));
+    }
+
     /// What the command line prints for a snapshot and a drill, read back by the agent: the
     /// fields its metrics use are there, by the same definitions on both ends.
     #[test]
@@ -549,6 +580,7 @@ http = "http://localhost:80/"
             restore_ms: 1200,
             time_to_healthy_ms: Some(31_000),
             error: Some("GET / answered 500".into()),
+            members: Vec::new(),
         };
         let printed = serde_json::to_string(&JobReport::new(JobBody::Drill(drill))).unwrap();
         absorb(&mut o, &JobReport::parse(&printed).unwrap());

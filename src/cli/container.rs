@@ -466,6 +466,7 @@ pub fn exec(ctx: &Context, a: ExecArgs) -> anyhow::Result<i32> {
         env: a.env,
         user: a.user,
         workdir: a.workdir,
+        output: runtime::ExecOutput::Inherit,
     };
     containers::exec(ctx.host(), &a.container, opts)
 }

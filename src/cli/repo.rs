@@ -77,12 +77,36 @@ pub enum RepoCommand {
     },
 }
 
+/// `--stack NAME`: the services of a stack of the configuration, as if named.
+#[derive(Debug, Args)]
+pub struct StackArg {
+    /// A stack of the configuration ([stacks.NAME]): its services, as if named one by one.
+    #[arg(long, value_name = "NAME")]
+    pub stack: Option<String>,
+    /// The configuration file --stack is read from.
+    #[arg(long, env = "LIFEBOAT_CONFIG", default_value = lifeboat::config::DEFAULT_PATH, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+impl StackArg {
+    /// The services named, or the stack's (with the configuration, for what else it says).
+    fn services(&self, named: &[String]) -> anyhow::Result<(Vec<String>, Option<lifeboat::config::Config>)> {
+        let Some(stack) = &self.stack else { return Ok((named.to_vec(), None)) };
+        let config = lifeboat::config::Config::load(&self.config)?;
+        Ok((config.stack_services(stack)?, Some(config)))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// The containers (services) to snapshot; several are frozen together, at one instant
     /// (a stack: a database and the application that writes to it).
-    #[arg(required = true, value_name = "SERVICE")]
+    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE")]
     pub containers: Vec<String>,
+    /// The stack's members' consistency recipes in the configuration apply, unless
+    /// --consistency is given.
+    #[command(flatten)]
+    pub stack: StackArg,
     /// Repository locations (repeatable: the snapshot goes to each; default: <root>/repository).
     #[arg(long = "repo", env = "LIFEBOAT_REPOSITORY")]
     pub repos: Vec<String>,
@@ -133,8 +157,10 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     /// The service to bring back; several: from snapshots taken together (a stack), each
     /// after the one whose network it joins.
-    #[arg(required = true, value_name = "SERVICE")]
+    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE")]
     pub services: Vec<String>,
+    #[command(flatten)]
+    pub stack: StackArg,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Which snapshot: an ID (prefix) or latest.
@@ -234,11 +260,16 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let repositories = backup::pair_repositories(&a.repos, &a.password_files)?;
-    let services = backup::service_plans(&a.containers, &a.exec_before, &a.exec_after, &a.consistency)?;
+    let (containers, config) = a.stack.services(&a.containers)?;
+    let consistency = match config {
+        Some(config) if a.consistency.is_empty() => config.recipes(&containers),
+        _ => a.consistency.clone(),
+    };
+    let services = backup::service_plans(&containers, &a.exec_before, &a.exec_after, &consistency)?;
     let json = a.format.machine();
     let spinner = super::progress::Activity::new(json);
     let progress: Option<lifeboat::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
-        let name = a.containers.join("+");
+        let name = containers.join("+");
         std::sync::Arc::new(move |s: &lifeboat::repo::tree::ArchiveStats| {
             bar.set_message(format!(
                 "snapshot {name}: {} files, {} ({} read, {} new)",
@@ -305,7 +336,8 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
         println!("{}", sorted_json(&list)?);
         return Ok(0);
     }
-    // A stack snapshot is one row: its services joined, its sizes added up.
+    // A stack snapshot is one row: its services joined (in the order they were named), its
+    // sizes added up.
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut stacks: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut sums: Vec<(u64, u64)> = Vec::new();
@@ -313,7 +345,6 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
         if let Some(stack) = &s.stack
             && let Some(&row) = stacks.get(&stack.id)
         {
-            rows[row][2].push_str(&format!("+{}", s.service));
             sums[row].0 += s.stats.bytes;
             sums[row].1 += s.stats.added_bytes;
             continue;
@@ -327,7 +358,7 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
         rows.push(vec![
             s.id[..12].to_string(),
             time,
-            s.service.clone(),
+            s.stack.as_ref().map(|st| st.services.join("+")).unwrap_or_else(|| s.service.clone()),
             s.host.clone(),
             String::new(),
             String::new(),
@@ -343,8 +374,9 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
+pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
     let json = a.format == OutputFormat::Json;
+    a.services = a.stack.services(&a.services)?.0;
     let service = a.services[0].clone();
     if a.services.len() > 1 && a.from.is_some() {
         return Err(lifeboat::error::UsageError("--from restores one service".into()).into());
@@ -356,6 +388,7 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
             health_timeout: Duration::from_secs(a.health_timeout),
             throwaway: false,
             progress: None,
+            peers: Default::default(),
         };
         let r = backup::restore_from_image(ctx.host(), &service, from, &a.tls.request(), &opts)?;
         if json {
@@ -371,6 +404,7 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         no_start: a.no_start,
         health_timeout: Duration::from_secs(a.health_timeout),
         throwaway: false,
+        peers: Default::default(),
         progress: spinner.bar().map(|bar| {
             let name = a.services.join("+");
             std::sync::Arc::new(move |s: &lifeboat::repo::tree::RestoreStats| {
@@ -412,8 +446,13 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
-    /// The service whose snapshot to rehearse.
-    pub service: String,
+    /// The service whose snapshot to rehearse; several: a stack's snapshot (taken together),
+    /// each restored aside after the one whose network it joins, each checked by its own
+    /// health check; --http or --command checks the last one named.
+    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE")]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub stack: StackArg,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Which snapshot: an ID (prefix) or latest.
@@ -440,7 +479,9 @@ pub fn drill(ctx: &Context, a: DrillArgs) -> anyhow::Result<i32> {
         (None, Some(cmd)) => backup::ProbeSpec::Command(cmd.clone()),
         (None, None) => backup::ProbeSpec::Default,
     };
-    let (id, report) = a.repo.with(|r| backup::drill(ctx.host(), r, &a.service, &a.snapshot, &probe, a.timeout))?;
+    let services = a.stack.services(&a.services)?.0;
+    let report = a.repo.with(|r| backup::drill(ctx.host(), r, &services, &a.snapshot, &probe, a.timeout))?;
+    let id = report.snapshot.clone();
     let healthy = report.healthy;
     if a.format == OutputFormat::Job {
         println!(

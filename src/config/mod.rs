@@ -270,7 +270,10 @@ pub struct Check {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Drill {
-    pub service: Spanned<String>,
+    /// The service to rehearse; or `stack`, a `[stacks.NAME]` (the probe checks its last
+    /// service, the others pass by their own health check).
+    pub service: Option<Spanned<String>>,
+    pub stack: Option<Spanned<String>>,
     pub repository: Option<Spanned<String>>,
     pub schedule: Spanned<String>,
     /// An HTTP GET inside the container's network, e.g. `http://localhost:80/`; healthy on 2xx/3xx.
@@ -376,6 +379,28 @@ impl Problems<'_> {
 }
 
 impl Config {
+    /// The services of stack `name` (`--stack NAME`), in the order the configuration lists them.
+    pub fn stack_services(&self, name: &str) -> Result<Vec<String>, crate::error::UsageError> {
+        match self.stacks.get(name) {
+            Some(stack) => Ok(stack.services.iter().map(|s| s.get_ref().clone()).collect()),
+            None if self.stacks.is_empty() => {
+                Err(crate::error::UsageError(format!("no stack {name:?}: the configuration defines no [stacks.NAME]")))
+            }
+            None => Err(crate::error::UsageError(format!(
+                "no stack {name:?} in the configuration (its stacks: {})",
+                self.stacks.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// `SERVICE=RECIPE` for each of `services` whose configuration names a consistency recipe.
+    pub fn recipes(&self, services: &[String]) -> Vec<String> {
+        services
+            .iter()
+            .filter_map(|s| Some(format!("{s}={}", self.services.get(s)?.consistency.as_ref()?.get_ref())))
+            .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
@@ -602,11 +627,24 @@ impl Config {
         for (name, job) in &self.drills {
             let who = format!("drill {name:?}");
             p.check(&job.schedule, &who, parse_schedule(job.schedule.get_ref()).map(|_| ""));
-            if !self.services.contains_key(job.service.get_ref()) {
-                p.at(
-                    &job.service,
-                    format!("{who}: service {:?} is not defined under [services]", job.service.get_ref()),
-                );
+            match (&job.service, &job.stack) {
+                (Some(service), None) => {
+                    if !self.services.contains_key(service.get_ref()) {
+                        p.at(
+                            service,
+                            format!("{who}: service {:?} is not defined under [services]", service.get_ref()),
+                        );
+                    }
+                }
+                (None, Some(stack)) => {
+                    if !self.stacks.contains_key(stack.get_ref()) {
+                        p.at(stack, format!("{who}: stack {:?} is not defined under [stacks]", stack.get_ref()));
+                    }
+                }
+                (Some(_), Some(stack)) => p.at(stack, format!("{who}: name a service or a stack, not both")),
+                (None, None) => {
+                    p.list.push((1, format!("{who}: name the service (service = \"…\") or the stack to rehearse")))
+                }
             }
             if let Some(r) = &job.repository {
                 repo_exists(p, &who, r);
@@ -701,6 +739,38 @@ http = \"https://x/\"
                 "line {line} {needle:?} in\n{e}"
             );
         }
+    }
+
+    /// A drill names a service or a stack, one that is defined.
+    #[test]
+    fn a_drill_names_one_service_or_one_stack() {
+        let text = "\
+[services.aa]
+image = \"aa:1\"
+[services.bb]
+image = \"bb:1\"
+[stacks.ab]
+services = [\"aa\", \"bb\"]
+[drills.both]
+service = \"aa\"
+stack = \"ab\"
+schedule = \"0 3 * * *\"
+[drills.ghost]
+stack = \"ba\"
+schedule = \"0 3 * * *\"
+[drills.neither]
+schedule = \"0 3 * * *\"
+";
+        let e = problems(text);
+        assert!(e.contains("t.toml:9: drill \"both\": name a service or a stack, not both"), "{e}");
+        assert!(e.contains("t.toml:12: drill \"ghost\": stack \"ba\" is not defined"), "{e}");
+        assert!(e.contains("drill \"neither\": name the service"), "{e}");
+        let ok = text.split("[drills.both]").next().unwrap().to_string()
+            + "[drills.ab]\nstack = \"ab\"\nschedule = \"0 3 * * *\"\n";
+        let config = Config::parse(&ok, Path::new("t.toml")).unwrap();
+        assert_eq!(config.stack_services("ab").unwrap(), ["aa", "bb"]);
+        let e = config.stack_services("ba").unwrap_err().to_string();
+        assert!(e.contains("no stack \"ba\"") && e.contains("its stacks: ab"), "{e}");
     }
 
     /// What `up`, the runtime or the agent would refuse, `config check` refuses first, each

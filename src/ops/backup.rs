@@ -484,21 +484,14 @@ pub fn restore(
     })
 }
 
-/// Restores several services from snapshots taken together (one stack snapshot: the newest
-/// that holds all of them, or the one `selection` names through any member's ID or a time),
-/// each service's network peer before it. All or nothing: if one cannot be restored, those
-/// restored before it are removed again, with the volumes made for them.
-pub fn restore_stack(
-    host: &Host,
-    access: Access,
+/// The snapshots of `services` taken together (one stack snapshot: the newest that holds all
+/// of them, or the one `selection` names through any member's ID or a time), each service
+/// after the one whose network it joins.
+fn stack_members(
+    repo: &Repository,
     services: &[String],
     selection: &Selection,
-    opts: &RestoreOptions,
-) -> anyhow::Result<Vec<RestoreReport>> {
-    if opts.rename.is_some() {
-        bail!(UsageError("--as renames one service; restore a stack under its own names".into()));
-    }
-    let repo = &access.open(host)?;
+) -> anyhow::Result<Vec<(String, Snapshot)>> {
     let all = snapshot::list(repo)?;
     let limit = selection.at.as_deref().map(parse_time).transpose()?;
     let wanted: std::collections::BTreeSet<&str> = services.iter().map(String::as_str).collect();
@@ -537,11 +530,36 @@ pub fn restore_stack(
         .into());
     };
     // A service whose network is another's comes after it.
-    let peer = |s: &Snapshot| -> Option<String> {
-        let mode = s.run_config.get("network")?;
-        (mode.get("mode")?.as_str()? == "container").then(|| mode.get("container")?.as_str().map(String::from))?
-    };
-    members.sort_by_key(|(_, s)| peer(s).is_some_and(|p| wanted.contains(p.as_str())));
+    let peer = joins;
+    let mut ordered: Vec<(String, Snapshot)> = Vec::with_capacity(members.len());
+    while !members.is_empty() {
+        // The first whose peer is not still waiting (a cycle cannot be recorded: a container
+        // joins one that exists, so the fallback only guards against a hand-made snapshot).
+        let next = members
+            .iter()
+            .position(|(_, s)| peer(s).is_none_or(|p| !members.iter().any(|(_, m)| m.service == p)))
+            .unwrap_or(0);
+        ordered.push(members.remove(next));
+    }
+    Ok(ordered)
+}
+
+/// Restores several services from snapshots taken together (one stack snapshot: the newest
+/// that holds all of them, or the one `selection` names through any member's ID or a time),
+/// each service's network peer before it. All or nothing: if one cannot be restored, those
+/// restored before it are removed again, with the volumes made for them.
+pub fn restore_stack(
+    host: &Host,
+    access: Access,
+    services: &[String],
+    selection: &Selection,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Vec<RestoreReport>> {
+    if opts.rename.is_some() {
+        bail!(UsageError("--as renames one service; restore a stack under its own names".into()));
+    }
+    let repo = &access.open(host)?;
+    let members = stack_members(repo, services, selection)?;
     let mut done: Vec<RestoreReport> = Vec::new();
     for (id, snap) in &members {
         match crate::snapshot::restore(host, repo, id, snap, opts) {
@@ -763,32 +781,46 @@ pub enum ProbeSpec {
     Default,
 }
 
-/// Rehearses a restore of `service` aside, probes it, removes it.
+/// Rehearses a restore of `services` aside (one, or a stack snapshotted together), probes
+/// them, removes them. `probe` checks the last service named; the others (and the last,
+/// without one) pass by their own health check, else by running.
 pub fn drill(
     host: &Host,
     access: Access,
-    service: &str,
+    services: &[String],
     which: &str,
     probe: &ProbeSpec,
     timeout: Duration,
-) -> anyhow::Result<(String, crate::snapshot::DrillReport)> {
-    let repo = &access.open(host)?;
-    let (id, snap) = snapshot::find(repo, Some(service), which)?;
+) -> anyhow::Result<crate::snapshot::DrillReport> {
     let probe = match probe {
         ProbeSpec::Http(url) => {
             let (port, path) = crate::config::parse_http_check(url).map_err(UsageError)?;
-            crate::snapshot::DrillProbe::Http(port, path)
+            Some(crate::snapshot::DrillProbe::Http(port, path))
         }
-        ProbeSpec::Command(cmd) => crate::snapshot::DrillProbe::Command(cmd.clone()),
-        ProbeSpec::Default => {
-            match snap.run_config.get("health").and_then(|h| h.get("command")).and_then(|c| c.as_str()) {
-                Some(cmd) => crate::snapshot::DrillProbe::Command(cmd.to_string()),
-                None => crate::snapshot::DrillProbe::Running,
-            }
-        }
+        ProbeSpec::Command(cmd) => Some(crate::snapshot::DrillProbe::Command(cmd.clone())),
+        ProbeSpec::Default => None,
     };
-    let report = crate::snapshot::drill(host, repo, &id, &snap, &probe, timeout)?;
-    Ok((id, report))
+    let repo = &access.open(host)?;
+    let mut members = match services {
+        [] => bail!(UsageError("name the service to drill".into())),
+        [service] => vec![snapshot::find(repo, Some(service), which)?],
+        _ => stack_members(repo, services, &Selection { which: which.to_string(), at: None })?,
+    };
+    // The service named last is the one the probe is for: restored last if nothing needs it.
+    if let Some(last) = services.last()
+        && let Some(i) = members.iter().position(|(_, s)| &s.service == last)
+        && !members.iter().any(|(_, s)| joins(s).as_deref() == Some(last.as_str()))
+    {
+        let m = members.remove(i);
+        members.push(m);
+    }
+    crate::snapshot::drill(host, repo, &members, probe.as_ref(), timeout)
+}
+
+/// The service whose network a snapshot's container joins.
+fn joins(s: &Snapshot) -> Option<String> {
+    let mode = s.run_config.get("network")?;
+    (mode.get("mode")?.as_str()? == "container").then(|| mode.get("container")?.as_str().map(String::from))?
 }
 
 /// `--read-data-subset 10%` as a fraction.

@@ -26,7 +26,7 @@ pub mod volume;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -506,7 +506,38 @@ pub fn exec(host: &Host, id: &str, opts: ExecOptions) -> Result<i32, ContainerEr
     let confined =
         seccomp::Confined::load(&host.paths().run_root).map_err(|e| ContainerError::Runtime(e.to_string()))?;
     let timeout = opts.timeout;
-    let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+    let streams = |what: &str| {
+        ContainerError::Runtime(format!("cannot set up the command's {what}: {}", std::io::Error::last_os_error()))
+    };
+    let (stdin, stdout, stderr): (
+        Option<std::os::fd::OwnedFd>,
+        Option<std::os::fd::OwnedFd>,
+        Option<std::os::fd::OwnedFd>,
+    ) = match opts.output {
+        ExecOutput::Inherit => (None, None, None),
+        ExecOutput::Stderr => {
+            let null = std::fs::File::open("/dev/null").map_err(|_| streams("input"))?;
+            let err = std::io::stderr().as_fd().try_clone_to_owned().map_err(|_| streams("output"))?;
+            let err2 = err.try_clone().map_err(|_| streams("output"))?;
+            (Some(null.into()), Some(err), Some(err2))
+        }
+        ExecOutput::Discard => {
+            let null = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");
+            let n = |_| streams("streams");
+            (Some(null().map_err(n)?.into()), Some(null().map_err(n)?.into()), Some(null().map_err(n)?.into()))
+        }
+    };
+    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux);
+    if let Some(fd) = stdin {
+        builder = builder.with_stdin(fd);
+    }
+    if let Some(fd) = stdout {
+        builder = builder.with_stdout(fd);
+    }
+    if let Some(fd) = stderr {
+        builder = builder.with_stderr(fd);
+    }
+    let pid = builder
         .with_root_path(&lc_root)
         .map_err(|e| ContainerError::Runtime(e.to_string()))?
         .with_executor(confined)
@@ -671,6 +702,21 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
+    /// Where the command's output goes (without `tty`).
+    pub output: ExecOutput,
+}
+
+/// Where an exec's standard streams go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecOutput {
+    /// Ours: `lifeboat exec`.
+    #[default]
+    Inherit,
+    /// Both to our standard error, nothing read: hooks and recipes, whose output a user wants
+    /// to see but which must not mix with a report on standard output.
+    Stderr,
+    /// Nowhere, nothing read: health checks and drill probes.
+    Discard,
 }
 
 impl ExecOptions {
@@ -684,6 +730,7 @@ impl ExecOptions {
             env: vec![],
             user: None,
             workdir: None,
+            output: ExecOutput::Inherit,
         }
     }
 }

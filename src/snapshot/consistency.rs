@@ -72,6 +72,7 @@ fn run_in(host: &Host, id: &str, user: &str, script: &str) -> anyhow::Result<Str
     let mut opts = runtime::ExecOptions::shell(script);
     opts.user = Some(user.to_string());
     opts.timeout = Some(PREPARE_TIMEOUT);
+    opts.output = runtime::ExecOutput::Stderr;
     let code = runtime::exec(host, id, opts)?;
     if code != 0 {
         bail!("its commands exited with {code}");

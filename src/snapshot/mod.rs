@@ -33,8 +33,8 @@ pub struct CaptureOptions {
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
 fn hook(host: &Host, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
-    let code = runtime::exec(host, id, runtime::ExecOptions::shell(cmd))
-        .with_context(|| format!("{when} hook {cmd:?} could not run"))?;
+    let opts = runtime::ExecOptions { output: runtime::ExecOutput::Stderr, ..runtime::ExecOptions::shell(cmd) };
+    let code = runtime::exec(host, id, opts).with_context(|| format!("{when} hook {cmd:?} could not run"))?;
     if code != 0 {
         bail!("{when} hook {cmd:?} failed with exit code {code}; no snapshot was taken");
     }
@@ -427,6 +427,9 @@ pub struct RestoreOptions {
     pub throwaway: bool,
     /// Running totals of restored files and bytes (progress displays).
     pub progress: Option<crate::repo::tree::RestoreProgressFn>,
+    /// Services restored under other names in the same operation (a drill of a stack): a
+    /// container whose network is one of them joins it under its new name.
+    pub peers: std::collections::BTreeMap<String, String>,
 }
 
 pub struct Restored {
@@ -449,6 +452,11 @@ pub fn restore(
     let label = format!("snapshot {}", &snapshot_id[..12.min(snapshot_id.len())]);
     let mut recorded: RunConfig =
         serde_json::from_value(snap.run_config.clone()).context("the snapshot's run configuration is unreadable")?;
+    if let crate::runtime::container::NetworkMode::Container(peer) = &mut recorded.network
+        && let Some(renamed) = opts.peers.get(peer.as_str())
+    {
+        *peer = renamed.clone();
+    }
     let containers = host.containers()?;
     let name = opts.rename.clone().unwrap_or_else(|| snap.service.clone());
     name_free_for_restore(containers, &name)?;
@@ -644,7 +652,12 @@ fn wait_healthy(host: &Host, id: &str, check: &crate::runtime::container::Health
     let each = Duration::from_secs(check.timeout_secs.max(1)).min(timeout.max(Duration::from_secs(1)));
     loop {
         let begun = crate::sys::now_rfc3339();
-        let opts = runtime::ExecOptions { args: check.argv(), timeout: Some(each), ..runtime::ExecOptions::shell("") };
+        let opts = runtime::ExecOptions {
+            args: check.argv(),
+            timeout: Some(each),
+            output: runtime::ExecOutput::Discard,
+            ..runtime::ExecOptions::shell("")
+        };
         let code = runtime::exec(host, id, opts).unwrap_or(-1);
         if code == 0 {
             if let Ok(containers) = host.containers() {
@@ -831,6 +844,8 @@ pub enum DrillProbe {
     Http(u16, String),
     /// A command inside the container; exit 0 is healthy.
     Command(String),
+    /// The service's own health check, as its monitor runs it (killed at its timeout).
+    Health(crate::runtime::container::HealthCheck),
     /// The container's process is running.
     Running,
 }
@@ -838,6 +853,7 @@ pub enum DrillProbe {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DrillReport {
     pub snapshot: String,
+    /// The service, or a stack's services joined with `+`.
     pub service: String,
     pub healthy: bool,
     /// From the start of the drill to the restore finishing (container started).
@@ -845,76 +861,126 @@ pub struct DrillReport {
     /// From the start of the drill to the first healthy probe.
     pub time_to_healthy_ms: Option<u64>,
     pub error: Option<String>,
+    /// A stack's drill: each member's own report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<DrillReport>,
 }
 
 /// Rehearses a restore: the snapshot becomes a throw-away container (`SERVICE-drill-XXXX`, no
 /// published ports, its volumes prefixed likewise), is probed until healthy or `timeout`, and
 /// is removed with its volumes whatever happened.
+///
+/// `members` is one snapshot, or a stack's snapshots in the order they are restored (each
+/// after the one whose network it joins, which it joins under its drill name). Every member
+/// must become healthy by its own check (its health command, else: its process runs);
+/// `probe` replaces that check for the last member, the application that uses the others.
 pub fn drill(
     host: &Host,
     repo: &Repository,
-    snapshot_id: &str,
-    snap: &Snapshot,
-    probe: &DrillProbe,
+    members: &[(String, Snapshot)],
+    probe: Option<&DrillProbe>,
     timeout: Duration,
 ) -> anyhow::Result<DrillReport> {
     let started = Instant::now();
-    let name = format!("{}-drill-{}", snap.service, &crate::fsutil::random_hex(2));
-    let opts = RestoreOptions {
-        rename: Some(name.clone()),
-        no_start: false,
-        health_timeout: Duration::ZERO,
-        throwaway: true,
-        progress: None,
-    };
-    let restored = restore(host, repo, snapshot_id, snap, &opts);
-    let restore_ms = started.elapsed().as_millis() as u64;
-    let mut report = DrillReport {
-        snapshot: snapshot_id.to_string(),
-        service: snap.service.clone(),
-        healthy: false,
-        restore_ms,
-        time_to_healthy_ms: None,
-        error: None,
-    };
-    match &restored {
-        Ok(r) => {
-            let deadline = started + timeout;
-            loop {
-                match probe_once(host, &r.container.id, probe) {
-                    Ok(()) => {
-                        report.healthy = true;
-                        report.time_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
-                        break;
+    let tag = crate::fsutil::random_hex(2);
+    let drill_name = |service: &str| format!("{service}-drill-{tag}");
+    let mut peers = std::collections::BTreeMap::new();
+    let mut reports = Vec::new();
+    let mut restored = Vec::new();
+    for (i, (id, snap)) in members.iter().enumerate() {
+        let name = drill_name(&snap.service);
+        let opts = RestoreOptions {
+            rename: Some(name.clone()),
+            no_start: false,
+            health_timeout: Duration::ZERO,
+            throwaway: true,
+            progress: None,
+            peers: peers.clone(),
+        };
+        let result = restore(host, repo, id, snap, &opts);
+        peers.insert(snap.service.clone(), name);
+        let mut report = DrillReport {
+            snapshot: id.clone(),
+            service: snap.service.clone(),
+            healthy: false,
+            restore_ms: started.elapsed().as_millis() as u64,
+            time_to_healthy_ms: None,
+            error: None,
+            members: Vec::new(),
+        };
+        match result {
+            Ok(r) => {
+                let own = default_probe(snap);
+                let probe = if i + 1 == members.len() { probe.unwrap_or(&own) } else { &own };
+                let deadline = started + timeout;
+                loop {
+                    match probe_once(host, &r.container.id, probe) {
+                        Ok(()) => {
+                            report.healthy = true;
+                            report.time_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
+                            break;
+                        }
+                        Err(e) if Instant::now() >= deadline => {
+                            report.error = Some(format!("not healthy after {} s: {e}", timeout.as_secs()));
+                            break;
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
                     }
-                    Err(e) if Instant::now() >= deadline => {
-                        report.error = Some(format!("not healthy after {} s: {e}", timeout.as_secs()));
-                        break;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+                restored.push(r.container.id);
+            }
+            Err(e) => report.error = Some(format!("{e:#}")),
+        }
+        let healthy = report.healthy;
+        reports.push(report);
+        if !healthy {
+            break; // the others would wait for a peer that is not there
+        }
+    }
+    // Clean up, the last restored first: every container (whatever state it reached) and every
+    // volume made for it.
+    for (_, snap) in members.iter().rev() {
+        let name = drill_name(&snap.service);
+        if let Ok(containers) = host.containers()
+            && let Ok(c) = containers.find(&name)
+            && let Err(e) = runtime::remove(host, &c.id, true)
+        {
+            tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
+        }
+        if let Ok(vols) = host.volumes() {
+            for v in &snap.volumes {
+                let vol = format!("{name}-{}", v.name);
+                if vols.data_dir(&vol).exists()
+                    && let Err(e) = vols.remove(&vol)
+                {
+                    tracing::warn!(volume = vol.as_str(), error = %e, "cannot remove the drill volume");
                 }
             }
         }
-        Err(e) => report.error = Some(format!("{e:#}")),
     }
-    // Clean up: the container (whatever state it reached) and every volume made for it.
-    if let Ok(containers) = host.containers()
-        && let Ok(c) = containers.find(&name)
-        && let Err(e) = runtime::remove(host, &c.id, true)
-    {
-        tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
+    if reports.len() == 1 && members.len() == 1 {
+        return Ok(reports.remove(0));
     }
-    if let Ok(vols) = host.volumes() {
-        for v in &snap.volumes {
-            let vol = format!("{name}-{}", v.name);
-            if vols.data_dir(&vol).exists()
-                && let Err(e) = vols.remove(&vol)
-            {
-                tracing::warn!(volume = vol.as_str(), error = %e, "cannot remove the drill volume");
-            }
-        }
+    let all_healthy = reports.len() == members.len() && reports.iter().all(|r| r.healthy);
+    let failed = reports.iter().find(|r| !r.healthy);
+    Ok(DrillReport {
+        snapshot: members.first().map(|(id, _)| id.clone()).unwrap_or_default(),
+        service: members.iter().map(|(_, s)| s.service.as_str()).collect::<Vec<_>>().join("+"),
+        healthy: all_healthy,
+        restore_ms: reports.iter().map(|r| r.restore_ms).max().unwrap_or(0),
+        time_to_healthy_ms: if all_healthy { reports.iter().filter_map(|r| r.time_to_healthy_ms).max() } else { None },
+        error: failed.map(|r| format!("{}: {}", r.service, r.error.as_deref().unwrap_or("not healthy"))),
+        members: reports,
+    })
+}
+
+/// A service's own check in a drill: its health check, else: its process runs.
+fn default_probe(snap: &Snapshot) -> DrillProbe {
+    let health = snap.run_config.get("health").cloned().filter(|h| !h.is_null());
+    match health.map(serde_json::from_value::<crate::runtime::container::HealthCheck>) {
+        Some(Ok(check)) => DrillProbe::Health(check),
+        _ => DrillProbe::Running,
     }
-    Ok(report)
 }
 
 fn probe_once(host: &Host, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
@@ -926,10 +992,26 @@ fn probe_once(host: &Host, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
     };
     match probe {
         DrillProbe::Running => Ok(()),
-        DrillProbe::Command(cmd) => match runtime::exec(host, id, runtime::ExecOptions::shell(cmd))? {
-            0 => Ok(()),
-            code => bail!("{cmd:?} exited with {code}"),
-        },
+        DrillProbe::Command(cmd) => {
+            let opts =
+                runtime::ExecOptions { output: runtime::ExecOutput::Discard, ..runtime::ExecOptions::shell(cmd) };
+            match runtime::exec(host, id, opts)? {
+                0 => Ok(()),
+                code => bail!("{cmd:?} exited with {code}"),
+            }
+        }
+        DrillProbe::Health(check) => {
+            let opts = runtime::ExecOptions {
+                args: check.argv(),
+                output: runtime::ExecOutput::Discard,
+                timeout: Some(Duration::from_secs(check.timeout_secs.max(1))),
+                ..runtime::ExecOptions::shell("")
+            };
+            match runtime::exec(host, id, opts)? {
+                0 => Ok(()),
+                code => bail!("its health check exited with {code}"),
+            }
+        }
         DrillProbe::Http(port, path) => {
             let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
             let code = runtime::network::http_get_in(&netns, *port, path, Duration::from_secs(5))?;

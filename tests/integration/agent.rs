@@ -321,9 +321,11 @@ fn up_recreates_a_changed_service_and_leaves_the_others_alone() {
     assert_eq!(env.ok(&["exec", "web", "sh", "-c", "echo $SITE_NAME; cat /srv/data/note"]), "Town\nkept\n");
     assert_eq!(env.inspect("sidecar")["Id"], sidecar_id, "up SERVICE touches only that service");
 
-    // The sidecar joined the old web's network: the next full up recreates it too.
+    // The sidecar joined the old web's network: the next full up restarts it, joining the new
+    // one (its own container, named peer, unchanged).
     let out = env.ok(&["up", "--config", c]);
-    assert_eq!(out, "web: up to date\nsidecar: recreated (the container whose network it joins was recreated)\n");
+    assert_eq!(out, "web: up to date\nsidecar: restarted (the container whose network it joins was recreated)\n");
+    assert_eq!(env.inspect("sidecar")["Id"], sidecar_id);
     assert_eq!(
         env.ok(&["exec", "sidecar", "sh", "-c", "wget -q -O - http://127.0.0.1/ | head -1"]),
         "<h1>City Library</h1>\n"

@@ -127,6 +127,51 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
     let listed = env.ok(&["snapshots"]);
     assert!(listed.lines().filter(|l| l.contains("db+web")).count() == 1, "the stack is not one row:\n{listed}");
 
+    // A drill of the stack, named by the configuration: both restored aside, web on the drill
+    // copy of db's network, db passing its own health check, web the page; then gone.
+    let config = env.dir.path().join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[services.db]\nimage = \"{image}\"\n[services.web]\nimage = \"{image}\"\nnetwork = \"container:db\"\n\
+             [stacks.site]\nservices = [\"db\", \"web\"]\n"
+        ),
+    )
+    .unwrap();
+    let (before_ps, before_volumes) = (env.ok(&["ps", "-a", "-q"]), env.ok(&["volume", "ls", "-q"]));
+    let config_arg = config.display().to_string();
+    let out = env.ok(&[
+        "drill",
+        "--stack",
+        "site",
+        "--config",
+        &config_arg,
+        "--http",
+        "http://localhost:8080/",
+        "--format",
+        "json",
+    ]);
+    let drill: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(drill["healthy"], true, "{out}");
+    assert_eq!(drill["service"], "db+web", "{out}");
+    let members: Vec<&str> =
+        drill["members"].as_array().unwrap().iter().map(|m| m["service"].as_str().unwrap()).collect();
+    assert_eq!(members, ["db", "web"], "{out}");
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), before_ps, "the drill left containers");
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), before_volumes, "the drill left volumes");
+    // A probe that fails fails the drill, and still leaves nothing.
+    let out = env
+        .lifeboat()
+        .args(["drill", "db", "web", "--command", "test -e /app/missing", "--timeout", "3s", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let drill: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drill["healthy"], false, "{drill}");
+    assert!(drill["error"].as_str().unwrap().starts_with("web: "), "{drill}");
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), before_ps, "the failed drill left containers");
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), before_volumes, "the failed drill left volumes");
+
     // The outage: every container and volume gone.
     env.ok(&["rm", "-f", "writer", "web", "db"]);
     env.ok(&["volume", "rm", "dbdata", "webapp"]);
