@@ -302,44 +302,10 @@ fn sqlite_snapshot_holds_whole_transactions() {
 
 /// The seed article's WordPress: secrets made at first start (salts, keys, the database
 /// password), kept in a volume. The start script writes them only when they are missing.
-const WORDPRESS_START: &str = r#"cfg=/etc/wordpress/config-default.php
-if [ ! -e $cfg ]; then
-  secret() { head -c 48 /dev/urandom | base64 | tr -d '\n/+='; }
-  { echo "<?php"
-    echo "define('DB_NAME', 'wordpress'); define('DB_USER', 'wordpress'); define('DB_HOST', '127.0.0.1');"
-    echo "define('DB_PASSWORD', '$WORDPRESS_DB_PASSWORD');"
-    for k in AUTH_KEY SECURE_AUTH_KEY LOGGED_IN_KEY NONCE_KEY AUTH_SALT SECURE_AUTH_SALT LOGGED_IN_SALT NONCE_SALT; do
-      echo "define('$k', '$(secret)');"
-    done
-    echo "define('WP_HOME', 'http://localhost'); define('WP_SITEURL', 'http://localhost'); define('DISABLE_WP_CRON', true);"
-  } > $cfg.new && mv $cfg.new $cfg
-fi
-exec php -S 127.0.0.1:8080 -t /usr/share/wordpress"#;
+const WORDPRESS_START: &str = include_str!("../fixtures/wordpress/start.sh");
 
 /// WordPress's own functions from the command line, inside the wp container.
-const WP_CLI: &str = r#"<?php $_SERVER['HTTP_HOST'] = 'localhost'; $_SERVER['REQUEST_METHOD'] = 'GET'; define('WP_INSTALLING', $argv[1] == 'install');
-require '/usr/share/wordpress/wp-load.php';
-switch ($argv[1]) {
-case 'install':
-  require_once ABSPATH . 'wp-admin/includes/upgrade.php';
-  wp_install('City Library', 'admin', 'it@library.example', true, '', 'not-a-real-password');
-  // A plain theme in wp-content (Debian's package recommends its themes; the image has none).
-  $theme = WP_CONTENT_DIR . '/themes/plain';
-  mkdir($theme, 0755, true);
-  file_put_contents("$theme/style.css", "/*\nTheme Name: Plain\n*/\n");
-  file_put_contents("$theme/index.php", '<?php while (have_posts()) { the_post(); echo "<h2>", get_the_title(), "</h2>\n"; }');
-  switch_theme('plain');
-  break;
-case 'post':
-  wp_insert_post(['post_title' => $argv[2], 'post_status' => 'publish', 'post_content' => 'text']) or exit(1);
-  break;
-case 'cookie':
-  echo wp_generate_auth_cookie(1, time() + 86400, 'auth');
-  break;
-case 'valid':
-  echo wp_validate_auth_cookie($argv[2], 'auth') ? 'valid' : 'invalid';
-  break;
-}"#;
+const WP_CLI: &str = include_str!("../fixtures/wordpress/wp.php");
 
 /// Until the front page answers with `title` on it (None after `secs`).
 fn page_with(port: u16, title: &str, secs: u64) -> Option<String> {
