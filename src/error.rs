@@ -121,7 +121,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if let Some(e) = cause.downcast_ref::<ContainerError>() {
             return match e {
-                ContainerError::NotFound(_) => NOT_FOUND,
+                ContainerError::NotFound(_) | ContainerError::NoSuchVolume(_) => NOT_FOUND,
                 ContainerError::Conflict(_) => CONFLICT,
                 ContainerError::Invalid(_) => USAGE,
                 ContainerError::Io { .. } | ContainerError::Runtime(_) => FAILURE,

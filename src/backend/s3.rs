@@ -96,12 +96,15 @@ impl S3 {
             what: "location".into(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
         })?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| BackendError::Io {
-            location: loc.display(),
-            op: "open",
-            what: "runtime".into(),
-            source: e,
-        })?;
+        // Several threads wait on requests at once (packs fetched in parallel): their sockets
+        // are driven by the runtime's own workers, not by whichever caller holds a
+        // single-threaded runtime.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lifeboat-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::Io { location: loc.display(), op: "open", what: "runtime".into(), source: e })?;
         let client = rt.block_on(async {
             let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .retry_config(RetryConfig::standard().with_max_attempts(5))

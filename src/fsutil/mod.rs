@@ -102,6 +102,13 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(buf)
 }
 
+/// A random number (sampling, jitter; not for keys).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the kernel's random source is unavailable");
+    u64::from_le_bytes(b)
+}
+
 /// An advisory lock (flock) held until dropped. Shared locks coexist; an exclusive one waits
 /// for all others. The kernel releases it if the process dies, so a crash never leaves a
 /// stale lock behind.

@@ -331,6 +331,7 @@ fn load_oci_image(txn: &mut Txn<'_>, dir: &ArchiveDir, desc: &Descriptor) -> Res
             source: io::Error::new(io::ErrorKind::InvalidData, "config and manifest list different numbers of layers"),
         });
     }
+    let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         if txn.has_blob(&layer.digest) && txn.has_layer(diff_id) {
             continue;
@@ -338,16 +339,15 @@ fn load_oci_image(txn: &mut Txn<'_>, dir: &ArchiveDir, desc: &Descriptor) -> Res
         let file = dir
             .open(&blob_rel(&layer.digest))
             .map_err(|e| ImageError::Source { path: blob_rel(&layer.digest).into(), source: e })?;
-        txn.add_layer(
-            io::BufReader::with_capacity(1 << 20, file),
-            LayerInput::Blob {
-                media_type: layer.media_type.clone(),
-                digest: Some(layer.digest.clone()),
-                size: Some(layer.size),
-            },
-            Some(diff_id),
-        )?;
+        let input = LayerInput::Blob {
+            media_type: layer.media_type.clone(),
+            digest: Some(layer.digest.clone()),
+            size: Some(layer.size),
+        };
+        layers.push((io::BufReader::with_capacity(1 << 20, file), input, Some(diff_id.clone())));
     }
+    // Each layer decompresses on its own core.
+    txn.add_layers(layers, crate::image::store::unpack_threads())?;
     txn.put_blob(&manifest.config.media_type, &config_bytes)?;
     Ok(txn.put_blob(desc.media_type.as_str(), &manifest_bytes)?)
 }

@@ -85,17 +85,11 @@ pub fn check(repo: &Repository, read_fraction: Option<f64>) -> Result<CheckRepor
         }
     }
     if let Some(fraction) = read_fraction {
-        let mut chosen: Vec<PackToRead> = Vec::new();
         let mut names: Vec<&[u8; 32]> = packs.keys().collect();
         names.sort();
+        let names = choose_share(names, fraction);
+        let mut chosen: Vec<PackToRead> = Vec::new();
         for pack in names {
-            if fraction < 1.0 {
-                let mut b = [0u8; 8];
-                getrandom::fill(&mut b).expect("random source");
-                if (u64::from_le_bytes(b) as f64 / u64::MAX as f64) >= fraction {
-                    continue;
-                }
-            }
             let mut blobs = packs[pack].clone();
             blobs.sort_by_key(|(_, loc)| loc.offset);
             chosen.push((pack, blobs));
@@ -105,6 +99,26 @@ pub fn check(repo: &Repository, read_fraction: Option<f64>) -> Result<CheckRepor
         report.errors.extend(read_packs(repo, &chosen));
     }
     Ok(report)
+}
+
+/// A random `fraction` of `items` (kept in their order): the share rounded to whole items,
+/// and never none when the share is above zero, so `10%` of four packs reads one.
+fn choose_share<T>(items: Vec<T>, fraction: f64) -> Vec<T> {
+    if fraction >= 1.0 {
+        return items;
+    }
+    let n = items.len();
+    let mut want = (n as f64 * fraction.max(0.0)).round() as usize;
+    if fraction > 0.0 && want == 0 && n > 0 {
+        want = 1;
+    }
+    // Random keys, the `want` smallest chosen: a uniform sample without replacement.
+    let mut keys: Vec<(u64, usize)> = (0..n).map(|i| (crate::fsutil::random_u64(), i)).collect();
+    keys.sort_unstable();
+    let mut picked: Vec<usize> = keys.into_iter().take(want).map(|(_, i)| i).collect();
+    picked.sort_unstable();
+    let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    picked.into_iter().filter_map(|i| items[i].take()).collect()
 }
 
 /// A pack and the blobs in it to read, by offset.
@@ -365,4 +379,23 @@ fn diff_trees(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_share;
+
+    #[test]
+    fn a_share_reads_that_many_packs_and_at_least_one() {
+        let four: Vec<u32> = (0..4).collect();
+        assert_eq!(choose_share(four.clone(), 0.10).len(), 1, "10% of four packs is one, not none");
+        assert_eq!(choose_share(four.clone(), 0.50).len(), 2);
+        assert_eq!(choose_share(four.clone(), 1.0), four);
+        assert!(choose_share(four.clone(), 0.0).is_empty());
+        assert!(choose_share(Vec::<u32>::new(), 0.5).is_empty());
+        let hundred: Vec<u32> = (0..100).collect();
+        let some = choose_share(hundred, 0.25);
+        assert_eq!(some.len(), 25);
+        assert!(some.windows(2).all(|w| w[0] < w[1]), "kept in order, no repeats: {some:?}");
+    }
 }

@@ -37,7 +37,20 @@ pub(super) fn decompress(data: &[u8], raw: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// Packs fetched at once from a remote store: its latency, not this machine's cores, is
+/// what bounds a restore (each thread decrypts what it fetched, so the cores stay busy too).
+pub const REMOTE_READERS: usize = 8;
+
 impl Repository {
+    /// How many packs are read at once: one per core from a local disk, more from a remote
+    /// store, whose round trips would otherwise leave the cores idle.
+    pub fn pack_readers(&self) -> usize {
+        if self.backend.cheap_ranges() {
+            return reader_threads();
+        }
+        REMOTE_READERS
+    }
+
     /// Where a blob this process saved is: in a written pack, or (its sealed bytes and
     /// plaintext length copied out) in a pack still being filled. Waits while it is queued
     /// for sealing or in a pack being written.
@@ -150,7 +163,7 @@ impl Repository {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let failure: Mutex<Option<RepoError>> = Mutex::new(None);
-        let threads = reader_threads();
+        let threads = self.pack_readers();
         std::thread::scope(|s| {
             for _ in 0..threads.min(packs.len()) {
                 s.spawn(|| {

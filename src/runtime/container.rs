@@ -289,6 +289,8 @@ impl State {
 pub enum ContainerError {
     #[error("no such container: {0}")]
     NotFound(String),
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]

@@ -82,7 +82,7 @@ impl Volumes {
     }
 
     pub fn get(&self, name: &str) -> Result<VolumeMeta, ContainerError> {
-        let bytes = fs::read(self.meta_path(name)).map_err(|_| ContainerError::NotFound(format!("volume {name}")))?;
+        let bytes = fs::read(self.meta_path(name)).map_err(|_| ContainerError::NoSuchVolume(name.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| ContainerError::Invalid(format!("volume {name}: {e}")))
     }
 

@@ -1020,7 +1020,8 @@ fn probe_once(host: &Host, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
     }
 }
 
-/// Restores an image's blobs from the repository into the local store, verifying digests.
+/// Restores an image's blobs from the repository into the local store, verifying digests;
+/// its layers unpack at once, each on its own core (a new host waits for the largest).
 fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -> anyhow::Result<()> {
     let work = store.temp_path("fetch");
     Restorer::new(repo, &format!("{label} image")).restore(&snap.image.tree, work.path())?;
@@ -1030,18 +1031,17 @@ fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -
     let config_bytes = std::fs::read(blob(&manifest.config.digest))?;
     let config: crate::image::spec::ImageConfig = serde_json::from_slice(&config_bytes)?;
     let mut txn = store.begin()?;
+    let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         let file = std::fs::File::open(blob(&layer.digest))?;
-        txn.add_layer(
-            std::io::BufReader::new(file),
-            LayerInput::Blob {
-                media_type: layer.media_type.clone(),
-                digest: Some(layer.digest.clone()),
-                size: Some(layer.size),
-            },
-            Some(diff_id),
-        )?;
+        let input = LayerInput::Blob {
+            media_type: layer.media_type.clone(),
+            digest: Some(layer.digest.clone()),
+            size: Some(layer.size),
+        };
+        layers.push((std::io::BufReader::new(file), input, Some(diff_id.clone())));
     }
+    txn.add_layers(layers, crate::image::store::unpack_threads())?;
     txn.put_blob(&manifest.config.media_type, &config_bytes)?;
     let desc = txn
         .put_blob(manifest.media_type.as_deref().unwrap_or(crate::image::spec::MEDIA_TYPE_MANIFEST), &manifest_bytes)?;

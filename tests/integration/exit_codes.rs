@@ -73,6 +73,7 @@ fn every_documented_exit_code_is_what_a_script_gets() {
     expect(3, &["restore", "svc", "--snapshot", "ffffffffffff", "--repo", r, "--password-file", p], "no snapshot");
     expect(3, &["run", "--env-file", "/nonexistent/env", "site:1", "true"], "/nonexistent/env");
     expect(3, &["load", "-i", "/nonexistent/site.tar"], "/nonexistent/site.tar");
+    expect(3, &["volume", "rm", "nosuchvol"], "no such volume: nosuchvol");
     expect(5, &["run", "-d", "--name", "svc", "site:1", "true"], "already in use");
     expect(5, &["restore", "svc", "--snapshot", "", "--as", "copy", "--repo", r, "--password-file", p], "names 2");
     expect(10, &["snapshots", "--repo", "/nonexistent/repo"], "does not exist");
@@ -102,6 +103,12 @@ fn every_documented_exit_code_is_what_a_script_gets() {
     });
     expect(11, &["prune", "--repo", r, "--password-file", p], "locked");
     assert!(holder.wait().unwrap().success());
+
+    // A share of the packs is at least one pack (10% of a handful once read none).
+    let report = env.ok(&["check", "--read-data-subset", "10%", "--format", "json", "--repo", r, "--password-file", p]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(report["packs"].as_u64().unwrap() < 10, "a small repository: {report}");
+    assert_eq!(report["packs_read"].as_u64(), Some(1), "{report}");
 
     // Damaged: a byte flipped every 500 bytes of every pack's blobs (its header, at the end,
     // left alone). restore and check say so with 4.
