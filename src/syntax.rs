@@ -175,6 +175,12 @@ pub fn publish(spec: &str) -> Result<PortMapping, UsageError> {
 /// `NAME:/path[:OPTIONS]` (a named volume) or `/host/path:/path[:OPTIONS]` (a bind mount),
 /// OPTIONS a comma-separated list of `ro`, `rw` and (volumes) `nocopy`, as Docker writes them.
 pub fn mount(spec: &str) -> Result<MountSpec, UsageError> {
+    mount_in(spec, None)
+}
+
+/// [`mount`], with host paths starting with `.` taken from directory `base` (the command
+/// line's current directory, as Docker does; a configuration file has no such place).
+pub fn mount_in(spec: &str, base: Option<&std::path::Path>) -> Result<MountSpec, UsageError> {
     let parts: Vec<&str> = spec.split(':').collect();
     let usage =
         || UsageError(format!("invalid volume {spec:?}: use NAME:/path[:ro|rw|nocopy] or /host/path:/path[:ro]"));
@@ -201,6 +207,8 @@ pub fn mount(spec: &str) -> Result<MountSpec, UsageError> {
     }
     let source = if src.starts_with('/') {
         MountSource::Bind { path: PathBuf::from(src) }
+    } else if let (true, Some(base)) = (src == "." || src.starts_with("./") || src.starts_with(".."), base) {
+        MountSource::Bind { path: lexical_join(base, src) }
     } else if src.starts_with('.') {
         return Err(UsageError(format!("invalid volume {spec:?}: host paths must be absolute")));
     } else {
@@ -211,6 +219,31 @@ pub fn mount(spec: &str) -> Result<MountSpec, UsageError> {
         return Err(UsageError(format!("invalid volume {spec:?}: nocopy is for volumes, not bind mounts")));
     }
     Ok(MountSpec { source, target: dst.to_string(), read_only: ro, nocopy, anonymous: false })
+}
+
+/// `base/rel` with `.` and `..` resolved by name (symbolic links are left to the kernel).
+fn lexical_join(base: &std::path::Path, rel: &str) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in base.join(rel).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// `KEY=VALUE` (a label; `KEY` alone is an empty value, as Docker takes it).
+pub fn label(spec: &str) -> Result<(String, String), UsageError> {
+    let (k, v) = spec.split_once('=').unwrap_or((spec, ""));
+    if k.is_empty() || k.chars().any(char::is_whitespace) {
+        return Err(UsageError(format!("invalid label {spec:?}: use KEY=VALUE")));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// A point in time: RFC 3339, or a duration ago (`30s`, `10m`, `2h`, `1d`).
@@ -281,7 +314,16 @@ mod tests {
         let v = mount("/srv/data:/data").unwrap();
         assert_eq!(v.source, MountSource::Bind { path: "/srv/data".into() });
         assert!(mount("site:relative").is_err());
-        assert!(mount("./x:/x").is_err());
+        assert!(mount("./x:/x").is_err(), "no current directory (a configuration file): refused");
+        let base = std::path::Path::new("/srv/site");
+        for (spec, host) in [("./x:/x", "/srv/site/x"), (".:/x", "/srv/site"), ("../data/./y:/x:ro", "/srv/data/y")] {
+            let v = mount_in(spec, Some(base)).unwrap();
+            assert_eq!(v.source, MountSource::Bind { path: host.into() }, "{spec}");
+        }
+        assert!(mount_in(".hidden:/x", Some(base)).is_err(), "not a path, not a volume name");
+        assert_eq!(label("app=site").unwrap(), ("app".into(), "site".into()));
+        assert_eq!(label("flag").unwrap(), ("flag".into(), String::new()));
+        assert!(label("=x").is_err());
     }
 
     #[test]

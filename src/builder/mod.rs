@@ -612,6 +612,7 @@ impl<'a> Builder<'a> {
             health: None,
             tty: false,
             stdin_open: false,
+            labels: Default::default(),
         };
         std::fs::create_dir_all(containers.dir(&id))?;
         containers.write_config(&config)?;

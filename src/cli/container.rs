@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::{OutputFormat, ago, human_size, print_table, sorted_json, truncate};
+use super::output::{OutputFormat, Shape, ago, human_size, print_table, sorted_json, truncate};
 use super::{Context, UsageError};
 use lifeboat::ops::containers::{self, NetworkRequest, RunRequest};
 use lifeboat::ops::volumes;
@@ -97,9 +97,13 @@ pub struct RunArgs {
     /// Read environment variables from a file (KEY=VALUE lines, # comments).
     #[arg(long, value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
-    /// Mount a named volume (NAME:/path[:ro]) or a host path (/host:/path[:ro]).
+    /// Mount a named volume (NAME:/path[:ro]) or a host path (/host:/path[:ro], or
+    /// ./relative:/path from the current directory).
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
     pub volume: Vec<String>,
+    /// Set a label on the container (KEY=VALUE; `ps --filter label=KEY=VALUE` finds it).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long)]
     pub workdir: Option<String>,
@@ -169,15 +173,33 @@ pub struct PsArgs {
     /// Do not truncate output.
     #[arg(long)]
     pub no_trunc: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: OutputFormat,
+    /// Only containers that match: id=, name=, label=KEY[=VALUE], status=, ancestor=IMAGE,
+    /// health=, exited=CODE (the same key twice: either; different keys: both).
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// table, json, or a Go-style template: '{{.Names}}', 'table {{.ID}}\t{{.Status}}'
+    /// (fields: ID Image Command CreatedAt RunningFor Status State Ports Names Labels ExitCode).
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+/// Docker's column names for the fields whose names differ.
+pub fn ps_header(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "ID" => "CONTAINER ID",
+        "RunningFor" => "CREATED",
+        "CreatedAt" => "CREATED AT",
+        "ExitCode" => "EXIT CODE",
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     pub container: String,
-    /// Keep printing new output until the container stops.
-    #[arg(short, long)]
+    /// Keep printing new output until the container stops (--follow=false: do not).
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub follow: bool,
     /// Only the last N lines.
     #[arg(short = 'n', long)]
@@ -254,6 +276,61 @@ pub struct RmArgs {
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
+
+/// `lifeboat container …`: Docker's management form of the container commands.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(visible_aliases = ["list", "ps"])]
+    Ls(PsArgs),
+    /// Run a command in a new container.
+    Run(Box<RunArgs>),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Stop containers.
+    Stop(StopArgs),
+    /// Start stopped containers.
+    Start(StartArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Remove containers.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Freeze containers.
+    Pause(NamesArgs),
+    /// Thaw containers.
+    Unpause(NamesArgs),
+    /// Show a container's processes.
+    Top(NamesArgs),
+    /// Show resource usage.
+    Stats(StatsArgs),
+    /// Show published ports.
+    Port(NamesArgs),
+    /// Show containers' details (Docker's shape; -f for a template).
+    Inspect(super::image::InspectArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Block until containers exit; print their exit codes.
+    Wait(NamesArgs),
+    /// Make an image from a container's changes.
+    Commit(CommitArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+pub const RENAME_EXAMPLES: &str = "Examples:
+  lifeboat rename web website        # ps, logs, snapshots now use the new name
+";
 
 #[derive(Debug, Args)]
 pub struct NamesArgs {
@@ -343,7 +420,11 @@ impl RunArgs {
             publish_all: self.publish_all,
             env: self.env.clone(),
             env_files: self.env_file.clone(),
-            mounts: self.volume.iter().map(|v| syntax::mount(v)).collect::<Result<_, _>>()?,
+            mounts: {
+                let cwd = std::env::current_dir().ok();
+                self.volume.iter().map(|v| syntax::mount_in(v, cwd.as_deref())).collect::<Result<_, _>>()?
+            },
+            labels: self.label.iter().map(|l| syntax::label(l)).collect::<Result<_, _>>()?,
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             hostname: self.hostname.clone(),
@@ -406,13 +487,25 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<i32> {
 }
 
 pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
-    let rows = containers::list(ctx.host(), a.all)?;
+    let filter = containers::PsFilter::parse(&a.filter)?;
+    let shape = Shape::parse(a.format.as_deref())?;
+    let mut rows = containers::list(ctx.host(), a.all || filter.looks_past_running())?;
+    rows.retain(|r| filter.matches(r));
     if a.quiet {
         for r in &rows {
             println!("{}", if a.no_trunc { r.id.as_str() } else { &r.id[..12] });
         }
-    } else if a.format == OutputFormat::Json {
+    } else if let Shape::Json = shape {
         println!("{}", sorted_json(&rows)?);
+    } else if let Shape::Template(t) = &shape {
+        // What the table shows, as Docker's templates see it: short IDs, quoted commands.
+        if !a.no_trunc {
+            for r in rows.iter_mut() {
+                r.id.truncate(12);
+                r.command = format!("\"{}\"", truncate(&r.command, 20));
+            }
+        }
+        Shape::print_template(t, &rows, &ps_header)?;
     } else {
         let table: Vec<Vec<String>> = rows
             .iter()
@@ -523,6 +616,27 @@ pub fn kill(ctx: &Context, a: KillArgs) -> anyhow::Result<i32> {
 
 pub fn rm(ctx: &Context, a: RmArgs) -> anyhow::Result<i32> {
     Ok(report(containers::remove(ctx.host(), &a.containers, a.force, a.volumes)?))
+}
+
+pub fn rename(ctx: &Context, a: RenameArgs) -> anyhow::Result<i32> {
+    containers::rename(ctx.host(), &a.container, &a.new_name)?;
+    Ok(0)
+}
+
+/// Each container's exit code on a line, as `docker wait` prints them; exits with the last
+/// failure to wait (a missing container), else 0.
+pub fn wait(ctx: &Context, a: NamesArgs) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for name in &a.containers {
+        match containers::wait(ctx.host(), name) {
+            Ok(exit) => println!("{exit}"),
+            Err(e) => {
+                eprintln!("lifeboat: {}", lifeboat::error::describe(&e));
+                code = lifeboat::error::exit_code(&e);
+            }
+        }
+    }
+    Ok(code)
 }
 
 pub fn pause(ctx: &Context, a: NamesArgs, paused: bool) -> anyhow::Result<i32> {

@@ -134,6 +134,10 @@ pub struct HistoryArgs {
 pub struct InspectArgs {
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// A Go-style template applied to each object: '{{.State.Status}}',
+    /// '{{json .Config.Env}}', '{{range .Mounts}}{{.Source}} {{end}}'; or json (the default).
+    #[arg(short, long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -353,13 +357,24 @@ pub fn history(ctx: &Context, a: HistoryArgs) -> anyhow::Result<i32> {
 }
 
 pub fn inspect(ctx: &Context, a: InspectArgs) -> anyhow::Result<i32> {
+    let template = match super::output::Shape::parse(a.format.as_deref())? {
+        super::output::Shape::Template(t) => Some(t),
+        _ => None,
+    };
     let (found, missing) = images::inspect_any(ctx.host(), &a.names)?;
     let mut code = 0;
     for e in &missing {
         eprintln!("lifeboat: {}", lifeboat::error::describe(e));
         code = lifeboat::error::exit_code(e);
     }
-    println!("{}", serde_json::to_string_pretty(&found)?);
+    match template {
+        Some(t) => {
+            for object in &found {
+                println!("{}", t.render(&serde_json::to_value(object)?)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&found)?),
+    }
     Ok(code)
 }
 

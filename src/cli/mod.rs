@@ -24,6 +24,7 @@ mod progress;
 mod registry;
 mod repo;
 mod service;
+mod template;
 
 use std::path::PathBuf;
 
@@ -116,6 +117,15 @@ pub enum Command {
     /// Remove containers.
     #[command(after_help = container::RM_EXAMPLES)]
     Rm(container::RmArgs),
+    /// Manage containers (Docker's `container ls`, `container rm`, … forms).
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// Rename a container (running or not).
+    #[command(after_help = container::RENAME_EXAMPLES)]
+    Rename(container::RenameArgs),
+    /// Block until containers exit, then print their exit codes.
+    #[command(after_help = container::SIMPLE_EXAMPLES)]
+    Wait(container::NamesArgs),
     /// Freeze every process of containers (cgroup freezer).
     #[command(after_help = container::SIMPLE_EXAMPLES)]
     Pause(container::NamesArgs),
@@ -350,6 +360,32 @@ impl Cli {
             Command::Restart(a) => container::restart(&ctx, a),
             Command::Kill(a) => container::kill(&ctx, a),
             Command::Rm(a) => container::rm(&ctx, a),
+            Command::Container(c) => {
+                use container::ContainerCommand as C;
+                match c {
+                    C::Ls(a) => container::ps(&ctx, a),
+                    C::Run(a) => container::run(&ctx, *a),
+                    C::Logs(a) => container::logs(&ctx, a),
+                    C::Exec(a) => container::exec(&ctx, a),
+                    C::Stop(a) => container::stop(&ctx, a),
+                    C::Start(a) => container::start(&ctx, a),
+                    C::Restart(a) => container::restart(&ctx, a),
+                    C::Kill(a) => container::kill(&ctx, a),
+                    C::Rm(a) => container::rm(&ctx, a),
+                    C::Pause(a) => container::pause(&ctx, a, true),
+                    C::Unpause(a) => container::pause(&ctx, a, false),
+                    C::Top(a) => container::top(&ctx, a),
+                    C::Stats(a) => container::stats(&ctx, a),
+                    C::Port(a) => container::port(&ctx, a),
+                    C::Inspect(a) => image::inspect(&ctx, a),
+                    C::Rename(a) => container::rename(&ctx, a),
+                    C::Wait(a) => container::wait(&ctx, a),
+                    C::Commit(a) => container::commit(&ctx, a),
+                    C::Export(a) => container::export(&ctx, a),
+                }
+            }
+            Command::Rename(a) => container::rename(&ctx, a),
+            Command::Wait(a) => container::wait(&ctx, a),
             Command::Pause(a) => container::pause(&ctx, a, true),
             Command::Unpause(a) => container::pause(&ctx, a, false),
             Command::Top(a) => container::top(&ctx, a),

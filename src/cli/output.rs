@@ -50,6 +50,49 @@ pub fn out_bytes(bytes: &[u8]) -> bool {
     true
 }
 
+/// What a Docker-style `--format` asks for: the table, JSON, or a Go-style template.
+pub enum Shape {
+    Table,
+    Json,
+    Template(super::template::Template),
+}
+
+impl Shape {
+    pub fn parse(format: Option<&str>) -> Result<Shape, super::UsageError> {
+        Ok(match format.map(str::trim) {
+            None | Some("" | "table") => Shape::Table,
+            Some("json") => Shape::Json,
+            Some(t) => Shape::Template(super::template::Template::parse(t)?),
+        })
+    }
+
+    /// Prints `rows` through the template (a header line first for `table …`, named by
+    /// `headers` where Docker names a column otherwise than its field).
+    pub fn print_template<T: serde::Serialize>(
+        t: &super::template::Template,
+        rows: &[T],
+        headers: &dyn Fn(&str) -> Option<&'static str>,
+    ) -> anyhow::Result<()> {
+        let mut lines = Vec::new();
+        if t.is_table() {
+            lines.push(t.header(headers));
+        }
+        for r in rows {
+            lines.push(t.render(&serde_json::to_value(r)?)?);
+        }
+        if t.is_table() {
+            // Columns aligned as the table is: cells split at tabs.
+            let cells: Vec<Vec<String>> = lines.iter().map(|l| l.split('\t').map(str::to_string).collect()).collect();
+            print_table(&cells[0].iter().map(String::as_str).collect::<Vec<_>>(), &cells[1..]);
+        } else {
+            for l in lines {
+                println!("{l}");
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Aligned columns for people.

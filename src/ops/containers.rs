@@ -79,6 +79,8 @@ pub struct RunRequest {
     pub health: HealthRequest,
     pub tty: bool,
     pub stdin_open: bool,
+    /// `--label KEY=VALUE`s, over the image's.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl RunRequest {
@@ -108,6 +110,7 @@ impl RunRequest {
             health: HealthRequest::default(),
             tty: false,
             stdin_open: false,
+            labels: Default::default(),
         }
     }
 }
@@ -368,6 +371,7 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
         health: req.health.resolve(ic.healthcheck.as_ref()),
         tty: req.tty,
         stdin_open: req.stdin_open,
+        labels: ic.labels.clone().into_iter().chain(req.labels.clone()).collect(),
     };
     containers.create_record(&config)?;
     Ok(config)
@@ -458,9 +462,92 @@ pub struct ContainerRow {
     pub names: String,
     #[serde(rename = "ExitCode")]
     pub exit_code: Option<i32>,
+    /// `5 minutes ago`.
+    #[serde(rename = "RunningFor")]
+    pub running_for: String,
+    /// `KEY=VALUE,…`, as Docker lists them.
+    #[serde(rename = "Labels")]
+    pub labels_text: String,
     /// Running, paused or restarting.
     #[serde(skip)]
     pub up: bool,
+    #[serde(skip)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// starting, healthy, unhealthy; none without a check.
+    #[serde(skip)]
+    pub health: Option<String>,
+    #[serde(skip)]
+    pub image_id: String,
+}
+
+/// `ps --filter KEY=VALUE`s, as Docker takes them: the same key twice is either, different
+/// keys are both.
+#[derive(Debug, Default)]
+pub struct PsFilter {
+    by: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PsFilter {
+    pub const KEYS: [&'static str; 7] = ["id", "name", "label", "status", "ancestor", "health", "exited"];
+
+    pub fn parse(specs: &[String]) -> Result<PsFilter, UsageError> {
+        let mut f = PsFilter::default();
+        for spec in specs {
+            let (k, v) = spec.split_once('=').ok_or_else(|| {
+                UsageError(format!("invalid filter {spec:?}: use KEY=VALUE ({})", Self::KEYS.join(", ")))
+            })?;
+            if !Self::KEYS.contains(&k) {
+                return Err(UsageError(format!("invalid filter {k:?}: known are {}", Self::KEYS.join(", "))));
+            }
+            let known_values: &[&str] = match k {
+                "status" => &["created", "restarting", "running", "paused", "exited"],
+                "health" => &["starting", "healthy", "unhealthy", "none"],
+                _ => &[],
+            };
+            if !known_values.is_empty() && !known_values.contains(&v) {
+                return Err(UsageError(format!("invalid filter {spec:?}: {k} is one of {}", known_values.join(", "))));
+            }
+            if k == "exited" && v.parse::<i32>().is_err() {
+                return Err(UsageError(format!("invalid filter {spec:?}: exited takes an exit code")));
+            }
+            f.by.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(f)
+    }
+
+    /// Whether a status filter asks for containers that are not up (so all are looked at).
+    pub fn looks_past_running(&self) -> bool {
+        self.by.contains_key("status") || self.by.contains_key("exited")
+    }
+
+    pub fn matches(&self, r: &ContainerRow) -> bool {
+        self.by.iter().all(|(k, values)| {
+            values.iter().any(|v| match k.as_str() {
+                "id" => r.id.starts_with(v.as_str()),
+                "name" => r.names.contains(v.as_str()),
+                "label" => match v.split_once('=') {
+                    Some((key, val)) => r.labels.get(key).is_some_and(|x| x == val),
+                    None => r.labels.contains_key(v.as_str()),
+                },
+                "status" => {
+                    serde_json::to_value(r.state).ok().and_then(|s| s.as_str().map(|s| s == v)).unwrap_or(false)
+                }
+                "ancestor" => {
+                    let image = r.image.as_str();
+                    image == v
+                        || image.strip_suffix(":latest") == Some(v.as_str())
+                        || image.split_once(':').is_some_and(|(repo, _)| repo == v && !v.contains(':'))
+                        || r.image_id.trim_start_matches("sha256:").starts_with(v.trim_start_matches("sha256:"))
+                            && v.trim_start_matches("sha256:").len() >= 4
+                }
+                "health" => r.health.as_deref().unwrap_or("none") == v,
+                "exited" => {
+                    r.state == Status::Exited && r.exit_code.map(|c| c.to_string()).as_deref() == Some(v.as_str())
+                }
+                _ => false,
+            })
+        })
+    }
 }
 
 /// The containers, newest first; all of them, or those up.
@@ -477,21 +564,28 @@ pub fn list(host: &Host, all: bool) -> anyhow::Result<Vec<ContainerRow>> {
         let health = (state.status == Status::Running && config.health.is_some())
             .then(|| runtime::Health::load(&containers.dir(&id)))
             .flatten()
-            .map(
-                |h| if h.status == "starting" { " (health: starting)".to_string() } else { format!(" ({})", h.status) },
-            )
-            .unwrap_or_default();
+            .map(|h| h.status);
+        let health_text = match health.as_deref() {
+            Some("starting") => " (health: starting)".to_string(),
+            Some(s) => format!(" ({s})"),
+            None => String::new(),
+        };
         rows.push(ContainerRow {
             id,
             image: config.image.clone(),
             command: config.args.join(" "),
             created_at: config.created.clone(),
-            status: format!("{}{health}", status_text(&state, runtime::shim_lost(&state))),
+            status: format!("{}{health_text}", status_text(&state, runtime::shim_lost(&state))),
             state: state.status,
             ports: ports_text(&state),
             names: config.name.clone(),
             exit_code: state.exit_code,
+            running_for: ago(Some(&config.created)),
+            labels_text: config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
             up,
+            labels: config.labels.clone(),
+            health,
+            image_id: config.image_id.to_string(),
         });
     }
     Ok(rows)
@@ -654,6 +748,39 @@ pub fn remove_anonymous_volumes(host: &Host, c: &RunConfig) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// Renames a container (running or not), as `docker rename` does. Containers that join its
+/// network by name follow it to the new name.
+pub fn rename(host: &Host, name: &str, new: &str) -> anyhow::Result<RunConfig> {
+    let containers = host.containers()?;
+    let c = containers.find(name)?;
+    let renamed = containers.rename(&c.id, new)?;
+    for id in containers.ids()? {
+        let Ok(mut other) = containers.config(&id) else { continue };
+        if other.network == NetworkMode::Container(c.name.clone()) {
+            other.network = NetworkMode::Container(new.to_string());
+            containers.write_config(&other)?;
+        }
+    }
+    Ok(renamed)
+}
+
+/// Blocks until container `name` has exited; its exit code (`docker wait`). One removed
+/// meanwhile (`run --rm`) is not found.
+pub fn wait(host: &Host, name: &str) -> anyhow::Result<i32> {
+    let containers = host.containers()?;
+    let c = containers.find(name)?;
+    loop {
+        let state = runtime::observed_state(containers, &c.id)?;
+        if state.status == Status::Exited {
+            return Ok(state.exit_code.unwrap_or(0));
+        }
+        if crate::sys::interrupted() {
+            return Err(crate::repo::RepoError::Interrupted.into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub fn pause(host: &Host, names: &[String], paused: bool) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
@@ -832,6 +959,7 @@ pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> 
             "Hostname": c.hostname, "User": c.user.clone().unwrap_or_default(), "Env": c.env, "Cmd": c.args,
             "Image": c.image, "WorkingDir": c.working_dir, "StopSignal": c.stop_signal,
             "Healthcheck": c.health.as_ref().map(HealthCheck::to_docker),
+            "Labels": c.labels,
         },
         "HostConfig": {
             "RestartPolicy": {"Name": c.restart.to_docker()},

@@ -239,6 +239,9 @@ pub struct RunConfig {
     /// Standard input kept open (`-i`).
     #[serde(default)]
     pub stdin_open: bool,
+    /// The image's labels with `--label`s over them, as Docker merges them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -262,6 +262,7 @@ pub(crate) mod tests {
             health: None,
             tty: false,
             stdin_open: false,
+            labels: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ mod commit;
 mod escape;
 mod exit_codes;
 mod faults;
+mod habits;
 mod hostile;
 mod images;
 mod interop;

@@ -1,0 +1,142 @@
+//! Docker's everyday forms typed as a Docker user types them — `run -l`, `wait`, `ps --filter`,
+//! `ps --format`, `inspect -f`, `rename`, `container ls`, `logs --follow=false`, relative bind
+//! mounts — each answered as Docker answers the same lines for the same containers (the
+//! private dockerd of the suite runs them beside).
+
+use std::process::Command;
+
+use crate::util::{Env, docker, run};
+
+/// The same steps for Lifeboat and for Docker: what each printed, step by step.
+fn session(cli: &dyn Fn(&[&str]) -> (i32, String), image: &str) -> Vec<(String, i32, String)> {
+    let mut seen = Vec::new();
+    let mut step = |args: &[&str]| {
+        let (code, out) = cli(args);
+        seen.push((args.join(" "), code, out));
+    };
+    step(&["run", "-d", "--name", "web", "-l", "app=catalogue", "-l", "tier=front", image, "sleep", "600"]);
+    step(&["run", "-d", "--name", "job", "-l", "app=catalogue", image, "sh", "-c", "exit 3"]);
+    step(&["wait", "job"]);
+    step(&["ps", "--filter", "label=app=catalogue", "--format", "{{.Names}}"]);
+    step(&["ps", "-a", "--filter", "label=app=catalogue", "--format", "{{.Names}} {{.State}}"]);
+    step(&["ps", "--filter", "status=exited", "--format", "{{.Names}}"]);
+    step(&["ps", "-a", "--filter", "exited=3", "--filter", "label=app", "--format", "{{.Names}}"]);
+    step(&["ps", "-a", "--filter", "label=tier=front", "--format", "{{.Names}}"]);
+    step(&["ps", "-a", "--filter", "name=we", "--filter", "name=jo", "--format", "{{.Names}}"]);
+    step(&["ps", "-a", "--filter", &format!("ancestor={image}"), "--format", "{{.Names}}"]);
+    step(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{index .Config.Labels \"app\"}}", "job"]);
+    step(&["inspect", "-f", "{{json .Config.Labels}}", "web"]);
+    step(&["inspect", "-f", "{{if .State.Running}}up{{else}}down{{end}}", "web", "job"]);
+    step(&["rename", "web", "website"]);
+    step(&["container", "ls", "--format", "{{.Names}}"]);
+    step(&["inspect", "-f", "{{.Name}}", "website"]);
+    step(&["logs", "--follow=false", "job"]);
+    seen
+}
+
+fn sorted_lines(s: &str) -> Vec<&str> {
+    let mut l: Vec<&str> = s.lines().collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn docker_forms_answer_as_docker_does() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let lifeboat = |args: &[&str]| {
+        let o = env.lifeboat().args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let ours = session(&lifeboat, "site:1");
+    let step = |i: usize| &ours[i];
+    for (cmd, code, out) in &ours {
+        assert_eq!(*code, 0, "{cmd}: exited {code}: {out}");
+    }
+    assert_eq!(step(2).2.trim(), "3", "wait prints the exit code");
+    assert_eq!(step(3).2.trim(), "web", "without -a, only what runs");
+    assert_eq!(sorted_lines(&step(4).2), ["job exited", "web running"]);
+    assert_eq!(step(5).2.trim(), "job", "a status filter looks at stopped containers too");
+    assert_eq!(step(6).2.trim(), "job");
+    assert_eq!(step(7).2.trim(), "web");
+    assert_eq!(sorted_lines(&step(8).2), ["job", "web"], "the same key twice is either");
+    assert_eq!(sorted_lines(&step(9).2), ["job", "web"]);
+    assert_eq!(step(10).2.trim(), "exited 3 catalogue");
+    assert_eq!(step(11).2.trim(), r#"{"app":"catalogue","tier":"front"}"#);
+    assert_eq!(step(12).2, "up\ndown\n");
+    assert_eq!(step(14).2.trim(), "website", "renamed, still running");
+    assert_eq!(step(15).2.trim(), "/website");
+
+    // Mistakes are named, with the usage code, and leave nothing behind.
+    let bad = env.fails(&["ps", "--filter", "colour=red"], 2);
+    assert!(bad.contains("colour") && bad.contains("label"), "{bad}");
+    let bad = env.fails(&["ps", "--format", "{{.Nmes}}"], 2);
+    assert!(bad.contains("Nmes") && bad.contains("Names"), "{bad}");
+    let bad = env.fails(&["ps", "--format", "{{printf \"%s\" .Names}}"], 2);
+    assert!(bad.contains("printf"), "{bad}");
+    let taken = env.fails(&["rename", "website", "job"], 5);
+    assert!(taken.contains("already in use"), "{taken}");
+    env.fails(&["wait", "nosuch"], 3);
+
+    // Labels as ps lists them (Docker's own order is its map's: not compared).
+    let labels = env.ok(&["ps", "--format", "{{.Labels}}"]);
+    assert_eq!(labels.trim(), "app=catalogue,tier=front");
+
+    // A table template: Docker's column names, aligned.
+    let table = env.ok(&["ps", "--format", "table {{.ID}}\t{{.Names}}\t{{.RunningFor}}"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("CONTAINER ID") && header.contains("NAMES") && header.contains("CREATED"), "{table}");
+
+    // A relative bind mount is taken from the current directory.
+    let here = env.path("project");
+    std::fs::create_dir_all(here.join("site")).unwrap();
+    std::fs::write(here.join("site/index.html"), "relative\n").unwrap();
+    let o = env
+        .lifeboat()
+        .current_dir(&here)
+        .args(["run", "--rm", "-v", "./site:/x:ro", "site:1", "cat", "/x/index.html"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "relative\n", "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A container that joins the renamed one's network follows it.
+    env.ok(&["run", "-d", "--name", "side", "--network", "container:website", "site:1", "sleep", "600"]);
+    env.ok(&["rename", "website", "web2"]);
+    assert_eq!(env.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "side"]).trim(), "container:web2");
+    env.ok(&["restart", "side"]);
+    env.ok(&["rm", "-f", "web2", "job", "side"]);
+
+    // Docker, the same lines: the same answers.
+    let Some(_) = docker() else { return };
+    let rootfs = env.busybox_rootfs("docker-rootfs");
+    let tar = env.path("rootfs.tar");
+    run(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+    let image = format!("lifeboat-habits-{}:1", std::process::id());
+    run(docker().unwrap().arg("import").arg(&tar).arg(&image));
+    let prefix = format!("lbh{}", std::process::id());
+    // Docker's names are global to the engine: each name gets this run's prefix, taken off
+    // again before comparing.
+    let dock = |args: &[&str]| {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match *a {
+                "web" | "job" | "website" => format!("{prefix}{a}"),
+                other => other
+                    .replace("name=we", &format!("name={prefix}we"))
+                    .replace("name=jo", &format!("name={prefix}jo")),
+            })
+            .collect();
+        let o = docker().unwrap().args(&args).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).replace(&prefix, "");
+        (o.status.code().unwrap_or(-1), out)
+    };
+    let theirs = session(&dock, &image);
+    let _ = docker().unwrap().args(["rm", "-f", &format!("{prefix}website"), &format!("{prefix}job")]).output();
+    let _ = docker().unwrap().args(["rmi", &image]).output();
+    for (i, ((cmd, code, out), (_, dcode, dout))) in ours.iter().zip(&theirs).enumerate() {
+        if i < 2 {
+            continue; // container IDs
+        }
+        assert_eq!((code, sorted_lines(out)), (dcode, sorted_lines(dout)), "`{cmd}`: Lifeboat beside Docker");
+    }
+}
