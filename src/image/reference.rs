@@ -90,6 +90,11 @@ impl Reference {
         } else {
             path.to_string()
         };
+        // The limit is on the whole name as it is printed and sent (`docker.io/library/…`),
+        // so that what parses prints back to something that parses.
+        if domain.len() + 1 + path.len() > NAME_TOTAL_MAX {
+            return Err(err("repository name must not be longer than 255 characters"));
+        }
         Ok(Reference { domain, path, tag: tag.map(str::to_string), digest })
     }
 
@@ -280,6 +285,26 @@ mod tests {
 
     fn p(s: &str) -> Reference {
         Reference::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// Found by fuzzing: a 251-character name parsed, but printed with its `docker.io/`
+    /// prefix it was over the limit, and the printed form no longer parsed.
+    #[test]
+    fn the_length_limit_is_on_the_name_as_printed() {
+        let long = format!("a/{}", "b".repeat(246)); // 248: fits alone, not with docker.io/
+        assert!(Reference::parse(&long).is_err());
+        let fits = format!("a/{}", "b".repeat(233)); // docker.io/ + 235 = 245
+        let r = p(&fits);
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        let crash = concat!(
+            "p-p0ams/prp-0/ams/am/vnd.eams/prdigesms/prp-0/amsms/o/n/p/prdigesms/prp-0/amsms/",
+            "o/n/p-0/vnd.eams/prap-0ams/prp-0/ams/am/vnd.eamp-0/am-0/vnd.eams/prap-0ams/prp-0",
+            "/ams/am/vnd.eams/prap-0ameeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeees/prp",
+            "-0/amsms/prp/k:c",
+        );
+        if let Ok(r) = Reference::parse(crash) {
+            assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        }
     }
 
     #[test]
