@@ -147,10 +147,22 @@ pub struct SnapshotArgs {
 pub struct SnapshotsArgs {
     /// Only snapshots of this service.
     pub service: Option<String>,
+    /// Only snapshots with these tags (a,b: both; the flag again: either).
+    #[arg(long, value_name = "TAG[,TAG…]")]
+    pub tag: Vec<String>,
+    /// Only snapshots taken on this host (again: either).
+    #[arg(long, value_name = "HOSTNAME")]
+    pub host: Vec<String>,
+    /// Only the newest N snapshots of each service.
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
     #[command(flatten)]
     pub repo: RepoArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -331,8 +343,14 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
 }
 
 pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
-    let list = a.repo.with(|r| backup::list(ctx.host(), r, a.service.as_deref()))?;
-    if a.format == OutputFormat::Json {
+    let filter = backup::SnapshotFilter {
+        service: a.service.clone(),
+        tags: a.tag.clone(),
+        hosts: a.host.clone(),
+        latest: a.latest,
+    };
+    let list = a.repo.with(|r| backup::list(ctx.host(), r, &filter))?;
+    if a.format == OutputFormat::Json || a.json {
         println!("{}", sorted_json(&list)?);
         return Ok(0);
     }

@@ -396,10 +396,46 @@ pub struct SnapshotRow {
 }
 
 /// The repository's snapshots, oldest first; those of `service` only if given.
-pub fn list(host: &Host, access: Access, service: Option<&str>) -> anyhow::Result<Vec<SnapshotRow>> {
-    Ok(snapshot::list(&access.open(host)?)?
+/// Which snapshots `snapshots` lists, as restic's flags choose them.
+#[derive(Debug, Default)]
+pub struct SnapshotFilter {
+    pub service: Option<String>,
+    /// Each entry a comma-separated set that a snapshot must hold all of; any entry will do.
+    pub tags: Vec<String>,
+    /// Any of these hosts.
+    pub hosts: Vec<String>,
+    /// Only the newest N of each service.
+    pub latest: Option<usize>,
+}
+
+impl SnapshotFilter {
+    fn admits(&self, s: &Snapshot) -> bool {
+        self.service.as_deref().is_none_or(|n| s.service == n)
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname))
+            && (self.tags.is_empty()
+                || self
+                    .tags
+                    .iter()
+                    .any(|set| set.split(',').filter(|t| !t.is_empty()).all(|t| s.tags.iter().any(|x| x == t))))
+    }
+}
+
+pub fn list(host: &Host, access: Access, filter: &SnapshotFilter) -> anyhow::Result<Vec<SnapshotRow>> {
+    let mut admitted: Vec<(String, Snapshot)> =
+        snapshot::list(&access.open(host)?)?.into_iter().filter(|(_, s)| filter.admits(s)).collect();
+    if let Some(n) = filter.latest {
+        // Newest first, counted per service, then back to oldest first.
+        let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+        admitted.reverse();
+        admitted.retain(|(_, s)| {
+            let count = seen.entry(s.service.clone()).or_default();
+            *count += 1;
+            *count <= n
+        });
+        admitted.reverse();
+    }
+    Ok(admitted
         .into_iter()
-        .filter(|(_, s)| service.is_none_or(|n| s.service == n))
         .map(|(id, s)| SnapshotRow {
             id,
             time: s.time,

@@ -222,6 +222,23 @@ fn forget_prune_check_copy_keys_and_diff() {
     let ids: Vec<String> = list.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 3);
 
+    // restic's filters: tags (a set must all be there; the flag again is either), host, the
+    // newest N; --json as --format json.
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["snapshots", "--json"];
+        a.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&s.lb(&a)).unwrap();
+        v.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(listed(&["--tag", "r1"]), [ids[1].clone()]);
+    assert_eq!(listed(&["--tag", "r0", "--tag", "r2"]), [ids[0].clone(), ids[2].clone()]);
+    assert!(listed(&["--tag", "r0,r2"]).is_empty(), "a set needs all of its tags");
+    assert_eq!(listed(&["--latest", "2"]), ids[1..].to_vec());
+    let host = list[0]["host"].as_str().unwrap().to_string();
+    assert_eq!(listed(&["--host", &host]).len(), 3);
+    assert!(listed(&["--host", "elsewhere"]).is_empty());
+    assert_eq!(listed(&["website", "--latest", "1", "--tag", "r0"]), [ids[0].clone()]);
+
     let d = s.lb(&["diff", &ids[0][..12], &ids[1][..12]]);
     assert!(d.contains("M  volume content:/round.txt") && d.contains("+  volume content:/noise1"), "{d}");
 
