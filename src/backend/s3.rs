@@ -244,7 +244,8 @@ impl S3 {
                 what: key.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            Ok(bytes.into_bytes().to_vec())
+            // One copy, out of the response's segments (reading threads hold a pack each).
+            Ok(bytes.to_vec())
         })
     }
 }

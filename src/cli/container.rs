@@ -363,8 +363,10 @@ pub enum VolumeCommand {
     Ls {
         #[arg(short, long)]
         quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: OutputFormat,
+        /// table, json, or a Go-style template: '{{.Name}}' (fields: Name Driver Mountpoint
+        /// CreatedAt).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show a volume's details.
     #[command(after_help = VOLUME_EXAMPLES)]
@@ -499,11 +501,12 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
         println!("{}", sorted_json(&rows)?);
     } else if let Shape::Template(t) = &shape {
         // What the table shows, as Docker's templates see it: short IDs, quoted commands.
-        if !a.no_trunc {
-            for r in rows.iter_mut() {
+        for r in rows.iter_mut() {
+            if !a.no_trunc {
                 r.id.truncate(12);
-                r.command = format!("\"{}\"", truncate(&r.command, 20));
+                r.command = truncate(&r.command, 20);
             }
+            r.command = format!("\"{}\"", r.command);
         }
         Shape::print_template(t, &rows, &ps_header)?;
     } else {
@@ -701,10 +704,15 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<i32> {
             println!("{name}");
         }
         VolumeCommand::Ls { quiet, format } => {
+            let shape = Shape::parse(format.as_deref())?;
             let list = volumes::list(host)?;
             if quiet {
                 list.iter().for_each(|v| println!("{}", v.name));
-            } else if format == OutputFormat::Json {
+            } else if let Shape::Template(t) = &shape {
+                let details =
+                    list.iter().map(|v| volumes::inspect(host, &v.name)).collect::<anyhow::Result<Vec<_>>>()?;
+                Shape::print_template(t, &details, &|f| (f == "Name").then_some("VOLUME NAME"))?;
+            } else if let Shape::Json = shape {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = list.iter().map(|v| vec!["local".into(), v.name.clone()]).collect();

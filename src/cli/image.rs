@@ -95,8 +95,10 @@ pub struct ImagesArgs {
     /// Do not truncate IDs.
     #[arg(long)]
     pub no_trunc: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: OutputFormat,
+    /// table, json, or a Go-style template: '{{.Repository}}:{{.Tag}}'
+    /// (fields: Repository Tag ID Digest Created CreatedSince Size).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -239,8 +241,22 @@ pub fn import(ctx: &Context, a: ImportArgs) -> anyhow::Result<i32> {
 }
 
 pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<i32> {
-    let rows = images::list(ctx.host(), a.repository.as_deref())?;
+    let shape = super::output::Shape::parse(a.format.as_deref())?;
+    let mut rows = images::list(ctx.host(), a.repository.as_deref())?;
     let short = |id: &str| if a.no_trunc { id.to_string() } else { id.trim_start_matches("sha256:")[..12].to_string() };
+    if let super::output::Shape::Template(t) = &shape {
+        for r in rows.iter_mut() {
+            r.id = short(&r.id);
+        }
+        let header = |f: &str| match f {
+            "ID" => Some("IMAGE ID"),
+            "CreatedSince" => Some("CREATED"),
+            "Created" => Some("CREATED AT"),
+            _ => None,
+        };
+        super::output::Shape::print_template(t, &rows, &header)?;
+        return Ok(0);
+    }
     if a.quiet {
         let mut seen = HashSet::new();
         for r in &rows {
@@ -248,7 +264,7 @@ pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<i32> {
                 println!("{}", short(&r.id));
             }
         }
-    } else if a.format == OutputFormat::Json {
+    } else if let super::output::Shape::Json = shape {
         println!("{}", sorted_json(&rows)?);
     } else {
         let table: Vec<Vec<String>> = rows

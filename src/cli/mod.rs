@@ -69,6 +69,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// The configuration file: its services for up, down, status and the agent; its
+    /// repositories by name for --repo NAME, and a service's own repository as the default.
+    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", default_value = lifeboat::config::DEFAULT_PATH, value_name = "FILE")]
+    pub config: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -335,7 +340,8 @@ impl Cli {
 
     /// Runs the command; returns the exit code on success paths that are not 0 (none yet).
     pub fn run(self) -> anyhow::Result<i32> {
-        let ctx = Context::new(self.root, self.run_root);
+        let mut ctx = Context::new(self.root, self.run_root);
+        ctx.config_path = self.config;
         // Long repository work stops cleanly on Ctrl-C or SIGTERM (locks released, services
         // thawed, exit code 130); interactive commands keep the default behaviour.
         if matches!(
@@ -420,7 +426,7 @@ impl Cli {
             Command::Push(a) => registry::push(&ctx, a),
             Command::Login(a) => registry::login(a),
             Command::Logout(a) => registry::logout(a),
-            Command::Config(c) => service::config_command(c),
+            Command::Config(c) => service::config_command(&ctx, c),
             Command::Up(a) => service::up(&ctx, a),
             Command::Down(a) => service::down(&ctx, a),
             Command::Agent(a) => service::agent(&ctx, a),
@@ -435,6 +441,8 @@ impl Cli {
 pub struct Context {
     pub root: PathBuf,
     pub run_root: PathBuf,
+    /// `--config` (or its default).
+    pub config_path: PathBuf,
     host: lifeboat::runtime::Host,
 }
 
@@ -442,7 +450,19 @@ impl Context {
     pub fn new(root: PathBuf, run_root: PathBuf) -> Context {
         let host =
             lifeboat::runtime::Host::new(lifeboat::runtime::Paths { root: root.clone(), run_root: run_root.clone() });
-        Context { root, run_root, host }
+        Context { root, run_root, config_path: lifeboat::config::DEFAULT_PATH.into(), host }
+    }
+
+    /// The configuration file, which must be there.
+    pub fn config(&self) -> anyhow::Result<lifeboat::config::Config> {
+        Ok(lifeboat::config::Config::load(&self.config_path)?)
+    }
+
+    /// Whether the configuration file was named (--config or LIFEBOAT_CONFIG), so must be
+    /// there; the default place may be empty.
+    pub fn config_named(&self) -> bool {
+        std::env::var_os("LIFEBOAT_CONFIG").is_some()
+            || self.config_path != std::path::Path::new(lifeboat::config::DEFAULT_PATH)
     }
 
     pub fn host(&self) -> &lifeboat::runtime::Host {

@@ -114,8 +114,10 @@ impl OutputFormat {
 
 /// Prints rows as columns separated by at least three spaces, as Docker does.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    // A row may have more cells than the header (a template's text holding tabs).
+    let columns = rows.iter().map(Vec::len).chain([headers.len()]).max().unwrap_or(0);
+    let mut widths: Vec<usize> = vec![0; columns];
+    for row in rows.iter().map(|r| r.iter().map(String::as_str).collect::<Vec<_>>()).chain([headers.to_vec()]) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }

@@ -83,16 +83,17 @@ pub struct StackArg {
     /// A stack of the configuration ([stacks.NAME]): its services, as if named one by one.
     #[arg(long, value_name = "NAME")]
     pub stack: Option<String>,
-    /// The configuration file --stack is read from.
-    #[arg(long, env = "LIFEBOAT_CONFIG", default_value = lifeboat::config::DEFAULT_PATH, value_name = "FILE")]
-    pub config: PathBuf,
 }
 
 impl StackArg {
     /// The services named, or the stack's (with the configuration, for what else it says).
-    fn services(&self, named: &[String]) -> anyhow::Result<(Vec<String>, Option<lifeboat::config::Config>)> {
+    fn services(
+        &self,
+        ctx: &Context,
+        named: &[String],
+    ) -> anyhow::Result<(Vec<String>, Option<lifeboat::config::Config>)> {
         let Some(stack) = &self.stack else { return Ok((named.to_vec(), None)) };
-        let config = lifeboat::config::Config::load(&self.config)?;
+        let config = ctx.config()?;
         Ok((config.stack_services(stack)?, Some(config)))
     }
 }
@@ -206,15 +207,36 @@ pub struct RestoreArgs {
 }
 
 impl RepoArgs {
-    pub fn spec(&self) -> RepoSpec {
-        RepoSpec { location: self.repo.clone(), password_file: self.password_file.clone() }
+    /// The repository meant: `--repo NAME` of the configuration's, a location, or (none
+    /// given) `service`'s own repository in the configuration, else the host's default one.
+    pub fn spec(&self, ctx: &Context, service: Option<&str>) -> anyhow::Result<RepoSpec> {
+        let mut specs = configured(ctx, self.repo.as_slice(), self.password_file.as_slice(), service.as_slice())?;
+        Ok(specs.remove(0))
     }
 
     /// Runs `f` with this repository's access (the prompt for a password at a terminal).
-    pub fn with<T>(&self, f: impl FnOnce(Access) -> T) -> T {
-        let spec = self.spec();
+    pub fn with<T>(
+        &self,
+        ctx: &Context,
+        service: Option<&str>,
+        f: impl FnOnce(Access) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let spec = self.spec(ctx, service)?;
         f(Access { spec: &spec, ask: &ask_password })
     }
+}
+
+/// The repositories `--repo`s (and their `--password-file`s) name, with the configuration's
+/// names resolved; none named: the configured repositories of the first of `services` that
+/// has any, else the host's default one.
+pub fn configured(
+    ctx: &Context,
+    repos: &[String],
+    password_files: &[PathBuf],
+    services: &[&str],
+) -> anyhow::Result<Vec<RepoSpec>> {
+    let config = backup::ConfigPlace { path: &ctx.config_path, named: ctx.config_named() };
+    backup::configured_repositories(&config, repos, password_files, services)
 }
 
 /// The password from the person at the terminal, if there is one.
@@ -228,11 +250,11 @@ fn ask_password() -> anyhow::Result<Option<Vec<u8>>> {
 pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
     match cmd {
         RepoCommand::Init { repo } => {
-            let (id, location) = repo.spec().init(ctx.host(), &ask_password)?;
+            let (id, location) = repo.spec(ctx, None)?.init(ctx.host(), &ask_password)?;
             println!("created repository {id} at {location}");
         }
         RepoCommand::Info { repo, format } => {
-            let info = repo.with(|a| backup::info(ctx.host(), a))?;
+            let info = repo.with(ctx, None, |a| backup::info(ctx.host(), a))?;
             if format == OutputFormat::Json {
                 println!("{}", sorted_json(&info)?);
             } else {
@@ -248,7 +270,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
             }
         }
         RepoCommand::Stats { repo, format } => {
-            let st = repo.with(|a| backup::stats(ctx.host(), a))?;
+            let st = repo.with(ctx, None, |a| backup::stats(ctx.host(), a))?;
             if format == OutputFormat::Json {
                 println!("{}", sorted_json(&st)?);
             } else {
@@ -263,7 +285,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
             }
         }
         RepoCommand::Unlock { repo, all } => {
-            let n = repo.with(|a| backup::unlock(ctx.host(), a, all))?;
+            let n = repo.with(ctx, None, |a| backup::unlock(ctx.host(), a, all))?;
             println!("removed {n} locks");
         }
     }
@@ -271,8 +293,9 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 }
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
-    let repositories = backup::pair_repositories(&a.repos, &a.password_files)?;
-    let (containers, config) = a.stack.services(&a.containers)?;
+    let (containers, config) = a.stack.services(ctx, &a.containers)?;
+    let named: Vec<&str> = containers.iter().map(String::as_str).collect();
+    let repositories = configured(ctx, &a.repos, &a.password_files, &named)?;
     let consistency = match config {
         Some(config) if a.consistency.is_empty() => config.recipes(&containers),
         _ => a.consistency.clone(),
@@ -349,7 +372,7 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
         hosts: a.host.clone(),
         latest: a.latest,
     };
-    let list = a.repo.with(|r| backup::list(ctx.host(), r, &filter))?;
+    let list = a.repo.with(ctx, a.service.as_deref(), |r| backup::list(ctx.host(), r, &filter))?;
     if a.format == OutputFormat::Json || a.json {
         println!("{}", sorted_json(&list)?);
         return Ok(0);
@@ -394,7 +417,7 @@ pub fn snapshots(ctx: &Context, a: SnapshotsArgs) -> anyhow::Result<i32> {
 
 pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
     let json = a.format == OutputFormat::Json;
-    a.services = a.stack.services(&a.services)?.0;
+    a.services = a.stack.services(ctx, &a.services)?.0;
     let service = a.services[0].clone();
     if a.services.len() > 1 && a.from.is_some() {
         return Err(lifeboat::error::UsageError("--from restores one service".into()).into());
@@ -432,11 +455,15 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
     };
     let selection = backup::Selection { which: a.snapshot.clone(), at: a.at.clone() };
     let reports = if a.replace {
-        a.repo.with(|r| backup::restore_replacing(ctx.host(), r, &a.services, &selection, &opts))?
+        a.repo.with(ctx, a.services.first().map(String::as_str), |r| {
+            backup::restore_replacing(ctx.host(), r, &a.services, &selection, &opts)
+        })?
     } else if a.services.len() == 1 {
-        vec![a.repo.with(|r| backup::restore(ctx.host(), r, &service, &selection, &opts))?]
+        vec![a.repo.with(ctx, Some(&service), |r| backup::restore(ctx.host(), r, &service, &selection, &opts))?]
     } else {
-        a.repo.with(|r| backup::restore_stack(ctx.host(), r, &a.services, &selection, &opts))?
+        a.repo.with(ctx, a.services.first().map(String::as_str), |r| {
+            backup::restore_stack(ctx.host(), r, &a.services, &selection, &opts)
+        })?
     };
     drop(spinner);
     if json {
@@ -497,8 +524,10 @@ pub fn drill(ctx: &Context, a: DrillArgs) -> anyhow::Result<i32> {
         (None, Some(cmd)) => backup::ProbeSpec::Command(cmd.clone()),
         (None, None) => backup::ProbeSpec::Default,
     };
-    let services = a.stack.services(&a.services)?.0;
-    let report = a.repo.with(|r| backup::drill(ctx.host(), r, &services, &a.snapshot, &probe, a.timeout))?;
+    let services = a.stack.services(ctx, &a.services)?.0;
+    let report = a.repo.with(ctx, services.first().map(String::as_str), |r| {
+        backup::drill(ctx.host(), r, &services, &a.snapshot, &probe, a.timeout)
+    })?;
     let id = report.snapshot.clone();
     let healthy = report.healthy;
     if a.format == OutputFormat::Job {
@@ -657,7 +686,8 @@ pub enum KeyCommand {
 }
 
 pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<i32> {
-    let report = a.repo.with(|r| backup::check(ctx.host(), r, a.read_data, a.read_data_subset.as_deref()))?;
+    let report =
+        a.repo.with(ctx, None, |r| backup::check(ctx.host(), r, a.read_data, a.read_data_subset.as_deref()))?;
     if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -686,7 +716,9 @@ pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
         within: a.keep_within,
         tags: a.keep_tag.clone(),
     };
-    let report = a.repo.with(|r| backup::forget(ctx.host(), r, a.service.as_deref(), &policy, a.dry_run, a.prune))?;
+    let report = a.repo.with(ctx, a.service.as_deref(), |r| {
+        backup::forget(ctx.host(), r, a.service.as_deref(), &policy, a.dry_run, a.prune)
+    })?;
     if a.format == OutputFormat::Json {
         println!("{}", sorted_json(&report.decisions)?);
     } else {
@@ -712,7 +744,7 @@ pub fn forget(ctx: &Context, a: ForgetArgs) -> anyhow::Result<i32> {
 }
 
 pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
-    let stats = a.repo.with(|r| backup::prune(ctx.host(), r, a.dry_run))?;
+    let stats = a.repo.with(ctx, None, |r| backup::prune(ctx.host(), r, a.dry_run))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     println!(
         "{verb} {} packs ({} repacked), {} unused blobs, {} freed",
@@ -726,8 +758,8 @@ pub fn prune(ctx: &Context, a: PruneArgs) -> anyhow::Result<i32> {
 
 pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
     let to = RepoArgs { repo: Some(a.to.clone()), password_file: a.to_password_file.clone() };
-    let copied = a.from.with(|from| {
-        to.with(|to| {
+    let copied = a.from.with(ctx, None, |from| {
+        to.with(ctx, None, |to| {
             backup::copy(ctx.host(), from, to, &a.snapshots, &mut |c| {
                 println!(
                     "copied snapshot {} of {} as {} ({} added)",
@@ -756,7 +788,7 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
         }
         return Ok(0);
     };
-    let changes = a.repo.with(|r| backup::diff(ctx.host(), r, &a.first, second))?;
+    let changes = a.repo.with(ctx, None, |r| backup::diff(ctx.host(), r, &a.first, second))?;
     if a.format == OutputFormat::Json {
         println!("{}", sorted_json(&changes)?);
     } else {
@@ -774,7 +806,7 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<i32> {
         KeyCommand::Remove { name, repo } => (repo, backup::KeyRequest::Remove { id: name }),
         KeyCommand::Passwd { repo, new_password_file } => (repo, backup::KeyRequest::Passwd { new_password_file }),
     };
-    match repo.with(|r| backup::key(ctx.host(), r, &req))? {
+    match repo.with(ctx, None, |r| backup::key(ctx.host(), r, &req))? {
         backup::KeyOutcome::Added(name) => println!("added key {name}"),
         backup::KeyOutcome::Listed(keys) => {
             let rows: Vec<Vec<String>> = keys

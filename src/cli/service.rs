@@ -9,7 +9,6 @@ use serde_json::json;
 
 use super::Context;
 use super::output::{OutputFormat, human_size, print_table};
-use lifeboat::config::{self, Config};
 use lifeboat::ops::services;
 
 pub const CONFIG_EXAMPLES: &str = "\
@@ -33,41 +32,21 @@ Examples:
   lifeboat completions zsh > /usr/local/share/zsh/site-functions/_lifeboat
   lifeboat manpages /usr/local/share/man/man1";
 
-#[derive(Debug, Args, Clone)]
-pub struct ConfigArg {
-    /// The configuration file.
-    #[arg(long, env = "LIFEBOAT_CONFIG", default_value = config::DEFAULT_PATH, value_name = "FILE")]
-    pub config: PathBuf,
-}
-
-impl ConfigArg {
-    fn load(&self) -> anyhow::Result<Config> {
-        Ok(Config::load(&self.config)?)
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration; every problem is reported with its line.
     #[command(after_help = CONFIG_EXAMPLES)]
-    Check {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Check,
 }
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
     /// Services to act on (default: all).
     pub services: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
     /// Seconds to wait for each service to stop before SIGKILL.
     #[arg(short, long, default_value_t = 10)]
     pub time: u64,
@@ -79,15 +58,10 @@ pub struct DownArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct AgentArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-}
+pub struct AgentArgs {}
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -104,13 +78,13 @@ pub struct ManpagesArgs {
     pub dir: PathBuf,
 }
 
-pub fn config_command(cmd: ConfigCommand) -> anyhow::Result<i32> {
+pub fn config_command(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {
-        ConfigCommand::Check { config } => {
-            let c = services::check_config(&config.config)?;
+        ConfigCommand::Check => {
+            let c = services::check_config(&ctx.config_path)?;
             println!(
                 "{}: ok ({} repositories, {} services, {} scheduled jobs)",
-                config.config.display(),
+                ctx.config_path.display(),
                 c.repositories,
                 c.services,
                 c.jobs
@@ -139,19 +113,19 @@ fn outcomes(list: Vec<services::ServiceOutcome>) -> i32 {
 /// Creates, recreates (definition changed) or starts each service; leaves alone what already
 /// runs as defined. Containers not created by `up` are never touched.
 pub fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<i32> {
-    let config = a.config.load()?;
+    let config = ctx.config()?;
     Ok(outcomes(services::up(ctx.host(), &config, &a.services)?))
 }
 
 /// Stops and removes the services' containers (in reverse order); volumes stay unless -v.
 pub fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<i32> {
-    let config = a.config.load()?;
+    let config = ctx.config()?;
     Ok(outcomes(services::down(ctx.host(), &config, &a.services, Duration::from_secs(a.time), a.volumes)?))
 }
 
-pub fn agent(ctx: &Context, a: AgentArgs) -> anyhow::Result<i32> {
+pub fn agent(ctx: &Context, _a: AgentArgs) -> anyhow::Result<i32> {
     lifeboat::agent::run(lifeboat::agent::Options {
-        config_path: a.config.config,
+        config_path: ctx.config_path.clone(),
         root: ctx.root.clone(),
         run_root: ctx.run_root.clone(),
     })?;
@@ -165,7 +139,7 @@ fn short_time(rfc3339: &str) -> String {
 }
 
 pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
-    let config = a.config.load()?;
+    let config = ctx.config()?;
     let (agent, jobs) = lifeboat::agent::status(&config, &ctx.root);
     if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&json!({"agent_pid": agent, "jobs": jobs}))?);

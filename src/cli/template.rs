@@ -144,8 +144,18 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
 
 type Tokens = std::iter::Peekable<std::vec::IntoIter<Token>>;
 
+/// How deep `range`, `if` and `with` may nest (the parser and the printer recurse).
+const MAX_DEPTH: usize = 64;
+
 /// Nodes up to an `end` or `else` (returned) or the end of input (`None`).
 fn parse_nodes(tokens: &mut Tokens) -> Result<(Vec<Node>, Option<String>), String> {
+    parse_nested(tokens, 0)
+}
+
+fn parse_nested(tokens: &mut Tokens, depth: usize) -> Result<(Vec<Node>, Option<String>), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("blocks nested more than {MAX_DEPTH} deep"));
+    }
     let mut nodes = Vec::new();
     while let Some(t) = tokens.next() {
         let action = match t {
@@ -162,9 +172,9 @@ fn parse_nodes(tokens: &mut Tokens) -> Result<(Vec<Node>, Option<String>), Strin
         match word {
             "range" | "if" | "with" => {
                 let cond = parse_expr(rest.trim())?;
-                let (body, end) = parse_nodes(tokens)?;
+                let (body, end) = parse_nested(tokens, depth + 1)?;
                 let (otherwise, end) = match end.as_deref() {
-                    Some("else") if word != "range" => parse_nodes(tokens)?,
+                    Some("else") if word != "range" => parse_nested(tokens, depth + 1)?,
                     _ => (Vec::new(), end),
                 };
                 if end.as_deref() != Some("end") {
@@ -435,6 +445,11 @@ mod tests {
         for bad in ["{{.Names", "{{range .Mounts}}x", "{{printf \"%s\" .Names}}", "{{.Na-mes}}", "{{}}", "{{end}}"] {
             assert!(Template::parse(bad).is_err(), "{bad} was accepted");
         }
+        // Nesting is bounded (the parser recurses): an error, not a stack overflow.
+        let deep = format!("{}x{}", "{{if 1}}".repeat(20_000), "{{end}}".repeat(20_000));
+        assert!(Template::parse(&deep).unwrap_err().0.contains("nested"));
+        let fine = format!("{}x{}", "{{if 1}}".repeat(10), "{{end}}".repeat(10));
+        assert_eq!(Template::parse(&fine).unwrap().render(&json!({})).unwrap(), "x");
         let e = Template::parse("{{.Nmes}}").unwrap().render(&json!({"Names": "web", "ID": "x"})).unwrap_err();
         assert!(e.0.contains("no field .Nmes") && e.0.contains("ID, Names"), "{}", e.0);
     }

@@ -332,8 +332,10 @@ fn load_oci_image(txn: &mut Txn<'_>, dir: &ArchiveDir, desc: &Descriptor) -> Res
         });
     }
     let mut layers = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-        if txn.has_blob(&layer.digest) && txn.has_layer(diff_id) {
+        // A layer listed twice is unpacked once.
+        if (txn.has_blob(&layer.digest) && txn.has_layer(diff_id)) || !seen.insert(&layer.digest) {
             continue;
         }
         let file = dir

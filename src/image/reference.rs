@@ -293,6 +293,9 @@ mod tests {
     fn the_length_limit_is_on_the_name_as_printed() {
         let long = format!("a/{}", "b".repeat(246)); // 248: fits alone, not with docker.io/
         assert!(Reference::parse(&long).is_err());
+        let edge = format!("a/{}", "b".repeat(243)); // docker.io/ + 245 = 255: the most there is
+        assert_eq!(p(&edge).to_string().len(), 255 + ":latest".len());
+        assert!(Reference::parse(&format!("a/{}", "b".repeat(244))).is_err(), "256");
         let fits = format!("a/{}", "b".repeat(233)); // docker.io/ + 235 = 245
         let r = p(&fits);
         assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);

@@ -145,6 +145,85 @@ pub fn pair_repositories(repos: &[String], password_files: &[PathBuf]) -> Result
         .collect())
 }
 
+/// Where the configuration is, and whether it was named (then it must be there).
+pub struct ConfigPlace<'a> {
+    pub path: &'a Path,
+    pub named: bool,
+}
+
+impl ConfigPlace<'_> {
+    fn load(&self) -> anyhow::Result<Option<crate::config::Config>> {
+        if !self.named && !self.path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(crate::config::Config::load(self.path)?))
+    }
+}
+
+/// Whether `--repo` looks like a name (`offsite`), not a path or URL.
+fn is_repo_name(repo: &str) -> bool {
+    !repo.is_empty()
+        && !repo.contains(['/', ':'])
+        && !repo.starts_with('.')
+        && repo.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// The repositories `--repo`s (and their `--password-file`s) name, with the names of the
+/// configuration's `[repositories]` resolved (their password file unless one is given: a
+/// name wins over a directory of that name only if the configuration has it); none named:
+/// the configured repositories of the first of `services` that has any, else the host's
+/// default one.
+pub fn configured_repositories(
+    config: &ConfigPlace<'_>,
+    repos: &[String],
+    password_files: &[PathBuf],
+    services: &[&str],
+) -> anyhow::Result<Vec<RepoSpec>> {
+    let mut specs = pair_repositories(repos, password_files)?;
+    let wants_config =
+        repos.iter().any(|r| is_repo_name(r) && !Path::new(r).exists()) || (repos.is_empty() && !services.is_empty());
+    let Some(cfg) = (if wants_config { config.load()? } else { None }) else { return Ok(specs) };
+    if repos.is_empty() {
+        let own = services.iter().find_map(|s| {
+            let policy = cfg.services.get(*s)?.snapshot.as_ref()?;
+            (!policy.repositories.is_empty()).then_some(&policy.repositories)
+        });
+        if let Some(names) = own {
+            specs = names
+                .iter()
+                .filter_map(|n| cfg.repositories.get(n.get_ref()))
+                .map(|r| RepoSpec {
+                    location: Some(r.location()),
+                    password_file: password_files.first().cloned().or_else(|| r.password_file.clone()),
+                })
+                .collect();
+        }
+        return Ok(specs);
+    }
+    for spec in specs.iter_mut() {
+        let Some(name) = spec.location.clone().filter(|r| is_repo_name(r)) else { continue };
+        match cfg.repositories.get(&name) {
+            Some(r) => {
+                spec.location = Some(r.location());
+                if password_files.is_empty() {
+                    spec.password_file = r.password_file.clone();
+                }
+            }
+            None if !Path::new(&name).exists() => {
+                let known: Vec<&str> = cfg.repositories.keys().map(String::as_str).collect();
+                return Err(UsageError(format!(
+                    "--repo {name}: {} names no such repository (it has: {}), and there is no directory {name} here",
+                    config.path.display(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ))
+                .into());
+            }
+            None => {}
+        }
+    }
+    Ok(specs)
+}
+
 /// A password from a file: its first line, not empty.
 pub fn read_password_file(f: &Path) -> anyhow::Result<Vec<u8>> {
     let mut s = String::new();

@@ -480,6 +480,43 @@ pub struct ContainerRow {
     pub image_id: String,
 }
 
+/// Docker's `name=` filter: a part of the name, with the anchors scripts use (`^web$`, and
+/// the leading `/` Docker's names carry).
+fn name_matches(name: &str, pattern: &str) -> bool {
+    let (start, rest) = match pattern.strip_prefix('^') {
+        Some(p) => (true, p.strip_prefix('/').unwrap_or(p)),
+        None => (false, pattern.strip_prefix('/').unwrap_or(pattern)),
+    };
+    let (end, part) = match rest.strip_suffix('$') {
+        Some(p) => (true, p),
+        None => (false, rest),
+    };
+    match (start, end) {
+        (true, true) => name == part,
+        (true, false) => name.starts_with(part),
+        (false, true) => name.ends_with(part),
+        (false, false) => name.contains(part),
+    }
+}
+
+/// Docker's `ancestor=`: the image by any of its spellings (`nginx`, `nginx:latest`,
+/// `docker.io/library/nginx`), every tag of a repository named without one, or an image ID
+/// (prefix of at least 4 characters).
+fn ancestor_matches(image: &str, image_id: &str, wanted: &str) -> bool {
+    let id = wanted.trim_start_matches("sha256:");
+    if id.len() >= 4
+        && id.chars().all(|c| c.is_ascii_hexdigit())
+        && image_id.trim_start_matches("sha256:").starts_with(id)
+    {
+        return true;
+    }
+    let (Ok(have), Ok(want)) = (crate::image::Reference::parse(image), crate::image::Reference::parse(wanted)) else {
+        return image == wanted;
+    };
+    let tag_given = wanted.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    have.domain() == want.domain() && have.path() == want.path() && (!tag_given || have.tag() == want.tag())
+}
+
 /// `ps --filter KEY=VALUE`s, as Docker takes them: the same key twice is either, different
 /// keys are both.
 #[derive(Debug, Default)]
@@ -515,16 +552,17 @@ impl PsFilter {
         Ok(f)
     }
 
-    /// Whether a status filter asks for containers that are not up (so all are looked at).
+    /// Whether a status filter asks for containers that are not up (so all are looked at,
+    /// as Docker does for `status=` only).
     pub fn looks_past_running(&self) -> bool {
-        self.by.contains_key("status") || self.by.contains_key("exited")
+        self.by.contains_key("status")
     }
 
     pub fn matches(&self, r: &ContainerRow) -> bool {
         self.by.iter().all(|(k, values)| {
             values.iter().any(|v| match k.as_str() {
                 "id" => r.id.starts_with(v.as_str()),
-                "name" => r.names.contains(v.as_str()),
+                "name" => name_matches(&r.names, v),
                 "label" => match v.split_once('=') {
                     Some((key, val)) => r.labels.get(key).is_some_and(|x| x == val),
                     None => r.labels.contains_key(v.as_str()),
@@ -532,14 +570,7 @@ impl PsFilter {
                 "status" => {
                     serde_json::to_value(r.state).ok().and_then(|s| s.as_str().map(|s| s == v)).unwrap_or(false)
                 }
-                "ancestor" => {
-                    let image = r.image.as_str();
-                    image == v
-                        || image.strip_suffix(":latest") == Some(v.as_str())
-                        || image.split_once(':').is_some_and(|(repo, _)| repo == v && !v.contains(':'))
-                        || r.image_id.trim_start_matches("sha256:").starts_with(v.trim_start_matches("sha256:"))
-                            && v.trim_start_matches("sha256:").len() >= 4
-                }
+                "ancestor" => ancestor_matches(&r.image, &r.image_id, v),
                 "health" => r.health.as_deref().unwrap_or("none") == v,
                 "exited" => {
                     r.state == Status::Exited && r.exit_code.map(|c| c.to_string()).as_deref() == Some(v.as_str())
@@ -755,25 +786,24 @@ pub fn remove_anonymous_volumes(host: &Host, c: &RunConfig) -> anyhow::Result<()
 pub fn rename(host: &Host, name: &str, new: &str) -> anyhow::Result<RunConfig> {
     let containers = host.containers()?;
     let c = containers.find(name)?;
-    let renamed = containers.rename(&c.id, new)?;
-    for id in containers.ids()? {
-        let Ok(mut other) = containers.config(&id) else { continue };
-        if other.network == NetworkMode::Container(c.name.clone()) {
-            other.network = NetworkMode::Container(new.to_string());
-            containers.write_config(&other)?;
-        }
-    }
-    Ok(renamed)
+    Ok(containers.rename(&c.id, new)?)
 }
 
-/// Blocks until container `name` has exited; its exit code (`docker wait`). One removed
-/// meanwhile (`run --rm`) is not found.
+/// Blocks until container `name` exits; its exit code (`docker wait`). A container that a
+/// restart policy brings back counts as exited at its first exit. One removed before its
+/// exit was seen (`rm -f`, `run --rm`) is an error: its code went with it.
 pub fn wait(host: &Host, name: &str) -> anyhow::Result<i32> {
     let containers = host.containers()?;
     let c = containers.find(name)?;
+    let first = runtime::observed_state(containers, &c.id)?;
     loop {
+        if containers.config(&c.id).is_err() {
+            return Err(ContainerError::NotFound(format!("{name} (removed before its exit code was seen)")).into());
+        }
         let state = runtime::observed_state(containers, &c.id)?;
-        if state.status == Status::Exited {
+        let exited_since = state.restart_count != first.restart_count
+            || (state.finished_at.is_some() && state.finished_at != first.finished_at);
+        if state.status == Status::Exited || (state.status != Status::Created && exited_since) {
             return Ok(state.exit_code.unwrap_or(0));
         }
         if crate::sys::interrupted() {

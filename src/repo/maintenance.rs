@@ -397,5 +397,11 @@ mod tests {
         let some = choose_share(hundred, 0.25);
         assert_eq!(some.len(), 25);
         assert!(some.windows(2).all(|w| w[0] < w[1]), "kept in order, no repeats: {some:?}");
+        // Random: over many draws of one pack in four, every pack is read some time.
+        let mut picked = [0u32; 4];
+        for _ in 0..400 {
+            picked[choose_share(four.clone(), 0.25)[0] as usize] += 1;
+        }
+        assert!(picked.iter().all(|&n| n > 40), "{picked:?}");
     }
 }

@@ -467,7 +467,9 @@ impl Containers {
     }
 
     /// Gives container `id` the name `new` (free, valid), as `docker rename` does; a running
-    /// container keeps running.
+    /// container keeps running. Containers that join its network by name follow it: under
+    /// one lock, they are rewritten first and the container last, and a failure puts back
+    /// the ones already rewritten.
     pub fn rename(&self, id: &str, new: &str) -> Result<RunConfig, ContainerError> {
         super::names::validate_name(new).map_err(ContainerError::Invalid)?;
         let _lock = self.lock()?;
@@ -478,8 +480,33 @@ impl Containers {
             )));
         }
         let mut config = self.config(id)?;
-        config.name = new.to_string();
-        self.write_config(&config)?;
+        let old = NetworkMode::Container(config.name.clone());
+        let joiners: Vec<RunConfig> =
+            self.ids()?.iter().filter_map(|j| self.config(j).ok()).filter(|j| j.network == old).collect();
+        let mut done: Vec<&RunConfig> = Vec::new();
+        let mut result = Ok(());
+        for j in &joiners {
+            let moved = RunConfig { network: NetworkMode::Container(new.to_string()), ..j.clone() };
+            match self.write_config(&moved) {
+                Ok(()) => done.push(j),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            config.name = new.to_string();
+            result = self.write_config(&config);
+        }
+        if let Err(e) = result {
+            for j in done {
+                if let Err(undo) = self.write_config(j) {
+                    tracing::error!(container = j.name.as_str(), error = %undo, "cannot put back its network peer's old name");
+                }
+            }
+            return Err(e);
+        }
         Ok(config)
     }
 

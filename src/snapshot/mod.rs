@@ -1032,7 +1032,11 @@ fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -
     let config: crate::image::spec::ImageConfig = serde_json::from_slice(&config_bytes)?;
     let mut txn = store.begin()?;
     let mut layers = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        if !seen.insert(&layer.digest) {
+            continue; // listed twice: unpacked once
+        }
         let file = std::fs::File::open(blob(&layer.digest))?;
         let input = LayerInput::Blob {
             media_type: layer.media_type.clone(),

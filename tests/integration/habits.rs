@@ -19,7 +19,7 @@ fn session(cli: &dyn Fn(&[&str]) -> (i32, String), image: &str) -> Vec<(String, 
     step(&["wait", "job"]);
     step(&["ps", "--filter", "label=app=catalogue", "--format", "{{.Names}}"]);
     step(&["ps", "-a", "--filter", "label=app=catalogue", "--format", "{{.Names}} {{.State}}"]);
-    step(&["ps", "--filter", "status=exited", "--format", "{{.Names}}"]);
+    step(&["ps", "--filter", "status=exited", "--filter", "label=app=catalogue", "--format", "{{.Names}}"]);
     step(&["ps", "-a", "--filter", "exited=3", "--filter", "label=app", "--format", "{{.Names}}"]);
     step(&["ps", "-a", "--filter", "label=tier=front", "--format", "{{.Names}}"]);
     step(&["ps", "-a", "--filter", "name=we", "--filter", "name=jo", "--format", "{{.Names}}"]);
@@ -28,9 +28,11 @@ fn session(cli: &dyn Fn(&[&str]) -> (i32, String), image: &str) -> Vec<(String, 
     step(&["inspect", "-f", "{{json .Config.Labels}}", "web"]);
     step(&["inspect", "-f", "{{if .State.Running}}up{{else}}down{{end}}", "web", "job"]);
     step(&["rename", "web", "website"]);
-    step(&["container", "ls", "--format", "{{.Names}}"]);
+    step(&["container", "ls", "--filter", "label=app", "--format", "{{.Names}}"]);
     step(&["inspect", "-f", "{{.Name}}", "website"]);
     step(&["logs", "--follow=false", "job"]);
+    step(&["ps", "-a", "--filter", "name=^website$", "--filter", "label=app", "--format", "{{.Names}}"]);
+    step(&["ps", "-a", "--filter", "name=^web$", "--filter", "label=app", "--format", "{{.Names}}"]);
     seen
 }
 
@@ -66,6 +68,8 @@ fn docker_forms_answer_as_docker_does() {
     assert_eq!(step(12).2, "up\ndown\n");
     assert_eq!(step(14).2.trim(), "website", "renamed, still running");
     assert_eq!(step(15).2.trim(), "/website");
+    assert_eq!(step(17).2.trim(), "website", "anchored names, as scripts check for one");
+    assert_eq!(step(18).2.trim(), "", "^web$ is not website");
 
     // Mistakes are named, with the usage code, and leave nothing behind.
     let bad = env.fails(&["ps", "--filter", "colour=red"], 2);
@@ -78,6 +82,37 @@ fn docker_forms_answer_as_docker_does() {
     assert!(taken.contains("already in use"), "{taken}");
     env.fails(&["wait", "nosuch"], 3);
 
+    // wait: a container a restart policy brings back has exited at its first exit; one
+    // removed while waited on is an error, not a wait for ever.
+    env.ok(&["run", "-d", "--name", "flappy", "--restart", "on-failure:2", "site:1", "sh", "-c", "sleep 1; exit 4"]);
+    assert_eq!(env.ok(&["wait", "flappy"]).trim(), "4");
+    env.ok(&["rm", "-f", "flappy"]);
+    env.ok(&["run", "-d", "--name", "doomed", "site:1", "sleep", "600"]);
+    let mut rm = env.lifeboat();
+    rm.args(["rm", "-f", "doomed"]);
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        rm.output().unwrap()
+    });
+    let waited = env.lifeboat().args(["wait", "doomed"]).output().unwrap();
+    assert!(remover.join().unwrap().status.success());
+    assert_eq!(waited.status.code(), Some(3), "{}", String::from_utf8_lossy(&waited.stderr));
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("removed"));
+
+    // ancestor= takes the image by any spelling: site, site:1, docker.io/library/site:1.
+    env.ok(&["run", "-d", "--name", "anc", "-l", "anc=1", "site:1", "sleep", "600"]);
+    for spelling in ["site", "site:1", "docker.io/library/site:1"] {
+        let f = format!("ancestor={spelling}");
+        let found = env.ok(&["ps", "--filter", &f, "--filter", "label=anc", "--format", "{{.Names}}"]);
+        assert_eq!(found.trim(), "anc", "{f}");
+    }
+    let none = env.ok(&["ps", "--filter", "ancestor=site:2", "--filter", "label=anc", "--format", "{{.Names}}"]);
+    assert_eq!(none.trim(), "");
+    env.ok(&["rm", "-f", "anc"]);
+    // A table template whose text holds more tabs than its header: aligned, no crash.
+    let t = env.ok(&["ps", "-a", "--format", "table {{.Names}}{{if .ID}}\t{{.ID}}\t{{.Image}}{{end}}"]);
+    assert!(t.lines().nth(1).is_some_and(|l| l.contains("site:1")), "{t}");
+
     // Labels as ps lists them (Docker's own order is its map's: not compared).
     let labels = env.ok(&["ps", "--format", "{{.Labels}}"]);
     assert_eq!(labels.trim(), "app=catalogue,tier=front");
@@ -86,6 +121,13 @@ fn docker_forms_answer_as_docker_does() {
     let table = env.ok(&["ps", "--format", "table {{.ID}}\t{{.Names}}\t{{.RunningFor}}"]);
     let header = table.lines().next().unwrap();
     assert!(header.starts_with("CONTAINER ID") && header.contains("NAMES") && header.contains("CREATED"), "{table}");
+
+    // images and volume ls take templates too.
+    assert!(env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).lines().any(|l| l == "site:1"));
+    env.ok(&["volume", "create", "habitvol"]);
+    let vols = env.ok(&["volume", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert!(vols.lines().any(|l| l == "habitvol local"), "{vols}");
+    env.ok(&["volume", "rm", "habitvol"]);
 
     // A relative bind mount is taken from the current directory.
     let here = env.path("project");
@@ -123,7 +165,8 @@ fn docker_forms_answer_as_docker_does() {
                 "web" | "job" | "website" => format!("{prefix}{a}"),
                 other => other
                     .replace("name=we", &format!("name={prefix}we"))
-                    .replace("name=jo", &format!("name={prefix}jo")),
+                    .replace("name=jo", &format!("name={prefix}jo"))
+                    .replace("name=^web", &format!("name=^{prefix}web")),
             })
             .collect();
         let o = docker().unwrap().args(&args).output().unwrap();
@@ -139,4 +182,69 @@ fn docker_forms_answer_as_docker_does() {
         }
         assert_eq!((code, sorted_lines(out)), (dcode, sorted_lines(dout)), "`{cmd}`: Lifeboat beside Docker");
     }
+}
+
+/// With a configuration, commands typed by hand use it: `--repo NAME` is one of its
+/// repositories (with its password file), and a service's own repository is where
+/// `snapshot`, `snapshots` and `restore` go without `--repo`. `--config` and
+/// `LIFEBOAT_CONFIG` work for all of them.
+#[test]
+fn the_configuration_is_the_default_for_commands_typed_by_hand() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let pw = env.path("pw");
+    std::fs::write(&pw, "configured\n").unwrap();
+    let repo = env.path("configured-repo");
+    let config = env.path("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[repositories.local]
+url = "{repo}"
+password_file = "{pw}"
+
+[services.website]
+image = "site:1"
+
+[services.website.snapshot]
+schedule = "0 3 * * *"
+repositories = ["local"]
+"#,
+            repo = repo.display(),
+            pw = pw.display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    env.ok(&["repo", "init", "--repo", "local", "--config", c]);
+    assert!(repo.join("config").exists(), "--repo local is the configured repository");
+    env.ok(&["run", "-d", "--name", "website", "site:1"]);
+    env.ok(&["snapshot", "website", "--config", c]);
+    assert!(!env.root().join("repository").exists(), "not the host's default repository");
+    let ids = |args: &[&str]| -> usize {
+        let mut a = vec!["snapshots", "--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str::<Vec<serde_json::Value>>(&env.ok(&a)).unwrap().len()
+    };
+    assert_eq!(ids(&["--repo", "local", "--config", c]), 1);
+    assert_eq!(ids(&["website", "--config", c]), 1, "the service's own repository");
+    let by_env = env
+        .lifeboat()
+        .env("LIFEBOAT_CONFIG", &config)
+        .args(["snapshots", "--repo", "local", "--json"])
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
+    env.ok(&["rm", "-f", "website"]);
+    let out = env.ok(&["restore", "website", "--config", c]);
+    assert!(out.contains("restored website"), "{out}");
+
+    // A name the configuration does not have, and a configuration that is not there.
+    let e = env.fails(&["snapshots", "--repo", "offsite", "--config", c], 2);
+    assert!(e.contains("offsite") && e.contains("local"), "{e}");
+    let e = env.fails(&["snapshots", "--repo", "local", "--config", "/nonexistent/lifeboat.toml"], 3);
+    assert!(e.contains("/nonexistent/lifeboat.toml"), "{e}");
+    // A path is still a path.
+    assert_eq!(ids(&["--repo", repo.to_str().unwrap(), "--password-file", pw.to_str().unwrap()]), 1);
+    env.ok(&["rm", "-f", "website"]);
 }

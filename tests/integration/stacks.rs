@@ -162,7 +162,7 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
     // A probe that fails fails the drill, and still leaves nothing.
     let out = env
         .lifeboat()
-        .args(["drill", "db", "web", "--command", "test -e /app/missing", "--timeout", "3s", "--format", "json"])
+        .args(["drill", "db", "web", "--command", "test -e /app/missing", "--timeout", "15s", "--format", "json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
