@@ -490,7 +490,7 @@ pub struct SnapshotFilter {
 impl SnapshotFilter {
     fn admits(&self, s: &Snapshot) -> bool {
         self.service.as_deref().is_none_or(|n| s.service == n)
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname))
+            && (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && (self.tags.is_empty()
                 || self
                     .tags
