@@ -346,6 +346,12 @@ pub struct StatsArgs {
     pub containers: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// A repository's size instead (restic's `stats`; the same as `repo stats --repo`).
+    #[arg(long, value_name = "REPO", conflicts_with_all = ["containers", "no_stream"])]
+    pub repo: Option<String>,
+    /// The repository's password file (with --repo).
+    #[arg(long, requires = "repo")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -103,10 +103,21 @@ pub struct ImagesArgs {
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
-    /// Existing image (name or ID).
-    pub source: String,
-    /// New name.
-    pub target: String,
+    /// SOURCE TARGET: give image SOURCE (name or ID) the name TARGET. With --add, --remove
+    /// or --set: the snapshots (ID prefixes) whose tags to change, as restic's `tag` does.
+    #[arg(required = true, value_name = "SOURCE TARGET | SNAPSHOT…")]
+    pub names: Vec<String>,
+    /// Add tags to the snapshots (a,b or the flag again).
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove tags from the snapshots.
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace the snapshots' tags with these (--set '' clears them).
+    #[arg(long, value_name = "TAG")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub repo: super::repo::RepoArgs,
 }
 
 #[derive(Debug, Args)]
@@ -289,7 +300,38 @@ pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<i32> {
 }
 
 pub fn tag(ctx: &Context, a: TagArgs) -> anyhow::Result<i32> {
-    images::tag(ctx.host(), &a.source, &a.target)?;
+    if a.add.is_empty() && a.remove.is_empty() && a.set.is_empty() {
+        let [source, target] = a.names.as_slice() else {
+            return Err(UsageError(
+                "tag takes SOURCE TARGET (an image and its new name), or SNAPSHOT… with --add, --remove or --set"
+                    .into(),
+            )
+            .into());
+        };
+        images::tag(ctx.host(), source, target)?;
+        return Ok(0);
+    }
+    let split = |v: &[String]| -> Vec<String> {
+        v.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(str::to_string).collect()
+    };
+    let change = lifeboat::ops::backup::TagChange {
+        add: split(&a.add),
+        remove: split(&a.remove),
+        set: (!a.set.is_empty()).then(|| split(&a.set)),
+    };
+    let done = a.repo.with(ctx, None, |r| lifeboat::ops::backup::retag(ctx.host(), r, &a.names, &change))?;
+    for t in &done {
+        match &t.new_id {
+            Some(new) => println!(
+                "snapshot {} of {} is now {} (tags: {})",
+                &t.old_id[..12],
+                t.service,
+                &new[..12],
+                t.tags.join(",")
+            ),
+            None => println!("snapshot {} of {} unchanged (tags: {})", &t.old_id[..12], t.service, t.tags.join(",")),
+        }
+    }
     Ok(0)
 }
 

@@ -395,6 +395,13 @@ impl Cli {
             Command::Pause(a) => container::pause(&ctx, a, true),
             Command::Unpause(a) => container::pause(&ctx, a, false),
             Command::Top(a) => container::top(&ctx, a),
+            Command::Stats(a) if a.repo.is_some() => repo::repo(
+                &ctx,
+                repo::RepoCommand::Stats {
+                    repo: repo::RepoArgs { repo: a.repo, password_file: a.password_file },
+                    format: a.format,
+                },
+            ),
             Command::Stats(a) => container::stats(&ctx, a),
             Command::Port(a) => container::port(&ctx, a),
             Command::Volume(c) => container::volume(&ctx, c),

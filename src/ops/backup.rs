@@ -224,6 +224,59 @@ pub fn configured_repositories(
     Ok(specs)
 }
 
+/// How `tag` changes snapshots' tags: `set` replaces them, then `add` and `remove` apply.
+#[derive(Debug, Default)]
+pub struct TagChange {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+    pub set: Option<Vec<String>>,
+}
+
+/// What `tag` did to one snapshot: its new ID (a snapshot's ID is its content), or none if
+/// its tags were already so.
+#[derive(Debug, Serialize)]
+pub struct Retagged {
+    pub old_id: String,
+    pub new_id: Option<String>,
+    pub service: String,
+    pub tags: Vec<String>,
+}
+
+/// Changes the tags of the snapshots `which` names (ID prefixes), as restic's `tag` does:
+/// each is written again with its new tags, then the old one is removed, under the
+/// repository's (shared) lock. Stacks keep their members; the next snapshot's parent is
+/// found by service, not by ID, so nothing points at the old ID.
+pub fn retag(host: &Host, access: Access, which: &[String], change: &TagChange) -> anyhow::Result<Vec<Retagged>> {
+    let mut repo = access.open(host)?;
+    let mut found = Vec::new();
+    for w in which {
+        found.push(snapshot::find(&repo, None, w)?);
+    }
+    let lock = Lock::acquire(&mut repo, false)?;
+    let mut out = Vec::new();
+    for (id, mut snap) in found {
+        let mut tags = change.set.clone().unwrap_or_else(|| snap.tags.clone());
+        for t in &change.add {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        tags.retain(|t| !change.remove.contains(t));
+        if tags == snap.tags {
+            out.push(Retagged { old_id: id, new_id: None, service: snap.service, tags });
+            continue;
+        }
+        snap.tags = tags.clone();
+        repo.check_locks()?;
+        let new_id = repo.save_object(Kind::Snapshot, &snap)?;
+        repo.check_locks()?;
+        repo.backend().delete(Kind::Snapshot, &id)?;
+        out.push(Retagged { old_id: id, new_id: Some(new_id), service: snap.service, tags });
+    }
+    drop(lock);
+    Ok(out)
+}
+
 /// A password from a file: its first line, not empty.
 pub fn read_password_file(f: &Path) -> anyhow::Result<Vec<u8>> {
     let mut s = String::new();

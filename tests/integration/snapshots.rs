@@ -245,6 +245,9 @@ fn forget_prune_check_copy_keys_and_diff() {
     assert!(s.lb(&["check"]).contains("no errors"));
     let stats: serde_json::Value = serde_json::from_str(&s.lb(&["repo", "stats", "--format", "json"])).unwrap();
     assert_eq!(stats["snapshots"], 3);
+    // restic's `stats` (with a repository) is the repository's, not the containers'.
+    let restic_style: serde_json::Value = serde_json::from_str(&s.lb(&["stats", "--format", "json"])).unwrap();
+    assert_eq!(restic_style, stats);
     // Three snapshots of mostly the same data: stored well below their total.
     assert!(stats["stored_bytes"].as_u64().unwrap() < stats["logical_bytes"].as_u64().unwrap() / 2, "{stats}");
     let dry = s.lb(&["forget", "--keep-last", "1", "--keep-tag", "r0", "--dry-run"]);
@@ -255,6 +258,23 @@ fn forget_prune_check_copy_keys_and_diff() {
     let report: serde_json::Value = serde_json::from_str(&s.lb(&["check", "--read-data", "--format", "json"])).unwrap();
     assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
     assert_eq!(report["snapshots"], 1);
+
+    // restic's `tag`: tags changed after the fact (the snapshot gets a new ID, the old one
+    // goes); `tag SOURCE TARGET` is still Docker's for images.
+    let kept = &listed(&[])[0];
+    let out = s.lb(&["tag", "--add", "keep,audit", "--remove", "r2", &kept[..12]]);
+    assert!(out.contains("is now") && out.contains("keep,audit"), "{out}");
+    let tagged = listed(&["--tag", "keep,audit"]);
+    assert_eq!(tagged.len(), 1);
+    assert_ne!(&tagged[0], kept, "a snapshot's ID is its content");
+    assert_eq!(listed(&[]).len(), 1, "the old one is gone");
+    assert!(listed(&["--tag", "r2"]).is_empty());
+    assert!(s.lb(&["tag", "--add", "keep", &tagged[0][..12]]).contains("unchanged"));
+    s.lb(&["tag", "--set", "", &tagged[0][..12]]);
+    assert!(listed(&["--tag", "keep"]).is_empty());
+    env.fails(&["tag", "only-one-name"], 2);
+    env.fails(&["tag", "--add", "x", "ffffffffffff", "--repo", &s.repo, "--password-file", &s.pwfile], 3);
+    assert!(s.lb(&["check", "--read-data"]).contains("no errors"));
 
     // Off-site copy to a repository with another password; restore from it on a new host.
     let other_pw = env.path("other-pw");
