@@ -359,6 +359,9 @@ impl Runner {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("--root").arg(&self.root).arg("--run-root").arg(&self.run_root).args(step.argv());
         cmd.env("LIFEBOAT_RETRY_LOCK", format!("{}s", self.retry_lock.as_secs()));
+        // A step names its repositories exactly: the configuration's defaults for commands
+        // typed by hand must not redirect it.
+        cmd.env(super::STEP_ENV, "1");
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Its own process group: the agent decides when its steps are stopped.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

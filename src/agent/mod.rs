@@ -14,6 +14,10 @@
 pub mod jobs;
 pub mod state;
 
+/// Set in the environment of the agent's steps: they name their repositories exactly, and
+/// the configuration's defaults for commands typed by hand are not consulted.
+pub const STEP_ENV: &str = "LIFEBOAT_AGENT_STEP";
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -235,7 +235,11 @@ pub fn configured(
     password_files: &[PathBuf],
     services: &[&str],
 ) -> anyhow::Result<Vec<RepoSpec>> {
-    let config = backup::ConfigPlace { path: &ctx.config_path, named: ctx.config_named() };
+    let config = backup::ConfigPlace {
+        path: &ctx.config_path,
+        named: ctx.config_named(),
+        consult: std::env::var_os(lifeboat::agent::STEP_ENV).is_none(),
+    };
     backup::configured_repositories(&config, repos, password_files, services)
 }
 

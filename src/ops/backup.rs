@@ -149,14 +149,25 @@ pub fn pair_repositories(repos: &[String], password_files: &[PathBuf]) -> Result
 pub struct ConfigPlace<'a> {
     pub path: &'a Path,
     pub named: bool,
+    /// False for the agent's own steps, which name their repositories exactly.
+    pub consult: bool,
 }
 
 impl ConfigPlace<'_> {
+    /// The configuration; one at the default place that cannot be read is a warning there,
+    /// not a failure of commands it has nothing to say about.
     fn load(&self) -> anyhow::Result<Option<crate::config::Config>> {
-        if !self.named && !self.path.exists() {
+        if !self.consult || (!self.named && !self.path.exists()) {
             return Ok(None);
         }
-        Ok(Some(crate::config::Config::load(self.path)?))
+        match crate::config::Config::load(self.path) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if !self.named => {
+                tracing::warn!(config = %self.path.display(), error = %e, "the configuration is not used");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -169,10 +180,9 @@ fn is_repo_name(repo: &str) -> bool {
 }
 
 /// The repositories `--repo`s (and their `--password-file`s) name, with the names of the
-/// configuration's `[repositories]` resolved (their password file unless one is given: a
-/// name wins over a directory of that name only if the configuration has it); none named:
-/// the configured repositories of the first of `services` that has any, else the host's
-/// default one.
+/// configuration's `[repositories]` resolved (their password file unless one is given; a
+/// name the configuration has wins over a directory of that name); none named and one
+/// service: its configured repositories, else the host's default one.
 pub fn configured_repositories(
     config: &ConfigPlace<'_>,
     repos: &[String],
@@ -180,8 +190,10 @@ pub fn configured_repositories(
     services: &[&str],
 ) -> anyhow::Result<Vec<RepoSpec>> {
     let mut specs = pair_repositories(repos, password_files)?;
-    let wants_config =
-        repos.iter().any(|r| is_repo_name(r) && !Path::new(r).exists()) || (repos.is_empty() && !services.is_empty());
+    // A service's own repositories are the default for one service named alone (several may
+    // name different ones: those go to the default repository, as the agent sends a stack
+    // whose policy names none).
+    let wants_config = repos.iter().any(|r| is_repo_name(r)) || (repos.is_empty() && services.len() == 1);
     let Some(cfg) = (if wants_config { config.load()? } else { None }) else { return Ok(specs) };
     if repos.is_empty() {
         let own = services.iter().find_map(|s| {
@@ -209,7 +221,7 @@ pub fn configured_repositories(
                     spec.password_file = r.password_file.clone();
                 }
             }
-            None if !Path::new(&name).exists() => {
+            None if !Path::new(&name).is_dir() => {
                 let known: Vec<&str> = cfg.repositories.keys().map(String::as_str).collect();
                 return Err(UsageError(format!(
                     "--repo {name}: {} names no such repository (it has: {}), and there is no directory {name} here",
@@ -244,15 +256,20 @@ pub struct Retagged {
 
 /// Changes the tags of the snapshots `which` names (ID prefixes), as restic's `tag` does:
 /// each is written again with its new tags, then the old one is removed, under the
-/// repository's (shared) lock. Stacks keep their members; the next snapshot's parent is
+/// repository's exclusive lock. Stacks keep their members; the next snapshot's parent is
 /// found by service, not by ID, so nothing points at the old ID.
 pub fn retag(host: &Host, access: Access, which: &[String], change: &TagChange) -> anyhow::Result<Vec<Retagged>> {
     let mut repo = access.open(host)?;
-    let mut found = Vec::new();
+    // Exclusive, as forget's: a snapshot found before a forget removed it must not come back,
+    // and two retags must not each write a copy of one snapshot.
+    let lock = Lock::acquire(&mut repo, true)?;
+    let mut found: Vec<(String, Snapshot)> = Vec::new();
     for w in which {
-        found.push(snapshot::find(&repo, None, w)?);
+        let (id, snap) = snapshot::find(&repo, None, w)?;
+        if !found.iter().any(|(f, _)| *f == id) {
+            found.push((id, snap));
+        }
     }
-    let lock = Lock::acquire(&mut repo, false)?;
     let mut out = Vec::new();
     for (id, mut snap) in found {
         let mut tags = change.set.clone().unwrap_or_else(|| snap.tags.clone());
@@ -270,7 +287,9 @@ pub fn retag(host: &Host, access: Access, which: &[String], change: &TagChange) 
         repo.check_locks()?;
         let new_id = repo.save_object(Kind::Snapshot, &snap)?;
         repo.check_locks()?;
-        repo.backend().delete(Kind::Snapshot, &id)?;
+        if new_id != id {
+            repo.backend().delete(Kind::Snapshot, &id)?;
+        }
         out.push(Retagged { old_id: id, new_id: Some(new_id), service: snap.service, tags });
     }
     drop(lock);

@@ -53,13 +53,7 @@ pub use crate::sys::alive;
 /// before it could write the exit.
 pub fn observed_state(containers: &Containers, id: &str) -> Result<State, ContainerError> {
     let mut state = containers.state(id)?;
-    // A process that ended while its shim lives is about to be recorded, with its real exit
-    // code (the shim drains its output first): until then it is as the shim last said. Only
-    // a process whose shim is gone too ended unseen.
-    if matches!(state.status, Status::Running | Status::Paused)
-        && !state.pid.is_some_and(alive)
-        && !state.shim_pid.is_some_and(alive)
-    {
+    if matches!(state.status, Status::Running | Status::Paused) && !state.pid.is_some_and(alive) {
         state.status = Status::Exited;
         state.pid = None;
         state.error.get_or_insert_with(|| "the container's supervisor (shim) died; exit status unknown".into());

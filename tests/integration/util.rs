@@ -54,6 +54,13 @@ impl Env {
         c.stdin(Stdio::null());
         // Cheap key derivation for test repositories (recorded in their key files).
         c.env("LIFEBOAT_KDF", "1024,1,1");
+        // An empty configuration of the test's own: a host's /etc/lifeboat/lifeboat.toml
+        // must never decide where a test's snapshots go (a test's --config still wins).
+        let config = self.path("empty-config.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").unwrap();
+        }
+        c.env("LIFEBOAT_CONFIG", config);
         c
     }
 
