@@ -2,11 +2,15 @@
 # run.sh [SECONDS] [TARGET…] : runs each fuzz target for SECONDS (default 3600), two at a time,
 # at the lowest priority, keeping the corpus in fuzz/corpus/TARGET and any crash in
 # fuzz/artifacts/TARGET. Needs cargo-fuzz (cargo install cargo-fuzz); runs on stable Rust.
+# The corpus is kept in git as corpus.tar.zst (minimised with -merge=1), unpacked here when
+# fuzz/corpus is absent; after a run, refresh it with
+#   tar --sort=name --mtime=@0 --owner=0 --group=0 -cf - corpus | zstd -12 -o corpus.tar.zst -f
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-3600}; shift || true
 targets=("$@")
 ((${#targets[@]})) || targets=(layer_apply dockerfile config repo_objects registry_documents)
+[[ -d corpus ]] || zstd -dc corpus.tar.zst | tar -xf -
 export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/lifeboat-fuzz-target}
 run() {
   mkdir -p "corpus/$1" "artifacts/$1"
