@@ -56,14 +56,7 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
     let Some(image) = env.service_image("lamp") else { return };
     let port = free_port();
     env.ok(&["volume", "create", "dbdata"]);
-    env.ok(&[
-        "run", "-d", "--name", "db", "-u", "mysql", "-v", "dbdata:/var/lib/mysql",
-        "-p", &format!("127.0.0.1:{port}:8080"),
-        "--health-cmd", "mariadb-admin ping --silent", "--health-interval", "1s",
-        &image, "sh", "-c",
-        "[ -d /var/lib/mysql/mysql ] || mariadb-install-db --skip-test-db >/dev/null; exec mariadbd --bind-address=127.0.0.1",
-    ]);
-    wait_until(60, "MariaDB to answer", || ps_line(&env, "db").contains("(healthy)"));
+    start_mariadb(&env, &image, "dbdata", port);
     exec(
         &env,
         &[
@@ -344,14 +337,7 @@ fn wordpress_keeps_its_secrets_and_comes_back_from_s3_on_an_empty_root() {
         env.ok(&["repo", "init", "--repo", repo, "--password-file", pw]);
     }
 
-    env.ok(&[
-        "run", "-d", "--name", "db", "-u", "mysql", "-v", "wpdb:/var/lib/mysql",
-        "-p", &format!("127.0.0.1:{port}:8080"),
-        "--health-cmd", "mariadb-admin ping --silent", "--health-interval", "1s",
-        &image, "sh", "-c",
-        "[ -d /var/lib/mysql/mysql ] || mariadb-install-db --skip-test-db >/dev/null; exec mariadbd --bind-address=127.0.0.1",
-    ]);
-    wait_until(60, "MariaDB to answer", || ps_line(&env, "db").contains("(healthy)"));
+    start_mariadb(&env, &image, "wpdb", port);
     exec(
         &env,
         &[
@@ -442,4 +428,18 @@ fn wordpress_keeps_its_secrets_and_comes_back_from_s3_on_an_empty_root() {
         assert_eq!(valid, "valid", "{server}: the secrets did not come back");
         fresh.ok(&["rm", "-f", "wp", "db"]);
     }
+}
+
+/// MariaDB from the lamp image as `db`, running as `mysql` on volume `volume` (initialised on
+/// first start), publishing `port` for the application that joins its network; healthy.
+fn start_mariadb(env: &Env, image: &str, volume: &str, port: u16) {
+    let mount = format!("{volume}:/var/lib/mysql");
+    let publish = format!("127.0.0.1:{port}:8080");
+    env.ok(&[
+        "run", "-d", "--name", "db", "-u", "mysql", "-v", &mount, "-p", &publish,
+        "--health-cmd", "mariadb-admin ping --silent", "--health-interval", "1s",
+        image, "sh", "-c",
+        "[ -d /var/lib/mysql/mysql ] || mariadb-install-db --skip-test-db >/dev/null; exec mariadbd --bind-address=127.0.0.1",
+    ]);
+    wait_until(60, "MariaDB to answer", || ps_line(env, "db").contains("(healthy)"));
 }
