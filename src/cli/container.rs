@@ -322,6 +322,34 @@ pub enum ContainerCommand {
     Export(ExportArgs),
 }
 
+impl ContainerCommand {
+    /// The top-level command this is another spelling of.
+    pub fn into_command(self) -> super::Command {
+        use super::Command as T;
+        match self {
+            Self::Ls(a) => T::Ps(a),
+            Self::Run(a) => T::Run(a),
+            Self::Logs(a) => T::Logs(a),
+            Self::Exec(a) => T::Exec(a),
+            Self::Stop(a) => T::Stop(a),
+            Self::Start(a) => T::Start(a),
+            Self::Restart(a) => T::Restart(a),
+            Self::Kill(a) => T::Kill(a),
+            Self::Rm(a) => T::Rm(a),
+            Self::Pause(a) => T::Pause(a),
+            Self::Unpause(a) => T::Unpause(a),
+            Self::Top(a) => T::Top(a),
+            Self::Stats(a) => T::Stats(a),
+            Self::Port(a) => T::Port(a),
+            Self::Inspect(a) => T::Inspect(a),
+            Self::Rename(a) => T::Rename(a),
+            Self::Wait(a) => T::Wait(a),
+            Self::Commit(a) => T::Commit(a),
+            Self::Export(a) => T::Export(a),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RenameArgs {
     pub container: String,

@@ -342,10 +342,15 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<i32> {
         let mut ctx = Context::new(self.root, self.run_root);
         ctx.config_path = self.config;
+        // `container ls|rm|…` is Docker's other spelling of the top-level commands.
+        let command = match self.command {
+            Command::Container(c) => c.into_command(),
+            other => other,
+        };
         // Long repository work stops cleanly on Ctrl-C or SIGTERM (locks released, services
         // thawed, exit code 130); interactive commands keep the default behaviour.
         if matches!(
-            self.command,
+            command,
             Command::Snapshot(_)
                 | Command::Restore(_)
                 | Command::Check(_)
@@ -356,7 +361,7 @@ impl Cli {
         ) {
             lifeboat::sys::stop_on_signals()?;
         }
-        match self.command {
+        match command {
             Command::Run(a) => container::run(&ctx, *a),
             Command::Ps(a) => container::ps(&ctx, a),
             Command::Logs(a) => container::logs(&ctx, a),
@@ -366,30 +371,7 @@ impl Cli {
             Command::Restart(a) => container::restart(&ctx, a),
             Command::Kill(a) => container::kill(&ctx, a),
             Command::Rm(a) => container::rm(&ctx, a),
-            Command::Container(c) => {
-                use container::ContainerCommand as C;
-                match c {
-                    C::Ls(a) => container::ps(&ctx, a),
-                    C::Run(a) => container::run(&ctx, *a),
-                    C::Logs(a) => container::logs(&ctx, a),
-                    C::Exec(a) => container::exec(&ctx, a),
-                    C::Stop(a) => container::stop(&ctx, a),
-                    C::Start(a) => container::start(&ctx, a),
-                    C::Restart(a) => container::restart(&ctx, a),
-                    C::Kill(a) => container::kill(&ctx, a),
-                    C::Rm(a) => container::rm(&ctx, a),
-                    C::Pause(a) => container::pause(&ctx, a, true),
-                    C::Unpause(a) => container::pause(&ctx, a, false),
-                    C::Top(a) => container::top(&ctx, a),
-                    C::Stats(a) => container::stats(&ctx, a),
-                    C::Port(a) => container::port(&ctx, a),
-                    C::Inspect(a) => image::inspect(&ctx, a),
-                    C::Rename(a) => container::rename(&ctx, a),
-                    C::Wait(a) => container::wait(&ctx, a),
-                    C::Commit(a) => container::commit(&ctx, a),
-                    C::Export(a) => container::export(&ctx, a),
-                }
-            }
+            Command::Container(_) => unreachable!("turned into its top-level command above"),
             Command::Rename(a) => container::rename(&ctx, a),
             Command::Wait(a) => container::wait(&ctx, a),
             Command::Pause(a) => container::pause(&ctx, a, true),
