@@ -832,7 +832,7 @@ pub fn restore_replacing(
         }
     };
     for name in services {
-        let Ok(current) = containers.find(name) else { continue };
+        let Ok(current) = containers.named(name) else { continue };
         let step = (|| -> anyhow::Result<(crate::runtime::RunConfig, Vec<(String, String)>)> {
             let state = crate::runtime::observed_state(containers, &current.id)?;
             if matches!(state.status, crate::runtime::Status::Running | crate::runtime::Status::Paused) {

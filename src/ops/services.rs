@@ -128,7 +128,7 @@ pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec
                 runtime::start(host, &c.id)?;
                 Ok(())
             };
-            let Ok(existing) = containers.find(&name) else {
+            let Ok(existing) = containers.named(&name) else {
                 create()?;
                 return Ok("created".into());
             };
@@ -173,7 +173,7 @@ fn same_network(containers: &runtime::Containers, id: &str, peer: &str) -> bool 
         let pid = containers.state(cid).ok()?.pid?;
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?).into()
     };
-    match (netns(id), containers.find(peer).ok().and_then(|p| netns(&p.id))) {
+    match (netns(id), containers.named(peer).ok().and_then(|p| netns(&p.id))) {
         (Some(mine), Some(theirs)) => mine == theirs,
         _ => false,
     }
@@ -191,7 +191,7 @@ pub fn down(
     let containers = host.containers()?;
     let mut out = Vec::new();
     for name in ordered(config, wanted)?.into_iter().rev() {
-        let Ok(c) = containers.find(&name) else {
+        let Ok(c) = containers.named(&name) else {
             out.push(ServiceOutcome::of(&name, Ok("not running".into())));
             continue;
         };

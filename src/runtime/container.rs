@@ -450,7 +450,19 @@ impl Containers {
             .map_err(io_err(path))
     }
 
-    /// Finds a container by exact name, full ID or unique ID prefix.
+    /// Finds a container by its exact name or full ID, never by an ID prefix: for names the
+    /// program recorded itself (a service's, a network peer's), which must not match another
+    /// container whose ID happens to start with them (`db` is hex).
+    pub fn named(&self, name: &str) -> Result<RunConfig, ContainerError> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        self.ids()?
+            .iter()
+            .filter_map(|id| self.config(id).ok())
+            .find(|c| c.name == name || c.id == name)
+            .ok_or_else(|| ContainerError::NotFound(name.to_string()))
+    }
+
+    /// Finds a container by exact name, full ID or unique ID prefix: for what users type.
     pub fn find(&self, what: &str) -> Result<RunConfig, ContainerError> {
         let what = what.strip_prefix('/').unwrap_or(what);
         let ids = self.ids()?;
@@ -528,6 +540,28 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recorded name (a network peer's, a service's) never matches another container whose
+    /// ID starts with it; what a user types does, when no name matches.
+    #[test]
+    fn recorded_names_never_match_an_id_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = Containers::open(dir.path()).unwrap();
+        let web = RunConfig {
+            id: format!("db{}", "0".repeat(62)),
+            name: "web".into(),
+            ..super::super::spec::tests::sample()
+        };
+        containers.create_record(&web).unwrap();
+        assert!(matches!(containers.named("db"), Err(ContainerError::NotFound(_))));
+        assert_eq!(containers.find("db").unwrap().name, "web");
+        assert_eq!(containers.named("web").unwrap().id, web.id);
+        assert_eq!(containers.named(&web.id).unwrap().name, "web");
+        let db = RunConfig { id: "f".repeat(64), name: "db".into(), ..web.clone() };
+        containers.create_record(&db).unwrap();
+        assert_eq!(containers.named("db").unwrap().id, db.id);
+        assert_eq!(containers.find("db").unwrap().id, db.id, "a name wins over an ID prefix");
+    }
 
     #[test]
     fn restarts_back_off_like_docker() {

@@ -103,7 +103,7 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     let netns = match &config.network {
         NetworkMode::Container(other) => {
             // By name (or, in configurations recorded before names, by ID).
-            let peer = containers.find(other).map_err(|_| {
+            let peer = containers.named(other).map_err(|_| {
                 ContainerError::Conflict(format!(
                     "container {other}, whose network this one joins, does not exist (start it, or restore it first)"
                 ))

@@ -942,7 +942,7 @@ pub fn drill(
     for (_, snap) in members.iter().rev() {
         let name = drill_name(&snap.service);
         if let Ok(containers) = host.containers()
-            && let Ok(c) = containers.find(&name)
+            && let Ok(c) = containers.named(&name)
             && let Err(e) = runtime::remove(host, &c.id, true)
         {
             tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");

@@ -258,18 +258,15 @@ fn sqlite_snapshot_holds_whole_transactions() {
         "sqlite3 /data/app.db 'PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE IF NOT EXISTS c (n INT); INSERT INTO c SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM c);' >/dev/null; \
          while true; do sqlite3 /data/app.db 'BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (hex(randomblob(64))); UPDATE c SET n = n + 1; COMMIT;' 2>/dev/null; done",
     ]);
+    // Until the start script has made the tables, the query fails: counted as none yet.
     let count = |env: &Env| -> (u64, u64) {
-        let out = exec(
-            env,
-            &[
-                "app",
-                "sqlite3",
-                "-cmd",
-                ".timeout 10000",
-                "/data/app.db",
-                "SELECT (SELECT count(*) FROM t), (SELECT n FROM c)",
-            ],
-        );
+        let out = env
+            .lifeboat()
+            .args(["exec", "app", "sqlite3", "-cmd", ".timeout 10000", "/data/app.db"])
+            .arg("SELECT (SELECT count(*) FROM t), (SELECT n FROM c)")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
         let mut it = out.trim().split('|').map(|v| v.parse::<u64>().unwrap_or(0));
         (it.next().unwrap_or(0), it.next().unwrap_or(0))
     };
