@@ -265,6 +265,15 @@ pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<i32> {
             "Created" => Some("CREATED AT"),
             _ => None,
         };
+        // In templates, as in Docker's, sizes read as people read them ("7.8MB").
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r)?;
+                v["Size"] = human_size(r.size).into();
+                Ok(v)
+            })
+            .collect::<anyhow::Result<_>>()?;
         super::output::Shape::print_template(t, &rows, &header)?;
         return Ok(0);
     }

@@ -38,8 +38,9 @@ pub struct RepoArgs {
     /// Repository location: a path (default: <root>/repository).
     #[arg(long, env = "LIFEBOAT_REPOSITORY")]
     pub repo: Option<String>,
-    /// File holding the repository password.
-    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE")]
+    /// File holding the repository password (else a configured repository's own, else
+    /// LIFEBOAT_PASSWORD_FILE).
+    #[arg(long)]
     pub password_file: Option<PathBuf>,
 }
 
@@ -111,8 +112,9 @@ pub struct SnapshotArgs {
     /// Repository locations (repeatable: the snapshot goes to each; default: <root>/repository).
     #[arg(long = "repo", env = "LIFEBOAT_REPOSITORY")]
     pub repos: Vec<String>,
-    /// Password files, one per --repo in the same order (or one for all).
-    #[arg(long = "password-file", env = "LIFEBOAT_PASSWORD_FILE")]
+    /// Password files, one per --repo in the same order (or one for all); else a configured
+    /// repository's own, else LIFEBOAT_PASSWORD_FILE.
+    #[arg(long = "password-file")]
     pub password_files: Vec<PathBuf>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
@@ -240,7 +242,10 @@ pub fn configured(
         named: ctx.config_named(),
         consult: std::env::var_os(lifeboat::agent::STEP_ENV).is_none(),
     };
-    backup::configured_repositories(&config, repos, password_files, services)
+    // The environment's password file is the last resort: a configured repository's own
+    // file wins over it (a flag wins over both).
+    let fallback = std::env::var_os("LIFEBOAT_PASSWORD_FILE").filter(|f| !f.is_empty()).map(PathBuf::from);
+    backup::configured_repositories(&config, repos, password_files, fallback.as_deref(), services)
 }
 
 /// The password from the person at the terminal, if there is one.

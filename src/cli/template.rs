@@ -284,28 +284,39 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Fields that are maps in Docker's Go structures (not structs): a missing key there is no
+/// error but Go's "no value".
+const MAP_FIELDS: &[&str] = &["Labels", "Options", "Networks", "ExposedPorts", "Volumes", "Ports", "Annotations"];
+
+/// A field path from `dot`: `None` when its last step is a key missing from a map field.
+fn field(path: &[String], dot: &Value) -> Result<Option<Value>, UsageError> {
+    let mut v = dot;
+    for (i, p) in path.iter().enumerate() {
+        v = match v {
+            Value::Object(m) => match m.get(p) {
+                Some(next) => next,
+                None if i > 0 && MAP_FIELDS.contains(&path[i - 1].as_str()) => return Ok(None),
+                None => {
+                    let mut known: Vec<&str> = m.keys().map(String::as_str).collect();
+                    known.sort();
+                    return Err(UsageError(format!(
+                        "--format: no field .{} here (fields: {})",
+                        path[..=i].join("."),
+                        known.join(", ")
+                    )));
+                }
+            },
+            Value::Null => return Ok(Some(Value::Null)),
+            _ => return Err(UsageError(format!("--format: .{} is not an object", path[..i].join(".")))),
+        };
+    }
+    Ok(Some(v.clone()))
+}
+
 fn eval(e: &Expr, dot: &Value) -> Result<Value, UsageError> {
     match e {
         Expr::Str(s) => Ok(Value::String(s.clone())),
-        Expr::Field(path) => {
-            let mut v = dot;
-            for (i, p) in path.iter().enumerate() {
-                v = match v {
-                    Value::Object(m) => m.get(p).ok_or_else(|| {
-                        let mut known: Vec<&str> = m.keys().map(String::as_str).collect();
-                        known.sort();
-                        UsageError(format!(
-                            "--format: no field .{} here (fields: {})",
-                            path[..=i].join("."),
-                            known.join(", ")
-                        ))
-                    })?,
-                    Value::Null => return Ok(Value::Null),
-                    _ => return Err(UsageError(format!("--format: .{} is not an object", path[..i].join(".")))),
-                };
-            }
-            Ok(v.clone())
-        }
+        Expr::Field(path) => Ok(field(path, dot)?.unwrap_or(Value::Null)),
         Expr::Call(f, args) => {
             let vals = args.iter().map(|a| eval(a, dot)).collect::<Result<Vec<_>, _>>()?;
             Ok(match f {
@@ -370,6 +381,11 @@ fn render_nodes(nodes: &[Node], dot: &Value, out: &mut String) -> Result<(), Usa
     for n in nodes {
         match n {
             Node::Text(t) => out.push_str(t),
+            // Go prints a key missing from a map as "<no value>".
+            Node::Expr(Expr::Field(path)) => match field(path, dot)? {
+                Some(v) => out.push_str(&plain(&v)),
+                None => out.push_str("<no value>"),
+            },
             Node::Expr(e) => out.push_str(&plain(&eval(e, dot)?)),
             Node::Range(e, body) => match eval(e, dot)? {
                 Value::Array(items) => {
@@ -420,6 +436,10 @@ mod tests {
         assert_eq!(run("{{.Config.Env}}", &c), "[A=1 B=2]");
         assert_eq!(run(r#"{{index .Config.Labels "app"}}"#, &c), "site");
         assert_eq!(run(r#"{{index .Config.Labels "nope"}}"#, &c), "");
+        // A key missing from a map is Go's "no value" (a missing struct field is an error).
+        assert_eq!(run("{{.Config.Labels.app}}/{{.Config.Labels.missing}}", &c), "site/<no value>");
+        assert_eq!(run("{{if .Config.Labels.missing}}set{{else}}unset{{end}}", &c), "unset");
+        assert!(Template::parse("{{.Config.Nope}}").unwrap().render(&c).is_err());
         assert_eq!(run("{{range .Mounts}}{{.Source}}:{{.Destination}} {{end}}", &c), "/a:/x /b:/y ");
         assert_eq!(run("{{if .State.Running}}up{{else}}down{{end}}", &c), "up");
         assert_eq!(run("{{if .Empty}}set{{else}}unset{{end}}", &c), "unset");

@@ -182,8 +182,23 @@ fn is_repo_name(repo: &str) -> bool {
 /// The repositories `--repo`s (and their `--password-file`s) name, with the names of the
 /// configuration's `[repositories]` resolved (their password file unless one is given; a
 /// name the configuration has wins over a directory of that name); none named and one
-/// service: its configured repositories, else the host's default one.
+/// service: its configured repositories, else the host's default one. `fallback` is the
+/// password file of a repository that has no other (the environment's).
 pub fn configured_repositories(
+    config: &ConfigPlace<'_>,
+    repos: &[String],
+    password_files: &[PathBuf],
+    fallback: Option<&Path>,
+    services: &[&str],
+) -> anyhow::Result<Vec<RepoSpec>> {
+    let specs = resolve_configured(config, repos, password_files, services)?;
+    Ok(specs
+        .into_iter()
+        .map(|s| RepoSpec { password_file: s.password_file.or_else(|| fallback.map(Path::to_path_buf)), ..s })
+        .collect())
+}
+
+fn resolve_configured(
     config: &ConfigPlace<'_>,
     repos: &[String],
     password_files: &[PathBuf],

@@ -798,13 +798,14 @@ pub fn wait(host: &Host, name: &str) -> anyhow::Result<i32> {
     let first = runtime::observed_state(containers, &c.id)?;
     loop {
         if containers.config(&c.id).is_err() {
-            return Err(ContainerError::NotFound(format!("{name} (removed before its exit code was seen)")).into());
+            // Removed at its end (`run --rm`): its shim kept the code.
+            return runtime::recorded_exit(host, &c.id).ok_or_else(|| {
+                ContainerError::NotFound(format!("{name} (removed before its exit code was seen)")).into()
+            });
         }
-        // As recorded: a process that has just ended is written down with its code by its
-        // shim (after draining its output); only a dead shim means the code is lost.
-        let recorded = containers.state(&c.id)?;
-        let shim_alive = recorded.shim_pid.is_some_and(|p| host.kernel().alive(p));
-        let state = if shim_alive { recorded } else { runtime::observed_state(containers, &c.id)? };
+        // A process that has just ended is written down with its code by its shim (after
+        // draining its output); only a dead shim means the code is lost.
+        let state = runtime::observed_state(containers, &c.id)?;
         let exited_since = state.restart_count != first.restart_count
             || (state.finished_at.is_some() && state.finished_at != first.finished_at);
         if state.status == Status::Exited || (state.status != Status::Created && exited_since) {

@@ -50,10 +50,14 @@ pub struct Paths {
 pub use crate::sys::alive;
 
 /// The state as it really is: a "running" record whose process is gone means the shim died
-/// before it could write the exit.
+/// before it could write the exit, unless the shim still lives (it writes the exit down once
+/// the container's output has drained, within two seconds): then the record stands.
 pub fn observed_state(containers: &Containers, id: &str) -> Result<State, ContainerError> {
     let mut state = containers.state(id)?;
-    if matches!(state.status, Status::Running | Status::Paused) && !state.pid.is_some_and(alive) {
+    if matches!(state.status, Status::Running | Status::Paused)
+        && !state.pid.is_some_and(alive)
+        && !state.shim_pid.is_some_and(|shim| reexec::is_shim_of(shim, id))
+    {
         state.status = Status::Exited;
         state.pid = None;
         state.error.get_or_insert_with(|| "the container's supervisor (shim) died; exit status unknown".into());
@@ -389,6 +393,38 @@ fn wait_settled(containers: &Containers, id: &str, limit: Duration) -> Result<()
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How long the exit code of a container removed at its end (`run --rm`) is kept for a
+/// `wait` that was watching it.
+const EXIT_RECORD_AGE: Duration = Duration::from_secs(600);
+
+fn exit_records(host: &Host) -> PathBuf {
+    host.paths().run_root.join("exits")
+}
+
+/// Writes down the exit code of a container about to be removed at its end, in the run root
+/// (gone at a reboot), and forgets records older than [`EXIT_RECORD_AGE`].
+pub fn record_exit(host: &Host, id: &str, code: i32) -> std::io::Result<()> {
+    let dir = exit_records(host);
+    fs::create_dir_all(&dir)?;
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if old.is_some_and(|age| age > EXIT_RECORD_AGE) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    crate::fsutil::write_atomic_volatile(&dir.join(id), code.to_string().as_bytes())
+}
+
+/// The exit code of a container removed at its end, while its record is kept.
+pub fn recorded_exit(host: &Host, id: &str) -> Option<i32> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    fs::read_to_string(exit_records(host).join(id)).ok()?.trim().parse().ok()
 }
 
 /// Removes a container's files (after it stopped): unmounts its root, deletes its directory.

@@ -29,6 +29,23 @@ pub fn parse_shim_args(args: &[OsString]) -> Option<(Paths, String)> {
     Some((Paths { root: root.into(), run_root: run_root.into() }, id.to_str()?.to_string()))
 }
 
+/// Whether process `pid` is the shim of container `id` (read from its command line: a PID
+/// reused by another process, after a reboot say, is not).
+pub fn is_shim_of(pid: i32, id: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| cmdline_is_shim_of(&line, id))
+}
+
+/// Whether a `/proc/PID/cmdline` (arguments ended by NULs) is the shim of container `id`.
+fn cmdline_is_shim_of(line: &[u8], id: &str) -> bool {
+    let args: Vec<OsString> = line
+        .split(|b| *b == 0)
+        .skip(1)
+        .filter(|a| !a.is_empty())
+        .map(|a| <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(a).to_os_string())
+        .collect();
+    parse_shim_args(&args).is_some_and(|(_, shim_of)| shim_of == id)
+}
+
 /// `exe` run as the shim of container `id`.
 pub fn shim_command(exe: &Path, paths: &Paths, id: &str) -> Command {
     let mut cmd = Command::new(exe);
@@ -102,6 +119,25 @@ pub fn exec_in_container(paths: &Paths, id: &str, args: &[String], timeout: std:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shim_is_known_by_its_command_line() {
+        let paths = Paths { root: "/r".into(), run_root: "/s".into() };
+        let line = |args: &[OsString]| {
+            let mut b = b"/usr/bin/lifeboat\0".to_vec();
+            for a in args {
+                b.extend_from_slice(a.as_encoded_bytes());
+                b.push(0);
+            }
+            b
+        };
+        assert!(cmdline_is_shim_of(&line(&shim_args(&paths, "abc")), "abc"));
+        assert!(!cmdline_is_shim_of(&line(&shim_args(&paths, "abc")), "abd"), "another container's shim");
+        assert!(!cmdline_is_shim_of(b"/usr/sbin/sshd\0-D\0", "abc"), "a PID reused by another program");
+        assert!(!cmdline_is_shim_of(b"", "abc"), "a zombie's empty line");
+        // This very process is no shim.
+        assert!(!is_shim_of(std::process::id() as i32, "abc"));
+    }
 
     #[test]
     fn the_shim_line_is_read_back_as_it_is_written() {

@@ -240,8 +240,12 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
     tracing::debug!(code, "container exited");
     let oom = super::cgroup::oom_killed(host.kernel(), &prepared.cgroups_path);
     if config.auto_remove {
-        // Gone for everyone first (one rename), then the waiting CLI is told; the root
-        // filesystem, files, cgroups and runtime state go after it returned.
+        // Its code is kept for a `wait` watching it; then it is gone for everyone (one
+        // rename), then the waiting CLI is told; the root filesystem, files, cgroups and
+        // runtime state go after it returned.
+        if let Err(e) = super::record_exit(host, id, code) {
+            tracing::warn!(error = %e, "cannot keep the exit code for wait");
+        }
         let retired = containers.retire(id)?;
         sync.send(&format!("exit {code}\n"));
         sync.close();

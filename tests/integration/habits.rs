@@ -33,6 +33,7 @@ fn session(cli: &dyn Fn(&[&str]) -> (i32, String), image: &str) -> Vec<(String, 
     step(&["logs", "--follow=false", "job"]);
     step(&["ps", "-a", "--filter", "name=^website$", "--filter", "label=app", "--format", "{{.Names}}"]);
     step(&["ps", "-a", "--filter", "name=^web$", "--filter", "label=app", "--format", "{{.Names}}"]);
+    step(&["inspect", "-f", "{{.Config.Labels.tier}}/{{.Config.Labels.missing}}", "website"]);
     seen
 }
 
@@ -70,6 +71,7 @@ fn docker_forms_answer_as_docker_does() {
     assert_eq!(step(15).2.trim(), "/website");
     assert_eq!(step(17).2.trim(), "website", "anchored names, as scripts check for one");
     assert_eq!(step(18).2.trim(), "", "^web$ is not website");
+    assert_eq!(step(19).2.trim(), "front/<no value>", "a missing label is Go's <no value>");
 
     // Mistakes are named, with the usage code, and leave nothing behind.
     let bad = env.fails(&["ps", "--filter", "colour=red"], 2);
@@ -87,6 +89,10 @@ fn docker_forms_answer_as_docker_does() {
     env.ok(&["run", "-d", "--name", "flappy", "--restart", "on-failure:2", "site:1", "sh", "-c", "sleep 1; exit 4"]);
     assert_eq!(env.ok(&["wait", "flappy"]).trim(), "4");
     env.ok(&["rm", "-f", "flappy"]);
+    // A container removed at its end (run --rm) still answers wait with its code, as Docker's.
+    env.ok(&["run", "-d", "--rm", "--name", "brief", "site:1", "sh", "-c", "sleep 1; exit 7"]);
+    assert_eq!(env.ok(&["wait", "brief"]).trim(), "7");
+    env.fails(&["inspect", "brief"], 3);
     env.ok(&["run", "-d", "--name", "doomed", "site:1", "sleep", "600"]);
     let mut rm = env.lifeboat();
     rm.args(["rm", "-f", "doomed"]);
@@ -129,6 +135,11 @@ fn docker_forms_answer_as_docker_does() {
 
     // images and volume ls take templates too.
     assert!(env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).lines().any(|l| l == "site:1"));
+    // .Size as Docker prints it: "1.2MB", not a count of bytes.
+    let sizes = env.ok(&["images", "--format", "{{.Size}}", "site"]);
+    let size = sizes.trim();
+    let unit = size.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    assert!(size.len() > unit.len() && ["B", "kB", "MB", "GB"].contains(&unit), "{sizes:?}");
     env.ok(&["volume", "create", "habitvol"]);
     let vols = env.ok(&["volume", "ls", "--format", "{{.Name}} {{.Driver}}"]);
     assert!(vols.lines().any(|l| l == "habitvol local"), "{vols}");
@@ -241,6 +252,21 @@ repositories = ["local"]
         .unwrap();
     assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
     assert_eq!(serde_json::from_slice::<Vec<serde_json::Value>>(&by_env.stdout).unwrap().len(), 1);
+    // A password file in the environment (for another repository) does not displace the
+    // configured repository's own; a flag does.
+    let wrong = env.path("other-pw");
+    std::fs::write(&wrong, "another repository's\n").unwrap();
+    let with_env = |extra: &[&str]| {
+        env.lifeboat()
+            .env("LIFEBOAT_PASSWORD_FILE", &wrong)
+            .args(["snapshots", "--repo", "local", "--json", "--config", c])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = with_env(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(with_env(&["--password-file", wrong.to_str().unwrap()]).status.code(), Some(12), "a flag wins");
     // The agent's own steps name their repositories exactly: never redirected.
     let step = env
         .lifeboat()

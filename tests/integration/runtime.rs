@@ -633,3 +633,27 @@ fn terminals_for_run_and_exec_and_stdin_for_run_i() {
     let err = env.fails(&["run", "-it", "--restart", "always", "site:1", "sh"], 2);
     assert!(err.contains("restart policy"), "{err}");
 }
+
+/// A container that has just ended is never shown as "Exited (255)" (the code of a dead
+/// supervisor) while its shim is still writing its real code down.
+#[test]
+fn a_container_just_ended_shows_its_own_exit_code() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let names: Vec<String> = (0..6).map(|i| format!("brief{i}")).collect();
+    for n in &names {
+        // Output still flowing as it ends: the shim drains it before writing the code.
+        env.ok(&["run", "-d", "--name", n, "site:1", "sh", "-c", "seq 1 20000; exit 3"]);
+    }
+    let mut seen = Vec::new();
+    wait_until(60, "every container to show its exit code", || {
+        let out = env.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+        let statuses: Vec<String> = out.lines().filter(|l| l.starts_with("brief")).map(String::from).collect();
+        seen.extend(statuses.iter().filter(|s| s.contains("(255)")).cloned());
+        statuses.len() == names.len() && statuses.iter().all(|s| s.contains("Exited (3)"))
+    });
+    assert!(seen.is_empty(), "shown as a dead supervisor's: {seen:?}");
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(names.iter().map(String::as_str));
+    env.ok(&rm);
+}

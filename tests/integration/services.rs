@@ -306,3 +306,41 @@ fn a_restore_that_cannot_start_leaves_nothing_behind() {
     env.ok(&["restore", "web"]);
     env.ok(&["rm", "-f", "web"]);
 }
+
+/// Issue 22's first defect: a service with a published port and a health check, restarted
+/// (and stopped then started at once) takes its port again every time.
+#[test]
+fn a_published_service_with_a_health_check_restarts_at_once() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let port = crate::util::free_port();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "--health-cmd",
+        "wget -q -O /dev/null http://127.0.0.1:8080/",
+        "--health-interval",
+        "1s",
+        "site:1",
+        "sh",
+        "-c",
+        "echo up > /www/index.html; exec httpd -f -p 8080 -h /www",
+    ]);
+    let page = || crate::util::http_get(port, "/").is_ok_and(|p| p.trim() == "up");
+    wait_until(20, "a healthy service", || ps_line(&env, "web").contains("(healthy)"));
+    for round in 0..3 {
+        // Connections open across the restart must not keep the port.
+        let _held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // httpd as PID 1 ignores SIGTERM (as under Docker): -t 1 kills it after a second.
+        env.ok(&["restart", "-t", "1", "web"]);
+        wait_until(20, &format!("the page after restart {round}"), page);
+        env.ok(&["stop", "-t", "1", "web"]);
+        env.ok(&["start", "web"]);
+        wait_until(20, &format!("the page after stop and start {round}"), page);
+    }
+    env.ok(&["rm", "-f", "web"]);
+}
