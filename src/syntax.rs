@@ -206,9 +206,9 @@ pub fn mount_in(spec: &str, base: Option<&std::path::Path>) -> Result<MountSpec,
         return Err(UsageError(format!("invalid volume {spec:?}: the container path must be absolute")));
     }
     let source = if src.starts_with('/') {
-        MountSource::Bind { path: PathBuf::from(src) }
+        MountSource::Bind { path: PathBuf::from(src), must_exist: false }
     } else if let (true, Some(base)) = (src == "." || src.starts_with("./") || src.starts_with(".."), base) {
-        MountSource::Bind { path: lexical_join(base, src) }
+        MountSource::Bind { path: lexical_join(base, src), must_exist: false }
     } else if src.starts_with('.') {
         return Err(UsageError(format!("invalid volume {spec:?}: host paths must be absolute")));
     } else {
@@ -219,6 +219,129 @@ pub fn mount_in(spec: &str, base: Option<&std::path::Path>) -> Result<MountSpec,
         return Err(UsageError(format!("invalid volume {spec:?}: nocopy is for volumes, not bind mounts")));
     }
     Ok(MountSpec { source, target: dst.to_string(), read_only: ro, nocopy, anonymous: false })
+}
+
+/// Docker's `--mount` form: comma-separated `key=value` fields, `type=volume` (the
+/// default; without `source`, an anonymous volume), `type=bind` (the source must exist) or
+/// `type=tmpfs`. Keys: `type`, `source`/`src`, `target`/`destination`/`dst`,
+/// `readonly`/`ro`, `volume-nocopy`, `tmpfs-size`, `tmpfs-mode`, `bind-propagation`
+/// (`rprivate` only), `consistency` (ignored on Linux, as by Docker). Host paths starting
+/// with `.` are taken from `base`.
+pub fn mount_flag(spec: &str, base: Option<&std::path::Path>) -> Result<MountSpec, UsageError> {
+    let bad = |why: String| UsageError(format!("invalid --mount {spec:?}: {why}"));
+    let flag = |key: &str, v: Option<&str>| -> Result<bool, UsageError> {
+        match v {
+            None | Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(bad(format!("{key}={other}: use true or false"))),
+        }
+    };
+    let (mut kind, mut source, mut target) = ("volume", None, None);
+    let (mut read_only, mut nocopy, mut size, mut mode) = (false, false, None, None);
+    for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (field, None),
+        };
+        let need = || value.filter(|v| !v.is_empty()).ok_or_else(|| bad(format!("{key} needs a value")));
+        match key {
+            "type" => kind = need()?,
+            "source" | "src" => source = Some(need()?),
+            "target" | "destination" | "dst" => target = Some(need()?),
+            "readonly" | "ro" => read_only = flag(key, value)?,
+            "volume-nocopy" => nocopy = flag(key, value)?,
+            "tmpfs-size" => size = Some(self::size(need()?)?),
+            "tmpfs-mode" => {
+                let v = need()?;
+                mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| bad(format!("tmpfs-mode {v:?} is not an octal mode")))?,
+                );
+            }
+            "bind-propagation" if matches!(value, Some("rprivate" | "private")) => {}
+            "bind-propagation" => return Err(bad("only rprivate bind propagation is supported".into())),
+            "consistency" => {}
+            other => {
+                return Err(bad(format!(
+                    "unknown key {other:?} (type, source, target, readonly, volume-nocopy, tmpfs-size, tmpfs-mode)"
+                )));
+            }
+        }
+    }
+    let target = target.ok_or_else(|| bad("a target is required".into()))?;
+    if !target.starts_with('/') {
+        return Err(bad("the target must be an absolute path".into()));
+    }
+    let source = match (kind, source) {
+        ("bind", None) => return Err(bad("a bind mount needs a source".into())),
+        ("bind", Some(src)) if src.starts_with('/') => MountSource::Bind { path: PathBuf::from(src), must_exist: true },
+        ("bind", Some(src)) => match base {
+            Some(base) => MountSource::Bind { path: lexical_join(base, src), must_exist: true },
+            None => return Err(bad("the source must be an absolute path".into())),
+        },
+        ("volume", None) => {
+            // Anonymous: made, and removed with the container by rm -v and run --rm.
+            let m = MountSpec {
+                source: MountSource::Volume { name: crate::fsutil::random_hex(32) },
+                target: target.to_string(),
+                read_only,
+                nocopy,
+                anonymous: true,
+            };
+            return Ok(m);
+        }
+        ("volume", Some(name)) => {
+            names::validate_name(name).map_err(|e| bad(e))?;
+            MountSource::Volume { name: name.to_string() }
+        }
+        ("tmpfs", None) => MountSource::Tmpfs { size, mode },
+        ("tmpfs", Some(_)) => return Err(bad("a tmpfs has no source".into())),
+        (other, _) => return Err(bad(format!("type {other:?} is not supported (volume, bind, tmpfs)"))),
+    };
+    if nocopy && !matches!(source, MountSource::Volume { .. }) {
+        return Err(bad("volume-nocopy is for volumes".into()));
+    }
+    if (size.is_some() || mode.is_some()) && !matches!(source, MountSource::Tmpfs { .. }) {
+        return Err(bad("tmpfs-size and tmpfs-mode are for tmpfs mounts".into()));
+    }
+    Ok(MountSpec { source, target: target.to_string(), read_only, nocopy, anonymous: false })
+}
+
+/// Docker's `--tmpfs PATH[:OPTIONS]`: options `size=64m`, `mode=1770`, `ro`, `rw`, and the
+/// flags Docker applies anyway (`noexec`, `nosuid`, `nodev`).
+pub fn tmpfs_flag(spec: &str) -> Result<MountSpec, UsageError> {
+    let bad = |why: String| UsageError(format!("invalid --tmpfs {spec:?}: {why}"));
+    let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
+    if !target.starts_with('/') {
+        return Err(bad("the path must be absolute".into()));
+    }
+    let (mut size, mut mode, mut read_only) = (None, None, false);
+    for o in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", v)) => size = Some(self::size(v)?),
+            Some(("mode", v)) => {
+                mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| bad(format!("mode {v:?} is not an octal mode")))?,
+                )
+            }
+            None if o == "ro" => read_only = true,
+            None if o == "rw" => read_only = false,
+            None if matches!(o, "noexec" | "nosuid" | "nodev") => {}
+            _ => return Err(bad(format!("option {o:?} is not supported (size, mode, ro, rw)"))),
+        }
+    }
+    Ok(MountSpec {
+        source: MountSource::Tmpfs { size, mode },
+        target: target.to_string(),
+        read_only,
+        nocopy: false,
+        anonymous: false,
+    })
 }
 
 /// `base/rel` with `.` and `..` resolved by name (symbolic links are left to the kernel).
@@ -312,18 +435,57 @@ mod tests {
         assert_eq!(v.source, MountSource::Volume { name: "site".into() });
         assert!(v.read_only);
         let v = mount("/srv/data:/data").unwrap();
-        assert_eq!(v.source, MountSource::Bind { path: "/srv/data".into() });
+        assert_eq!(v.source, MountSource::Bind { path: "/srv/data".into(), must_exist: false });
         assert!(mount("site:relative").is_err());
         assert!(mount("./x:/x").is_err(), "no current directory (a configuration file): refused");
         let base = std::path::Path::new("/srv/site");
         for (spec, host) in [("./x:/x", "/srv/site/x"), (".:/x", "/srv/site"), ("../data/./y:/x:ro", "/srv/data/y")] {
             let v = mount_in(spec, Some(base)).unwrap();
-            assert_eq!(v.source, MountSource::Bind { path: host.into() }, "{spec}");
+            assert_eq!(v.source, MountSource::Bind { path: host.into(), must_exist: false }, "{spec}");
         }
         assert!(mount_in(".hidden:/x", Some(base)).is_err(), "not a path, not a volume name");
         assert_eq!(label("app=site").unwrap(), ("app".into(), "site".into()));
         assert_eq!(label("flag").unwrap(), ("flag".into(), String::new()));
         assert!(label("=x").is_err());
+    }
+
+    #[test]
+    fn docker_mount_and_tmpfs_flags() {
+        let base = Some(std::path::Path::new("/srv"));
+        let v = mount_flag("type=volume,source=data,target=/var/lib/mysql,readonly", base).unwrap();
+        assert_eq!(
+            (v.source, v.target.as_str(), v.read_only),
+            (MountSource::Volume { name: "data".into() }, "/var/lib/mysql", true)
+        );
+        let v = mount_flag("src=data,dst=/d,volume-nocopy", base).unwrap();
+        assert!(v.nocopy && !v.read_only, "type=volume is the default");
+        let v = mount_flag("type=volume,target=/cache", base).unwrap();
+        assert!(v.anonymous && matches!(v.source, MountSource::Volume { .. }));
+        let v = mount_flag("type=bind,source=./site,target=/www,ro=true,bind-propagation=rprivate", base).unwrap();
+        assert_eq!(v.source, MountSource::Bind { path: "/srv/site".into(), must_exist: true });
+        assert!(v.read_only);
+        let v = mount_flag("type=tmpfs,destination=/run/app,tmpfs-size=64m,tmpfs-mode=1770", base).unwrap();
+        assert_eq!(v.source, MountSource::Tmpfs { size: Some(64 << 20), mode: Some(0o1770) });
+        for bad in [
+            "type=bind,target=/x",
+            "type=volume,source=v",
+            "type=volume,source=v,target=relative",
+            "type=nfs,source=v,target=/x",
+            "type=tmpfs,source=x,target=/x",
+            "type=volume,source=v,target=/x,tmpfs-size=1m",
+            "type=bind,source=/x,target=/x,volume-nocopy",
+            "type=bind,source=/x,target=/x,bind-propagation=shared",
+            "type=volume,source=v,target=/x,readonly=maybe",
+            "type=volume,source=v,target=/x,colour=blue",
+            "type=tmpfs,target=/x,tmpfs-mode=999",
+        ] {
+            assert!(mount_flag(bad, base).is_err(), "{bad} was accepted");
+        }
+        assert!(mount_flag("type=bind,source=./x,target=/x", None).is_err(), "no current directory");
+        let t = tmpfs_flag("/run:size=1m,mode=700,noexec").unwrap();
+        assert_eq!(t.source, MountSource::Tmpfs { size: Some(1 << 20), mode: Some(0o700) });
+        assert_eq!(tmpfs_flag("/tmp").unwrap().source, MountSource::Tmpfs { size: None, mode: None });
+        assert!(tmpfs_flag("tmp").is_err() && tmpfs_flag("/tmp:exec").is_err());
     }
 
     #[test]

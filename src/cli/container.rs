@@ -101,6 +101,13 @@ pub struct RunArgs {
     /// ./relative:/path from the current directory).
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
     pub volume: Vec<String>,
+    /// Mount as Docker's --mount: type=volume|bind|tmpfs,source=…,target=…[,readonly]
+    /// (a bind source must exist; a volume without a source is anonymous).
+    #[arg(long = "mount", value_name = "type=…,source=…,target=…")]
+    pub mount: Vec<String>,
+    /// Mount a fresh memory filesystem: /path[:size=64m,mode=1770].
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
     /// Set a label on the container (KEY=VALUE; `ps --filter label=KEY=VALUE` finds it).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub label: Vec<String>,
@@ -458,7 +465,12 @@ impl RunArgs {
             env_files: self.env_file.clone(),
             mounts: {
                 let cwd = std::env::current_dir().ok();
-                self.volume.iter().map(|v| syntax::mount_in(v, cwd.as_deref())).collect::<Result<_, _>>()?
+                let volumes = self.volume.iter().map(|v| syntax::mount_in(v, cwd.as_deref()));
+                let mounts = self.mount.iter().map(|m| syntax::mount_flag(m, cwd.as_deref()));
+                volumes
+                    .chain(mounts)
+                    .chain(self.tmpfs.iter().map(|t| syntax::tmpfs_flag(t)))
+                    .collect::<Result<_, _>>()?
             },
             labels: self.label.iter().map(|l| syntax::label(l)).collect::<Result<_, _>>()?,
             workdir: self.workdir.clone(),

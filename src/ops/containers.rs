@@ -239,6 +239,18 @@ pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
 /// configuration; nothing runs yet.
 pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
     req.validate()?;
+    // `--mount type=bind` never makes its source (Docker refuses it before creating anything).
+    for m in &req.mounts {
+        if let MountSource::Bind { path, must_exist: true } = &m.source
+            && !path.exists()
+        {
+            return Err(crate::error::NotFound(format!(
+                "invalid mount: the bind source path {} does not exist (-v would make it; --mount does not)",
+                path.display()
+            ))
+            .into());
+        }
+    }
     let store = host.store()?;
     let image = store.find(&req.image).map_err(|e| match e {
         crate::image::StoreError::NotFound(n) => anyhow::Error::from(crate::image::StoreError::NotFound(n))
@@ -964,7 +976,8 @@ pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> 
         .iter()
         .map(|m| match &m.source {
             MountSource::Volume { name } => json!({"Type": "volume", "Name": name, "Source": volumes.map(|v| v.data_dir(name)), "Destination": m.target, "RW": !m.read_only}),
-            MountSource::Bind { path } => json!({"Type": "bind", "Source": path, "Destination": m.target, "RW": !m.read_only}),
+            MountSource::Bind { path, .. } => json!({"Type": "bind", "Source": path, "Destination": m.target, "RW": !m.read_only}),
+            MountSource::Tmpfs { .. } => json!({"Type": "tmpfs", "Source": "", "Destination": m.target, "RW": !m.read_only}),
         })
         .collect();
     let ports: BTreeMap<String, Vec<serde_json::Value>> = state

@@ -34,7 +34,20 @@ pub enum MountSource {
     /// A named volume under `<root>/volumes/<name>/data`.
     Volume { name: String },
     /// A host path.
-    Bind { path: PathBuf },
+    Bind {
+        path: PathBuf,
+        /// Refused when missing (`--mount type=bind`), instead of made (`-v`), as Docker does.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        must_exist: bool,
+    },
+    /// A fresh memory filesystem at every start (`--tmpfs`, `--mount type=tmpfs`): never
+    /// snapshotted, as its content is gone when the container stops.
+    Tmpfs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

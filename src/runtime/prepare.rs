@@ -45,12 +45,24 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     let mut sources = Vec::new();
     for m in &config.mounts {
         let source = match &m.source {
-            MountSource::Bind { path } => {
+            MountSource::Bind { path, must_exist } => {
                 if !path.exists() {
+                    if *must_exist {
+                        anyhow::bail!(ContainerError::Invalid(format!(
+                            "the bind mount source path {} does not exist",
+                            path.display()
+                        )));
+                    }
                     fs::create_dir_all(path)
                         .with_context(|| format!("cannot create bind mount source {}", path.display()))?;
                 }
                 path.clone()
+            }
+            MountSource::Tmpfs { .. } => {
+                root.mkdir_all(Path::new(&m.target), 0o755)
+                    .with_context(|| format!("cannot make the mount point {} in the container", m.target))?;
+                sources.push(PathBuf::from("tmpfs"));
+                continue;
             }
             MountSource::Volume { name } => {
                 // A restore that was killed after this container appeared (its commit point)

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::container::{NetworkMode, RunConfig};
+use super::container::{MountSource, NetworkMode, RunConfig};
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -122,6 +122,17 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
     // /dev/shm, /proc, cgroups) are read-only too.
     let mut remount_below = Vec::new();
     for (m, source) in config.mounts.iter().zip(mount_sources) {
+        if let MountSource::Tmpfs { size, mode } = &m.source {
+            // Docker's options for a tmpfs: no devices, no set-user-ID, no programs; 1777.
+            let mut options: Vec<String> = ["nosuid", "nodev", "noexec"].map(String::from).to_vec();
+            options.push(format!("mode={:o}", mode.unwrap_or(0o1777)));
+            options.extend(size.map(|s| format!("size={s}")));
+            if m.read_only {
+                options.push("ro".into());
+            }
+            mounts.push(json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options}));
+            continue;
+        }
         let mut options = vec!["rbind", "rprivate"];
         match read_only_binds {
             ReadOnlyBinds::Recursive if m.read_only => options.extend(["ro", "rro"]),
@@ -288,7 +299,7 @@ pub(crate) mod tests {
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert!(v["process"]["env"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
         let ro = crate::runtime::container::MountSpec {
-            source: crate::runtime::container::MountSource::Bind { path: "/".into() },
+            source: crate::runtime::container::MountSource::Bind { path: "/".into(), must_exist: false },
             target: "/host".into(),
             read_only: true,
             nocopy: false,

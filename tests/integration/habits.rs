@@ -294,3 +294,72 @@ repositories = ["local"]
     assert_eq!(ids(&["--repo", repo.to_str().unwrap(), "--password-file", pw.to_str().unwrap()]), 1);
     env.ok(&["rm", "-f", "website"]);
 }
+
+/// `--mount` (volume, bind, tmpfs) and `--tmpfs` as a Docker user types them: the same
+/// script inside sees the same mounts under Lifeboat and under Docker.
+#[test]
+fn mount_and_tmpfs_flags_as_docker_takes_them() {
+    let env = Env::new();
+    env.site_image("site:1");
+    let host_dir = env.path("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("page"), "from the host\n").unwrap();
+    let script = "echo kept > /data/file; cat /ro/page; (touch /ro/x 2>/dev/null && echo ro-writable) || echo ro-refused; \
+                  stat -c %a /scratch /small; grep -c ' /scratch tmpfs ' /proc/mounts; \
+                  (dd if=/dev/zero of=/small/big bs=1k count=2048 2>/dev/null && echo small-unbounded) || echo small-full";
+    let args = |vol: &str, image: &str| -> Vec<String> {
+        [
+            "run",
+            "--rm",
+            "--mount",
+            &format!("type=volume,source={vol},target=/data"),
+            "--mount",
+            &format!("type=bind,source={},target=/ro,readonly", host_dir.display()),
+            "--mount",
+            "type=tmpfs,target=/scratch",
+            "--tmpfs",
+            "/small:size=1m,mode=1770",
+            image,
+            "sh",
+            "-c",
+            script,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let ours_args = args("mountvol", "site:1");
+    let ours = env.ok(&ours_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(ours.lines().collect::<Vec<_>>(), ["from the host", "ro-refused", "1777", "1770", "1", "small-full"]);
+    // The volume kept what was written; the host directory was not written.
+    let data = env.root().join("volumes/mountvol/_data/file");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "kept\n");
+    assert!(!host_dir.join("x").exists());
+    // A bind source that is not there is refused before anything is made (-v would make it).
+    let missing = env.path("not-there");
+    let before = env.ok(&["ps", "-a", "-q"]);
+    let err = env.fails(
+        &["run", "-d", "--name", "nobind", "--mount", &format!("type=bind,src={},dst=/x", missing.display()), "site:1"],
+        3,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists());
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), before, "a container was left behind");
+    env.fails(&["run", "--rm", "--mount", "type=nfs,src=x,dst=/x", "site:1", "true"], 2);
+    // An anonymous volume from --mount goes with a run --rm container.
+    let vols = env.ok(&["volume", "ls", "-q"]);
+    env.ok(&["run", "--rm", "--mount", "type=volume,target=/anon", "site:1", "touch", "/anon/x"]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), vols);
+
+    let Some(_) = docker() else { return };
+    let rootfs = env.busybox_rootfs("docker-rootfs");
+    let tar = env.path("rootfs.tar");
+    run(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+    let image = format!("lifeboat-mounts-{}:1", std::process::id());
+    run(docker().unwrap().arg("import").arg(&tar).arg(&image));
+    let vol = format!("lbmounts{}", std::process::id());
+    let theirs = docker().unwrap().args(args(&vol, &image)).output().unwrap();
+    let _ = docker().unwrap().args(["volume", "rm", &vol]).output();
+    let _ = docker().unwrap().args(["rmi", &image]).output();
+    assert_eq!(ours, String::from_utf8_lossy(&theirs.stdout), "Lifeboat beside Docker: {theirs:?}");
+}
