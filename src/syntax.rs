@@ -293,7 +293,7 @@ pub fn mount_flag(spec: &str, base: Option<&std::path::Path>) -> Result<MountSpe
             return Ok(m);
         }
         ("volume", Some(name)) => {
-            names::validate_name(name).map_err(|e| bad(e))?;
+            names::validate_name(name).map_err(&bad)?;
             MountSource::Volume { name: name.to_string() }
         }
         ("tmpfs", None) => MountSource::Tmpfs { size, mode },
