@@ -843,7 +843,8 @@ impl<'a> Builder<'a> {
                     let dir = root.mkdir_all(Path::new(&dir_rel), 0o755)?;
                     let file = scope.open_file(Path::new(rel))?;
                     let (_, tar) = layer::decompressed(file)?;
-                    let opts = layer::ApplyOptions { whiteouts: layer::WhiteoutMode::Apply, max_file_size: None };
+                    let opts =
+                        layer::ApplyOptions { whiteouts: layer::WhiteoutMode::Apply, max_file_size: None, owner: None };
                     layer::apply_layer(tar, &crate::fsutil::scope::fd_path(&dir), &opts)
                         .with_context(|| format!("cannot extract {rel}"))?;
                     continue;

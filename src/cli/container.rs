@@ -323,6 +323,8 @@ pub enum ContainerCommand {
     Rename(RenameArgs),
     /// Block until containers exit; print their exit codes.
     Wait(NamesArgs),
+    /// Copy files between a container and the host.
+    Cp(CpArgs),
     /// Make an image from a container's changes.
     Commit(CommitArgs),
     /// Write a container's filesystem as a tar archive.
@@ -351,11 +353,40 @@ impl ContainerCommand {
             Self::Inspect(a) => T::Inspect(a),
             Self::Rename(a) => T::Rename(a),
             Self::Wait(a) => T::Wait(a),
+            Self::Cp(a) => T::Cp(a),
             Self::Commit(a) => T::Commit(a),
             Self::Export(a) => T::Export(a),
         }
     }
 }
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// CONTAINER:PATH, a host path, or - (a tar stream on standard input).
+    pub src: String,
+    /// CONTAINER:PATH, a host path, or - (a tar stream on standard output).
+    pub dest: String,
+    /// Keep the owners of what is copied (otherwise copies belong to root).
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Follow a symbolic link named as the source.
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
+    /// Print nothing on success.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub const CP_EXAMPLES: &str = "Examples:
+  lifeboat cp website:/var/www/html/wp-config.php .      one file out, here
+  lifeboat cp ./theme website:/var/www/html/wp-content/themes/
+  lifeboat cp website:/var/www/html/. /srv/site-copy     a directory's content
+  lifeboat cp db:/var/lib/mysql - | gzip > mysql.tar.gz  a tar stream out
+  tar -c conf | lifeboat cp - website:/etc/app           a tar stream in
+
+Paths in the container are resolved inside it (its links never lead to the host); a running
+container is seen with its volumes and mounts, a stopped one through its own files.
+";
 
 #[derive(Debug, Args)]
 pub struct RenameArgs {
@@ -674,6 +705,17 @@ pub fn rename(ctx: &Context, a: RenameArgs) -> anyhow::Result<i32> {
 
 /// Each container's exit code on a line, as `docker wait` prints them; exits with the last
 /// failure to wait (a missing container), else 0.
+pub fn cp(ctx: &Context, a: CpArgs) -> anyhow::Result<i32> {
+    let (src, dest) = (containers::CpEnd::parse(&a.src), containers::CpEnd::parse(&a.dest));
+    let opts = lifeboat::runtime::copy::CopyOptions { archive: a.archive, follow_link: a.follow_link };
+    let copied =
+        containers::cp(ctx.host(), &src, &dest, &opts, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())?;
+    if !a.quiet && dest != containers::CpEnd::Stream {
+        eprintln!("Successfully copied {} ({} entries) to {}", human_size(copied.bytes), copied.entries, a.dest);
+    }
+    Ok(0)
+}
+
 pub fn wait(ctx: &Context, a: NamesArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &a.containers {

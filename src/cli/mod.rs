@@ -131,6 +131,9 @@ pub enum Command {
     /// Block until containers exit, then print their exit codes.
     #[command(after_help = container::SIMPLE_EXAMPLES)]
     Wait(container::NamesArgs),
+    /// Copy files between a container and the host (or a tar stream).
+    #[command(after_help = container::CP_EXAMPLES)]
+    Cp(container::CpArgs),
     /// Freeze every process of containers (cgroup freezer).
     #[command(after_help = container::SIMPLE_EXAMPLES)]
     Pause(container::NamesArgs),
@@ -374,6 +377,7 @@ impl Cli {
             Command::Container(_) => unreachable!("turned into its top-level command above"),
             Command::Rename(a) => container::rename(&ctx, a),
             Command::Wait(a) => container::wait(&ctx, a),
+            Command::Cp(a) => container::cp(&ctx, a),
             Command::Pause(a) => container::pause(&ctx, a, true),
             Command::Unpause(a) => container::pause(&ctx, a, false),
             Command::Top(a) => container::top(&ctx, a),

@@ -830,6 +830,65 @@ pub fn wait(host: &Host, name: &str) -> anyhow::Result<i32> {
     }
 }
 
+/// One side of `cp`: a host path, `-` (a tar stream on standard input or output), or
+/// `CONTAINER:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CpEnd {
+    Host(PathBuf),
+    Stream,
+    Container { name: String, path: String },
+}
+
+impl CpEnd {
+    /// As Docker reads it: `NAME:PATH` when a colon comes before any slash (a host path with
+    /// a colon is written `./a:b`).
+    pub fn parse(arg: &str) -> CpEnd {
+        if arg == "-" {
+            return CpEnd::Stream;
+        }
+        match arg.split_once(':') {
+            Some((name, path)) if !name.is_empty() && !name.contains('/') => CpEnd::Container {
+                name: name.to_string(),
+                path: if path.is_empty() { "/".into() } else { path.to_string() },
+            },
+            _ => CpEnd::Host(PathBuf::from(arg)),
+        }
+    }
+}
+
+/// `cp SRC DEST`: between a container and the host (or a tar stream), never between two
+/// containers or two host paths, as Docker's. Returns what was copied and a description of
+/// where it went.
+pub fn cp(
+    host: &Host,
+    src: &CpEnd,
+    dest: &CpEnd,
+    opts: &runtime::copy::CopyOptions,
+    stdin: &mut dyn std::io::Read,
+    stdout: &mut dyn std::io::Write,
+) -> anyhow::Result<runtime::copy::Copied> {
+    use runtime::copy;
+    let containers = host.containers()?;
+    Ok(match (src, dest) {
+        (CpEnd::Container { name, path }, CpEnd::Host(to)) => {
+            copy::copy_out(host, &containers.find(name)?, path, to, opts)?
+        }
+        (CpEnd::Container { name, path }, CpEnd::Stream) => {
+            copy::copy_out_tar(host, &containers.find(name)?, path, opts, stdout)?
+        }
+        (CpEnd::Host(from), CpEnd::Container { name, path }) => {
+            copy::copy_in(host, &containers.find(name)?, from, path, opts)?
+        }
+        (CpEnd::Stream, CpEnd::Container { name, path }) => {
+            copy::copy_in_tar(host, &containers.find(name)?, stdin, path, opts)?
+        }
+        (CpEnd::Container { .. }, CpEnd::Container { .. }) => {
+            return Err(UsageError("copying between containers is not supported: copy to the host first".into()).into());
+        }
+        _ => return Err(UsageError("one side of cp must be a container: NAME:PATH".into()).into()),
+    })
+}
+
 pub fn pause(host: &Host, names: &[String], paused: bool) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
     each(host, names, false, &|c| Ok(runtime::set_paused(host, &c.id, paused)?))
 }

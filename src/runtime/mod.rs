@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod cgroupfs;
 pub mod commit;
 pub mod container;
+pub mod copy;
 pub mod host;
 pub mod kernel;
 pub mod logs;

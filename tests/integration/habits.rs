@@ -363,3 +363,179 @@ fn mount_and_tmpfs_flags_as_docker_takes_them() {
     let _ = docker().unwrap().args(["rmi", &image]).output();
     assert_eq!(ours, String::from_utf8_lossy(&theirs.stdout), "Lifeboat beside Docker: {theirs:?}");
 }
+
+/// The `cp` steps for one CLI (Lifeboat or Docker) on a running container `c` with a
+/// `/www` directory: what lands on the host under `out`, listed as `path: content`.
+fn cp_session(
+    cli: &dyn Fn(&[&str]) -> (i32, String),
+    c: &str,
+    src: &std::path::Path,
+    out: &std::path::Path,
+) -> Vec<String> {
+    let s = |p: &str| src.join(p).display().to_string();
+    let o = |p: &str| out.join(p).display().to_string();
+    std::fs::create_dir_all(out).unwrap();
+    let steps: Vec<Vec<String>> = vec![
+        vec!["cp".into(), s("one.txt"), format!("{c}:/www/")],
+        vec!["cp".into(), s("tree"), format!("{c}:/www/")],
+        vec!["cp".into(), s("tree/."), format!("{c}:/www/flat")],
+        vec!["cp".into(), s("one.txt"), format!("{c}:/www/renamed.txt")],
+        vec!["cp".into(), format!("{c}:/www"), o("www")],
+        vec!["cp".into(), format!("{c}:/www/tree/."), o("contents")],
+        vec!["cp".into(), format!("{c}:/www/one.txt"), o("")],
+        vec!["cp".into(), format!("{c}:/www/one.txt"), o("named.txt")],
+    ];
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let (code, said) = cli(&args);
+        assert_eq!(code, 0, "{args:?}: {said}");
+    }
+    let mut seen = Vec::new();
+    for e in walk(out) {
+        let rel = e.strip_prefix(out).unwrap().display().to_string();
+        let content = if e.is_file() { std::fs::read_to_string(&e).unwrap() } else { "<dir>".into() };
+        seen.push(format!("{rel}: {}", content.trim()));
+    }
+    seen.sort();
+    seen
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// `cp` both ways, as `docker cp` copies, and never through a link to the host.
+#[test]
+fn cp_copies_as_docker_does_and_stays_inside_the_container() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.site_image("site:1");
+    let src = env.path("cp-src");
+    std::fs::create_dir_all(src.join("tree/sub")).unwrap();
+    std::fs::write(src.join("one.txt"), "one\n").unwrap();
+    std::fs::write(src.join("tree/a.txt"), "a\n").unwrap();
+    std::fs::write(src.join("tree/sub/b.txt"), "b\n").unwrap();
+    std::os::unix::fs::chown(src.join("one.txt"), Some(1234), Some(1234)).unwrap();
+    env.ok(&["run", "-d", "--name", "cpweb", "-v", "cpdata:/data", "site:1", "sleep", "600"]);
+    env.ok(&["exec", "cpweb", "sh", "-c", "echo in-volume > /data/v.txt"]);
+    let lifeboat = |args: &[&str]| {
+        let o = env.lifeboat().args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let ours = cp_session(&lifeboat, "cpweb", &src, &env.path("cp-ours"));
+    for want in [
+        "www/one.txt: one",
+        "www/tree/sub/b.txt: b",
+        "www/flat/a.txt: a",
+        "www/renamed.txt: one",
+        "contents/a.txt: a",
+        "one.txt: one",
+        "named.txt: one",
+    ] {
+        assert!(ours.iter().any(|l| l == want), "{want} missing from {ours:#?}");
+    }
+    // Owners: root's unless -a.
+    assert_eq!(env.ok(&["exec", "cpweb", "stat", "-c", "%u", "/www/one.txt"]).trim(), "0");
+    env.ok(&["cp", "-a", src.join("one.txt").to_str().unwrap(), "cpweb:/www/kept.txt"]);
+    assert_eq!(env.ok(&["exec", "cpweb", "stat", "-c", "%u", "/www/kept.txt"]).trim(), "1234");
+    // A volume's mount point, copied out whole; and a tar stream out.
+    let vol_out = env.path("vol-out");
+    env.ok(&["cp", "cpweb:/data", vol_out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(vol_out.join("v.txt")).unwrap(), "in-volume\n");
+    let tar = env.lifeboat().args(["cp", "cpweb:/www/tree", "-"]).output().unwrap();
+    assert!(tar.status.success());
+    let stream = env.path("stream.tar");
+    std::fs::write(&stream, &tar.stdout).unwrap();
+    let listed = crate::util::run(Command::new("tar").arg("-tf").arg(&stream));
+    assert!(listed.lines().any(|l| l == "tree/sub/b.txt"), "{listed}");
+    // And a tar stream in.
+    let mut cp_in =
+        env.lifeboat().args(["cp", "-", "cpweb:/data"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(cp_in.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+    drop(cp_in.stdin.take());
+    assert!(cp_in.wait().unwrap().success());
+    assert_eq!(env.ok(&["exec", "cpweb", "cat", "/data/tree/a.txt"]).trim(), "a");
+
+    // Links inside the container lead inside it: a link to a host path copies nothing of the
+    // host's, and a copy "into" a link to a host directory lands in the container.
+    let host_secret = env.path("host-secret");
+    std::fs::write(&host_secret, "host only\n").unwrap();
+    let host_dir = env.path("host-dir");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    env.ok(&["exec", "cpweb", "ln", "-s", host_secret.to_str().unwrap(), "/www/secret"]);
+    env.ok(&["exec", "cpweb", "ln", "-s", host_dir.to_str().unwrap(), "/www/hostdir"]);
+    env.ok(&["exec", "cpweb", "ln", "-s", "../../../../../../..", "/www/up"]);
+    let got = env.path("got");
+    let o = env.lifeboat().args(["cp", "-L", "cpweb:/www/secret", got.to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success() && !got.exists(), "the host's file was copied: {o:?}");
+    let o = env
+        .lifeboat()
+        .args(["cp", &format!("cpweb:/www/up{}", host_secret.display()), got.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && !got.exists(), "through .. links to the host: {o:?}");
+    env.ok(&["exec", "cpweb", "mkdir", "-p", host_dir.to_str().unwrap()]);
+    env.ok(&["cp", src.join("one.txt").to_str().unwrap(), "cpweb:/www/hostdir/"]);
+    assert!(!host_dir.join("one.txt").exists(), "written on the host through a link");
+    let inside = format!("{}/one.txt", host_dir.display());
+    assert_eq!(env.ok(&["exec", "cpweb", "cat", &inside]).trim(), "one");
+    // A copy onto a file's parent that is no directory, a missing source: clear errors.
+    let e = env.fails(&["cp", "cpweb:/www/nope", got.to_str().unwrap()], 2);
+    assert!(e.contains("no such file"), "{e}");
+    env.fails(&["cp", src.to_str().unwrap(), got.to_str().unwrap()], 2);
+
+    // A stopped container: through its own files, and left as it was.
+    env.ok(&["stop", "-t", "1", "cpweb"]);
+    env.ok(&["cp", src.join("tree/a.txt").to_str().unwrap(), "cpweb:/www/while-stopped.txt"]);
+    let stopped_out = env.path("stopped.txt");
+    env.ok(&["cp", "cpweb:/www/one.txt", stopped_out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&stopped_out).unwrap(), "one\n");
+    let volume_out = env.path("stopped-volume.txt");
+    env.ok(&["cp", "cpweb:/data/v.txt", volume_out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&volume_out).unwrap(), "in-volume\n");
+    let rootfs = env.root().join("containers").join(env.inspect("cpweb")["Id"].as_str().unwrap()).join("rootfs");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounted.contains(rootfs.to_str().unwrap()), "the copy left the container's filesystem mounted");
+    env.ok(&["start", "cpweb"]);
+    assert_eq!(env.ok(&["exec", "cpweb", "cat", "/www/while-stopped.txt"]).trim(), "a");
+    assert_eq!(std::fs::metadata(src.join("one.txt")).unwrap().uid(), 1234, "the source was changed");
+    env.ok(&["rm", "-f", "cpweb"]);
+
+    // Docker, the same copies: the same files on the host.
+    let Some(_) = docker() else { return };
+    let rootfs = env.busybox_rootfs("docker-rootfs");
+    let tar = env.path("rootfs.tar");
+    run(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+    let image = format!("lifeboat-cp-{}:1", std::process::id());
+    run(docker().unwrap().arg("import").arg(&tar).arg(&image));
+    let name = format!("lbcp{}", std::process::id());
+    run(docker().unwrap().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        &image,
+        "sh",
+        "-c",
+        "mkdir -p /www; rm -rf /www/*; exec sleep 600",
+    ]));
+    env.ok(&["run", "-d", "--name", "cpweb2", "site:1", "sh", "-c", "rm -rf /www/*; exec sleep 600"]);
+    let dock = |args: &[&str]| {
+        let o = docker().unwrap().args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let theirs = cp_session(&dock, &name, &src, &env.path("cp-docker"));
+    let _ = docker().unwrap().args(["rm", "-f", &name]).output();
+    let _ = docker().unwrap().args(["rmi", &image]).output();
+    let ours = cp_session(&lifeboat, "cpweb2", &src, &env.path("cp-ours2"));
+    env.ok(&["rm", "-f", "cpweb2"]);
+    assert_eq!(ours, theirs, "Lifeboat's cp beside Docker's");
+}

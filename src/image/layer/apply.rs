@@ -30,6 +30,8 @@ pub enum WhiteoutMode {
     Overlay,
     /// Delete what they name, producing a flattened tree.
     Apply,
+    /// None: `.wh.` names are ordinary files (files copied in by `cp`, which are no layer).
+    Literal,
 }
 
 #[derive(Clone, Debug)]
@@ -37,11 +39,13 @@ pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
     /// Refuse a single file that claims more bytes than this (default: what the disk has free).
     pub max_file_size: Option<u64>,
+    /// Give every entry this owner (user, group) instead of the archive's.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None }
+        ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None, owner: None }
     }
 }
 
@@ -161,7 +165,9 @@ impl Applier<'_> {
         };
 
         // Whiteouts.
-        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX.as_bytes())
+            && self.opts.whiteouts != WhiteoutMode::Literal
+        {
             let parent = self.parent(name, parents, true)?;
             if base == OPAQUE_WHITEOUT.as_bytes() {
                 return self.opaque(name, parents, parent.as_fd());
@@ -334,6 +340,7 @@ impl Applier<'_> {
         match self.opts.whiteouts {
             WhiteoutMode::Overlay => rustix::fs::fsetxattr(dir, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| self.io_err(name, e)),
+            WhiteoutMode::Literal => Ok(()),
             WhiteoutMode::Apply => {
                 // Hide everything below that did not come from this layer.
                 let mut victims = Vec::new();
@@ -383,9 +390,17 @@ impl Applier<'_> {
         Ok(())
     }
 
+    fn owner(&self, meta: &Meta) -> (rustix::fs::Uid, rustix::fs::Gid) {
+        match self.opts.owner {
+            Some((u, g)) => (uid(u.into()), gid(g.into())),
+            None => (uid(meta.uid), gid(meta.gid)),
+        }
+    }
+
     fn set_meta(&self, name: &str, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), LayerError> {
         if self.is_root {
-            rustix::fs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid))).map_err(|e| self.io_err(name, e))?;
+            let (u, g) = self.owner(meta);
+            rustix::fs::fchown(fd, Some(u), Some(g)).map_err(|e| self.io_err(name, e))?;
         }
         // After chown, which clears set-id bits.
         rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(|e| self.io_err(name, e))?;
@@ -400,7 +415,8 @@ impl Applier<'_> {
 
     fn set_link_meta(&self, name: &str, dir: BorrowedFd<'_>, base: &[u8], meta: &Meta) -> Result<(), LayerError> {
         if self.is_root {
-            rustix::fs::chownat(dir, base, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
+            let (u, g) = self.owner(meta);
+            rustix::fs::chownat(dir, base, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.io_err(name, e))?;
         }
         rustix::fs::utimensat(dir, base, &meta.times(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.io_err(name, e))

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 
 pub use apply::{ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
-pub use write::{TreeMode, write_tree};
+pub use write::{TreeMode, write_entry, write_tree};
 
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

@@ -52,6 +52,34 @@ pub fn write_tree<W: Write>(dir: &Path, out: W, mode: TreeMode) -> Result<(W, Wr
     Ok((out, w.stats))
 }
 
+/// Writes the entry `name` of directory `dir` into `out` under the archive name `as_name`
+/// (a file, a symlink as itself, or a directory with its whole tree below it), and returns
+/// `out` after the end-of-archive marker: one thing copied out as `cp` copies it.
+pub fn write_entry<W: Write>(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    as_name: &[u8],
+    out: W,
+) -> Result<(W, WriteStats), LayerError> {
+    let path = fd_path(&dir).join(name);
+    let meta = stat_beneath(dir, name).map_err(|e| LayerError::Read { path: path.clone(), source: e })?;
+    let mut w = TreeWriter {
+        builder: tar::Builder::new(out),
+        mode: TreeMode::Plain,
+        links: HashMap::new(),
+        stats: WriteStats::default(),
+        xattr_buf: vec![0; 64 * 1024],
+    };
+    let mut rel = as_name.to_vec();
+    w.entry(dir, name, &path, &rel, &meta)?;
+    if FileType::from_raw_mode(meta.st_mode) == FileType::Directory {
+        let sub = open_dir_beneath(dir, name).map_err(|e| LayerError::Read { path: path.clone(), source: e })?;
+        w.walk(sub.as_fd(), &path, &mut rel)?;
+    }
+    let out = w.builder.into_inner().map_err(LayerError::Write)?;
+    Ok((out, w.stats))
+}
+
 struct TreeWriter<W: Write> {
     builder: tar::Builder<W>,
     mode: TreeMode,
