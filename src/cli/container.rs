@@ -177,6 +177,9 @@ pub struct PsArgs {
     /// Only IDs.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Show each container's disk use: its own layer, and with its image (virtual).
+    #[arg(short, long)]
+    pub size: bool,
     /// Do not truncate output.
     #[arg(long)]
     pub no_trunc: bool,
@@ -185,7 +188,8 @@ pub struct PsArgs {
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
     /// table, json, or a Go-style template: '{{.Names}}', 'table {{.ID}}\t{{.Status}}'
-    /// (fields: ID Image Command CreatedAt RunningFor Status State Ports Names Labels ExitCode).
+    /// (fields: ID Image Command CreatedAt RunningFor Status State Ports Names Labels ExitCode,
+    /// and Size with -s).
     #[arg(long)]
     pub format: Option<String>,
 }
@@ -426,6 +430,60 @@ pub struct ShimArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Disk space taken by images, containers and volumes, and what removing the unused
+    /// ones would give back.
+    #[command(after_help = DF_EXAMPLES)]
+    Df {
+        /// table, json, or a Go-style template: '{{.Type}} {{.Size}}'
+        /// (fields: Type TotalCount Active Size Reclaimable SizeBytes ReclaimableBytes).
+        #[arg(long)]
+        format: Option<String>,
+    },
+}
+
+pub const DF_EXAMPLES: &str = "Examples:
+  lifeboat system df
+  lifeboat system df --format '{{.Type}}: {{.Reclaimable}}'
+  lifeboat image prune -a; lifeboat volume prune       give the reclaimable space back
+
+Images count each layer once, however many images share it; what is reclaimable is what
+only unused images, stopped containers and unmounted volumes hold.
+";
+
+pub fn system(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<i32> {
+    match cmd {
+        SystemCommand::Df { format } => {
+            let shape = Shape::parse(format.as_deref())?;
+            let rows = lifeboat::ops::system::df(ctx.host())?;
+            match &shape {
+                Shape::Json => println!("{}", sorted_json(&rows)?),
+                Shape::Template(t) => Shape::print_template(t, &rows, &|f| match f {
+                    "TotalCount" => Some("TOTAL"),
+                    _ => None,
+                })?,
+                Shape::Table => {
+                    let table: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.kind.to_string(),
+                                r.total.to_string(),
+                                r.active.to_string(),
+                                r.size.clone(),
+                                r.reclaimable.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &table);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
     /// Create a volume.
     #[command(after_help = VOLUME_EXAMPLES)]
@@ -570,6 +628,10 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
     let shape = Shape::parse(a.format.as_deref())?;
     let mut rows = containers::list(ctx.host(), a.all || filter.looks_past_running())?;
     rows.retain(|r| filter.matches(r));
+    // A template that asks for .Size gets sizes, as Docker's does.
+    if (a.size || a.format.as_deref().is_some_and(|f| f.contains(".Size"))) && !a.quiet {
+        containers::fill_sizes(ctx.host(), &mut rows)?;
+    }
     if a.quiet {
         for r in &rows {
             println!("{}", if a.no_trunc { r.id.as_str() } else { &r.id[..12] });
@@ -592,7 +654,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
             .map(|r| {
                 let command =
                     if a.no_trunc { format!("\"{}\"", r.command) } else { format!("\"{}\"", truncate(&r.command, 20)) };
-                vec![
+                let mut row = vec![
                     if a.no_trunc { r.id.clone() } else { r.id[..12].to_string() },
                     r.image.clone(),
                     command,
@@ -600,10 +662,16 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<i32> {
                     r.status.clone(),
                     if r.up { r.ports.clone() } else { String::new() },
                     r.names.clone(),
-                ]
+                ];
+                row.extend(r.size.clone());
+                row
             })
             .collect();
-        print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &table);
+        let mut header = vec!["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+        if a.size {
+            header.push("SIZE");
+        }
+        print_table(&header, &table);
     }
     Ok(0)
 }

@@ -152,6 +152,9 @@ pub enum Command {
     /// Manage named volumes.
     #[command(subcommand, after_help = container::VOLUME_EXAMPLES)]
     Volume(container::VolumeCommand),
+    /// The host as a whole: `system df`.
+    #[command(subcommand)]
+    System(container::SystemCommand),
     /// Supervise one container (started by `run`/`start`; not for direct use).
     #[command(hide = true)]
     Shim(container::ShimArgs),
@@ -391,6 +394,7 @@ impl Cli {
             Command::Stats(a) => container::stats(&ctx, a),
             Command::Port(a) => container::port(&ctx, a),
             Command::Volume(c) => container::volume(&ctx, c),
+            Command::System(c) => container::system(&ctx, c),
             Command::Shim(a) => container::shim(&ctx, a),
             Command::Snapshot(a) => repo::snapshot(&ctx, a),
             Command::Snapshots(a) => repo::snapshots(&ctx, a),

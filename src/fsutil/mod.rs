@@ -96,6 +96,46 @@ fn file_name(path: &Path) -> String {
 }
 
 /// `n` random bytes as lower-case hex.
+/// The disk space a tree takes (`du`'s count: allocated blocks, each hard-linked file once,
+/// links not followed), walked by directory descriptor. A missing tree takes nothing; what
+/// vanishes during the walk is skipped.
+pub fn disk_usage(path: &Path) -> io::Result<u64> {
+    use std::os::fd::AsFd;
+    fn walk(
+        dir: std::os::fd::BorrowedFd<'_>,
+        seen: &mut std::collections::HashSet<(u64, u64)>,
+        depth: usize,
+    ) -> io::Result<u64> {
+        if depth > 4096 {
+            return Err(io::Error::other("directory tree nested too deep"));
+        }
+        let mut total = 0;
+        for name in scope::list_dir(dir)? {
+            let Ok(st) = scope::stat_beneath(dir, &name) else { continue };
+            if st.st_nlink > 1 && !seen.insert((st.st_dev as u64, st.st_ino as u64)) {
+                continue;
+            }
+            total += st.st_blocks as u64 * 512;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+                && let Ok(sub) = scope::open_dir_beneath(dir, &name)
+            {
+                total += walk(sub.as_fd(), seen, depth + 1)?;
+            }
+        }
+        Ok(total)
+    }
+    let top = match rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    walk(top.as_fd(), &mut std::collections::HashSet::new(), 0)
+}
+
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).expect("the kernel's random source is unavailable");
@@ -172,6 +212,20 @@ impl Drop for TempPath {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn disk_usage_counts_blocks_and_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(super::disk_usage(&dir.path().join("missing")).unwrap(), 0);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/big"), vec![7u8; 1 << 20]).unwrap();
+        let one = super::disk_usage(dir.path()).unwrap();
+        assert!(one >= 1 << 20, "{one}");
+        std::fs::hard_link(dir.path().join("sub/big"), dir.path().join("again")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("root")).unwrap();
+        let linked = super::disk_usage(dir.path()).unwrap();
+        assert!(linked < one + (64 << 10), "a hard link counted twice, or a symlink followed: {one} → {linked}");
+    }
+
     use super::*;
 
     /// `save -o website.tar`: a bare file name is written in the current directory (its

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::error::UsageError;
 use crate::image::changes::expand_port;
-use crate::report::text::ago;
+use crate::report::text::{ago, human_size};
 use crate::runtime::container::{
     ContainerError, HealthCheck, MountSource, MountSpec, NetworkMode, PortMapping, Protocol, RestartPolicy, RunConfig,
     State, Status, new_id,
@@ -480,6 +480,12 @@ pub struct ContainerRow {
     /// `KEY=VALUE,…`, as Docker lists them.
     #[serde(rename = "Labels")]
     pub labels_text: String,
+    /// `2B (virtual 4.3MB)`: the container's own layer, and with its image (`ps -s`).
+    #[serde(rename = "Size", skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The same in bytes: its own layer, and with its image.
+    #[serde(skip)]
+    pub size_bytes: Option<(u64, u64)>,
     /// Running, paused or restarting.
     #[serde(skip)]
     pub up: bool,
@@ -629,9 +635,29 @@ pub fn list(host: &Host, all: bool) -> anyhow::Result<Vec<ContainerRow>> {
             labels: config.labels.clone(),
             health,
             image_id: config.image_id.to_string(),
+            size: None,
+            size_bytes: None,
         });
     }
     Ok(rows)
+}
+
+/// The disk space of a container's own layer (what it wrote), and of its image below it.
+pub fn sizes(host: &Host, id: &str, image_id: &str) -> anyhow::Result<(u64, u64)> {
+    let own = crate::fsutil::disk_usage(&host.containers()?.dir(id).join("upper"))?;
+    let store = host.store()?;
+    let image = store.find(image_id).map(|i| store.image_size(&i)).unwrap_or(0);
+    Ok((own, image))
+}
+
+/// Fills `ps -s`'s size column as Docker writes it: `2B (virtual 4.3MB)`.
+pub fn fill_sizes(host: &Host, rows: &mut [ContainerRow]) -> anyhow::Result<()> {
+    for r in rows {
+        let (own, image) = sizes(host, &r.id, &r.image_id)?;
+        r.size = Some(format!("{} (virtual {})", human_size(own), human_size(own + image)));
+        r.size_bytes = Some((own, own + image));
+    }
+    Ok(())
 }
 
 /// Docker's status column: `Up 5 minutes`, `Exited (1) 2 hours ago`, …

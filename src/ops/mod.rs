@@ -12,4 +12,5 @@ pub mod images;
 pub mod manpages;
 pub mod registries;
 pub mod services;
+pub mod system;
 pub mod volumes;

@@ -539,3 +539,72 @@ fn cp_copies_as_docker_does_and_stays_inside_the_container() {
     env.ok(&["rm", "-f", "cpweb2"]);
     assert_eq!(ours, theirs, "Lifeboat's cp beside Docker's");
 }
+
+/// `ps -s` and `system df`, shaped as Docker's.
+#[test]
+fn ps_size_and_system_df_count_what_is_on_disk() {
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "writer", "-v", "dfvol:/data", "site:1", "sh", "-c",
+        "dd if=/dev/zero of=/big bs=1k count=2048 2>/dev/null; dd if=/dev/zero of=/data/v bs=1k count=1024 2>/dev/null; exec sleep 600"]);
+    wait_for_file(&env, "writer", "/data/v", 1024 * 1024);
+    let size_of = |text: &str| -> f64 {
+        let unit = text.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        let n: f64 = text[..text.len() - unit.len()].parse().unwrap_or_else(|_| panic!("{text:?}"));
+        n * match unit {
+            "B" => 1.0,
+            "kB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            other => panic!("unit {other:?} in {text:?}"),
+        }
+    };
+    // "2.1MB (virtual 3.4MB)", as Docker's template shows it.
+    let size = env.ok(&["ps", "--filter", "name=^writer$", "--format", "{{.Size}}"]);
+    let (own, virt) = size.trim().split_once(" (virtual ").unwrap_or_else(|| panic!("{size:?}"));
+    let (own, virt) = (size_of(own), size_of(virt.trim_end_matches(')')));
+    assert!(own >= 2.0e6 && own < 2.5e6, "its own layer holds the 2 MiB file, not the volume's: {size}");
+    assert!(virt > own, "{size}");
+    let table = env.ok(&["ps", "-s"]);
+    assert!(table.lines().next().unwrap().trim_end().ends_with("SIZE"), "{table}");
+
+    let df = |env: &Env| -> Vec<serde_json::Value> {
+        serde_json::from_str(&env.ok(&["system", "df", "--format", "json"])).unwrap()
+    };
+    let row = |rows: &[serde_json::Value], kind: &str| rows.iter().find(|r| r["Type"] == kind).unwrap().clone();
+    let before = df(&env);
+    let vols = row(&before, "Local Volumes");
+    assert!(vols["SizeBytes"].as_u64().unwrap() >= 1 << 20 && vols["ReclaimableBytes"] == 0, "{vols}");
+    let cont = row(&before, "Containers");
+    assert_eq!(
+        (cont["TotalCount"].as_u64(), cont["Active"].as_u64(), cont["ReclaimableBytes"].as_u64()),
+        (Some(1), Some(1), Some(0))
+    );
+    let images = row(&before, "Images");
+    assert_eq!(images["Active"], 1);
+    // Stopped: its layer is reclaimable; removed: the volume is.
+    env.ok(&["stop", "-t", "1", "writer"]);
+    let cont = row(&df(&env), "Containers");
+    assert!(cont["ReclaimableBytes"].as_u64().unwrap() >= 2 << 20, "{cont}");
+    env.ok(&["rm", "writer"]);
+    let after = df(&env);
+    assert!(row(&after, "Local Volumes")["ReclaimableBytes"].as_u64().unwrap() >= 1 << 20);
+    assert_eq!(row(&after, "Images")["Active"], 0);
+    assert_eq!(row(&after, "Images")["ReclaimableBytes"], row(&after, "Images")["SizeBytes"]);
+    let table = env.ok(&["system", "df"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+    assert!(table.contains("Local Volumes"), "{table}");
+    let Some(_) = docker() else { return };
+    let theirs = docker().unwrap().args(["system", "df"]).output().unwrap();
+    let theirs = String::from_utf8_lossy(&theirs.stdout);
+    let their_header: Vec<&str> = theirs.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, their_header, "the columns Docker prints");
+}
+
+fn wait_for_file(env: &Env, c: &str, path: &str, size: u64) {
+    crate::util::wait_until(20, "the file to be written", || {
+        let o = env.lifeboat().args(["exec", c, "stat", "-c", "%s", path]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().is_ok_and(|n| n >= size)
+    });
+}
