@@ -112,7 +112,7 @@ pub fn disk_usage(path: &Path) -> io::Result<u64> {
         let mut total = 0;
         for name in scope::list_dir(dir)? {
             let Ok(st) = scope::stat_beneath(dir, &name) else { continue };
-            if st.st_nlink > 1 && !seen.insert((st.st_dev as u64, st.st_ino as u64)) {
+            if st.st_nlink > 1 && !seen.insert((st.st_dev, st.st_ino)) {
                 continue;
             }
             total += st.st_blocks as u64 * 512;

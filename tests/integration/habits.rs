@@ -563,7 +563,7 @@ fn ps_size_and_system_df_count_what_is_on_disk() {
     let size = env.ok(&["ps", "--filter", "name=^writer$", "--format", "{{.Size}}"]);
     let (own, virt) = size.trim().split_once(" (virtual ").unwrap_or_else(|| panic!("{size:?}"));
     let (own, virt) = (size_of(own), size_of(virt.trim_end_matches(')')));
-    assert!(own >= 2.0e6 && own < 2.5e6, "its own layer holds the 2 MiB file, not the volume's: {size}");
+    assert!((2.0e6..2.5e6).contains(&own), "its own layer holds the 2 MiB file, not the volume's: {size}");
     assert!(virt > own, "{size}");
     let table = env.ok(&["ps", "-s"]);
     assert!(table.lines().next().unwrap().trim_end().ends_with("SIZE"), "{table}");
