@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install.sh : builds Lifeboat and installs it on this host (as root), idempotently:
-#   /usr/local/bin/lifeboat, man pages, bash/zsh completions, the systemd units and tmpfiles
+#   /usr/local/bin/lifeboat, man pages, bash/zsh/fish completions, the systemd units and tmpfiles
 #   entry, and /etc/lifeboat/ with an example configuration (an existing lifeboat.toml is
 #   never touched). Enabling the agent stays your decision:
 #     systemctl enable --now lifeboat-agent
@@ -17,6 +17,8 @@ install -D -m 0755 "$CARGO_TARGET_DIR/release/lifeboat" "$prefix/bin/lifeboat"
 install -d /usr/share/bash-completion/completions /usr/share/zsh/vendor-completions
 "$prefix/bin/lifeboat" completions bash >/usr/share/bash-completion/completions/lifeboat
 "$prefix/bin/lifeboat" completions zsh >/usr/share/zsh/vendor-completions/_lifeboat
+install -d /usr/share/fish/vendor_completions.d
+"$prefix/bin/lifeboat" completions fish >/usr/share/fish/vendor_completions.d/lifeboat.fish
 
 for unit in systemd/*.service; do
   sed "s#/usr/local/bin/lifeboat#$prefix/bin/lifeboat#g" "$unit" >"/etc/systemd/system/$(basename "$unit")"

@@ -8,6 +8,10 @@ fn main() {
     if let Some(code) = cli::shim_entry().or_else(cli::hook_entry).or_else(cli::thaw_guard_entry) {
         std::process::exit(code);
     }
+    // Called by a shell's completion script: offer completions and end.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .var(cli::complete::VAR)
+        .complete();
     let cli = cli::Cli::parse();
     cli.init_logging();
     let code = match cli.run() {

@@ -163,6 +163,7 @@ pub struct RunArgs {
     #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_start_period", "health_retries"])]
     pub no_healthcheck: bool,
     /// The image to run.
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::images))]
     pub image: String,
     /// Command and arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -207,6 +208,7 @@ pub fn ps_header(field: &str) -> Option<&'static str> {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub container: String,
     /// Keep printing new output until the container stops (--follow=false: do not).
     #[arg(short, long, num_args = 0..=1, require_equals = true, default_value_t = false,
@@ -241,6 +243,7 @@ pub struct ExecArgs {
     /// Kill the command after this long (it then exits 124), as a health check is.
     #[arg(long, hide = true, value_parser = lifeboat::syntax::duration)]
     pub timeout: Option<std::time::Duration>,
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
@@ -251,7 +254,7 @@ pub struct StopArgs {
     /// Seconds to wait before SIGKILL.
     #[arg(short, long, default_value_t = 10)]
     pub time: u64,
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub containers: Vec<String>,
 }
 
@@ -260,7 +263,7 @@ pub struct StartArgs {
     /// Start every container whose restart policy asks for it (after a reboot).
     #[arg(long)]
     pub restartable: bool,
-    #[arg(required_unless_present = "restartable")]
+    #[arg(required_unless_present = "restartable", add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub containers: Vec<String>,
     /// With --restartable: `json` prints what was done as JSON.
     #[arg(long, value_enum, default_value_t, requires = "restartable")]
@@ -272,7 +275,7 @@ pub struct KillArgs {
     /// Signal to send.
     #[arg(short, long, default_value = "KILL")]
     pub signal: String,
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub containers: Vec<String>,
 }
 
@@ -284,7 +287,7 @@ pub struct RmArgs {
     /// Also remove the named volumes the containers used.
     #[arg(short, long)]
     pub volumes: bool,
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub containers: Vec<String>,
 }
 
@@ -394,6 +397,7 @@ container is seen with its volumes and mounts, a stopped one through its own fil
 
 #[derive(Debug, Args)]
 pub struct RenameArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub container: String,
     pub new_name: String,
 }
@@ -404,7 +408,7 @@ pub const RENAME_EXAMPLES: &str = "Examples:
 
 #[derive(Debug, Args)]
 pub struct NamesArgs {
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub containers: Vec<String>,
 }
 
@@ -413,6 +417,7 @@ pub struct StatsArgs {
     /// Print one sample and exit.
     #[arg(long)]
     pub no_stream: bool,
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub containers: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -501,7 +506,7 @@ pub enum VolumeCommand {
     /// Show a volume's details.
     #[command(after_help = VOLUME_EXAMPLES)]
     Inspect {
-        #[arg(required = true)]
+        #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::volumes))]
         names: Vec<String>,
     },
     /// Remove volumes.
@@ -510,7 +515,7 @@ pub enum VolumeCommand {
         /// Remove even if a container uses it.
         #[arg(short, long)]
         force: bool,
-        #[arg(required = true)]
+        #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::volumes))]
         names: Vec<String>,
     },
     /// Remove volumes no container uses.
@@ -914,6 +919,7 @@ pub struct CommitArgs {
     pub message: Option<String>,
     #[arg(short, long)]
     pub author: Option<String>,
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub container: String,
     /// Name for the new image.
     pub image: Option<String>,
@@ -921,6 +927,7 @@ pub struct CommitArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::containers))]
     pub container: String,
     /// Write to this file instead of stdout.
     #[arg(short, long)]

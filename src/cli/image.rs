@@ -123,7 +123,7 @@ pub struct TagArgs {
 #[derive(Debug, Args)]
 pub struct RmiArgs {
     /// Images to remove (names or IDs).
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::images))]
     pub images: Vec<String>,
     /// Remove an image referenced by several names, by ID.
     #[arg(short, long)]
@@ -132,6 +132,7 @@ pub struct RmiArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::images))]
     pub image: String,
     /// Do not truncate the CREATED BY column.
     #[arg(long)]
@@ -145,7 +146,7 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::containers_and_images))]
     pub names: Vec<String>,
     /// A Go-style template applied to each object: '{{.State.Status}}',
     /// '{{json .Config.Env}}', '{{range .Mounts}}{{.Source}} {{end}}'; or json (the default).
@@ -156,7 +157,7 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct SaveArgs {
     /// Images to save (names or IDs).
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(super::complete::images))]
     pub images: Vec<String>,
     /// Write to this file instead of standard output.
     #[arg(short, long)]
@@ -187,6 +188,7 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct UnpackArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::images))]
     pub image: String,
     /// An empty or missing directory to receive the flattened root filesystem.
     pub dir: PathBuf,

@@ -17,6 +17,7 @@ macro_rules! eprint {
 }
 
 mod build;
+pub mod complete;
 mod container;
 mod image;
 mod output;

@@ -71,6 +71,7 @@ pub struct PullArgs {
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// The local image; also the destination unless DEST is given.
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::images))]
     pub image: String,
     /// Where to push it: REGISTRY/REPOSITORY[:TAG].
     pub dest: Option<String>,

@@ -103,7 +103,7 @@ impl StackArg {
 pub struct SnapshotArgs {
     /// The containers (services) to snapshot; several are frozen together, at one instant
     /// (a stack: a database and the application that writes to it).
-    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE")]
+    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub containers: Vec<String>,
     /// The stack's members' consistency recipes in the configuration apply, unless
     /// --consistency is given.
@@ -149,6 +149,7 @@ pub struct SnapshotArgs {
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
     /// Only snapshots of this service.
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub service: Option<String>,
     /// Only snapshots with these tags (a,b: both; the flag again: either).
     #[arg(long, value_name = "TAG[,TAG…]")]
@@ -172,14 +173,14 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     /// The service to bring back; several: from snapshots taken together (a stack), each
     /// after the one whose network it joins.
-    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE")]
+    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArg,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Which snapshot: an ID (prefix) or latest.
-    #[arg(long, default_value = "latest")]
+    #[arg(long, default_value = "latest", add = clap_complete::ArgValueCandidates::new(super::complete::snapshots))]
     pub snapshot: String,
     /// The newest snapshot taken at or before this time (RFC 3339, or a date like 2026-11-27).
     #[arg(long, conflicts_with = "snapshot")]
@@ -503,14 +504,14 @@ pub struct DrillArgs {
     /// The service whose snapshot to rehearse; several: a stack's snapshot (taken together),
     /// each restored aside after the one whose network it joins, each checked by its own
     /// health check; --http or --command checks the last one named.
-    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE")]
+    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArg,
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Which snapshot: an ID (prefix) or latest.
-    #[arg(long, default_value = "latest")]
+    #[arg(long, default_value = "latest", add = clap_complete::ArgValueCandidates::new(super::complete::snapshots))]
     pub snapshot: String,
     /// Healthy when this URL answers 2xx/3xx inside the container (http://localhost:PORT/PATH).
     #[arg(long, conflicts_with = "command")]
@@ -594,6 +595,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     /// Only snapshots of this service (default: every service, each on its own).
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub service: Option<String>,
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -646,6 +648,7 @@ pub struct CopyArgs {
     #[arg(long, env = "LIFEBOAT_TO_PASSWORD_FILE")]
     pub to_password_file: Option<PathBuf>,
     /// Snapshots to copy (default: all that the target lacks).
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::snapshots))]
     pub snapshots: Vec<String>,
 }
 

@@ -42,6 +42,7 @@ pub enum ConfigCommand {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Services to act on (default: all).
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
 }
 
@@ -54,6 +55,7 @@ pub struct DownArgs {
     #[arg(short, long)]
     pub volumes: bool,
     /// Services to act on (default: all).
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
 }
 
@@ -69,7 +71,15 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell.
-    pub shell: clap_complete::Shell,
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -177,10 +187,24 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The shell's script: it asks this program, at each completion, for the commands, flags
+/// and the names (containers, images, volumes, services, snapshots) this host has then.
 pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
-    let mut cmd = super::Cli::command();
+    use clap_complete::env::EnvCompleter as _;
     let mut script = Vec::new();
-    clap_complete::generate(a.shell, &mut cmd, "lifeboat", &mut script);
+    let (var, name) = (super::complete::VAR, "lifeboat");
+    match a.shell {
+        CompletionShell::Bash => clap_complete::env::Bash.write_registration(var, name, name, name, &mut script)?,
+        CompletionShell::Zsh => {
+            clap_complete::env::Zsh.write_registration(var, name, name, name, &mut script)?;
+            // Installed as an autoloaded `_lifeboat`, the first completion runs this file:
+            // it completes too, instead of only defining the function.
+            script.extend_from_slice(
+                b"if [[ \"${funcstack[1]}\" == _lifeboat ]]; then _clap_dynamic_completer_lifeboat \"$@\"; fi\n",
+            );
+        }
+        CompletionShell::Fish => clap_complete::env::Fish.write_registration(var, name, name, name, &mut script)?,
+    }
     std::io::Write::write_all(&mut std::io::stdout(), &script)?;
     Ok(0)
 }

@@ -608,3 +608,69 @@ fn wait_for_file(env: &Env, c: &str, path: &str, size: u64) {
         String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().is_ok_and(|n| n >= size)
     });
 }
+
+/// Completion in a real shell: bash, with the script `completions bash` prints, offers the
+/// names this host has now (a container, an image, a volume), commands and flags.
+#[test]
+fn bash_completion_offers_this_host_s_names() {
+    if !crate::util::have("bash") {
+        assert!(!crate::util::peers_required(), "bash is missing");
+        return;
+    }
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "catalogue-web", "site:1", "sleep", "600"]);
+    env.ok(&["volume", "create", "catalogue-data"]);
+    let script = env.path("lifeboat.bash");
+    std::fs::write(&script, env.ok(&["completions", "bash"])).unwrap();
+    for shell in ["zsh", "fish"] {
+        assert!(env.ok(&["completions", shell]).contains("LIFEBOAT_COMPLETE="), "{shell}");
+    }
+    // The script calls `lifeboat` from PATH, as an installed one would.
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::util::BIN, bin.join("lifeboat")).unwrap();
+    let root = env.root().display().to_string();
+    let run_root = env.path("run").display().to_string();
+    let complete = |words: &[&str]| -> Vec<String> {
+        let mut line = vec!["lifeboat", "--root", &root, "--run-root", &run_root];
+        line.extend_from_slice(words);
+        let quoted: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _clap_complete_lifeboat lifeboat \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            quoted.join(" "),
+            line.len() - 1
+        );
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(program)
+            .env("PATH", path)
+            .env("LIFEBOAT_CONFIG", env.path("empty-config.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').next().unwrap_or(l).to_string()).collect()
+    };
+    assert!(complete(&["rm", ""]).contains(&"catalogue-web".to_string()), "{:?}", complete(&["rm", ""]));
+    assert_eq!(complete(&["logs", "cat"]), ["catalogue-web"]);
+    assert!(complete(&["rmi", ""]).contains(&"site:1".to_string()), "{:?}", complete(&["rmi", ""]));
+    assert_eq!(complete(&["volume", "rm", "cata"]), ["catalogue-data"]);
+    assert!(
+        complete(&["sna"]).contains(&"snapshot".to_string()) && complete(&["sna"]).contains(&"snapshots".to_string())
+    );
+    assert!(complete(&["ps", "--fi"]).contains(&"--filter".to_string()));
+    // Nothing is made by completing: no repository appeared.
+    let none = complete(&["restore", "--snapshot", ""]);
+    assert!(!env.root().join("repository").exists(), "{none:?}");
+    // Snapshots of the default repository, by short ID; services with snapshots.
+    env.ok(&["snapshot", "catalogue-web"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    let id: String = listed[0]["id"].as_str().unwrap().chars().take(8).collect();
+    assert!(complete(&["restore", "--snapshot", ""]).contains(&id), "{id} not offered");
+    env.ok(&["rm", "-f", "catalogue-web"]);
+    assert_eq!(complete(&["restore", "catalogue-w"]), ["catalogue-web"], "a service known by its snapshots");
+}
