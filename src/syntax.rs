@@ -296,7 +296,7 @@ pub fn mount_flag(spec: &str, base: Option<&std::path::Path>) -> Result<MountSpe
             names::validate_name(name).map_err(&bad)?;
             MountSource::Volume { name: name.to_string() }
         }
-        ("tmpfs", None) => MountSource::Tmpfs { size, mode },
+        ("tmpfs", None) => MountSource::Tmpfs { size, mode, exec: false },
         ("tmpfs", Some(_)) => return Err(bad("a tmpfs has no source".into())),
         (other, _) => return Err(bad(format!("type {other:?} is not supported (volume, bind, tmpfs)"))),
     };
@@ -317,7 +317,7 @@ pub fn tmpfs_flag(spec: &str) -> Result<MountSpec, UsageError> {
     if !target.starts_with('/') {
         return Err(bad("the path must be absolute".into()));
     }
-    let (mut size, mut mode, mut read_only) = (None, None, false);
+    let (mut size, mut mode, mut read_only, mut exec) = (None, None, false, false);
     for o in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         match o.split_once('=') {
             Some(("size", v)) => size = Some(self::size(v)?),
@@ -331,12 +331,14 @@ pub fn tmpfs_flag(spec: &str) -> Result<MountSpec, UsageError> {
             }
             None if o == "ro" => read_only = true,
             None if o == "rw" => read_only = false,
-            None if matches!(o, "noexec" | "nosuid" | "nodev") => {}
-            _ => return Err(bad(format!("option {o:?} is not supported (size, mode, ro, rw)"))),
+            None if o == "exec" => exec = true,
+            None if o == "noexec" => exec = false,
+            None if matches!(o, "nosuid" | "nodev") => {}
+            _ => return Err(bad(format!("option {o:?} is not supported (size, mode, ro, rw, exec, noexec)"))),
         }
     }
     Ok(MountSpec {
-        source: MountSource::Tmpfs { size, mode },
+        source: MountSource::Tmpfs { size, mode, exec },
         target: target.to_string(),
         read_only,
         nocopy: false,
@@ -465,7 +467,7 @@ mod tests {
         assert_eq!(v.source, MountSource::Bind { path: "/srv/site".into(), must_exist: true });
         assert!(v.read_only);
         let v = mount_flag("type=tmpfs,destination=/run/app,tmpfs-size=64m,tmpfs-mode=1770", base).unwrap();
-        assert_eq!(v.source, MountSource::Tmpfs { size: Some(64 << 20), mode: Some(0o1770) });
+        assert_eq!(v.source, MountSource::Tmpfs { size: Some(64 << 20), mode: Some(0o1770), exec: false });
         for bad in [
             "type=bind,target=/x",
             "type=volume,source=v",
@@ -483,9 +485,10 @@ mod tests {
         }
         assert!(mount_flag("type=bind,source=./x,target=/x", None).is_err(), "no current directory");
         let t = tmpfs_flag("/run:size=1m,mode=700,noexec").unwrap();
-        assert_eq!(t.source, MountSource::Tmpfs { size: Some(1 << 20), mode: Some(0o700) });
-        assert_eq!(tmpfs_flag("/tmp").unwrap().source, MountSource::Tmpfs { size: None, mode: None });
-        assert!(tmpfs_flag("tmp").is_err() && tmpfs_flag("/tmp:exec").is_err());
+        assert_eq!(t.source, MountSource::Tmpfs { size: Some(1 << 20), mode: Some(0o700), exec: false });
+        assert_eq!(tmpfs_flag("/tmp").unwrap().source, MountSource::Tmpfs { size: None, mode: None, exec: false });
+        assert_eq!(tmpfs_flag("/tmp:exec").unwrap().source, MountSource::Tmpfs { size: None, mode: None, exec: true });
+        assert!(tmpfs_flag("tmp").is_err() && tmpfs_flag("/tmp:uid=5").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let target = dir.path().join("target");
     std::fs::create_dir(&target).expect("the target");
     for whiteouts in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
-        let opts = ApplyOptions { whiteouts, max_file_size: Some(1 << 20), owner: None };
+        let opts = ApplyOptions { whiteouts, max_file_size: Some(1 << 20), owner: None, keep_kinds: false };
         if let Ok((_, tar)) = layer::decompressed(data) {
             let _ = layer::apply_layer(tar, &target, &opts);
         }

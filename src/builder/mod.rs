@@ -843,8 +843,12 @@ impl<'a> Builder<'a> {
                     let dir = root.mkdir_all(Path::new(&dir_rel), 0o755)?;
                     let file = scope.open_file(Path::new(rel))?;
                     let (_, tar) = layer::decompressed(file)?;
-                    let opts =
-                        layer::ApplyOptions { whiteouts: layer::WhiteoutMode::Apply, max_file_size: None, owner: None };
+                    let opts = layer::ApplyOptions {
+                        whiteouts: layer::WhiteoutMode::Apply,
+                        max_file_size: None,
+                        owner: None,
+                        keep_kinds: false,
+                    };
                     layer::apply_layer(tar, &crate::fsutil::scope::fd_path(&dir), &opts)
                         .with_context(|| format!("cannot extract {rel}"))?;
                     continue;

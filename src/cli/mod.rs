@@ -365,6 +365,7 @@ impl Cli {
                 | Command::Forget(_)
                 | Command::Prune(_)
                 | Command::Copy(_)
+                | Command::Cp(_)
         ) {
             lifeboat::sys::stop_on_signals()?;
         }

@@ -333,7 +333,13 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let req = backup::SnapshotRequest {
         services,
         repositories,
-        capture: CaptureOptions { tags: a.tags, no_volumes: a.no_volumes, progress },
+        capture: CaptureOptions {
+            tags: a.tags,
+            no_volumes: a.no_volumes,
+            progress,
+            // The agent's steps name configured services: exactly those.
+            exact_names: std::env::var_os(lifeboat::agent::STEP_ENV).is_some(),
+        },
         local_image: !a.no_image,
         push,
         ask: &ask_password,

@@ -214,7 +214,7 @@ pub fn load(store: &Store, input: impl Read, label: &Path) -> Result<Vec<Loaded>
     let work = store.temp_path("load");
     std::fs::create_dir_all(work.path()).map_err(|e| ImageError::Output { path: work.path().into(), source: e })?;
     let (_, tar) = layer::decompressed(input).map_err(|e| ImageError::Source { path: label.into(), source: e })?;
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None };
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None, keep_kinds: false };
     layer::apply_layer(tar, work.path(), &opts).map_err(|e| ImageError::Store(e.into()))?;
     let dir = ArchiveDir::new(work.path()).map_err(|e| ImageError::Source { path: label.into(), source: e })?;
 

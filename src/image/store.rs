@@ -658,7 +658,8 @@ impl Txn<'_> {
         let work = store.temp_path("layer");
         let diff_dir = work.path().join("diff");
         fs::create_dir_all(&diff_dir).map_err(StoreError::io(&diff_dir))?;
-        let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None, owner: None };
+        let opts =
+            ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None, owner: None, keep_kinds: false };
         let blob = store.blob_writer()?;
 
         let expected_size = match &input {

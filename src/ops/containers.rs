@@ -842,8 +842,16 @@ pub fn wait(host: &Host, name: &str) -> anyhow::Result<i32> {
             });
         }
         // A process that has just ended is written down with its code by its shim (after
-        // draining its output); only a dead shim means the code is lost.
-        let state = runtime::observed_state(containers, &c.id)?;
+        // draining its output); only a dead shim means the code is lost. Removed since the
+        // look above (`run --rm`): its kept code.
+        let state = match runtime::observed_state(containers, &c.id) {
+            Err(ContainerError::NotFound(_)) => {
+                return runtime::recorded_exit(host, &c.id).ok_or_else(|| {
+                    ContainerError::NotFound(format!("{name} (removed before its exit code was seen)")).into()
+                });
+            }
+            other => other?,
+        };
         let exited_since = state.restart_count != first.restart_count
             || (state.finished_at.is_some() && state.finished_at != first.finished_at);
         if state.status == Status::Exited || (state.status != Status::Created && exited_since) {

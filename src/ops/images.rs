@@ -327,7 +327,7 @@ pub fn unpack(host: &Host, what: &str, dir: &Path) -> anyhow::Result<()> {
         bail!(UsageError(format!("{} is not empty", dir.display())));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None };
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None, keep_kinds: false };
     for desc in &image.manifest.layers {
         let compression = Compression::from_media_type(&desc.media_type)
             .ok_or_else(|| StoreError::Invalid(format!("unsupported layer media type {:?}", desc.media_type)))?;

@@ -47,6 +47,9 @@ pub enum MountSource {
         size: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<u32>,
+        /// Programs may run from it (`--tmpfs /tmp:exec`); Docker's default is noexec.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        exec: bool,
     },
 }
 
@@ -390,6 +393,17 @@ impl Containers {
     /// Serialises name allocation and removal.
     pub fn lock(&self) -> Result<FileLock, ContainerError> {
         let path = self.dir.join(".lock");
+        FileLock::exclusive(&path).map_err(io_err(path))
+    }
+
+    /// Held while a container's root filesystem is mounted by its start, or mounted, used
+    /// and unmounted by a `cp` while it is stopped.
+    pub fn mount_lock(&self, id: &str) -> Result<FileLock, ContainerError> {
+        let dir = self.dir(id);
+        if !dir.join("config.json").is_file() {
+            return Err(ContainerError::NotFound(id.to_string()));
+        }
+        let path = dir.join("rootfs.lock");
         FileLock::exclusive(&path).map_err(io_err(path))
     }
 

@@ -18,8 +18,12 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::FileType;
 
-use super::container::{ContainerError, MountSource, RunConfig, Status};
+use anyhow::Context as _;
+
+use super::container::{MountSource, RunConfig, Status};
 use super::{Host, rootfs};
+use crate::error::NotFound;
+use crate::fsutil::FileLock;
 use crate::fsutil::scope::{Scope, fd_path};
 use crate::image::layer::{self, ApplyOptions, WhiteoutMode};
 
@@ -40,22 +44,20 @@ pub struct Copied {
     pub bytes: u64,
 }
 
-fn invalid(msg: String) -> ContainerError {
-    ContainerError::Invalid(msg)
+fn invalid(msg: String) -> anyhow::Error {
+    crate::error::UsageError(msg).into()
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> ContainerError + '_ {
+/// An I/O error on `path` (a path in the container or on the host): "not found" (exit code
+/// 3) when it is not there, a failure (1) otherwise.
+fn io(path: &Path) -> impl Fn(std::io::Error) -> anyhow::Error + '_ {
     move |e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            ContainerError::Invalid(format!("{}: no such file or directory", path.display()))
+            NotFound(format!("{}: no such file or directory", path.display())).into()
         } else {
-            ContainerError::Io { path: path.to_path_buf(), source: e }
+            anyhow::Error::new(e).context(path.display().to_string())
         }
     }
-}
-
-fn layer_err(e: layer::LayerError) -> ContainerError {
-    ContainerError::Invalid(format!("{e:#}"))
 }
 
 /// A path as the container sees it, made absolute and with `.` and `..` taken by name (the
@@ -77,33 +79,50 @@ fn container_path(path: &str) -> (PathBuf, bool, bool) {
     (out, contents, trailing)
 }
 
+/// One place files are reached through: the container's root or something mounted in it.
+struct Place {
+    scope: Scope,
+    /// Mounted read-only in the container: a copy into it is refused, as Docker refuses it.
+    read_only: bool,
+}
+
 /// A container's filesystem, for one copy.
 struct View<'h> {
     host: &'h Host,
-    root: Scope,
+    root: Place,
     /// Mount points and what is mounted there, longest first (a stopped container's).
-    mounts: Vec<(PathBuf, Scope)>,
-    /// Where this copy mounted the container's overlay (unmounted when done).
-    mounted: Option<(PathBuf, String)>,
+    mounts: Vec<(PathBuf, Place)>,
+    /// The overlay this copy mounted (unmounted when done), under the container's mount lock.
+    mounted: Option<(PathBuf, FileLock)>,
+    /// Mount points whose host side cannot be reached as a directory (single-file binds).
+    unreachable: Vec<(PathBuf, PathBuf)>,
 }
 
 impl<'h> View<'h> {
-    fn open(host: &'h Host, config: &RunConfig) -> Result<View<'h>, ContainerError> {
+    fn open(host: &'h Host, config: &RunConfig) -> anyhow::Result<View<'h>> {
         let containers = host.containers()?;
-        let state = super::observed_state(containers, &config.id)?;
-        if let (Status::Running | Status::Paused, Some(pid)) = (state.status, state.pid) {
-            let root = PathBuf::from(format!("/proc/{pid}/root"));
-            let root = Scope::open(&root).map_err(io(&root))?;
-            return Ok(View { host, root, mounts: Vec::new(), mounted: None });
-        }
-        let store = host.store().map_err(|e| invalid(format!("{e:#}")))?;
         let dir = containers.dir(&config.id);
-        let plan = rootfs::OverlayPlan::for_container(store, &dir, &config.layers, false);
+        let plan = rootfs::OverlayPlan::for_container(host.store()?, &dir, &config.layers, false);
+        let state = super::observed_state(containers, &config.id)?;
+        if let (Status::Running | Status::Paused, Some(pid)) = (state.status, state.pid)
+            && let Some(root) = Self::process_root(pid, &plan.target)
+        {
+            // The kernel's view of the container's mounts, read-only ones refusing writes.
+            return Ok(View {
+                host,
+                root: Place { scope: root, read_only: false },
+                mounts: Vec::new(),
+                mounted: None,
+                unreachable: Vec::new(),
+            });
+        }
+        // Stopped (or ending): its own overlay, mounted under its lock so a start waits.
+        let lock = containers.mount_lock(&config.id)?;
         let mounted = if rootfs::is_mounted(host.kernel(), &plan.target) {
             None
         } else {
-            rootfs::mount(host.kernel(), &plan).map_err(io(&plan.target))?;
-            Some((plan.target.clone(), config.id.clone()))
+            rootfs::mount(host.kernel(), &plan).with_context(|| format!("cannot mount {}", plan.target.display()))?;
+            Some((plan.target.clone(), lock))
         };
         let root = match Scope::open(&plan.target) {
             Ok(root) => root,
@@ -114,9 +133,14 @@ impl<'h> View<'h> {
                 return Err(io(&plan.target)(e));
             }
         };
-        let mut view = View { host, root, mounts: Vec::new(), mounted };
+        let mut view = View {
+            host,
+            root: Place { scope: root, read_only: config.read_only },
+            mounts: Vec::new(),
+            mounted,
+            unreachable: Vec::new(),
+        };
         let volumes = host.volumes()?;
-        let mut mounts = Vec::new();
         for m in &config.mounts {
             let source = match &m.source {
                 MountSource::Volume { name } => volumes.data_dir(name),
@@ -124,34 +148,53 @@ impl<'h> View<'h> {
                 // Nothing is there while the container is stopped: the image's directory shows.
                 MountSource::Tmpfs { .. } => continue,
             };
-            if let Ok(scope) = Scope::open(&source) {
-                mounts.push((container_path(&m.target).0, scope));
+            let target = container_path(&m.target).0;
+            match Scope::open(&source) {
+                Ok(scope) => view.mounts.push((target, Place { scope, read_only: m.read_only })),
+                // A bind mount of a single file (or a source gone): only its placeholder is in
+                // the overlay, so it is out of reach while the container is stopped.
+                Err(_) => view.unreachable.push((target, source)),
             }
         }
-        mounts.sort_by_key(|(target, _)| std::cmp::Reverse(target.as_os_str().len()));
-        view.mounts = mounts;
+        view.mounts.sort_by_key(|(target, _)| std::cmp::Reverse(target.as_os_str().len()));
         Ok(view)
     }
 
-    /// The scope holding absolute container path `path`, and the path inside it.
-    fn locate(&self, path: &Path) -> (&Scope, PathBuf) {
-        for (target, scope) in &self.mounts {
+    /// The root of process `pid`, if it is the container's: a PID reused by another process
+    /// (the container ended a moment ago) shows another root, and is not taken.
+    fn process_root(pid: i32, rootfs: &Path) -> Option<Scope> {
+        let root = Scope::open(Path::new(&format!("/proc/{pid}/root"))).ok()?;
+        let theirs = rustix::fs::fstat(root.fd()).ok()?;
+        let ours = rustix::fs::stat(rootfs).ok()?;
+        (theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino).then_some(root)
+    }
+
+    /// The place holding absolute container path `path`, and the path inside it.
+    fn locate(&self, path: &Path) -> anyhow::Result<(&Place, PathBuf)> {
+        if let Some((_, source)) = self.unreachable.iter().find(|(target, _)| path.starts_with(target)) {
+            return Err(invalid(format!(
+                "{} is bind-mounted from the host's {}: copy that file on the host, or while the container runs",
+                path.display(),
+                source.display()
+            )));
+        }
+        for (target, place) in &self.mounts {
             if let Ok(rest) = path.strip_prefix(target) {
-                return (scope, rest.to_path_buf());
+                return Ok((place, rest.to_path_buf()));
             }
         }
-        (&self.root, path.strip_prefix("/").unwrap_or(path).to_path_buf())
+        Ok((&self.root, path.strip_prefix("/").unwrap_or(path).to_path_buf()))
     }
 
     /// `path` with symbolic links at its end followed (inside the container), at most 40.
-    fn follow(&self, mut path: PathBuf) -> Result<PathBuf, ContainerError> {
+    fn follow(&self, mut path: PathBuf) -> anyhow::Result<PathBuf> {
         for _ in 0..40 {
-            let (scope, rel) = self.locate(&path);
-            let Ok(st) = scope.stat(&rel, false) else { return Ok(path) };
+            let (place, rel) = self.locate(&path)?;
+            let Ok(st) = place.scope.stat(&rel, false) else { return Ok(path) };
             if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
                 return Ok(path);
             }
-            let target = scope.read_link(&rel).map_err(io(&path))?;
+            let target = place.scope.read_link(&rel).map_err(io(&path))?;
             let next = if target.is_absolute() { target } else { path.parent().unwrap_or(Path::new("/")).join(target) };
             path = container_path(&next.to_string_lossy()).0;
         }
@@ -161,44 +204,73 @@ impl<'h> View<'h> {
 
 impl Drop for View<'_> {
     fn drop(&mut self) {
-        let Some((target, id)) = self.mounted.take() else { return };
-        // Left mounted if the container was started meanwhile (its start used this mount).
-        let started = self
-            .host
-            .containers()
-            .ok()
-            .and_then(|c| super::observed_state(c, &id).ok())
-            .is_some_and(|s| matches!(s.status, Status::Running | Status::Paused));
-        if !started && let Err(e) = rootfs::unmount(self.host.kernel(), &target) {
+        // Unmounted before the lock goes: a start waiting for it mounts afresh.
+        if let Some((target, _lock)) = self.mounted.take()
+            && let Err(e) = rootfs::unmount(self.host.kernel(), &target)
+        {
             tracing::warn!(error = %e, "cannot unmount the container's filesystem after the copy");
         }
     }
 }
 
+/// A writer that fails once the command is asked to stop (Ctrl-C): the copy ends at its next
+/// write, and what it mounted is unmounted.
+struct Interruptible<W>(W);
+
+impl<W: Write> Write for Interruptible<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if crate::sys::interrupted() {
+            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"));
+        }
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Writes what `write` produces into a pipe and unpacks it with `unpack`, side by side.
 fn through_pipe(
-    write: impl FnOnce(std::io::PipeWriter) -> Result<Copied, ContainerError> + Send,
-    unpack: impl FnOnce(std::io::PipeReader) -> Result<(), ContainerError>,
-) -> Result<Copied, ContainerError> {
-    let (reader, writer) =
-        std::io::pipe().map_err(|e| ContainerError::Io { path: PathBuf::from("pipe"), source: e })?;
+    write: impl FnOnce(Interruptible<std::io::PipeWriter>) -> anyhow::Result<Copied> + Send,
+    unpack: impl FnOnce(std::io::PipeReader) -> anyhow::Result<()>,
+) -> anyhow::Result<Copied> {
+    let (reader, writer) = std::io::pipe().context("cannot make a pipe")?;
     std::thread::scope(|s| {
-        let producer = s.spawn(move || write(writer));
+        let producer = s.spawn(move || write(Interruptible(writer)));
         let unpacked = unpack(reader);
-        let written = producer.join().unwrap_or_else(|_| Err(invalid("the copy's reader failed".into())));
-        // The writer's error explains a reader's broken stream: said first.
-        let copied = written?;
-        unpacked.map(|()| copied)
+        let written = producer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the copy's reader failed")));
+        if crate::sys::interrupted() {
+            return Err(crate::repo::RepoError::Interrupted.into());
+        }
+        match (written, unpacked) {
+            (Ok(copied), Ok(())) => Ok(copied),
+            // The side that failed first is the one to tell: a writer whose reader stopped
+            // reads "broken pipe".
+            (Err(w), Err(u)) if is_broken_pipe(&w) => Err(u),
+            (Err(w), _) => Err(w),
+            (Ok(_), Err(u)) => Err(u),
+        }
     })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+        || format!("{e:#}").contains("Broken pipe")
 }
 
 fn stats(s: layer::write::WriteStats) -> Copied {
     Copied { entries: s.entries, bytes: s.bytes }
 }
 
-/// The apply options of a copy: names taken literally, owners kept only with `archive`.
+/// The apply options of a copy: names taken literally, owners kept only with `archive`, a
+/// directory never replaced by a file nor a file by a directory.
 fn apply_options(opts: &CopyOptions, owner: (u32, u32)) -> ApplyOptions {
-    ApplyOptions { whiteouts: WhiteoutMode::Literal, max_file_size: None, owner: (!opts.archive).then_some(owner) }
+    ApplyOptions {
+        whiteouts: WhiteoutMode::Literal,
+        max_file_size: None,
+        owner: (!opts.archive).then_some(owner),
+        keep_kinds: true,
+    }
 }
 
 /// Where something lands: the directory it goes into and the name it gets there (`None`: its
@@ -208,57 +280,29 @@ struct Landing {
     name: Option<OsString>,
 }
 
-/// Copies `src` out of container `config` as a tar stream into `out` (`cp NAME:SRC -`).
-pub fn copy_out_tar(
-    host: &Host,
-    config: &RunConfig,
-    src: &str,
-    opts: &CopyOptions,
-    out: impl Write,
-) -> Result<Copied, ContainerError> {
-    let view = View::open(host, config)?;
-    let (path, contents, trailing) = container_path(src);
-    let path = if opts.follow_link { view.follow(path)? } else { path };
-    let (scope, rel) = view.locate(&path);
-    let st = scope.stat(&rel, false).map_err(io(&path))?;
-    let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-    if (contents || trailing) && !is_dir {
-        return Err(invalid(format!("{}: not a directory", path.display())));
-    }
-    // The stream holds the source under its own name, or its content (`/.`, or the root).
-    let name = path.file_name().filter(|_| !contents && !rel.as_os_str().is_empty());
-    write_source(scope, &rel, &path, name, out).map(|(_, c)| c)
-}
-
-/// The tar stream of `rel` in `scope`: itself under `as_name`, or (`None`) its content.
+/// The tar stream of `rel` in `scope`: itself under `as_name` (a directory with everything
+/// below it), or (`None`) its content.
 fn write_source<W: Write>(
     scope: &Scope,
     rel: &Path,
     shown: &Path,
     as_name: Option<&OsStr>,
     out: W,
-) -> Result<(W, Copied), ContainerError> {
+) -> anyhow::Result<(W, Copied)> {
     let Some(as_name) = as_name else {
         let dir = scope.open_dir(rel).map_err(io(shown))?;
-        let (out, s) = layer::write_tree(&fd_path(&dir), out, layer::TreeMode::Plain).map_err(layer_err)?;
+        let (out, s) = layer::write_tree(&fd_path(&dir), out, layer::TreeMode::Copy)?;
         return Ok((out, stats(s)));
     };
-    let (parent, name) = scope.parent(rel, None).map_err(io(shown))?;
-    let (out, s) = layer::write_entry(parent.as_fd(), &name, as_name.as_bytes(), out).map_err(layer_err)?;
+    // The top of a scope (a volume's mount point, the root) has no parent here: it is
+    // written from its own descriptor.
+    let (parent, name) = if rel.as_os_str().is_empty() {
+        (scope.open_dir(rel).map_err(io(shown))?, OsString::from("."))
+    } else {
+        scope.parent(rel, None).map_err(io(shown))?
+    };
+    let (out, s) = layer::write_entry(parent.as_fd(), &name, as_name.as_bytes(), out)?;
     Ok((out, stats(s)))
-}
-
-/// A source that is the top of its scope (a container's root, a volume's mount point) has
-/// no parent to be named from: its directory is made at the landing, and its content goes
-/// there.
-fn settle(land: Landing, source_is_top: bool) -> Result<Landing, ContainerError> {
-    let Some(name) = land.name.as_ref().filter(|_| source_is_top) else { return Ok(land) };
-    match rustix::fs::mkdirat(&land.dir, name.as_os_str(), rustix::fs::Mode::from_raw_mode(0o755)) {
-        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(io(Path::new(name))(e.into())),
-    }
-    let dir = crate::fsutil::scope::open_dir_beneath(land.dir.as_fd(), name).map_err(io(Path::new(name)))?;
-    Ok(Landing { dir, name: None })
 }
 
 /// Where a copy to `dest` (in `scope`, shown as `shown`) of a source that is a directory
@@ -273,7 +317,7 @@ fn landing(
     src_is_dir: bool,
     src_name: Option<&OsStr>,
     contents: bool,
-) -> Result<Landing, ContainerError> {
+) -> anyhow::Result<Landing> {
     match scope.stat(dest, true) {
         Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
             let dir = scope.open_dir(dest).map_err(io(shown))?;
@@ -290,60 +334,94 @@ fn landing(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if trailing && !src_is_dir {
-                return Err(invalid(format!("{}: no such directory", shown.display())));
+                return Err(NotFound(format!("{}: no such directory", shown.display())).into());
             }
             let (dir, name) = scope
                 .parent(dest, None)
-                .map_err(|_| invalid(format!("{}: its directory does not exist", shown.display())))?;
+                .map_err(|_| NotFound(format!("{}: its directory does not exist", shown.display())))?;
             Ok(Landing { dir, name: Some(name) })
         }
         Err(e) => Err(io(shown)(e)),
     }
 }
 
-/// Copies `src` out of container `config` to host path `dest` (`cp NAME:SRC DEST`).
-pub fn copy_out(
-    host: &Host,
-    config: &RunConfig,
-    src: &str,
-    dest: &Path,
-    opts: &CopyOptions,
-) -> Result<Copied, ContainerError> {
-    let view = View::open(host, config)?;
-    let (path, contents, trailing) = container_path(src);
-    let path = if opts.follow_link { view.follow(path)? } else { path };
-    let (scope, rel) = view.locate(&path);
-    let st = scope.stat(&rel, false).map_err(io(&path))?;
+/// A container's source, checked: its place, path inside, whether it is a directory, and
+/// whether its content (`/.`) was asked for.
+/// A source in the container, checked.
+struct Source<'v> {
+    place: &'v Place,
+    /// The path inside `place`.
+    rel: PathBuf,
+    /// The container's path (after links followed).
+    path: PathBuf,
+    /// The name it is copied under: its own as typed (a followed link keeps the link's name).
+    name: Option<OsString>,
+    is_dir: bool,
+    /// Its content was asked for (`DIR/.`).
+    contents: bool,
+}
+
+fn source<'v>(view: &'v View<'_>, src: &str, opts: &CopyOptions) -> anyhow::Result<Source<'v>> {
+    let (typed, contents, trailing) = container_path(src);
+    let name = typed.file_name().map(OsStr::to_os_string);
+    // Docker follows a link named with `-L`, or with `/` or `/.` after it.
+    let path = if opts.follow_link || contents || trailing { view.follow(typed)? } else { typed };
+    let (place, rel) = view.locate(&path)?;
+    let st = place.scope.stat(&rel, false).map_err(io(&path))?;
     let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
     if (contents || trailing) && !is_dir {
         return Err(invalid(format!("{}: not a directory", path.display())));
     }
+    Ok(Source { place, rel, path, name, is_dir, contents })
+}
+
+/// Copies `src` out of container `config` as a tar stream into `out` (`cp NAME:SRC -`).
+pub fn copy_out_tar(
+    host: &Host,
+    config: &RunConfig,
+    src: &str,
+    opts: &CopyOptions,
+    out: impl Write,
+) -> anyhow::Result<Copied> {
+    let view = View::open(host, config)?;
+    let src = source(&view, src, opts)?;
+    // The stream holds the source under its own name (`/` itself: its content), or its
+    // content (`/.`).
+    let name = src.name.as_deref().filter(|_| !src.contents);
+    write_source(&src.place.scope, &src.rel, &src.path, name, Interruptible(out)).map(|(_, c)| c)
+}
+
+/// Copies `src` out of container `config` to host path `dest` (`cp NAME:SRC DEST`).
+pub fn copy_out(host: &Host, config: &RunConfig, src: &str, dest: &Path, opts: &CopyOptions) -> anyhow::Result<Copied> {
+    let view = View::open(host, config)?;
+    let src = source(&view, src, opts)?;
     // The host's side is the user's own: a path as given, resolved from the host's root.
     let host_root = Scope::open(Path::new("/")).map_err(io(Path::new("/")))?;
     let dest_abs = std::path::absolute(dest).map_err(io(dest))?;
     let dest_rel = dest_abs.strip_prefix("/").unwrap_or(&dest_abs);
     let dest_trailing = dest.as_os_str().as_bytes().ends_with(b"/");
-    let name = path.file_name().map(OsStr::to_os_string);
-    let land = landing(&host_root, dest_rel, dest, dest_trailing, is_dir, name.as_deref(), contents)?;
-    let land = settle(land, rel.as_os_str().is_empty())?;
+    let land = landing(&host_root, dest_rel, dest, dest_trailing, src.is_dir, src.name.as_deref(), src.contents)?;
     let owner = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
     let apply = apply_options(opts, owner);
     let target = fd_path(&land.dir);
     through_pipe(
-        |w| write_source(scope, &rel, &path, land.name.as_deref(), w).map(|(_, c)| c),
-        |r| layer::apply_layer(r, &target, &apply).map(drop).map_err(layer_err),
+        |w| write_source(&src.place.scope, &src.rel, &src.path, land.name.as_deref(), w).map(|(_, c)| c),
+        |r| layer::apply_layer(r, &target, &apply).map(drop).map_err(Into::into),
     )
+}
+
+/// The place a copy into the container writes to, refused when it is mounted read-only.
+fn writable<'v>(view: &'v View<'_>, path: &Path) -> anyhow::Result<(&'v Scope, PathBuf)> {
+    let (place, rel) = view.locate(path)?;
+    if place.read_only {
+        return Err(invalid(format!("{} is mounted read-only in the container", path.display())));
+    }
+    Ok((&place.scope, rel))
 }
 
 /// Copies host path `src` into container `config` at `dest` (`cp SRC NAME:DEST`); `src`
 /// ending in `/.` copies a directory's content.
-pub fn copy_in(
-    host: &Host,
-    config: &RunConfig,
-    src: &Path,
-    dest: &str,
-    opts: &CopyOptions,
-) -> Result<Copied, ContainerError> {
+pub fn copy_in(host: &Host, config: &RunConfig, src: &Path, dest: &str, opts: &CopyOptions) -> anyhow::Result<Copied> {
     let view = View::open(host, config)?;
     let src_text = src.as_os_str().as_bytes();
     let contents = src_text.ends_with(b"/.") || src_text == b".";
@@ -356,14 +434,13 @@ pub fn copy_in(
     let host_root = Scope::open(Path::new("/")).map_err(io(Path::new("/")))?;
     let src_rel = src_abs.strip_prefix("/").unwrap_or(&src_abs).to_path_buf();
     let (path, _, trailing) = container_path(dest);
-    let (scope, rel) = view.locate(&path);
+    let (scope, rel) = writable(&view, &path)?;
     let land = landing(scope, &rel, &path, trailing, meta.is_dir(), src_abs.file_name(), contents)?;
-    let land = settle(land, src_rel.as_os_str().is_empty())?;
     let apply = apply_options(opts, (0, 0));
     let target = fd_path(&land.dir);
     through_pipe(
         |w| write_source(&host_root, &src_rel, src, land.name.as_deref(), w).map(|(_, c)| c),
-        |r| layer::apply_layer(r, &target, &apply).map(drop).map_err(layer_err),
+        |r| layer::apply_layer(r, &target, &apply).map(drop).map_err(Into::into),
     )
 }
 
@@ -374,16 +451,16 @@ pub fn copy_in_tar(
     input: impl Read,
     dest: &str,
     opts: &CopyOptions,
-) -> Result<Copied, ContainerError> {
+) -> anyhow::Result<Copied> {
     let view = View::open(host, config)?;
     let (path, _, _) = container_path(dest);
-    let (scope, rel) = view.locate(&path);
+    let (scope, rel) = writable(&view, &path)?;
     let dir = scope.open_dir(&rel).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOTDIR) => invalid(format!("{}: not a directory", path.display())),
         _ => io(&path)(e),
     })?;
     let apply = apply_options(opts, (0, 0));
-    let s = layer::apply_layer(input, &fd_path(&dir), &apply).map_err(layer_err)?;
+    let s = layer::apply_layer(input, &fd_path(&dir), &apply)?;
     Ok(Copied { entries: s.entries, bytes: s.bytes })
 }
 

@@ -50,15 +50,28 @@ pub struct Paths {
 
 pub use crate::sys::alive;
 
+/// Written by a shim when its container's process has ended, before it drains the output
+/// and writes the exit down.
+pub(crate) const ENDING_MARKER: &str = "ending";
+
+/// How long a shim may take from its container's end to writing it down (draining the
+/// output takes two seconds at most) before the container is taken for one whose shim hung.
+const ENDING_GRACE: Duration = Duration::from_secs(30);
+
 /// The state as it really is: a "running" record whose process is gone means the shim died
-/// before it could write the exit, unless the shim still lives (it writes the exit down once
-/// the container's output has drained, within two seconds): then the record stands.
+/// before it could write the exit, unless the shim still lives and is within its grace
+/// (it writes the exit down once the container's output has drained): then the record stands.
 pub fn observed_state(containers: &Containers, id: &str) -> Result<State, ContainerError> {
     let mut state = containers.state(id)?;
-    if matches!(state.status, Status::Running | Status::Paused)
-        && !state.pid.is_some_and(alive)
-        && !state.shim_pid.is_some_and(|shim| reexec::is_shim_of(shim, id))
-    {
+    let shim_finishing = || {
+        let ending = fs::metadata(containers.dir(id).join(ENDING_MARKER)).and_then(|m| m.modified());
+        let within_grace = match ending {
+            Ok(t) => t.elapsed().is_ok_and(|age| age < ENDING_GRACE),
+            Err(_) => true, // the marker is written the moment the process is reaped
+        };
+        within_grace && state.shim_pid.is_some_and(|shim| reexec::is_shim_of(shim, id))
+    };
+    if matches!(state.status, Status::Running | Status::Paused) && !state.pid.is_some_and(alive) && !shim_finishing() {
         state.status = Status::Exited;
         state.pid = None;
         state.error.get_or_insert_with(|| "the container's supervisor (shim) died; exit status unknown".into());

@@ -35,7 +35,11 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
     }
     // A `run --rm` container's changes are discarded with it: nothing to sync.
     let plan = rootfs::OverlayPlan::for_container(store, &dir, &config.layers, config.auto_remove);
-    rootfs::mount(host.kernel(), &plan)?;
+    {
+        // A `cp` into the stopped container mounts it too: one at a time.
+        let _mounting = containers.mount_lock(&config.id)?;
+        rootfs::mount(host.kernel(), &plan)?;
+    }
     let files = dir.join("etc");
     rootfs::write_etc_files(&files, &config.hostname, config.network == NetworkMode::Host)?;
 

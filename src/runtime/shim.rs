@@ -121,6 +121,7 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
     let mut state = containers.state(id)?;
     state.shim_pid = Some(std::process::id() as i32);
     let _ = fs::remove_file(dir.join(STOP_MARKER));
+    let _ = fs::remove_file(dir.join(super::ENDING_MARKER));
 
     tracing::debug!("shim up");
     let prepared = match attach.prepared {
@@ -228,6 +229,8 @@ fn supervise(host: &Host, id: &str, sync: &mut Sync, attach: Attach) -> anyhow::
     sync.send("ok\n");
 
     let code = wait_for(pid);
+    // From here until the state is written (output drained), the container reads as running.
+    let _ = fs::write(dir.join(super::ENDING_MARKER), b"");
     // The host's ports are free before anyone hears the container ended.
     published.close();
     // Pipes close when the last process holding them exits; do not hang on a straggler.

@@ -122,9 +122,13 @@ pub fn build(config: &RunConfig, inputs: &Inputs<'_>) -> Value {
     // /dev/shm, /proc, cgroups) are read-only too.
     let mut remount_below = Vec::new();
     for (m, source) in config.mounts.iter().zip(mount_sources) {
-        if let MountSource::Tmpfs { size, mode } = &m.source {
-            // Docker's options for a tmpfs: no devices, no set-user-ID, no programs; 1777.
-            let mut options: Vec<String> = ["nosuid", "nodev", "noexec"].map(String::from).to_vec();
+        if let MountSource::Tmpfs { size, mode, exec } = &m.source {
+            // Docker's options for a tmpfs: no devices, no set-user-ID, no programs (unless
+            // asked for); 1777.
+            let mut options: Vec<String> = ["nosuid", "nodev"].map(String::from).to_vec();
+            if !exec {
+                options.push("noexec".into());
+            }
             options.push(format!("mode={:o}", mode.unwrap_or(0o1777)));
             options.extend(size.map(|s| format!("size={s}")));
             if m.read_only {

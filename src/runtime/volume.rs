@@ -238,7 +238,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     let (reader, writer) = io::pipe()?;
     std::thread::scope(|s| {
         let producer = s.spawn(move || layer::write_tree(from, writer, TreeMode::Plain).map(|_| ()));
-        let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None };
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None, keep_kinds: false };
         let applied = layer::apply_layer(reader, to, &opts);
         producer.join().expect("copy thread panicked")?;
         applied?;

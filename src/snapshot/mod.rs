@@ -29,6 +29,9 @@ pub struct CaptureOptions {
     pub no_volumes: bool,
     /// Running totals while files are read (progress displays).
     pub progress: Option<crate::repo::tree::ProgressFn>,
+    /// Services are named exactly (the agent's, from the configuration): never taken as an
+    /// ID prefix of another container.
+    pub exact_names: bool,
 }
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
@@ -60,7 +63,7 @@ fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::
 /// Thaws service `name` if a snapshot process froze it and died before thawing it.
 pub fn thaw_abandoned(host: &Host, name: &str) -> anyhow::Result<()> {
     let containers = host.containers()?;
-    let config = containers.find(name)?;
+    let config = containers.named(name)?;
     thaw_if_abandoned(host, containers, &config.id)
 }
 
@@ -236,7 +239,7 @@ pub fn capture_stack(
     let containers = host.containers()?;
     let mut configs = Vec::new();
     for p in plans {
-        let config = containers.find(&p.name)?;
+        let config = if opts.exact_names { containers.named(&p.name)? } else { containers.find(&p.name)? };
         if configs.iter().any(|c: &RunConfig| c.id == config.id) {
             bail!(crate::error::UsageError(format!("{} is named twice", p.name)));
         }

@@ -305,7 +305,7 @@ fn mount_and_tmpfs_flags_as_docker_takes_them() {
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::write(host_dir.join("page"), "from the host\n").unwrap();
     let script = "echo kept > /data/file; cat /ro/page; (touch /ro/x 2>/dev/null && echo ro-writable) || echo ro-refused; \
-                  stat -c %a /scratch /small; grep -c ' /scratch tmpfs ' /proc/mounts; \
+                  stat -c %a /scratch /small; grep ' /scratch tmpfs ' /proc/mounts | grep -c 'nosuid,nodev,noexec'; \
                   (dd if=/dev/zero of=/small/big bs=1k count=2048 2>/dev/null && echo small-unbounded) || echo small-full";
     let args = |vol: &str, image: &str| -> Vec<String> {
         [
@@ -346,9 +346,11 @@ fn mount_and_tmpfs_flags_as_docker_takes_them() {
     assert!(!missing.exists());
     assert_eq!(env.ok(&["ps", "-a", "-q"]), before, "a container was left behind");
     env.fails(&["run", "--rm", "--mount", "type=nfs,src=x,dst=/x", "site:1", "true"], 2);
-    // An anonymous volume from --mount goes with a run --rm container.
+    // An anonymous volume from --mount is made, and goes with rm -v.
     let vols = env.ok(&["volume", "ls", "-q"]);
-    env.ok(&["run", "--rm", "--mount", "type=volume,target=/anon", "site:1", "touch", "/anon/x"]);
+    env.ok(&["run", "-d", "--name", "anon", "--mount", "type=volume,target=/anon", "site:1", "sleep", "600"]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).lines().count(), vols.lines().count() + 1);
+    env.ok(&["rm", "-f", "-v", "anon"]);
     assert_eq!(env.ok(&["volume", "ls", "-q"]), vols);
 
     let Some(_) = docker() else { return };
@@ -424,7 +426,12 @@ fn cp_copies_as_docker_does_and_stays_inside_the_container() {
     std::fs::write(src.join("tree/a.txt"), "a\n").unwrap();
     std::fs::write(src.join("tree/sub/b.txt"), "b\n").unwrap();
     std::os::unix::fs::chown(src.join("one.txt"), Some(1234), Some(1234)).unwrap();
-    env.ok(&["run", "-d", "--name", "cpweb", "-v", "cpdata:/data", "site:1", "sleep", "600"]);
+    let ro_dir = env.path("ro-dir");
+    std::fs::create_dir_all(&ro_dir).unwrap();
+    let ro = format!("{}:/ro:ro", ro_dir.display());
+    env.ok(&["run", "-d", "--name", "cpweb", "-v", "cpdata:/data", "-v", &ro, "site:1", "sleep", "600"]);
+    let e = env.fails(&["cp", src.join("one.txt").to_str().unwrap(), "cpweb:/ro/"], 1);
+    assert!(e.to_lowercase().contains("read-only"), "{e}");
     env.ok(&["exec", "cpweb", "sh", "-c", "echo in-volume > /data/v.txt"]);
     let lifeboat = |args: &[&str]| {
         let o = env.lifeboat().args(args).output().unwrap();
@@ -456,6 +463,13 @@ fn cp_copies_as_docker_does_and_stays_inside_the_container() {
     std::fs::write(&stream, &tar.stdout).unwrap();
     let listed = crate::util::run(Command::new("tar").arg("-tf").arg(&stream));
     assert!(listed.lines().any(|l| l == "tree/sub/b.txt"), "{listed}");
+    // The whole root: the kernel's filesystems mounted in it (/proc, /sys) are left out.
+    let whole = env.lifeboat().args(["cp", "cpweb:/", "-"]).output().unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    std::fs::write(&stream, &whole.stdout).unwrap();
+    let listed = crate::util::run(Command::new("tar").arg("-tf").arg(&stream));
+    assert!(listed.lines().any(|l| l == "www/tree/a.txt" || l == "./www/tree/a.txt"), "{listed}");
+    assert!(!listed.lines().any(|l| l.contains("proc/1/") || l.contains("sys/kernel")), "kernel files copied");
     // And a tar stream in.
     let mut cp_in =
         env.lifeboat().args(["cp", "-", "cpweb:/data"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
@@ -487,13 +501,30 @@ fn cp_copies_as_docker_does_and_stays_inside_the_container() {
     assert!(!host_dir.join("one.txt").exists(), "written on the host through a link");
     let inside = format!("{}/one.txt", host_dir.display());
     assert_eq!(env.ok(&["exec", "cpweb", "cat", &inside]).trim(), "one");
-    // A copy onto a file's parent that is no directory, a missing source: clear errors.
-    let e = env.fails(&["cp", "cpweb:/www/nope", got.to_str().unwrap()], 2);
+    // A missing source is "not found"; two host paths are a usage error.
+    let e = env.fails(&["cp", "cpweb:/www/nope", got.to_str().unwrap()], 3);
     assert!(e.contains("no such file"), "{e}");
     env.fails(&["cp", src.to_str().unwrap(), got.to_str().unwrap()], 2);
+    // A directory is never replaced by a file, nor a file by a directory (the host's
+    // directory of the same name keeps what it holds), as Docker refuses.
+    let proj = env.path("proj");
+    std::fs::create_dir_all(proj.join("one.txt")).unwrap();
+    std::fs::write(proj.join("one.txt/keep"), "mine\n").unwrap();
+    let o = env.lifeboat().args(["cp", "cpweb:/www/one.txt", proj.to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success(), "{o:?}");
+    assert_eq!(std::fs::read_to_string(proj.join("one.txt/keep")).unwrap(), "mine\n");
+    env.ok(&["exec", "cpweb", "mkdir", "-p", "/www/tree-file"]);
+    std::fs::write(env.path("tree-file"), "x").unwrap();
+    let o = env.lifeboat().args(["cp", env.path("tree-file").to_str().unwrap(), "cpweb:/www/"]).output().unwrap();
+    assert!(!o.status.success(), "{o:?}");
+    env.ok(&["exec", "cpweb", "test", "-d", "/www/tree-file"]);
 
     // A stopped container: through its own files, and left as it was.
     env.ok(&["stop", "-t", "1", "cpweb"]);
+    // Its read-only mounts stay read-only (the kernel no longer says so: cp does).
+    let e = env.fails(&["cp", src.join("one.txt").to_str().unwrap(), "cpweb:/ro/"], 2);
+    assert!(e.contains("read-only"), "{e}");
+    assert!(!ro_dir.join("one.txt").exists());
     env.ok(&["cp", src.join("tree/a.txt").to_str().unwrap(), "cpweb:/www/while-stopped.txt"]);
     let stopped_out = env.path("stopped.txt");
     env.ok(&["cp", "cpweb:/www/one.txt", stopped_out.to_str().unwrap()]);
@@ -517,17 +548,11 @@ fn cp_copies_as_docker_does_and_stays_inside_the_container() {
     let image = format!("lifeboat-cp-{}:1", std::process::id());
     run(docker().unwrap().arg("import").arg(&tar).arg(&image));
     let name = format!("lbcp{}", std::process::id());
-    run(docker().unwrap().args([
-        "run",
-        "-d",
-        "--name",
-        &name,
-        &image,
-        "sh",
-        "-c",
-        "mkdir -p /www; rm -rf /www/*; exec sleep 600",
-    ]));
-    env.ok(&["run", "-d", "--name", "cpweb2", "site:1", "sh", "-c", "rm -rf /www/*; exec sleep 600"]);
+    // Both start with an empty /www, emptied before the first copy.
+    run(docker().unwrap().args(["run", "-d", "--name", &name, &image, "sleep", "600"]));
+    run(docker().unwrap().args(["exec", &name, "sh", "-c", "mkdir -p /www; rm -rf /www/*"]));
+    env.ok(&["run", "-d", "--name", "cpweb2", "site:1", "sleep", "600"]);
+    env.ok(&["exec", "cpweb2", "sh", "-c", "rm -rf /www/*"]);
     let dock = |args: &[&str]| {
         let o = docker().unwrap().args(args).output().unwrap();
         (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())

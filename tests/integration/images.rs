@@ -310,7 +310,7 @@ fn overlay_upper_dir_becomes_a_layer_with_whiteouts() {
     let out = env.path("out");
     fs::create_dir_all(&out).unwrap();
     let (base, _) = layer::write_tree(&lower, Vec::new(), TreeMode::Plain).unwrap();
-    let apply = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None };
+    let apply = ApplyOptions { whiteouts: WhiteoutMode::Apply, max_file_size: None, owner: None, keep_kinds: false };
     layer::apply_layer(&base[..], &out, &apply).unwrap();
     layer::apply_layer(&tar[..], &out, &apply).unwrap();
     assert_eq!(tree(&out), expected);

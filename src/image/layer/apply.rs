@@ -41,11 +41,13 @@ pub struct ApplyOptions {
     pub max_file_size: Option<u64>,
     /// Give every entry this owner (user, group) instead of the archive's.
     pub owner: Option<(u32, u32)>,
+    /// Refuse to replace a directory by a non-directory or the other way round (`cp`).
+    pub keep_kinds: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None, owner: None }
+        ApplyOptions { whiteouts: WhiteoutMode::Overlay, max_file_size: None, owner: None, keep_kinds: false }
     }
 }
 
@@ -192,6 +194,13 @@ impl Applier<'_> {
         let existing_is_dir =
             existing.as_ref().is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
         if existing.is_some() && !(kind.is_dir() && existing_is_dir) {
+            // A copy (`cp`) never replaces a directory by something else or the other way
+            // round, as Docker's refuses: what is at the target is the user's.
+            if self.opts.keep_kinds && (existing_is_dir || kind.is_dir()) {
+                let what =
+                    if existing_is_dir { "a directory by a non-directory" } else { "a non-directory by a directory" };
+                return Err(Self::unsafe_entry(name, format!("would replace {what}")));
+            }
             self.remove_all(name, parent.as_fd(), base)?;
         }
 

@@ -25,6 +25,34 @@ pub enum TreeMode {
     Plain,
     /// An overlayfs upper directory: whiteouts and opaque directories become OCI markers.
     OverlayUpper,
+    /// Files copied out of a running container (`cp`): as they are, but the kernel's own
+    /// filesystems mounted in it (`/proc`, `/sys`, cgroups, …) are left out, as Docker's
+    /// copies leave them.
+    Copy,
+}
+
+/// Whether the directory open at `dir` is a kernel filesystem whose files are not data:
+/// proc, sysfs, cgroup (v1 and v2), devpts, mqueue, debugfs, tracefs, securityfs, bpf,
+/// pstore, configfs, fusectl.
+fn kernel_filesystem(dir: BorrowedFd<'_>) -> bool {
+    const KINDS: [i64; 13] = [
+        0x9fa0,
+        0x6265_6572,
+        0x0027_e0eb,
+        0x6367_7270,
+        0x1cd1,
+        0x1980_0202,
+        0x6462_6720,
+        0x7472_6163,
+        0x7363_6673,
+        0xcafe_4a11,
+        0x6165_676c,
+        0x6265_6570,
+        0x6573_5543,
+    ];
+    // f_type's width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstatfs(dir).is_ok_and(|st| KINDS.contains(&(st.f_type as i64)))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,7 +93,7 @@ pub fn write_entry<W: Write>(
     let meta = stat_beneath(dir, name).map_err(|e| LayerError::Read { path: path.clone(), source: e })?;
     let mut w = TreeWriter {
         builder: tar::Builder::new(out),
-        mode: TreeMode::Plain,
+        mode: TreeMode::Copy,
         links: HashMap::new(),
         stats: WriteStats::default(),
         xattr_buf: vec![0; 64 * 1024],
@@ -109,6 +137,7 @@ impl<W: Write> TreeWriter<W> {
             self.entry(dir, &name, &path, rel, &meta)?;
             if FileType::from_raw_mode(meta.st_mode) == FileType::Directory {
                 match open_dir_beneath(dir, &name) {
+                    Ok(sub) if self.mode == TreeMode::Copy && kernel_filesystem(sub.as_fd()) => {}
                     Ok(sub) => self.walk(sub.as_fd(), &path, rel)?,
                     // Removed, or replaced by something else, since it was listed.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)) => {
