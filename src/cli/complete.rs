@@ -86,17 +86,8 @@ pub fn volumes() -> Vec<CompletionCandidate> {
     candidates(vols.into_iter().map(|v| (v.name, None)))
 }
 
-/// The snapshots of the host's default repository, when it exists and its password is the
-/// one Lifeboat keeps (nothing is asked, nothing made).
 fn default_snapshots(ctx: &super::Context) -> Vec<ops::backup::SnapshotRow> {
-    let root = &ctx.host().paths().root;
-    if !root.join("repository").join("config").is_file() || !root.join("repository.password").is_file() {
-        return Vec::new();
-    }
-    let spec = ops::backup::RepoSpec { location: None, password_file: None };
-    let ask = || Ok(None);
-    let access = ops::backup::Access { spec: &spec, ask: &ask };
-    ops::backup::list(ctx.host(), access, &ops::backup::SnapshotFilter::default()).unwrap_or_default()
+    ops::backup::default_repository_snapshots(ctx.host())
 }
 
 /// Services: those of the configuration, the containers, and those with snapshots in the

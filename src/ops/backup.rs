@@ -561,6 +561,18 @@ pub struct SnapshotRow {
     pub stack: Option<crate::repo::snapshot::StackRef>,
 }
 
+/// The snapshots of the host's default repository, oldest first, when it exists and its
+/// password is the one Lifeboat keeps: nothing is made and nothing asked (for completions).
+pub fn default_repository_snapshots(host: &Host) -> Vec<SnapshotRow> {
+    let root = &host.paths().root;
+    if !root.join("repository").join("config").is_file() || !root.join("repository.password").is_file() {
+        return Vec::new();
+    }
+    let spec = RepoSpec { location: None, password_file: None };
+    let ask = || Ok(None);
+    list(host, Access { spec: &spec, ask: &ask }, &SnapshotFilter::default()).unwrap_or_default()
+}
+
 /// The repository's snapshots, oldest first; those of `service` only if given.
 /// Which snapshots `snapshots` lists, as restic's flags choose them.
 #[derive(Debug, Default)]
