@@ -122,3 +122,74 @@ impl Drop for Activity {
         }
     }
 }
+
+/// A snapshot's progress line: how far against the expected totals (percentage, rate, time
+/// left) once they are known, else the running counts.
+pub fn snapshot_line(
+    name: &str,
+    now: &lifeboat::repo::tree::ArchiveStats,
+    expected: Option<lifeboat::repo::tree::ArchiveStats>,
+    elapsed: std::time::Duration,
+) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = now.bytes as f64 / secs;
+    let detail = format!("{} read, {} new", now.files_read, human_size(now.new_bytes));
+    match expected.filter(|t| t.bytes > 0 && now.bytes <= t.bytes) {
+        Some(t) => {
+            let fraction = now.bytes as f64 / t.bytes as f64;
+            let left = if rate > 0.0 { (t.bytes - now.bytes) as f64 / rate } else { f64::INFINITY };
+            format!(
+                "snapshot {name}: {:.0}% of {}, {}/s, ETA {}, {} of {} files ({detail})",
+                fraction * 100.0,
+                human_size(t.bytes),
+                human_size(rate as u64),
+                eta(left),
+                now.files,
+                t.files
+            )
+        }
+        None => format!(
+            "snapshot {name}: {}, {}/s, {} files ({detail})",
+            human_size(now.bytes),
+            human_size(rate as u64),
+            now.files
+        ),
+    }
+}
+
+/// Time left as people read it: `45s`, `3m20s`, `1h05m`; `?` when unknown.
+fn eta(secs: f64) -> String {
+    if !secs.is_finite() || secs > 100.0 * 3600.0 {
+        return "?".into();
+    }
+    let s = secs.ceil() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat::repo::tree::ArchiveStats;
+    use std::time::Duration;
+
+    #[test]
+    fn a_snapshot_line_shows_how_far_and_how_long() {
+        let now =
+            ArchiveStats { files: 50, bytes: 250_000_000, files_read: 10, new_bytes: 1_000_000, ..Default::default() };
+        let total = ArchiveStats { files: 100, bytes: 1_000_000_000, ..Default::default() };
+        let line = snapshot_line("web", &now, Some(total), Duration::from_secs(5));
+        assert_eq!(line, "snapshot web: 25% of 1GB, 50MB/s, ETA 15s, 50 of 100 files (10 read, 1MB new)");
+        // Unknown totals, or past them (the tree grew): the counts alone.
+        let line = snapshot_line("web", &now, None, Duration::from_secs(5));
+        assert!(!line.contains('%') && line.contains("250MB"), "{line}");
+        let small = ArchiveStats { bytes: 1, ..total };
+        assert!(!snapshot_line("web", &now, Some(small), Duration::from_secs(5)).contains('%'));
+        assert_eq!(eta(3725.0), "1h02m");
+        assert_eq!(eta(200.0), "3m20s");
+        assert_eq!(eta(f64::INFINITY), "?");
+    }
+}

@@ -303,6 +303,7 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 }
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
+    let began = std::time::Instant::now();
     let (containers, config) = a.stack.services(ctx, &a.containers)?;
     let named: Vec<&str> = containers.iter().map(String::as_str).collect();
     let repositories = configured(ctx, &a.repos, &a.password_files, &named)?;
@@ -313,17 +314,22 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let services = backup::service_plans(&containers, &a.exec_before, &a.exec_after, &consistency)?;
     let json = a.format.machine();
     let spinner = super::progress::Activity::new(json);
+    // The totals to expect arrive once the parents are known; the line then shows how far.
+    let expected = std::sync::Arc::new(std::sync::Mutex::new(None));
     let progress: Option<lifeboat::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
         let name = containers.join("+");
+        let expected = expected.clone();
+        let started = std::time::Instant::now();
         std::sync::Arc::new(move |s: &lifeboat::repo::tree::ArchiveStats| {
-            bar.set_message(format!(
-                "snapshot {name}: {} files, {} ({} read, {} new)",
-                s.files,
-                human_size(s.bytes),
-                s.files_read,
-                human_size(s.new_bytes)
-            ))
+            let total = *expected.lock().unwrap_or_else(|e| e.into_inner());
+            bar.set_message(super::progress::snapshot_line(&name, s, total, started.elapsed()))
         }) as lifeboat::repo::tree::ProgressFn
+    });
+    let tell_expected = progress.as_ref().map(|_| {
+        let expected = expected.clone();
+        std::sync::Arc::new(move |t: lifeboat::repo::tree::ArchiveStats| {
+            *expected.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        }) as std::sync::Arc<dyn Fn(lifeboat::repo::tree::ArchiveStats) + Send + Sync>
     });
     let push = match &a.to {
         Some(to) => Some((to.clone(), a.tls.request())),
@@ -339,6 +345,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             progress,
             // The agent's steps name configured services: exactly those.
             exact_names: std::env::var_os(lifeboat::agent::STEP_ENV).is_some(),
+            expected: tell_expected,
         },
         local_image: !a.no_image,
         push,
@@ -360,7 +367,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     for r in &reports {
         let s = &r.stats;
         println!(
-            "snapshot {} of {} saved to {}: {} files, {}, {} read, {} added, frozen {} ms, {:.2} s",
+            "snapshot {} of {} saved to {}: {} files, {}, {} read, {} added, frozen {} ms, captured in {:.2} s",
             &r.id[..12],
             r.service,
             r.repository,
@@ -372,6 +379,8 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             s.duration_ms as f64 / 1000.0
         );
     }
+    // The whole command: the capture, the local image, a push, every repository.
+    println!("done in {:.2} s", began.elapsed().as_secs_f64());
     if let Some(name) = reports.first().and_then(|r| r.image.as_ref()) {
         println!("local image {name} (lifeboat run {name} starts the service as it was)");
     }

@@ -96,33 +96,46 @@ fn file_name(path: &Path) -> String {
 }
 
 /// `n` random bytes as lower-case hex.
-/// The disk space a tree takes (`du`'s count: allocated blocks, each hard-linked file once,
-/// links not followed), walked by directory descriptor. A missing tree takes nothing; what
-/// vanishes during the walk is skipped.
-pub fn disk_usage(path: &Path) -> io::Result<u64> {
+/// What a tree holds: its regular files, their bytes (apparent sizes), and the disk space it
+/// takes (`du`'s count: allocated blocks, each hard-linked file once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeSize {
+    pub files: u64,
+    pub bytes: u64,
+    pub disk: u64,
+}
+
+/// Counts a tree, walked by directory descriptor, links not followed. A missing tree holds
+/// nothing; what vanishes during the walk is skipped.
+pub fn tree_size(path: &Path) -> io::Result<TreeSize> {
     use std::os::fd::AsFd;
     fn walk(
         dir: std::os::fd::BorrowedFd<'_>,
         seen: &mut std::collections::HashSet<(u64, u64)>,
         depth: usize,
-    ) -> io::Result<u64> {
+        out: &mut TreeSize,
+    ) -> io::Result<()> {
         if depth > 4096 {
             return Err(io::Error::other("directory tree nested too deep"));
         }
-        let mut total = 0;
         for name in scope::list_dir(dir)? {
             let Ok(st) = scope::stat_beneath(dir, &name) else { continue };
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if kind == rustix::fs::FileType::RegularFile {
+                out.files += 1;
+                out.bytes += st.st_size as u64;
+            }
             if st.st_nlink > 1 && !seen.insert((st.st_dev, st.st_ino)) {
                 continue;
             }
-            total += st.st_blocks as u64 * 512;
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+            out.disk += st.st_blocks as u64 * 512;
+            if kind == rustix::fs::FileType::Directory
                 && let Ok(sub) = scope::open_dir_beneath(dir, &name)
             {
-                total += walk(sub.as_fd(), seen, depth + 1)?;
+                walk(sub.as_fd(), seen, depth + 1, out)?;
             }
         }
-        Ok(total)
+        Ok(())
     }
     let top = match rustix::fs::open(
         path,
@@ -130,10 +143,17 @@ pub fn disk_usage(path: &Path) -> io::Result<u64> {
         rustix::fs::Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(0),
+        Err(rustix::io::Errno::NOENT) => return Ok(TreeSize::default()),
         Err(e) => return Err(e.into()),
     };
-    walk(top.as_fd(), &mut std::collections::HashSet::new(), 0)
+    let mut out = TreeSize::default();
+    walk(top.as_fd(), &mut std::collections::HashSet::new(), 0, &mut out)?;
+    Ok(out)
+}
+
+/// The disk space a tree takes (see [`tree_size`]).
+pub fn disk_usage(path: &Path) -> io::Result<u64> {
+    Ok(tree_size(path)?.disk)
 }
 
 pub fn random_hex(n: usize) -> String {

@@ -32,6 +32,9 @@ pub struct CaptureOptions {
     /// Services are named exactly (the agent's, from the configuration): never taken as an
     /// ID prefix of another container.
     pub exact_names: bool,
+    /// Told once, before reading starts, the totals the progress will reach (files and
+    /// bytes: the parent snapshots', or a quick count of what has none).
+    pub expected: Option<std::sync::Arc<dyn Fn(ArchiveStats) + Send + Sync>>,
 }
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
@@ -58,6 +61,33 @@ fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::
         let _ = std::fs::remove_file(&marker);
     }
     Ok(())
+}
+
+/// What a capture's progress will count up to: each member's parent snapshot's totals, or
+/// (never snapshotted) its image's blobs, layer and volumes counted now.
+fn expected_totals(members: &[Member], store: &crate::image::Store) -> ArchiveStats {
+    let mut total = ArchiveStats::default();
+    for m in members {
+        if let Some((_, p)) = &m.parent {
+            total.files += p.stats.files;
+            total.bytes += p.stats.bytes;
+            continue;
+        }
+        let blobs = [m.image.manifest_digest.clone(), m.image.config_digest.clone()]
+            .into_iter()
+            .chain(m.image.manifest.layers.iter().map(|l| l.digest.clone()));
+        for b in blobs {
+            total.files += 1;
+            total.bytes += std::fs::metadata(store.blob_path(&b)).map_or(0, |st| st.len());
+        }
+        for dir in std::iter::once(&m.upper).chain(m.volume_dirs.iter().map(|(_, _, d)| d)) {
+            if let Ok(t) = crate::fsutil::tree_size(dir) {
+                total.files += t.files;
+                total.bytes += t.bytes;
+            }
+        }
+    }
+    total
 }
 
 /// Thaws service `name` if a snapshot process froze it and died before thawing it.
@@ -307,6 +337,10 @@ pub fn capture_stack(
             layer_tree: None,
             volumes: Vec::new(),
         });
+    }
+
+    if let Some(tell) = &opts.expected {
+        tell(expected_totals(&members, store));
     }
 
     // While the services run: their images, and a first copy of any service never

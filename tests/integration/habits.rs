@@ -699,3 +699,43 @@ fn bash_completion_offers_this_host_s_names() {
     env.ok(&["rm", "-f", "catalogue-web"]);
     assert_eq!(complete(&["restore", "catalogue-w"]), ["catalogue-web"], "a service known by its snapshots");
 }
+
+/// On a terminal, a snapshot's progress shows how far it is against the expected total (a
+/// percentage, a rate and the time left); the summary gives the whole command's time.
+#[test]
+fn snapshot_progress_on_a_terminal_shows_a_percentage_and_an_eta() {
+    if !crate::util::have("script") {
+        assert!(!crate::util::peers_required(), "script (util-linux) is missing");
+        return;
+    }
+    let env = Env::new();
+    env.site_image("site:1");
+    env.ok(&["run", "-d", "--name", "bulky", "-v", "bulkdata:/data", "site:1", "sleep", "600"]);
+    // Enough data for the line to be drawn while it is read: 200 files of 256 KiB.
+    env.ok(&["exec", "bulky", "sh", "-c", "for i in $(seq 1 200); do head -c 262144 /dev/urandom > /data/f$i; done"]);
+    let line = format!(
+        "{} --root {} --run-root {} snapshot bulky",
+        crate::util::BIN,
+        env.root().display(),
+        env.path("run").display()
+    );
+    let run_in_terminal = || {
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("LIFEBOAT_KDF", "1024,1,1")
+            .env("LIFEBOAT_CONFIG", env.path("empty-config.toml"))
+            .env("COLUMNS", "200")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(env.path("empty-config.toml"), "").unwrap();
+    // The first snapshot counts what it will read; the second knows it from its parent.
+    for round in ["first", "second"] {
+        let seen = run_in_terminal();
+        assert!(seen.contains("% of ") && seen.contains("ETA "), "{round}: no percentage or ETA in {seen:?}");
+        assert!(seen.contains("done in "), "{round}: {seen:?}");
+    }
+    env.ok(&["rm", "-f", "bulky"]);
+}
