@@ -41,7 +41,13 @@ pub struct Options {
 
 enum Event {
     Signal(Signal),
-    Finished { job: String, started: DateTime<Utc>, outcome: Outcome },
+    Finished {
+        job: String,
+        started: DateTime<Utc>,
+        outcome: Outcome,
+    },
+    /// The repositories read again after a job that changed them.
+    Repositories(Vec<crate::ops::backup::RepoSummary>),
 }
 
 struct Scheduled {
@@ -173,6 +179,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             Ok(Event::Signal(Signal::SIGHUP)) => agent.reload(),
             Ok(Event::Signal(sig)) => break sig,
             Ok(Event::Finished { job, started, outcome }) => agent.finished(&job, started, outcome),
+            Ok(Event::Repositories(list)) => {
+                agent.state.repositories = list;
+                if let Err(e) = agent.state.save(&agent.state_dir) {
+                    tracing::error!(error = %e, "cannot save the agent state");
+                }
+                agent.publish();
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => unreachable!("the agent holds a sender"),
         }
@@ -339,6 +352,11 @@ impl Agent {
         tracing::info!(job = job.id.as_str(), "job started");
         let pid = Arc::new(Mutex::new(None));
         self.running.insert(job.id.clone(), Running { pid: pid.clone() });
+        // `status` shows it running (while this agent lives).
+        self.state.jobs.entry(job.id.clone()).or_default().running_since = Some(now_text());
+        if let Err(e) = self.state.save(&self.state_dir) {
+            tracing::error!(error = %e, "cannot save the agent state");
+        }
         let runner = self.runner.clone();
         let tx = self.tx.clone();
         let ping = self.config.notifications.ping_url.as_ref().map(|u| u.get_ref().clone());
@@ -403,11 +421,31 @@ impl Agent {
             st.failures += 1;
         }
         st.last = Some(record.clone());
+        st.running_since = None;
         if let Err(e) = self.state.save(&self.state_dir) {
             tracing::error!(error = %e, "cannot save the agent state");
         }
         self.publish();
         self.notify(id, kind, &record);
+        if matches!(kind, Some(Kind::Snapshot | Kind::Replication)) {
+            self.read_repositories();
+        }
+    }
+
+    /// Reads the repositories' sizes and newest snapshots on a thread of its own (a slow
+    /// store must not hold the schedule up); the main loop records them.
+    fn read_repositories(&self) {
+        let tx = self.tx.clone();
+        let paths = crate::runtime::Paths { root: self.opts.root.clone(), run_root: self.opts.run_root.clone() };
+        let host = crate::runtime::Host::new(paths.clone());
+        let repositories = crate::ops::backup::repositories_at_a_glance(&host, Some(&self.config));
+        let spawned = std::thread::Builder::new().name("repositories".into()).spawn(move || {
+            let host = crate::runtime::Host::new(paths);
+            let _ = tx.send(Event::Repositories(crate::ops::backup::repository_summaries(&host, &repositories)));
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread to read the repositories");
+        }
     }
 
     /// Pings and the failure command run on a thread of their own: a slow endpoint must not
@@ -476,7 +514,7 @@ impl Agent {
                 running: self.running.contains_key(id),
             })
             .collect();
-        let text = state::render_metrics(self.started_at, &metric_jobs);
+        let text = state::render_metrics(self.started_at, &metric_jobs, &self.state.repositories);
         if let Some(path) = &self.config.agent.metrics_textfile
             && let Err(e) = crate::fsutil::write_atomic_volatile(path, text.as_bytes())
         {

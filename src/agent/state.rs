@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct AgentState {
     #[serde(default)]
     pub jobs: BTreeMap<String, JobState>,
+    /// The repositories as last read after a job that changes them (for metrics).
+    #[serde(default)]
+    pub repositories: Vec<crate::ops::backup::RepoSummary>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -27,6 +30,9 @@ pub struct JobState {
     /// Runs not started because the previous one was still running.
     #[serde(default)]
     pub skipped: u64,
+    /// When the run going on now started (none between runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,7 +93,11 @@ fn ts(rfc3339: &str) -> Option<i64> {
 }
 
 /// Prometheus text exposition (format 0.0.4).
-pub fn render_metrics(started_at: i64, jobs: &[MetricJob<'_>]) -> String {
+pub fn render_metrics(
+    started_at: i64,
+    jobs: &[MetricJob<'_>],
+    repositories: &[crate::ops::backup::RepoSummary],
+) -> String {
     let mut out = String::new();
     let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -177,6 +187,36 @@ pub fn render_metrics(started_at: i64, jobs: &[MetricJob<'_>]) -> String {
         "gauge",
         each(&|j| j.state?.last.as_ref()?.time_to_healthy_ms.map(|m| format!("{:.3}", m as f64 / 1000.0))),
     );
+    let readable: Vec<&crate::ops::backup::RepoSummary> = repositories.iter().filter(|r| r.error.is_none()).collect();
+    let repo_label = |r: &crate::ops::backup::RepoSummary| format!("repository=\"{}\"", r.name.replace('"', "'"));
+    family(
+        "lifeboat_repository_snapshots",
+        "Snapshots in the repository (as read after the last job that changed it).",
+        "gauge",
+        readable.iter().map(|r| (repo_label(r), r.snapshots.to_string())).collect(),
+    );
+    family(
+        "lifeboat_repository_stored_bytes",
+        "Bytes the repository's packs take in its storage.",
+        "gauge",
+        readable.iter().map(|r| (repo_label(r), r.stored_bytes.to_string())).collect(),
+    );
+    family(
+        "lifeboat_service_last_snapshot_timestamp_seconds",
+        "When the service's newest snapshot in the repository was taken.",
+        "gauge",
+        readable
+            .iter()
+            .flat_map(|r| {
+                r.services.iter().filter_map(move |(service, last)| {
+                    Some((
+                        format!("{},service=\"{}\"", repo_label(r), service.replace('"', "'")),
+                        ts(&last.time)?.to_string(),
+                    ))
+                })
+            })
+            .collect(),
+    );
     out
 }
 
@@ -212,7 +252,7 @@ mod tests {
             },
             MetricJob { id: "check:weekly", kind: "check", state: None, next_run: None, running: true },
         ];
-        let text = render_metrics(1700000000, &jobs);
+        let text = render_metrics(1700000000, &jobs, &[]);
         for line in [
             "lifeboat_job_last_run_success{job=\"snapshot:website\",kind=\"snapshot\"} 1",
             "lifeboat_job_last_run_duration_seconds{job=\"snapshot:website\",kind=\"snapshot\"} 4.250",

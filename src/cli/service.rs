@@ -148,35 +148,96 @@ fn short_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
+/// How long ago an RFC 3339 time was, as `ps` says it (`5 hours ago`).
+fn age(rfc3339: &str) -> String {
+    super::output::ago(Some(rfc3339))
+}
+
+/// Everything at a glance: each service's newest snapshot, each repository's size and
+/// snapshot count, and the agent's jobs (running ones as running, a drill with the snapshot
+/// it restored). Without a configuration: the host's default repository.
 pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
-    let config = ctx.config()?;
-    let (agent, jobs) = lifeboat::agent::status(&config, &ctx.root);
+    let config = match ctx.config() {
+        Ok(c) => Some(c),
+        // Nothing configured at the default place: what the host has, without jobs.
+        Err(e) if !ctx.config_named() && lifeboat::error::exit_code(&e) == lifeboat::error::NOT_FOUND => None,
+        Err(e) => return Err(e),
+    };
+    let (agent, jobs) = match &config {
+        Some(c) => lifeboat::agent::status(c, &ctx.root),
+        None => (None, Vec::new()),
+    };
+    use lifeboat::ops::backup;
+    let repositories =
+        backup::repository_summaries(ctx.host(), &backup::repositories_at_a_glance(ctx.host(), config.as_ref()));
     if a.format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&json!({"agent_pid": agent, "jobs": jobs}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"agent_pid": agent, "jobs": jobs, "repositories": repositories}))?
+        );
         return Ok(0);
     }
-    match agent {
-        Some(pid) => println!("agent: running (pid {pid})"),
-        None => println!("agent: not running"),
+    match (&config, agent) {
+        (None, _) => println!("no configuration at {} (no scheduled jobs)", ctx.config_path.display()),
+        (Some(_), Some(pid)) => println!("agent: running (pid {pid})"),
+        (Some(_), None) => println!("agent: not running"),
     }
+    // Services: the newest snapshot of each, in each repository.
+    let mut services = Vec::new();
+    for r in &repositories {
+        for (service, last) in &r.services {
+            services.push(vec![
+                service.clone(),
+                last.id.chars().take(8).collect(),
+                age(&last.time),
+                human_size(last.added_bytes),
+                r.name.clone(),
+            ]);
+        }
+    }
+    services.sort();
+    if !services.is_empty() {
+        println!();
+        print_table(&["SERVICE", "LAST SNAPSHOT", "TAKEN", "ADDED", "REPOSITORY"], &services);
+    }
+    if !repositories.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = repositories
+            .iter()
+            .map(|r| match &r.error {
+                None => vec![r.name.clone(), r.snapshots.to_string(), human_size(r.stored_bytes), r.location.clone()],
+                Some(e) => vec![r.name.clone(), "?".into(), "?".into(), format!("{} (cannot read: {e})", r.location)],
+            })
+            .collect();
+        print_table(&["REPOSITORY", "SNAPSHOTS", "SIZE", "LOCATION"], &rows);
+    }
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    println!();
     let mut rows = Vec::new();
     for j in &jobs {
         let last = j.state.last.as_ref();
         let ms = |v: Option<u64>| v.map(|m| format!("{:.1}s", m as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+        let result = match (&j.state.running_since, agent) {
+            (Some(since), Some(_)) => format!("running since {}", short_time(since)),
+            _ => last.map(|r| if r.ok { "ok".to_string() } else { "FAILED".to_string() }).unwrap_or_else(|| "-".into()),
+        };
         rows.push(vec![
             j.job.clone(),
             j.schedule.clone(),
             last.map(|r| short_time(&r.finished)).unwrap_or_else(|| "never".into()),
-            last.map(|r| if r.ok { "ok".to_string() } else { "FAILED".to_string() }).unwrap_or_else(|| "-".into()),
+            result,
             ms(last.map(|r| r.duration_ms)),
             last.and_then(|r| r.bytes_added).map(human_size).unwrap_or_else(|| "-".into()),
             last.and_then(|r| r.frozen_ms).map(|m| format!("{m} ms")).unwrap_or_else(|| "-".into()),
+            last.and_then(|r| r.snapshots.first()).map(|id| id.chars().take(8).collect()).unwrap_or_else(|| "-".into()),
             ms(last.and_then(|r| r.time_to_healthy_ms)),
             j.next_run.as_deref().map(short_time).unwrap_or_else(|| "-".into()),
         ]);
     }
     print_table(
-        &["JOB", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "ADDED", "FROZEN", "HEALTHY IN", "NEXT RUN"],
+        &["JOB", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "ADDED", "FROZEN", "SNAPSHOT", "HEALTHY IN", "NEXT RUN"],
         &rows,
     );
     for j in &jobs {

@@ -561,6 +561,83 @@ pub struct SnapshotRow {
     pub stack: Option<crate::repo::snapshot::StackRef>,
 }
 
+/// A service's newest snapshot in a repository.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastSnapshot {
+    pub id: String,
+    pub time: String,
+    /// Bytes it added to the repository.
+    pub added_bytes: u64,
+}
+
+/// A repository at a glance: how many snapshots, how much it stores, and each service's
+/// newest snapshot (or why it could not be read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepoSummary {
+    pub name: String,
+    pub location: String,
+    pub snapshots: usize,
+    /// The packs' bytes: what the repository takes in its storage.
+    pub stored_bytes: u64,
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, LastSnapshot>,
+    /// When this was read.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Reads a repository's summary without a prompt (its password from its file, or the
+/// default repository's kept one) and without a lock (nothing is written); an error is kept
+/// in the summary.
+fn summarize(host: &Host, name: &str, spec: &RepoSpec) -> RepoSummary {
+    let mut out = RepoSummary {
+        name: name.to_string(),
+        location: spec.location(host).0,
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ..Default::default()
+    };
+    let ask = || Ok(None);
+    let read = (|| -> anyhow::Result<()> {
+        let repo = Access { spec, ask: &ask }.open(host)?;
+        let snaps = snapshot::list(&repo)?;
+        out.snapshots = snaps.len();
+        out.stored_bytes = repo.packs().values().flat_map(|blobs| blobs.iter()).map(|(_, loc)| loc.length as u64).sum();
+        for (id, s) in snaps {
+            let last = LastSnapshot { id, time: s.time.clone(), added_bytes: s.stats.added_bytes };
+            out.services.insert(s.service.clone(), last); // oldest first: the newest stays
+        }
+        Ok(())
+    })();
+    if let Err(e) = read {
+        out.error = Some(crate::error::describe(&e));
+    }
+    out
+}
+
+/// The repositories to look at: every repository of the configuration; with none
+/// configured, the host's default repository if it exists.
+pub fn repositories_at_a_glance(host: &Host, config: Option<&crate::config::Config>) -> Vec<(String, RepoSpec)> {
+    match config.filter(|c| !c.repositories.is_empty()) {
+        Some(c) => c
+            .repositories
+            .iter()
+            .map(|(name, r)| {
+                (name.clone(), RepoSpec { location: Some(r.location()), password_file: r.password_file.clone() })
+            })
+            .collect(),
+        None if host.paths().root.join("repository").join("config").is_file() => {
+            vec![("default".to_string(), RepoSpec { location: None, password_file: None })]
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Each repository at a glance. Nothing is created, nothing asked.
+pub fn repository_summaries(host: &Host, repositories: &[(String, RepoSpec)]) -> Vec<RepoSummary> {
+    repositories.iter().map(|(name, spec)| summarize(host, name, spec)).collect()
+}
+
 /// The snapshots of the host's default repository, oldest first, when it exists and its
 /// password is the one Lifeboat keeps: nothing is made and nothing asked (for completions).
 pub fn default_repository_snapshots(host: &Host) -> Vec<SnapshotRow> {

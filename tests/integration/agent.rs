@@ -204,6 +204,29 @@ http = "http://localhost:80/"
         "{metrics}"
     );
     assert!(metrics.contains("lifeboat_drill_time_to_healthy_seconds{job=\"drill:website\""), "{metrics}");
+    // The repositories at a glance: in status (read now) and in the metrics (read by the
+    // agent after its snapshot and replication jobs); a drill's record names its snapshot.
+    let s = status(&env, &config_s);
+    let local_repo = s["repositories"].as_array().unwrap().iter().find(|r| r["name"] == "local").unwrap().clone();
+    assert!(
+        local_repo["snapshots"].as_u64().unwrap() >= 1 && local_repo["stored_bytes"].as_u64().unwrap() > 0,
+        "{local_repo}"
+    );
+    assert!(local_repo["services"]["website"]["id"].as_str().is_some_and(|id| id.len() == 64), "{local_repo}");
+    assert!(job(&s, "drill:website")["last"]["snapshots"][0].as_str().is_some_and(|id| id.len() == 64), "{s}");
+    wait_until(30, "the repository metrics", || {
+        http_get(metrics_port, "/metrics").is_ok_and(|m| {
+            m.lines().any(|l| l.starts_with("lifeboat_repository_snapshots{repository=\"local\"}"))
+                && m.contains(
+                    "lifeboat_service_last_snapshot_timestamp_seconds{repository=\"local\",service=\"website\"}",
+                )
+        })
+    });
+    let text = env.ok(&["status", "--config", &config_s]);
+    for column in ["LAST SNAPSHOT", "REPOSITORY", "SNAPSHOTS", "HEALTHY IN"] {
+        assert!(text.contains(column), "{column} missing:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("website ") && l.contains("local")), "{text}");
 
     // SIGHUP picks up a new job; a broken config is refused and the old one kept.
     fs::write(&config, "[services.x]\nimage = 'Bad Image'\n").unwrap();
@@ -372,6 +395,15 @@ fn a_missed_run_is_caught_up_and_a_job_never_overlaps_itself() {
     assert_eq!(job(&s, "snapshot:web")["runs"], 1, "one catch-up run, not one per missed year");
     wait_until(30, "a skipped run of the slow job", || {
         job(&status(&env, c), "snapshot:slow")["skipped"].as_u64().unwrap_or(0) >= 2
+    });
+    // A job running now shows as running, in JSON and in the table.
+    // (It runs nearly all the time: between two runs, a second at most.)
+    wait_until(10, "the slow job shown running", || {
+        job(&status(&env, c), "snapshot:slow")["running_since"].is_string()
+            && env
+                .ok(&["status", "--config", c])
+                .lines()
+                .any(|l| l.starts_with("snapshot:slow") && l.contains("running since"))
     });
     agent.signal("TERM");
     let mut agent = agent;

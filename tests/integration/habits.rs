@@ -696,6 +696,16 @@ fn bash_completion_offers_this_host_s_names() {
     let listed: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
     let id: String = listed[0]["id"].as_str().unwrap().chars().take(8).collect();
     assert!(complete(&["restore", "--snapshot", ""]).contains(&id), "{id} not offered");
+    // status at a glance, with no configuration at all: the default repository, its size
+    // and count, the service's last snapshot.
+    if !std::path::Path::new("/etc/lifeboat/lifeboat.toml").exists() {
+        let out = env.lifeboat().env_remove("LIFEBOAT_CONFIG").arg("status").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(text.contains("no configuration"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("catalogue-web") && l.contains(&id) && l.contains("default")), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("default") && l.split_whitespace().nth(1) == Some("1")), "{text}");
+    }
     env.ok(&["rm", "-f", "catalogue-web"]);
     assert_eq!(complete(&["restore", "catalogue-w"]), ["catalogue-web"], "a service known by its snapshots");
 }
