@@ -270,6 +270,129 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// One page: clap's sections, then the command's examples as written (lines kept, not
+/// reflowed) and SEE ALSO.
+fn render_page(cmd: &clap::Command, name: &str) -> anyhow::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut out)?;
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(&mut out)?;
+    }
+    if let Some(after) = cmd.get_after_long_help().or(cmd.get_after_help()) {
+        out.extend_from_slice(examples_section(&after.to_string()).as_bytes());
+    }
+    out.extend_from_slice(see_also(cmd, name).as_bytes());
+    Ok(out)
+}
+
+/// Text for roff: backslashes escaped, and a line starting with `.` or `'` kept as text.
+fn roff_line(line: &str) -> String {
+    let escaped = line.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with('.') || escaped.starts_with('\'') { format!("\\&{escaped}") } else { escaped }
+}
+
+/// The help's closing text as its own section: `Examples:` blocks printed line for line in
+/// a fixed-width font (`.nf`), other paragraphs as prose.
+fn examples_section(text: &str) -> String {
+    let mut out = String::from(".SH EXAMPLES\n");
+    let mut verbatim = false;
+    for line in text.lines() {
+        let trimmed = line.trim_end();
+        let heading = trimmed.ends_with(':') && !trimmed.starts_with(' ');
+        if heading || trimmed.is_empty() {
+            if verbatim {
+                out.push_str(".fi\n");
+                verbatim = false;
+            }
+            if heading {
+                out.push_str(&format!(".PP\n{}\n", roff_line(trimmed)));
+            } else {
+                out.push_str(".PP\n");
+            }
+            continue;
+        }
+        if line.starts_with(' ') {
+            if !verbatim {
+                out.push_str(".PP\n.nf\n.RS 4\n");
+                verbatim = true;
+            }
+            out.push_str(&roff_line(trimmed.trim_start()));
+            out.push('\n');
+        } else {
+            if verbatim {
+                out.push_str(".RE\n.fi\n");
+                verbatim = false;
+            }
+            out.push_str(&roff_line(trimmed));
+            out.push('\n');
+        }
+    }
+    if verbatim {
+        out.push_str(".RE\n.fi\n");
+    }
+    out.replace(".fi\n.PP", ".RE\n.fi\n.PP").replace(".RE\n.RE", ".RE")
+}
+
+/// Pages that go with each command's.
+const RELATED: &[(&str, &[&str])] = &[
+    ("snapshot", &["snapshots", "restore", "forget", "agent", "status"]),
+    ("snapshots", &["snapshot", "restore", "tag", "forget"]),
+    ("restore", &["snapshot", "snapshots", "drill", "cp"]),
+    ("drill", &["restore", "agent", "status"]),
+    ("forget", &["prune", "snapshots", "check"]),
+    ("prune", &["forget", "check", "repo"]),
+    ("check", &["prune", "repo"]),
+    ("copy", &["snapshots", "repo"]),
+    ("run", &["ps", "logs", "exec", "cp", "stop", "rm", "snapshot"]),
+    ("ps", &["run", "inspect", "logs", "stats"]),
+    ("logs", &["ps", "run"]),
+    ("exec", &["run", "cp"]),
+    ("cp", &["exec", "restore", "export"]),
+    ("build", &["images", "run", "push", "tag"]),
+    ("images", &["rmi", "tag", "build", "system"]),
+    ("system", &["images", "volume", "ps"]),
+    ("volume", &["run", "system", "snapshot"]),
+    ("agent", &["status", "config", "up", "snapshot", "drill"]),
+    ("status", &["agent", "snapshots", "drill"]),
+    ("up", &["down", "config", "agent"]),
+    ("down", &["up", "config"]),
+    ("config", &["up", "agent", "status"]),
+    ("push", &["pull", "login", "snapshot"]),
+    ("pull", &["push", "login", "images"]),
+];
+
+/// SEE ALSO: the main page, the page this one belongs under, and the related commands'.
+fn see_also(cmd: &clap::Command, name: &str) -> String {
+    let mut refs: Vec<String> = Vec::new();
+    if name != "lifeboat" {
+        refs.push("lifeboat".into());
+        if let Some((parent, _)) = name.rsplit_once('-').filter(|(p, _)| *p != "lifeboat") {
+            refs.push(parent.to_string());
+        }
+    }
+    let own = name.strip_prefix("lifeboat-").unwrap_or("");
+    if let Some((_, related)) = RELATED.iter().find(|(c, _)| *c == own) {
+        refs.extend(related.iter().map(|r| format!("lifeboat-{r}")));
+    }
+    if name == "lifeboat" {
+        refs.extend(
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+                .map(|s| format!("lifeboat-{}", s.get_name())),
+        );
+    }
+    refs.dedup();
+    let list: Vec<String> = refs.iter().map(|r| format!(".BR {} (1)", r.replace('-', "\\-"))).collect();
+    format!(".SH SEE ALSO\n{}\n", list.join(" ,\n"))
+}
+
 pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {
     let mut pages = Vec::new();
     render_pages(&super::Cli::command(), "lifeboat", &mut pages)?;
@@ -280,9 +403,7 @@ pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {
 
 fn render_pages(cmd: &clap::Command, name: &str, pages: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
     let cmd = cmd.clone().name(name.to_string()).bin_name(name.replace('-', " "));
-    let mut out = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
-    pages.push((name.to_string(), out));
+    pages.push((name.to_string(), render_page(&cmd, name)?));
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         render_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
     }

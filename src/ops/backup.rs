@@ -1272,9 +1272,12 @@ pub fn copy(
             continue;
         }
         let before = dst.added_bytes();
-        let c = crate::repo::maintenance::copy_snapshot(src, dst, &snap, &mut map)?;
+        let mut c = crate::repo::maintenance::copy_snapshot(src, dst, &snap, &mut map)?;
+        // What the copy added to this repository, not what the snapshot once added to its own.
+        let added = dst.added_bytes() - before;
+        c.stats.added_bytes = added;
         let new_id = dst.save_object(Kind::Snapshot, &c)?;
-        let copied = Copied { id, service: snap.service.clone(), new_id, added_bytes: dst.added_bytes() - before };
+        let copied = Copied { id, service: snap.service.clone(), new_id, added_bytes: added };
         each(&copied);
         out.push(copied);
     }

@@ -703,7 +703,10 @@ fn bash_completion_offers_this_host_s_names() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{out:?}");
         assert!(text.contains("no configuration"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("catalogue-web") && l.contains(&id) && l.contains("default")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("catalogue-web") && l.contains(&id) && l.contains("default")),
+            "{text}"
+        );
         assert!(text.lines().any(|l| l.starts_with("default") && l.split_whitespace().nth(1) == Some("1")), "{text}");
     }
     env.ok(&["rm", "-f", "catalogue-web"]);
@@ -748,4 +751,29 @@ fn snapshot_progress_on_a_terminal_shows_a_percentage_and_an_eta() {
         assert!(seen.contains("done in "), "{round}: {seen:?}");
     }
     env.ok(&["rm", "-f", "bulky"]);
+}
+
+/// Man pages keep their examples line for line and name related pages under SEE ALSO.
+#[test]
+fn man_pages_keep_examples_as_written_and_say_what_to_read_next() {
+    let env = Env::new();
+    let dir = env.path("man1");
+    env.ok(&["manpages", dir.to_str().unwrap()]);
+    let page = std::fs::read_to_string(dir.join("lifeboat-snapshot.1")).unwrap();
+    assert!(page.contains(".SH EXAMPLES") && page.contains(".nf"), "{page}");
+    assert!(page.contains(".SH SEE ALSO") && page.contains(".BR lifeboat\\-restore (1)"), "{page}");
+    assert!(!page.contains(".SH EXTRA"), "{page}");
+    for name in ["lifeboat-cp.1", "lifeboat-system-df.1", "lifeboat.1"] {
+        assert!(std::fs::read_to_string(dir.join(name)).unwrap().contains(".SH SEE ALSO"), "{name}");
+    }
+    if !crate::util::have("man") {
+        return;
+    }
+    // Rendered, an example stays one line, as typed.
+    let shown =
+        Command::new("man").arg("-l").arg(dir.join("lifeboat-snapshot.1")).env("MANWIDTH", "150").output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let example = "lifeboat snapshot website --repo /srv/backup --password-file /etc/lifeboat/repo.pass --tag nightly";
+    assert!(shown.lines().any(|l| l.trim() == example), "{shown}");
+    assert!(shown.contains("lifeboat-restore(1)"), "{shown}");
 }

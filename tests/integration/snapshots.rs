@@ -282,7 +282,26 @@ fn forget_prune_check_copy_keys_and_diff() {
     let offsite = env.path("offsite").display().to_string();
     env.ok(&["repo", "init", "--repo", &offsite, "--password-file", other_pw.to_str().unwrap()]);
     let copy = ["copy", "--to", &offsite, "--to-password-file", other_pw.to_str().unwrap()];
-    assert!(s.lb(&copy).contains("1 snapshots copied"));
+    // A snapshot already in a repository that shares nothing: everything it holds is added
+    // there, and the copy's listing says so (not what it once added to its own repository).
+    let src_listed: Vec<serde_json::Value> = serde_json::from_str(&s.lb(&["snapshots", "--json"])).unwrap();
+    let src_added: u64 = src_listed.iter().map(|x| x["stats"]["added_bytes"].as_u64().unwrap()).sum();
+    let copied = s.lb(&copy);
+    assert!(copied.contains("1 snapshots copied"), "{copied}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&[
+        "snapshots",
+        "--json",
+        "--repo",
+        &offsite,
+        "--password-file",
+        other_pw.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let added = listed[0]["stats"]["added_bytes"].as_u64().unwrap();
+    assert!(added > 0 && copied.contains(&format!("({} added)", human(added))), "{added}: {copied}");
+    // The snapshot copied was an incremental one at home (its first was forgotten): there it
+    // added little, here it brought everything.
+    assert!(added > src_added, "the target shows the source's figure ({src_added}), not its own ({added})");
     // Everything is there already: the second copy moves nothing.
     assert!(s.lb(&copy).contains("0 snapshots copied"));
     let page = s.page();
@@ -483,4 +502,24 @@ fn each_snapshot_is_also_a_local_image_and_only_the_newest_three_stay() {
     assert!(!images.contains(name.split(':').nth(1).unwrap()), "the oldest should be gone:\n{images}");
     let no_image = s.lb(&["snapshot", "website", "--no-image"]);
     assert!(!no_image.contains("local image"), "{no_image}");
+}
+
+/// Sizes as the command line prints them (1000-based, four significant digits).
+fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let (mut v, mut unit) = (bytes as f64, 0);
+    while v >= 1000.0 && unit + 1 < units.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    let digits = if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{v:.digits$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    format!("{text}{}", units[unit])
 }
