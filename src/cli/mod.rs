@@ -354,6 +354,17 @@ impl Cli {
             Command::Container(c) => c.into_command(),
             other => other,
         };
+        // `--json` is `--format json` on the backup commands (restic's habit).
+        let mut command = command;
+        match &mut command {
+            Command::Snapshot(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Restore(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Drill(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Check(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Forget(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Diff(a) if a.json => a.format = output::OutputFormat::Json,
+            _ => {}
+        }
         // Long repository work stops cleanly on Ctrl-C or SIGTERM (locks released, services
         // thawed, exit code 130); interactive commands keep the default behaviour.
         if matches!(

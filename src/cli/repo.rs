@@ -144,6 +144,9 @@ pub struct SnapshotArgs {
     pub tls: super::registry::TlsArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +210,9 @@ pub struct RestoreArgs {
     pub tls: super::registry::TlsArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 impl RepoArgs {
@@ -540,6 +546,9 @@ pub struct DrillArgs {
     pub timeout: Duration,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// Rehearses a restore without touching the running service.
@@ -605,6 +614,9 @@ pub struct CheckArgs {
     pub read_data_subset: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -641,6 +653,9 @@ pub struct ForgetArgs {
     pub prune: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -675,6 +690,9 @@ pub struct DiffArgs {
     pub second: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// The same as --format json (restic's habit).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
 }

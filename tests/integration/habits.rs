@@ -692,9 +692,13 @@ fn bash_completion_offers_this_host_s_names() {
     let none = complete(&["restore", "--snapshot", ""]);
     assert!(!env.root().join("repository").exists(), "{none:?}");
     // Snapshots of the default repository, by short ID; services with snapshots.
-    env.ok(&["snapshot", "catalogue-web"]);
+    // (--json is --format json on backup commands, as restic users type it.)
+    let taken: serde_json::Value = serde_json::from_str(&env.ok(&["snapshot", "catalogue-web", "--json"])).unwrap();
     let listed: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
     let id: String = listed[0]["id"].as_str().unwrap().chars().take(8).collect();
+    assert_eq!(taken["id"], listed[0]["id"]);
+    let checked = env.ok(&["check", "--json"]);
+    assert!(serde_json::from_str::<serde_json::Value>(&checked).is_ok(), "{checked}");
     assert!(complete(&["restore", "--snapshot", ""]).contains(&id), "{id} not offered");
     // status at a glance, with no configuration at all: the default repository, its size
     // and count, the service's last snapshot.
