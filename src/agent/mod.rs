@@ -91,6 +91,10 @@ fn jitter(max: Duration) -> chrono::Duration {
     chrono::Duration::milliseconds(ms as i64)
 }
 
+/// How long the agent waits for its repositories' readings (a store that does not answer
+/// is reported as such; its thread is left to finish or fail on its own).
+const READING_LIMIT: Duration = Duration::from_secs(120);
+
 struct Agent {
     opts: Options,
     config: Config,
@@ -103,6 +107,9 @@ struct Agent {
     metrics: Arc<Mutex<String>>,
     started_at: i64,
     http: reqwest::blocking::Client,
+    /// A reading of the repositories is under way; `Some(true)`: another was asked for
+    /// meanwhile (one at a time, and the newest reading is the one kept).
+    reading: Option<bool>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -151,8 +158,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot set up the HTTP client for notifications")?;
+    // A run that was going on when an agent died is not going on now.
+    let mut state = AgentState::load(&state_dir);
+    for job in state.jobs.values_mut() {
+        job.running_since = None;
+    }
     let mut agent = Agent {
-        state: AgentState::load(&state_dir),
+        state,
+        reading: None,
         state_dir,
         config,
         runner,
@@ -185,6 +198,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                     tracing::error!(error = %e, "cannot save the agent state");
                 }
                 agent.publish();
+                let again = agent.reading.take() == Some(true);
+                if again {
+                    agent.read_repositories();
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => unreachable!("the agent holds a sender"),
@@ -434,16 +451,24 @@ impl Agent {
 
     /// Reads the repositories' sizes and newest snapshots on a thread of its own (a slow
     /// store must not hold the schedule up); the main loop records them.
-    fn read_repositories(&self) {
+    fn read_repositories(&mut self) {
+        if let Some(again) = self.reading.as_mut() {
+            *again = true; // read again once the reading under way is in
+            return;
+        }
+        self.reading = Some(false);
         let tx = self.tx.clone();
         let paths = crate::runtime::Paths { root: self.opts.root.clone(), run_root: self.opts.run_root.clone() };
         let host = crate::runtime::Host::new(paths.clone());
-        let repositories = crate::ops::backup::repositories_at_a_glance(&host, Some(&self.config));
+        let fallback = std::env::var_os("LIFEBOAT_PASSWORD_FILE").map(PathBuf::from);
+        let repositories = crate::ops::backup::repositories_at_a_glance(&host, Some(&self.config), fallback.as_deref());
         let spawned = std::thread::Builder::new().name("repositories".into()).spawn(move || {
             let host = crate::runtime::Host::new(paths);
-            let _ = tx.send(Event::Repositories(crate::ops::backup::repository_summaries(&host, &repositories)));
+            let list = crate::ops::backup::repository_summaries(&host, &repositories, READING_LIMIT);
+            let _ = tx.send(Event::Repositories(list));
         });
         if let Err(e) = spawned {
+            self.reading = None;
             tracing::error!(error = %e, "cannot start a thread to read the repositories");
         }
     }

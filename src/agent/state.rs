@@ -88,6 +88,11 @@ pub struct MetricJob<'a> {
     pub running: bool,
 }
 
+/// A label value in Prometheus' text format: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn ts(rfc3339: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(rfc3339).ok().map(|t| t.timestamp())
 }
@@ -105,7 +110,7 @@ pub fn render_metrics(
             let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     };
-    let label = |j: &MetricJob<'_>| format!("job=\"{}\",kind=\"{}\"", j.id.replace('"', "'"), j.kind);
+    let label = |j: &MetricJob<'_>| format!("job=\"{}\",kind=\"{}\"", label_value(j.id), j.kind);
     let each = |f: &dyn Fn(&MetricJob<'_>) -> Option<String>| -> Vec<(String, String)> {
         jobs.iter().filter_map(|j| f(j).map(|v| (label(j), v))).collect()
     };
@@ -188,7 +193,13 @@ pub fn render_metrics(
         each(&|j| j.state?.last.as_ref()?.time_to_healthy_ms.map(|m| format!("{:.3}", m as f64 / 1000.0))),
     );
     let readable: Vec<&crate::ops::backup::RepoSummary> = repositories.iter().filter(|r| r.error.is_none()).collect();
-    let repo_label = |r: &crate::ops::backup::RepoSummary| format!("repository=\"{}\"", r.name.replace('"', "'"));
+    let repo_label = |r: &crate::ops::backup::RepoSummary| format!("repository=\"{}\"", label_value(&r.name));
+    family(
+        "lifeboat_repository_up",
+        "1 if the agent's last reading of the repository succeeded, 0 if it failed.",
+        "gauge",
+        repositories.iter().map(|r| (repo_label(r), if r.error.is_none() { "1" } else { "0" }.to_string())).collect(),
+    );
     family(
         "lifeboat_repository_snapshots",
         "Snapshots in the repository (as read after the last job that changed it).",
@@ -210,7 +221,7 @@ pub fn render_metrics(
             .flat_map(|r| {
                 r.services.iter().filter_map(move |(service, last)| {
                     Some((
-                        format!("{},service=\"{}\"", repo_label(r), service.replace('"', "'")),
+                        format!("{},service=\"{}\"", repo_label(r), label_value(service)),
                         ts(&last.time)?.to_string(),
                     ))
                 })
@@ -265,5 +276,37 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("lifeboat_snapshot_added_bytes{job=\"check:weekly\""));
+    }
+
+    #[test]
+    fn repository_metrics_escape_their_labels_and_say_when_a_reading_failed() {
+        use crate::ops::backup::{LastSnapshot, RepoSummary};
+        let good = RepoSummary {
+            name: "off\"site\\\n".into(),
+            snapshots: 3,
+            stored_bytes: 4096,
+            services: [(
+                "web".to_string(),
+                LastSnapshot { id: "ab".into(), time: "2026-11-28T02:30:04Z".into(), added_bytes: 1 },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let bad = RepoSummary { name: "gone".into(), error: Some("no answer".into()), ..Default::default() };
+        let text = render_metrics(1700000000, &[], &[good, bad]);
+        for line in [
+            "lifeboat_repository_snapshots{repository=\"off\\\"site\\\\\\n\"} 3",
+            "lifeboat_repository_stored_bytes{repository=\"off\\\"site\\\\\\n\"} 4096",
+            "lifeboat_service_last_snapshot_timestamp_seconds{repository=\"off\\\"site\\\\\\n\",service=\"web\"} 1795833004",
+            "lifeboat_repository_up{repository=\"gone\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("lifeboat_repository_snapshots{repository=\"gone\"}"),
+            "an unread repository has no figures"
+        );
+        // Every sample line is one line: no raw newline inside a label.
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("lifeboat_")), "{text}");
     }
 }

@@ -326,9 +326,16 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
         let name = containers.join("+");
         let expected = expected.clone();
         let started = std::time::Instant::now();
+        // Never backwards: a first snapshot reads its service twice (a copy while it runs,
+        // then the changes while frozen), and the second pass counts from the image again.
+        let furthest = std::sync::Mutex::new(lifeboat::repo::tree::ArchiveStats::default());
         std::sync::Arc::new(move |s: &lifeboat::repo::tree::ArchiveStats| {
             let total = *expected.lock().unwrap_or_else(|e| e.into_inner());
-            bar.set_message(super::progress::snapshot_line(&name, s, total, started.elapsed()))
+            let mut far = furthest.lock().unwrap_or_else(|e| e.into_inner());
+            if s.bytes >= far.bytes {
+                *far = *s;
+            }
+            bar.set_message(super::progress::snapshot_line(&name, &far, total, started.elapsed()))
         }) as lifeboat::repo::tree::ProgressFn
     });
     let tell_expected = progress.as_ref().map(|_| {

@@ -168,8 +168,10 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
         None => (None, Vec::new()),
     };
     use lifeboat::ops::backup;
-    let repositories =
-        backup::repository_summaries(ctx.host(), &backup::repositories_at_a_glance(ctx.host(), config.as_ref()));
+    let fallback = std::env::var_os("LIFEBOAT_PASSWORD_FILE").map(std::path::PathBuf::from);
+    let looked_at = backup::repositories_at_a_glance(ctx.host(), config.as_ref(), fallback.as_deref());
+    // A store that does not answer holds `status` up for 15 s at most.
+    let repositories = backup::repository_summaries(ctx.host(), &looked_at, Duration::from_secs(15));
     if a.format == OutputFormat::Json {
         println!(
             "{}",
@@ -206,7 +208,10 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|r| match &r.error {
                 None => vec![r.name.clone(), r.snapshots.to_string(), human_size(r.stored_bytes), r.location.clone()],
-                Some(e) => vec![r.name.clone(), "?".into(), "?".into(), format!("{} (cannot read: {e})", r.location)],
+                Some(e) => {
+                    let first = e.lines().next().unwrap_or_default();
+                    vec![r.name.clone(), "?".into(), "?".into(), format!("{} (cannot read: {first})", r.location)]
+                }
             })
             .collect();
         print_table(&["REPOSITORY", "SNAPSHOTS", "SIZE", "LOCATION"], &rows);
@@ -289,6 +294,9 @@ fn render_page(cmd: &clap::Command, name: &str) -> anyhow::Result<Vec<u8>> {
         out.extend_from_slice(examples_section(&after.to_string()).as_bytes());
     }
     out.extend_from_slice(see_also(cmd, name).as_bytes());
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut out)?;
+    }
     Ok(out)
 }
 
@@ -298,46 +306,42 @@ fn roff_line(line: &str) -> String {
     if escaped.starts_with('.') || escaped.starts_with('\'') { format!("\\&{escaped}") } else { escaped }
 }
 
-/// The help's closing text as its own section: `Examples:` blocks printed line for line in
-/// a fixed-width font (`.nf`), other paragraphs as prose.
+/// The help's closing text as its own section: indented lines (the examples) printed line
+/// for line in a fixed-width block (`.nf`), other lines as prose paragraphs.
 fn examples_section(text: &str) -> String {
     let mut out = String::from(".SH EXAMPLES\n");
     let mut verbatim = false;
-    for line in text.lines() {
-        let trimmed = line.trim_end();
-        let heading = trimmed.ends_with(':') && !trimmed.starts_with(' ');
-        if heading || trimmed.is_empty() {
-            if verbatim {
-                out.push_str(".fi\n");
-                verbatim = false;
-            }
-            if heading {
-                out.push_str(&format!(".PP\n{}\n", roff_line(trimmed)));
-            } else {
-                out.push_str(".PP\n");
-            }
-            continue;
+    let close = |out: &mut String, verbatim: &mut bool| {
+        if *verbatim {
+            out.push_str(".RE\n.fi\n");
+            *verbatim = false;
         }
-        if line.starts_with(' ') {
+    };
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            close(&mut out, &mut verbatim);
+            out.push_str(".PP\n");
+        } else if line.starts_with(' ') {
             if !verbatim {
                 out.push_str(".PP\n.nf\n.RS 4\n");
                 verbatim = true;
             }
-            out.push_str(&roff_line(trimmed.trim_start()));
+            out.push_str(&roff_line(line.trim_start()));
             out.push('\n');
+        } else if i == 0 && line == "Examples:" {
+            // The section's own title already says it.
         } else {
             if verbatim {
-                out.push_str(".RE\n.fi\n");
-                verbatim = false;
+                close(&mut out, &mut verbatim);
+                out.push_str(".PP\n");
             }
-            out.push_str(&roff_line(trimmed));
+            out.push_str(&roff_line(line));
             out.push('\n');
         }
     }
-    if verbatim {
-        out.push_str(".RE\n.fi\n");
-    }
-    out.replace(".fi\n.PP", ".RE\n.fi\n.PP").replace(".RE\n.RE", ".RE")
+    close(&mut out, &mut verbatim);
+    out
 }
 
 /// Pages that go with each command's.
@@ -389,8 +393,28 @@ fn see_also(cmd: &clap::Command, name: &str) -> String {
         );
     }
     refs.dedup();
-    let list: Vec<String> = refs.iter().map(|r| format!(".BR {} (1)", r.replace('-', "\\-"))).collect();
-    format!(".SH SEE ALSO\n{}\n", list.join(" ,\n"))
+    let last = refs.len().saturating_sub(1);
+    let list: Vec<String> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!(".BR {} (1){}", r.replace('-', "\\-"), if i < last { "," } else { "" }))
+        .collect();
+    format!(".SH SEE ALSO\n{}\n", list.join("\n"))
+}
+
+#[cfg(test)]
+mod man_tests {
+    use super::*;
+
+    #[test]
+    fn examples_keep_their_lines_and_roff_cannot_take_them_for_requests() {
+        let text = "Examples:\n  lifeboat run -d --name web site:1\n  .hidden \\n\n'quoted prose.\n.fi\n\nMore prose.";
+        let roff = examples_section(text);
+        assert_eq!(
+            roff,
+            ".SH EXAMPLES\n.PP\n.nf\n.RS 4\nlifeboat run \\-d \\-\\-name web site:1\n\\&.hidden \\en\n.RE\n.fi\n.PP\n\\&'quoted prose.\n\\&.fi\n.PP\nMore prose.\n"
+        );
+    }
 }
 
 pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {

@@ -95,7 +95,6 @@ fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// `n` random bytes as lower-case hex.
 /// What a tree holds: its regular files, their bytes (apparent sizes), and the disk space it
 /// takes (`du`'s count: allocated blocks, each hard-linked file once).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,6 +155,7 @@ pub fn disk_usage(path: &Path) -> io::Result<u64> {
     Ok(tree_size(path)?.disk)
 }
 
+/// `n` random bytes as lower-case hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).expect("the kernel's random source is unavailable");

@@ -76,10 +76,20 @@ impl RepoSpec {
     /// Opens the repository (the default one is created on first use). Its locks wait as
     /// long as `LIFEBOAT_RETRY_LOCK` says (`5m`; the agent sets it for its jobs).
     pub fn open(&self, host: &Host, ask: AskPassword) -> anyhow::Result<Repository> {
+        self.open_with(host, ask, true)
+    }
+
+    /// Opens the repository only if it exists, the default one too (for looks that must
+    /// never make anything: `status`, completions, the agent's readings).
+    pub fn open_existing(&self, host: &Host, ask: AskPassword) -> anyhow::Result<Repository> {
+        self.open_with(host, ask, false)
+    }
+
+    fn open_with(&self, host: &Host, ask: AskPassword, create_default: bool) -> anyhow::Result<Repository> {
         let (location, is_default) = self.location(host);
         let backend = crate::backend::open(&location)?;
         let exists = backend.stat(Kind::Config, "config")?.is_some();
-        let mut repo = if is_default && !exists {
+        let mut repo = if is_default && !exists && create_default {
             let password = self.password(host, true, true, ask)?;
             Repository::init(backend, &password)?
         } else if !exists {
@@ -563,6 +573,7 @@ pub struct SnapshotRow {
 
 /// A service's newest snapshot in a repository.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LastSnapshot {
     pub id: String,
     pub time: String,
@@ -573,6 +584,7 @@ pub struct LastSnapshot {
 /// A repository at a glance: how many snapshots, how much it stores, and each service's
 /// newest snapshot (or why it could not be read).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RepoSummary {
     pub name: String,
     pub location: String,
@@ -599,10 +611,10 @@ fn summarize(host: &Host, name: &str, spec: &RepoSpec) -> RepoSummary {
     };
     let ask = || Ok(None);
     let read = (|| -> anyhow::Result<()> {
-        let repo = Access { spec, ask: &ask }.open(host)?;
+        let repo = spec.open_existing(host, &ask)?;
         let snaps = snapshot::list(&repo)?;
         out.snapshots = snaps.len();
-        out.stored_bytes = repo.packs().values().flat_map(|blobs| blobs.iter()).map(|(_, loc)| loc.length as u64).sum();
+        out.stored_bytes = repo.stored_bytes();
         for (id, s) in snaps {
             let last = LastSnapshot { id, time: s.time.clone(), added_bytes: s.stats.added_bytes };
             out.services.insert(s.service.clone(), last); // oldest first: the newest stays
@@ -615,27 +627,67 @@ fn summarize(host: &Host, name: &str, spec: &RepoSpec) -> RepoSummary {
     out
 }
 
-/// The repositories to look at: every repository of the configuration; with none
-/// configured, the host's default repository if it exists.
-pub fn repositories_at_a_glance(host: &Host, config: Option<&crate::config::Config>) -> Vec<(String, RepoSpec)> {
-    match config.filter(|c| !c.repositories.is_empty()) {
-        Some(c) => c
-            .repositories
-            .iter()
-            .map(|(name, r)| {
-                (name.clone(), RepoSpec { location: Some(r.location()), password_file: r.password_file.clone() })
-            })
-            .collect(),
-        None if host.paths().root.join("repository").join("config").is_file() => {
-            vec![("default".to_string(), RepoSpec { location: None, password_file: None })]
-        }
-        None => Vec::new(),
+/// The repositories to look at: every repository of the configuration, and the host's
+/// default repository if it exists (services without repositories of their own snapshot
+/// there). A configured repository without a password file takes `fallback`'s.
+pub fn repositories_at_a_glance(
+    host: &Host,
+    config: Option<&crate::config::Config>,
+    fallback: Option<&Path>,
+) -> Vec<(String, RepoSpec)> {
+    let mut out: Vec<(String, RepoSpec)> = config
+        .map(|c| {
+            c.repositories
+                .iter()
+                .map(|(name, r)| {
+                    let password_file = r.password_file.clone().or_else(|| fallback.map(Path::to_path_buf));
+                    (name.clone(), RepoSpec { location: Some(r.location()), password_file })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if host.paths().root.join("repository").join("config").is_file() {
+        out.push(("default".to_string(), RepoSpec { location: None, password_file: None }));
     }
+    out
 }
 
-/// Each repository at a glance. Nothing is created, nothing asked.
-pub fn repository_summaries(host: &Host, repositories: &[(String, RepoSpec)]) -> Vec<RepoSummary> {
-    repositories.iter().map(|(name, spec)| summarize(host, name, spec)).collect()
+/// Each repository at a glance, read side by side; one that has not answered within `limit`
+/// (an unreachable store retries for minutes) is reported as such. Nothing is created,
+/// nothing asked, no lock taken.
+pub fn repository_summaries(host: &Host, repositories: &[(String, RepoSpec)], limit: Duration) -> Vec<RepoSummary> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, (name, spec)) in repositories.iter().enumerate() {
+        let (tx, name, spec, paths) = (tx.clone(), name.clone(), spec.clone(), host.paths().clone());
+        let spawned = std::thread::Builder::new().name(format!("read {name}")).spawn(move || {
+            let host = Host::new(paths);
+            let _ = tx.send((i, summarize(&host, &name, &spec)));
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(repository = repositories[i].0.as_str(), error = %e, "cannot start a thread to read it");
+        }
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + limit;
+    let mut got: Vec<Option<RepoSummary>> = vec![None; repositories.len()];
+    while got.iter().any(Option::is_none) {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok((i, summary)) => got[i] = Some(summary),
+            Err(_) => break,
+        }
+    }
+    got.into_iter()
+        .zip(repositories)
+        .map(|(summary, (name, spec))| {
+            summary.unwrap_or_else(|| RepoSummary {
+                name: name.clone(),
+                location: spec.location(host).0,
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                error: Some(format!("no answer within {} s", limit.as_secs())),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 /// The snapshots of the host's default repository, oldest first, when it exists and its
@@ -647,7 +699,8 @@ pub fn default_repository_snapshots(host: &Host) -> Vec<SnapshotRow> {
     }
     let spec = RepoSpec { location: None, password_file: None };
     let ask = || Ok(None);
-    list(host, Access { spec: &spec, ask: &ask }, &SnapshotFilter::default()).unwrap_or_default()
+    let Ok(repo) = spec.open_existing(host, &ask) else { return Vec::new() };
+    snapshot_rows(snapshot::list(&repo).unwrap_or_default(), &SnapshotFilter::default())
 }
 
 /// The repository's snapshots, oldest first; those of `service` only if given.
@@ -676,8 +729,12 @@ impl SnapshotFilter {
 }
 
 pub fn list(host: &Host, access: Access, filter: &SnapshotFilter) -> anyhow::Result<Vec<SnapshotRow>> {
-    let mut admitted: Vec<(String, Snapshot)> =
-        snapshot::list(&access.open(host)?)?.into_iter().filter(|(_, s)| filter.admits(s)).collect();
+    Ok(snapshot_rows(snapshot::list(&access.open(host)?)?, filter))
+}
+
+/// The rows of `snapshots` (oldest first) that `filter` admits.
+fn snapshot_rows(all: Vec<(String, Snapshot)>, filter: &SnapshotFilter) -> Vec<SnapshotRow> {
+    let mut admitted: Vec<(String, Snapshot)> = all.into_iter().filter(|(_, s)| filter.admits(s)).collect();
     if let Some(n) = filter.latest {
         // Newest first, counted per service, then back to oldest first.
         let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
@@ -689,7 +746,7 @@ pub fn list(host: &Host, access: Access, filter: &SnapshotFilter) -> anyhow::Res
         });
         admitted.reverse();
     }
-    Ok(admitted
+    admitted
         .into_iter()
         .map(|(id, s)| SnapshotRow {
             id,
@@ -701,7 +758,7 @@ pub fn list(host: &Host, access: Access, filter: &SnapshotFilter) -> anyhow::Res
             parent: s.parent,
             stack: s.stack,
         })
-        .collect())
+        .collect()
 }
 
 /// The snapshot to restore: the newest of `service` taken at or before `at` (RFC 3339 or a

@@ -96,6 +96,18 @@ impl Repository {
     }
 
     /// Every pack file and its blobs, as the index says.
+    /// The bytes the indexed packs take: each pack up to the end of its last blob (its
+    /// header, a few dozen bytes per blob, left out).
+    pub fn stored_bytes(&self) -> u64 {
+        let mut ends: HashMap<[u8; 32], u64> = HashMap::new();
+        for loc in self.index.values() {
+            let end = loc.offset + loc.length as u64;
+            let e = ends.entry(loc.pack).or_default();
+            *e = (*e).max(end);
+        }
+        ends.values().sum()
+    }
+
     pub fn packs(&self) -> HashMap<[u8; 32], Vec<(BlobId, Location)>> {
         let mut out: HashMap<[u8; 32], Vec<(BlobId, Location)>> = HashMap::new();
         for (id, loc) in &self.index {

@@ -63,31 +63,48 @@ fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::
     Ok(())
 }
 
-/// What a capture's progress will count up to: each member's parent snapshot's totals, or
-/// (never snapshotted) its image's blobs, layer and volumes counted now.
-fn expected_totals(members: &[Member], store: &crate::image::Store) -> ArchiveStats {
-    let mut total = ArchiveStats::default();
+/// What a capture's progress will count up to: the parent snapshots' totals, and for each
+/// member never snapshotted, its image's blobs, layer and volumes as they are now.
+struct ExpectedSources {
+    known: ArchiveStats,
+    blobs: Vec<PathBuf>,
+    trees: Vec<PathBuf>,
+}
+
+fn expected_sources(members: &[Member], store: &crate::image::Store) -> ExpectedSources {
+    let mut out = ExpectedSources { known: ArchiveStats::default(), blobs: Vec::new(), trees: Vec::new() };
     for m in members {
         if let Some((_, p)) = &m.parent {
-            total.files += p.stats.files;
-            total.bytes += p.stats.bytes;
+            out.known.files += p.stats.files;
+            out.known.bytes += p.stats.bytes;
             continue;
         }
-        let blobs = [m.image.manifest_digest.clone(), m.image.config_digest.clone()]
-            .into_iter()
-            .chain(m.image.manifest.layers.iter().map(|l| l.digest.clone()));
-        for b in blobs {
+        out.blobs.extend(
+            [&m.image.manifest_digest, &m.image.config_digest]
+                .into_iter()
+                .chain(m.image.manifest.layers.iter().map(|l| &l.digest))
+                .map(|d| store.blob_path(d)),
+        );
+        out.trees.extend(std::iter::once(m.upper.clone()).chain(m.volume_dirs.iter().map(|(_, _, d)| d.clone())));
+    }
+    out
+}
+
+impl ExpectedSources {
+    fn count(self) -> ArchiveStats {
+        let mut total = self.known;
+        for b in &self.blobs {
             total.files += 1;
-            total.bytes += std::fs::metadata(store.blob_path(&b)).map_or(0, |st| st.len());
+            total.bytes += std::fs::metadata(b).map_or(0, |st| st.len());
         }
-        for dir in std::iter::once(&m.upper).chain(m.volume_dirs.iter().map(|(_, _, d)| d)) {
+        for dir in &self.trees {
             if let Ok(t) = crate::fsutil::tree_size(dir) {
                 total.files += t.files;
                 total.bytes += t.bytes;
             }
         }
+        total
     }
-    total
 }
 
 /// Thaws service `name` if a snapshot process froze it and died before thawing it.
@@ -339,15 +356,45 @@ pub fn capture_stack(
         });
     }
 
-    if let Some(tell) = &opts.expected {
-        tell(expected_totals(&members, store));
+    // The totals to expect, counted on a thread of their own: never in the way of the
+    // capture (nor inside a recipe's lock); the progress shows counts until they arrive.
+    if let Some(tell) = opts.expected.clone() {
+        let sources = expected_sources(&members, store);
+        let spawned = std::thread::Builder::new().name("count".into()).spawn(move || tell(sources.count()));
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no expected totals for the progress");
+        }
     }
+    // Each member's progress follows the ones before it (the display adds up the stack).
+    let progress_after = |before: ArchiveStats| -> Option<crate::repo::tree::ProgressFn> {
+        let inner = opts.progress.clone()?;
+        Some(std::sync::Arc::new(move |s: &ArchiveStats| {
+            inner(&ArchiveStats {
+                files: before.files + s.files,
+                dirs: before.dirs + s.dirs,
+                bytes: before.bytes + s.bytes,
+                files_read: before.files_read + s.files_read,
+                new_bytes: before.new_bytes + s.new_bytes,
+            })
+        }))
+    };
+    let sum = |members: &[Member]| {
+        members.iter().fold(ArchiveStats::default(), |a, m| ArchiveStats {
+            files: a.files + m.stats.files,
+            dirs: a.dirs + m.stats.dirs,
+            bytes: a.bytes + m.stats.bytes,
+            files_read: a.files_read + m.stats.files_read,
+            new_bytes: a.new_bytes + m.stats.new_bytes,
+        })
+    };
 
     // While the services run: their images, and a first copy of any service never
     // snapshotted before (then the freeze only reads what changed meanwhile).
-    for m in members.iter_mut() {
+    for k in 0..members.len() {
+        let before = sum(&members[..k]);
+        let m = &mut members[k];
         let mut archiver = Archiver::new(repo);
-        archiver.on_progress = opts.progress.clone();
+        archiver.on_progress = progress_after(before);
         archiver.read_ahead_since = m.read_ahead_since;
         let mut blobs: Vec<(String, PathBuf)> = vec![
             (m.image.manifest_digest.hex(), store.blob_path(&m.image.manifest_digest)),
@@ -373,11 +420,15 @@ pub fn capture_stack(
     // One instant for all of them.
     let running: Vec<&str> = members.iter().filter(|m| m.running).map(|m| m.config.id.as_str()).collect();
     let mut frozen = if running.is_empty() { Frozen::none(host) } else { Frozen::freeze(host, &running)? };
-    for m in members.iter_mut() {
+    let first_pass: Vec<ArchiveStats> = members.iter().map(|m| m.stats).collect();
+    for k in 0..members.len() {
+        // The members before this one as they ended, the ones after as they stand.
+        let before = sum(&members[..k]);
+        let m = &mut members[k];
         let mut archiver = Archiver::new(repo);
-        archiver.on_progress = opts.progress.clone();
+        archiver.on_progress = progress_after(before);
         archiver.read_ahead_since = m.read_ahead_since;
-        archiver.stats = m.stats;
+        archiver.stats = first_pass[k];
         m.layer_tree = Some(archiver.archive_dir(&m.upper, m.layer_parent.as_ref())?);
         for ((name, target, data), previous) in m.volume_dirs.iter().zip(&m.volume_parents) {
             let tree = archiver.archive_dir(data, previous.as_ref())?;

@@ -689,7 +689,8 @@ fn bash_completion_offers_this_host_s_names() {
     assert!(complete(&["ps", "--fi"]).contains(&"--filter".to_string()));
     // Nothing is made by completing: no repository appeared.
     let none = complete(&["restore", "--snapshot", ""]);
-    assert!(!env.root().join("repository").exists(), "{none:?}");
+    env.ok(&["status"]);
+    assert!(!env.root().join("repository").exists(), "completing or status made a repository: {none:?}");
     // Snapshots of the default repository, by short ID; services with snapshots.
     // (--json is --format json on backup commands, as restic users type it.)
     let taken: serde_json::Value = serde_json::from_str(&env.ok(&["snapshot", "catalogue-web", "--json"])).unwrap();
@@ -747,10 +748,35 @@ fn snapshot_progress_on_a_terminal_shows_a_percentage_and_an_eta() {
     };
     std::fs::write(env.path("empty-config.toml"), "").unwrap();
     // The first snapshot counts what it will read; the second knows it from its parent.
+    let percentages = |seen: &str| -> Vec<u32> {
+        seen.split("% of ").filter_map(|before| before.rsplit(' ').next()?.parse().ok()).collect()
+    };
     for round in ["first", "second"] {
         let seen = run_in_terminal();
         assert!(seen.contains("% of ") && seen.contains("ETA "), "{round}: no percentage or ETA in {seen:?}");
         assert!(seen.contains("done in "), "{round}: {seen:?}");
+        let shown = percentages(&seen);
+        assert!(!shown.is_empty() && shown.iter().all(|p| *p <= 100), "{round}: {shown:?}");
+        assert!(shown.windows(2).all(|w| w[0] <= w[1]), "{round}: the percentage went back: {shown:?}");
+        if round == "second" {
+            // Out of the parent's total.
+            let listed: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+            let parent = listed[listed.len() - 2]["stats"]["bytes"].as_u64().unwrap();
+            let shown_total =
+                seen.split("% of ").nth(1).and_then(|t| t.split(',').next()).unwrap_or_default().to_string();
+            let unit = shown_total.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+            let n: f64 = shown_total[..shown_total.len() - unit.len()].parse().unwrap_or(0.0);
+            let scale = match unit {
+                "kB" => 1e3,
+                "MB" => 1e6,
+                "GB" => 1e9,
+                _ => 1.0,
+            };
+            assert!(
+                (n * scale - parent as f64).abs() <= parent as f64 * 0.01,
+                "{shown_total} is not the parent's {parent}"
+            );
+        }
     }
     env.ok(&["rm", "-f", "bulky"]);
 }
