@@ -402,20 +402,6 @@ fn see_also(cmd: &clap::Command, name: &str) -> String {
     format!(".SH SEE ALSO\n{}\n", list.join("\n"))
 }
 
-#[cfg(test)]
-mod man_tests {
-    use super::*;
-
-    #[test]
-    fn examples_keep_their_lines_and_roff_cannot_take_them_for_requests() {
-        let text = "Examples:\n  lifeboat run -d --name web site:1\n  .hidden \\n\n'quoted prose.\n.fi\n\nMore prose.";
-        let roff = examples_section(text);
-        assert_eq!(
-            roff,
-            ".SH EXAMPLES\n.PP\n.nf\n.RS 4\nlifeboat run \\-d \\-\\-name web site:1\n\\&.hidden \\en\n.RE\n.fi\n.PP\n\\&'quoted prose.\n\\&.fi\n.PP\nMore prose.\n"
-        );
-    }
-}
 
 pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {
     let mut pages = Vec::new();
@@ -432,4 +418,19 @@ fn render_pages(cmd: &clap::Command, name: &str, pages: &mut Vec<(String, Vec<u8
         render_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod man_tests {
+    use super::*;
+
+    #[test]
+    fn examples_keep_their_lines_and_roff_cannot_take_them_for_requests() {
+        let text = "Examples:\n  lifeboat run -d --name web site:1\n  .hidden \\n\n'quoted prose.\n.fi\n\nMore prose.";
+        let roff = examples_section(text);
+        assert_eq!(
+            roff,
+            ".SH EXAMPLES\n.PP\n.nf\n.RS 4\nlifeboat run \\-d \\-\\-name web site:1\n\\&.hidden \\en\n.RE\n.fi\n.PP\n\\&'quoted prose.\n\\&.fi\n.PP\nMore prose.\n"
+        );
+    }
 }
