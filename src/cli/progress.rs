@@ -157,6 +157,28 @@ pub fn snapshot_line(
     }
 }
 
+/// A restore's progress line: how far against what it will write (percentage, rate, time
+/// left) when known, else the running counts.
+pub fn restore_line(name: &str, now: &lifeboat::repo::tree::RestoreStats, elapsed: std::time::Duration) -> String {
+    let rate = now.bytes as f64 / elapsed.as_secs_f64().max(0.001);
+    if now.expected_bytes == 0 || now.bytes > now.expected_bytes {
+        return format!(
+            "restore {name}: {}, {}/s, {} files",
+            human_size(now.bytes),
+            human_size(rate as u64),
+            now.files
+        );
+    }
+    let left = if rate > 0.0 { (now.expected_bytes - now.bytes) as f64 / rate } else { f64::INFINITY };
+    format!(
+        "restore {name}: {:.0}% of {}, {}/s, ETA {}",
+        now.bytes as f64 * 100.0 / now.expected_bytes as f64,
+        human_size(now.expected_bytes),
+        human_size(rate as u64),
+        eta(left)
+    )
+}
+
 /// Time left as people read it: `45s`, `3m20s`, `1h05m`; `?` when unknown.
 fn eta(secs: f64) -> String {
     if !secs.is_finite() || secs > 100.0 * 3600.0 {
@@ -188,6 +210,10 @@ mod tests {
         assert!(!line.contains('%') && line.contains("250MB"), "{line}");
         let small = ArchiveStats { bytes: 1, ..total };
         assert!(!snapshot_line("web", &now, Some(small), Duration::from_secs(5)).contains('%'));
+        let r = lifeboat::repo::tree::RestoreStats { files: 10, bytes: 50_000_000, expected_bytes: 200_000_000 };
+        assert_eq!(restore_line("web", &r, Duration::from_secs(1)), "restore web: 25% of 200MB, 50MB/s, ETA 3s");
+        let unknown = lifeboat::repo::tree::RestoreStats { expected_bytes: 0, ..r };
+        assert!(!restore_line("web", &unknown, Duration::from_secs(1)).contains('%'));
         assert_eq!(eta(3725.0), "1h02m");
         assert_eq!(eta(200.0), "3m20s");
         assert_eq!(eta(f64::INFINITY), "?");

@@ -486,8 +486,9 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
         peers: Default::default(),
         progress: spinner.bar().map(|bar| {
             let name = a.services.join("+");
+            let started = std::time::Instant::now();
             std::sync::Arc::new(move |s: &lifeboat::repo::tree::RestoreStats| {
-                bar.set_message(format!("restore {name}: {} files, {}", s.files, human_size(s.bytes)))
+                bar.set_message(super::progress::restore_line(&name, s, started.elapsed()))
             }) as lifeboat::repo::tree::RestoreProgressFn
         }),
     };

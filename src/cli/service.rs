@@ -402,7 +402,6 @@ fn see_also(cmd: &clap::Command, name: &str) -> String {
     format!(".SH SEE ALSO\n{}\n", list.join("\n"))
 }
 
-
 pub fn manpages(a: ManpagesArgs) -> anyhow::Result<i32> {
     let mut pages = Vec::new();
     render_pages(&super::Cli::command(), "lifeboat", &mut pages)?;

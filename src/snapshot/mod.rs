@@ -557,6 +557,22 @@ pub fn restore(
     }
     let image = store.image_by_manifest(&snap.image.manifest)?;
     runtime::ensure_layers(store, &image)?;
+    // What the trees will write: the snapshot's bytes less its image's blobs (counted in its
+    // totals, fetched above); each tree's progress goes on from the ones before it.
+    let image_bytes: u64 = [&image.manifest_digest, &image.config_digest]
+        .into_iter()
+        .chain(image.manifest.layers.iter().map(|l| &l.digest))
+        .map(|d| std::fs::metadata(store.blob_path(d)).map_or(0, |st| st.len()))
+        .sum();
+    let expected_bytes = snap.stats.bytes.saturating_sub(image_bytes);
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress_after = || -> Option<crate::repo::tree::RestoreProgressFn> {
+        let inner = opts.progress.clone()?;
+        let before = written.load(std::sync::atomic::Ordering::Relaxed);
+        Some(std::sync::Arc::new(move |s: &crate::repo::tree::RestoreStats| {
+            inner(&crate::repo::tree::RestoreStats { files: s.files, bytes: before + s.bytes, expected_bytes })
+        }))
+    };
 
     // Volumes: recreated with their recorded content. All are checked, then created marked
     // as being restored by this process, before any data lands (a marker's fsync after the
@@ -603,8 +619,9 @@ pub fn restore(
         let data = vols.data_dir(&vol_name(v));
         let _ = std::fs::remove_dir(&data);
         let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
-        r.on_progress = opts.progress.clone();
+        r.on_progress = progress_after();
         r.restore(&v.tree, &data)?;
+        written.fetch_add(r.stats.bytes, std::sync::atomic::Ordering::Relaxed);
         if let Some(root) = v.root {
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&data, Some(root.uid), Some(root.gid))
@@ -636,7 +653,7 @@ pub fn restore(
     undo.staged = Some(staged.clone());
     std::fs::create_dir_all(&staged)?;
     let mut r = Restorer::new(repo, &format!("{label} container layer"));
-    r.on_progress = opts.progress.clone();
+    r.on_progress = progress_after();
     r.restore(&snap.container_layer, &staged.join("upper"))?;
     // The container appears whole (the commit point), then its volumes become ordinary ones
     // (a restore killed in between leaves them marked; the container's start clears that).

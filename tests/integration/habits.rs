@@ -778,6 +778,20 @@ fn snapshot_progress_on_a_terminal_shows_a_percentage_and_an_eta() {
             );
         }
     }
+    // A restore shows how far it is against what it will write.
+    env.ok(&["rm", "-f", "bulky"]);
+    env.ok(&["volume", "rm", "bulkdata"]);
+    let restore = line.replace("snapshot bulky", "restore bulky --no-start");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &restore, "/dev/null"])
+        .env("LIFEBOAT_KDF", "1024,1,1")
+        .env("LIFEBOAT_CONFIG", env.path("empty-config.toml"))
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && seen.contains("% of ") && seen.contains("ETA "), "{seen:?}");
+    let shown = percentages(&seen);
+    assert!(shown.iter().all(|p| *p <= 100) && shown.windows(2).all(|w| w[0] <= w[1]), "{shown:?}");
     env.ok(&["rm", "-f", "bulky"]);
 }
 

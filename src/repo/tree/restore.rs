@@ -50,6 +50,9 @@ impl From<hex::FromHexError> for RestoreFailure {
 pub struct RestoreStats {
     pub files: u64,
     pub bytes: u64,
+    /// What the whole restore will write, when known (progress displays); 0: unknown.
+    #[serde(skip)]
+    pub expected_bytes: u64,
 }
 
 /// What one thread of the tree pass found: regular files (restored in the data pass) and
