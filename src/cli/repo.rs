@@ -322,13 +322,15 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let spinner = super::progress::Activity::new(json);
     // The totals to expect arrive once the parents are known; the line then shows how far.
     let expected = std::sync::Arc::new(std::sync::Mutex::new(None));
+    // Never backwards: a first snapshot reads its service twice (a copy while it runs, then
+    // the changes while frozen), and the second pass counts from the image again. With
+    // several --repo, each capture tells its totals anew: the mark starts over then.
+    let furthest = std::sync::Arc::new(std::sync::Mutex::new(lifeboat::repo::tree::ArchiveStats::default()));
     let progress: Option<lifeboat::repo::tree::ProgressFn> = spinner.bar().map(|bar| {
         let name = containers.join("+");
         let expected = expected.clone();
         let started = std::time::Instant::now();
-        // Never backwards: a first snapshot reads its service twice (a copy while it runs,
-        // then the changes while frozen), and the second pass counts from the image again.
-        let furthest = std::sync::Mutex::new(lifeboat::repo::tree::ArchiveStats::default());
+        let furthest = furthest.clone();
         std::sync::Arc::new(move |s: &lifeboat::repo::tree::ArchiveStats| {
             let total = *expected.lock().unwrap_or_else(|e| e.into_inner());
             let mut far = furthest.lock().unwrap_or_else(|e| e.into_inner());
@@ -339,9 +341,10 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
         }) as lifeboat::repo::tree::ProgressFn
     });
     let tell_expected = progress.as_ref().map(|_| {
-        let expected = expected.clone();
+        let (expected, furthest) = (expected.clone(), furthest.clone());
         std::sync::Arc::new(move |t: lifeboat::repo::tree::ArchiveStats| {
             *expected.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+            *furthest.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
         }) as std::sync::Arc<dyn Fn(lifeboat::repo::tree::ArchiveStats) + Send + Sync>
     });
     let push = match &a.to {
@@ -485,9 +488,22 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
         throwaway: false,
         peers: Default::default(),
         progress: spinner.bar().map(|bar| {
-            let name = a.services.join("+");
+            // Several services restore one after another, each with its own total: the line
+            // says which one it is on.
+            let (names, several) = (a.services.clone(), a.services.len() > 1);
             let started = std::time::Instant::now();
+            let on = std::sync::Mutex::new((0usize, 0u64, 0u64)); // (service, its total, bytes seen)
             std::sync::Arc::new(move |s: &lifeboat::repo::tree::RestoreStats| {
+                let mut on = on.lock().unwrap_or_else(|e| e.into_inner());
+                if several && (s.expected_bytes != on.1 || s.bytes < on.2) && on.2 > 0 {
+                    on.0 = (on.0 + 1).min(names.len() - 1);
+                }
+                (on.1, on.2) = (s.expected_bytes, s.bytes);
+                let name = if several {
+                    format!("{} ({} of {})", names[on.0], on.0 + 1, names.len())
+                } else {
+                    names[0].clone()
+                };
                 bar.set_message(super::progress::restore_line(&name, s, started.elapsed()))
             }) as lifeboat::repo::tree::RestoreProgressFn
         }),

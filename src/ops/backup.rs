@@ -646,8 +646,12 @@ pub fn repositories_at_a_glance(
                 .collect()
         })
         .unwrap_or_default();
-    if host.paths().root.join("repository").join("config").is_file() {
-        out.push(("default".to_string(), RepoSpec { location: None, password_file: None }));
+    let default = RepoSpec { location: None, password_file: None };
+    let default_location = default.location(host).0;
+    let configured_there =
+        out.iter().any(|(name, spec)| name == "default" || spec.location(host).0 == default_location);
+    if !configured_there && host.paths().root.join("repository").join("config").is_file() {
+        out.push(("default".to_string(), default));
     }
     out
 }

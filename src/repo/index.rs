@@ -95,7 +95,6 @@ impl Repository {
         self.index.get(id).copied().or_else(|| self.writer.lock().written.get(id).copied())
     }
 
-    /// Every pack file and its blobs, as the index says.
     /// The bytes the indexed packs take: each pack up to the end of its last blob (its
     /// header, a few dozen bytes per blob, left out).
     pub fn stored_bytes(&self) -> u64 {
@@ -108,6 +107,7 @@ impl Repository {
         ends.values().sum()
     }
 
+    /// Every pack file and its blobs, as the index says.
     pub fn packs(&self) -> HashMap<[u8; 32], Vec<(BlobId, Location)>> {
         let mut out: HashMap<[u8; 32], Vec<(BlobId, Location)>> = HashMap::new();
         for (id, loc) in &self.index {

@@ -565,13 +565,19 @@ pub fn restore(
         .map(|d| std::fs::metadata(store.blob_path(d)).map_or(0, |st| st.len()))
         .sum();
     let expected_bytes = snap.stats.bytes.saturating_sub(image_bytes);
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Bytes and files of the trees restored so far.
+    let written = std::sync::Mutex::new((0u64, 0u64));
     let progress_after = || -> Option<crate::repo::tree::RestoreProgressFn> {
         let inner = opts.progress.clone()?;
-        let before = written.load(std::sync::atomic::Ordering::Relaxed);
+        let (bytes, files) = *written.lock().unwrap_or_else(|e| e.into_inner());
         Some(std::sync::Arc::new(move |s: &crate::repo::tree::RestoreStats| {
-            inner(&crate::repo::tree::RestoreStats { files: s.files, bytes: before + s.bytes, expected_bytes })
+            inner(&crate::repo::tree::RestoreStats { files: files + s.files, bytes: bytes + s.bytes, expected_bytes })
         }))
+    };
+    let restored = |r: &Restorer<'_>| {
+        let mut w = written.lock().unwrap_or_else(|e| e.into_inner());
+        w.0 += r.stats.bytes;
+        w.1 += r.stats.files;
     };
 
     // Volumes: recreated with their recorded content. All are checked, then created marked
@@ -621,7 +627,7 @@ pub fn restore(
         let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
         r.on_progress = progress_after();
         r.restore(&v.tree, &data)?;
-        written.fetch_add(r.stats.bytes, std::sync::atomic::Ordering::Relaxed);
+        restored(&r);
         if let Some(root) = v.root {
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&data, Some(root.uid), Some(root.gid))
