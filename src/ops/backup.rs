@@ -627,6 +627,11 @@ fn summarize(host: &Host, name: &str, spec: &RepoSpec) -> RepoSummary {
     out
 }
 
+/// Whether the host's default repository (`<root>/repository`) has been made.
+fn default_repository_exists(host: &Host) -> bool {
+    host.paths().root.join("repository").join("config").is_file()
+}
+
 /// The repositories to look at: every repository of the configuration, and the host's
 /// default repository if it exists (services without repositories of their own snapshot
 /// there). A configured repository without a password file takes `fallback`'s.
@@ -650,7 +655,7 @@ pub fn repositories_at_a_glance(
     let default_location = default.location(host).0;
     let configured_there =
         out.iter().any(|(name, spec)| name == "default" || spec.location(host).0 == default_location);
-    if !configured_there && host.paths().root.join("repository").join("config").is_file() {
+    if !configured_there && default_repository_exists(host) {
         out.push(("default".to_string(), default));
     }
     out
@@ -697,8 +702,7 @@ pub fn repository_summaries(host: &Host, repositories: &[(String, RepoSpec)], li
 /// The snapshots of the host's default repository, oldest first, when it exists and its
 /// password is the one Lifeboat keeps: nothing is made and nothing asked (for completions).
 pub fn default_repository_snapshots(host: &Host) -> Vec<SnapshotRow> {
-    let root = &host.paths().root;
-    if !root.join("repository").join("config").is_file() || !root.join("repository.password").is_file() {
+    if !default_repository_exists(host) || !host.paths().root.join("repository.password").is_file() {
         return Vec::new();
     }
     let spec = RepoSpec { location: None, password_file: None };

@@ -368,25 +368,9 @@ pub fn capture_stack(
     // Each member's progress follows the ones before it (the display adds up the stack).
     let progress_after = |before: ArchiveStats| -> Option<crate::repo::tree::ProgressFn> {
         let inner = opts.progress.clone()?;
-        Some(std::sync::Arc::new(move |s: &ArchiveStats| {
-            inner(&ArchiveStats {
-                files: before.files + s.files,
-                dirs: before.dirs + s.dirs,
-                bytes: before.bytes + s.bytes,
-                files_read: before.files_read + s.files_read,
-                new_bytes: before.new_bytes + s.new_bytes,
-            })
-        }))
+        Some(std::sync::Arc::new(move |s: &ArchiveStats| inner(&(before + *s))))
     };
-    let sum = |members: &[Member]| {
-        members.iter().fold(ArchiveStats::default(), |a, m| ArchiveStats {
-            files: a.files + m.stats.files,
-            dirs: a.dirs + m.stats.dirs,
-            bytes: a.bytes + m.stats.bytes,
-            files_read: a.files_read + m.stats.files_read,
-            new_bytes: a.new_bytes + m.stats.new_bytes,
-        })
-    };
+    let sum = |members: &[Member]| members.iter().fold(ArchiveStats::default(), |a, m| a + m.stats);
 
     // While the services run: their images, and a first copy of any service never
     // snapshotted before (then the freeze only reads what changed meanwhile).

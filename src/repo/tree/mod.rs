@@ -85,6 +85,19 @@ pub struct ArchiveStats {
     pub new_bytes: u64,
 }
 
+impl std::ops::Add for ArchiveStats {
+    type Output = ArchiveStats;
+    fn add(self, o: ArchiveStats) -> ArchiveStats {
+        ArchiveStats {
+            files: self.files + o.files,
+            dirs: self.dirs + o.dirs,
+            bytes: self.bytes + o.bytes,
+            files_read: self.files_read + o.files_read,
+            new_bytes: self.new_bytes + o.new_bytes,
+        }
+    }
+}
+
 pub fn load_tree(repo: &Repository, id: &BlobId) -> Result<Tree> {
     let bytes = repo.load_blob(id)?;
     serde_json::from_slice(&bytes)
