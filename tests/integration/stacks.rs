@@ -57,6 +57,14 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
     let port = free_port();
     env.ok(&["volume", "create", "dbdata"]);
     start_mariadb(&env, &image, "dbdata", port);
+    // cp through a running database's named volume (its mount point, as the container sees
+    // it): MariaDB's own files, owned by mysql, come out as a tar stream.
+    let tar = env.lifeboat().args(["cp", "-a", "db:/var/lib/mysql", "-"]).output().unwrap();
+    assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
+    let stream = env.path("mysql.tar");
+    std::fs::write(&stream, &tar.stdout).unwrap();
+    let listed = crate::util::run(std::process::Command::new("tar").arg("-tf").arg(&stream));
+    assert!(listed.lines().any(|l| l == "mysql/ibdata1"), "{listed}");
     exec(
         &env,
         &[
