@@ -528,8 +528,9 @@ impl<'r> Archiver<'r> {
 }
 
 fn xattrs(path: &Path) -> Vec<(String, String)> {
-    // Most files have none: ask for the size of the name list first.
-    let Ok(len) = rustix::fs::llistxattr(path, &mut [0u8; 0][..]) else { return Vec::new() };
+    // Most files have none: ask for the size of the name list first (an empty buffer is
+    // not that question: it reads an empty list).
+    let Ok(len) = rustix::fs::llistxattr_query(path) else { return Vec::new() };
     if len == 0 {
         return Vec::new();
     }

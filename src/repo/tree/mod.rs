@@ -139,6 +139,33 @@ mod tests {
         assert_eq!(fs::read_to_string(out.join("a2.txt")).unwrap(), "new");
     }
 
+    /// Extended attributes (file capabilities, ACLs, user attributes) are part of a file: a
+    /// snapshot once recorded none at all.
+    #[test]
+    fn extended_attributes_are_archived_and_restored() {
+        crate::repo::tests::fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("tagged"), "x").unwrap();
+        if rustix::fs::setxattr(src.join("tagged"), "user.origin", b"catalogue", rustix::fs::XattrFlags::empty())
+            .is_err()
+        {
+            eprintln!("this filesystem takes no user xattrs; skipped");
+            return;
+        }
+        let mut repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
+        let tree = Archiver::new(&repo).archive_dir(&src, None).unwrap();
+        repo.flush().unwrap();
+        let node = load_tree(&repo, &tree).unwrap().nodes.remove(0);
+        assert_eq!(node.xattrs, [("user.origin".to_string(), hex::encode("catalogue"))]);
+        let out = dir.path().join("out");
+        Restorer::new(&repo, "test").restore(&tree, &out).unwrap();
+        let mut v = [0u8; 64];
+        let n = rustix::fs::getxattr(out.join("tagged"), "user.origin", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"catalogue");
+    }
+
     #[test]
     fn restore_keeps_modes_owners_times_and_links_of_awkward_entries() {
         crate::repo::tests::fast_kdf();
