@@ -16,6 +16,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod glob;
 pub mod image;
 pub mod ops;
 pub mod registry;

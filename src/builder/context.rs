@@ -23,55 +23,6 @@ pub struct Ignore {
     rules: Vec<(bool, Vec<String>)>,
 }
 
-/// Glob match of one path segment: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-fn segment_match(pat: &[char], name: &[char]) -> bool {
-    match (pat.first(), name.first()) {
-        (None, None) => true,
-        (Some('*'), _) => segment_match(&pat[1..], name) || (!name.is_empty() && segment_match(pat, &name[1..])),
-        (Some('?'), Some(_)) => segment_match(&pat[1..], &name[1..]),
-        (Some('['), Some(&c)) => {
-            let Some(end) = pat.iter().position(|&x| x == ']') else { return false };
-            let class = &pat[1..end];
-            let (negate, class) = match class.first() {
-                Some('!') | Some('^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == '-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
-                }
-            }
-            hit != negate && segment_match(&pat[end + 1..], &name[1..])
-        }
-        (Some('\\'), Some(&c)) if pat.len() > 1 => pat[1] == c && segment_match(&pat[2..], &name[1..]),
-        (Some(&p), Some(&c)) => p == c && segment_match(&pat[1..], &name[1..]),
-        _ => false,
-    }
-}
-
-/// Matches path segments against pattern segments; `**` spans any number of segments.
-fn path_match(pat: &[String], path: &[&str]) -> bool {
-    match pat.first() {
-        None => path.is_empty(),
-        Some(p) if p == "**" => (0..=path.len()).any(|i| path_match(&pat[1..], &path[i..])),
-        Some(p) => {
-            !path.is_empty()
-                && segment_match(&p.chars().collect::<Vec<_>>(), &path[0].chars().collect::<Vec<_>>())
-                && path_match(&pat[1..], &path[1..])
-        }
-    }
-}
-
-fn clean_segments(pattern: &str) -> Vec<String> {
-    pattern.split('/').filter(|s| !s.is_empty() && *s != ".").map(String::from).collect()
-}
-
 impl Ignore {
     pub fn none() -> Ignore {
         Ignore { rules: Vec::new() }
@@ -88,7 +39,7 @@ impl Ignore {
                 Some(p) => (true, p.trim()),
                 None => (false, l),
             };
-            rules.push((negate, clean_segments(pat)));
+            rules.push((negate, crate::glob::clean_segments(pat)));
         }
         Ignore { rules }
     }
@@ -107,7 +58,7 @@ impl Ignore {
         let segs: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
         let mut out = false;
         for (negate, pat) in &self.rules {
-            let hit = (1..=segs.len()).any(|n| path_match(pat, &segs[..n]));
+            let hit = (1..=segs.len()).any(|n| crate::glob::path_match(pat, &segs[..n]));
             if hit {
                 out = !negate;
             }
@@ -124,7 +75,7 @@ impl Ignore {
 /// wildcards match. Every lookup is resolved inside the context (a symlink pointing out of it
 /// leads nowhere), and `..` is refused.
 pub fn expand(root: &Scope, pattern: &str, ignore: &Ignore) -> anyhow::Result<Vec<String>> {
-    let segs = clean_segments(pattern);
+    let segs = crate::glob::clean_segments(pattern);
     if segs.iter().any(|s| s == "..") {
         bail!("{pattern}: sources must stay inside the build context");
     }
@@ -141,7 +92,7 @@ pub fn expand(root: &Scope, pattern: &str, ignore: &Ignore) -> anyhow::Result<Ve
                 let pat: Vec<char> = seg.chars().collect();
                 for n in list_dir(dir.as_fd())? {
                     let n = n.to_string_lossy().into_owned();
-                    if segment_match(&pat, &n.chars().collect::<Vec<_>>()) {
+                    if crate::glob::segment_match(&pat, &n.chars().collect::<Vec<_>>()) {
                         next.push(join(base, &n));
                     }
                 }

@@ -16,6 +16,7 @@ macro_rules! eprint {
     ($($arg:tt)*) => { $crate::cli::output::err_line(format_args!($($arg)*), false) };
 }
 
+mod browse;
 mod build;
 pub mod complete;
 mod container;
@@ -189,6 +190,15 @@ pub enum Command {
     /// List snapshots.
     #[command(after_help = repo::SNAPSHOTS_EXAMPLES)]
     Snapshots(repo::SnapshotsArgs),
+    /// List the files of a snapshot (SNAPSHOT[:PATH], paths as the service saw them).
+    #[command(after_help = browse::LS_EXAMPLES)]
+    Ls(browse::LsArgs),
+    /// Find files by name or path in every snapshot, newest first.
+    #[command(after_help = browse::FIND_EXAMPLES)]
+    Find(browse::FindArgs),
+    /// Write a file of a snapshot to standard output (a directory as a tar stream).
+    #[command(after_help = browse::DUMP_EXAMPLES)]
+    Dump(browse::DumpArgs),
     /// Bring a service back from a snapshot.
     #[command(after_help = repo::RESTORE_EXAMPLES)]
     Restore(repo::RestoreArgs),
@@ -363,6 +373,8 @@ impl Cli {
             Command::Check(a) if a.json => a.format = output::OutputFormat::Json,
             Command::Forget(a) if a.json => a.format = output::OutputFormat::Json,
             Command::Diff(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Ls(a) if a.json => a.format = output::OutputFormat::Json,
+            Command::Find(a) if a.json => a.format = output::OutputFormat::Json,
             _ => {}
         }
         // Long repository work stops cleanly on Ctrl-C or SIGTERM (locks released, services
@@ -377,6 +389,8 @@ impl Cli {
                 | Command::Prune(_)
                 | Command::Copy(_)
                 | Command::Cp(_)
+                | Command::Dump(_)
+                | Command::Find(_)
         ) {
             lifeboat::sys::stop_on_signals()?;
         }
@@ -412,6 +426,9 @@ impl Cli {
             Command::Snapshot(a) => repo::snapshot(&ctx, a),
             Command::Snapshots(a) => repo::snapshots(&ctx, a),
             Command::Restore(a) => repo::restore(&ctx, a),
+            Command::Ls(a) => browse::ls(&ctx, a),
+            Command::Find(a) => browse::find(&ctx, a),
+            Command::Dump(a) => browse::dump(&ctx, a),
             Command::Repo(c) => repo::repo(&ctx, c),
             Command::Check(a) => repo::check(&ctx, a),
             Command::Drill(a) => repo::drill(&ctx, a),

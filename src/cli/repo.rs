@@ -30,7 +30,11 @@ pub const RESTORE_EXAMPLES: &str = "\
 Examples:
   lifeboat restore website                             latest snapshot, same name, started
   lifeboat restore website --snapshot 3f2a1b4c          a given snapshot
-  lifeboat restore website --as website-test --no-start";
+  lifeboat restore website --as website-test --no-start
+  lifeboat restore website --include /var/www/page.html --in-place
+                                                      one file back into the running service
+  lifeboat restore website --at 2026-12-01 --include '/var/www/**/*.php' --target /tmp/old
+                                                      files into a directory (DIR/var/www/…)";
 
 /// Where the repository is and how to open it.
 #[derive(Debug, Args, Clone)]
@@ -208,6 +212,24 @@ pub struct RestoreArgs {
     pub from: Option<String>,
     #[command(flatten)]
     pub tls: super::registry::TlsArgs,
+    /// Restore only these paths (as the service saw them; wildcards, ** spans directories),
+    /// with --target or --in-place. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub include: Vec<String>,
+    /// Leave these paths out (wildcards as --include). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub exclude: Vec<String>,
+    /// Write the files into this directory (DIR/var/www/…) instead of recreating the service.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["in_place", "rename", "no_start", "replace", "from"])]
+    pub target: Option<PathBuf>,
+    /// Put the files back into the service's own container (its volumes and layer), running or
+    /// not; a running one is frozen only while the files are moved into place.
+    #[arg(long, conflicts_with_all = ["rename", "no_start", "replace", "from"])]
+    pub in_place: bool,
+    /// With --target or --in-place: replace files that exist (by default they are kept,
+    /// being newer than the snapshot or someone's work).
+    #[arg(long)]
+    pub overwrite: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// The same as --format json (restic's habit).
@@ -460,6 +482,15 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
     let json = a.format == OutputFormat::Json;
     a.services = a.stack.services(ctx, &a.services)?.0;
     let service = a.services[0].clone();
+    if a.target.is_some() || a.in_place {
+        return restore_paths(ctx, a);
+    }
+    if !a.include.is_empty() || !a.exclude.is_empty() || a.overwrite {
+        return Err(lifeboat::error::UsageError(
+            "--include, --exclude and --overwrite restore files: say where, with --target DIR or --in-place".into(),
+        )
+        .into());
+    }
     if a.services.len() > 1 && a.from.is_some() {
         return Err(lifeboat::error::UsageError("--from restores one service".into()).into());
     }
@@ -536,6 +567,57 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if reports.iter().any(|r| r.healthy == Some(false)) { lifeboat::error::FAILURE } else { 0 })
+}
+
+/// `restore SERVICE (--target DIR | --in-place) [--include …]`: files, not the service.
+fn restore_paths(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
+    use lifeboat::snapshot::partial::{PartialOptions, PartialTarget};
+    if a.services.len() > 1 {
+        return Err(lifeboat::error::UsageError("--target and --in-place restore one service's files".into()).into());
+    }
+    let service = &a.services[0];
+    let opts = PartialOptions {
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
+        overwrite: a.overwrite,
+        target: match &a.target {
+            Some(dir) => PartialTarget::Dir(dir.clone()),
+            None => PartialTarget::InPlace,
+        },
+    };
+    let selection = backup::Selection { which: a.snapshot.clone(), at: a.at.clone() };
+    let spinner = super::progress::Activity::new(a.format == OutputFormat::Json);
+    let r = a.repo.with(ctx, Some(service), |r| {
+        lifeboat::ops::browse::restore_paths(ctx.host(), r, service, &selection, &opts)
+    })?;
+    drop(spinner);
+    if a.format == OutputFormat::Json {
+        println!("{}", sorted_json(&r)?);
+        return Ok(0);
+    }
+    let frozen = r.frozen_ms.map(|ms| format!(", frozen {ms} ms")).unwrap_or_default();
+    println!(
+        "restored {} entries ({}) of {} from snapshot {} into {} in {:.2} s: {} placed, {} replaced, {} kept{frozen}",
+        r.entries,
+        super::output::human_size(r.bytes),
+        r.service,
+        &r.snapshot[..12.min(r.snapshot.len())],
+        r.target,
+        r.seconds,
+        r.placed,
+        r.replaced,
+        r.kept
+    );
+    if r.kept > 0 {
+        eprintln!("kept what is there already (use --overwrite to replace it):");
+        for p in &r.kept_paths {
+            eprintln!("  {p}");
+        }
+        if r.kept as usize > r.kept_paths.len() {
+            eprintln!("  … and {} more", r.kept as usize - r.kept_paths.len());
+        }
+    }
+    Ok(0)
 }
 
 pub const DRILL_EXAMPLES: &str = "\
@@ -708,9 +790,10 @@ pub struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// A container (alone), or the first of two snapshots.
+    /// A container (alone), or the first of two snapshots; SNAPSHOT:PATH compares one file
+    /// or directory (a unified diff for text files).
     pub first: String,
-    /// The second snapshot.
+    /// The second snapshot (or SNAPSHOT:PATH).
     pub second: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -846,6 +929,11 @@ pub fn copy(ctx: &Context, a: CopyArgs) -> anyhow::Result<i32> {
 
 /// `diff CONTAINER` (Docker's A/C/D lines) or `diff SNAPSHOT SNAPSHOT`.
 pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
+    if let Some(second) = &a.second
+        && (a.first.contains(':') || second.contains(':'))
+    {
+        return diff_paths(ctx, &a, second);
+    }
     let Some(second) = &a.second else {
         let changes = lifeboat::ops::containers::diff(ctx.host(), &a.first)?;
         if a.format == OutputFormat::Json {
@@ -863,6 +951,34 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> anyhow::Result<i32> {
     } else {
         for c in changes {
             println!("{}  {}", c.kind, c.path);
+        }
+    }
+    Ok(0)
+}
+
+/// `diff A:PATH B:PATH`: one file or directory in two snapshots.
+fn diff_paths(ctx: &Context, a: &DiffArgs, second: &str) -> anyhow::Result<i32> {
+    use lifeboat::ops::browse::{self, Address, PathDiff};
+    let (first, second) = (Address::parse(&a.first)?, Address::parse(second)?);
+    let d = a.repo.with(ctx, first.service(), |r| browse::diff_paths(ctx.host(), r, &first, &second))?;
+    if a.format == OutputFormat::Json {
+        println!("{}", sorted_json(&d)?);
+        return Ok(0);
+    }
+    match d {
+        PathDiff::Same => eprintln!("no difference"),
+        PathDiff::Text { unified } => print!("{unified}"),
+        PathDiff::Binary { first_size, second_size } => {
+            println!("the files differ ({first_size} and {second_size} bytes; not both text)")
+        }
+        PathDiff::Metadata { first, second } => println!(
+            "same content; metadata differs: {} {}:{} -> {} {}:{}",
+            first.permissions, first.uid, first.gid, second.permissions, second.uid, second.gid
+        ),
+        PathDiff::Changes { changes } => {
+            for c in changes {
+                println!("{}  {}", c.kind, c.path);
+            }
         }
     }
     Ok(0)

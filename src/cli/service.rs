@@ -348,7 +348,10 @@ fn examples_section(text: &str) -> String {
 const RELATED: &[(&str, &[&str])] = &[
     ("snapshot", &["snapshots", "restore", "forget", "agent", "status"]),
     ("snapshots", &["snapshot", "restore", "tag", "forget"]),
-    ("restore", &["snapshot", "snapshots", "drill", "cp"]),
+    ("restore", &["snapshot", "snapshots", "ls", "find", "drill", "cp"]),
+    ("ls", &["find", "dump", "diff", "restore"]),
+    ("find", &["ls", "dump", "restore"]),
+    ("dump", &["ls", "find", "diff", "restore"]),
     ("drill", &["restore", "agent", "status"]),
     ("forget", &["prune", "snapshots", "check"]),
     ("prune", &["forget", "check", "repo"]),

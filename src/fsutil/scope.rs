@@ -86,6 +86,80 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// What [`merge_into`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Merged {
+    /// Entries moved into place (a directory that was missing counts once, with its content).
+    pub placed: u64,
+    /// Entries that replaced what was there (with `overwrite`).
+    pub replaced: u64,
+    /// Entries left as they were because something is there already, by path (the first
+    /// hundred; `kept` counts them all).
+    pub kept: u64,
+    pub kept_paths: Vec<PathBuf>,
+}
+
+/// Moves everything in directory `from` into directory `to`, by renames only (both must be on
+/// one filesystem): what `to` lacks is moved in; directories on both sides are merged; any
+/// other entry already in `to` is kept, or with `overwrite` exchanged with the new one (the old
+/// one lands in `from`, to be removed with it). Names are taken one at a time, never following
+/// a symlink, so nothing in `to` can lead the merge elsewhere.
+pub fn merge_into(from: BorrowedFd<'_>, to: BorrowedFd<'_>, overwrite: bool) -> io::Result<Merged> {
+    let mut out = Merged::default();
+    merge_level(from, to, overwrite, Path::new(""), &mut out)?;
+    Ok(out)
+}
+
+fn merge_level(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    overwrite: bool,
+    at: &Path,
+    out: &mut Merged,
+) -> io::Result<()> {
+    use rustix::fs::{FileType, RenameFlags, renameat_with};
+    for name in list_dir(from)? {
+        let path = at.join(&name);
+        let with_path =
+            |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", path.display()));
+        let new = rustix::fs::statat(from, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(with_path)?;
+        let old = match rustix::fs::statat(to, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => {
+                renameat_with(from, &name, to, &name, RenameFlags::NOREPLACE).map_err(with_path)?;
+                out.placed += 1;
+                continue;
+            }
+            other => other.map_err(with_path)?,
+        };
+        let is_dir = |st: &Stat| FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if is_dir(&new) && is_dir(&old) {
+            let sub_from = open_dir_beneath(from, &name)?;
+            let sub_to = open_dir_beneath(to, &name)?;
+            merge_level(sub_from.as_fd(), sub_to.as_fd(), overwrite, &path, out)?;
+            if overwrite {
+                // The directory as the snapshot had it: owner, then mode, then times.
+                let _ = rustix::fs::fchown(
+                    &sub_to,
+                    Some(rustix::fs::Uid::from_raw(new.st_uid)),
+                    Some(rustix::fs::Gid::from_raw(new.st_gid)),
+                );
+                let _ = rustix::fs::fchmod(&sub_to, Mode::from_raw_mode(new.st_mode & 0o7777));
+                let t = rustix::fs::Timespec { tv_sec: new.st_mtime, tv_nsec: new.st_mtime_nsec as _ };
+                let _ = rustix::fs::futimens(&sub_to, &rustix::fs::Timestamps { last_access: t, last_modification: t });
+            }
+        } else if overwrite {
+            renameat_with(from, &name, to, &name, RenameFlags::EXCHANGE).map_err(with_path)?;
+            out.replaced += 1;
+        } else {
+            out.kept += 1;
+            if out.kept_paths.len() < 100 {
+                out.kept_paths.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The clean components of a path inside a scope: `.` dropped, `/` meaning the scope's root.
 /// `..` is kept: resolution clamps it at the root.
 fn components(rel: &Path) -> Vec<&OsStr> {

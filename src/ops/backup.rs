@@ -771,7 +771,12 @@ fn snapshot_rows(all: Vec<(String, Snapshot)>, filter: &SnapshotFilter) -> Vec<S
 
 /// The snapshot to restore: the newest of `service` taken at or before `at` (RFC 3339 or a
 /// date, the end of that day), or the one `which` names (an ID prefix, or `latest`).
-fn select(repo: &Repository, service: &str, which: &str, at: Option<&str>) -> anyhow::Result<(String, Snapshot)> {
+pub(crate) fn select(
+    repo: &Repository,
+    service: &str,
+    which: &str,
+    at: Option<&str>,
+) -> anyhow::Result<(String, Snapshot)> {
     let Some(at) = at else { return Ok(snapshot::find(repo, Some(service), which)?) };
     let limit = parse_time(at)?;
     snapshot::list(repo)?
@@ -788,7 +793,7 @@ fn select(repo: &Repository, service: &str, which: &str, at: Option<&str>) -> an
 }
 
 /// RFC 3339, or a bare date (the end of that day, UTC).
-fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
+pub(crate) fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t);
     }
@@ -797,6 +802,14 @@ fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> 
         return Ok(end.fixed_offset());
     }
     bail!(UsageError(format!("invalid time {s:?}: use RFC 3339 (2026-11-27T02:30:00Z) or a date (2026-11-27)")))
+}
+
+/// RFC 3339, or a bare date (the start of that day, UTC): where a `--since` begins.
+pub(crate) fn parse_start(s: &str) -> anyhow::Result<chrono::DateTime<chrono::FixedOffset>> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("valid time").and_utc().fixed_offset());
+    }
+    parse_time(s)
 }
 
 /// A restore from a repository.
@@ -1351,7 +1364,7 @@ pub fn copy(
 }
 
 /// One change between two snapshots.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SnapshotChange {
     pub kind: String,
     pub path: String,

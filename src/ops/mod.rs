@@ -7,6 +7,7 @@
 //! the builder and the registry client.
 
 pub mod backup;
+pub mod browse;
 pub mod containers;
 pub mod images;
 pub mod manpages;

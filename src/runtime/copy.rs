@@ -215,7 +215,7 @@ impl Drop for View<'_> {
 
 /// A writer that fails once the command is asked to stop (Ctrl-C): the copy ends at its next
 /// write, and what it mounted is unmounted.
-struct Interruptible<W>(W);
+pub(crate) struct Interruptible<W>(pub(crate) W);
 
 impl<W: Write> Write for Interruptible<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -230,10 +230,10 @@ impl<W: Write> Write for Interruptible<W> {
 }
 
 /// Writes what `write` produces into a pipe and unpacks it with `unpack`, side by side.
-fn through_pipe(
-    write: impl FnOnce(Interruptible<std::io::PipeWriter>) -> anyhow::Result<Copied> + Send,
+pub(crate) fn through_pipe<T: Send>(
+    write: impl FnOnce(Interruptible<std::io::PipeWriter>) -> anyhow::Result<T> + Send,
     unpack: impl FnOnce(std::io::PipeReader) -> anyhow::Result<()>,
-) -> anyhow::Result<Copied> {
+) -> anyhow::Result<T> {
     let (reader, writer) = std::io::pipe().context("cannot make a pipe")?;
     std::thread::scope(|s| {
         let producer = s.spawn(move || write(Interruptible(writer)));
@@ -417,6 +417,21 @@ fn writable<'v>(view: &'v View<'_>, path: &Path) -> anyhow::Result<(&'v Scope, P
         return Err(invalid(format!("{} is mounted read-only in the container", path.display())));
     }
     Ok((&place.scope, rel))
+}
+
+/// A container's root directory held open for a restore into it: a running container's root
+/// as its processes see it, or a stopped one's overlay (mounted under its lock until dropped).
+pub struct ContainerRoot<'h>(View<'h>);
+
+impl<'h> ContainerRoot<'h> {
+    pub fn open(host: &'h Host, config: &RunConfig) -> anyhow::Result<ContainerRoot<'h>> {
+        Ok(ContainerRoot(View::open(host, config)?))
+    }
+
+    /// The root, refused when the container's root filesystem is read-only.
+    pub fn writable(&self) -> anyhow::Result<&Scope> {
+        Ok(writable(&self.0, Path::new("/"))?.0)
+    }
 }
 
 /// Copies host path `src` into container `config` at `dest` (`cp SRC NAME:DEST`); `src`

@@ -17,6 +17,8 @@ use anyhow::{Context as _, bail};
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
 pub mod consistency;
+pub mod partial;
+pub mod view;
 
 use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, StackRef, VolumeRef};
 use crate::repo::tree::{ArchiveStats, Archiver, Restorer};

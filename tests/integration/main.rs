@@ -6,6 +6,7 @@ mod util;
 
 mod agent;
 mod backends;
+mod browse;
 mod build;
 mod commit;
 mod escape;
