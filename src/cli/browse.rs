@@ -26,6 +26,31 @@ Examples:
   lifeboat dump website@2026-12-01:/var/www | tar t      a directory is a tar stream
   lifeboat restore website --include /var/www/page.html --in-place";
 
+pub const MOUNT_EXAMPLES: &str = "\
+The mount shows services/NAME/TIME/… and snapshots/ID/… (each with latest), paths as the
+service saw them, read-only; file data is fetched when read. It is served until unmounted
+(umount MOUNTPOINT) or interrupted (Ctrl-C).
+
+Examples:
+  lifeboat mount /mnt/snapshots &
+  ls /mnt/snapshots/services/website/
+  diff -r /mnt/snapshots/services/website/latest/var/www /srv/www
+  umount /mnt/snapshots";
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty directory to serve the snapshots at.
+    pub mountpoint: std::path::PathBuf,
+    /// Only this service's snapshots.
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(super::complete::services))]
+    pub service: Option<String>,
+    /// File data kept in memory at most, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub cache_size: usize,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// SNAPSHOT[:PATH] (see below).
@@ -182,4 +207,22 @@ pub fn dump(ctx: &Context, a: DumpArgs) -> anyhow::Result<i32> {
     a.repo.with(ctx, address.service(), |r| browse::dump(ctx.host(), r, &address, a.tar, &mut out))?;
     std::io::Write::flush(&mut out)?;
     Ok(0)
+}
+
+pub fn mount(ctx: &Context, a: MountArgs) -> anyhow::Result<i32> {
+    let req = browse::MountRequest {
+        mountpoint: a.mountpoint.clone(),
+        service: a.service.clone(),
+        cache_bytes: a.cache_size.saturating_mul(1 << 20),
+    };
+    a.repo.with(ctx, a.service.as_deref(), |r| {
+        browse::mount(ctx.host(), r, &req, &mut |n| {
+            eprintln!(
+                "{n} snapshots at {}: services/NAME/TIME and snapshots/ID; umount {} or Ctrl-C to stop",
+                a.mountpoint.display(),
+                a.mountpoint.display()
+            )
+        })
+    })?;
+    Ok(if lifeboat::sys::interrupted() { lifeboat::error::INTERRUPTED } else { 0 })
 }

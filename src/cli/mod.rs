@@ -199,6 +199,9 @@ pub enum Command {
     /// Write a file of a snapshot to standard output (a directory as a tar stream).
     #[command(after_help = browse::DUMP_EXAMPLES)]
     Dump(browse::DumpArgs),
+    /// Serve the snapshots as a read-only filesystem (FUSE) until unmounted.
+    #[command(after_help = browse::MOUNT_EXAMPLES)]
+    Mount(browse::MountArgs),
     /// Bring a service back from a snapshot.
     #[command(after_help = repo::RESTORE_EXAMPLES)]
     Restore(repo::RestoreArgs),
@@ -391,6 +394,7 @@ impl Cli {
                 | Command::Cp(_)
                 | Command::Dump(_)
                 | Command::Find(_)
+                | Command::Mount(_)
         ) {
             lifeboat::sys::stop_on_signals()?;
         }
@@ -429,6 +433,7 @@ impl Cli {
             Command::Ls(a) => browse::ls(&ctx, a),
             Command::Find(a) => browse::find(&ctx, a),
             Command::Dump(a) => browse::dump(&ctx, a),
+            Command::Mount(a) => browse::mount(&ctx, a),
             Command::Repo(c) => repo::repo(&ctx, c),
             Command::Check(a) => repo::check(&ctx, a),
             Command::Drill(a) => repo::drill(&ctx, a),

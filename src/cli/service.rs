@@ -352,6 +352,7 @@ const RELATED: &[(&str, &[&str])] = &[
     ("ls", &["find", "dump", "diff", "restore"]),
     ("find", &["ls", "dump", "restore"]),
     ("dump", &["ls", "find", "diff", "restore"]),
+    ("mount", &["ls", "find", "dump", "restore"]),
     ("drill", &["restore", "agent", "status"]),
     ("forget", &["prune", "snapshots", "check"]),
     ("prune", &["forget", "check", "repo"]),

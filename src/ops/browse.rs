@@ -537,6 +537,38 @@ pub fn restore_paths(
     crate::snapshot::partial::restore_paths(host, repo, &id, &snap, opts)
 }
 
+/// What `mount` serves.
+#[derive(Clone, Debug)]
+pub struct MountRequest {
+    pub mountpoint: PathBuf,
+    /// Only this service's snapshots.
+    pub service: Option<String>,
+    /// File data kept in memory at most (bytes).
+    pub cache_bytes: usize,
+}
+
+/// `mount MOUNTPOINT`: the repository's snapshots as a read-only filesystem, served until it
+/// is unmounted or the command is interrupted; `on_mounted` is told how many snapshots it
+/// shows once they can be read.
+pub fn mount(host: &Host, access: Access, req: &MountRequest, on_mounted: &mut dyn FnMut(usize)) -> anyhow::Result<()> {
+    match std::fs::metadata(&req.mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(UsageError(format!("{} is not a directory", req.mountpoint.display())).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NotFound(format!("{}: no such directory", req.mountpoint.display())).into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(req.mountpoint.display().to_string())),
+    }
+    let repo = &access.open(host)?;
+    let snapshots: Vec<(String, Snapshot)> = snapshot::list(repo)?
+        .into_iter()
+        .filter(|(_, s)| req.service.as_ref().is_none_or(|n| *n == s.service))
+        .collect();
+    let n = snapshots.len();
+    let fs = crate::snapshot::mount::SnapshotFs::new(repo, snapshots, req.cache_bytes);
+    crate::snapshot::mount::serve(fs, &req.mountpoint, &mut || on_mounted(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
 pub mod consistency;
+pub mod mount;
 pub mod partial;
 pub mod view;
 

@@ -67,8 +67,12 @@ pub struct View<'r> {
     mounts: Vec<Mount>,
     /// The snapshot's time (the mtime shown for a volume's root and the paths leading to it).
     time_ns: i64,
-    trees: Mutex<HashMap<BlobId, Arc<Tree>>>,
+    trees: TreeCache,
 }
+
+/// Trees read, kept for the next look (shared by the views of one mount); at most
+/// [`TREE_CACHE`] of them.
+pub type TreeCache = Arc<Mutex<HashMap<BlobId, Arc<Tree>>>>;
 
 /// A path made absolute, as components, with `.` dropped and `..` taken by name (the root's
 /// parent is the root).
@@ -114,6 +118,11 @@ fn dir_node(name: &[u8], meta: Option<RootMeta>, subtree: Option<BlobId>, time_n
 
 impl<'r> View<'r> {
     pub fn new(repo: &'r Repository, snapshot: &Snapshot) -> View<'r> {
+        View::sharing(repo, snapshot, TreeCache::default())
+    }
+
+    /// A view whose trees are kept in `trees`, with other views'.
+    pub fn sharing(repo: &'r Repository, snapshot: &Snapshot, trees: TreeCache) -> View<'r> {
         let mut mounts =
             vec![Mount { at: Vec::new(), tree: snapshot.container_layer, root: None, origin: Origin::Layer }];
         for v in &snapshot.volumes {
@@ -128,7 +137,7 @@ impl<'r> View<'r> {
             .ok()
             .and_then(|t| t.timestamp_nanos_opt())
             .unwrap_or(0);
-        View { repo, mounts, time_ns, trees: Mutex::new(HashMap::new()) }
+        View { repo, mounts, time_ns, trees }
     }
 
     pub fn repo(&self) -> &'r Repository {

@@ -376,3 +376,159 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `lifeboat mount` running in the background; unmounted (by an interrupt) when dropped.
+struct Mounted {
+    child: std::process::Child,
+    at: PathBuf,
+}
+
+impl Mounted {
+    fn start(s: &Site, repo: &str, at: PathBuf) -> Mounted {
+        fs::create_dir_all(&at).unwrap();
+        let child = s
+            .env
+            .lifeboat()
+            .args(["mount", at.to_str().unwrap(), "--repo", repo, "--password-file", &s.pwfile])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let m = Mounted { child, at };
+        wait_until(30, "the snapshots to be mounted", || m.at.join("snapshots/latest").exists());
+        m
+    }
+
+    /// Interrupts the mount; its exit code.
+    fn stop(mut self) -> Option<i32> {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "the mount did not end on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
+}
+
+/// The mount shows every snapshot under services/NAME/TIME and snapshots/ID, with the files,
+/// owners, modes, times and extended attributes the service had; `diff -r` against the live
+/// volume finds nothing.
+fn mount_serves_the_live_service_files(s: &Site, repo: &str) {
+    let vol = s.volume_dir();
+    fs::create_dir_all(vol.join("shelves/a")).unwrap();
+    fs::write(vol.join("shelves/a/book.txt"), "a book\n").unwrap();
+    std::os::unix::fs::chown(vol.join("shelves/a/book.txt"), Some(1234), Some(5678)).unwrap();
+    fs::set_permissions(vol.join("shelves/a/book.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(vol.join("big.bin"), &big).unwrap();
+    let xattr =
+        rustix::fs::setxattr(vol.join("big.bin"), "user.shelf", b"reference", rustix::fs::XattrFlags::empty()).is_ok();
+    s.sh("mkdir -p /srv && echo catalogue > /srv/records.txt");
+    let out = s.env.ok(&["snapshot", "website", "--repo", repo, "--password-file", &s.pwfile, "--format", "json"]);
+    let id: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = id["id"].as_str().unwrap()[..12].to_string();
+
+    let m = Mounted::start(s, repo, s.env.path("mnt"));
+    let services: Vec<String> = fs::read_dir(m.at.join("services/website"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(services.iter().any(|n| n == "latest") && services.len() >= 2, "{services:?}");
+    let snap = m.at.join("snapshots").join(&id);
+    assert_eq!(fs::read_link(m.at.join("snapshots/latest")).unwrap(), Path::new(&id));
+    let diff = Command::new("diff").arg("-r").arg(snap.join("www")).arg(&vol).output().unwrap();
+    assert!(
+        diff.status.success(),
+        "the mount differs from the live volume:\n{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert_eq!(fs::read(snap.join("www/big.bin")).unwrap(), big);
+    assert_eq!(fs::read_to_string(snap.join("srv/records.txt")).unwrap(), "catalogue\n");
+    let (live, mounted) = (
+        fs::metadata(vol.join("shelves/a/book.txt")).unwrap(),
+        fs::metadata(snap.join("www/shelves/a/book.txt")).unwrap(),
+    );
+    assert_eq!((mounted.uid(), mounted.gid(), mounted.mode() & 0o7777), (1234, 5678, 0o640));
+    assert_eq!((mounted.mtime(), mounted.mtime_nsec()), (live.mtime(), live.mtime_nsec()));
+    if xattr {
+        let mut v = [0u8; 64];
+        let n = rustix::fs::getxattr(snap.join("www/big.bin"), "user.shelf", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"reference");
+    }
+    let ls = Command::new("ls").arg("-lR").arg(m.at.join("services/website/latest/")).output().unwrap();
+    assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("book.txt"));
+    // Read-only.
+    assert!(fs::write(snap.join("www/new.txt"), "x").is_err());
+    assert!(fs::remove_file(snap.join("www/big.bin")).is_err());
+    assert_eq!(m.stop(), Some(130));
+    assert!(!is_mount_point(&s.env.path("mnt")), "the mount is still there");
+}
+
+#[test]
+fn mount_on_a_local_repository_and_unmount_during_a_read() {
+    let s = Site::start();
+    s.snapshot();
+    mount_serves_the_live_service_files(&s, &s.repo.clone());
+
+    // A read in flight when the mount is stopped: the mount ends, the reader gets an error
+    // or the rest of the file, never a hang, and the mount point is free.
+    let m = Mounted::start(&s, &s.repo, s.env.path("mnt2"));
+    let mut f = fs::File::open(m.at.join("snapshots/latest/www/big.bin")).unwrap();
+    let mut first = vec![0u8; 65536];
+    std::io::Read::read_exact(&mut f, &mut first).unwrap();
+    // A slow reader: the mount stops while it is still reading.
+    let reader = std::thread::spawn(move || {
+        let (mut n, mut buf) = (0usize, vec![0u8; 16384]);
+        loop {
+            match std::io::Read::read(&mut f, &mut buf) {
+                Ok(0) => return (true, n),
+                Ok(k) => n += k,
+                Err(_) => return (false, n),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let at = m.at.clone();
+    assert_eq!(m.stop(), Some(130));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !reader.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "a read hung after the mount stopped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (ok, n) = reader.join().unwrap();
+    assert!(!ok || n == 3_000_000 - 65536, "a read ended early without an error ({n} bytes)");
+    assert!(!is_mount_point(&at));
+    // A missing mount point is "not found".
+    s.fails(&["mount", s.env.path("nowhere").to_str().unwrap()], 3);
+}
+
+#[test]
+fn mount_on_both_s3_servers() {
+    for server in ["s3s", "moto"] {
+        let Some(repo) = crate::util::s3_location(server) else { continue };
+        let s = Site::start();
+        s.env.ok(&["repo", "init", "--repo", &repo, "--password-file", &s.pwfile]);
+        mount_serves_the_live_service_files(&s, &repo);
+    }
+}
