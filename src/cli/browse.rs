@@ -47,6 +47,10 @@ pub struct MountArgs {
     /// File data kept in memory at most, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub cache_size: usize,
+    /// Let every user read it, as the files' owners and modes allow (the container's user IDs
+    /// taken as this host's); by default only root can.
+    #[arg(long)]
+    pub allow_other: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
@@ -214,6 +218,7 @@ pub fn mount(ctx: &Context, a: MountArgs) -> anyhow::Result<i32> {
         mountpoint: a.mountpoint.clone(),
         service: a.service.clone(),
         cache_bytes: a.cache_size.saturating_mul(1 << 20),
+        allow_other: a.allow_other,
     };
     a.repo.with(ctx, a.service.as_deref(), |r| {
         browse::mount(ctx.host(), r, &req, &mut |n| {

@@ -591,9 +591,10 @@ fn restore_paths(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         lifeboat::ops::browse::restore_paths(ctx.host(), r, service, &selection, &opts)
     })?;
     drop(spinner);
+    let code = if r.failed.is_empty() { 0 } else { lifeboat::error::FAILURE };
     if a.format == OutputFormat::Json {
         println!("{}", sorted_json(&r)?);
-        return Ok(0);
+        return Ok(code);
     }
     let frozen = r.frozen_ms.map(|ms| format!(", frozen {ms} ms")).unwrap_or_default();
     println!(
@@ -609,15 +610,21 @@ fn restore_paths(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         r.kept
     );
     if r.kept > 0 {
-        eprintln!("kept what is there already (use --overwrite to replace it):");
-        for p in &r.kept_paths {
-            eprintln!("  {p}");
+        eprintln!("kept as they are (--overwrite replaces what exists):");
+        for l in &r.kept_paths {
+            eprintln!("  {} ({})", l.path.display(), l.why);
         }
         if r.kept as usize > r.kept_paths.len() {
             eprintln!("  … and {} more", r.kept as usize - r.kept_paths.len());
         }
     }
-    Ok(0)
+    if !r.failed.is_empty() {
+        eprintln!("could not be put in place ({}; the rest was):", r.failed.len());
+        for l in &r.failed {
+            eprintln!("  {}: {}", l.path.display(), l.why);
+        }
+    }
+    Ok(code)
 }
 
 pub const DRILL_EXAMPLES: &str = "\

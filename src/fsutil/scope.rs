@@ -86,6 +86,13 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// An entry [`merge_into`] left where it was, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Left {
+    pub path: PathBuf,
+    pub why: String,
+}
+
 /// What [`merge_into`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Merged {
@@ -93,21 +100,49 @@ pub struct Merged {
     pub placed: u64,
     /// Entries that replaced what was there (with `overwrite`).
     pub replaced: u64,
-    /// Entries left as they were because something is there already, by path (the first
-    /// hundred; `kept` counts them all).
+    /// Entries left as they were: something is there already (without `overwrite`), it is a
+    /// mount point, or one side is a directory and the other not.
     pub kept: u64,
-    pub kept_paths: Vec<PathBuf>,
+    /// The first hundred of them.
+    pub kept_paths: Vec<Left>,
+    /// Entries that could not be moved into place (say, onto another filesystem), with why;
+    /// the others were.
+    pub failed: Vec<Left>,
+}
+
+impl Merged {
+    fn keep(&mut self, path: PathBuf, why: &str) {
+        self.kept += 1;
+        if self.kept_paths.len() < 100 {
+            self.kept_paths.push(Left { path, why: why.into() });
+        }
+    }
 }
 
 /// Moves everything in directory `from` into directory `to`, by renames only (both must be on
 /// one filesystem): what `to` lacks is moved in; directories on both sides are merged; any
 /// other entry already in `to` is kept, or with `overwrite` exchanged with the new one (the old
-/// one lands in `from`, to be removed with it). Names are taken one at a time, never following
-/// a symlink, so nothing in `to` can lead the merge elsewhere.
+/// one lands in `from`, to be removed with it) — unless one of the two is a directory and the
+/// other not (a whole directory is never swapped away for a file) or it is a mount point: those
+/// are kept. Names are taken one at a time, never following a symlink, so nothing in `to` can
+/// lead the merge elsewhere. An entry that cannot be moved is listed in `failed` and the merge
+/// goes on with the next one.
 pub fn merge_into(from: BorrowedFd<'_>, to: BorrowedFd<'_>, overwrite: bool) -> io::Result<Merged> {
     let mut out = Merged::default();
     merge_level(from, to, overwrite, Path::new(""), &mut out)?;
     Ok(out)
+}
+
+/// Whether `name` in `dir` is the root of a mount (a bind-mounted file or directory, a tmpfs).
+fn is_mount_root(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    use rustix::fs::{StatxAttributes, StatxFlags};
+    match rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
+        Ok(st) => {
+            st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Err(_) => false,
+    }
 }
 
 fn merge_level(
@@ -120,41 +155,64 @@ fn merge_level(
     use rustix::fs::{FileType, RenameFlags, renameat_with};
     for name in list_dir(from)? {
         let path = at.join(&name);
-        let with_path =
-            |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", path.display()));
-        let new = rustix::fs::statat(from, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(with_path)?;
-        let old = match rustix::fs::statat(to, &name, AtFlags::SYMLINK_NOFOLLOW) {
-            Err(Errno::NOENT) => {
-                renameat_with(from, &name, to, &name, RenameFlags::NOREPLACE).map_err(with_path)?;
-                out.placed += 1;
+        let fail =
+            |out: &mut Merged, e: rustix::io::Errno| out.failed.push(Left { path: path.clone(), why: e.to_string() });
+        let new = match rustix::fs::statat(from, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) => {
+                fail(out, e);
                 continue;
             }
-            other => other.map_err(with_path)?,
         };
+        let old = match rustix::fs::statat(to, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => {
+                match renameat_with(from, &name, to, &name, RenameFlags::NOREPLACE) {
+                    Ok(()) => out.placed += 1,
+                    Err(e) => fail(out, e),
+                }
+                continue;
+            }
+            Err(e) => {
+                fail(out, e);
+                continue;
+            }
+            Ok(st) => st,
+        };
+        if is_mount_root(to, &name) {
+            out.keep(path, "a mount point in the container");
+            continue;
+        }
         let is_dir = |st: &Stat| FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        if is_dir(&new) && is_dir(&old) {
-            let sub_from = open_dir_beneath(from, &name)?;
-            let sub_to = open_dir_beneath(to, &name)?;
-            merge_level(sub_from.as_fd(), sub_to.as_fd(), overwrite, &path, out)?;
-            if overwrite {
-                // The directory as the snapshot had it: owner, then mode, then times.
-                let _ = rustix::fs::fchown(
-                    &sub_to,
-                    Some(rustix::fs::Uid::from_raw(new.st_uid)),
-                    Some(rustix::fs::Gid::from_raw(new.st_gid)),
-                );
-                let _ = rustix::fs::fchmod(&sub_to, Mode::from_raw_mode(new.st_mode & 0o7777));
-                let t = rustix::fs::Timespec { tv_sec: new.st_mtime, tv_nsec: new.st_mtime_nsec as _ };
-                let _ = rustix::fs::futimens(&sub_to, &rustix::fs::Timestamps { last_access: t, last_modification: t });
+        match (is_dir(&new), is_dir(&old)) {
+            (true, true) => {
+                let (sub_from, sub_to) = match (open_dir_beneath(from, &name), open_dir_beneath(to, &name)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        out.failed.push(Left { path: path.clone(), why: e.to_string() });
+                        continue;
+                    }
+                };
+                merge_level(sub_from.as_fd(), sub_to.as_fd(), overwrite, &path, out)?;
+                if overwrite {
+                    // The directory as the snapshot had it: owner, then mode, then times.
+                    let _ = rustix::fs::fchown(
+                        &sub_to,
+                        Some(rustix::fs::Uid::from_raw(new.st_uid)),
+                        Some(rustix::fs::Gid::from_raw(new.st_gid)),
+                    );
+                    let _ = rustix::fs::fchmod(&sub_to, Mode::from_raw_mode(new.st_mode & 0o7777));
+                    let t = rustix::fs::Timespec { tv_sec: new.st_mtime, tv_nsec: new.st_mtime_nsec as _ };
+                    let _ =
+                        rustix::fs::futimens(&sub_to, &rustix::fs::Timestamps { last_access: t, last_modification: t });
+                }
             }
-        } else if overwrite {
-            renameat_with(from, &name, to, &name, RenameFlags::EXCHANGE).map_err(with_path)?;
-            out.replaced += 1;
-        } else {
-            out.kept += 1;
-            if out.kept_paths.len() < 100 {
-                out.kept_paths.push(path);
-            }
+            (false, false) if overwrite => match renameat_with(from, &name, to, &name, RenameFlags::EXCHANGE) {
+                Ok(()) => out.replaced += 1,
+                Err(e) => fail(out, e),
+            },
+            (false, false) => out.keep(path, "exists"),
+            (true, false) => out.keep(path, "not a directory here"),
+            (false, true) => out.keep(path, "a directory here"),
         }
     }
     Ok(())
@@ -373,6 +431,53 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_merge_places_what_is_missing_keeps_what_exists_and_never_swaps_a_directory_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        for d in [&from, &to] {
+            fs::create_dir_all(d.join("www/sub")).unwrap();
+        }
+        fs::write(from.join("www/page.html"), "restored").unwrap();
+        fs::write(from.join("www/index.html"), "snapshot").unwrap();
+        fs::write(to.join("www/index.html"), "written since").unwrap();
+        fs::write(from.join("www/sub/new.txt"), "new").unwrap();
+        fs::create_dir_all(from.join("www/newdir/deep")).unwrap();
+        // The snapshot has a file where the live tree now has a directory of work, and a
+        // directory where it has a file.
+        fs::write(from.join("www/uploads"), "was a file").unwrap();
+        fs::create_dir_all(to.join("www/uploads")).unwrap();
+        fs::write(to.join("www/uploads/today.jpg"), "precious").unwrap();
+        fs::create_dir_all(from.join("www/cache")).unwrap();
+        fs::write(to.join("www/cache"), "a file now").unwrap();
+        // A symlink in the live tree is never followed.
+        symlink("/etc", to.join("www/etc")).unwrap();
+        fs::create_dir_all(from.join("www/etc")).unwrap();
+        fs::write(from.join("www/etc/passwd"), "x").unwrap();
+        let open = |p: &Path| rustix::fs::open(p, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let m = merge_into(open(&from).as_fd(), open(&to).as_fd(), false).unwrap();
+        assert_eq!(fs::read_to_string(to.join("www/page.html")).unwrap(), "restored");
+        assert_eq!(fs::read_to_string(to.join("www/index.html")).unwrap(), "written since");
+        assert_eq!(fs::read_to_string(to.join("www/sub/new.txt")).unwrap(), "new");
+        assert!(to.join("www/newdir/deep").is_dir());
+        assert_eq!((m.placed, m.replaced, m.kept), (3, 0, 4), "{m:?}");
+        assert!(m.kept_paths.iter().any(|l| l.path == Path::new("www/index.html") && l.why == "exists"));
+        assert!(m.failed.is_empty());
+        // With overwrite: files are exchanged, a directory is never swapped for a file or the
+        // other way round, and a symlink is not followed.
+        let m = merge_into(open(&from).as_fd(), open(&to).as_fd(), true).unwrap();
+        assert_eq!(fs::read_to_string(to.join("www/index.html")).unwrap(), "snapshot");
+        assert_eq!(fs::read_to_string(to.join("www/uploads/today.jpg")).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(to.join("www/cache")).unwrap(), "a file now");
+        assert!(fs::symlink_metadata(to.join("www/etc")).unwrap().file_type().is_symlink());
+        assert_eq!(
+            fs::read_to_string(from.join("www/index.html")).unwrap(),
+            "written since",
+            "the old one went to the stage"
+        );
+        assert_eq!((m.replaced, m.kept), (1, 3), "{m:?}");
+    }
 
     /// A scope with hostile links, and a "host" file outside it.
     fn hostile() -> (tempfile::TempDir, PathBuf, Scope) {

@@ -39,7 +39,9 @@ pub struct Address {
 impl Address {
     pub fn parse(s: &str) -> Result<Address, UsageError> {
         let bad = || UsageError(format!("{s:?}: expected SNAPSHOT[:PATH] (an ID, latest, SERVICE or SERVICE@TIME)"));
-        let (which, path) = if let Some((service, rest)) = s.split_once('@') {
+        // SERVICE@TIME only when the @ comes before any colon (a path may hold an @).
+        let at_sign = s.find('@').filter(|&i| s.find(':').is_none_or(|c| i < c));
+        let (which, path) = if let Some((service, rest)) = at_sign.map(|i| (&s[..i], &s[i + 1..])) {
             // A time has colons of its own: the path starts at the first ":/", else after
             // the last colon if what is before it is a whole time.
             let (at, path) = match rest.find(":/") {
@@ -75,11 +77,12 @@ impl Address {
         Ok(Address { which, path })
     }
 
-    /// The service it names, when it names one (its repository may be configured).
+    /// The service it may name (its repository may be configured): a name of hex digits
+    /// may be a service's as well as an ID prefix.
     pub fn service(&self) -> Option<&str> {
         match &self.which {
-            Which::Service { name, .. } => Some(name),
-            _ => None,
+            Which::Service { name, .. } | Which::Id(name) => Some(name),
+            Which::Latest => None,
         }
     }
 }
@@ -88,14 +91,11 @@ impl Address {
 pub fn resolve(repo: &Repository, which: &Which) -> anyhow::Result<(String, Snapshot)> {
     match which {
         Which::Latest => Ok(snapshot::find(repo, None, "latest")?),
-        Which::Id(id) => match snapshot::find(repo, None, id) {
-            Err(crate::repo::RepoError::NotFound { .. })
-                if snapshot::list(repo)?.iter().any(|(_, s)| s.service == *id) =>
-            {
-                Ok(snapshot::find(repo, Some(id), "latest")?)
-            }
-            other => Ok(other?),
-        },
+        // A service of that name wins over an ID prefix (`db`, `cafe` are both).
+        Which::Id(id) if snapshot::list(repo)?.iter().any(|(_, s)| s.service == *id) => {
+            Ok(snapshot::find(repo, Some(id), "latest")?)
+        }
+        Which::Id(id) => Ok(snapshot::find(repo, None, id)?),
         Which::Service { name, at } => crate::ops::backup::select(repo, name, "latest", at.as_deref()),
     }
 }
@@ -292,14 +292,21 @@ fn search(
 ) -> anyhow::Result<std::sync::Arc<Vec<(PathBuf, Entry)>>> {
     // A name pattern's hits below a tree do not depend on where the tree is; a path
     // pattern's do. Below a volume's mount path the trees are not the whole story.
+    // The same tree hides whiteouts in the layer and not in a volume: where it is stored is
+    // part of the key.
     let key = match (&dir.node.subtree, view.has_mount_below(&dir.path)) {
         (Some(tree), false) => {
-            Some((*tree, if m.whole_path { dir.path.to_string_lossy().into_owned() } else { String::new() }))
+            let layer = dir.origin == crate::snapshot::view::Origin::Layer;
+            let place = if m.whole_path { dir.path.to_string_lossy().into_owned() } else { String::new() };
+            Some((*tree, format!("{layer}:{place}")))
         }
         _ => None,
     };
     if let Some(hits) = key.as_ref().and_then(|k| memo.get(k)) {
         return Ok(hits.clone());
+    }
+    if dir.path.components().count() > crate::snapshot::view::MAX_DEPTH {
+        return Err(view.too_deep(&dir.path).into());
     }
     let mut hits = Vec::new();
     for child in view.children(dir)? {
@@ -432,6 +439,9 @@ fn diff_dirs(
     rel: &Path,
     out: &mut Vec<crate::ops::backup::SnapshotChange>,
 ) -> anyhow::Result<()> {
+    if rel.components().count() > crate::snapshot::view::MAX_DEPTH {
+        return Err(va.too_deep(rel).into());
+    }
     // Unchanged trees with nothing mounted below are equal without a look inside.
     if let (Some(x), Some(y)) = (a, b)
         && x.node.subtree.is_some()
@@ -488,11 +498,14 @@ pub fn diff_paths(host: &Host, access: Access, first: &Address, second: &Address
     let b = entry_at(&vb, &idb, &sb, &second.path)?;
     if a.is_dir() || b.is_dir() {
         let mut changes = Vec::new();
-        diff_dirs(&va, Some(&a), &vb, Some(&b), Path::new("/"), &mut changes)?;
+        diff_dirs(&va, Some(&a), &vb, Some(&b), &first.path, &mut changes)?;
         if !(a.is_dir() && b.is_dir()) {
             changes.insert(
                 0,
-                crate::ops::backup::SnapshotChange { kind: "M".into(), path: "/ (one side is not a directory)".into() },
+                crate::ops::backup::SnapshotChange {
+                    kind: "M".into(),
+                    path: format!("{} (one side is not a directory)", first.path.display()),
+                },
             );
         }
         return Ok(if changes.is_empty() { PathDiff::Same } else { PathDiff::Changes { changes } });
@@ -504,8 +517,11 @@ pub fn diff_paths(host: &Host, access: Access, first: &Address, second: &Address
             PathDiff::Metadata { first: Box::new(EntryRow::of(&a)), second: Box::new(EntryRow::of(&b)) }
         });
     }
-    let files = a.node.kind == NodeKind::File && b.node.kind == NodeKind::File;
-    if !files || a.node.size > TEXT_DIFF_LIMIT || b.node.size > TEXT_DIFF_LIMIT {
+    if a.node.kind != b.node.kind || a.node.kind != NodeKind::File {
+        // Not two files: what they are says it (a link's target, a kind).
+        return Ok(PathDiff::Metadata { first: Box::new(EntryRow::of(&a)), second: Box::new(EntryRow::of(&b)) });
+    }
+    if a.node.size > TEXT_DIFF_LIMIT || b.node.size > TEXT_DIFF_LIMIT {
         return Ok(PathDiff::Binary { first_size: a.node.size, second_size: b.node.size });
     }
     let (x, y) = (read_all(&va, &a)?, read_all(&vb, &b)?);
@@ -545,6 +561,8 @@ pub struct MountRequest {
     pub service: Option<String>,
     /// File data kept in memory at most (bytes).
     pub cache_bytes: usize,
+    /// Every user may read it (as the files' owners and modes allow), not only root.
+    pub allow_other: bool,
 }
 
 /// `mount MOUNTPOINT`: the repository's snapshots as a read-only filesystem, served until it
@@ -566,7 +584,7 @@ pub fn mount(host: &Host, access: Access, req: &MountRequest, on_mounted: &mut d
         .collect();
     let n = snapshots.len();
     let fs = crate::snapshot::mount::SnapshotFs::new(repo, snapshots, req.cache_bytes);
-    crate::snapshot::mount::serve(fs, &req.mountpoint, &mut || on_mounted(n))
+    crate::snapshot::mount::serve(fs, &req.mountpoint, req.allow_other, &mut || on_mounted(n))
 }
 
 #[cfg(test)]
@@ -599,6 +617,15 @@ mod tests {
         );
         assert_eq!(a("db@2026-12-06:var/lib").path, Path::new("/var/lib"));
         assert_eq!(a("db@latest:/x").which, Which::Service { name: "db".into(), at: None });
+        // An @ in the path is the path's.
+        assert_eq!(
+            a("website:/app/node_modules/@types/x"),
+            Address {
+                which: Which::Service { name: "website".into(), at: None },
+                path: "/app/node_modules/@types/x".into()
+            }
+        );
+        assert_eq!(a("3fa2:/a@b").which, Which::Id("3fa2".into()));
         assert!(Address::parse("").is_err());
         assert!(Address::parse(":/x").is_err());
         assert!(Address::parse("@2026-12-06").is_err());

@@ -79,6 +79,11 @@ pub struct SnapshotStats {
 pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
     let mut out = Vec::new();
     for name in repo.backend().list(Kind::Snapshot)? {
+        // Lifeboat names objects with 64 hex digits: anything else was put there by hand.
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            tracing::warn!(object = name.as_str(), "not a snapshot's name; skipped");
+            continue;
+        }
         out.push((name.clone(), repo.load_object::<Snapshot>(Kind::Snapshot, &name)?));
     }
     out.sort_by(|a, b| a.1.time.cmp(&b.1.time));

@@ -129,13 +129,17 @@ impl<'r> SnapshotFs<'r> {
         let mut services: Vec<(OsString, Child)> = Vec::new();
         let mut by_service: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
         for (i, (_, s)) in snapshots.iter().enumerate() {
+            // A name that cannot be a directory's (a hand-made snapshot) is left out.
+            if s.service.is_empty() || s.service == "." || s.service == ".." || s.service.contains(['/', '\0']) {
+                continue;
+            }
             by_service.entry(&s.service).or_default().push(i);
         }
         for (name, idx) in &by_service {
             let mut dirs: Vec<(OsString, Child)> = Vec::new();
             for &i in idx {
                 // Two snapshots in one second get -2, -3…
-                let base = time_name(&snapshots[i].1);
+                let base = time_name(&snapshots[i].1).replace(['/', '\0'], "_");
                 let mut n = 1;
                 let mut dir = base.clone();
                 while dirs.iter().any(|(d, _)| d == OsStr::new(&dir)) {
@@ -325,11 +329,15 @@ impl<'r> SnapshotFs<'r> {
         let wanted: Vec<(BlobId, u64, u64)> =
             open.chunks[first..].iter().take_while(|(_, start, _)| *start < offset + size as u64).copied().collect();
         let mut out = Vec::with_capacity(size);
-        for (id, start, _) in wanted {
+        for (id, start, len) in wanted {
             let data = self.chunks.get(self.repo, &id).map_err(|e| {
                 tracing::error!(chunk = id.hex(), error = %e, "cannot read a chunk of the file");
                 libc::EIO
             })?;
+            if data.len() as u64 != len {
+                tracing::error!(chunk = id.hex(), "a chunk is not the length the index says");
+                return Err(libc::EIO);
+            }
             let from = offset.saturating_sub(start) as usize;
             let room = size - out.len();
             let part = &data[from.min(data.len())..];
@@ -501,17 +509,26 @@ impl Filesystem for SnapshotFs<'_> {
 /// Serves `fs` at `mountpoint` until it is unmounted, or until the process is asked to stop
 /// (then it is detached: the mount point is free again at once, and reads still in flight
 /// fail rather than hang).
-pub fn serve(fs: SnapshotFs<'_>, mountpoint: &Path, on_mounted: &mut dyn FnMut()) -> anyhow::Result<()> {
-    let options = [
+/// Only root (who mounts it) can read it, unless `allow_other`: then every user can, as the
+/// files' owners and modes allow (the container's user IDs taken as the host's).
+pub fn serve(
+    fs: SnapshotFs<'_>,
+    mountpoint: &Path,
+    allow_other: bool,
+    on_mounted: &mut dyn FnMut(),
+) -> anyhow::Result<()> {
+    let mut options = vec![
         MountOption::RO,
         MountOption::FSName("lifeboat".into()),
         MountOption::Subtype("lifeboat".into()),
         MountOption::DefaultPermissions,
-        MountOption::AllowOther,
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    let mut session = fuser::Session::new(fs, mountpoint, &options)
+    if allow_other {
+        options.push(MountOption::AllowOther);
+    }
+    let mut session = fuser::Session::new(fs, mountpoint, &options[..])
         .map_err(|e| anyhow::anyhow!("cannot mount at {}: {e}", mountpoint.display()))?;
     on_mounted();
     let target: PathBuf = mountpoint.to_path_buf();

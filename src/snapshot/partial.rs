@@ -22,15 +22,14 @@ use serde::Serialize;
 use super::Frozen;
 use super::view::{Entry, Origin, PathFilter, Pick, TarStats, View};
 use crate::error::NotFound;
-use crate::fsutil::scope::{Merged, Scope, fd_path, merge_into, open_dir_beneath};
+use crate::fsutil::scope::{Left, Merged, Scope, fd_path, merge_into, open_dir_beneath};
 use crate::image::layer::{self, ApplyOptions, WhiteoutMode};
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
 use crate::runtime::container::{MountSource, Status};
 use crate::runtime::{self, Host};
 
-/// Stages are named with this prefix (and left out of snapshots, should one be taken while a
-/// restore runs).
+/// Stages are named with this prefix.
 pub const STAGING_PREFIX: &str = ".lifeboat-restore-";
 
 /// Where a partial restore goes.
@@ -64,9 +63,13 @@ pub struct PartialReport {
     pub bytes: u64,
     pub placed: u64,
     pub replaced: u64,
-    /// Entries left as they were because something is there already.
+    /// Entries left as they were: something is there already (without `overwrite`), a mount
+    /// point, or a directory on one side only.
     pub kept: u64,
-    pub kept_paths: Vec<String>,
+    /// The first hundred of them, with why.
+    pub kept_paths: Vec<Left>,
+    /// Entries that could not be moved into place, with why (the others were).
+    pub failed: Vec<Left>,
     /// How long the service was frozen while its files were swapped (in place, running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_ms: Option<u64>,
@@ -85,11 +88,42 @@ struct Stage {
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        use std::os::unix::ffi::OsStrExt;
-        if let Err(e) = layer::apply::remove_all_at(self.parent.as_fd(), self.name.as_bytes()) {
+        // Only the directory made for this restore, still under its name: a stage in a
+        // container's root could have been moved away and something else put there.
+        let ours = rustix::fs::fstat(&self.dir).ok().map(|st| (st.st_dev, st.st_ino));
+        let there = rustix::fs::statat(&self.parent, &self.name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
+        if ours.is_none() || ours != there {
+            tracing::warn!(stage = ?self.name, "a restore's staging directory was moved; left where it is");
+            return;
+        }
+        let dev = ours.map_or(0, |(d, _)| d);
+        if let Err(e) = remove_tree(self.parent.as_fd(), &self.name, dev) {
             tracing::warn!(stage = ?self.name, error = %e, "cannot remove a restore's staging directory");
         }
     }
+}
+
+/// Removes `name` in `dir` and everything below it, never following a symlink and never going
+/// into another filesystem than `dev` (a mount point moved into the stage stays as it is).
+fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr, dev: u64) -> rustix::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType};
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return rustix::fs::unlinkat(dir, name, AtFlags::empty());
+    }
+    if st.st_dev != dev {
+        return Err(rustix::io::Errno::XDEV);
+    }
+    let sub = open_dir_beneath(dir, name)
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
+    let names = crate::fsutil::scope::list_dir(sub.as_fd())
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
+    for n in names {
+        remove_tree(sub.as_fd(), &n, dev)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
 }
 
 impl Stage {
@@ -123,15 +157,17 @@ impl Stage {
     }
 }
 
+/// Adds what one stage's merge did, its paths made the view's (`under` is where it went).
 fn add(total: &mut Merged, m: Merged, under: &Path) {
     total.placed += m.placed;
     total.replaced += m.replaced;
     total.kept += m.kept;
-    for p in m.kept_paths {
+    for l in m.kept_paths {
         if total.kept_paths.len() < 100 {
-            total.kept_paths.push(under.join(p));
+            total.kept_paths.push(Left { path: under.join(l.path), why: l.why });
         }
     }
+    total.failed.extend(m.failed.into_iter().map(|l| Left { path: under.join(l.path), why: l.why }));
 }
 
 /// Whether a pattern has wildcards (a plain path must be in the snapshot).
@@ -165,7 +201,11 @@ pub fn restore_paths(
     let mut merged = Merged::default();
     match &opts.target {
         PartialTarget::Dir(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            // Made private, as the files may be anyone's (set-user-ID programs, device nodes,
+            // another user's data): the user opens it up as they see fit.
+            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let dest = Scope::open(dir)?;
             let parent = open_dir_beneath(dest.fd(), std::ffi::OsStr::new("."))?;
             let dest_fd = open_dir_beneath(dest.fd(), std::ffi::OsStr::new("."))?;
@@ -183,25 +223,44 @@ pub fn restore_paths(
             })?;
             report.target = config.name.clone();
             let mut stages: Vec<(PathBuf, Stage)> = Vec::new();
-            // The container's own layer, through its root.
-            let root = runtime::copy::ContainerRoot::open(host, &config)?;
-            {
+            // The container's own layer, through its root, if anything of it is selected.
+            let layer_entries = view.count_selection(&view.root(), Some(&Origin::Layer), &pick)?;
+            let root = if layer_entries > 0 {
+                if config.read_only {
+                    return Err(crate::error::UsageError(format!(
+                        "{}'s root filesystem is read-only: restore its files with --target DIR",
+                        config.name
+                    ))
+                    .into());
+                }
+                let root = runtime::copy::ContainerRoot::open(host, &config)?;
                 let scope = root.writable()?;
                 let parent = open_dir_beneath(scope.fd(), std::ffi::OsStr::new("."))?;
                 let dest = open_dir_beneath(scope.fd(), std::ffi::OsStr::new("."))?;
                 let stage = Stage::fill(&view, &view.root(), Some(&Origin::Layer), &pick, parent, dest)?;
-                if stage.stats.entries > 0 {
-                    stages.push((PathBuf::from("/"), stage));
-                }
-            }
+                stages.push((PathBuf::from("/"), stage));
+                Some(root)
+            } else {
+                None
+            };
             // Each volume, beside its data on the host.
             for v in &snap.volumes {
                 let Some(top) = view.lookup(Path::new(&v.target))? else { continue };
                 if top.origin != Origin::Volume(v.name.clone()) || pick(&top) == Pick::Skip {
                     continue;
                 }
+                if view.count_selection(&top, Some(&top.origin), &pick)? == 0 {
+                    continue;
+                }
                 let target = super::view::components(Path::new(&v.target));
                 let live = config.mounts.iter().find(|m| super::view::components(Path::new(&m.target)) == target);
+                if live.is_some_and(|m| m.read_only) {
+                    return Err(crate::error::UsageError(format!(
+                        "{} is mounted read-only in {}: restore its files with --target DIR",
+                        v.target, config.name
+                    ))
+                    .into());
+                }
                 let data = match live.map(|m| &m.source) {
                     Some(MountSource::Volume { name }) => host.volumes()?.data_dir(name),
                     Some(MountSource::Bind { path, .. }) => path.clone(),
@@ -247,6 +306,10 @@ pub fn restore_paths(
                     }
                 }
             }
+            if result.is_err() {
+                // What was moved stays (it is the snapshot's); say so with the error.
+                tracing::warn!(placed = merged.placed, replaced = merged.replaced, "the restore stopped part-way");
+            }
             if let Some(f) = frozen.as_mut() {
                 report.frozen_ms = Some(f.thaw().as_millis() as u64);
             }
@@ -259,7 +322,8 @@ pub fn restore_paths(
     report.placed = merged.placed;
     report.replaced = merged.replaced;
     report.kept = merged.kept;
-    report.kept_paths = merged.kept_paths.iter().map(|p| p.display().to_string()).collect();
+    report.kept_paths = merged.kept_paths;
+    report.failed = merged.failed;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -24,6 +24,9 @@ use crate::repo::{BlobId, RepoError, Repository, Result};
 /// Trees kept in memory at most; listing a large snapshot never holds more.
 const TREE_CACHE: usize = 4096;
 
+/// Directories nested deeper than this are damage (a path of 4096 bytes holds at most 2048).
+pub const MAX_DEPTH: usize = 2048;
+
 /// Where an entry of the view is stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "name")]
@@ -265,13 +268,33 @@ impl<'r> View<'r> {
         top: &Entry,
         each: &mut dyn FnMut(&Entry) -> std::result::Result<bool, E>,
     ) -> std::result::Result<(), E> {
+        self.walk_from(top, 0, each)
+    }
+
+    fn walk_from<E: From<RepoError>>(
+        &self,
+        top: &Entry,
+        depth: usize,
+        each: &mut dyn FnMut(&Entry) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
         if !each(top)? || !top.is_dir() {
             return Ok(());
         }
+        if depth >= MAX_DEPTH {
+            return Err(self.too_deep(&top.path).into());
+        }
         for child in self.children(top)? {
-            self.walk(&child, each)?;
+            self.walk_from(&child, depth + 1, each)?;
         }
         Ok(())
+    }
+
+    /// The error for a tree nested deeper than any filesystem holds (a hand-made one).
+    pub fn too_deep(&self, at: &Path) -> RepoError {
+        RepoError::Corrupt {
+            location: self.repo.location(),
+            what: format!("{}: directories nested more than {MAX_DEPTH} deep", at.display()),
+        }
     }
 
     /// The content of a regular file, read chunk by chunk.
@@ -298,9 +321,45 @@ impl<'r> View<'r> {
         }
     }
 
+    /// Calls `each` with what `pick` selects of `top` and below (`top` itself only with
+    /// `with_top`), parents first. With `only`, entries stored elsewhere (a volume within the
+    /// layer) are left out with everything below them.
+    pub fn visit_selection<E: From<RepoError>>(
+        &self,
+        top: &Entry,
+        with_top: bool,
+        only: Option<&Origin>,
+        pick: &dyn Fn(&Entry) -> Pick,
+        each: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.walk(top, &mut |e| -> std::result::Result<bool, E> {
+            let is_top = e.path == top.path;
+            if !is_top && only.is_some_and(|o| *o != e.origin) {
+                return Ok(false);
+            }
+            if is_top && !with_top {
+                return Ok(true);
+            }
+            if pick(e) == Pick::Skip {
+                return Ok(false);
+            }
+            each(e)?;
+            Ok(true)
+        })
+    }
+
+    /// How many entries [`View::visit_selection`] would visit (reading trees only).
+    pub fn count_selection(&self, top: &Entry, only: Option<&Origin>, pick: &dyn Fn(&Entry) -> Pick) -> Result<u64> {
+        let mut n = 0;
+        self.visit_selection(top, false, only, pick, &mut |_| -> Result<()> {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// Writes what `pick` selects of `top` and below as a tar stream, named relative to
-    /// `base`; `top` itself only with `with_top`. With `only`, entries stored elsewhere (a
-    /// volume within the layer) are left out with everything below them.
+    /// `base` (see [`View::visit_selection`]).
     pub fn write_selection<W: Write>(
         &self,
         top: &Entry,
@@ -312,20 +371,9 @@ impl<'r> View<'r> {
     ) -> anyhow::Result<TarStats> {
         let mut tar = TarWriter { builder: tar::Builder::new(out), links: HashMap::new(), stats: TarStats::default() };
         tar.builder.follow_symlinks(false);
-        self.walk(top, &mut |e| -> anyhow::Result<bool> {
-            let is_top = e.path == top.path;
-            if !is_top && only.is_some_and(|o| *o != e.origin) {
-                return Ok(false);
-            }
-            let picked = if is_top && !with_top { Pick::Toward } else { pick(e) };
-            if picked == Pick::Skip {
-                return Ok(false);
-            }
-            if !is_top || with_top {
-                let rel = e.path.strip_prefix(base).unwrap_or(&e.path);
-                tar.entry(self, e, rel)?;
-            }
-            Ok(true)
+        self.visit_selection(top, with_top, only, pick, &mut |e| -> anyhow::Result<()> {
+            let rel = e.path.strip_prefix(base).unwrap_or(&e.path);
+            tar.entry(self, e, rel)
         })?;
         tar.builder.finish()?;
         Ok(tar.stats)
@@ -354,7 +402,16 @@ pub struct PathFilter {
 
 impl PathFilter {
     pub fn new(include: &[String], exclude: &[String]) -> PathFilter {
-        let compile = |v: &[String]| v.iter().map(|p| crate::glob::clean_segments(p)).collect();
+        // `..` taken by name, as in addresses; the root (`/`) stands for everything.
+        let compile = |v: &[String]| {
+            v.iter()
+                .map(|p| {
+                    let segs: Vec<String> =
+                        components(Path::new(p)).iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+                    if segs.is_empty() { vec!["**".to_string()] } else { segs }
+                })
+                .collect()
+        };
         PathFilter { include: compile(include), exclude: compile(exclude) }
     }
 
@@ -373,6 +430,14 @@ impl PathFilter {
         }
         Pick::Skip
     }
+}
+
+/// A time in nanoseconds as a pax record writes it: a signed decimal number of seconds
+/// (`-0.500000000` is half a second before the epoch).
+fn pax_time(ns: i64) -> String {
+    let sign = if ns < 0 { "-" } else { "" };
+    let abs = ns.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
 }
 
 /// What a tar stream of the view held.
@@ -399,9 +464,8 @@ impl<W: Write> TarWriter<W> {
         h.set_mtime(n.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        let frac = n.mtime_ns.rem_euclid(1_000_000_000);
-        if frac != 0 {
-            pax.push(("mtime".into(), format!("{}.{frac:09}", n.mtime_ns.div_euclid(1_000_000_000)).into_bytes()));
+        if n.mtime_ns % 1_000_000_000 != 0 {
+            pax.push(("mtime".into(), pax_time(n.mtime_ns).into_bytes()));
         }
         for (k, v) in &n.xattrs {
             // The overlay's own markers say nothing about the file.
@@ -510,5 +574,44 @@ impl Read for FileReader<'_> {
         self.pos += n;
         self.read += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, dir: bool) -> Entry {
+        let mut node = dir_node(b"x", None, None, 0);
+        if !dir {
+            node.kind = NodeKind::File;
+        }
+        Entry { path: PathBuf::from(path), node, origin: Origin::Layer }
+    }
+
+    #[test]
+    fn a_filter_takes_what_is_included_and_the_directories_leading_there() {
+        let f = PathFilter::new(&["/var/www/page.html".into()], &[]);
+        assert_eq!(f.pick(&entry("/var", true)), Pick::Toward);
+        assert_eq!(f.pick(&entry("/var/www", true)), Pick::Toward);
+        assert_eq!(f.pick(&entry("/var/www/page.html", false)), Pick::All);
+        assert_eq!(f.pick(&entry("/var/www/other.html", false)), Pick::Skip);
+        assert_eq!(f.pick(&entry("/etc", true)), Pick::Skip);
+        // A directory included takes everything below it, less what is excluded.
+        let f = PathFilter::new(&["/var/www".into()], &["/var/www/cache".into(), "*.tmp".into()]);
+        assert_eq!(f.pick(&entry("/var/www/a/b.html", false)), Pick::All);
+        assert_eq!(f.pick(&entry("/var/www/cache/x", false)), Pick::Skip);
+        // The root is everything; `..` is taken by name.
+        assert_eq!(PathFilter::new(&["/".into()], &[]).pick(&entry("/etc/hosts", false)), Pick::All);
+        let f = PathFilter::new(&["/var/lib/../www/x".into()], &[]);
+        assert_eq!(f.pick(&entry("/var/www/x", false)), Pick::All);
+        assert_eq!(f.pick(&entry("/var/lib", true)), Pick::Skip);
+    }
+
+    #[test]
+    fn pax_times_carry_their_sign_on_the_whole_number() {
+        assert_eq!(pax_time(1_500_000_000_123_456_789), "1500000000.123456789");
+        assert_eq!(pax_time(-500_000_000), "-0.500000000");
+        assert_eq!(pax_time(-1_500_000_000), "-1.500000000");
     }
 }

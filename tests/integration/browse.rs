@@ -168,6 +168,33 @@ fn a_deleted_page_comes_back_in_place_while_the_site_answers() {
     assert!(s.sh("cat /www/index.html").contains("home v1"));
     assert!(http_get(s.port, "/index.html").unwrap().contains("home v1"));
 
+    // A directory of new work where the snapshot had a file is never swapped away, even with
+    // --overwrite; mount points in the container (its /etc/hosts) are left as they are.
+    s.sh("echo 'a page' > /www/uploads");
+    let fifth = s.snapshot();
+    s.sh("rm /www/uploads && mkdir /www/uploads && echo today > /www/uploads/photo.jpg");
+    let out = s
+        .env
+        .lifeboat()
+        .args(s.args(&[
+            "restore",
+            "website",
+            "--snapshot",
+            &fifth[..12],
+            "--include",
+            "/www/uploads",
+            "--include",
+            "/etc",
+            "--in-place",
+            "--overwrite",
+        ]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/www/uploads (a directory here)"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/etc/hosts (a mount point in the container)"), "{}", stderr(&out));
+    assert_eq!(s.sh("cat /www/uploads/photo.jpg"), "today\n");
+
     // The container layer too, through the container's root: a file the container made.
     s.sh("mkdir -p /srv/catalogue && echo 'isbn 978-0' > /srv/catalogue/books.txt");
     let fourth = s.snapshot();
@@ -186,6 +213,14 @@ fn a_deleted_page_comes_back_in_place_while_the_site_answers() {
     assert!(err.contains("/www/page.html is not in snapshot"), "{err}");
     let err = s.fails(&["restore", "website", "--include", "/www/page.html"], 2);
     assert!(err.contains("--target DIR or --in-place"), "{err}");
+
+    // A service that has the volume read-only is not written through it.
+    s.env.ok(&["run", "-d", "--name", "reader", "-v", "content:/www:ro", "site:1", "sleep", "1000"]);
+    let out = s.lb(&["snapshot", "reader", "--format", "json"]);
+    assert!(out.contains("\"id\""), "{out}");
+    let err = s.fails(&["restore", "reader", "--include", "/www/index.html", "--in-place", "--overwrite"], 2);
+    assert!(err.contains("mounted read-only"), "{err}");
+    s.env.ok(&["rm", "-f", "reader"]);
 }
 
 #[test]
@@ -239,7 +274,7 @@ fn ls_dump_and_diff_read_paths_as_the_service_saw_them() {
     assert!(d.contains(&format!("--- {}:/www/page.html", &first[..12])), "{d}");
     let d = s.lb(&["diff", &format!("{}:/www", &first[..8]), "website:/www"]);
     let lines: Vec<&str> = d.lines().collect();
-    assert_eq!(lines, ["+  /docs/b.txt", "M  /page.html"], "{d}");
+    assert_eq!(lines, ["+  /www/docs/b.txt", "M  /www/page.html"], "{d}");
     let same = s
         .env
         .lifeboat()
@@ -307,17 +342,24 @@ fn files_come_back_into_a_directory_with_their_metadata_exactly() {
 
     // An exclude, and a second restore into the same directory keeps what is there.
     fs::write(out.join("www/index.html"), "mine").unwrap();
-    let again = s.lb(&[
-        "restore",
-        "website",
-        "--target",
-        out.to_str().unwrap(),
-        "--include",
-        "/www",
-        "--exclude",
-        "/www/private",
-    ]);
-    assert!(again.contains("kept"), "{again}");
+    let again = s
+        .env
+        .lifeboat()
+        .args(s.args(&[
+            "restore",
+            "website",
+            "--target",
+            out.to_str().unwrap(),
+            "--include",
+            "/www",
+            "--exclude",
+            "/www/private",
+        ]))
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("/www/index.html (exists)"), "{}", stderr(&again));
+    assert!(!stderr(&again).contains("/www/private"), "an excluded path was looked at: {}", stderr(&again));
     assert_eq!(fs::read_to_string(out.join("www/index.html")).unwrap(), "mine");
     let other = s.env.path("out2");
     s.lb(&[

@@ -476,9 +476,16 @@ fn join(parents: &[&[u8]], base: &[u8]) -> Vec<u8> {
 }
 
 fn chmod_at(dir: BorrowedFd<'_>, base: &[u8], mode: u32) -> rustix::io::Result<()> {
-    // Device nodes and fifos are never opened (a fifo would block); chmod by name is safe
-    // because `base` was just created by us in a directory reached without symlinks.
-    rustix::fs::chmodat(dir, base, Mode::from_raw_mode(mode), AtFlags::empty())
+    // Device nodes and fifos are never opened for I/O (a fifo would block), and a name can be
+    // swapped for a symlink by whoever else writes in this directory (a running container,
+    // when its files are restored in place): the node is taken by an `O_PATH` descriptor that
+    // does not follow, checked, and changed through it.
+    let fd = rustix::fs::openat(dir, base, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let ft = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if !matches!(ft, FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice) {
+        return Err(Errno::LOOP);
+    }
+    rustix::fs::chmod(crate::fsutil::scope::fd_path(&fd), Mode::from_raw_mode(mode))
 }
 
 /// Removes `base` inside `dir` if present; directories recursively, never following symlinks.
@@ -625,15 +632,27 @@ impl Meta {
     }
 }
 
+/// A pax time, `[-]SECONDS[.FRACTION]` (the fraction has the sign too: `-0.5` is half a
+/// second before the epoch), as a timespec whose nanoseconds are never negative.
 fn parse_pax_time(s: &str) -> Option<Timespec> {
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let tv_sec: i64 = secs.parse().ok()?;
+    let (negative, abs) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = abs.split_once('.').unwrap_or((abs, ""));
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i128 = secs.parse().ok()?;
     let mut digits: String = frac.chars().take(9).collect();
     while digits.len() < 9 {
         digits.push('0');
     }
-    let tv_nsec: i64 = digits.parse().ok()?;
-    Some(Timespec { tv_sec, tv_nsec: if tv_sec < 0 { -tv_nsec } else { tv_nsec } })
+    let total = (secs * 1_000_000_000 + digits.parse::<i128>().ok()?) * if negative { -1 } else { 1 };
+    Some(Timespec {
+        tv_sec: i64::try_from(total.div_euclid(1_000_000_000)).ok()?,
+        tv_nsec: total.rem_euclid(1_000_000_000) as _,
+    })
 }
 
 #[cfg(test)]
@@ -650,8 +669,29 @@ mod tests {
         assert!(clean_path(b"./").unwrap().is_empty());
     }
 
+    /// A name swapped for a symlink between making a node and setting its mode (someone else
+    /// writes in the directory: a running container) is refused, never followed.
+    #[test]
+    fn the_mode_of_a_node_is_never_set_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("host-file"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("host-file"), dir.path().join("node")).unwrap();
+        let fd = rustix::fs::open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert!(chmod_at(fd.as_fd(), b"node", 0o6777).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.path().join("host-file")).unwrap().permissions().mode() & 0o7777, 0o644);
+        rustix::fs::mknodat(&fd, "fifo", FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        chmod_at(fd.as_fd(), b"fifo", 0o640).unwrap();
+        assert_eq!(std::fs::symlink_metadata(dir.path().join("fifo")).unwrap().permissions().mode() & 0o7777, 0o640);
+    }
+
     #[test]
     fn pax_time_parses_fractions() {
+        let t = parse_pax_time("-0.5").unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (-1, 500_000_000), "half a second before the epoch");
+        let t = parse_pax_time("-2").unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (-2, 0));
+        assert!(parse_pax_time("1.-5").is_none() && parse_pax_time("").is_none());
         let t = parse_pax_time("1717200000.5").unwrap();
         assert_eq!((t.tv_sec, t.tv_nsec), (1717200000, 500_000_000));
         assert!(parse_pax_time("x").is_none());
