@@ -60,6 +60,10 @@ borg init -e repokey-blake2 "$work/borg" 2>/dev/null
 borg init -e repokey-blake2 "$work/borg32" 2>/dev/null
 
 cache=${CACHE:-cold}
+# The reference database is a file of 8 KiB pages with no real InnoDB header: Lifeboat is told
+# its page size, as a user with such a file would (real SQLite, InnoDB and PostgreSQL files are
+# known by their headers). PAGES= (empty) measures plain content-defined chunking instead.
+pages=(); [[ -n ${PAGES-'*.ibd=8k'} ]] && pages=(--pages "${PAGES-*.ibd=8k}")
 measure() {  # LABEL CMD… → prints "LABEL seconds peakMB"
   local label=$1; shift
   sync
@@ -71,7 +75,7 @@ measure() {  # LABEL CMD… → prints "LABEL seconds peakMB"
 size() { du -sb "$1" | cut -f1; }
 
 echo "== cold"
-measure "lifeboat snapshot" "$lb" snapshot svc --no-image --repo "$work/lb" --password-file "$work/pw"
+measure "lifeboat snapshot" "$lb" snapshot svc --no-image "${pages[@]}" --repo "$work/lb" --password-file "$work/pw"
 measure "restic backup" restic backup -q -r "$work/restic" "$data"
 measure "borg create (lz4)" borg create --compression lz4 "$work/borg::a" "$data"
 measure "borg create (zstd,3, 32 KiB)" borg create --compression zstd,3 --chunker-params buzhash,12,20,15,4095 "$work/borg32::a" "$data"
@@ -82,7 +86,7 @@ printf 'repository size: lifeboat %d MB, restic %d MB, borg lz4 %d MB, borg zstd
 
 "$shared/mutate.sh" "$data" 1 >/dev/null
 echo "== incremental after mutate.sh"
-measure "lifeboat snapshot" "$lb" snapshot svc --no-image --repo "$work/lb" --password-file "$work/pw"
+measure "lifeboat snapshot" "$lb" snapshot svc --no-image "${pages[@]}" --repo "$work/lb" --password-file "$work/pw"
 measure "restic backup" restic backup -q -r "$work/restic" "$data"
 measure "borg create (lz4)" borg create --compression lz4 "$work/borg::b" "$data"
 measure "borg create (zstd,3, 32 KiB)" borg create --compression zstd,3 --chunker-params buzhash,12,20,15,4095 "$work/borg32::b" "$data"

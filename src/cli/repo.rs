@@ -137,6 +137,11 @@ pub struct SnapshotArgs {
     /// Do not capture named volumes.
     #[arg(long)]
     pub no_volumes: bool,
+    /// Files named like PATTERN are a database's pages of SIZE bytes (`*.ibd=16k`): cut at
+    /// page boundaries, so a page rewritten in place adds about one page. SQLite, InnoDB and
+    /// PostgreSQL files are known by their headers without this. Repeatable.
+    #[arg(long, value_name = "PATTERN=SIZE", value_parser = lifeboat::repo::PageRules::parse_rule)]
+    pub pages: Vec<(String, u32)>,
     /// Do not commit the local image SERVICE:snap-<UTC time> (the newest 3 are kept).
     #[arg(long)]
     pub no_image: bool,
@@ -384,6 +389,7 @@ pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
             // The agent's steps name configured services: exactly those.
             exact_names: std::env::var_os(lifeboat::agent::STEP_ENV).is_some(),
             expected: tell_expected,
+            pages: lifeboat::repo::PageRules { by_name: a.pages },
         },
         local_image: !a.no_image,
         push,

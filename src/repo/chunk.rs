@@ -20,3 +20,184 @@ pub fn chunks<R: Read>(reader: R, p: ChunkerParams) -> impl Iterator<Item = std:
 pub fn chunk_slice(data: &[u8], p: ChunkerParams) -> impl Iterator<Item = &[u8]> {
     fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max).map(move |c| &data[c.offset..c.offset + c.length])
 }
+
+/// Files made of fixed-size pages (databases): cut at page boundaries into chunks of
+/// [`page_chunk`] bytes, so a page rewritten in place changes one chunk, not the
+/// content-defined chunks around it.
+///
+/// The page size comes from a rule the user gave for the file's name (`*.ibd=16384`), else
+/// from the file's own header: SQLite (`SQLite format 3`, the page size at byte 16), InnoDB
+/// tablespaces (`*.ibd`, `ibdata*`, `undo_*`: an FSP header page whose flags give the page
+/// size), PostgreSQL relation files (named by number: the page header's size and layout
+/// version). A file whose size is not a whole number of pages is not a page file.
+#[derive(Clone, Debug, Default)]
+pub struct PageRules {
+    /// (name pattern, page size): the first that matches decides.
+    pub by_name: Vec<(String, u32)>,
+}
+
+/// How many bytes of a file's start [`PageRules::page_size`] looks at.
+pub const PAGE_HEAD: usize = 64;
+
+/// The chunk size for pages of `page` bytes: one page, or as many as make 8 KiB.
+pub fn page_chunk(page: u32) -> usize {
+    let page = page.max(1) as usize;
+    page * 8192usize.div_ceil(page)
+}
+
+fn valid_page(p: u32, min: u32) -> bool {
+    p.is_power_of_two() && (min..=65536).contains(&p)
+}
+
+impl PageRules {
+    /// Parses `PATTERN=SIZE` (a size in bytes, or with k: `16k`).
+    pub fn parse_rule(s: &str) -> Result<(String, u32), String> {
+        let (pat, size) =
+            s.rsplit_once('=').ok_or_else(|| format!("{s:?}: expected NAME-PATTERN=PAGE-SIZE, like '*.ibd=16k'"))?;
+        let size = size.trim();
+        let n: u32 = match size.strip_suffix(['k', 'K']) {
+            Some(k) => k.parse::<u32>().ok().and_then(|k| k.checked_mul(1024)),
+            None => size.parse().ok(),
+        }
+        .filter(|&p| valid_page(p, 512))
+        .ok_or_else(|| format!("{s:?}: a page size is a power of two from 512 bytes to 64k"))?;
+        if pat.is_empty() || pat.contains('/') {
+            return Err(format!("{s:?}: the pattern matches file names (like *.ibd), not paths"));
+        }
+        Ok((pat.to_string(), n))
+    }
+
+    /// The page size of file `name` of `size` bytes starting with `head`, if it is a page file.
+    pub fn page_size(&self, name: &[u8], head: &[u8], size: u64) -> Option<u32> {
+        let name_text = String::from_utf8_lossy(name);
+        let by_rule = self.by_name.iter().find_map(|(pat, p)| {
+            let pat: Vec<char> = pat.chars().collect();
+            crate::glob::segment_match(&pat, &name_text.chars().collect::<Vec<_>>()).then_some(*p)
+        });
+        let page = by_rule.or_else(|| detect(&name_text, head))?;
+        (size > 0 && size.is_multiple_of(page as u64)).then_some(page)
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A database's page size from its file's name and first bytes.
+fn detect(name: &str, head: &[u8]) -> Option<u32> {
+    if head.starts_with(b"SQLite format 3\0") {
+        let p = match be16(head, 16)? {
+            1 => 65536,
+            p => p as u32,
+        };
+        return valid_page(p, 512).then_some(p);
+    }
+    let innodb = name.ends_with(".ibd") || name.starts_with("ibdata") || name.starts_with("undo_");
+    if innodb {
+        // Page 0 is the FSP header page: its own number 0 at byte 4, type FSP_HDR (8) at 24,
+        // the tablespace flags at 38 + 16; the page size is in flag bits 6-9 (0: 16 KiB).
+        if be32(head, 4)? != 0 || be16(head, 24)? != 8 {
+            return None;
+        }
+        let ssize = (be32(head, 54)? >> 6) & 0xF;
+        let p = if ssize == 0 { 16384 } else { 512u32.checked_shl(ssize)? };
+        return valid_page(p, 4096).then_some(p);
+    }
+    // PostgreSQL: a relation file is named by number (segments .N, forks _fsm, _vm, _init);
+    // pd_pagesize_version at byte 18 holds the page size and layout version 4.
+    let stem = name.split(['.', '_']).next().unwrap_or("");
+    let fork_ok = name[stem.len()..].split('.').next().is_none_or(|f| matches!(f, "" | "_fsm" | "_vm" | "_init"));
+    if !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) && fork_ok {
+        let v = le16(head, 18)?;
+        let p = (v & 0xFF00) as u32;
+        return (v & 0xFF == 4 && valid_page(p, 1024)).then_some(p);
+    }
+    None
+}
+
+/// Reads a whole stream in chunks of `size` bytes (the last one shorter).
+pub fn fixed_chunks<R: Read>(mut reader: R, size: usize) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = vec![0u8; size];
+        let mut filled = 0;
+        while filled < size {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        if filled < size {
+            done = true;
+            if filled == 0 {
+                return None;
+            }
+            buf.truncate(filled);
+        }
+        Some(Ok(buf))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn innodb_head(ssize: u32) -> Vec<u8> {
+        let mut h = vec![0u8; PAGE_HEAD];
+        h[24..26].copy_from_slice(&8u16.to_be_bytes());
+        h[54..58].copy_from_slice(&(ssize << 6 | 1).to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn databases_are_known_by_their_headers_and_names() {
+        let rules = PageRules::default();
+        let mut sqlite = b"SQLite format 3\0".to_vec();
+        sqlite.extend_from_slice(&4096u16.to_be_bytes());
+        assert_eq!(rules.page_size(b"catalogue.db", &sqlite, 40960), Some(4096));
+        assert_eq!(rules.page_size(b"catalogue.db", &sqlite, 40961), None, "not whole pages");
+        assert_eq!(rules.page_size(b"books.ibd", &innodb_head(0), 16384 * 6), Some(16384));
+        assert_eq!(rules.page_size(b"books.ibd", &innodb_head(4), 8192 * 6), Some(8192));
+        assert_eq!(rules.page_size(b"books.txt", &innodb_head(0), 16384 * 6), None, "InnoDB by its names only");
+        let mut random = innodb_head(0);
+        random[4] = 7; // page 0 says it is another page: not a tablespace's first page
+        assert_eq!(rules.page_size(b"books.ibd", &random, 16384 * 6), None);
+        let mut pg = vec![0u8; PAGE_HEAD];
+        pg[18..20].copy_from_slice(&(8192u16 | 4).to_le_bytes());
+        assert_eq!(rules.page_size(b"16384", &pg, 8192 * 3), Some(8192));
+        assert_eq!(rules.page_size(b"16384.1", &pg, 8192 * 3), Some(8192));
+        assert_eq!(rules.page_size(b"16384_fsm", &pg, 8192 * 3), Some(8192));
+        assert_eq!(rules.page_size(b"notes", &pg, 8192 * 3), None);
+        // A rule for a name wins.
+        let rules = PageRules { by_name: vec![PageRules::parse_rule("*.ibd=8k").unwrap()] };
+        assert_eq!(rules.page_size(b"books.ibd", &[0; PAGE_HEAD], 8192 * 10), Some(8192));
+        assert!(PageRules::parse_rule("*.ibd=3000").is_err());
+        assert!(PageRules::parse_rule("db/*.ibd=8k").is_err());
+        assert!(PageRules::parse_rule("*.ibd").is_err());
+    }
+
+    #[test]
+    fn fixed_chunks_cover_the_stream_exactly() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let chunks: Vec<Vec<u8>> = fixed_chunks(&data[..], 8192).map(Result::unwrap).collect();
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [8192, 8192, 3616]);
+        assert_eq!(chunks.concat(), data);
+        assert_eq!(fixed_chunks(&b""[..], 8192).count(), 0);
+        assert_eq!(page_chunk(4096), 8192);
+        assert_eq!(page_chunk(16384), 16384);
+    }
+}

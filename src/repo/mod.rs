@@ -6,7 +6,7 @@
 //! that refers to them — so a crash at any point leaves only unreferenced data, never a
 //! snapshot that points at something missing.
 
-mod chunk;
+pub(crate) mod chunk;
 pub mod crypto;
 pub mod forget;
 mod index;
@@ -18,7 +18,7 @@ pub mod snapshot;
 pub mod tree;
 mod writer;
 
-pub use chunk::{chunk_slice, chunks};
+pub use chunk::{PageRules, chunk_slice, chunks};
 pub use read::{READ_WINDOW, reader_threads};
 pub use writer::yield_to_feeder;
 use writer::{NewBlob, SealJob, Sealers, WriteState, Writer, seal_blob};

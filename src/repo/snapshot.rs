@@ -79,10 +79,13 @@ pub struct SnapshotStats {
 pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
     let mut out = Vec::new();
     for name in repo.backend().list(Kind::Snapshot)? {
-        // Lifeboat names objects with 64 hex digits: anything else was put there by hand.
+        // Lifeboat names objects with 64 hex digits: anything else was put there by someone
+        // else, and is damage (reported, never read as a snapshot).
         if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            tracing::warn!(object = name.as_str(), "not a snapshot's name; skipped");
-            continue;
+            return Err(super::RepoError::Corrupt {
+                location: repo.location(),
+                what: format!("snapshots/{name:?} is not a snapshot's name (an object put there by hand?)"),
+            });
         }
         out.push((name.clone(), repo.load_object::<Snapshot>(Kind::Snapshot, &name)?));
     }

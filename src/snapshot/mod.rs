@@ -38,6 +38,8 @@ pub struct CaptureOptions {
     /// Told once, before reading starts, the totals the progress will reach (files and
     /// bytes: the parent snapshots', or a quick count of what has none).
     pub expected: Option<std::sync::Arc<dyn Fn(ArchiveStats) + Send + Sync>>,
+    /// Which files are a database's pages, besides those known by their headers.
+    pub pages: crate::repo::PageRules,
 }
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
@@ -383,6 +385,7 @@ pub fn capture_stack(
         let mut archiver = Archiver::new(repo);
         archiver.on_progress = progress_after(before);
         archiver.read_ahead_since = m.read_ahead_since;
+        archiver.pages = opts.pages.clone();
         let mut blobs: Vec<(String, PathBuf)> = vec![
             (m.image.manifest_digest.hex(), store.blob_path(&m.image.manifest_digest)),
             (m.image.config_digest.hex(), store.blob_path(&m.image.config_digest)),
@@ -415,6 +418,7 @@ pub fn capture_stack(
         let mut archiver = Archiver::new(repo);
         archiver.on_progress = progress_after(before);
         archiver.read_ahead_since = m.read_ahead_since;
+        archiver.pages = opts.pages.clone();
         archiver.stats = first_pass[k];
         m.layer_tree = Some(archiver.archive_dir(&m.upper, m.layer_parent.as_ref())?);
         for ((name, target, data), previous) in m.volume_dirs.iter().zip(&m.volume_parents) {

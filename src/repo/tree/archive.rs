@@ -32,6 +32,8 @@ pub struct Archiver<'r> {
     /// Regular files met so far in the current `archive_dir` walk (read-ahead follows it).
     files_met: u64,
     depth: usize,
+    /// Which files are a database's pages (cut at page boundaries).
+    pub pages: crate::repo::PageRules,
 }
 
 /// A thread that walks a directory tree a little ahead of the archiver, in the same order,
@@ -117,6 +119,7 @@ fn open_noatime(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Option<Fil
 /// longer a regular file.
 fn file_content(
     repo: &Repository,
+    pages: &crate::repo::PageRules,
     dir: BorrowedFd<'_>,
     name: &OsStr,
     path: &Path,
@@ -138,6 +141,23 @@ fn file_content(
         Ok::<_, RepoError>(())
     };
     let size = file.metadata().map_err(|e| read_err(repo, path, e))?.len();
+    // A database's pages: fixed chunks at page boundaries.
+    let page = if size as usize >= crate::repo::chunk::PAGE_HEAD {
+        let mut head = [0u8; crate::repo::chunk::PAGE_HEAD];
+        match std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0) {
+            Ok(()) => pages.page_size(name.as_bytes(), &head, size),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if let Some(page) = page {
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+        for chunk in crate::repo::chunk::fixed_chunks(file, crate::repo::chunk::page_chunk(page)) {
+            save(&chunk.map_err(|e| read_err(repo, path, e))?)?;
+        }
+        return Ok(Some(content));
+    }
     if size <= SMALL_FILE {
         // Most files: read whole into one reused buffer and cut there (no per-file chunker
         // buffer to allocate and clear, one copy less).
@@ -266,6 +286,7 @@ impl<'r> Archiver<'r> {
             read_ahead: None,
             files_met: 0,
             depth: 0,
+            pages: Default::default(),
         }
     }
 
@@ -281,6 +302,8 @@ impl<'r> Archiver<'r> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(FILES_QUEUED);
         let (jobs, abandon) = (std::sync::Mutex::new(rx), std::sync::atomic::AtomicBool::new(false));
         let repo = self.repo;
+        let pages = self.pages.clone();
+        let pages = &pages;
         let result = std::thread::scope(|s| {
             let mut started = 0;
             for i in 0..file_threads() {
@@ -293,7 +316,8 @@ impl<'r> Archiver<'r> {
                         if abandon.load(std::sync::atomic::Ordering::Relaxed) {
                             continue;
                         }
-                        let _ = job.reply.send(file_content(repo, job.dir.as_fd(), &job.name, &job.path, &mut buf));
+                        let _ =
+                            job.reply.send(file_content(repo, pages, job.dir.as_fd(), &job.name, &job.path, &mut buf));
                     }
                 });
                 if spawned.is_err() {
@@ -457,7 +481,7 @@ impl<'r> Archiver<'r> {
                 return Ok(Content::Coming(rx));
             }
         }
-        Ok(Content::Ready(file_content(self.repo, dir.as_fd(), &name, path, &mut self.buf)?))
+        Ok(Content::Ready(file_content(self.repo, &self.pages, dir.as_fd(), &name, path, &mut self.buf)?))
     }
 
     /// Completes a node with its file's content (waiting for a reader thread if need be)
@@ -558,6 +582,61 @@ mod tests {
     use crate::backend::local::Local;
     use std::fs;
 
+    /// A database rewrites pages in place: with page-aligned chunks one rewritten page adds
+    /// one page to the repository, where content-defined chunks around it added several times
+    /// that; the file restores byte for byte.
+    #[test]
+    fn a_rewritten_database_page_adds_about_one_page() {
+        crate::repo::tests::fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        // An SQLite database of 8 KiB pages (its header says so), and the same bytes under a
+        // name and header nothing knows, for comparison.
+        let page = 8192usize;
+        let mut db: Vec<u8> = Vec::with_capacity(page * 600);
+        let mut x: u64 = 42;
+        while db.len() < page * 600 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            db.extend_from_slice(&x.to_le_bytes());
+        }
+        db[..16].copy_from_slice(b"SQLite format 3\0");
+        db[16..18].copy_from_slice(&8192u16.to_be_bytes());
+        let mut other = db.clone();
+        other[..16].copy_from_slice(b"not a database!\0");
+        std::fs::write(src.join("catalogue.db"), &db).unwrap();
+        std::fs::write(src.join("blob.bin"), &other).unwrap();
+        let mut repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
+        let first = Archiver::new(&repo).archive_dir(&src, None).unwrap();
+        // Rewrite page 300 of both.
+        let new_page = vec![0x5a; page];
+        db[300 * page..301 * page].copy_from_slice(&new_page);
+        other[300 * page..301 * page].copy_from_slice(&new_page);
+        std::fs::write(src.join("catalogue.db"), &db).unwrap();
+        let mut arch = Archiver::new(&repo);
+        let tree = arch.archive_dir(&src, Some(&first)).unwrap();
+        // New: the page, and the directory's tree (which lists the chunks).
+        let tree_bytes = repo.load_blob(&tree).unwrap().len() as u64;
+        assert_eq!(arch.stats.new_bytes - tree_bytes, page as u64, "the page file added more than its page");
+        std::fs::write(src.join("catalogue.db"), &db).unwrap();
+        std::fs::write(src.join("blob.bin"), &other).unwrap();
+        let mut arch = Archiver::new(&repo);
+        let second = arch.archive_dir(&src, Some(&first)).unwrap();
+        let tree_bytes = repo.load_blob(&second).unwrap().len() as u64;
+        let cdc = arch.stats.new_bytes - tree_bytes;
+        assert!(cdc > 2 * page as u64, "content-defined chunks around one page: {cdc} bytes");
+        repo.flush().unwrap();
+        let out = dir.path().join("out");
+        crate::repo::tree::Restorer::new(&repo, "test").restore(&second, &out).unwrap();
+        assert!(std::fs::read(out.join("catalogue.db")).unwrap() == db);
+        assert!(std::fs::read(out.join("blob.bin")).unwrap() == other);
+        let tree = crate::repo::tree::load_tree(&repo, &second).unwrap();
+        let node = tree.nodes.iter().find(|n| n.name_bytes() == b"catalogue.db").unwrap();
+        assert_eq!(node.content.len(), 600, "one chunk per page");
+    }
+
     #[test]
     fn a_file_that_vanishes_before_it_is_read_is_left_out_and_a_small_and_a_large_file_are_stored() {
         crate::repo::tests::fast_kdf();
@@ -566,7 +645,8 @@ mod tests {
         let mut buf = Vec::new();
         let top = open_dir(dir.path()).unwrap();
         let read = |name: &str, buf: &mut Vec<u8>| {
-            file_content(&repo, top.as_fd(), OsStr::new(name), &dir.path().join(name), buf).unwrap()
+            file_content(&repo, &Default::default(), top.as_fd(), OsStr::new(name), &dir.path().join(name), buf)
+                .unwrap()
         };
         // Deleted between the directory listing and the read (a running service's temp file).
         assert!(read("gone", &mut buf).is_none());
