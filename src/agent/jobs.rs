@@ -65,6 +65,8 @@ pub enum JobCommand {
         exec_before: Vec<String>,
         exec_after: Vec<String>,
         tags: Vec<String>,
+        /// `PATTERN=SIZE` page rules.
+        pages: Vec<String>,
     },
     Forget {
         service: String,
@@ -123,7 +125,7 @@ impl JobCommand {
     pub fn argv(&self) -> Vec<String> {
         let mut args = vec![self.name().to_string()];
         match self {
-            JobCommand::Snapshot { services, consistency, repositories, exec_before, exec_after, tags } => {
+            JobCommand::Snapshot { services, consistency, repositories, exec_before, exec_after, tags, pages } => {
                 args.extend(services.iter().cloned());
                 args.extend(["--format".into(), "job".into()]);
                 for c in consistency {
@@ -140,6 +142,9 @@ impl JobCommand {
                 }
                 for t in tags {
                     args.extend(["--tag".to_string(), t.clone()]);
+                }
+                for p in pages {
+                    args.extend(["--pages".to_string(), p.clone()]);
                 }
             }
             JobCommand::Forget { service, repository, keep, prune } => {
@@ -232,6 +237,7 @@ fn snapshot_job(config: &Config, name: &str, services: &[String], snap: &config:
         exec_before: snap.exec_before.clone(),
         exec_after: snap.exec_after.clone(),
         tags: snap.tags.clone(),
+        pages: snap.pages.iter().map(|p| p.get_ref().clone()).collect(),
     }];
     if !snap.keep.is_empty() {
         let k = &snap.keep;

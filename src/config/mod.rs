@@ -217,6 +217,9 @@ pub struct SnapshotPolicy {
     pub exec_after: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// `PATTERN=SIZE`: files so named are a database's pages of that size (`*.ibd=16k`).
+    #[serde(default)]
+    pub pages: Vec<Spanned<String>>,
     #[serde(default)]
     pub keep: KeepPolicy,
     /// Delete unreferenced data after applying `keep`. Default true.
@@ -567,6 +570,13 @@ impl Config {
                 for repo in &snap.repositories {
                     repo_exists(p, &format!("{who} snapshot"), repo);
                 }
+                for rule in &snap.pages {
+                    p.check(
+                        rule,
+                        &format!("{who} snapshot pages"),
+                        crate::repo::PageRules::parse_rule(rule.get_ref()).map(|_| ""),
+                    );
+                }
                 if let Some(w) = &snap.keep.within {
                     p.check(
                         w,
@@ -597,6 +607,13 @@ impl Config {
                 );
                 for repo in &snap.repositories {
                     repo_exists(p, &format!("{who} snapshot"), repo);
+                }
+                for rule in &snap.pages {
+                    p.check(
+                        rule,
+                        &format!("{who} snapshot pages"),
+                        crate::repo::PageRules::parse_rule(rule.get_ref()).map(|_| ""),
+                    );
                 }
             }
         }
@@ -712,6 +729,7 @@ image = \"Bad Image\"
 [services.web.snapshot]
 schedule = \"0 2 * *\"
 repositories = [\"nowhere\"]
+pages = [\"*.ibd=3000\"]
 [replications.off]
 from = \"nowhere\"
 to = \"nowhere\"
@@ -727,11 +745,12 @@ http = \"https://x/\"
             (2, "invalid reference"),
             (4, "5 fields"),
             (5, "\"nowhere\" is not defined"),
-            (7, "replication \"off\": repository \"nowhere\""),
-            (8, "same repository"),
-            (9, "not a valid cron expression"),
-            (11, "service \"ghost\""),
-            (13, "only http://"),
+            (6, "a page size is a power of two"),
+            (8, "replication \"off\": repository \"nowhere\""),
+            (9, "same repository"),
+            (10, "not a valid cron expression"),
+            (12, "service \"ghost\""),
+            (14, "only http://"),
         ] {
             let prefix = format!("t.toml:{line}: ");
             assert!(
