@@ -27,9 +27,10 @@ pub fn chunk_slice(data: &[u8], p: ChunkerParams) -> impl Iterator<Item = &[u8]>
 ///
 /// The page size comes from a rule the user gave for the file's name (`*.ibd=16384`), else
 /// from the file's own header: SQLite (`SQLite format 3`, the page size at byte 16), InnoDB
-/// tablespaces (`*.ibd`, `ibdata*`, `undo_*`: an FSP header page whose flags give the page
-/// size), PostgreSQL relation files (named by number: the page header's size and layout
-/// version). A file whose size is not a whole number of pages is not a page file.
+/// tablespaces (`*.ibd`, `*.ibu`, `ibdata*`, `undo001`/`undo_001`: an FSP header page whose
+/// flags give the page size), PostgreSQL relation files (named by number: the page header's
+/// size and layout version). A file whose size is not a whole number of pages is not a page
+/// file.
 #[derive(Clone, Debug, Default)]
 pub struct PageRules {
     /// (name pattern, page size): the first that matches decides.
@@ -74,8 +75,9 @@ impl PageRules {
             let pat: Vec<char> = pat.chars().collect();
             crate::glob::segment_match(&pat, &name_text.chars().collect::<Vec<_>>()).then_some(*p)
         });
-        let page = by_rule.or_else(|| detect(&name_text, head))?;
-        (size > 0 && size.is_multiple_of(page as u64)).then_some(page)
+        let whole = |p: u32| size > 0 && size.is_multiple_of(p as u64);
+        // A rule whose size does not fit the file leaves it to the header.
+        by_rule.filter(|&p| whole(p)).or_else(|| detect(&name_text, head).filter(|&p| whole(p)))
     }
 }
 
@@ -98,22 +100,43 @@ fn detect(name: &str, head: &[u8]) -> Option<u32> {
         };
         return valid_page(p, 512).then_some(p);
     }
-    let innodb = name.ends_with(".ibd") || name.starts_with("ibdata") || name.starts_with("undo_");
+    let undo = name.strip_prefix("undo").map(|n| n.strip_prefix('_').unwrap_or(n));
+    let innodb = name.ends_with(".ibd")
+        || name.ends_with(".ibu")
+        || name.starts_with("ibdata")
+        || undo.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if innodb {
         // Page 0 is the FSP header page: its own number 0 at byte 4, type FSP_HDR (8) at 24,
-        // the tablespace flags at 38 + 16; the page size is in flag bits 6-9 (0: 16 KiB).
+        // the tablespace flags at 38 + 16. MariaDB's full_crc32 format (flag bit 4) keeps the
+        // page size in bits 0-3; otherwise a compressed table's physical page size is in bits
+        // 1-4, and the page size in bits 6-9 (0: 16 KiB).
         if be32(head, 4)? != 0 || be16(head, 24)? != 8 {
             return None;
         }
-        let ssize = (be32(head, 54)? >> 6) & 0xF;
-        let p = if ssize == 0 { 16384 } else { 512u32.checked_shl(ssize)? };
-        return valid_page(p, 4096).then_some(p);
+        let f = be32(head, 54)?;
+        let p = if f & 0x10 != 0 {
+            512u32.checked_shl(f & 0xF)?
+        } else if (f >> 1) & 0xF != 0 {
+            512u32.checked_shl((f >> 1) & 0xF)?
+        } else if (f >> 6) & 0xF == 0 {
+            16384
+        } else {
+            512u32.checked_shl((f >> 6) & 0xF)?
+        };
+        return valid_page(p, 1024).then_some(p);
     }
     // PostgreSQL: a relation file is named by number (segments .N, forks _fsm, _vm, _init);
     // pd_pagesize_version at byte 18 holds the page size and layout version 4.
-    let stem = name.split(['.', '_']).next().unwrap_or("");
-    let fork_ok = name[stem.len()..].split('.').next().is_none_or(|f| matches!(f, "" | "_fsm" | "_vm" | "_init"));
-    if !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) && fork_ok {
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (base, segment) = match name.split_once('.') {
+        Some((b, seg)) => (b, Some(seg)),
+        None => (name, None),
+    };
+    let relation = match base.split_once('_') {
+        Some((oid, fork)) => numeric(oid) && matches!(fork, "fsm" | "vm" | "init"),
+        None => numeric(base),
+    };
+    if relation && segment.is_none_or(numeric) {
         let v = le16(head, 18)?;
         let p = (v & 0xFF00) as u32;
         return (v & 0xFF == 4 && valid_page(p, 1024)).then_some(p);
@@ -123,7 +146,8 @@ fn detect(name: &str, head: &[u8]) -> Option<u32> {
 
 /// Reads a whole stream in chunks of `size` bytes (the last one shorter).
 pub fn fixed_chunks<R: Read>(mut reader: R, size: usize) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
-    let mut done = false;
+    debug_assert!(size > 0, "chunks of no bytes");
+    let mut done = size == 0;
     std::iter::from_fn(move || {
         if done {
             return None;
@@ -182,9 +206,31 @@ mod tests {
         assert_eq!(rules.page_size(b"16384.1", &pg, 8192 * 3), Some(8192));
         assert_eq!(rules.page_size(b"16384_fsm", &pg, 8192 * 3), Some(8192));
         assert_eq!(rules.page_size(b"notes", &pg, 8192 * 3), None);
+        assert_eq!(rules.page_size(b"123.txt", &pg, 8192 * 3), None, "a number is not a relation");
+        assert_eq!(rules.page_size(b"16384_vm.2", &pg, 8192 * 3), Some(8192));
+        pg[18] = 3; // an older layout
+        assert_eq!(rules.page_size(b"16384", &pg, 8192 * 3), None);
+        // MariaDB's full_crc32 tablespaces (page size in bits 0-3, marker bit 4), its undo
+        // tablespaces, compressed tables (physical page size in bits 1-4).
+        let mut full = innodb_head(0);
+        full[54..58].copy_from_slice(&0x14u32.to_be_bytes());
+        assert_eq!(rules.page_size(b"books.ibd", &full, 8192 * 6), Some(8192));
+        full[54..58].copy_from_slice(&0x15u32.to_be_bytes());
+        assert_eq!(rules.page_size(b"undo001", &full, 16384 * 6), Some(16384));
+        assert_eq!(rules.page_size(b"undo_002", &full, 16384 * 6), Some(16384));
+        assert_eq!(rules.page_size(b"undone", &full, 16384 * 6), None);
+        let mut zip = innodb_head(0);
+        zip[54..58].copy_from_slice(&(4u32 << 1 | 1).to_be_bytes());
+        assert_eq!(rules.page_size(b"books.ibd", &zip, 8192 * 6), Some(8192));
+        let mut big = b"SQLite format 3\0".to_vec();
+        big.extend_from_slice(&1u16.to_be_bytes());
+        assert_eq!(rules.page_size(b"x.sqlite", &big, 65536 * 2), Some(65536));
         // A rule for a name wins.
         let rules = PageRules { by_name: vec![PageRules::parse_rule("*.ibd=8k").unwrap()] };
         assert_eq!(rules.page_size(b"books.ibd", &[0; PAGE_HEAD], 8192 * 10), Some(8192));
+        // A rule that does not fit the file leaves it to its header.
+        let rules = PageRules { by_name: vec![PageRules::parse_rule("*.ibd=32k").unwrap()] };
+        assert_eq!(rules.page_size(b"books.ibd", &innodb_head(0), 16384 * 3), Some(16384));
         assert!(PageRules::parse_rule("*.ibd=3000").is_err());
         assert!(PageRules::parse_rule("db/*.ibd=8k").is_err());
         assert!(PageRules::parse_rule("*.ibd").is_err());
@@ -197,6 +243,40 @@ mod tests {
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [8192, 8192, 3616]);
         assert_eq!(chunks.concat(), data);
         assert_eq!(fixed_chunks(&b""[..], 8192).count(), 0);
+        // Short reads, interruptions, and an error after some data.
+        struct Awkward {
+            data: Vec<u8>,
+            at: usize,
+            calls: usize,
+        }
+        impl Read for Awkward {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.calls += 1;
+                if self.calls % 3 == 0 {
+                    return Err(std::io::ErrorKind::Interrupted.into());
+                }
+                if self.at >= self.data.len() {
+                    return Err(std::io::Error::other("the disk went away"));
+                }
+                let n = buf.len().min(1 + self.calls % 7).min(self.data.len() - self.at);
+                buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+                self.at += n;
+                Ok(n)
+            }
+        }
+        let mut got = Vec::new();
+        let mut failed = false;
+        for c in fixed_chunks(Awkward { data: data.clone(), at: 0, calls: 0 }, 8192) {
+            match c {
+                Ok(c) => {
+                    assert!(!failed, "a chunk after the error");
+                    got.extend(c)
+                }
+                Err(_) => failed = true,
+            }
+        }
+        assert!(failed, "the error was lost");
+        assert_eq!(got, data[..16384], "whole chunks before the error, exactly");
         assert_eq!(page_chunk(4096), 8192);
         assert_eq!(page_chunk(16384), 16384);
     }

@@ -70,7 +70,9 @@ pub fn check(repo: &Repository, read_fraction: Option<f64>) -> Result<CheckRepor
             Err(e) => report.errors.push(format!("pack {name}: {e}")),
         }
     }
-    let snaps = snapshot::list(repo)?;
+    // Damaged snapshot objects are reported; the others are checked all the same.
+    let (snaps, damaged) = snapshot::list_readable(repo)?;
+    report.errors.extend(damaged);
     report.snapshots = snaps.len();
     for (id, s) in &snaps {
         match reachable(repo, roots(s)) {

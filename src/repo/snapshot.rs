@@ -75,6 +75,28 @@ pub struct SnapshotStats {
     pub duration_ms: u64,
 }
 
+/// Every snapshot that can be read, oldest first, and what could not be (for `check`, which
+/// reports damage and goes on).
+pub fn list_readable(repo: &Repository) -> Result<(Vec<(String, Snapshot)>, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut damaged = Vec::new();
+    for name in repo.backend().list(Kind::Snapshot)? {
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            damaged.push(format!("snapshots/{name:?} is not a snapshot's name (an object put there by hand?)"));
+            continue;
+        }
+        match repo.load_object::<Snapshot>(Kind::Snapshot, &name) {
+            Ok(s) => out.push((name, s)),
+            Err(e @ (super::RepoError::Corrupt { .. } | super::RepoError::Other { .. })) => {
+                damaged.push(format!("snapshot {name}: {e}"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    Ok((out, damaged))
+}
+
 /// Every snapshot with its ID, oldest first.
 pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
     let mut out = Vec::new();
@@ -84,7 +106,9 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
         if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(super::RepoError::Corrupt {
                 location: repo.location(),
-                what: format!("snapshots/{name:?} is not a snapshot's name (an object put there by hand?)"),
+                what: format!(
+                    "snapshots/{name:?} is not a snapshot's name (an object put there by hand?); remove it to go on"
+                ),
             });
         }
         out.push((name.clone(), repo.load_object::<Snapshot>(Kind::Snapshot, &name)?));

@@ -71,6 +71,9 @@ struct FileJob {
 struct FileContent {
     ids: Vec<BlobId>,
     new_bytes: u64,
+    /// Bytes read: the file's size as stored (a file written while it is read may differ
+    /// from the size its listing said).
+    len: u64,
 }
 
 /// A file's content, read now or coming from a reader thread.
@@ -131,18 +134,19 @@ fn file_content(
         Err(e) => return Err(read_err(repo, path, e)),
     };
     let params = repo.config.chunker;
-    let mut content = FileContent { ids: Vec::new(), new_bytes: 0 };
+    let mut content = FileContent { ids: Vec::new(), new_bytes: 0, len: 0 };
     let mut save = |chunk: &[u8]| {
         let (id, new) = repo.save_blob(BlobType::Data, chunk)?;
         if new {
             content.new_bytes += chunk.len() as u64;
         }
+        content.len += chunk.len() as u64;
         content.ids.push(id);
         Ok::<_, RepoError>(())
     };
     let size = file.metadata().map_err(|e| read_err(repo, path, e))?.len();
     // A database's pages: fixed chunks at page boundaries.
-    let page = if size as usize >= crate::repo::chunk::PAGE_HEAD {
+    let page = if size >= crate::repo::chunk::PAGE_HEAD as u64 {
         let mut head = [0u8; crate::repo::chunk::PAGE_HEAD];
         match std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0) {
             Ok(()) => pages.page_size(name.as_bytes(), &head, size),
@@ -501,6 +505,18 @@ impl<'r> Archiver<'r> {
             return Ok(None);
         };
         node.content = content.ids;
+        if content.len != node.size {
+            // Written while it was read (a writer outside the freeze): what was read is what
+            // is stored, and the size says so, or the snapshot could never be restored.
+            tracing::warn!(
+                file = %String::from_utf8_lossy(&node.name_bytes()),
+                listed = node.size,
+                read = content.len,
+                "a file changed size while it was read; stored as read"
+            );
+            self.stats.bytes = self.stats.bytes - node.size + content.len;
+            node.size = content.len;
+        }
         self.stats.files_read += 1;
         self.stats.new_bytes += content.new_bytes;
         if let Some(f) = &self.on_progress {
@@ -581,6 +597,50 @@ mod tests {
     use super::*;
     use crate::backend::local::Local;
     use std::fs;
+
+    /// A file written while it is read (a writer outside the freeze) is stored as read, with
+    /// the size of what was read: a snapshot whose size and content disagree could never be
+    /// restored.
+    #[test]
+    fn a_file_that_grows_while_read_is_stored_with_the_size_read() {
+        crate::repo::tests::fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(Box::new(Local::new(&dir.path().join("repo"))), b"pw").unwrap();
+        fs::write(dir.path().join("log"), vec![7u8; 10_000]).unwrap();
+        let top = open_dir(dir.path()).unwrap();
+        let content = file_content(
+            &repo,
+            &Default::default(),
+            top.as_fd(),
+            OsStr::new("log"),
+            &dir.path().join("log"),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let mut arch = Archiver::new(&repo);
+        let node = Node {
+            name: hex::encode("log"),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            links: 1,
+            size: 4_000, // what the listing said, before the file grew
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            rdev: 0,
+            xattrs: Vec::new(),
+        };
+        arch.stats.files = 1;
+        arch.stats.bytes = 4_000;
+        let node = arch.complete(node, Some(Content::Ready(content))).unwrap().unwrap();
+        assert_eq!(node.size, 10_000);
+        assert_eq!(arch.stats.bytes, 10_000);
+    }
 
     /// A database rewrites pages in place: with page-aligned chunks one rewritten page adds
     /// one page to the repository, where content-defined chunks around it added several times
