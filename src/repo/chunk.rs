@@ -252,7 +252,7 @@ mod tests {
         impl Read for Awkward {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 self.calls += 1;
-                if self.calls % 3 == 0 {
+                if self.calls.is_multiple_of(3) {
                     return Err(std::io::ErrorKind::Interrupted.into());
                 }
                 if self.at >= self.data.len() {

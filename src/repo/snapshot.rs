@@ -75,9 +75,12 @@ pub struct SnapshotStats {
     pub duration_ms: u64,
 }
 
+/// Snapshots with their IDs, and what could not be read of them.
+pub type Readable = (Vec<(String, Snapshot)>, Vec<String>);
+
 /// Every snapshot that can be read, oldest first, and what could not be (for `check`, which
 /// reports damage and goes on).
-pub fn list_readable(repo: &Repository) -> Result<(Vec<(String, Snapshot)>, Vec<String>)> {
+pub fn list_readable(repo: &Repository) -> Result<Readable> {
     let mut out = Vec::new();
     let mut damaged = Vec::new();
     for name in repo.backend().list(Kind::Snapshot)? {
