@@ -222,6 +222,17 @@ pub fn restore_paths(
                 )
             })?;
             report.target = config.name.clone();
+            // Not into a service a snapshot holds frozen (its capture would take half a restore).
+            let marker = host.containers()?.dir(&config.id).join(super::FROZEN_BY);
+            if let Ok(owner) = std::fs::read_to_string(&marker)
+                && owner.trim().parse::<i32>().is_ok_and(|pid| host.kernel().alive(pid))
+            {
+                return Err(crate::runtime::container::ContainerError::Conflict(format!(
+                    "a snapshot of {} is being taken (it is frozen); try again when it is done",
+                    config.name
+                ))
+                .into());
+            }
             let mut stages: Vec<(PathBuf, Stage)> = Vec::new();
             // The container's own layer, through its root, if anything of it is selected.
             let layer_entries = view.count_selection(&view.root(), Some(&Origin::Layer), &pick)?;

@@ -214,6 +214,15 @@ fn a_deleted_page_comes_back_in_place_while_the_site_answers() {
     let err = s.fails(&["restore", "website", "--include", "/www/page.html"], 2);
     assert!(err.contains("--target DIR or --in-place"), "{err}");
 
+    // Not while a snapshot holds the service frozen (here: one that this test's process
+    // claims to be taking).
+    let id = s.env.inspect("website")["Id"].as_str().unwrap().to_string();
+    let marker = s.env.root().join("containers").join(&id).join("frozen-by");
+    fs::write(&marker, std::process::id().to_string()).unwrap();
+    let err = s.fails(&["restore", "website", "--snapshot", &second[..12], "--include", "/www/page.html", "--in-place"], 5);
+    assert!(err.contains("snapshot of website is being taken"), "{err}");
+    fs::remove_file(&marker).unwrap();
+
     // A service that has the volume read-only is not written through it.
     s.env.ok(&["run", "-d", "--name", "reader", "-v", "content:/www:ro", "site:1", "sleep", "1000"]);
     let out = s.lb(&["snapshot", "reader", "--format", "json"]);
