@@ -262,6 +262,19 @@ impl Lock {
         }
     }
 
+    /// The names of the stale locks: their holders died (or stopped refreshing them long ago).
+    pub fn stale(repo: &Repository) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for name in repo.backend().list(Kind::Lock)? {
+            if let Ok(info) = repo.load_object::<LockInfo>(Kind::Lock, &name)
+                && info.is_stale()
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes every stale lock (or all locks with `all`); returns how many.
     pub fn remove_stale(repo: &Repository, all: bool) -> Result<usize> {
         let mut n = 0;

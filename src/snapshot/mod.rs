@@ -299,6 +299,11 @@ pub fn capture_stack(
         configs.push(config);
     }
     let lock = Lock::acquire(repo, false)?;
+    // A snapshot that was killed midway left packs behind: they are taken in, so this one
+    // goes on from them instead of writing that data again.
+    if let Err(e) = crate::repo::maintenance::recover_after_crash(repo) {
+        tracing::warn!(error = %e, "cannot take in what an interrupted snapshot left; going on without it");
+    }
     let all = crate::repo::snapshot::list(repo)?;
     let store = host.store()?;
     let vols = host.volumes()?;

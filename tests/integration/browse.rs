@@ -219,7 +219,8 @@ fn a_deleted_page_comes_back_in_place_while_the_site_answers() {
     let id = s.env.inspect("website")["Id"].as_str().unwrap().to_string();
     let marker = s.env.root().join("containers").join(&id).join("frozen-by");
     fs::write(&marker, std::process::id().to_string()).unwrap();
-    let err = s.fails(&["restore", "website", "--snapshot", &second[..12], "--include", "/www/page.html", "--in-place"], 5);
+    let err =
+        s.fails(&["restore", "website", "--snapshot", &second[..12], "--include", "/www/page.html", "--in-place"], 5);
     assert!(err.contains("snapshot of website is being taken"), "{err}");
     fs::remove_file(&marker).unwrap();
 
