@@ -69,6 +69,29 @@ impl LockInfo {
         let age = chrono::Utc::now().signed_duration_since(time).to_std().unwrap_or_default();
         age > self.stale_after()
     }
+
+    /// Whether the holder is provably gone: it ran on this very host and boot, and its process
+    /// is not there any more (or its PID is another process's now). A lock stale only by its
+    /// age may be another host's with a wrong clock: it is never removed on that ground.
+    pub fn holder_gone_here(&self) -> bool {
+        let same_boot = self.boot_id.is_some() && self.boot_id == crate::sys::boot_id();
+        same_boot
+            && self.host == crate::sys::hostname()
+            && match crate::sys::process_start(self.pid) {
+                None => true,
+                Some(start) => self.process_start.is_some_and(|s| s != start),
+            }
+    }
+}
+
+/// The live locks of others (name and what it says), and the stale ones.
+type Others = (Vec<(String, LockInfo)>, Vec<StaleLock>);
+
+/// A stale lock seen while taking one: its name, and whether its holder is provably gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleLock {
+    pub name: String,
+    pub holder_gone: bool,
 }
 
 /// What a held lock shares with its refresh thread and the repository's writers.
@@ -126,6 +149,8 @@ impl HeldLocks {
 /// A held lock: refreshed while held, removed from the repository when dropped.
 #[derive(Debug)]
 pub struct Lock {
+    /// The stale locks seen when it was taken (a writer died: what it left may be taken in).
+    pub stale: Vec<StaleLock>,
     backend: Arc<dyn Backend>,
     health: Arc<LockHealth>,
     stop: Option<Sender<()>>,
@@ -171,7 +196,7 @@ impl Lock {
     }
 
     fn try_acquire(repo: &Repository, exclusive: bool) -> Result<Lock> {
-        for (name, other) in Self::others(repo)? {
+        for (name, other) in Self::others(repo)?.0 {
             if other.exclusive || exclusive {
                 let what = if other.exclusive { "an exclusive" } else { "a" };
                 return Err(RepoError::Locked {
@@ -192,7 +217,8 @@ impl Lock {
         // Two lockers may both have passed the check before either wrote its lock: each looks
         // again after writing its own, and backs off if it now sees one it conflicts with.
         // Whichever wrote second sees the other, so they never both go on.
-        let conflict = Self::others(repo)?.into_iter().any(|(n, other)| n != name && (exclusive || other.exclusive));
+        let (live, stale) = Self::others(repo)?;
+        let conflict = live.into_iter().any(|(n, other)| n != name && (exclusive || other.exclusive));
         if conflict {
             let _ = repo.backend().delete(Kind::Lock, &name);
             return Err(RepoError::Locked {
@@ -220,16 +246,17 @@ impl Lock {
                     what: format!("cannot start the lock refresh: {e}"),
                 })?
         };
-        Ok(Lock { backend: repo.backend_arc(), health, stop: Some(stop), refresher: Some(refresher) })
+        Ok(Lock { stale, backend: repo.backend_arc(), health, stop: Some(stop), refresher: Some(refresher) })
     }
 
-    /// Live locks of other processes (stale ones are skipped; one that cannot be read is
-    /// held, as a lock being written would be).
-    fn others(repo: &Repository) -> Result<Vec<(String, LockInfo)>> {
+    /// Live locks of other processes (one that cannot be read is held, as a lock being
+    /// written would be), and the stale ones.
+    fn others(repo: &Repository) -> Result<Others> {
         let mut out = Vec::new();
+        let mut stale = Vec::new();
         for name in repo.backend().list(Kind::Lock)? {
             match repo.load_object::<LockInfo>(Kind::Lock, &name) {
-                Ok(info) if info.is_stale() => {}
+                Ok(info) if info.is_stale() => stale.push(StaleLock { holder_gone: info.holder_gone_here(), name }),
                 Ok(info) => out.push((name, info)),
                 Err(RepoError::Backend(e)) if e.is_not_found() => {}
                 Err(e) => {
@@ -238,7 +265,7 @@ impl Lock {
                 }
             }
         }
-        Ok(out)
+        Ok((out, stale))
     }
 
     /// An error if this lock was lost (its refreshes failed for too long, or it was removed).
@@ -260,19 +287,6 @@ impl Lock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-    }
-
-    /// The names of the stale locks: their holders died (or stopped refreshing them long ago).
-    pub fn stale(repo: &Repository) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for name in repo.backend().list(Kind::Lock)? {
-            if let Ok(info) = repo.load_object::<LockInfo>(Kind::Lock, &name)
-                && info.is_stale()
-            {
-                out.push(name);
-            }
-        }
-        Ok(out)
     }
 
     /// Removes every stale lock (or all locks with `all`); returns how many.

@@ -163,39 +163,58 @@ fn read_packs(repo: &Repository, packs: &[PackToRead]) -> Vec<String> {
     found.into_iter().flat_map(|(_, e)| e).collect()
 }
 
-/// After a writer died (its lock is stale): the packs it wrote that no index file lists yet (a
-/// snapshot killed midway) are indexed now from their own headers, so the next snapshot reuses
-/// their blobs instead of reading and writing them again; then its stale locks are removed.
-/// Returns how many packs were taken in. Cheap when nobody died: one listing of the locks.
-pub fn recover_after_crash(repo: &mut Repository) -> Result<usize> {
-    let stale = Lock::stale(repo)?;
+/// After a writer died (a lock was stale when ours was taken): the packs it wrote that no
+/// index file lists yet (a snapshot killed midway) are indexed now, so the next snapshot reuses
+/// their blobs instead of reading and writing them again. A pack is taken in only whole and
+/// intact (its name is the hash of its content), and only for blobs the index does not have
+/// (an existing entry is never redirected). The stale locks of holders provably gone from this
+/// host are removed; one stale only by its age (another host's, perhaps with a wrong clock) is
+/// left for `repo unlock`. Returns how many packs were taken in. Costs nothing when no lock was
+/// stale.
+pub fn recover_after_crash(repo: &mut Repository, stale: &[super::lock::StaleLock]) -> Result<usize> {
     if stale.is_empty() {
         return Ok(0);
     }
     repo.refresh_index()?;
     let indexed: HashSet<[u8; 32]> = repo.index.values().map(|l| l.pack).collect();
-    let mut adopted = Vec::new();
+    let mut adopted: Vec<super::IndexPack> = Vec::new();
+    let mut known: HashSet<super::BlobId> = HashSet::new();
     for name in repo.backend().list(Kind::Pack)? {
         let Ok(id) = <[u8; 32]>::try_from(hex::decode(&name).unwrap_or_default()) else { continue };
         if indexed.contains(&id) {
             continue;
         }
-        match pack_header(repo, &name) {
-            Ok(blobs) => adopted.push(super::IndexPack { id: name, blobs }),
-            // Not readable as a pack (damage, or someone else's file): left for check to
-            // report and prune to remove.
-            Err(e) => tracing::warn!(pack = name.as_str(), error = %e, "a pack no index lists cannot be read; left"),
+        let intact = repo.backend().read(Kind::Pack, &name).is_ok_and(|data| blake3::hash(&data).as_bytes() == &id);
+        let blobs = match (intact, intact.then(|| pack_header(repo, &name))) {
+            (true, Some(Ok(blobs))) => blobs,
+            // Not whole, not a pack, or damaged: left for prune to remove.
+            _ => {
+                tracing::warn!(pack = name.as_str(), "a pack no index lists is not intact; left");
+                continue;
+            }
+        };
+        let blobs: Vec<PackEntry> =
+            blobs.into_iter().filter(|b| !repo.index.contains_key(&b.id) && known.insert(b.id)).collect();
+        if !blobs.is_empty() {
+            adopted.push(super::IndexPack { id: name, blobs });
         }
     }
     let n = adopted.len();
+    // Written here, not through the snapshot's writer (a failure must not break it), in
+    // index files of the usual size.
+    for batch in adopted.chunks(super::writer::INDEX_PACKS) {
+        repo.held_locks().check()?;
+        let sealed =
+            repo.key().seal(&serde_json::to_vec(&super::IndexFile { packs: batch.to_vec() }).expect("serialises"));
+        let name = hex::encode(blake3::hash(&sealed).as_bytes());
+        repo.backend().write(Kind::Index, &name, &sealed)?;
+    }
     if n > 0 {
-        repo.writer.lock().unindexed.extend(adopted);
-        repo.flush()?;
         repo.refresh_index()?;
         tracing::info!(packs = n, "took in the packs a writer that died had left without an index");
     }
-    for name in stale {
-        let _ = repo.backend().delete(Kind::Lock, &name);
+    for lock in stale.iter().filter(|l| l.holder_gone) {
+        let _ = repo.backend().delete(Kind::Lock, &lock.name);
     }
     Ok(n)
 }
@@ -423,6 +442,80 @@ fn diff_trees(
 #[cfg(test)]
 mod tests {
     use super::choose_share;
+    use crate::backend::Kind;
+    use crate::backend::local::Local;
+    use crate::repo::lock::{Lock, LockInfo};
+    use crate::repo::{BlobType, Repository};
+
+    /// A lock as a process that is gone now (on this host and boot) left it, or as another
+    /// host did long ago.
+    fn lock_of(repo: &Repository, here: bool) {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        let info = LockInfo {
+            host: if here { crate::sys::hostname() } else { "elsewhere".into() },
+            pid,
+            time: if here { crate::sys::now_rfc3339() } else { "2020-01-01T00:00:00Z".into() },
+            exclusive: false,
+            process_start: None,
+            boot_id: if here { crate::sys::boot_id() } else { Some("another-boot".into()) },
+            stale_after_s: Some(1800),
+        };
+        repo.save_lock(&info).unwrap();
+    }
+
+    #[test]
+    fn what_a_dead_writer_left_is_taken_in_intact_or_not_at_all() {
+        crate::repo::tests::fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        drop(Repository::init(Box::new(Local::new(dir.path())), b"pw").unwrap());
+        // A writer that dies after writing two packs and no index file.
+        let mut dead = Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        let (kept, _) = dead.save_blob(BlobType::Data, &vec![1u8; 100_000]).unwrap();
+        dead.flush_pack().unwrap();
+        let (damaged, _) = dead.save_blob(BlobType::Data, &vec![2u8; 100_000]).unwrap();
+        dead.flush_pack().unwrap();
+        dead.discard_unindexed();
+        drop(dead);
+        let packs =
+            Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap().backend().list(Kind::Pack).unwrap();
+        assert_eq!(packs.len(), 2);
+        // Damage the second pack (its name is no longer its content's hash).
+        let mut r = Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        let second =
+            packs.iter().find(|p| super::pack_header(&r, p).unwrap().iter().any(|b| b.id == damaged)).unwrap().clone();
+        let path = dir.path().join("data").join(&second[..2]).join(&second);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        // Nobody died yet as far as the lock says: nothing is done.
+        let lock = Lock::acquire(&mut r, false).unwrap();
+        assert_eq!(super::recover_after_crash(&mut r, &lock.stale).unwrap(), 0);
+        assert!(!r.has_blob(&kept));
+        drop(lock);
+        // A dead writer's lock on this host, and another host's very old one.
+        lock_of(&r, true);
+        lock_of(&r, false);
+        let lock = Lock::acquire(&mut r, false).unwrap();
+        assert_eq!(lock.stale.len(), 2);
+        assert_eq!(super::recover_after_crash(&mut r, &lock.stale).unwrap(), 1, "only the intact pack");
+        assert!(r.has_blob(&kept));
+        assert!(!r.has_blob(&damaged), "a damaged pack was taken in");
+        assert_eq!(r.load_blob(&kept).unwrap(), vec![1u8; 100_000]);
+        // The dead writer's lock is gone; the other host's stays for `repo unlock`.
+        let left: Vec<LockInfo> = r
+            .backend()
+            .list(Kind::Lock)
+            .unwrap()
+            .iter()
+            .filter_map(|n| r.load_object::<LockInfo>(Kind::Lock, n).ok())
+            .filter(|l| l.pid != std::process::id() as i32)
+            .collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].host, "elsewhere");
+        drop(lock);
+    }
 
     #[test]
     fn a_share_reads_that_many_packs_and_at_least_one() {

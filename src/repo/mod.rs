@@ -171,7 +171,7 @@ pub struct IndexFile {
     packs: Vec<IndexPack>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct IndexPack {
     id: String,
     blobs: Vec<PackEntry>,

@@ -301,7 +301,7 @@ pub fn capture_stack(
     let lock = Lock::acquire(repo, false)?;
     // A snapshot that was killed midway left packs behind: they are taken in, so this one
     // goes on from them instead of writing that data again.
-    if let Err(e) = crate::repo::maintenance::recover_after_crash(repo) {
+    if let Err(e) = crate::repo::maintenance::recover_after_crash(repo, &lock.stale) {
         tracing::warn!(error = %e, "cannot take in what an interrupted snapshot left; going on without it");
     }
     let all = crate::repo::snapshot::list(repo)?;

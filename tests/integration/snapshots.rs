@@ -538,7 +538,6 @@ fn a_killed_cold_snapshot_is_taken_up_by_the_next() {
         "for i in 1 2 3 4 5 6; do head -c 25000000 /dev/urandom > /www/big-$i; done",
     ]);
     let data = std::path::Path::new(&s.repo).join("data");
-    let size = |p: &std::path::Path| walk(p).iter().map(|f| fs::metadata(f).map_or(0, |m| m.len())).sum::<u64>();
     let mut child = s
         .env
         .lifeboat()
@@ -547,17 +546,24 @@ fn a_killed_cold_snapshot_is_taken_up_by_the_next() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Killed once about 100 MB of the 150 are in packs (fewer than the packs an index file
-    // waits for).
-    wait_until(120, "100 MB of packs", || data.exists() && size(&data) > 100_000_000);
+    // Killed once three whole packs are written (an index file comes only after eight).
+    let repo = std::path::Path::new(&s.repo).to_path_buf();
+    let whole_packs = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        if !dir.exists() {
+            return Vec::new();
+        }
+        walk(dir)
+            .into_iter()
+            .filter(|f| f.file_name().is_some_and(|n| n.len() == 64 && !n.to_string_lossy().starts_with('.')))
+            .collect()
+    };
+    wait_until(120, "three packs", || whole_packs(&data).len() >= 3);
     child.kill().unwrap();
     child.wait().unwrap();
-    // What is in whole packs (not the ones still being written under temporary names).
-    let written: u64 = walk(&data)
-        .iter()
-        .filter(|f| f.file_name().is_some_and(|n| n.len() == 64 && !n.to_string_lossy().starts_with('.')))
-        .map(|f| fs::metadata(f).map_or(0, |m| m.len()))
-        .sum();
+    let empty = |d: &str| fs::read_dir(repo.join(d)).map_or(true, |mut r| r.next().is_none());
+    assert!(empty("index") && empty("snapshots"), "the snapshot was not killed midway");
+    let written: u64 = whole_packs(&data).iter().map(|f| fs::metadata(f).map_or(0, |m| m.len())).sum();
+    let before = volume_tree(&s.env, "content");
     let out = s.lb(&["snapshot", "website", "--no-image", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let added = v["stats"]["added_bytes"].as_u64().unwrap();
@@ -574,6 +580,5 @@ fn a_killed_cold_snapshot_is_taken_up_by_the_next() {
     s.env.ok(&["rm", "-f", "website"]);
     s.env.ok(&["volume", "rm", "content"]);
     s.lb(&["restore", "website", "--no-start"]);
-    let restored = s.env.root().join("volumes/content/_data");
-    assert_eq!(fs::metadata(restored.join("big-6")).unwrap().len(), 25_000_000);
+    assert_eq!(volume_tree(&s.env, "content"), before, "the restore differs from what was snapshotted");
 }
