@@ -598,6 +598,27 @@ mod tests {
     use crate::backend::local::Local;
     use std::fs;
 
+    /// A regular file's node as a listing gives it, before its content is read.
+    fn file_node(name: &str, size: u64) -> Node {
+        Node {
+            name: hex::encode(name),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            links: 1,
+            size,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            rdev: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
     /// A file written while it is read (a writer outside the freeze) is stored as read, with
     /// the size of what was read: a snapshot whose size and content disagree could never be
     /// restored.
@@ -618,23 +639,8 @@ mod tests {
         )
         .unwrap();
         let mut arch = Archiver::new(&repo);
-        let node = Node {
-            name: hex::encode("log"),
-            kind: NodeKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 1,
-            links: 1,
-            size: 4_000, // what the listing said, before the file grew
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-            rdev: 0,
-            xattrs: Vec::new(),
-        };
+        // What the listing said, before the file grew.
+        let node = file_node("log", 4_000);
         arch.stats.files = 1;
         arch.stats.bytes = 4_000;
         let node = arch.complete(node, Some(Content::Ready(content))).unwrap().unwrap();
@@ -733,23 +739,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
         assert!(read("link", &mut buf).is_none());
         let mut arch = Archiver::new(&repo);
-        let mut node = Node {
-            name: hex::encode("gone"),
-            kind: NodeKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 1,
-            links: 1,
-            size: 5,
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-            rdev: 0,
-            xattrs: Vec::new(),
-        };
+        let mut node = file_node("gone", 5);
         arch.stats.files = 1;
         arch.stats.bytes = 5;
         assert!(arch.complete(node.clone(), Some(Content::Ready(None))).unwrap().is_none());
