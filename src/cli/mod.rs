@@ -220,7 +220,7 @@ pub enum Command {
     /// Copy snapshots to another repository (off-site replication).
     #[command(after_help = repo::MAINT_EXAMPLES)]
     Copy(repo::CopyArgs),
-    /// Show what a container changed (A/C/D), or what changed between two snapshots.
+    /// Show what a container changed (A/C/D), or what changed between two snapshots (or in one path: A:PATH B:PATH).
     #[command(after_help = container::COMMIT_EXAMPLES)]
     Diff(repo::DiffArgs),
     /// Create an image from a container's changes.
