@@ -145,23 +145,7 @@ fn file_content(
         Ok::<_, RepoError>(())
     };
     let size = file.metadata().map_err(|e| read_err(repo, path, e))?.len();
-    // A database's pages: fixed chunks at page boundaries.
-    let page = if size >= crate::repo::chunk::PAGE_HEAD as u64 {
-        let mut head = [0u8; crate::repo::chunk::PAGE_HEAD];
-        match std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0) {
-            Ok(()) => pages.page_size(name.as_bytes(), &head, size),
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
-    if let Some(page) = page {
-        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-        for chunk in crate::repo::chunk::fixed_chunks(file, crate::repo::chunk::page_chunk(page)) {
-            save(&chunk.map_err(|e| read_err(repo, path, e))?)?;
-        }
-        return Ok(Some(content));
-    }
+    use crate::repo::chunk::{PAGE_HEAD, fixed_chunks, page_chunk};
     if size <= SMALL_FILE {
         // Most files: read whole into one reused buffer and cut there (no per-file chunker
         // buffer to allocate and clear, one copy less).
@@ -171,12 +155,30 @@ fn file_content(
         buf.clear();
         buf.reserve_exact(size as usize + 1);
         std::io::Read::read_to_end(&mut file, buf).map_err(|e| read_err(repo, path, e))?;
-        crate::repo::chunk_slice(buf, params).try_for_each(save)?;
-    } else {
-        // Whole files are read front to back: let the kernel read further ahead.
-        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-        for chunk in crate::repo::chunks(file, params) {
-            save(&chunk.map_err(|e| read_err(repo, path, e))?)?;
+        // A database's pages (known from what was read): fixed chunks at page boundaries.
+        let page = buf.get(..PAGE_HEAD).and_then(|head| pages.page_size(name.as_bytes(), head, buf.len() as u64));
+        match page {
+            Some(page) => buf.chunks(page_chunk(page)).try_for_each(save)?,
+            None => crate::repo::chunk_slice(buf, params).try_for_each(save)?,
+        }
+        return Ok(Some(content));
+    }
+    // Whole files are read front to back: let the kernel read further ahead.
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    let mut head = [0u8; PAGE_HEAD];
+    let page = std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0)
+        .ok()
+        .and_then(|()| pages.page_size(name.as_bytes(), &head, size));
+    match page {
+        Some(page) => {
+            for chunk in fixed_chunks(file, page_chunk(page)) {
+                save(&chunk.map_err(|e| read_err(repo, path, e))?)?;
+            }
+        }
+        None => {
+            for chunk in crate::repo::chunks(file, params) {
+                save(&chunk.map_err(|e| read_err(repo, path, e))?)?;
+            }
         }
     }
     Ok(Some(content))
@@ -701,6 +703,12 @@ mod tests {
         let tree = crate::repo::tree::load_tree(&repo, &second).unwrap();
         let node = tree.nodes.iter().find(|n| n.name_bytes() == b"catalogue.db").unwrap();
         assert_eq!(node.content.len(), 600, "one chunk per page");
+        // A small database (read whole, not streamed) is cut the same way.
+        std::fs::write(src.join("small.db"), &db[..page * 100]).unwrap();
+        let small = Archiver::new(&repo).archive_dir(&src, Some(&second)).unwrap();
+        let tree = crate::repo::tree::load_tree(&repo, &small).unwrap();
+        let node = tree.nodes.iter().find(|n| n.name_bytes() == b"small.db").unwrap();
+        assert_eq!(node.content.len(), 100, "one chunk per page");
     }
 
     #[test]
