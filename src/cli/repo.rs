@@ -597,7 +597,8 @@ fn restore_paths(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         lifeboat::ops::browse::restore_paths(ctx.host(), r, service, &selection, &opts)
     })?;
     drop(spinner);
-    let code = if r.failed.is_empty() { 0 } else { lifeboat::error::FAILURE };
+    let m = &r.merged;
+    let code = if m.failed.is_empty() { 0 } else { lifeboat::error::FAILURE };
     if a.format == OutputFormat::Json {
         println!("{}", sorted_json(&r)?);
         return Ok(code);
@@ -611,22 +612,22 @@ fn restore_paths(ctx: &Context, a: RestoreArgs) -> anyhow::Result<i32> {
         &r.snapshot[..12.min(r.snapshot.len())],
         r.target,
         r.seconds,
-        r.placed,
-        r.replaced,
-        r.kept
+        m.placed,
+        m.replaced,
+        m.kept
     );
-    if r.kept > 0 {
+    if m.kept > 0 {
         eprintln!("kept as they are (--overwrite replaces what exists):");
-        for l in &r.kept_paths {
+        for l in &m.kept_paths {
             eprintln!("  {} ({})", l.path.display(), l.why);
         }
-        if r.kept as usize > r.kept_paths.len() {
-            eprintln!("  … and {} more", r.kept as usize - r.kept_paths.len());
+        if m.kept as usize > m.kept_paths.len() {
+            eprintln!("  … and {} more", m.kept as usize - m.kept_paths.len());
         }
     }
-    if !r.failed.is_empty() {
-        eprintln!("could not be put in place ({}; the rest was):", r.failed.len());
-        for l in &r.failed {
+    if !m.failed.is_empty() {
+        eprintln!("could not be put in place ({}; the rest was):", m.failed.len());
+        for l in &m.failed {
             eprintln!("  {}: {}", l.path.display(), l.why);
         }
     }

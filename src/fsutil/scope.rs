@@ -110,12 +110,26 @@ pub struct Merged {
     pub failed: Vec<Left>,
 }
 
+/// How many kept entries a merge lists by path.
+const KEPT_LISTED: usize = 100;
+
 impl Merged {
     fn keep(&mut self, path: PathBuf, why: &str) {
         self.kept += 1;
-        if self.kept_paths.len() < 100 {
+        if self.kept_paths.len() < KEPT_LISTED {
             self.kept_paths.push(Left { path, why: why.into() });
         }
+    }
+
+    /// Adds what another merge did, its paths taken as below `under`.
+    pub fn absorb(&mut self, other: Merged, under: &Path) {
+        self.placed += other.placed;
+        self.replaced += other.replaced;
+        self.kept += other.kept;
+        let room = KEPT_LISTED.saturating_sub(self.kept_paths.len());
+        let moved = |l: Left| Left { path: under.join(l.path), why: l.why };
+        self.kept_paths.extend(other.kept_paths.into_iter().take(room).map(moved));
+        self.failed.extend(other.failed.into_iter().map(moved));
     }
 }
 
@@ -134,7 +148,7 @@ pub fn merge_into(from: BorrowedFd<'_>, to: BorrowedFd<'_>, overwrite: bool) -> 
 }
 
 /// Whether `name` in `dir` is the root of a mount (a bind-mounted file or directory, a tmpfs).
-fn is_mount_root(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+pub(crate) fn is_mount_root(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     use rustix::fs::{StatxAttributes, StatxFlags};
     match rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
         Ok(st) => {

@@ -91,11 +91,15 @@ impl Address {
 pub fn resolve(repo: &Repository, which: &Which) -> anyhow::Result<(String, Snapshot)> {
     match which {
         Which::Latest => Ok(snapshot::find(repo, None, "latest")?),
-        // A service of that name wins over an ID prefix (`db`, `cafe` are both).
-        Which::Id(id) if snapshot::list(repo)?.iter().any(|(_, s)| s.service == *id) => {
-            Ok(snapshot::find(repo, Some(id), "latest")?)
+        Which::Id(id) => {
+            // A service of that name wins over an ID prefix (`db`, `cafe` are both).
+            let all = snapshot::list(repo)?;
+            if all.iter().any(|(_, s)| s.service == *id) {
+                Ok(snapshot::find_in(repo, all, Some(id), "latest")?)
+            } else {
+                Ok(snapshot::find_in(repo, all, None, id)?)
+            }
         }
-        Which::Id(id) => Ok(snapshot::find(repo, None, id)?),
         Which::Service { name, at } => crate::ops::backup::select(repo, name, "latest", at.as_deref()),
     }
 }
@@ -268,28 +272,25 @@ impl Matcher {
         Matcher { segments: crate::glob::clean_segments(&pattern), whole_path, ignore_case: req.ignore_case }
     }
 
-    fn matches(&self, path: &Path) -> bool {
-        let text = path.to_string_lossy();
-        let text = if self.ignore_case { text.to_lowercase() } else { text.into_owned() };
-        let segs: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
-        if self.whole_path {
-            crate::glob::path_match(&self.segments, &segs)
+    fn matches(&self, e: &Entry) -> bool {
+        // A name pattern needs the name only; a path pattern the whole path.
+        let text = if self.whole_path {
+            e.path.to_string_lossy().into_owned()
         } else {
-            segs.last().is_some_and(|name| crate::glob::path_match(&self.segments, &[name]))
-        }
+            String::from_utf8_lossy(&e.node.name_bytes()).into_owned()
+        };
+        let text = if self.ignore_case { text.to_lowercase() } else { text };
+        let segs: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
+        crate::glob::path_match(&self.segments, &segs)
     }
 }
 
 /// The hits below `dir` (paths relative to it), remembered by tree: a directory that did not
 /// change between snapshots is searched once.
-type Memo = HashMap<(BlobId, String), std::sync::Arc<Vec<(PathBuf, Entry)>>>;
+type Hits = std::sync::Arc<Vec<(PathBuf, std::sync::Arc<Entry>)>>;
+type Memo = HashMap<(BlobId, String), Hits>;
 
-fn search(
-    view: &View<'_>,
-    dir: &Entry,
-    m: &Matcher,
-    memo: &mut Memo,
-) -> anyhow::Result<std::sync::Arc<Vec<(PathBuf, Entry)>>> {
+fn search(view: &View<'_>, dir: &Entry, m: &Matcher, memo: &mut Memo) -> anyhow::Result<Hits> {
     // A name pattern's hits below a tree do not depend on where the tree is; a path
     // pattern's do. Below a volume's mount path the trees are not the whole story.
     // The same tree hides whiteouts in the layer and not in a volume: where it is stored is
@@ -311,12 +312,12 @@ fn search(
     let mut hits = Vec::new();
     for child in view.children(dir)? {
         let rel = child.path.strip_prefix(&dir.path).unwrap_or(&child.path).to_path_buf();
-        if m.matches(&child.path) {
-            hits.push((rel.clone(), child.clone()));
+        if m.matches(&child) {
+            hits.push((rel.clone(), std::sync::Arc::new(child.clone())));
         }
         if child.is_dir() {
             for (below, e) in search(view, &child, m, memo)?.iter() {
-                hits.push((rel.join(below), e.clone()));
+                hits.push((rel.join(below), std::sync::Arc::clone(e)));
             }
         }
     }
@@ -385,18 +386,8 @@ pub fn dump(host: &Host, access: Access, address: &Address, tar: bool, out: &mut
         ))
         .into());
     }
-    let copied = std::io::copy(&mut view.open(&top), out).map_err(repo_error)?;
+    let copied = std::io::copy(&mut view.open(&top), out).map_err(crate::snapshot::view::content_error)?;
     Ok(Dumped { tar: false, entries: 1, bytes: copied })
-}
-
-/// An I/O error that carries a repository error (damage) becomes that error again (its exit
-/// code); others stay I/O errors.
-fn repo_error(e: std::io::Error) -> anyhow::Error {
-    match e.into_inner().map(|i| i.downcast::<crate::repo::RepoError>()) {
-        Some(Ok(r)) => anyhow::Error::new(*r),
-        Some(Err(other)) => anyhow::anyhow!(other),
-        None => anyhow::anyhow!("cannot write the file's content"),
-    }
 }
 
 /// The answer of `diff A:PATH B:PATH`.
@@ -421,7 +412,7 @@ const TEXT_DIFF_LIMIT: u64 = 16 << 20;
 
 fn read_all(view: &View<'_>, e: &Entry) -> anyhow::Result<Vec<u8>> {
     let mut v = Vec::with_capacity(e.node.size as usize);
-    view.open(e).read_to_end(&mut v).map_err(repo_error)?;
+    view.open(e).read_to_end(&mut v).map_err(crate::snapshot::view::content_error)?;
     Ok(v)
 }
 

@@ -84,7 +84,7 @@ pub fn list_readable(repo: &Repository) -> Result<Readable> {
     let mut out = Vec::new();
     let mut damaged = Vec::new();
     for name in repo.backend().list(Kind::Snapshot)? {
-        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_snapshot_name(&name) {
             damaged.push(format!("snapshots/{name:?} is not a snapshot's name (an object put there by hand?)"));
             continue;
         }
@@ -104,9 +104,7 @@ pub fn list_readable(repo: &Repository) -> Result<Readable> {
 pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
     let mut out = Vec::new();
     for name in repo.backend().list(Kind::Snapshot)? {
-        // Lifeboat names objects with 64 hex digits: anything else was put there by someone
-        // else, and is damage (reported, never read as a snapshot).
-        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_snapshot_name(&name) {
             return Err(super::RepoError::Corrupt {
                 location: repo.location(),
                 what: format!(
@@ -120,9 +118,25 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, Snapshot)>> {
     Ok(out)
 }
 
+/// Whether an object name can be a snapshot's: Lifeboat names objects with 64 hex digits, so
+/// anything else was put there by someone else, and is damage (reported, never read as a
+/// snapshot).
+fn is_snapshot_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Finds a snapshot: `latest` (of `service`), an ID or unique ID prefix.
 pub fn find(repo: &Repository, service: Option<&str>, which: &str) -> Result<(String, Snapshot)> {
-    let all = list(repo)?;
+    find_in(repo, list(repo)?, service, which)
+}
+
+/// [`find`] among snapshots already listed (`all`, oldest first).
+pub fn find_in(
+    repo: &Repository,
+    all: Vec<(String, Snapshot)>,
+    service: Option<&str>,
+    which: &str,
+) -> Result<(String, Snapshot)> {
     let candidates: Vec<(String, Snapshot)> =
         all.into_iter().filter(|(_, s)| service.is_none_or(|n| s.service == n)).collect();
     let not_found = |what: String| super::RepoError::NotFound { location: repo.location(), what };

@@ -56,10 +56,15 @@ fn hook(host: &Host, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
 /// died (kill -9) before it could.
 const FROZEN_BY: &str = "frozen-by";
 
+/// The process a snapshot that froze container `id` runs in (dead or alive), if one did.
+fn frozen_by(containers: &Containers, id: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(containers.dir(id).join(FROZEN_BY)).ok()?;
+    Some(text.trim().parse().unwrap_or(0))
+}
+
 fn thaw_if_abandoned(host: &Host, containers: &Containers, id: &str) -> anyhow::Result<()> {
     let marker = containers.dir(id).join(FROZEN_BY);
-    let Ok(text) = std::fs::read_to_string(&marker) else { return Ok(()) };
-    let owner: i32 = text.trim().parse().unwrap_or(0);
+    let Some(owner) = frozen_by(containers, id) else { return Ok(()) };
     if owner != std::process::id() as i32 && !host.kernel().alive(owner) {
         tracing::warn!(container = id, pid = owner, "thawing a container left frozen by a snapshot that died");
         runtime::force_thaw(host, id)?;

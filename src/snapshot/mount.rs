@@ -470,13 +470,7 @@ impl Filesystem for SnapshotFs<'_> {
 
     fn getxattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
         let Some(What::Entry(_, e)) = self.inodes.get(&ino).map(|i| &i.what) else { return reply.error(libc::ENODATA) };
-        let Some(value) = e
-            .node
-            .xattrs
-            .iter()
-            .find(|(k, _)| OsStr::new(k) == name && !k.starts_with("trusted.overlay."))
-            .and_then(|(_, v)| hex::decode(v).ok())
-        else {
+        let Some(value) = super::view::file_xattrs(&e.node).find(|(k, _)| OsStr::new(k) == name).map(|(_, v)| v) else {
             return reply.error(libc::ENODATA);
         };
         match size {
@@ -489,7 +483,7 @@ impl Filesystem for SnapshotFs<'_> {
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: fuser::ReplyXattr) {
         let mut list = Vec::new();
         if let Some(What::Entry(_, e)) = self.inodes.get(&ino).map(|i| &i.what) {
-            for (k, _) in e.node.xattrs.iter().filter(|(k, _)| !k.starts_with("trusted.overlay.")) {
+            for (k, _) in super::view::file_xattrs(&e.node) {
                 list.extend_from_slice(k.as_bytes());
                 list.push(0);
             }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::Frozen;
 use super::view::{Entry, Origin, PathFilter, Pick, TarStats, View};
 use crate::error::NotFound;
-use crate::fsutil::scope::{Left, Merged, Scope, fd_path, merge_into, open_dir_beneath};
+use crate::fsutil::scope::{Merged, Scope, fd_path, merge_into, open_dir_beneath};
 use crate::image::layer::{self, ApplyOptions, WhiteoutMode};
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
@@ -61,15 +61,10 @@ pub struct PartialReport {
     /// Entries and bytes of file content read from the snapshot.
     pub entries: u64,
     pub bytes: u64,
-    pub placed: u64,
-    pub replaced: u64,
-    /// Entries left as they were: something is there already (without `overwrite`), a mount
-    /// point, or a directory on one side only.
-    pub kept: u64,
-    /// The first hundred of them, with why.
-    pub kept_paths: Vec<Left>,
-    /// Entries that could not be moved into place, with why (the others were).
-    pub failed: Vec<Left>,
+    /// What was placed, replaced, kept (and why), or could not be moved, with paths as the
+    /// service saw them.
+    #[serde(flatten)]
+    pub merged: Merged,
     /// How long the service was frozen while its files were swapped (in place, running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_ms: Option<u64>,
@@ -98,32 +93,10 @@ impl Drop for Stage {
             tracing::warn!(stage = ?self.name, "a restore's staging directory was moved; left where it is");
             return;
         }
-        let dev = ours.map_or(0, |(d, _)| d);
-        if let Err(e) = remove_tree(self.parent.as_fd(), &self.name, dev) {
+        if let Err(e) = layer::apply::remove_all_at(self.parent.as_fd(), self.name.as_encoded_bytes()) {
             tracing::warn!(stage = ?self.name, error = %e, "cannot remove a restore's staging directory");
         }
     }
-}
-
-/// Removes `name` in `dir` and everything below it, never following a symlink and never going
-/// into another filesystem than `dev` (a mount point moved into the stage stays as it is).
-fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr, dev: u64) -> rustix::io::Result<()> {
-    use rustix::fs::{AtFlags, FileType};
-    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-        return rustix::fs::unlinkat(dir, name, AtFlags::empty());
-    }
-    if st.st_dev != dev {
-        return Err(rustix::io::Errno::XDEV);
-    }
-    let sub = open_dir_beneath(dir, name)
-        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
-    let names = crate::fsutil::scope::list_dir(sub.as_fd())
-        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
-    for n in names {
-        remove_tree(sub.as_fd(), &n, dev)?;
-    }
-    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
 }
 
 impl Stage {
@@ -157,17 +130,9 @@ impl Stage {
     }
 }
 
-/// Adds what one stage's merge did, its paths made the view's (`under` is where it went).
-fn add(total: &mut Merged, m: Merged, under: &Path) {
-    total.placed += m.placed;
-    total.replaced += m.replaced;
-    total.kept += m.kept;
-    for l in m.kept_paths {
-        if total.kept_paths.len() < 100 {
-            total.kept_paths.push(Left { path: under.join(l.path), why: l.why });
-        }
-    }
-    total.failed.extend(m.failed.into_iter().map(|l| Left { path: under.join(l.path), why: l.why }));
+/// A new descriptor of a scope's own directory (to stage in, or to merge into).
+fn dir_of(scope: &Scope) -> std::io::Result<OwnedFd> {
+    open_dir_beneath(scope.fd(), std::ffi::OsStr::new("."))
 }
 
 /// Whether a pattern has wildcards (a plain path must be in the snapshot).
@@ -198,7 +163,7 @@ pub fn restore_paths(
     let filter = PathFilter::new(&opts.include, &opts.exclude);
     let pick = |e: &Entry| filter.pick(e);
     let mut report = PartialReport { snapshot: id.to_string(), service: snap.service.clone(), ..Default::default() };
-    let mut merged = Merged::default();
+    let merged = &mut report.merged;
     match &opts.target {
         PartialTarget::Dir(dir) => {
             // Made private, as the files may be anyone's (set-user-ID programs, device nodes,
@@ -207,10 +172,8 @@ pub fn restore_paths(
                 .create(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let dest = Scope::open(dir)?;
-            let parent = open_dir_beneath(dest.fd(), std::ffi::OsStr::new("."))?;
-            let dest_fd = open_dir_beneath(dest.fd(), std::ffi::OsStr::new("."))?;
-            let stage = Stage::fill(&view, &view.root(), None, &pick, parent, dest_fd)?;
-            add(&mut merged, stage.merge(opts.overwrite)?, Path::new("/"));
+            let stage = Stage::fill(&view, &view.root(), None, &pick, dir_of(&dest)?, dir_of(&dest)?)?;
+            merged.absorb(stage.merge(opts.overwrite)?, Path::new("/"));
             (report.entries, report.bytes) = (stage.stats.entries, stage.stats.bytes);
             report.target = dir.display().to_string();
         }
@@ -223,10 +186,7 @@ pub fn restore_paths(
             })?;
             report.target = config.name.clone();
             // Not into a service a snapshot holds frozen (its capture would take half a restore).
-            let marker = host.containers()?.dir(&config.id).join(super::FROZEN_BY);
-            if let Ok(owner) = std::fs::read_to_string(&marker)
-                && owner.trim().parse::<i32>().is_ok_and(|pid| host.kernel().alive(pid))
-            {
+            if super::frozen_by(host.containers()?, &config.id).is_some_and(|pid| pid > 0 && host.kernel().alive(pid)) {
                 return Err(crate::runtime::container::ContainerError::Conflict(format!(
                     "a snapshot of {} is being taken (it is frozen); try again when it is done",
                     config.name
@@ -235,8 +195,7 @@ pub fn restore_paths(
             }
             let mut stages: Vec<(PathBuf, Stage)> = Vec::new();
             // The container's own layer, through its root, if anything of it is selected.
-            let layer_entries = view.count_selection(&view.root(), Some(&Origin::Layer), &pick)?;
-            let root = if layer_entries > 0 {
+            let root = if view.selects_any(&view.root(), Some(&Origin::Layer), &pick)? {
                 if config.read_only {
                     return Err(crate::error::UsageError(format!(
                         "{}'s root filesystem is read-only: restore its files with --target DIR",
@@ -246,9 +205,8 @@ pub fn restore_paths(
                 }
                 let root = runtime::copy::ContainerRoot::open(host, &config)?;
                 let scope = root.writable()?;
-                let parent = open_dir_beneath(scope.fd(), std::ffi::OsStr::new("."))?;
-                let dest = open_dir_beneath(scope.fd(), std::ffi::OsStr::new("."))?;
-                let stage = Stage::fill(&view, &view.root(), Some(&Origin::Layer), &pick, parent, dest)?;
+                let stage =
+                    Stage::fill(&view, &view.root(), Some(&Origin::Layer), &pick, dir_of(scope)?, dir_of(scope)?)?;
                 stages.push((PathBuf::from("/"), stage));
                 Some(root)
             } else {
@@ -257,10 +215,7 @@ pub fn restore_paths(
             // Each volume, beside its data on the host.
             for v in &snap.volumes {
                 let Some(top) = view.lookup(Path::new(&v.target))? else { continue };
-                if top.origin != Origin::Volume(v.name.clone()) || pick(&top) == Pick::Skip {
-                    continue;
-                }
-                if view.count_selection(&top, Some(&top.origin), &pick)? == 0 {
+                if top.origin != Origin::Volume(v.name.clone()) || !view.selects_any(&top, Some(&top.origin), &pick)? {
                     continue;
                 }
                 let target = super::view::components(Path::new(&v.target));
@@ -284,16 +239,13 @@ pub fn restore_paths(
                     }
                 };
                 let dest_scope = Scope::open(&data)?;
-                let dest = open_dir_beneath(dest_scope.fd(), std::ffi::OsStr::new("."))?;
                 // A named volume's stage sits beside its data, out of the container's sight; a
                 // bind mount's inside it.
                 let parent = match live.map(|m| &m.source) {
-                    Some(MountSource::Volume { .. }) => {
-                        let up = data.parent().unwrap_or(&data);
-                        Scope::open(up).and_then(|s| open_dir_beneath(s.fd(), std::ffi::OsStr::new(".")))?
-                    }
-                    _ => open_dir_beneath(dest_scope.fd(), std::ffi::OsStr::new("."))?,
+                    Some(MountSource::Volume { .. }) => dir_of(&Scope::open(data.parent().unwrap_or(&data))?)?,
+                    _ => dir_of(&dest_scope)?,
                 };
+                let dest = dir_of(&dest_scope)?;
                 let stage = Stage::fill(&view, &top, Some(&top.origin), &pick, parent, dest)?;
                 if stage.stats.entries > 0 {
                     stages.push((PathBuf::from(&v.target), stage));
@@ -310,7 +262,7 @@ pub fn restore_paths(
             let mut result = Ok(());
             for (at, s) in &stages {
                 match s.merge(opts.overwrite) {
-                    Ok(m) => add(&mut merged, m, at),
+                    Ok(m) => merged.absorb(m, at),
                     Err(e) => {
                         result = Err(e.context(format!("in {}", at.display())));
                         break;
@@ -330,11 +282,6 @@ pub fn restore_paths(
             result?;
         }
     }
-    report.placed = merged.placed;
-    report.replaced = merged.replaced;
-    report.kept = merged.kept;
-    report.kept_paths = merged.kept_paths;
-    report.failed = merged.failed;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

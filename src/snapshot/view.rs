@@ -28,7 +28,7 @@ const TREE_CACHE: usize = 4096;
 pub const MAX_DEPTH: usize = 2048;
 
 /// Where an entry of the view is stored.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "name")]
 pub enum Origin {
     /// The container's own layer.
@@ -191,7 +191,7 @@ impl<'r> View<'r> {
                     continue;
                 }
                 let name = n.name_bytes();
-                if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+                if !crate::repo::tree::valid_name(&name) {
                     return Err(RepoError::Corrupt {
                         location: self.repo.location(),
                         what: format!("{}: an entry with an invalid name", dir.path.display()),
@@ -322,15 +322,15 @@ impl<'r> View<'r> {
     }
 
     /// Calls `each` with what `pick` selects of `top` and below (`top` itself only with
-    /// `with_top`), parents first. With `only`, entries stored elsewhere (a volume within the
-    /// layer) are left out with everything below them.
+    /// `with_top`), parents first, and how it was picked. With `only`, entries stored elsewhere
+    /// (a volume within the layer) are left out with everything below them.
     pub fn visit_selection<E: From<RepoError>>(
         &self,
         top: &Entry,
         with_top: bool,
         only: Option<&Origin>,
         pick: &dyn Fn(&Entry) -> Pick,
-        each: &mut dyn FnMut(&Entry) -> std::result::Result<(), E>,
+        each: &mut dyn FnMut(&Entry, Pick) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         self.walk(top, &mut |e| -> std::result::Result<bool, E> {
             let is_top = e.path == top.path;
@@ -340,22 +340,25 @@ impl<'r> View<'r> {
             if is_top && !with_top {
                 return Ok(true);
             }
-            if pick(e) == Pick::Skip {
+            let picked = pick(e);
+            if picked == Pick::Skip {
                 return Ok(false);
             }
-            each(e)?;
+            each(e, picked)?;
             Ok(true)
         })
     }
 
-    /// How many entries [`View::visit_selection`] would visit (reading trees only).
-    pub fn count_selection(&self, top: &Entry, only: Option<&Origin>, pick: &dyn Fn(&Entry) -> Pick) -> Result<u64> {
-        let mut n = 0;
-        self.visit_selection(top, false, only, pick, &mut |_| -> Result<()> {
-            n += 1;
+    /// Whether anything below `top` is selected for itself, not only as a directory on the way
+    /// to something stored elsewhere (reading trees only): a volume-only restore makes no
+    /// stage in the layer.
+    pub fn selects_any(&self, top: &Entry, only: Option<&Origin>, pick: &dyn Fn(&Entry) -> Pick) -> Result<bool> {
+        let mut any = false;
+        self.visit_selection(top, false, only, pick, &mut |_, picked| -> Result<()> {
+            any |= picked == Pick::All;
             Ok(())
         })?;
-        Ok(n)
+        Ok(any)
     }
 
     /// Writes what `pick` selects of `top` and below as a tar stream, named relative to
@@ -371,7 +374,7 @@ impl<'r> View<'r> {
     ) -> anyhow::Result<TarStats> {
         let mut tar = TarWriter { builder: tar::Builder::new(out), links: HashMap::new(), stats: TarStats::default() };
         tar.builder.follow_symlinks(false);
-        self.visit_selection(top, with_top, only, pick, &mut |e| -> anyhow::Result<()> {
+        self.visit_selection(top, with_top, only, pick, &mut |e, _| -> anyhow::Result<()> {
             let rel = e.path.strip_prefix(base).unwrap_or(&e.path);
             tar.entry(self, e, rel)
         })?;
@@ -440,6 +443,28 @@ fn pax_time(ns: i64) -> String {
     format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
 }
 
+/// A node's extended attributes as the file has them: overlayfs's own markers (which the
+/// container layer's directories carry) say nothing about the file and are left out.
+pub fn file_xattrs(n: &Node) -> impl Iterator<Item = (&str, Vec<u8>)> {
+    n.xattrs
+        .iter()
+        .filter(|(k, _)| !crate::image::layer::is_overlay_xattr(k))
+        .filter_map(|(k, v)| Some((k.as_str(), hex::decode(v).ok()?)))
+}
+
+/// An I/O error from reading a file's content: a repository error it carries (damage) becomes
+/// that error again, with its exit code; any other stays what it is (a closed pipe, a full
+/// disk).
+pub fn content_error(e: io::Error) -> anyhow::Error {
+    if e.get_ref().is_some_and(|i| i.is::<RepoError>()) {
+        if let Some(Ok(r)) = e.into_inner().map(|i| i.downcast::<RepoError>()) {
+            return anyhow::Error::new(*r);
+        }
+        return anyhow::anyhow!("cannot read the file's content");
+    }
+    anyhow::Error::new(e)
+}
+
 /// What a tar stream of the view held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TarStats {
@@ -450,7 +475,7 @@ pub struct TarStats {
 struct TarWriter<W: Write> {
     builder: tar::Builder<W>,
     /// The first name written of each hard-linked file, by (origin, inode).
-    links: HashMap<(String, u64), PathBuf>,
+    links: HashMap<(Origin, u64), PathBuf>,
     stats: TarStats,
 }
 
@@ -467,14 +492,8 @@ impl<W: Write> TarWriter<W> {
         if n.mtime_ns % 1_000_000_000 != 0 {
             pax.push(("mtime".into(), pax_time(n.mtime_ns).into_bytes()));
         }
-        for (k, v) in &n.xattrs {
-            // The overlay's own markers say nothing about the file.
-            if k.starts_with("trusted.overlay.") {
-                continue;
-            }
-            if let Ok(v) = hex::decode(v) {
-                pax.push((format!("SCHILY.xattr.{k}"), v));
-            }
+        for (k, v) in file_xattrs(n) {
+            pax.push((format!("SCHILY.xattr.{k}"), v));
         }
         if !pax.is_empty() {
             self.builder.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
@@ -493,8 +512,8 @@ impl<W: Write> TarWriter<W> {
                 self.builder.append_link(&mut h, rel, OsStr::from_bytes(&target))?;
             }
             NodeKind::File => {
-                let key = (format!("{:?}", e.origin), n.inode);
                 if n.links > 1 {
+                    let key = (e.origin.clone(), n.inode);
                     if let Some(first) = self.links.get(&key) {
                         h.set_entry_type(tar::EntryType::Link);
                         return Ok(self.builder.append_link(&mut h, rel, first)?);
@@ -504,14 +523,7 @@ impl<W: Write> TarWriter<W> {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(n.size);
                 let reader = view.open(e);
-                self.builder.append_data(&mut h, rel, reader).map_err(|err| {
-                    // Damaged data stays a repository error (and its exit code).
-                    match err.into_inner().map(|i| i.downcast::<RepoError>()) {
-                        Some(Ok(repo)) => anyhow::Error::new(*repo),
-                        Some(Err(other)) => anyhow::anyhow!(other),
-                        None => anyhow::anyhow!("cannot write the tar stream"),
-                    }
-                })?;
+                self.builder.append_data(&mut h, rel, reader).map_err(content_error)?;
                 self.stats.bytes += n.size;
             }
             NodeKind::Char | NodeKind::Block | NodeKind::Fifo => {

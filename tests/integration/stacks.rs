@@ -128,6 +128,39 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
     let listed = env.ok(&["snapshots"]);
     assert!(listed.lines().filter(|l| l.contains("db+web")).count() == 1, "the stack is not one row:\n{listed}");
 
+    // The real database through the open snapshot: its data directory listed with its owner,
+    // found, dumped, and restored into a directory with the same bytes and owner.
+    let db_id = reports[0]["id"].as_str().unwrap()[..12].to_string();
+    let web_id = reports[1]["id"].as_str().unwrap()[..12].to_string();
+    let listing: serde_json::Value =
+        serde_json::from_str(&env.ok(&["ls", &format!("{db_id}:/var/lib/mysql"), "--json"])).unwrap();
+    let ibdata = listing["entries"].as_array().unwrap().iter().find(|e| e["path"] == "/var/lib/mysql/ibdata1").unwrap();
+    assert_eq!(ibdata["stored_in"]["name"], "dbdata", "{ibdata}");
+    let found = env.ok(&["find", "ibdata1", "--service", "db"]);
+    assert!(found.contains("/var/lib/mysql/ibdata1") && found.contains(&db_id), "{found}");
+    let dumped = env.lifeboat().args(["dump", &format!("{db_id}:/var/lib/mysql/ibdata1")]).output().unwrap();
+    assert!(dumped.status.success());
+    assert_eq!(dumped.stdout.len() as u64, ibdata["size"].as_u64().unwrap());
+    let out_dir = env.dir.path().join("db-files");
+    env.ok(&[
+        "restore",
+        "db",
+        "--snapshot",
+        &db_id,
+        "--include",
+        "/var/lib/mysql/ibdata1",
+        "--target",
+        out_dir.to_str().unwrap(),
+    ]);
+    let restored = out_dir.join("var/lib/mysql/ibdata1");
+    assert!(std::fs::read(&restored).unwrap() == dumped.stdout, "the restored ibdata1 differs from the dumped one");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&restored).unwrap().uid() as u64, ibdata["uid"].as_u64().unwrap());
+    // A file of the PHP application's volume deleted and put back while it serves.
+    env.ok(&["exec", "web", "rm", "/app/rows/1"]);
+    env.ok(&["restore", "web", "--snapshot", &web_id, "--include", "/app/rows/1", "--in-place"]);
+    assert_eq!(env.ok(&["exec", "web", "cat", "/app/rows/1"]), "1\n");
+
     // A drill of the stack, named by the configuration: both restored aside, web on the drill
     // copy of db's network, db passing its own health check, web the page; then gone.
     let config = env.dir.path().join("lifeboat.toml");

@@ -488,7 +488,9 @@ fn chmod_at(dir: BorrowedFd<'_>, base: &[u8], mode: u32) -> rustix::io::Result<(
     rustix::fs::chmod(crate::fsutil::scope::fd_path(&fd), Mode::from_raw_mode(mode))
 }
 
-/// Removes `base` inside `dir` if present; directories recursively, never following symlinks.
+/// Removes `base` inside `dir` if present; directories recursively, never following symlinks
+/// and never going into another filesystem (a mount point moved under a tree being removed —
+/// by a running container, say — is left, with an error).
 pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, base: &[u8]) -> rustix::io::Result<()> {
     let st = match rustix::fs::statat(dir, base, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -496,6 +498,10 @@ pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, base: &[u8]) -> rustix::io::Res
         Err(e) => return Err(e),
     };
     if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let name = std::ffi::OsStr::from_bytes(base);
+        if st.st_dev != rustix::fs::fstat(dir)?.st_dev || crate::fsutil::scope::is_mount_root(dir, name) {
+            return Err(Errno::XDEV);
+        }
         let sub = rustix::fs::openat(
             dir,
             base,
@@ -613,7 +619,7 @@ impl Meta {
                 if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                     // Overlay's own attributes describe layer structure; only whiteout entries
                     // may set them, never an archive directly.
-                    if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+                    if super::is_overlay_xattr(name) {
                         continue;
                     }
                     meta.xattrs.push((name.to_string(), ext.value_bytes().to_vec()));

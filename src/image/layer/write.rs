@@ -271,9 +271,7 @@ impl<W: Write> TreeWriter<W> {
                 continue;
             };
             // Overlay bookkeeping other than opacity is not part of the content.
-            if (name.starts_with("trusted.overlay.") || name.starts_with("user.overlay."))
-                && name != OVERLAY_OPAQUE_XATTR
-            {
+            if super::is_overlay_xattr(name) && name != OVERLAY_OPAQUE_XATTR {
                 continue;
             }
             match rustix::fs::lgetxattr(at, name, &mut self.xattr_buf[..]) {

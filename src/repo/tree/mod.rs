@@ -68,6 +68,12 @@ impl Node {
     }
 }
 
+/// Whether `name` can be one entry of a directory: not empty, `.` or `..`, and without `/` or
+/// NUL (a tree holding one is damage: it could steer a write out of its directory).
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: Vec<Node>,

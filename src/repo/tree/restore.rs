@@ -406,7 +406,7 @@ impl<'r> Restorer<'r> {
         }
         for node in tree.nodes {
             let name = node.name_bytes();
-            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+            if !valid_name(&name) {
                 return Err(
                     self.err(dir, format!("invalid entry name {:?}", String::from_utf8_lossy(&name)).to_string())
                 );
