@@ -193,7 +193,7 @@ impl EntryRow {
                 .and_then(|t| hex::decode(t).ok())
                 .map(|t| String::from_utf8_lossy(&t).into_owned()),
             stored_in: e.origin.clone(),
-            xattrs: n.xattrs.iter().map(|(k, _)| k.clone()).collect(),
+            xattrs: crate::snapshot::view::file_xattrs(n).map(|(k, _)| k.to_string()).collect(),
         }
     }
 }

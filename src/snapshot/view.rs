@@ -353,12 +353,24 @@ impl<'r> View<'r> {
     /// to something stored elsewhere (reading trees only): a volume-only restore makes no
     /// stage in the layer.
     pub fn selects_any(&self, top: &Entry, only: Option<&Origin>, pick: &dyn Fn(&Entry) -> Pick) -> Result<bool> {
-        let mut any = false;
-        self.visit_selection(top, false, only, pick, &mut |_, picked| -> Result<()> {
-            any |= picked == Pick::All;
-            Ok(())
-        })?;
-        Ok(any)
+        /// Ends the walk at the first entry selected for itself.
+        enum Stop {
+            Found,
+            Failed(RepoError),
+        }
+        impl From<RepoError> for Stop {
+            fn from(e: RepoError) -> Stop {
+                Stop::Failed(e)
+            }
+        }
+        let found = self.visit_selection(top, false, only, pick, &mut |_, picked| {
+            if picked == Pick::All { Err(Stop::Found) } else { Ok(()) }
+        });
+        match found {
+            Ok(()) => Ok(false),
+            Err(Stop::Found) => Ok(true),
+            Err(Stop::Failed(e)) => Err(e),
+        }
     }
 
     /// Writes what `pick` selects of `top` and below as a tar stream, named relative to

@@ -130,8 +130,11 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
 
     // The real database through the open snapshot: its data directory listed with its owner,
     // found, dumped, and restored into a directory with the same bytes and owner.
-    let db_id = reports[0]["id"].as_str().unwrap()[..12].to_string();
-    let web_id = reports[1]["id"].as_str().unwrap()[..12].to_string();
+    let id_of = |service: &str| -> String {
+        let r = reports.as_array().unwrap().iter().find(|r| r["service"] == service).unwrap();
+        r["id"].as_str().unwrap()[..12].to_string()
+    };
+    let (db_id, web_id) = (id_of("db"), id_of("web"));
     let listing: serde_json::Value =
         serde_json::from_str(&env.ok(&["ls", &format!("{db_id}:/var/lib/mysql"), "--json"])).unwrap();
     let ibdata = listing["entries"].as_array().unwrap().iter().find(|e| e["path"] == "/var/lib/mysql/ibdata1").unwrap();
@@ -139,7 +142,7 @@ fn mariadb_and_a_php_application_snapshot_and_restore_as_one_stack() {
     let found = env.ok(&["find", "ibdata1", "--service", "db"]);
     assert!(found.contains("/var/lib/mysql/ibdata1") && found.contains(&db_id), "{found}");
     let dumped = env.lifeboat().args(["dump", &format!("{db_id}:/var/lib/mysql/ibdata1")]).output().unwrap();
-    assert!(dumped.status.success());
+    assert!(dumped.status.success(), "{}", String::from_utf8_lossy(&dumped.stderr));
     assert_eq!(dumped.stdout.len() as u64, ibdata["size"].as_u64().unwrap());
     let out_dir = env.dir.path().join("db-files");
     env.ok(&[

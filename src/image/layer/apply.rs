@@ -508,6 +508,11 @@ pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, base: &[u8]) -> rustix::io::Res
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // Still the directory that was checked (not one swapped in meanwhile).
+        let opened = rustix::fs::fstat(&sub)?;
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(Errno::XDEV);
+        }
         let mut names = Vec::new();
         for child in rustix::fs::Dir::read_from(&sub)? {
             let child = child?;
