@@ -5,7 +5,9 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    if let Some(code) = cli::shim_entry().or_else(cli::hook_entry).or_else(cli::thaw_guard_entry) {
+    if let Some(code) =
+        cli::shim_entry().or_else(cli::hook_entry).or_else(cli::thaw_guard_entry).or_else(cli::hydrator_entry)
+    {
         std::process::exit(code);
     }
     // Called by a shell's completion script: offer completions and end.

@@ -54,6 +54,11 @@ pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Where this is, for messages (`/srv/backup`, `s3://bucket/prefix`).
     fn location(&self) -> String;
+    /// The location to open this backend again with [`open`], options included (another
+    /// process of ours reading the same repository). No secrets are in it.
+    fn reopen_location(&self) -> String {
+        self.location()
+    }
     /// Names of every file of a kind.
     fn list(&self, kind: Kind) -> Result<Vec<String>>;
     fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;

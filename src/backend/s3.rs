@@ -79,6 +79,8 @@ impl S3Location {
 pub struct S3 {
     client: Client,
     loc: S3Location,
+    /// The URL it was opened with.
+    url: String,
     rt: tokio::runtime::Runtime,
 }
 
@@ -142,7 +144,7 @@ impl S3 {
             }
             Client::from_conf(conf.build())
         });
-        Ok(S3 { client, loc, rt })
+        Ok(S3 { client, loc, url: url.to_string(), rt })
     }
 
     fn key(&self, kind: Kind, name: &str) -> String {
@@ -253,6 +255,10 @@ impl S3 {
 impl Backend for S3 {
     fn location(&self) -> String {
         self.loc.display()
+    }
+
+    fn reopen_location(&self) -> String {
+        self.url.clone()
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<String>> {

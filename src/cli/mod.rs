@@ -302,6 +302,19 @@ pub fn thaw_guard_entry() -> Option<i32> {
     })
 }
 
+/// An instant restore's hydrator (`lifeboat --root R --run-root S hydrate ID`, started by the
+/// restore with its handover on standard input); None for any other command line.
+pub fn hydrator_entry() -> Option<i32> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let (paths, id) = lifeboat::runtime::reexec::parse_hydrator_args(&args)?;
+    init_logging(LogLevel::Info, LogFormat::Text);
+    let ctx = Context::new(paths.root, paths.run_root);
+    Some(match lifeboat::snapshot::instant::run(ctx.host(), &id) {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    })
+}
+
 pub fn hook_entry() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let dirs = lifeboat::runtime::reexec::parse_read_only_hook(&args)?;

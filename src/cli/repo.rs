@@ -235,6 +235,19 @@ pub struct RestoreArgs {
     /// being newer than the snapshot or someone's work).
     #[arg(long)]
     pub overwrite: bool,
+    /// Start the service at once on its snapshot, its volumes' data fetched as it is read,
+    /// and fill them in the background (hot files first); once every file is in, the
+    /// service is restarted once on plain volumes. `lifeboat ps` shows the progress.
+    #[arg(long, conflicts_with_all = ["target", "in_place", "from", "replace"])]
+    pub instant: bool,
+    /// Take up an instant restore whose hydrator died (the host rebooted, it was killed):
+    /// the service restarts and the copy goes on from where it was.
+    #[arg(long, conflicts_with_all = ["target", "in_place", "from", "replace", "instant", "undo", "rename", "no_start"])]
+    pub finish: bool,
+    /// Undo an instant restore that did not finish: remove the service and the volumes made
+    /// for it.
+    #[arg(long, conflicts_with_all = ["target", "in_place", "from", "replace", "instant", "rename", "no_start"])]
+    pub undo: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// The same as --format json (restic's habit).
@@ -491,6 +504,27 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
     if a.target.is_some() || a.in_place {
         return restore_paths(ctx, a);
     }
+    if a.finish || a.undo {
+        if a.services.len() > 1 {
+            return Err(lifeboat::error::UsageError("--finish and --undo take one service".into()).into());
+        }
+        if a.undo {
+            let volumes = lifeboat::snapshot::instant::undo(ctx.host(), &service)?;
+            if json {
+                println!("{}", sorted_json(&serde_json::json!({"name": service, "volumes_removed": volumes}))?);
+            } else {
+                println!("removed {service} and its volumes ({})", volumes.join(", "));
+            }
+            return Ok(0);
+        }
+        let f = a.repo.with(ctx, Some(&service), |r| backup::finish_instant(ctx.host(), r, &service))?;
+        if json {
+            println!("{}", sorted_json(&f)?);
+        } else {
+            println!("{} runs again; hydration goes on from {}% (lifeboat ps shows its progress)", f.name, f.percent);
+        }
+        return Ok(0);
+    }
     if !a.include.is_empty() || !a.exclude.is_empty() || a.overwrite {
         return Err(lifeboat::error::UsageError(
             "--include, --exclude and --overwrite restore files: say where, with --target DIR or --in-place".into(),
@@ -508,6 +542,7 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
             throwaway: false,
             progress: None,
             peers: Default::default(),
+            instant: false,
         };
         let r = backup::restore_from_image(ctx.host(), &service, from, &a.tls.request(), &opts)?;
         if json {
@@ -524,6 +559,7 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
         health_timeout: Duration::from_secs(a.health_timeout),
         throwaway: false,
         peers: Default::default(),
+        instant: a.instant,
         progress: spinner.bar().map(|bar| {
             // Several services restore one after another, each with its own total: the line
             // says which one it is on.
@@ -569,7 +605,14 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
                 None => "",
             };
             let state = if opts.no_start { "created" } else { "running" };
-            println!("restored {} from snapshot {} in {:.2} s ({state}{health})", r.name, &r.snapshot[..12], r.seconds);
+            let filling =
+                if r.hydrating { "; its volumes fill in the background: lifeboat ps shows how far" } else { "" };
+            println!(
+                "restored {} from snapshot {} in {:.2} s ({state}{health}{filling})",
+                r.name,
+                &r.snapshot[..12],
+                r.seconds
+            );
         }
     }
     Ok(if reports.iter().any(|r| r.healthy == Some(false)) { lifeboat::error::FAILURE } else { 0 })

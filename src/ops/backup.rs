@@ -821,6 +821,15 @@ pub struct RestoreReport {
     pub seconds: f64,
     pub fetched_image: bool,
     pub healthy: Option<bool>,
+    /// An instant restore: its volumes are being filled behind the running service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hydrating: bool,
+}
+
+/// Takes up an instant restore whose hydrator died (`restore NAME --finish`).
+pub fn finish_instant(host: &Host, access: Access, name: &str) -> anyhow::Result<crate::snapshot::instant::Finished> {
+    let repo = access.open(host)?;
+    crate::snapshot::instant::finish(host, &repo, name).with_context(|| format!("cannot finish restoring {name}"))
 }
 
 /// Which snapshot of a service to restore: the one `which` names (an ID prefix, or
@@ -850,6 +859,7 @@ pub fn restore(
         seconds: r.elapsed.as_secs_f64(),
         fetched_image: r.fetched_image,
         healthy: r.healthy,
+        hydrating: r.hydrating,
     })
 }
 
@@ -939,6 +949,7 @@ pub fn restore_stack(
                 seconds: r.elapsed.as_secs_f64(),
                 fetched_image: r.fetched_image,
                 healthy: r.healthy,
+                hydrating: r.hydrating,
             }),
             Err(e) => {
                 let mut undone = Vec::new();

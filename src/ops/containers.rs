@@ -496,6 +496,9 @@ pub struct ContainerRow {
     pub health: Option<String>,
     #[serde(skip)]
     pub image_id: String,
+    /// An instant restore not done yet: how far it is.
+    #[serde(rename = "Hydration", skip_serializing_if = "Option::is_none")]
+    pub hydration: Option<runtime::hydration::Hydration>,
 }
 
 /// Docker's `name=` filter: a part of the name, with the anchors scripts use (`^web$`, and
@@ -614,11 +617,17 @@ pub fn list(host: &Host, all: bool) -> anyhow::Result<Vec<ContainerRow>> {
             .then(|| runtime::Health::load(&containers.dir(&id)))
             .flatten()
             .map(|h| h.status);
-        let health_text = match health.as_deref() {
+        let mut health_text = match health.as_deref() {
             Some("starting") => " (health: starting)".to_string(),
             Some(s) => format!(" ({s})"),
             None => String::new(),
         };
+        // An instant restore still filling its volumes (or stuck doing so) says so.
+        let hydration = runtime::hydration::Hydration::load(&containers.dir(&id))
+            .filter(|h| h.phase != runtime::hydration::Phase::Done);
+        if let Some(note) = hydration.as_ref().and_then(|h| h.status_note()) {
+            health_text.push_str(&format!(" ({note})"));
+        }
         rows.push(ContainerRow {
             id,
             image: config.image.clone(),
@@ -637,6 +646,7 @@ pub fn list(host: &Host, all: bool) -> anyhow::Result<Vec<ContainerRow>> {
             image_id: config.image_id.to_string(),
             size: None,
             size_bytes: None,
+            hydration,
         });
     }
     Ok(rows)

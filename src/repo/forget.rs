@@ -165,6 +165,7 @@ mod tests {
                 volumes: vec![],
                 stats: SnapshotStats::default(),
                 stack: None,
+                hot: Vec::new(),
             },
         )
     }

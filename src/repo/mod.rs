@@ -323,7 +323,29 @@ impl Repository {
                 return Err(RepoError::Key { location, source });
             }
         };
-        let config: RepoConfig = serde_json::from_slice(&key.open(&sealed).map_err(|_| RepoError::Corrupt {
+        tracing::debug!(location, "repository: key unwrapped");
+        Repository::opened(backend, key, Some(key_name), &sealed)
+    }
+
+    /// Opens with the repository's key itself (handed over by a process that opened it with
+    /// a password: an instant restore's hydrator) and loads the index.
+    pub fn open_with_key(backend: Box<dyn Backend>, key: MasterKey) -> Result<Repository> {
+        let sealed = match backend.read(Kind::Config, "config") {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::Missing(backend.location())),
+            Err(e) => return Err(e.into()),
+        };
+        Repository::opened(backend, key, None, &sealed)
+    }
+
+    fn opened(
+        backend: Box<dyn Backend>,
+        key: MasterKey,
+        key_name: Option<String>,
+        sealed: &[u8],
+    ) -> Result<Repository> {
+        let location = backend.location();
+        let config: RepoConfig = serde_json::from_slice(&key.open(sealed).map_err(|_| RepoError::Corrupt {
             location: location.clone(),
             what: "config does not authenticate".into(),
         })?)
@@ -334,9 +356,8 @@ impl Repository {
                 what: format!("format version {} is not supported (this build reads {FORMAT_VERSION})", config.version),
             });
         }
-        tracing::debug!(location, "repository: key unwrapped");
         let mut repo = Repository::with(backend, key, config);
-        repo.key_name = Some(key_name);
+        repo.key_name = key_name;
         repo.load_index()?;
         tracing::debug!(location, blobs = repo.index.len(), "repository: index loaded");
         Ok(repo)

@@ -26,6 +26,17 @@ pub struct Snapshot {
     /// Taken together with other services at one instant (a stack snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<StackRef>,
+    /// Files the service read while starting in its last drill before this snapshot: an
+    /// instant restore fetches them first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hot: Vec<HotFile>,
+}
+
+/// A file of a volume, by the volume's name and its path in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotFile {
+    pub volume: String,
+    pub path: String,
 }
 
 /// The stack a snapshot belongs to: every service frozen at the same instant.

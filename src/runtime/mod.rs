@@ -11,6 +11,7 @@ pub mod commit;
 pub mod container;
 pub mod copy;
 pub mod host;
+pub mod hydration;
 pub mod kernel;
 pub mod logs;
 pub mod mountinfo;
@@ -487,6 +488,8 @@ pub fn remove(host: &Host, id: &str, force: bool) -> Result<(), ContainerError> 
         }
         wait_settled(containers, id, Duration::from_secs(10))?;
     }
+    // An instant restore's hydrator unmounts what it serves before the files go.
+    hydration::stop_hydrator(&containers.dir(id));
     remove_files(host, id)
 }
 

@@ -88,6 +88,26 @@ pub fn parse_thaw_guard_args(args: &[OsString]) -> Option<(Paths, u32, Vec<Strin
     Some((Paths { root: root.into(), run_root: run_root.into() }, owner, ids))
 }
 
+/// The word that makes this program an instant restore's hydrator.
+const HYDRATE: &str = "hydrate";
+
+/// `exe` as the hydrator of container `id` (`lifeboat --root R --run-root S hydrate ID`): it
+/// reads what to serve on its standard input.
+pub fn hydrator_command(exe: &Path, paths: &Paths, id: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(roots(paths)).args([HYDRATE, id]);
+    cmd
+}
+
+/// A hydrator's command line, read back: the paths and the container.
+pub fn parse_hydrator_args(args: &[OsString]) -> Option<(Paths, String)> {
+    let [root_flag, root, run_root_flag, run_root, word, id] = args else { return None };
+    if root_flag != "--root" || run_root_flag != "--run-root" || word != HYDRATE {
+        return None;
+    }
+    Some((Paths { root: root.into(), run_root: run_root.into() }, id.to_str()?.to_string()))
+}
+
 /// The word that makes this program the read-only remount hook.
 const READ_ONLY_HOOK: &str = "read-only-below";
 

@@ -24,6 +24,49 @@ pub struct VolumeMeta {
     /// emptied, the volume kept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub existed: bool,
+    /// Being filled by an instant restore while its service runs on it: the service sees the
+    /// volume through an overlay (the snapshot below, this volume's data above) until every
+    /// file is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrating: Option<Hydrating>,
+}
+
+/// An instant restore filling a volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hydrating {
+    /// The container it was restored for, and the snapshot it comes from.
+    pub container: String,
+    pub snapshot: String,
+    /// The process serving and filling it; the volume is not whole without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrator: Option<Owner>,
+}
+
+/// Where an instant restore serves a volume from: the snapshot's files (`lower`, a FUSE
+/// mount), the overlay's work directory, and the overlay the container mounts (`merged`),
+/// whose upper directory is the volume's own data directory.
+pub struct InstantDirs {
+    pub lower: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return false };
+    match fs::File::open(parent) {
+        Ok(dir) => crate::fsutil::scope::is_mount_root(std::os::fd::AsFd::as_fd(&dir), name),
+        Err(_) => false,
+    }
+}
+
+/// Detaches whatever is mounted at `path` (nothing is fine).
+fn detach(path: &Path) {
+    while is_mount_point(path) {
+        if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot unmount");
+            return;
+        }
+    }
 }
 
 /// A process, named so that a reused PID is not taken for it.
@@ -99,6 +142,7 @@ impl Volumes {
             filled: false,
             restoring: None,
             existed: false,
+            hydrating: None,
         };
         self.write_meta(&meta)?;
         Ok(meta)
@@ -122,6 +166,7 @@ impl Volumes {
             filled: true,
             restoring: Some(Owner::this_process()),
             existed: existed.is_some(),
+            hydrating: None,
         };
         self.write_meta(&meta)
     }
@@ -133,10 +178,60 @@ impl Volumes {
         if !meta.existed {
             return self.remove(name);
         }
+        self.unmount_instant(name);
+        let instant = self.dir.join(name).join("instant");
+        if instant.exists() {
+            fs::remove_dir_all(&instant).map_err(io_err(&instant))?;
+        }
         let data = self.data_dir(name);
         fs::remove_dir_all(&data).map_err(io_err(&data))?;
         fs::create_dir(&data).map_err(io_err(&data))?;
-        self.write_meta(&VolumeMeta { restoring: None, existed: false, ..meta })
+        self.write_meta(&VolumeMeta { restoring: None, existed: false, hydrating: None, ..meta })
+    }
+
+    /// The directories an instant restore serves volume `name` from.
+    pub fn instant_dirs(&self, name: &str) -> InstantDirs {
+        let at = self.dir.join(name).join("instant");
+        InstantDirs { lower: at.join("lower"), work: at.join("work"), merged: at.join("merged") }
+    }
+
+    /// Marks `name` as filled by an instant restore and makes its directories (only root may
+    /// enter them).
+    pub fn begin_hydration(&self, name: &str, hydrating: Hydrating) -> Result<InstantDirs, ContainerError> {
+        let mut meta = self.get(name)?;
+        let dirs = self.instant_dirs(name);
+        let at = self.dir.join(name).join("instant");
+        crate::fsutil::private_dir(&at).map_err(io_err(&at))?;
+        for d in [&dirs.lower, &dirs.work, &dirs.merged] {
+            match fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(d)(e)),
+            }
+        }
+        meta.hydrating = Some(hydrating);
+        self.write_meta(&meta)?;
+        Ok(dirs)
+    }
+
+    /// Unmounts what an instant restore of `name` mounted (the overlay, then the snapshot's
+    /// files below it), if anything is.
+    pub fn unmount_instant(&self, name: &str) {
+        let dirs = self.instant_dirs(name);
+        detach(&dirs.merged);
+        detach(&dirs.lower);
+    }
+
+    /// The instant restore of `name` is over: its directories go (it must be unmounted) and
+    /// it is an ordinary volume.
+    pub fn end_hydration(&self, name: &str) -> Result<(), ContainerError> {
+        let mut meta = self.get(name)?;
+        let at = self.dir.join(name).join("instant");
+        if at.exists() {
+            fs::remove_dir_all(&at).map_err(io_err(&at))?;
+        }
+        meta.hydrating = None;
+        self.write_meta(&meta)
     }
 
     /// The restore filling `name` finished: it is an ordinary volume from now on.
@@ -156,6 +251,17 @@ impl Volumes {
             return Err(ContainerError::Conflict(format!(
                 "volume {name} {why}; restore it again, or remove it (lifeboat volume rm {name})"
             )));
+        }
+        if let Some(h) = &meta.hydrating {
+            // Served through the instant restore's overlay while its hydrator runs; without
+            // it, the volume holds only part of the snapshot (what it mounted is dead).
+            let merged = self.instant_dirs(name).merged;
+            if !h.hydrator.as_ref().is_some_and(Owner::alive) || !is_mount_point(&merged) {
+                return Err(ContainerError::Conflict(format!(
+                    "volume {name} is half restored (an instant restore was interrupted); finish it with lifeboat restore SERVICE --finish, or undo it with lifeboat restore SERVICE --undo"
+                )));
+            }
+            return Ok(Volume { data: merged, fresh: false });
         }
         Ok(Volume { data: self.data_dir(name), fresh: !meta.filled })
     }
@@ -193,7 +299,10 @@ impl Volumes {
     }
 
     pub fn remove(&self, name: &str) -> Result<(), ContainerError> {
-        self.get(name)?;
+        let meta = self.get(name)?;
+        if meta.hydrating.is_some() {
+            self.unmount_instant(name);
+        }
         let dir = self.dir.join(name);
         fs::remove_dir_all(&dir).map_err(io_err(&dir))
     }

@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
 pub mod consistency;
+pub mod instant;
 pub mod mount;
 pub mod partial;
 pub mod view;
@@ -475,6 +476,7 @@ pub fn capture_stack(
             },
             container_layer: m.layer_tree.expect("archived while frozen"),
             volumes: m.volumes,
+            hot: instant::recorded_hot_set(host, &m.config.name),
             stats: SnapshotStats {
                 files: m.stats.files,
                 bytes: m.stats.bytes,
@@ -519,6 +521,9 @@ pub struct RestoreOptions {
     /// Services restored under other names in the same operation (a drill of a stack): a
     /// container whose network is one of them joins it under its new name.
     pub peers: std::collections::BTreeMap<String, String>,
+    /// Start the service on a lazily fetched view of its volumes and fill them behind it
+    /// ([`instant`]).
+    pub instant: bool,
 }
 
 pub struct Restored {
@@ -526,6 +531,8 @@ pub struct Restored {
     pub elapsed: Duration,
     pub fetched_image: bool,
     pub healthy: Option<bool>,
+    /// Its volumes are being filled behind it (an instant restore).
+    pub hydrating: bool,
 }
 
 /// Brings a snapshot back as a container on this host.
@@ -624,11 +631,16 @@ pub fn restore(
     }
     for v in &snap.volumes {
         let data = vols.data_dir(&vol_name(v));
-        let _ = std::fs::remove_dir(&data);
-        let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
-        r.on_progress = progress_after();
-        r.restore(&v.tree, &data)?;
-        restored(&r);
+        if opts.instant {
+            // Filled behind the running service; for now, the overlay's empty upper layer.
+            std::fs::create_dir_all(&data)?;
+        } else {
+            let _ = std::fs::remove_dir(&data);
+            let mut r = Restorer::new(repo, &format!("{label} volume {}", v.name));
+            r.on_progress = progress_after();
+            r.restore(&v.tree, &data)?;
+            restored(&r);
+        }
         if let Some(root) = v.root {
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&data, Some(root.uid), Some(root.gid))
@@ -667,13 +679,33 @@ pub fn restore(
     containers.install(&recorded)?;
     undo.staged = None;
     undo.container = Some(recorded.id.clone());
+    let planned: instant::Planned = match opts.instant {
+        true => snap.volumes.iter().enumerate().map(|(i, v)| (i, vol_name(v))).collect(),
+        false => Vec::new(),
+    };
+    if !planned.is_empty() {
+        // The volumes are served through their overlays before the container may start.
+        let mut hydrator = instant::spawn(host, repo, snapshot_id, &recorded.id, &planned)?;
+        let ready = hydrator.ready();
+        undo.hydrator = Some((hydrator, planned.clone()));
+        ready?;
+    }
     for v in &snap.volumes {
         vols.restored(&vol_name(v))?;
     }
 
     let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
+    if let Some((hydrator, _)) = undo.hydrator.take() {
+        hydrator.go();
+    }
     undo.done();
-    Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: !have_image, healthy })
+    Ok(Restored {
+        container: recorded,
+        elapsed: started.elapsed(),
+        fetched_image: !have_image,
+        healthy,
+        hydrating: !planned.is_empty(),
+    })
 }
 
 /// What a restore made, removed again if it fails before the end: the container, its staged
@@ -685,12 +717,22 @@ struct Undo<'a> {
     reused: Vec<String>,
     staged: Option<std::path::PathBuf>,
     container: Option<String>,
+    /// An instant restore's hydrator, with the volumes it serves: stopped first.
+    hydrator: Option<(instant::Hydrator, instant::Planned)>,
     done: bool,
 }
 
 impl<'a> Undo<'a> {
     fn new(host: &'a Host) -> Undo<'a> {
-        Undo { host, volumes: Vec::new(), reused: Vec::new(), staged: None, container: None, done: false }
+        Undo {
+            host,
+            volumes: Vec::new(),
+            reused: Vec::new(),
+            staged: None,
+            container: None,
+            hydrator: None,
+            done: false,
+        }
     }
 
     fn done(mut self) {
@@ -702,6 +744,9 @@ impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if self.done {
             return;
+        }
+        if let Some((hydrator, volumes)) = self.hydrator.take() {
+            instant::abandon(self.host, hydrator, &volumes);
         }
         if let Some(id) = &self.container
             && let Err(e) = runtime::remove(self.host, id, true)
@@ -947,7 +992,7 @@ pub fn restore_from_image(
     std::fs::create_dir_all(containers.dir(&id))?;
     containers.write_config(&recorded)?;
     let healthy = start_unless_asked_not_to(host, &recorded, opts)?;
-    Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: false, healthy })
+    Ok(Restored { container: recorded, elapsed: started.elapsed(), fetched_image: false, healthy, hydrating: false })
 }
 
 /// How a restore drill decides the service is healthy.
@@ -994,6 +1039,7 @@ pub fn drill(
     timeout: Duration,
 ) -> anyhow::Result<DrillReport> {
     let started = Instant::now();
+    let wall_start = std::time::SystemTime::now();
     let tag = crate::fsutil::random_hex(2);
     let drill_name = |service: &str| format!("{service}-drill-{tag}");
     let mut peers = std::collections::BTreeMap::new();
@@ -1008,9 +1054,10 @@ pub fn drill(
             throwaway: true,
             progress: None,
             peers: peers.clone(),
+            instant: false,
         };
         let result = restore(host, repo, id, snap, &opts);
-        peers.insert(snap.service.clone(), name);
+        peers.insert(snap.service.clone(), name.clone());
         let mut report = DrillReport {
             snapshot: id.clone(),
             service: snap.service.clone(),
@@ -1030,6 +1077,21 @@ pub fn drill(
                         Ok(()) => {
                             report.healthy = true;
                             report.time_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
+                            // What it read to get here is what an instant restore fetches first.
+                            let vols = host.volumes()?;
+                            let data: Vec<(String, std::path::PathBuf)> = snap
+                                .volumes
+                                .iter()
+                                .map(|v| (v.name.clone(), vols.data_dir(&format!("{name}-{}", v.name))))
+                                .collect();
+                            match instant::record_hot_set(host, &snap.service, &data, wall_start) {
+                                Ok(n) => {
+                                    tracing::debug!(service = snap.service.as_str(), files = n, "hot set recorded")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot record the files the service read while starting")
+                                }
+                            }
                             break;
                         }
                         Err(e) if Instant::now() >= deadline => {

@@ -74,11 +74,17 @@ struct ChunkCache {
 }
 
 impl ChunkCache {
-    fn get(&mut self, repo: &Repository, id: &BlobId) -> crate::repo::Result<Arc<Vec<u8>>> {
+    fn get(&mut self, repo: &Repository, id: &BlobId, watch: Option<&Watch>) -> crate::repo::Result<Arc<Vec<u8>>> {
         if let Some(c) = self.chunks.get(id) {
             return Ok(c.clone());
         }
-        let data = Arc::new(repo.load_blob(id)?);
+        let data = match watch.and_then(|w| w.take_prefetched(id)) {
+            Some(d) => d,
+            None => Arc::new(repo.load_blob(id)?),
+        };
+        if let Some(w) = watch {
+            w.fetched.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         while self.used + data.len() > self.budget {
             let Some(old) = self.order.pop_front() else { break };
             if let Some(d) = self.chunks.remove(&old) {
@@ -92,9 +98,65 @@ impl ChunkCache {
     }
 }
 
+/// What an instant restore learns from, and gives to, the filesystem serving a volume.
+#[derive(Default)]
+pub struct Watch {
+    /// Bytes of file data read from the repository so far.
+    pub fetched: std::sync::atomic::AtomicU64,
+    /// Threads of the hydrator itself (its reads are not the service's).
+    pub own_threads: std::sync::Mutex<std::collections::HashSet<i32>>,
+    /// Files the service opened (paths in the volume), for the hydrator to copy up next.
+    pub wanted: std::sync::Mutex<Vec<PathBuf>>,
+    /// Chunks read ahead for the hydrator, taken once.
+    prefetched: std::sync::Mutex<HashMap<BlobId, Arc<Vec<u8>>>>,
+    /// Their bytes.
+    prefetched_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Watch {
+    fn take_prefetched(&self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
+        let taken = self.prefetched.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?;
+        self.prefetched_bytes.fetch_sub(taken.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Some(taken)
+    }
+
+    /// Hands a chunk read ahead to the filesystem (it counts as fetched when used).
+    pub fn prefetched(&self, id: BlobId, data: Vec<u8>) {
+        let len = data.len() as u64;
+        if self.prefetched.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(data)).is_none() {
+            self.prefetched_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes read ahead and not yet used.
+    pub fn prefetched_bytes(&self) -> u64 {
+        self.prefetched_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Drops what was read ahead of `ids` and not used.
+    pub fn forget_prefetched(&self, ids: &[BlobId]) {
+        let mut map = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            if let Some(d) = map.remove(id) {
+                self.prefetched_bytes.fetch_sub(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops what was read ahead (the hydrator moved on, or the chunks were never asked for).
+    pub fn drop_prefetched(&self) {
+        self.prefetched.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.prefetched_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The filesystem.
 pub struct SnapshotFs<'r> {
     repo: &'r Repository,
+    /// Serving one volume of the one snapshot (an instant restore's lower layer), not the
+    /// `services`/`snapshots` tree.
+    volume: Option<usize>,
+    watch: Option<Arc<Watch>>,
     snapshots: Vec<(String, Snapshot)>,
     trees: TreeCache,
     inodes: HashMap<u64, Inode>,
@@ -179,6 +241,8 @@ impl<'r> SnapshotFs<'r> {
         names.insert((ROOT, OsString::from("snapshots")), SNAPSHOTS);
         SnapshotFs {
             repo,
+            volume: None,
+            watch: None,
             snapshots,
             trees: TreeCache::default(),
             inodes,
@@ -196,8 +260,31 @@ impl<'r> SnapshotFs<'r> {
         }
     }
 
+    /// The filesystem of volume `volume` of `snapshot` alone: its root is the volume's
+    /// directory. The service's opens are told to `watch`, and chunks are taken from it.
+    pub fn volume(
+        repo: &'r Repository,
+        snapshot: (String, Snapshot),
+        volume: usize,
+        cache_bytes: usize,
+        watch: Arc<Watch>,
+    ) -> Option<SnapshotFs<'r>> {
+        let root = View::volume(repo, &snapshot.1, volume, TreeCache::default())?.root();
+        let mut fs = SnapshotFs::new(repo, vec![snapshot], cache_bytes);
+        fs.inodes.clear();
+        fs.names.clear();
+        fs.inodes.insert(ROOT, Inode { what: What::Entry(0, Box::new(root)), key: None, lookups: 0 });
+        fs.volume = Some(volume);
+        fs.watch = Some(watch);
+        Some(fs)
+    }
+
     fn view(&self, snap: usize) -> View<'r> {
-        View::sharing(self.repo, &self.snapshots[snap].1, self.trees.clone())
+        match self.volume {
+            Some(v) => View::volume(self.repo, &self.snapshots[snap].1, v, self.trees.clone())
+                .expect("the volume was found when the filesystem was made"),
+            None => View::sharing(self.repo, &self.snapshots[snap].1, self.trees.clone()),
+        }
     }
 
     fn what_of(&self, child: &Child) -> What {
@@ -282,6 +369,20 @@ impl<'r> SnapshotFs<'r> {
         }
     }
 
+    /// The entry `name` of directory inode `ino`, if it has one.
+    fn child(&self, ino: u64, name: &OsStr) -> Result<Option<What>, i32> {
+        match &self.inodes.get(&ino).ok_or(libc::ENOENT)?.what {
+            What::Entry(snap, e) if e.is_dir() => {
+                let found = self.view(*snap).child(e, name.as_bytes()).map_err(|err| {
+                    tracing::error!(path = %e.path.display(), error = %err, "cannot read a directory of the snapshot");
+                    libc::EIO
+                })?;
+                Ok(found.map(|c| What::Entry(*snap, Box::new(c))))
+            }
+            _ => Ok(self.children(ino)?.into_iter().find(|(n, _)| n == name).map(|(_, w)| w)),
+        }
+    }
+
     /// The inode for `name` in `parent`, counted as one more lookup.
     fn remember(&mut self, parent: u64, name: &OsStr, what: What) -> u64 {
         let key = (parent, name.to_os_string());
@@ -323,30 +424,50 @@ impl<'r> SnapshotFs<'r> {
         Ok(fh)
     }
 
-    fn read_at(&mut self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>, i32> {
+    fn read_at(&mut self, fh: u64, offset: u64, size: usize) -> Result<Piece, i32> {
         let open = self.open.get(&fh).ok_or(libc::EBADF)?;
         let first = open.chunks.partition_point(|(_, start, len)| start + len <= offset);
         let wanted: Vec<(BlobId, u64, u64)> =
             open.chunks[first..].iter().take_while(|(_, start, _)| *start < offset + size as u64).copied().collect();
-        let mut out = Vec::with_capacity(size);
-        for (id, start, len) in wanted {
-            let data = self.chunks.get(self.repo, &id).map_err(|e| {
+        let mut out = Vec::new();
+        for (id, start, len) in &wanted {
+            let data = self.chunks.get(self.repo, id, self.watch.as_deref()).map_err(|e| {
                 tracing::error!(chunk = id.hex(), error = %e, "cannot read a chunk of the file");
                 libc::EIO
             })?;
-            if data.len() as u64 != len {
+            if data.len() as u64 != *len {
                 tracing::error!(chunk = id.hex(), "a chunk is not the length the index says");
                 return Err(libc::EIO);
             }
-            let from = offset.saturating_sub(start) as usize;
+            let from = (offset.saturating_sub(*start) as usize).min(data.len());
+            if wanted.len() == 1 {
+                // All within one chunk (most reads): handed over without a copy.
+                let to = (from + size).min(data.len());
+                return Ok(Piece::One(data, from, to));
+            }
             let room = size - out.len();
-            let part = &data[from.min(data.len())..];
+            let part = &data[from..];
             out.extend_from_slice(&part[..part.len().min(room)]);
             if out.len() == size {
                 break;
             }
         }
-        Ok(out)
+        Ok(Piece::Many(out))
+    }
+}
+
+/// What a read returns: part of one chunk, or bytes gathered from several.
+enum Piece {
+    One(Arc<Vec<u8>>, usize, usize),
+    Many(Vec<u8>),
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::One(d, from, to) => &d[*from..*to],
+            Piece::Many(v) => v,
+        }
     }
 }
 
@@ -362,11 +483,11 @@ fn listing_ino(parent: u64, name: &OsStr) -> u64 {
 
 impl Filesystem for SnapshotFs<'_> {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        let children = match self.children(parent) {
-            Ok(c) => c,
+        let what = match self.child(parent, name) {
+            Ok(Some(w)) => w,
+            Ok(None) => return reply.error(libc::ENOENT),
             Err(e) => return reply.error(e),
         };
-        let Some((_, what)) = children.into_iter().find(|(n, _)| n == name) else { return reply.error(libc::ENOENT) };
         let ino = self.remember(parent, name, what);
         let what = self.inodes[&ino].what.clone();
         reply.entry(&TTL, &self.attr(ino, &what), 0);
@@ -406,9 +527,15 @@ impl Filesystem for SnapshotFs<'_> {
         }
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: fuser::ReplyOpen) {
+    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: fuser::ReplyOpen) {
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(libc::EROFS);
+        }
+        if let Some(w) = &self.watch
+            && let Some(Inode { what: What::Entry(_, e), .. }) = self.inodes.get(&ino)
+            && !w.own_threads.lock().unwrap_or_else(|e| e.into_inner()).contains(&(req.pid() as i32))
+        {
+            w.wanted.lock().unwrap_or_else(|e| e.into_inner()).push(e.path.clone());
         }
         match self.open_file(ino) {
             // The content never changes: the kernel may keep what it read.
@@ -429,7 +556,7 @@ impl Filesystem for SnapshotFs<'_> {
         reply: ReplyData,
     ) {
         match self.read_at(fh, offset.max(0) as u64, size as usize) {
-            Ok(data) => reply.data(&data),
+            Ok(piece) => reply.data(piece.bytes()),
             Err(e) => reply.error(e),
         }
     }
@@ -522,12 +649,38 @@ pub fn serve(
     if allow_other {
         options.push(MountOption::AllowOther);
     }
-    let mut session = fuser::Session::new(fs, mountpoint, &options[..])
+    run_session(fs, mountpoint, &options, on_mounted, true)
+}
+
+/// Serves a volume's filesystem ([`SnapshotFs::volume`]) as an overlay's lower layer at
+/// `mountpoint` until it is unmounted. The overlay reaches it with the credentials of whoever
+/// mounted the overlay, for the container's processes, whatever their user: so every user may
+/// pass (the mount point itself sits in a directory only root can enter), and set-ID bits and
+/// devices work as they did in the volume.
+pub fn serve_lower(fs: SnapshotFs<'_>, mountpoint: &Path, on_mounted: &mut dyn FnMut()) -> anyhow::Result<()> {
+    let options = [
+        MountOption::RO,
+        MountOption::FSName("lifeboat".into()),
+        MountOption::Subtype("lifeboat".into()),
+        MountOption::DefaultPermissions,
+        MountOption::AllowOther,
+    ];
+    run_session(fs, mountpoint, &options, on_mounted, false)
+}
+
+fn run_session(
+    fs: SnapshotFs<'_>,
+    mountpoint: &Path,
+    options: &[MountOption],
+    on_mounted: &mut dyn FnMut(),
+    detach_on_interrupt: bool,
+) -> anyhow::Result<()> {
+    let mut session = fuser::Session::new(fs, mountpoint, options)
         .map_err(|e| anyhow::anyhow!("cannot mount at {}: {e}", mountpoint.display()))?;
     on_mounted();
     let target: PathBuf = mountpoint.to_path_buf();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
+    let watcher = detach_on_interrupt.then(|| {
         let done = done.clone();
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -540,10 +693,12 @@ pub fn serve(
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
-    };
+    });
     let result = session.run();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = watcher.join();
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
     drop(session);
     result.map_err(|e| anyhow::anyhow!("serving the snapshots at {}: {e}", mountpoint.display()))
 }

@@ -143,6 +143,17 @@ impl<'r> View<'r> {
         View { repo, mounts, time_ns, trees }
     }
 
+    /// The view of one of the snapshot's volumes alone (`volume` indexes its volumes), its
+    /// root the volume's own directory: what an instant restore serves as the volume's lower
+    /// layer. No whiteouts are hidden (a volume has none; a device node is a device node).
+    pub fn volume(repo: &'r Repository, snapshot: &Snapshot, volume: usize, trees: TreeCache) -> Option<View<'r>> {
+        let v = snapshot.volumes.get(volume)?;
+        let mut view = View::sharing(repo, snapshot, trees);
+        view.mounts =
+            vec![Mount { at: Vec::new(), tree: v.tree, root: v.root, origin: Origin::Volume(v.name.clone()) }];
+        Some(view)
+    }
+
     pub fn repo(&self) -> &'r Repository {
         self.repo
     }
@@ -162,11 +173,11 @@ impl<'r> View<'r> {
 
     /// The view's root directory.
     pub fn root(&self) -> Entry {
-        let layer = &self.mounts[0];
+        let top = &self.mounts[0];
         Entry {
             path: PathBuf::from("/"),
-            node: dir_node(b"", None, Some(layer.tree), self.time_ns),
-            origin: Origin::Layer,
+            node: dir_node(b"", top.root, Some(top.tree), self.time_ns),
+            origin: top.origin.clone(),
         }
     }
 
@@ -233,6 +244,28 @@ impl<'r> View<'r> {
         Ok(out)
     }
 
+    /// The entry `name` of directory `dir`, if it has one: as [`View::children`] finds it, but
+    /// without making every other entry (a lookup in a large directory stays cheap).
+    pub fn child(&self, dir: &Entry, name: &[u8]) -> Result<Option<Entry>> {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        // A volume at or below the name changes what is there: the full listing decides.
+        let mut here = components(&dir.path);
+        here.push(name.to_vec());
+        if self.mounts[1..].iter().any(|m| m.at.starts_with(&here)) {
+            return Ok(self.children(dir)?.into_iter().find(|e| e.node.name_bytes() == name));
+        }
+        let Some(sub) = &dir.node.subtree else { return Ok(None) };
+        let tree = self.tree(sub)?;
+        let wanted = hex::encode(name);
+        let Some(n) = tree.nodes.iter().find(|n| n.name == wanted) else { return Ok(None) };
+        if (dir.origin == Origin::Layer && is_whiteout(n)) || !crate::repo::tree::valid_name(name) {
+            return Ok(None);
+        }
+        Ok(Some(Entry { path: dir.path.join(OsStr::from_bytes(name)), node: n.clone(), origin: dir.origin.clone() }))
+    }
+
     /// The entry at `path`, if the snapshot holds it. A symbolic link on the way is not
     /// followed (the error says where it points).
     pub fn lookup(&self, path: &Path) -> Result<Option<Entry>> {
@@ -253,7 +286,7 @@ impl<'r> View<'r> {
                 }
                 _ => return Ok(None),
             }
-            let Some(next) = self.children(&cur)?.into_iter().find(|e| e.node.name_bytes() == c) else {
+            let Some(next) = self.child(&cur, &c)? else {
                 return Ok(None);
             };
             cur = next;

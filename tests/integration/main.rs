@@ -15,6 +15,7 @@ mod faults;
 mod habits;
 mod hostile;
 mod images;
+mod instant;
 mod interop;
 mod registry;
 mod runtime;

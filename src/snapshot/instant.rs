@@ -1,0 +1,1145 @@
+//! Instant restore (`restore SERVICE --instant`): the service starts on its snapshot before
+//! the data has arrived, and a hydrator fills its volumes behind it.
+//!
+//! Each volume is served through an overlay: below, the snapshot's volume tree over FUSE
+//! ([`super::mount::SnapshotFs::volume`], data fetched from the repository when read); above,
+//! the volume's own data directory, where the service's writes land. The hydrator, a process
+//! of its own that outlives the `restore` command, serves those FUSE mounts and copies every
+//! entry up through the overlay (opening a file for writing, without writing, copies it up
+//! whole), the service's start-up files first (the hot set its last drill recorded), then the
+//! files the service opens, then the rest. When everything is up, the service is stopped once,
+//! the overlay and the FUSE mounts go, whiteouts and overlay markers are cleared from the data
+//! directories (they are ordinary volumes again), and the service is started on them: the one
+//! switch, timed and reported.
+//!
+//! The hydrator is handed the repository's key on its standard input (never in its arguments
+//! or environment), reports on its standard output when the volumes are mounted, and writes
+//! its progress to the container's `hydration.json` ([`Hydration`]). A repository that stops
+//! answering stalls it (retried, loudly, in `ps` and the log); it never switches before every
+//! file is in. A hydrator that dies leaves the volumes marked: the container cannot start on
+//! them until `restore --finish` (a new hydrator takes over where the data directories are) or
+//! `restore --undo` (the container and its volumes go).
+
+use std::ffi::OsStr;
+use std::io::{BufRead, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::mount::{SnapshotFs, Watch};
+use super::view::{Entry, TreeCache, View};
+use crate::repo::crypto::MasterKey;
+use crate::repo::snapshot::{HotFile, Snapshot};
+use crate::repo::tree::NodeKind;
+use crate::repo::{BlobId, Repository};
+use crate::runtime::container::ContainerError;
+use crate::runtime::host::Host;
+use crate::runtime::hydration::{Hydration, Phase};
+use crate::runtime::volume::{Hydrating, InstantDirs, Owner};
+
+/// Chunks of file data the FUSE server keeps for the service's reads.
+const CACHE_BYTES: usize = 64 << 20;
+/// How far the read-ahead for the copy may run before the copy catches up.
+const READ_AHEAD_BYTES: u64 = 96 << 20;
+/// Threads reading ahead (a remote repository answers several requests at once).
+const READ_AHEAD_THREADS: usize = 4;
+/// How long a copy waits for the read-ahead to bring its packs before fetching on its own.
+const READ_AHEAD_WAIT: Duration = Duration::from_secs(5);
+/// How often progress is written down.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// A copy that keeps failing for any other reason than an unreachable repository fails the
+/// hydration after this many tries.
+const TRIES: u32 = 5;
+
+/// Where drills write down what a service read while starting: `<root>/hot/SERVICE.json`.
+fn hot_set_path(host: &Host, service: &str) -> PathBuf {
+    host.paths().root.join("hot").join(format!("{service}.json"))
+}
+
+/// The hot set the last drill of `service` on this host recorded (none: empty); snapshots
+/// carry it, so an instant restore on any host fetches those files first.
+pub fn recorded_hot_set(host: &Host, service: &str) -> Vec<HotFile> {
+    std::fs::read(hot_set_path(host, service)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Records the files of `volumes` (each: its name in the snapshot, and its data directory
+/// here) read since `since`: files whose access time moved past it. A restore writes every
+/// file's access time as its modification time, and the kernel then moves it at the first
+/// read (`relatime`, the default; a volume mounted `noatime` records nothing).
+pub fn record_hot_set(
+    host: &Host,
+    service: &str,
+    volumes: &[(String, PathBuf)],
+    since: std::time::SystemTime,
+) -> anyhow::Result<usize> {
+    let since_ns = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+    let mut hot: Vec<(i128, HotFile)> = Vec::new();
+    for (name, data) in volumes {
+        // Directories to read, with their depth (a link is never followed).
+        let mut todo: Vec<(PathBuf, usize)> = vec![(data.clone(), 0)];
+        while let Some((dir, depth)) = todo.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() && depth < super::view::MAX_DEPTH {
+                    todo.push((entry.path(), depth + 1));
+                    continue;
+                }
+                if !kind.is_file() {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                use std::os::unix::fs::MetadataExt;
+                let atime = meta.atime() as i128 * 1_000_000_000 + meta.atime_nsec() as i128;
+                if atime >= since_ns
+                    && let Ok(rel) = entry.path().strip_prefix(data)
+                {
+                    hot.push((atime, HotFile { volume: name.clone(), path: format!("/{}", rel.display()) }));
+                }
+            }
+        }
+    }
+    // In the order they were first read.
+    hot.sort_by_key(|h| h.0);
+    let files: Vec<HotFile> = hot.into_iter().map(|(_, f)| f).collect();
+    let path = hot_set_path(host, service);
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&files).expect("serialises"))?;
+    Ok(files.len())
+}
+
+/// What the restore hands its hydrator: one JSON line on its standard input.
+#[derive(Serialize, Deserialize)]
+struct Handover {
+    repository: String,
+    /// The repository's keys, hex (never on a command line).
+    encryption: String,
+    id: String,
+    snapshot: String,
+    container: String,
+    /// Each volume to fill: its index in the snapshot and its name on this host.
+    volumes: Vec<(usize, String)>,
+}
+
+/// The volumes of `snap` a restore fills, as (index in the snapshot, name here).
+pub type Planned = Vec<(usize, String)>;
+
+/// A hydrator started by a restore, mounting its volumes.
+pub struct Hydrator {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Hydrator {
+    /// Waits until the volumes are mounted (the container may start), or says why not.
+    pub fn ready(&mut self) -> anyhow::Result<()> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).context("the hydrator did not answer")?;
+        match line.trim_end() {
+            "ready" => Ok(()),
+            "" => {
+                let status = self.child.wait().ok();
+                bail!(
+                    "the hydrator stopped before the volumes were mounted ({status:?}); its log is hydrate.log in the container's directory"
+                )
+            }
+            other => bail!("the hydrator cannot mount the volumes: {}", other.strip_prefix("error: ").unwrap_or(other)),
+        }
+    }
+
+    /// Lets it copy (the service is started, or asked not to be): it goes on alone.
+    pub fn go(mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"go\n");
+        }
+    }
+
+    /// Stops it (a restore that failed): it unmounts what it mounted.
+    pub fn abandon(mut self) {
+        self.stdin.take();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Marks the volumes as filled by an instant restore for container `container` and starts
+/// the hydrator; the caller waits for [`Hydrator::ready`] before starting the container.
+pub fn spawn(
+    host: &Host,
+    repo: &Repository,
+    snapshot_id: &str,
+    container: &str,
+    volumes: &Planned,
+) -> anyhow::Result<Hydrator> {
+    let vols = host.volumes()?;
+    let log_path = host.containers()?.dir(container).join("hydrate.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find this program to start the hydrator")?;
+    let mut cmd = crate::runtime::reexec::hydrator_command(&exe, host.paths(), container);
+    // The restore's environment: the repository's credentials may come from it (AWS_*).
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(log);
+    // Its own process group: an interrupt of the restore does not reach it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().context("cannot start the hydrator")?;
+    // The volumes are its own from now on (it waits for its handover before doing anything):
+    // without it alive, nothing may use them.
+    let pid = child.id() as i32;
+    let hydrator = Owner { pid, start: crate::sys::process_start(pid) };
+    for (_, name) in volumes {
+        let marked = vols.begin_hydration(
+            name,
+            Hydrating {
+                container: container.to_string(),
+                snapshot: snapshot_id.to_string(),
+                hydrator: Some(hydrator.clone()),
+            },
+        );
+        if let Err(e) = marked {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+    }
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let key = repo.key();
+    let handover = Handover {
+        repository: repo.backend().reopen_location(),
+        encryption: hex::encode(key.encryption),
+        id: hex::encode(key.id),
+        snapshot: snapshot_id.to_string(),
+        container: container.to_string(),
+        volumes: volumes.clone(),
+    };
+    let mut line = serde_json::to_vec(&handover).expect("serialises");
+    line.push(b'\n');
+    stdin.write_all(&line).context("cannot hand the repository to the hydrator")?;
+    Ok(Hydrator { child, stdin: Some(stdin), stdout })
+}
+
+fn key_from(h: &Handover) -> anyhow::Result<MasterKey> {
+    let part = |s: &str| -> anyhow::Result<[u8; 32]> {
+        hex::decode(s).ok().and_then(|b| b.try_into().ok()).context("the handed key is not 32 bytes of hex")
+    };
+    Ok(MasterKey { encryption: part(&h.encryption)?, id: part(&h.id)? })
+}
+
+/// One entry to copy up: its path in the volume, and what the snapshot says it is.
+struct Item {
+    volume: usize,
+    path: PathBuf,
+    kind: NodeKind,
+    size: u64,
+    content: Vec<BlobId>,
+    /// The file's inode in the snapshot when it has other links (copying up breaks links:
+    /// they are made again at the switch), and its modification time.
+    linked: Option<u64>,
+    mtime_ns: i64,
+}
+
+/// Paths of one volume that were one file in the snapshot, with its size and mtime.
+struct LinkGroup {
+    volume: usize,
+    paths: Vec<PathBuf>,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// The hydrator (`lifeboat hydrate CONTAINER`, started by [`spawn`]): reads its handover,
+/// mounts, copies, switches. Its exit code says how it ended; `hydration.json` says more.
+pub fn run(host: &Host, container: &str) -> anyhow::Result<()> {
+    crate::sys::stop_on_signals()?;
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line).context("no handover on standard input")?;
+    let handover: Handover = serde_json::from_str(&line).context("the handover is unreadable")?;
+    if handover.container != container {
+        bail!("the handover is for container {}, not {container}", handover.container);
+    }
+    let mut out = std::io::stdout().lock();
+    let result = hydrate(host, &handover, &mut stdin, &mut out);
+    if let Err(e) = &result {
+        // Said to the restore if it still waits; it is in the log and the state either way.
+        let _ = writeln!(out, "error: {}", crate::error::describe(e));
+        tracing::error!(error = %crate::error::describe(e), "hydration failed");
+    }
+    result
+}
+
+/// Everything the hydrator serves and counts, shared by its threads.
+struct Served {
+    dirs: Vec<InstantDirs>,
+    watches: Vec<Arc<Watch>>,
+    /// The FUSE mounts' device numbers (to cut their connections at the end).
+    fuse_devs: Vec<u64>,
+}
+
+/// Cuts the connection of the FUSE mount with device number `dev`: its server's session
+/// ends, and whoever still uses the mount gets errors.
+fn abort_fuse(dev: u64) {
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let id = ((major as u64) << 20) | minor as u64;
+    let knob = format!("/sys/fs/fuse/connections/{id}/abort");
+    if let Err(e) = std::fs::write(&knob, "1")
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(knob, error = %e, "cannot cut a FUSE connection");
+    }
+}
+
+fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
+    let containers = host.containers()?;
+    let dir = containers.dir(&h.container);
+    let backend = crate::backend::open(&h.repository)?;
+    let repo = Repository::open_with_key(backend, key_from(h)?)?;
+    let (id, snap) = crate::repo::snapshot::find(&repo, None, &h.snapshot)?;
+    let vols = host.volumes()?;
+    let names: Vec<String> = h.volumes.iter().map(|(_, n)| n.clone()).collect();
+    let mut state = Hydration {
+        hydrator: Owner::this_process(),
+        snapshot: id.clone(),
+        repository: repo.location(),
+        volumes: names.clone(),
+        phase: Phase::Mounting,
+        started: crate::sys::now_rfc3339(),
+        total_files: 0,
+        total_bytes: 0,
+        done_files: 0,
+        done_bytes: 0,
+        fetched_bytes: 0,
+        hot_files: 0,
+        error: None,
+        switch_ms: None,
+        finished: None,
+        updated: None,
+    };
+    state.save(&dir)?;
+    let mut served = Served {
+        dirs: names.iter().map(|n| vols.instant_dirs(n)).collect(),
+        watches: h.volumes.iter().map(|_| Arc::new(Watch::default())).collect(),
+        fuse_devs: Vec::new(),
+    };
+    if let Some((index, _)) = h.volumes.iter().find(|(index, _)| snap.volumes.get(*index).is_none()) {
+        bail!("the snapshot has no volume {index}");
+    }
+    // What was left mounted by a hydrator that died goes first.
+    for n in &names {
+        vols.unmount_instant(n);
+    }
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        // One FUSE server per volume, each on its own thread until unmounted.
+        let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let mut servers = Vec::new();
+        for (i, (index, name)) in h.volumes.iter().enumerate() {
+            let fs =
+                SnapshotFs::volume(&repo, (id.clone(), snap.clone()), *index, CACHE_BYTES, served.watches[i].clone())
+                    .with_context(|| format!("the snapshot has no volume {index}"))?;
+            let lower = served.dirs[i].lower.clone();
+            let tx = tx.clone();
+            let name = name.clone();
+            servers.push(scope.spawn(move || {
+                let mut told = false;
+                let r = super::mount::serve_lower(fs, &lower, &mut || {
+                    told = true;
+                    let _ = tx.send(Ok(()));
+                });
+                if !told && let Err(e) = &r {
+                    let _ = tx.send(Err(anyhow::anyhow!("volume {name}: {e}")));
+                }
+                r
+            }));
+        }
+        drop(tx);
+        let mounted = (|| -> anyhow::Result<()> {
+            for _ in &h.volumes {
+                rx.recv().context("a volume's server stopped before mounting")??;
+            }
+            for d in &served.dirs {
+                use std::os::unix::fs::MetadataExt;
+                served.fuse_devs.push(std::fs::metadata(&d.lower)?.dev());
+                read_ahead_more(&d.lower);
+            }
+            for (i, (_, name)) in h.volumes.iter().enumerate() {
+                mount_overlay(&served.dirs[i], &vols.data_dir(name))
+                    .with_context(|| format!("cannot mount the overlay of volume {name}"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = mounted {
+            unmount_all(vols, &names);
+            for dev in &served.fuse_devs {
+                abort_fuse(*dev);
+            }
+            return Err(e);
+        }
+        writeln!(out, "ready")?;
+        out.flush()?;
+        // The restore says go once the service started (its start-up reads come first);
+        // a restore that died says nothing, and the volumes are whole only once copied.
+        let mut word = String::new();
+        let _ = stdin.read_line(&mut word);
+        // A panic must not leave the servers running with nobody copying: it is an error
+        // like any other (the mounts go, the state says why).
+        let switched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let links = copy_everything(&repo, &snap, h, &served, &mut state, &dir)?;
+            switch(host, &h.container, &names, &served, &links, &mut state, &dir)
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the hydrator failed unexpectedly (a bug: see hydrate.log)")));
+        if let Err(e) = &switched {
+            // A failure stops the service rather than leave it on half a volume; a hydrator
+            // asked to stop leaves it be (its reads of what was not copied then fail).
+            if !crate::sys::interrupted() {
+                tracing::error!(error = %crate::error::describe(e), "hydration failed; stopping the service");
+                if let Err(e) = crate::runtime::stop(host, &h.container, Duration::from_secs(10)) {
+                    tracing::error!(error = %e, "cannot stop the service");
+                }
+            }
+            unmount_all(vols, &names);
+            // Whatever still holds the mounts (a running service) must not keep the servers
+            // waiting: their connections are cut.
+            for dev in &served.fuse_devs {
+                abort_fuse(*dev);
+            }
+        }
+        for s in servers {
+            match s.join() {
+                Ok(Err(e)) => tracing::warn!(error = %e, "a volume's server ended with an error"),
+                Err(_) => tracing::error!("a volume's server panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        switched
+    })
+    .inspect_err(|e| {
+        if crate::sys::interrupted() {
+            state.error = Some("the hydrator was stopped".into());
+        } else {
+            state.phase = Phase::Failed;
+            state.error = Some(crate::error::describe(e));
+        }
+        let _ = state.save(&dir);
+    })
+}
+
+fn unmount_all(vols: &crate::runtime::volume::Volumes, names: &[String]) {
+    for n in names {
+        vols.unmount_instant(n);
+    }
+}
+
+/// Lets the kernel read a FUSE mount ahead in 1 MiB requests rather than 128 KiB ones (the
+/// copy reads files whole; each request is a round trip to the server). A kernel that does
+/// not let us only costs speed.
+fn read_ahead_more(mount: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mount) else { return };
+    let (major, minor) = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "1024") {
+        tracing::debug!(knob, error = %e, "cannot raise the read-ahead of the snapshot's mount");
+    }
+}
+
+/// The overlay a volume is served through while it fills: the snapshot below, the volume's
+/// data above. No metadata-only copy-up (a copy must bring the data), no index, no redirects
+/// (a directory renamed by the service is copied, so the data directory alone is whole).
+fn mount_overlay(dirs: &InstantDirs, upper: &Path) -> anyhow::Result<()> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off,xino=off",
+        dirs.lower.display(),
+        upper.display(),
+        dirs.work.display()
+    );
+    nix::mount::mount(Some("overlay"), &dirs.merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
+        .map_err(|e| anyhow::anyhow!("{e} (options {opts})"))
+}
+
+/// The gettid of the calling thread.
+fn thread_id() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Copies every entry of the volumes up through their overlays: the hot set first, then what
+/// the service opens, then the rest in tree order (parents first).
+fn copy_everything(
+    repo: &Repository,
+    snap: &Snapshot,
+    h: &Handover,
+    served: &Served,
+    state: &mut Hydration,
+    dir: &Path,
+) -> anyhow::Result<Vec<LinkGroup>> {
+    // The plan: every entry of every volume (its trees read again while the repository does
+    // not answer: the hydration stalls, said, rather than fails).
+    let mut wait = Duration::from_millis(200);
+    let items = loop {
+        match plan(repo, snap, h) {
+            Ok(items) => break items,
+            Err(e) => {
+                if crate::sys::interrupted() {
+                    bail!("interrupted");
+                }
+                tracing::error!(error = %e, "hydration: cannot read the snapshot's trees; retrying");
+                state.error = Some(format!(
+                    "cannot read the snapshot's trees: {} (is the repository reachable?)",
+                    crate::error::describe(&e)
+                ));
+                state.save(dir)?;
+                pause(wait, None)?;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    state.error = None;
+    state.total_files = items.iter().filter(|i| i.kind == NodeKind::File).count() as u64;
+    state.total_bytes = items.iter().map(|i| i.size).sum();
+    // Hot files first, in the order the drill saw them (then the rest in tree order).
+    let mut order: Vec<usize> = Vec::with_capacity(items.len());
+    let mut hot = 0u64;
+    {
+        let mut by_path: std::collections::HashMap<(usize, &Path), usize> = std::collections::HashMap::new();
+        for (n, it) in items.iter().enumerate() {
+            by_path.insert((it.volume, it.path.as_path()), n);
+        }
+        let mut taken = vec![false; items.len()];
+        for f in &snap.hot {
+            let Some(v) = h.volumes.iter().position(|(index, _)| snap.volumes[*index].name == f.volume) else {
+                continue;
+            };
+            let p = Path::new(f.path.trim_start_matches('/'));
+            if let Some(&n) = by_path.get(&(v, p))
+                && !taken[n]
+                && items[n].kind == NodeKind::File
+            {
+                taken[n] = true;
+                order.push(n);
+                hot += 1;
+            }
+        }
+        order.extend((0..items.len()).filter(|n| !taken[*n]));
+    }
+    state.hot_files = hot;
+    state.phase = Phase::Hydrating;
+    state.save(dir)?;
+
+    // Read-ahead: the packs holding the files about to be copied, in the order the copy
+    // needs them, fetched on several threads and handed to the FUSE servers (the kernel's copy
+    // reads one request at a time). Each pack is read once, for every file that needs it.
+    let (packs, needs) = packs_in_order(repo, &items, &order);
+    let stop = AtomicBool::new(false);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let fetched: Vec<AtomicBool> = packs.iter().map(|_| AtomicBool::new(false)).collect();
+    // An entry is copied once the read-ahead has its packs (or gave up on them): a copy that
+    // ran ahead would fetch the same packs again, on demand, over the same link.
+    let ready = |n: usize| needs[n].iter().all(|&p| fetched[p].load(Ordering::Acquire));
+    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..READ_AHEAD_THREADS.min(packs.len()) {
+            scope.spawn(|| read_ahead(repo, &packs, &served.watches, &next, &fetched, &stop));
+        }
+        let r = copy_in_order(served, &items, &order, &ready, state, dir);
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    for w in &served.watches {
+        w.drop_prefetched();
+    }
+    result?;
+    let mut groups: std::collections::BTreeMap<(usize, u64), LinkGroup> = std::collections::BTreeMap::new();
+    for it in items.iter() {
+        if let Some(inode) = it.linked {
+            groups
+                .entry((it.volume, inode))
+                .or_insert_with(|| LinkGroup {
+                    volume: it.volume,
+                    paths: Vec::new(),
+                    size: it.size,
+                    mtime_ns: it.mtime_ns,
+                })
+                .paths
+                .push(it.path.clone());
+        }
+    }
+    Ok(groups.into_values().filter(|g| g.paths.len() > 1).collect())
+}
+
+/// One pack the read-ahead fetches: its blobs the copy needs (each once, with the volume whose
+/// server gets it).
+struct PackWork {
+    pack: [u8; 32],
+    blobs: Vec<(BlobId, crate::repo::Location, usize)>,
+}
+
+/// The packs holding the items' content, in the order the copy first needs them, and for
+/// each item the packs it needs.
+fn packs_in_order(repo: &Repository, items: &[Item], order: &[usize]) -> (Vec<PackWork>, Vec<Vec<usize>>) {
+    let mut at: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashSet<BlobId> = std::collections::HashSet::new();
+    let mut packs: Vec<PackWork> = Vec::new();
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
+    for &n in order {
+        let it = &items[n];
+        for id in &it.content {
+            // A blob not in a written pack yet cannot be here (the snapshot is saved); the
+            // FUSE server fetches whatever is missed.
+            let Some(loc) = repo.locate(id) else { continue };
+            let i = *at.entry(loc.pack).or_insert_with(|| {
+                packs.push(PackWork { pack: loc.pack, blobs: Vec::new() });
+                packs.len() - 1
+            });
+            if !needs[n].contains(&i) {
+                needs[n].push(i);
+            }
+            if seen.insert(*id) {
+                packs[i].blobs.push((*id, loc, it.volume));
+            }
+        }
+    }
+    for p in &mut packs {
+        p.blobs.sort_by_key(|(_, loc, _)| loc.offset);
+    }
+    (packs, needs)
+}
+
+/// Fetches packs in order while what was fetched and not yet used stays under
+/// [`READ_AHEAD_BYTES`]. A failure is left to the copy, which meets it again and reports it.
+fn read_ahead(
+    repo: &Repository,
+    packs: &[PackWork],
+    watches: &[Arc<Watch>],
+    next: &std::sync::atomic::AtomicUsize,
+    fetched: &[AtomicBool],
+    stop: &AtomicBool,
+) {
+    let mut buf = Vec::new();
+    loop {
+        if stop.load(Ordering::Relaxed) || crate::sys::interrupted() {
+            return;
+        }
+        let pending: u64 = watches.iter().map(|w| w.prefetched_bytes()).sum();
+        if pending > READ_AHEAD_BYTES {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(p) = packs.get(i) else { return };
+        let _ = repo.read_pack_blobs(
+            &p.pack,
+            &p.blobs,
+            |(id, loc, _)| (id, loc),
+            &mut buf,
+            |(id, _, volume), plain| -> crate::repo::Result<()> {
+                if let Ok(data) = plain {
+                    watches[*volume].prefetched(*id, data);
+                }
+                Ok(())
+            },
+        );
+        fetched[i].store(true, Ordering::Release);
+    }
+}
+
+/// Every entry of the volumes to fill, in tree order (parents first).
+fn plan(repo: &Repository, snap: &Snapshot, h: &Handover) -> anyhow::Result<Vec<Item>> {
+    let mut items: Vec<Item> = Vec::new();
+    for (i, (index, _)) in h.volumes.iter().enumerate() {
+        let view = View::volume(repo, snap, *index, TreeCache::default()).context("no such volume")?;
+        view.walk(&view.root(), &mut |e: &Entry| -> crate::repo::Result<bool> {
+            if e.path != Path::new("/") {
+                items.push(Item {
+                    volume: i,
+                    path: e.path.strip_prefix("/").unwrap_or(&e.path).to_path_buf(),
+                    kind: e.node.kind,
+                    size: if e.node.kind == NodeKind::File { e.node.size } else { 0 },
+                    content: if e.node.kind == NodeKind::File { e.node.content.clone() } else { Vec::new() },
+                    linked: (e.node.kind == NodeKind::File && e.node.links > 1).then_some(e.node.inode),
+                    mtime_ns: e.node.mtime_ns,
+                });
+            }
+            Ok(true)
+        })?;
+    }
+    Ok(items)
+}
+
+/// Waits `wait`, or less if the hydrator is stopped (an error) or `failed` is set.
+fn pause(wait: Duration, failed: Option<&AtomicBool>) -> anyhow::Result<()> {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if crate::sys::interrupted() {
+            bail!("interrupted");
+        }
+        if failed.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            bail!("another copier failed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Threads copying at once: each copy ends with the overlay syncing the file, so several
+/// keep the disk and the FUSE servers busy.
+const COPIERS: usize = 4;
+
+/// Which entries are taken and copied, shared by the copiers.
+struct Queue<'a> {
+    order: &'a [usize],
+    /// The next place in `order` that may not be taken yet.
+    pos: usize,
+    taken: Vec<bool>,
+    /// Entries the service opened, first.
+    wanted: std::collections::VecDeque<usize>,
+}
+
+/// The copy itself, on [`COPIERS`] threads: what the service opened first, then `order`.
+fn copy_in_order(
+    served: &Served,
+    items: &[Item],
+    order: &[usize],
+    ready: &(dyn Fn(usize) -> bool + Sync),
+    state: &mut Hydration,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut index: std::collections::HashMap<(usize, &Path), usize> = std::collections::HashMap::new();
+    for (n, it) in items.iter().enumerate() {
+        index.insert((it.volume, it.path.as_path()), n);
+    }
+    let queue =
+        std::sync::Mutex::new(Queue { order, pos: 0, taken: vec![false; items.len()], wanted: Default::default() });
+    let shared = std::sync::Mutex::new(std::mem::replace(state, state.clone()));
+    let failed = AtomicBool::new(false);
+    let last_report = std::sync::Mutex::new(Instant::now());
+    // The next entry to copy, if any is left, and whether the service asked for it.
+    let next = || -> Option<(usize, bool)> {
+        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+        for (v, w) in served.watches.iter().enumerate() {
+            for p in w.wanted.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                let p = p.strip_prefix("/").unwrap_or(&p).to_path_buf();
+                if let Some(&n) = index.get(&(v, p.as_path()))
+                    && !q.taken[n]
+                {
+                    q.wanted.push_back(n);
+                }
+            }
+        }
+        while let Some(n) = q.wanted.pop_front() {
+            if !q.taken[n] {
+                q.taken[n] = true;
+                return Some((n, true));
+            }
+        }
+        while q.pos < q.order.len() && q.taken[q.order[q.pos]] {
+            q.pos += 1;
+        }
+        let n = *q.order.get(q.pos)?;
+        q.taken[n] = true;
+        Some((n, false))
+    };
+    let fetched = || served.watches.iter().map(|w| w.fetched.load(Ordering::Relaxed)).sum::<u64>();
+    let work = || -> anyhow::Result<()> {
+        let me = thread_id();
+        for w in &served.watches {
+            w.own_threads.lock().unwrap_or_else(|e| e.into_inner()).insert(me);
+        }
+        while !failed.load(Ordering::Relaxed) {
+            if crate::sys::interrupted() {
+                bail!("interrupted");
+            }
+            let Some((n, asked)) = next() else { return Ok(()) };
+            // What the service waits for goes at once; the rest waits for the read-ahead (a
+            // while at most: it may be held back by data fetched for later files).
+            let until = Instant::now() + READ_AHEAD_WAIT;
+            while !asked && !ready(n) && Instant::now() < until && !failed.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            copy_up_retrying(served, &items[n], &shared, dir, &failed)?;
+            // What the copy did not take (the service removed the file, or the kernel had
+            // the data already) is not kept waiting.
+            served.watches[items[n].volume].forget_prefetched(&items[n].content);
+            let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if items[n].kind == NodeKind::File {
+                st.done_files += 1;
+                st.done_bytes += items[n].size;
+            }
+            let mut last = last_report.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= REPORT_EVERY {
+                st.fetched_bytes = fetched();
+                st.save(dir)?;
+                *last = Instant::now();
+            }
+        }
+        Ok(())
+    };
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..COPIERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let r = work();
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a copier panicked")))).collect()
+    });
+    *state = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+    state.fetched_bytes = fetched();
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        let _ = state.save(dir);
+        return Err(e);
+    }
+    state.error = None;
+    state.save(dir)?;
+    Ok(())
+}
+
+/// Copies one entry up; a repository that does not answer is waited for (the hydration
+/// stalls, reported), anything else fails it after [`TRIES`]. Gives up when another copier
+/// failed.
+fn copy_up_retrying(
+    served: &Served,
+    it: &Item,
+    state: &std::sync::Mutex<Hydration>,
+    dir: &Path,
+    failed: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut tries = 0u32;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match copy_up(&served.dirs[it.volume].merged, it) {
+            Ok(()) => {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                if st.error.take().is_some() {
+                    tracing::info!("the repository answers again; hydration goes on");
+                    st.save(dir)?;
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                let transient =
+                    matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT) | Some(libc::EAGAIN));
+                tries += 1;
+                let what = format!("cannot copy {} in: {e}", it.path.display());
+                tracing::error!(path = %it.path.display(), error = %e, "hydration: cannot copy a file in; retrying");
+                {
+                    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.error =
+                        Some(if transient { format!("{what} (is the repository reachable?)") } else { what.clone() });
+                    st.fetched_bytes = served.watches.iter().map(|w| w.fetched.load(Ordering::Relaxed)).sum();
+                    st.save(dir)?;
+                }
+                if !transient && tries >= TRIES {
+                    bail!(what);
+                }
+                pause(wait, Some(failed))?;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Copies one entry from the snapshot up into the volume's data directory through the
+/// overlay, changing nothing the service sees: a file is opened for writing (and closed
+/// unwritten), anything else gets a private xattr set and removed. An entry the service
+/// removed or renamed since is its business (nothing to copy).
+fn copy_up(merged: &Path, it: &Item) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let root = std::fs::File::open(merged)?;
+    // Resolved inside the overlay, never through a symbolic link the service made.
+    let parent = match beneath(&root, it.path.parent().unwrap_or(Path::new(""))) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)) => {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let name = it.path.file_name().unwrap_or(OsStr::new("."));
+    let st = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile {
+        match rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // A directory, link or special file: its owner set to the one it has copies it up (a
+    // directory's set-group-ID bit stays; links and special files have none that matter).
+    let (uid, gid) = (rustix::fs::Uid::from_raw(st.st_uid), rustix::fs::Gid::from_raw(st.st_gid));
+    match rustix::fs::chownat(&parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every file is in: the service is stopped, the overlays and FUSE mounts go, the data
+/// directories are made ordinary (whiteouts and overlay markers removed), the volumes are
+/// marked whole, and the service is started again if it was running.
+fn switch(
+    host: &Host,
+    container: &str,
+    names: &[String],
+    served: &Served,
+    links: &[LinkGroup],
+    state: &mut Hydration,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let containers = host.containers()?;
+    let vols = host.volumes()?;
+    state.phase = Phase::Switching;
+    state.save(dir)?;
+    let started = Instant::now();
+    let was = crate::runtime::observed_state(containers, container)?;
+    let running = matches!(
+        was.status,
+        crate::runtime::Status::Running | crate::runtime::Status::Paused | crate::runtime::Status::Restarting
+    );
+    if running {
+        crate::runtime::stop(host, container, Duration::from_secs(10))?;
+    }
+    for (i, n) in names.iter().enumerate() {
+        let d = &served.dirs[i];
+        for at in [&d.merged, &d.lower] {
+            if let Err(e) = nix::mount::umount(at) {
+                tracing::warn!(path = %at.display(), error = %e, "cannot unmount; detaching");
+                let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let data = vols.data_dir(n);
+        clean_upper(&data).with_context(|| format!("cannot make volume {n} ordinary"))?;
+        for g in links.iter().filter(|g| g.volume == i) {
+            relink(&data, g);
+        }
+        vols.end_hydration(n)?;
+    }
+    if running {
+        crate::runtime::start(host, container)?;
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(container, switch_ms = ms, running, "hydration done: the service runs on its plain volumes");
+    state.phase = Phase::Done;
+    state.switch_ms = Some(ms);
+    state.finished = Some(crate::sys::now_rfc3339());
+    state.error = None;
+    state.save(dir)?;
+    Ok(())
+}
+
+/// Makes the paths of `g` one file again, as in the snapshot, if none of them changed since
+/// (each a single-link regular file of the snapshot's size and mtime): the first stays, the
+/// others become links to it. A changed one is left as the service made it.
+fn relink(data: &Path, g: &LinkGroup) {
+    use rustix::fs::{AtFlags, FileType};
+    let Ok(root) = std::fs::File::open(data) else { return };
+    // Every path resolved inside the volume, never through a link the service made.
+    let place = |p: &Path| -> Option<(std::os::fd::OwnedFd, std::ffi::OsString)> {
+        Some((beneath(&root, p.parent()?).ok()?, p.file_name()?.to_os_string()))
+    };
+    let unchanged = |(dir, name): &(std::os::fd::OwnedFd, std::ffi::OsString)| {
+        rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && st.st_nlink == 1
+                && st.st_size as u64 == g.size
+                && st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128 == g.mtime_ns as i128
+        })
+    };
+    let Some(places) = g.paths.iter().map(|p| place(p)).collect::<Option<Vec<_>>>() else { return };
+    if !places.iter().all(unchanged) {
+        tracing::info!(paths = ?g.paths, "hard links not made again: the service changed one of the files");
+        return;
+    }
+    let (first_dir, first_name) = &places[0];
+    for (p, (dir, name)) in g.paths.iter().zip(&places).skip(1) {
+        let tmp = format!(".lifeboat-link-{}", crate::fsutil::random_hex(6));
+        let made = rustix::fs::linkat(first_dir, first_name.as_os_str(), dir, tmp.as_str(), AtFlags::empty())
+            .and_then(|()| rustix::fs::renameat(dir, tmp.as_str(), dir, name.as_os_str()));
+        if let Err(e) = made {
+            let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+            tracing::warn!(path = %p.display(), error = %e, "cannot make a hard link again");
+        }
+    }
+}
+
+/// Directory `rel` of `root` (empty: `root` itself), opened without following any link and
+/// never leaving `root`.
+fn beneath(root: &std::fs::File, rel: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    Ok(rustix::fs::openat2(
+        root.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// Makes an overlay's upper directory an ordinary one: whiteouts (what the service deleted)
+/// removed, overlay xattrs (opaque directories, origins) dropped. Never follows a link.
+fn clean_upper(upper: &Path) -> std::io::Result<()> {
+    let top = std::fs::File::open(upper)?;
+    clean_dir(top.as_fd(), upper, 0)
+}
+
+fn clean_dir(dir: std::os::fd::BorrowedFd<'_>, at: &Path, depth: usize) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    if depth > super::view::MAX_DEPTH {
+        return Err(std::io::Error::other(format!("{}: nested too deep", at.display())));
+    }
+    drop_overlay_xattrs(dir, None)?;
+    for name in crate::fsutil::scope::list_dir(dir)? {
+        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind == FileType::CharacterDevice && st.st_rdev == 0 {
+            rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
+            continue;
+        }
+        if kind == FileType::Directory {
+            let sub = rustix::fs::openat(
+                dir,
+                &name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            clean_dir(sub.as_fd(), &at.join(&name), depth + 1)?;
+        } else if kind != FileType::Symlink {
+            drop_overlay_xattrs(dir, Some(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `trusted.overlay.*` from `name` in `dir` (or `dir` itself); never a link's.
+fn drop_overlay_xattrs(dir: std::os::fd::BorrowedFd<'_>, name: Option<&OsStr>) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let owned;
+    let fd = match name {
+        Some(n) => {
+            owned = rustix::fs::openat(dir, n, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+            owned.as_fd()
+        }
+        None => dir,
+    };
+    // O_PATH descriptors take xattr calls through their /proc/self/fd link.
+    let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+    let len = rustix::fs::listxattr_query(&path)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; len];
+    let n = rustix::fs::listxattr(&path, &mut buf[..])?;
+    for attr in buf[..n].split(|&b| b == 0).filter(|a| a.starts_with(b"trusted.overlay.")) {
+        match rustix::fs::removexattr(&path, OsStr::from_bytes(attr)) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A failed restore's hydrator, with its volumes: stopped, unmounted.
+pub fn abandon(host: &Host, hydrator: Hydrator, volumes: &Planned) {
+    hydrator.abandon();
+    if let Ok(vols) = host.volumes() {
+        for (_, n) in volumes {
+            vols.unmount_instant(n);
+        }
+    }
+}
+
+/// The error for a container with no hydration to finish.
+pub fn nothing_to_finish(name: &str) -> anyhow::Error {
+    ContainerError::Conflict(format!("{name} has no instant restore to finish or undo")).into()
+}
+
+/// What `restore --finish` did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Finished {
+    pub name: String,
+    pub snapshot: String,
+    /// Where the copy stood when it was taken up again.
+    pub percent: u64,
+}
+
+/// Takes up an instant restore whose hydrator died (`restore NAME --finish`): the container is
+/// stopped (its volumes were served by the dead hydrator), a new hydrator mounts them again
+/// over the data already copied, and the container is started on them.
+pub fn finish(host: &Host, repo: &Repository, name: &str) -> anyhow::Result<Finished> {
+    let containers = host.containers()?;
+    let config = containers.named(name)?;
+    let dir = containers.dir(&config.id);
+    let Some(h) = Hydration::load(&dir).filter(|h| h.phase != Phase::Done) else { return Err(nothing_to_finish(name)) };
+    if h.hydrator.alive() {
+        bail!(ContainerError::Conflict(format!(
+            "the instant restore of {name} is going on (hydrator {}); lifeboat ps shows its progress",
+            h.hydrator.pid
+        )));
+    }
+    if repo.location() != h.repository {
+        bail!(crate::error::UsageError(format!(
+            "{name} was restored from {}; finish it from there (--repo {})",
+            h.repository, h.repository
+        )));
+    }
+    let (id, snap) = crate::repo::snapshot::find(repo, None, &h.snapshot)?;
+    let planned: Planned = h.volumes.iter().cloned().enumerate().collect();
+    if planned.len() != snap.volumes.len() {
+        bail!("the snapshot has {} volumes, the restore recorded {}", snap.volumes.len(), planned.len());
+    }
+    let state = crate::runtime::observed_state(containers, &config.id)?;
+    if matches!(
+        state.status,
+        crate::runtime::Status::Running | crate::runtime::Status::Paused | crate::runtime::Status::Restarting
+    ) {
+        crate::runtime::stop(host, &config.id, Duration::from_secs(10))?;
+    }
+    let mut hydrator = spawn(host, repo, &id, &config.id, &planned)?;
+    if let Err(e) = hydrator.ready() {
+        abandon(host, hydrator, &planned);
+        return Err(e);
+    }
+    let started = crate::runtime::start(host, &config.id).map(drop);
+    hydrator.go();
+    started?;
+    Ok(Finished { name: name.to_string(), snapshot: id, percent: h.percent() })
+}
+
+/// Undoes an instant restore that did not finish (`restore NAME --undo`): its hydrator is
+/// stopped, the container and the volumes made for it are removed.
+pub fn undo(host: &Host, name: &str) -> anyhow::Result<Vec<String>> {
+    let containers = host.containers()?;
+    let config = containers.named(name)?;
+    let dir = containers.dir(&config.id);
+    let Some(h) = Hydration::load(&dir).filter(|h| h.phase != Phase::Done) else { return Err(nothing_to_finish(name)) };
+    crate::runtime::hydration::stop_hydrator(&dir);
+    crate::runtime::remove(host, &config.id, true)?;
+    let vols = host.volumes()?;
+    for v in &h.volumes {
+        if vols.get(v).is_ok() {
+            vols.remove(v)?;
+        }
+    }
+    Ok(h.volumes)
+}
