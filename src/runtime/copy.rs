@@ -143,7 +143,10 @@ impl<'h> View<'h> {
         let volumes = host.volumes()?;
         for m in &config.mounts {
             let source = match &m.source {
-                MountSource::Volume { name } => volumes.data_dir(name),
+                MountSource::Volume { name } => {
+                    volumes.refuse_if_hydrating(name, "copy its files")?;
+                    volumes.data_dir(name)
+                }
                 MountSource::Bind { path, .. } => path.clone(),
                 // Nothing is there while the container is stopped: the image's directory shows.
                 MountSource::Tmpfs { .. } => continue,

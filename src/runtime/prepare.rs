@@ -76,6 +76,15 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
                 {
                     host.volumes()?.restored(name)?;
                 }
+                // A volume an instant restore fills serves the container it was restored for.
+                if let Ok(meta) = host.volumes()?.get(name)
+                    && let Some(h) = &meta.hydrating
+                    && h.container != config.id
+                {
+                    anyhow::bail!(ContainerError::Conflict(format!(
+                        "volume {name} is being filled by an instant restore for another container"
+                    )));
+                }
                 let vol = host.volumes()?.ensure(name)?;
                 if vol.fresh {
                     // A new (or never used, empty) volume starts with the image's content at

@@ -40,6 +40,10 @@ pub struct Hydrating {
     /// The process serving and filling it; the volume is not whole without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hydrator: Option<Owner>,
+    /// Every file is in and the data directory is being made ordinary (the overlay's
+    /// markers removed): it must never be mounted under an overlay again, only finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleaning: bool,
 }
 
 /// Where an instant restore serves a volume from: the snapshot's files (`lower`, a FUSE
@@ -189,6 +193,17 @@ impl Volumes {
         self.write_meta(&VolumeMeta { restoring: None, existed: false, hydrating: None, ..meta })
     }
 
+    /// Refuses volume `name` while an instant restore fills it: its data directory holds only
+    /// what was copied so far (and the overlay's markers). `what` says what was refused.
+    pub fn refuse_if_hydrating(&self, name: &str, what: &str) -> Result<(), ContainerError> {
+        match self.get(name) {
+            Ok(VolumeMeta { hydrating: Some(_), .. }) => Err(ContainerError::Conflict(format!(
+                "volume {name} is still being filled by an instant restore; {what} once lifeboat ps no longer says hydrating"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The directories an instant restore serves volume `name` from.
     pub fn instant_dirs(&self, name: &str) -> InstantDirs {
         let at = self.dir.join(name).join("instant");
@@ -199,6 +214,19 @@ impl Volumes {
     /// enter them).
     pub fn begin_hydration(&self, name: &str, hydrating: Hydrating) -> Result<InstantDirs, ContainerError> {
         let mut meta = self.get(name)?;
+        if let Some(h) = &meta.hydrating {
+            if h.container != hydrating.container {
+                return Err(ContainerError::Conflict(format!("volume {name} is being restored for another container")));
+            }
+            if h.hydrator.as_ref().is_some_and(|o| o.alive() && Some(o) != hydrating.hydrator.as_ref()) {
+                return Err(ContainerError::Conflict(format!("volume {name} is being filled by another hydrator")));
+            }
+            if h.cleaning {
+                return Err(ContainerError::Conflict(format!(
+                    "volume {name} was being switched to a plain volume; finish that (lifeboat restore SERVICE --finish)"
+                )));
+            }
+        }
         let dirs = self.instant_dirs(name);
         let at = self.dir.join(name).join("instant");
         crate::fsutil::private_dir(&at).map_err(io_err(&at))?;
@@ -222,10 +250,30 @@ impl Volumes {
         detach(&dirs.lower);
     }
 
+    /// Records that `name`'s data directory is being made ordinary (see [`Hydrating::cleaning`]).
+    pub fn begin_cleaning(&self, name: &str) -> Result<(), ContainerError> {
+        let mut meta = self.get(name)?;
+        if let Some(h) = meta.hydrating.as_mut() {
+            h.cleaning = true;
+        }
+        self.write_meta(&meta)
+    }
+
+    /// Whether something is still mounted where an instant restore of `name` mounts.
+    pub fn instant_mounted(&self, name: &str) -> bool {
+        let dirs = self.instant_dirs(name);
+        is_mount_point(&dirs.merged) || is_mount_point(&dirs.lower)
+    }
+
     /// The instant restore of `name` is over: its directories go (it must be unmounted) and
     /// it is an ordinary volume.
     pub fn end_hydration(&self, name: &str) -> Result<(), ContainerError> {
         let mut meta = self.get(name)?;
+        if self.instant_mounted(name) {
+            return Err(ContainerError::Conflict(format!(
+                "volume {name}: the instant restore's mounts are still there"
+            )));
+        }
         let at = self.dir.join(name).join("instant");
         if at.exists() {
             fs::remove_dir_all(&at).map_err(io_err(&at))?;
@@ -258,7 +306,7 @@ impl Volumes {
             let merged = self.instant_dirs(name).merged;
             if !h.hydrator.as_ref().is_some_and(Owner::alive) || !is_mount_point(&merged) {
                 return Err(ContainerError::Conflict(format!(
-                    "volume {name} is half restored (an instant restore was interrupted); finish it with lifeboat restore SERVICE --finish, or undo it with lifeboat restore SERVICE --undo"
+                    "volume {name} is half restored (an instant restore was interrupted); finish it with lifeboat restore SERVICE --finish, undo it with lifeboat restore SERVICE --undo, or remove it (lifeboat volume rm {name})"
                 )));
             }
             return Ok(Volume { data: merged, fresh: false });
@@ -300,8 +348,19 @@ impl Volumes {
 
     pub fn remove(&self, name: &str) -> Result<(), ContainerError> {
         let meta = self.get(name)?;
-        if meta.hydrating.is_some() {
+        if let Some(h) = &meta.hydrating {
+            if h.hydrator.as_ref().is_some_and(Owner::alive) {
+                return Err(ContainerError::Conflict(format!(
+                    "volume {name} is being filled by an instant restore; remove its container first"
+                )));
+            }
             self.unmount_instant(name);
+            // Never walk into a mount that would not go: its files are not this volume's.
+            if self.instant_mounted(name) {
+                return Err(ContainerError::Conflict(format!(
+                    "volume {name}: cannot unmount what an instant restore left"
+                )));
+            }
         }
         let dir = self.dir.join(name);
         fs::remove_dir_all(&dir).map_err(io_err(&dir))

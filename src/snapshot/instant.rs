@@ -43,6 +43,8 @@ use crate::runtime::host::Host;
 use crate::runtime::hydration::{Hydration, Phase};
 use crate::runtime::volume::{Hydrating, InstantDirs, Owner};
 
+/// How long a restore waits for its hydrator to mount the volumes.
+const READY_WITHIN: Duration = Duration::from_secs(300);
 /// Chunks of file data the FUSE server keeps for the service's reads.
 const CACHE_BYTES: usize = 64 << 20;
 /// How far the read-ahead for the copy may run before the copy catches up.
@@ -81,29 +83,9 @@ pub fn record_hot_set(
     let since_ns = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
     let mut hot: Vec<(i128, HotFile)> = Vec::new();
     for (name, data) in volumes {
-        // Directories to read, with their depth (a link is never followed).
-        let mut todo: Vec<(PathBuf, usize)> = vec![(data.clone(), 0)];
-        while let Some((dir, depth)) = todo.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
-                let Ok(kind) = entry.file_type() else { continue };
-                if kind.is_dir() && depth < super::view::MAX_DEPTH {
-                    todo.push((entry.path(), depth + 1));
-                    continue;
-                }
-                if !kind.is_file() {
-                    continue;
-                }
-                let Ok(meta) = entry.metadata() else { continue };
-                use std::os::unix::fs::MetadataExt;
-                let atime = meta.atime() as i128 * 1_000_000_000 + meta.atime_nsec() as i128;
-                if atime >= since_ns
-                    && let Ok(rel) = entry.path().strip_prefix(data)
-                {
-                    hot.push((atime, HotFile { volume: name.clone(), path: format!("/{}", rel.display()) }));
-                }
-            }
-        }
+        let Ok(top) = std::fs::File::open(data) else { continue };
+        let Ok(top_st) = rustix::fs::fstat(&top) else { continue };
+        hot_walk(top.into(), top_st.st_dev, Path::new("/"), 0, name, since_ns, &mut hot);
     }
     // In the order they were first read.
     hot.sort_by_key(|h| h.0);
@@ -112,6 +94,49 @@ pub fn record_hot_set(
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&files).expect("serialises"))?;
     Ok(files.len())
+}
+
+/// Files a hot set holds at most (a start-up that reads more gains nothing from the order).
+const HOT_FILES: usize = 10_000;
+
+/// Adds the files of directory `dir` (at `at` in volume `volume`, on device `dev`) read since
+/// `since_ns` to `hot`. Opened by descriptor, never through a link, never onto another
+/// filesystem: the drill's service may have put anything in its volume.
+fn hot_walk(
+    dir: std::os::fd::OwnedFd,
+    dev: u64,
+    at: &Path,
+    depth: usize,
+    volume: &str,
+    since_ns: i128,
+    hot: &mut Vec<(i128, HotFile)>,
+) {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let Ok(names) = crate::fsutil::scope::list_dir(dir.as_fd()) else { return };
+    for n in names {
+        if hot.len() >= HOT_FILES {
+            return;
+        }
+        let Ok(st) = rustix::fs::statat(&dir, &n, AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        if st.st_dev != dev {
+            continue;
+        }
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory if depth < super::view::MAX_DEPTH => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                if let Ok(sub) = rustix::fs::openat(&dir, &n, flags, Mode::empty()) {
+                    hot_walk(sub, dev, &at.join(&n), depth + 1, volume, since_ns, hot);
+                }
+            }
+            FileType::RegularFile => {
+                let atime = st.st_atime as i128 * 1_000_000_000 + st.st_atime_nsec as i128;
+                if atime >= since_ns {
+                    hot.push((atime, HotFile { volume: volume.to_string(), path: at.join(&n).display().to_string() }));
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What the restore hands its hydrator: one JSON line on its standard input.
@@ -140,6 +165,16 @@ pub struct Hydrator {
 impl Hydrator {
     /// Waits until the volumes are mounted (the container may start), or says why not.
     pub fn ready(&mut self) -> anyhow::Result<()> {
+        // Mounting takes seconds at most; the index of a large remote repository a while.
+        let answered = {
+            let mut fds = [nix::poll::PollFd::new(self.stdout.get_ref().as_fd(), nix::poll::PollFlags::POLLIN)];
+            let timeout = nix::poll::PollTimeout::try_from(READY_WITHIN.as_millis() as i32)
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            nix::poll::poll(&mut fds, timeout).unwrap_or(0) > 0
+        };
+        if !answered {
+            bail!("the hydrator did not mount the volumes within {} s", READY_WITHIN.as_secs());
+        }
         let mut line = String::new();
         self.stdout.read_line(&mut line).context("the hydrator did not answer")?;
         match line.trim_end() {
@@ -206,6 +241,7 @@ pub fn spawn(
                 container: container.to_string(),
                 snapshot: snapshot_id.to_string(),
                 hydrator: Some(hydrator.clone()),
+                cleaning: false,
             },
         );
         if let Err(e) = marked {
@@ -305,7 +341,11 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
     let containers = host.containers()?;
     let dir = containers.dir(&h.container);
     let backend = crate::backend::open(&h.repository)?;
-    let repo = Repository::open_with_key(backend, key_from(h)?)?;
+    let mut repo = Repository::open_with_key(backend, key_from(h)?)?;
+    // Held (and refreshed) for as long as the volumes are served: a prune meanwhile would
+    // delete packs the service still reads.
+    repo.set_lock_wait(Duration::from_secs(60));
+    let _lock = crate::repo::lock::Lock::acquire(&mut repo, false)?;
     let (id, snap) = crate::repo::snapshot::find(&repo, None, &h.snapshot)?;
     let vols = host.volumes()?;
     let names: Vec<String> = h.volumes.iter().map(|(_, n)| n.clone()).collect();
@@ -365,12 +405,33 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
         }
         drop(tx);
         let mounted = (|| -> anyhow::Result<()> {
+            // Every server's answer first (a failed one must not leave another mounted
+            // behind the cleanup).
+            let mut first_error = None;
             for _ in &h.volumes {
-                rx.recv().context("a volume's server stopped before mounting")??;
+                match rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_error.get_or_insert(anyhow::anyhow!("a volume's server stopped before mounting"));
+                        break;
+                    }
+                }
             }
             for d in &served.dirs {
-                use std::os::unix::fs::MetadataExt;
-                served.fuse_devs.push(std::fs::metadata(&d.lower)?.dev());
+                if let Ok(fs) = rustix::fs::statfs(&d.lower)
+                    && fs.f_type == FUSE_MAGIC
+                {
+                    use std::os::unix::fs::MetadataExt;
+                    served.fuse_devs.push(std::fs::metadata(&d.lower)?.dev());
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            for d in &served.dirs {
                 read_ahead_more(&d.lower);
             }
             for (i, (_, name)) in h.volumes.iter().enumerate() {
@@ -386,8 +447,8 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
             }
             return Err(e);
         }
-        writeln!(out, "ready")?;
-        out.flush()?;
+        // A restore that died meanwhile does not read it: the copy goes on regardless.
+        let _ = writeln!(out, "ready").and_then(|()| out.flush());
         // The restore says go once the service started (its start-up reads come first);
         // a restore that died says nothing, and the volumes are whole only once copied.
         let mut word = String::new();
@@ -489,6 +550,7 @@ fn copy_everything(
     let items = loop {
         match plan(repo, snap, h) {
             Ok(items) => break items,
+            Err(e) if e.is::<Unsupported>() => return Err(e),
             Err(e) => {
                 if crate::sys::interrupted() {
                     bail!("interrupted");
@@ -657,7 +719,11 @@ fn plan(repo: &Repository, snap: &Snapshot, h: &Handover) -> anyhow::Result<Vec<
     let mut items: Vec<Item> = Vec::new();
     for (i, (index, _)) in h.volumes.iter().enumerate() {
         let view = View::volume(repo, snap, *index, TreeCache::default()).context("no such volume")?;
+        let mut whiteout = None;
         view.walk(&view.root(), &mut |e: &Entry| -> crate::repo::Result<bool> {
+            if e.node.kind == NodeKind::Char && e.node.rdev == 0 && whiteout.is_none() {
+                whiteout = Some(e.path.clone());
+            }
             if e.path != Path::new("/") {
                 items.push(Item {
                     volume: i,
@@ -671,9 +737,23 @@ fn plan(repo: &Repository, snap: &Snapshot, h: &Handover) -> anyhow::Result<Vec<
             }
             Ok(true)
         })?;
+        // An overlay would take such a device for a deleted file and hide it.
+        if let Some(p) = whiteout {
+            return Err(Unsupported(format!(
+                "volume {} holds an overlay whiteout ({}): restore it without --instant",
+                snap.volumes[*index].name,
+                p.display()
+            ))
+            .into());
+        }
     }
     Ok(items)
 }
+
+/// What an instant restore cannot do (not worth retrying).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unsupported(String);
 
 /// Waits `wait`, or less if the hydrator is stopped (an error) or `failed` is set.
 fn pause(wait: Duration, failed: Option<&AtomicBool>) -> anyhow::Result<()> {
@@ -853,13 +933,27 @@ fn copy_up_retrying(
     }
 }
 
+/// The magic number of FUSE (`statfs`).
+const FUSE_MAGIC: i64 = 0x6573_5546;
+
+/// The magic number of overlayfs (`statfs`).
+const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+
 /// Copies one entry from the snapshot up into the volume's data directory through the
-/// overlay, changing nothing the service sees: a file is opened for writing (and closed
-/// unwritten), anything else gets a private xattr set and removed. An entry the service
-/// removed or renamed since is its business (nothing to copy).
+/// overlay, changing nothing the service relies on: the entry is opened as a path only
+/// (never for reading or writing: a device node the service put there is never opened),
+/// then a private extended attribute set and removed on a file copies it up whole (its
+/// set-ID bits kept), and anything else gets the owner it has. An entry the service removed
+/// or renamed since is its business (nothing to copy).
 fn copy_up(merged: &Path, it: &Item) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     let root = std::fs::File::open(merged)?;
+    // The overlay, not the directory beneath it (unmounted by someone else): copying then
+    // would copy nothing and lose the rest.
+    let fs = rustix::fs::fstatfs(&root)?;
+    if fs.f_type != OVERLAYFS_MAGIC {
+        return Err(std::io::Error::other(format!("{} is no longer the overlay", merged.display())));
+    }
     // Resolved inside the overlay, never through a symbolic link the service made.
     let parent = match beneath(&root, it.path.parent().unwrap_or(Path::new(""))) {
         Ok(fd) => fd,
@@ -869,30 +963,29 @@ fn copy_up(merged: &Path, it: &Item) -> std::io::Result<()> {
         Err(e) => return Err(e),
     };
     let name = it.path.file_name().unwrap_or(OsStr::new("."));
-    let st = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
+    let fd = match rustix::fs::openat(&parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile {
-        match rustix::fs::openat(
-            &parent,
-            name,
-            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        ) {
-            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        rustix::fs::setxattr(path.as_str(), TOUCH, b"", rustix::fs::XattrFlags::empty())?;
+        return match rustix::fs::removexattr(path.as_str(), TOUCH) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
     }
-    // A directory, link or special file: its owner set to the one it has copies it up (a
-    // directory's set-group-ID bit stays; links and special files have none that matter).
+    // A directory, link or special file: its owner set to the one it has (a directory's
+    // set-group-ID bit stays).
     let (uid, gid) = (rustix::fs::Uid::from_raw(st.st_uid), rustix::fs::Gid::from_raw(st.st_gid));
-    match rustix::fs::chownat(&parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    rustix::fs::chownat(&fd, "", Some(uid), Some(gid), AtFlags::EMPTY_PATH)?;
+    Ok(())
 }
+
+/// The attribute whose setting copies a file up (removed at once).
+const TOUCH: &str = "trusted.lifeboat.hydrating";
 
 /// Every file is in: the service is stopped, the overlays and FUSE mounts go, the data
 /// directories are made ordinary (whiteouts and overlay markers removed), the volumes are
@@ -919,20 +1012,20 @@ fn switch(
     if running {
         crate::runtime::stop(host, container, Duration::from_secs(10))?;
     }
-    for (i, n) in names.iter().enumerate() {
-        let d = &served.dirs[i];
+    // Every mount goes before any data directory is touched; one that will not (something
+    // else holds the overlay) stops the switch with nothing changed: the volumes stay as
+    // they are, for `restore --finish`.
+    for d in &served.dirs {
         for at in [&d.merged, &d.lower] {
-            if let Err(e) = nix::mount::umount(at) {
-                tracing::warn!(path = %at.display(), error = %e, "cannot unmount; detaching");
-                let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
-            }
+            nix::mount::umount(at)
+                .with_context(|| format!("cannot unmount {}: something still uses it", at.display()))?;
         }
-        let data = vols.data_dir(n);
-        clean_upper(&data).with_context(|| format!("cannot make volume {n} ordinary"))?;
-        for g in links.iter().filter(|g| g.volume == i) {
-            relink(&data, g);
-        }
-        vols.end_hydration(n)?;
+    }
+    for dev in &served.fuse_devs {
+        abort_fuse(*dev);
+    }
+    for (i, n) in names.iter().enumerate() {
+        make_ordinary(vols, n, links.iter().filter(|g| g.volume == i))?;
     }
     if running {
         crate::runtime::start(host, container)?;
@@ -944,6 +1037,24 @@ fn switch(
     state.finished = Some(crate::sys::now_rfc3339());
     state.error = None;
     state.save(dir)?;
+    Ok(())
+}
+
+/// Makes volume `name` (unmounted, every file in) an ordinary volume: marked as being made
+/// so first (never to be mounted under an overlay again), the overlay's markers cleared, its
+/// hard links made again, its instant-restore record removed.
+fn make_ordinary<'a>(
+    vols: &crate::runtime::volume::Volumes,
+    name: &str,
+    links: impl Iterator<Item = &'a LinkGroup>,
+) -> anyhow::Result<()> {
+    vols.begin_cleaning(name)?;
+    let data = vols.data_dir(name);
+    clean_upper(&data).with_context(|| format!("cannot make volume {name} ordinary"))?;
+    for g in links {
+        relink(&data, g);
+    }
+    vols.end_hydration(name)?;
     Ok(())
 }
 
@@ -1083,9 +1194,10 @@ pub struct Finished {
     pub percent: u64,
 }
 
-/// Takes up an instant restore whose hydrator died (`restore NAME --finish`): the container is
-/// stopped (its volumes were served by the dead hydrator), a new hydrator mounts them again
-/// over the data already copied, and the container is started on them.
+/// Takes up an instant restore whose hydrator died (`restore NAME --finish`): volumes whose
+/// switch to plain volumes had begun are finished; the others are mounted again by a new
+/// hydrator over the data already copied (the container stopped first: its volumes were
+/// served by the dead one), and the container is started on them.
 pub fn finish(host: &Host, repo: &Repository, name: &str) -> anyhow::Result<Finished> {
     let containers = host.containers()?;
     let config = containers.named(name)?;
@@ -1104,9 +1216,8 @@ pub fn finish(host: &Host, repo: &Repository, name: &str) -> anyhow::Result<Fini
         )));
     }
     let (id, snap) = crate::repo::snapshot::find(repo, None, &h.snapshot)?;
-    let planned: Planned = h.volumes.iter().cloned().enumerate().collect();
-    if planned.len() != snap.volumes.len() {
-        bail!("the snapshot has {} volumes, the restore recorded {}", snap.volumes.len(), planned.len());
+    if h.volumes.len() != snap.volumes.len() {
+        bail!("the snapshot has {} volumes, the restore recorded {}", snap.volumes.len(), h.volumes.len());
     }
     let state = crate::runtime::observed_state(containers, &config.id)?;
     if matches!(
@@ -1114,6 +1225,28 @@ pub fn finish(host: &Host, repo: &Repository, name: &str) -> anyhow::Result<Fini
         crate::runtime::Status::Running | crate::runtime::Status::Paused | crate::runtime::Status::Restarting
     ) {
         crate::runtime::stop(host, &config.id, Duration::from_secs(10))?;
+    }
+    // Which volumes still need their files: not those already ordinary, and those whose
+    // switch had begun are finished here.
+    let vols = host.volumes()?;
+    let mut planned: Planned = Vec::new();
+    for (i, v) in h.volumes.iter().enumerate() {
+        let Some(hyd) = vols.get(v)?.hydrating.filter(|x| x.container == config.id) else { continue };
+        vols.unmount_instant(v);
+        if hyd.cleaning {
+            make_ordinary(vols, v, std::iter::empty())?;
+        } else {
+            planned.push((i, v.clone()));
+        }
+    }
+    if planned.is_empty() {
+        crate::runtime::start(host, &config.id)?;
+        let mut done = h.clone();
+        done.phase = Phase::Done;
+        done.error = None;
+        done.finished = Some(crate::sys::now_rfc3339());
+        done.save(&dir)?;
+        return Ok(Finished { name: name.to_string(), snapshot: id, percent: 100 });
     }
     let mut hydrator = spawn(host, repo, &id, &config.id, &planned)?;
     if let Err(e) = hydrator.ready() {
@@ -1127,7 +1260,9 @@ pub fn finish(host: &Host, repo: &Repository, name: &str) -> anyhow::Result<Fini
 }
 
 /// Undoes an instant restore that did not finish (`restore NAME --undo`): its hydrator is
-/// stopped, the container and the volumes made for it are removed.
+/// stopped, the container removed, and each volume still being filled removed (emptied, if
+/// it was there before the restore). A volume already made whole is kept. Returns the
+/// volumes removed.
 pub fn undo(host: &Host, name: &str) -> anyhow::Result<Vec<String>> {
     let containers = host.containers()?;
     let config = containers.named(name)?;
@@ -1136,10 +1271,207 @@ pub fn undo(host: &Host, name: &str) -> anyhow::Result<Vec<String>> {
     crate::runtime::hydration::stop_hydrator(&dir);
     crate::runtime::remove(host, &config.id, true)?;
     let vols = host.volumes()?;
+    let mut removed = Vec::new();
     for v in &h.volumes {
-        if vols.get(v).is_ok() {
+        let Ok(meta) = vols.get(v) else { continue };
+        if meta.hydrating.as_ref().is_none_or(|x| x.container != config.id) {
+            tracing::info!(volume = v.as_str(), "kept: it was made whole before the undo");
+            continue;
+        }
+        if meta.existed {
+            vols.discard_restore(v)?;
+        } else {
             vols.remove(v)?;
         }
+        removed.push(v.clone());
     }
-    Ok(h.volumes)
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn whiteout(at: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            at,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mknod (run as root)");
+    }
+
+    fn has_xattr(p: &Path, name: &str) -> bool {
+        let mut buf = [0u8; 64];
+        rustix::fs::lgetxattr(p, name, &mut buf[..]).is_ok()
+    }
+
+    /// Whiteouts and overlay markers go, everything else stays, and nothing outside (behind a
+    /// link the service made) is touched.
+    #[test]
+    fn an_upper_directory_is_made_ordinary_without_following_links() {
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(upper.join("dir/sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(upper.join("dir/kept.txt"), "kept").unwrap();
+        whiteout(&upper.join("deleted"));
+        whiteout(&upper.join("dir/sub/deleted-too"));
+        whiteout(&outside.join("not-ours"));
+        std::os::unix::fs::symlink(&outside, upper.join("link")).unwrap();
+        let xattrs =
+            rustix::fs::setxattr(upper.join("dir"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+                .and_then(|()| {
+                    rustix::fs::setxattr(
+                        upper.join("dir/kept.txt"),
+                        "trusted.overlay.origin",
+                        b"x",
+                        rustix::fs::XattrFlags::empty(),
+                    )
+                })
+                .and_then(|()| {
+                    rustix::fs::setxattr(
+                        upper.join("dir/kept.txt"),
+                        "trusted.keep",
+                        b"k",
+                        rustix::fs::XattrFlags::empty(),
+                    )
+                })
+                .is_ok();
+
+        clean_upper(&upper).unwrap();
+        assert!(!upper.join("deleted").exists() && std::fs::symlink_metadata(upper.join("deleted")).is_err());
+        assert!(std::fs::symlink_metadata(upper.join("dir/sub/deleted-too")).is_err());
+        assert_eq!(std::fs::read_to_string(upper.join("dir/kept.txt")).unwrap(), "kept");
+        assert!(std::fs::symlink_metadata(outside.join("not-ours")).is_ok(), "a link was followed");
+        assert!(std::fs::symlink_metadata(upper.join("link")).unwrap().file_type().is_symlink());
+        if xattrs {
+            assert!(!has_xattr(&upper.join("dir"), "trusted.overlay.opaque"));
+            assert!(!has_xattr(&upper.join("dir/kept.txt"), "trusted.overlay.origin"));
+            assert!(has_xattr(&upper.join("dir/kept.txt"), "trusted.keep"), "another attribute was dropped");
+        }
+    }
+
+    fn group(data: &Path, paths: &[&str]) -> LinkGroup {
+        let m = std::fs::metadata(data.join(paths[0])).unwrap();
+        LinkGroup {
+            volume: 0,
+            paths: paths.iter().map(PathBuf::from).collect(),
+            size: m.len(),
+            mtime_ns: m.mtime() as i64 * 1_000_000_000 + m.mtime_nsec(),
+        }
+    }
+
+    /// Copies of one snapshot file become one file again, unless the service changed one, and
+    /// never through a directory the service replaced with a link.
+    #[test]
+    fn hard_links_are_made_again_only_where_nothing_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("data");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(data.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        for p in ["a/one", "two", "three", "four"] {
+            std::fs::write(data.join(p), "same").unwrap();
+        }
+        let set = |p: &str, from: &str| {
+            let m = std::fs::metadata(data.join(from)).unwrap();
+            let t = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
+                last_modification: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
+            };
+            rustix::fs::utimensat(rustix::fs::CWD, data.join(p), &t, rustix::fs::AtFlags::empty()).unwrap();
+        };
+        set("two", "a/one");
+        relink(&data, &group(&data, &["a/one", "two"]));
+        assert_eq!(
+            std::fs::metadata(data.join("a/one")).unwrap().ino(),
+            std::fs::metadata(data.join("two")).unwrap().ino()
+        );
+
+        // Changed since (another size): left alone.
+        let g = group(&data, &["three", "four"]);
+        std::fs::write(data.join("four"), "changed!").unwrap();
+        relink(&data, &g);
+        assert_ne!(
+            std::fs::metadata(data.join("three")).unwrap().ino(),
+            std::fs::metadata(data.join("four")).unwrap().ino()
+        );
+
+        // A directory on the way is now a link out: nothing is made there.
+        std::fs::write(outside.join("victim"), "same").unwrap();
+        std::fs::remove_dir_all(data.join("a")).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("a")).unwrap();
+        let mut g = group(&data, &["three"]);
+        g.paths = vec![PathBuf::from("three"), PathBuf::from("a/victim")];
+        relink(&data, &g);
+        assert_eq!(std::fs::metadata(outside.join("victim")).unwrap().nlink(), 1, "a link was made outside");
+    }
+
+    /// The hot set names the files read since the drill began, never what a link leads to.
+    #[test]
+    fn the_hot_set_is_what_was_read_and_stays_in_the_volume() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("data");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(data.join("www")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let old = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: 1_000_000, tv_nsec: 0 },
+            last_modification: rustix::fs::Timespec { tv_sec: 1_000_000, tv_nsec: 0 },
+        };
+        for p in [data.join("www/index.html"), data.join("www/unread.html"), outside.join("secret")] {
+            std::fs::write(&p, "x").unwrap();
+            rustix::fs::utimensat(rustix::fs::CWD, &p, &old, rustix::fs::AtFlags::empty()).unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, data.join("www/out")).unwrap();
+        let since = std::time::SystemTime::now() - Duration::from_secs(1);
+        std::fs::read(data.join("www/index.html")).unwrap();
+        std::fs::read(outside.join("secret")).unwrap();
+        let since_ns = since.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+        let top = std::fs::File::open(&data).unwrap();
+        let dev = rustix::fs::fstat(&top).unwrap().st_dev;
+        let mut hot = Vec::new();
+        hot_walk(top.into(), dev, Path::new("/"), 0, "content", since_ns, &mut hot);
+        let paths: Vec<String> = hot.into_iter().map(|(_, f)| f.path).collect();
+        assert_eq!(paths, ["/www/index.html"]);
+    }
+
+    #[test]
+    fn progress_and_its_note() {
+        let mut h = Hydration {
+            hydrator: Owner::this_process(),
+            snapshot: "s".into(),
+            repository: "r".into(),
+            volumes: vec!["v".into()],
+            phase: Phase::Hydrating,
+            started: String::new(),
+            total_files: 4,
+            total_bytes: 400,
+            done_files: 1,
+            done_bytes: 150,
+            fetched_bytes: 0,
+            hot_files: 0,
+            error: None,
+            switch_ms: None,
+            finished: None,
+            updated: None,
+        };
+        assert_eq!(h.percent(), 37);
+        assert_eq!(h.status_note().as_deref(), Some("hydrating 37%"));
+        h.error = Some("cannot copy x in".into());
+        assert_eq!(h.status_note().as_deref(), Some("hydration stalled at 37%: cannot copy x in"));
+        h.hydrator = Owner { pid: i32::MAX, start: Some(1) };
+        assert!(h.status_note().unwrap().contains("interrupted"));
+        h.phase = Phase::Done;
+        assert_eq!(h.status_note(), None);
+        h.phase = Phase::Failed;
+        assert!(h.status_note().unwrap().starts_with("hydration failed"));
+        h.total_bytes = 0;
+        assert_eq!(h.percent(), 25);
+    }
 }

@@ -331,6 +331,11 @@ pub fn capture_stack(
         let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
         let upper = containers.dir(&config.id).join("upper");
         std::fs::create_dir_all(&upper)?;
+        for m in &config.mounts {
+            if let MountSource::Volume { name } = &m.source {
+                vols.refuse_if_hydrating(name, &format!("snapshot {}", config.name))?;
+            }
+        }
         let volume_dirs: Vec<(String, String, PathBuf)> = if opts.no_volumes {
             Vec::new()
         } else {
@@ -679,6 +684,10 @@ pub fn restore(
     containers.install(&recorded)?;
     undo.staged = None;
     undo.container = Some(recorded.id.clone());
+    if opts.instant && recorded.auto_remove && !snap.volumes.is_empty() {
+        // Its stop at the switch would remove it, and the volumes being filled.
+        bail!(crate::error::UsageError(format!("{} was run with --rm: restore it without --instant", snap.service)));
+    }
     let planned: instant::Planned = match opts.instant {
         true => snap.volumes.iter().enumerate().map(|(i, v)| (i, vol_name(v))).collect(),
         false => Vec::new(),

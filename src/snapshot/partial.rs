@@ -228,7 +228,10 @@ pub fn restore_paths(
                     .into());
                 }
                 let data = match live.map(|m| &m.source) {
-                    Some(MountSource::Volume { name }) => host.volumes()?.data_dir(name),
+                    Some(MountSource::Volume { name }) => {
+                        host.volumes()?.refuse_if_hydrating(name, "restore files into it")?;
+                        host.volumes()?.data_dir(name)
+                    }
                     Some(MountSource::Bind { path, .. }) => path.clone(),
                     _ => {
                         return Err(anyhow::anyhow!(

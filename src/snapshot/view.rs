@@ -260,7 +260,13 @@ impl<'r> View<'r> {
         let tree = self.tree(sub)?;
         let wanted = hex::encode(name);
         let Some(n) = tree.nodes.iter().find(|n| n.name == wanted) else { return Ok(None) };
-        if (dir.origin == Origin::Layer && is_whiteout(n)) || !crate::repo::tree::valid_name(name) {
+        if !crate::repo::tree::valid_name(name) {
+            return Err(RepoError::Corrupt {
+                location: self.repo.location(),
+                what: format!("{}: an entry with an invalid name", dir.path.display()),
+            });
+        }
+        if dir.origin == Origin::Layer && is_whiteout(n) {
             return Ok(None);
         }
         Ok(Some(Entry { path: dir.path.join(OsStr::from_bytes(name)), node: n.clone(), origin: dir.origin.clone() }))
