@@ -41,14 +41,20 @@ pub fn http_get_in(netns: &Path, port: u16, path: &str, timeout: Duration) -> io
         writer,
         "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: lifeboat-drill\r\nConnection: close\r\n\r\n"
     )?;
+    let mut reader = BufReader::new(&stream);
     let mut status = String::new();
-    BufReader::new(&stream).read_line(&mut status)?;
+    reader.read_line(&mut status)?;
     // "HTTP/1.1 200 OK"
-    status
+    let code = status
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))?;
+    // The whole answer is read (up to 16 MiB), as a client would: a probe that hung up after
+    // the status line would not have made the service read its page (a drill records what
+    // the service read to answer).
+    let _ = io::copy(&mut std::io::Read::take(reader, 16 << 20), &mut io::sink());
+    Ok(code)
 }
 
 /// Brings `lo` up in the namespace (a new network namespace starts with it down).
