@@ -10,6 +10,7 @@
 #     (hydrated; the one switch to plain volumes is timed separately).
 # Run by hand as root; results go to docs/benchmarks.md.
 #   bench/instant.sh [WORKDIR] [SIZE_MB] [RATE]      (defaults: /var/tmp/lbbench-instant 1024 400mbit)
+#   REPOS="s3-50MBps" bench/instant.sh …            times only those repositories
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/var/tmp/lbbench-instant}
@@ -80,7 +81,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 outage() { "$lb" rm -f website >/dev/null; "$lb" volume rm website-content >/dev/null; sync; echo 3 >/proc/sys/vm/drop_caches; }
 page() { until curl -fsS "http://127.0.0.1:$port/" 2>/dev/null | grep -q "42 books"; do sleep 0.01; done; }
 echo "reference site: $size_mb MiB in a volume; S3 link: $rate"
-for name in local s3-50MBps; do
+for name in ${REPOS:-local s3-50MBps}; do
   outage
   t0=$(now)
   "$lb" restore website --repo "${repos[$name]}" --password-file "$work/pw" >/dev/null

@@ -172,10 +172,20 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
     let looked_at = backup::repositories_at_a_glance(ctx.host(), config.as_ref(), fallback.as_deref());
     // A store that does not answer holds `status` up for 15 s at most.
     let repositories = backup::repository_summaries(ctx.host(), &looked_at, Duration::from_secs(15));
+    // Instant restores still filling their volumes (or stuck doing so).
+    let hydrations: Vec<(String, lifeboat::runtime::hydration::Hydration)> =
+        lifeboat::ops::containers::list(ctx.host(), true)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.hydration.map(|h| (r.names, h)))
+            .collect();
     if a.format == OutputFormat::Json {
+        let hydrating: Vec<_> = hydrations.iter().map(|(name, h)| json!({"name": name, "hydration": h})).collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"agent_pid": agent, "jobs": jobs, "repositories": repositories}))?
+            serde_json::to_string_pretty(
+                &json!({"agent_pid": agent, "jobs": jobs, "repositories": repositories, "hydrating": hydrating})
+            )?
         );
         return Ok(0);
     }
@@ -201,6 +211,22 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<i32> {
     if !services.is_empty() {
         println!();
         print_table(&["SERVICE", "LAST SNAPSHOT", "TAKEN", "ADDED", "REPOSITORY"], &services);
+    }
+    if !hydrations.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = hydrations
+            .iter()
+            .map(|(name, h)| {
+                vec![
+                    name.clone(),
+                    format!("{}%", h.percent()),
+                    format!("{} of {}", human_size(h.done_bytes), human_size(h.total_bytes)),
+                    human_size(h.fetched_bytes),
+                    h.status_note().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["RESTORING", "DONE", "IN PLACE", "FETCHED", "STATE"], &rows);
     }
     if !repositories.is_empty() {
         println!();

@@ -1027,6 +1027,11 @@ pub fn restore_replacing(
     for name in services {
         let Ok(current) = containers.named(name) else { continue };
         let step = (|| -> anyhow::Result<(crate::runtime::RunConfig, Vec<(String, String)>)> {
+            for m in &current.mounts {
+                if let crate::runtime::container::MountSource::Volume { name: v } = &m.source {
+                    vols.refuse_if_hydrating(v, "roll it back")?;
+                }
+            }
             let state = crate::runtime::observed_state(containers, &current.id)?;
             if matches!(state.status, crate::runtime::Status::Running | crate::runtime::Status::Paused) {
                 crate::runtime::stop(host, &current.id, Duration::from_secs(10))?;

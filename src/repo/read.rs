@@ -139,6 +139,22 @@ impl Repository {
         self.open_blob(id, &sealed, loc.raw, &format!("pack {pack_name}"))
     }
 
+    /// Reads, authenticates and checks one blob by itself, fetching only its bytes even from a
+    /// remote store (no whole pack, no pack cache): the latency a single read wants, for a
+    /// service waiting on it, rather than the throughput of reading packs in order.
+    pub fn load_blob_alone(&self, id: &BlobId) -> Result<Vec<u8>> {
+        if crate::sys::interrupted() {
+            return Err(RepoError::Interrupted);
+        }
+        let Some(loc) = self.index.get(id).copied() else { return self.load_blob(id) };
+        let pack_name = hex::encode(loc.pack);
+        let sealed = self
+            .backend
+            .read_range(Kind::Pack, &pack_name, loc.offset, loc.length as u64)
+            .map_err(|e| self.pack_read_failed(&pack_name, e))?;
+        self.open_blob(id, &sealed, loc.raw, &format!("pack {pack_name}"))
+    }
+
     /// Forgets the packs kept from earlier reads (their memory is better used elsewhere).
     pub fn drop_pack_cache(&self) {
         self.pack_cache.lock().expect("cache lock").clear();

@@ -123,10 +123,14 @@ pub fn read_only_below(kernel: &dyn Kernel, dirs: &[PathBuf]) -> io::Result<usiz
             if !kernel.is_mount_root(&point) {
                 continue;
             }
-            kernel
-                .remount_read_only(&point)
-                .map_err(|e| io::Error::other(format!("cannot make {} read-only: {e}", point.display())))?;
-            n += 1;
+            match kernel.remount_read_only(&point) {
+                Ok(()) => n += 1,
+                // A FUSE mount whose server is gone: nothing can be written through it anyway.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    tracing::warn!(path = %point.display(), "a mount whose filesystem is gone is left as it is");
+                }
+                Err(e) => return Err(io::Error::other(format!("cannot make {} read-only: {e}", point.display()))),
+            }
         }
     }
     Ok(n)

@@ -299,6 +299,10 @@ struct LinkGroup {
 /// mounts, copies, switches. Its exit code says how it ended; `hydration.json` says more.
 pub fn run(host: &Host, container: &str) -> anyhow::Result<()> {
     crate::sys::stop_on_signals()?;
+    // Cleaning a deep tree keeps a descriptor per level: the soft limit up to the hard one.
+    let mut files = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    files.current = files.maximum;
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, files);
     let mut stdin = std::io::stdin().lock();
     let mut line = String::new();
     stdin.read_line(&mut line).context("no handover on standard input")?;
@@ -451,8 +455,19 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
         let _ = writeln!(out, "ready").and_then(|()| out.flush());
         // The restore says go once the service started (its start-up reads come first);
         // a restore that died says nothing, and the volumes are whole only once copied.
-        let mut word = String::new();
-        let _ = stdin.read_line(&mut word);
+        // Waited for in steps, so that being asked to stop meanwhile is noticed.
+        // (Nothing can be buffered yet: the restore says go only after reading "ready".)
+        while !crate::sys::interrupted() {
+            let input = std::io::stdin();
+            let mut fds = [nix::poll::PollFd::new(input.as_fd(), nix::poll::PollFlags::POLLIN)];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap_or(1) > 0 {
+                break;
+            }
+        }
+        if !crate::sys::interrupted() {
+            let mut word = String::new();
+            let _ = stdin.read_line(&mut word);
+        }
         // A panic must not leave the servers running with nobody copying: it is an error
         // like any other (the mounts go, the state says why).
         let switched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
