@@ -29,6 +29,16 @@ impl Drop for Env {
                 let _ = self.lifeboat().args(["rm", "-f", id]).output();
             }
         }
+        // What a failed test left mounted here (an instant restore's FUSE and overlay mounts
+        // whose hydrator died) goes too: a dead mount on the host breaks others' tests.
+        let base = self.dir.path().display().to_string();
+        let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut left: Vec<&str> =
+            table.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|m| m.starts_with(&base)).collect();
+        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in left {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
