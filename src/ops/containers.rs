@@ -609,7 +609,7 @@ pub fn list(host: &Host, all: bool) -> anyhow::Result<Vec<ContainerRow>> {
     for id in containers.ids()?.into_iter().rev() {
         let Ok(config) = containers.config(&id) else { continue };
         let state = runtime::observed_state(containers, &id)?;
-        let up = matches!(state.status, Status::Running | Status::Paused | Status::Restarting);
+        let up = state.status.is_up();
         if !all && !up {
             continue;
         }
@@ -731,8 +731,7 @@ pub fn logs(
     }
     loop {
         let state = runtime::observed_state(containers, &config.id);
-        let running =
-            state.as_ref().is_ok_and(|s| matches!(s.status, Status::Running | Status::Paused | Status::Restarting));
+        let running = state.as_ref().is_ok_and(|s| s.status.is_up());
         let (more, next) = runtime::logs::read_from(&path, offset)?;
         offset = next;
         if show(more).is_break() || !running {

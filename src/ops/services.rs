@@ -13,7 +13,7 @@ use super::containers::HealthRequest;
 use super::containers::{self, NetworkRequest, RunRequest};
 use crate::config::{self, Config};
 use crate::error::UsageError;
-use crate::runtime::container::{ContainerError, MountSource, NetworkMode, RestartPolicy, Status};
+use crate::runtime::container::{ContainerError, MountSource, NetworkMode, RestartPolicy};
 use crate::runtime::{self, Host};
 
 /// The marker `up` leaves in a container it created: the service definition it was made from.
@@ -141,7 +141,7 @@ pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec
                 .into());
             };
             let state = runtime::observed_state(containers, &existing.id)?;
-            let running = matches!(state.status, Status::Running | Status::Paused | Status::Restarting);
+            let running = state.status.is_up();
             if had == wanted {
                 if !running {
                     runtime::start(host, &existing.id)?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::report::text::human_size;
-use crate::runtime::{Host, Status};
+use crate::runtime::Host;
 
 /// One line of `system df`, in Docker's field names (sizes as Docker prints them, and in
 /// bytes for scripts).
@@ -65,7 +65,7 @@ pub fn df(host: &Host) -> anyhow::Result<Vec<DfRow>> {
         }
         c_total += 1;
         c_size += own;
-        if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
+        if state.status.is_up() {
             c_active += 1;
         } else {
             c_free += own;

@@ -270,6 +270,13 @@ pub enum Status {
     Exited,
 }
 
+impl Status {
+    /// Running, paused or restarting: the container is up (a stop has work to do).
+    pub fn is_up(self) -> bool {
+        matches!(self, Status::Running | Status::Paused | Status::Restarting)
+    }
+}
+
 /// What the shim reports. Only the shim writes it (atomically); readers check the pids it
 /// names are still alive before believing "running".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -184,7 +184,7 @@ pub fn start_with(host: &Host, id: &str, io: &StartIo) -> Result<Started, Contai
     warm_cgroup_lock();
     let containers = host.containers()?;
     let state = observed_state(containers, id)?;
-    if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
+    if state.status.is_up() {
         return Err(ContainerError::Conflict(format!("container {} is already running", &id[..12])));
     }
     let (read, write) =
@@ -475,7 +475,7 @@ pub fn remove(host: &Host, id: &str, force: bool) -> Result<(), ContainerError> 
     let containers = host.containers()?;
     let _lock = containers.lock()?;
     let state = observed_state(containers, id)?;
-    if matches!(state.status, Status::Running | Status::Paused | Status::Restarting) {
+    if state.status.is_up() {
         if !force {
             return Err(ContainerError::Conflict(format!(
                 "cannot remove container {}: it is running (stop it first, or use rm -f)",

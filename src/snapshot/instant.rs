@@ -328,6 +328,24 @@ struct Served {
     fuse_devs: Vec<u64>,
 }
 
+impl Served {
+    /// Bytes of file data read from the repository so far, over all volumes.
+    fn fetched(&self) -> u64 {
+        self.watches.iter().map(|w| w.fetched.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Unmounts every volume's overlay and FUSE mount (detached if busy) and cuts the FUSE
+    /// connections, so that no server waits on a mount something still holds.
+    fn release(&self, vols: &crate::runtime::volume::Volumes, names: &[String]) {
+        for n in names {
+            vols.unmount_instant(n);
+        }
+        for dev in &self.fuse_devs {
+            abort_fuse(*dev);
+        }
+    }
+}
+
 /// Cuts the connection of the FUSE mount with device number `dev`: its server's session
 /// ends, and whoever still uses the mount gets errors.
 fn abort_fuse(dev: u64) {
@@ -445,10 +463,7 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
             Ok(())
         })();
         if let Err(e) = mounted {
-            unmount_all(vols, &names);
-            for dev in &served.fuse_devs {
-                abort_fuse(*dev);
-            }
+            served.release(vols, &names);
             return Err(e);
         }
         // A restore that died meanwhile does not read it: the copy goes on regardless.
@@ -484,12 +499,9 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
                     tracing::error!(error = %e, "cannot stop the service");
                 }
             }
-            unmount_all(vols, &names);
             // Whatever still holds the mounts (a running service) must not keep the servers
             // waiting: their connections are cut.
-            for dev in &served.fuse_devs {
-                abort_fuse(*dev);
-            }
+            served.release(vols, &names);
         }
         for s in servers {
             match s.join() {
@@ -509,12 +521,6 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
         }
         let _ = state.save(&dir);
     })
-}
-
-fn unmount_all(vols: &crate::runtime::volume::Volumes, names: &[String]) {
-    for n in names {
-        vols.unmount_instant(n);
-    }
 }
 
 /// Lets the kernel read a FUSE mount ahead in 1 MiB requests rather than 128 KiB ones (the
@@ -843,7 +849,7 @@ fn copy_in_order(
         q.taken[n] = true;
         Some((n, false))
     };
-    let fetched = || served.watches.iter().map(|w| w.fetched.load(Ordering::Relaxed)).sum::<u64>();
+    let fetched = || served.fetched();
     let work = || -> anyhow::Result<()> {
         let me = thread_id();
         for w in &served.watches {
@@ -935,7 +941,7 @@ fn copy_up_retrying(
                     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                     st.error =
                         Some(if transient { format!("{what} (is the repository reachable?)") } else { what.clone() });
-                    st.fetched_bytes = served.watches.iter().map(|w| w.fetched.load(Ordering::Relaxed)).sum();
+                    st.fetched_bytes = served.fetched();
                     st.save(dir)?;
                 }
                 if !transient && tries >= TRIES {
@@ -1020,10 +1026,7 @@ fn switch(
     state.save(dir)?;
     let started = Instant::now();
     let was = crate::runtime::observed_state(containers, container)?;
-    let running = matches!(
-        was.status,
-        crate::runtime::Status::Running | crate::runtime::Status::Paused | crate::runtime::Status::Restarting
-    );
+    let running = was.status.is_up();
     if running {
         crate::runtime::stop(host, container, Duration::from_secs(10))?;
     }
@@ -1235,10 +1238,7 @@ pub fn finish(host: &Host, repo: &Repository, name: &str) -> anyhow::Result<Fini
         bail!("the snapshot has {} volumes, the restore recorded {}", snap.volumes.len(), h.volumes.len());
     }
     let state = crate::runtime::observed_state(containers, &config.id)?;
-    if matches!(
-        state.status,
-        crate::runtime::Status::Running | crate::runtime::Status::Paused | crate::runtime::Status::Restarting
-    ) {
+    if state.status.is_up() {
         crate::runtime::stop(host, &config.id, Duration::from_secs(10))?;
     }
     // Which volumes still need their files: not those already ordinary, and those whose
