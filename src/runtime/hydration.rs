@@ -125,5 +125,9 @@ pub fn stop_hydrator(dir: &Path) {
     if h.hydrator.alive() {
         tracing::warn!(pid = h.hydrator.pid, "the hydrator did not stop in 10 s; killing it");
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let until = Instant::now() + Duration::from_secs(5);
+        while h.hydrator.alive() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -183,6 +183,11 @@ impl Volumes {
             return self.remove(name);
         }
         self.unmount_instant(name);
+        if self.instant_mounted(name) {
+            return Err(ContainerError::Conflict(format!(
+                "volume {name}: cannot unmount what an instant restore left"
+            )));
+        }
         let instant = self.dir.join(name).join("instant");
         if instant.exists() {
             fs::remove_dir_all(&instant).map_err(io_err(&instant))?;

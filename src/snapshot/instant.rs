@@ -263,7 +263,11 @@ pub fn spawn(
     };
     let mut line = serde_json::to_vec(&handover).expect("serialises");
     line.push(b'\n');
-    stdin.write_all(&line).context("cannot hand the repository to the hydrator")?;
+    if let Err(e) = stdin.write_all(&line) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(anyhow::Error::new(e).context("cannot hand the repository to the hydrator"));
+    }
     Ok(Hydrator { child, stdin: Some(stdin), stdout })
 }
 
@@ -375,7 +379,12 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
         hydrator: Owner::this_process(),
         snapshot: id.clone(),
         repository: repo.location(),
-        volumes: names.clone(),
+        // Every volume of the restore (a `--finish` fills only some: the record keeps all, in
+        // the snapshot's order, for the next one).
+        volumes: Hydration::load(&dir)
+            .map(|earlier| earlier.volumes)
+            .filter(|v| v.len() == snap.volumes.len())
+            .unwrap_or_else(|| names.clone()),
         phase: Phase::Mounting,
         started: crate::sys::now_rfc3339(),
         total_files: 0,
@@ -1419,6 +1428,13 @@ mod tests {
 
         // A directory on the way is now a link out: nothing is made there.
         std::fs::write(outside.join("victim"), "same").unwrap();
+        // Unchanged by every other measure: only refusing the link keeps it out.
+        let m = std::fs::metadata(data.join("three")).unwrap();
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
+            last_modification: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, outside.join("victim"), &t, rustix::fs::AtFlags::empty()).unwrap();
         std::fs::remove_dir_all(data.join("a")).unwrap();
         std::os::unix::fs::symlink(&outside, data.join("a")).unwrap();
         let mut g = group(&data, &["three"]);

@@ -152,6 +152,9 @@ impl Watch {
     }
 }
 
+/// Files the service opened that a hydrator is told of at most between two of its looks.
+const WANTED_MAX: usize = 4096;
+
 /// The filesystem.
 pub struct SnapshotFs<'r> {
     repo: &'r Repository,
@@ -537,7 +540,11 @@ impl Filesystem for SnapshotFs<'_> {
             && let Some(Inode { what: What::Entry(_, e), .. }) = self.inodes.get(&ino)
             && !w.own_threads.lock().unwrap_or_else(|e| e.into_inner()).contains(&(req.pid() as i32))
         {
-            w.wanted.lock().unwrap_or_else(|e| e.into_inner()).push(e.path.clone());
+            // Bounded: a busy service while the copy is held up must not grow it for ever.
+            let mut wanted = w.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            if wanted.len() < WANTED_MAX && wanted.last() != Some(&e.path) {
+                wanted.push(e.path.clone());
+            }
         }
         match self.open_file(ino) {
             // The content never changes: the kernel may keep what it read.
