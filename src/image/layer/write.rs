@@ -126,7 +126,7 @@ impl<W: Write> TreeWriter<W> {
             let meta = match stat_beneath(dir, &name) {
                 Ok(m) => m,
                 // Deleted between listing and reading: a live tree changes under us.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if changed_since_listed(&e) => continue,
                 Err(e) => return Err(read_err(&path, e)),
             };
             let len = rel.len();
@@ -140,7 +140,7 @@ impl<W: Write> TreeWriter<W> {
                     Ok(sub) if self.mode == TreeMode::Copy && kernel_filesystem(sub.as_fd()) => {}
                     Ok(sub) => self.walk(sub.as_fd(), &path, rel)?,
                     // Removed, or replaced by something else, since it was listed.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)) => {
+                    Err(e) if changed_since_listed(&e) => {
                         tracing::debug!(path = %path.display(), "directory changed while being read; its content is left out");
                     }
                     Err(e) => return Err(read_err(&path, e)),
@@ -151,6 +151,9 @@ impl<W: Write> TreeWriter<W> {
         Ok(())
     }
 
+    /// Writes one entry. An entry that vanished or changed kind since it was listed (a live
+    /// tree changes under us) is left out whole: everything that can fail that way is read
+    /// before the first header byte is written, so no half entry reaches the archive.
     fn entry(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -167,8 +170,39 @@ impl<W: Write> TreeWriter<W> {
             tracing::debug!(path = %path.display(), "sockets cannot be stored in a layer; skipped");
             return Ok(());
         }
+        let read_err = |e: io::Error| LayerError::Read { path: path.to_path_buf(), source: e };
+        let changed = |e: io::Error| -> Result<(), LayerError> {
+            if changed_since_listed(&e) {
+                tracing::debug!(path = %path.display(), error = %e, "entry changed while being read; left out");
+                Ok(())
+            } else {
+                Err(read_err(e))
+            }
+        };
         // The entry's xattrs by a name that goes through the directory's descriptor.
-        let xattrs = self.xattrs(&fd_path(&dir).join(file_name), path)?;
+        let xattrs = match self.xattrs(&fd_path(&dir).join(file_name)) {
+            Ok(x) => x,
+            Err(e) => return changed(e),
+        };
+        let target = if ft == FileType::Symlink {
+            match rustix::fs::readlinkat(dir, file_name, Vec::new()) {
+                Ok(t) => Some(PathBuf::from(OsStr::from_bytes(t.as_bytes()))),
+                Err(e) => return changed(e.into()),
+            }
+        } else {
+            None
+        };
+        let first_link = (ft == FileType::RegularFile && meta.st_nlink > 1)
+            .then(|| self.links.get(&(meta.st_dev, meta.st_ino)).cloned())
+            .flatten();
+        let file = if ft == FileType::RegularFile && first_link.is_none() {
+            match open_regular(dir, file_name) {
+                Ok(fd) => Some(File::from(fd)),
+                Err(e) => return changed(e),
+            }
+        } else {
+            None
+        };
         let mut h = tar::Header::new_gnu();
         h.set_mode(meta.st_mode & 0o7777);
         h.set_uid(meta.st_uid as u64);
@@ -197,28 +231,20 @@ impl<W: Write> TreeWriter<W> {
                 marker.extend_from_slice(OPAQUE_WHITEOUT.as_bytes());
                 self.marker(&marker)?;
             }
-        } else if ft == FileType::Symlink {
-            let target = rustix::fs::readlinkat(dir, file_name, Vec::new())
-                .map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e.into() })?;
-            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+        } else if let Some(target) = target {
             h.set_entry_type(tar::EntryType::Symlink);
             self.builder.append_link(&mut h, name, &target).map_err(LayerError::Write)?;
-        } else if ft == FileType::RegularFile {
+        } else if let Some(first) = first_link {
+            h.set_entry_type(tar::EntryType::Link);
+            let first = PathBuf::from(OsStr::from_bytes(&first));
+            self.builder.append_link(&mut h, name, first).map_err(LayerError::Write)?;
+        } else if let Some(file) = file {
             if meta.st_nlink > 1 {
-                let key = (meta.st_dev, meta.st_ino);
-                if let Some(first) = self.links.get(&key) {
-                    h.set_entry_type(tar::EntryType::Link);
-                    let first = PathBuf::from(OsStr::from_bytes(first));
-                    return self.builder.append_link(&mut h, name, first).map_err(LayerError::Write);
-                }
-                self.links.insert(key, rel.to_vec());
+                self.links.insert((meta.st_dev, meta.st_ino), rel.to_vec());
             }
             let len = meta.st_size.max(0) as u64;
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);
-            let file = File::from(
-                open_regular(dir, file_name).map_err(|e| LayerError::Read { path: path.to_path_buf(), source: e })?,
-            );
             let reader = ExactLen { inner: file.take(len), remaining: len, path };
             self.builder.append_data(&mut h, name, reader).map_err(|e| match e.kind() {
                 io::ErrorKind::Other if e.get_ref().is_some_and(|i| i.is::<ReadFailed>()) => {
@@ -256,14 +282,12 @@ impl<W: Write> TreeWriter<W> {
         self.builder.append_data(&mut h, OsStr::from_bytes(name), io::empty()).map_err(LayerError::Write)
     }
 
-    /// The xattrs of the entry at `at`; `path` names it in messages.
-    fn xattrs(&mut self, at: &Path, path: &Path) -> Result<Vec<(String, Vec<u8>)>, LayerError> {
+    /// The xattrs of the entry at `at`.
+    fn xattrs(&mut self, at: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
         let list = match rustix::fs::llistxattr(at, &mut self.xattr_buf[..]) {
             Ok(n) => self.xattr_buf[..n].to_vec(),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(LayerError::Read { path: path.to_path_buf(), source: e.into() });
-            }
+            Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
         for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
@@ -277,14 +301,20 @@ impl<W: Write> TreeWriter<W> {
             match rustix::fs::lgetxattr(at, name, &mut self.xattr_buf[..]) {
                 Ok(n) => out.push((name.to_string(), self.xattr_buf[..n].to_vec())),
                 Err(rustix::io::Errno::NODATA) => {}
-                Err(e) => {
-                    return Err(LayerError::Read { path: path.to_path_buf(), source: e.into() });
-                }
+                Err(e) => return Err(e.into()),
             }
         }
         out.sort();
         Ok(out)
     }
+}
+
+/// Whether `e` says an entry was removed or replaced by another kind since it was listed.
+fn changed_since_listed(e: &io::Error) -> bool {
+    // InvalidInput: readlink of what is no longer a symlink (EINVAL), or `open_regular` of
+    // what is no longer a regular file.
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidInput)
+        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::ENXIO))
 }
 
 fn whiteout_name(rel: &[u8]) -> Vec<u8> {
@@ -348,5 +378,55 @@ mod tests {
     fn whiteout_names() {
         assert_eq!(whiteout_name(b"a/b/c"), b"a/b/.wh.c");
         assert_eq!(whiteout_name(b"c"), b".wh.c");
+    }
+
+    /// Writes the entry `name` of `dir` with metadata taken before `change` ran, as a walk of
+    /// a live tree does when the entry changes between listing and reading, and returns the
+    /// names in the archive.
+    fn entry_after(dir: &Path, name: &str, change: impl FnOnce(&Path)) -> Vec<String> {
+        let fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
+        let meta = stat_beneath(fd.as_fd(), OsStr::new(name)).unwrap();
+        change(&dir.join(name));
+        let mut w = TreeWriter {
+            builder: tar::Builder::new(Vec::new()),
+            mode: TreeMode::OverlayUpper,
+            links: HashMap::new(),
+            stats: WriteStats::default(),
+            xattr_buf: vec![0; 64 * 1024],
+        };
+        w.entry(fd.as_fd(), OsStr::new(name), &dir.join(name), name.as_bytes(), &meta).unwrap();
+        let bytes = w.builder.into_inner().unwrap();
+        tar::Archive::new(&bytes[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_entry_that_vanishes_or_changes_kind_while_read_is_left_out_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("file"), "x").unwrap();
+        assert_eq!(entry_after(d, "file", |_| {}), ["file"]);
+        assert!(entry_after(d, "file", |p| std::fs::remove_file(p).unwrap()).is_empty());
+        // A file with an xattr (a pax header first) replaced by a directory: no stray header.
+        std::fs::write(d.join("tagged"), "x").unwrap();
+        let tagged = d.join("tagged");
+        if rustix::fs::setxattr(&tagged, "user.tag", b"1", rustix::fs::XattrFlags::empty()).is_ok() {
+            let names = entry_after(d, "tagged", |p| {
+                std::fs::remove_file(p).unwrap();
+                std::fs::create_dir(p).unwrap();
+            });
+            assert!(names.is_empty(), "{names:?}");
+        }
+        std::os::unix::fs::symlink("/etc", d.join("link")).unwrap();
+        let names = entry_after(d, "link", |p| {
+            std::fs::remove_file(p).unwrap();
+            std::fs::write(p, "now a file").unwrap();
+        });
+        assert!(names.is_empty(), "{names:?}");
+        std::fs::create_dir(d.join("dir")).unwrap();
+        assert!(entry_after(d, "dir", |p| std::fs::remove_dir(p).unwrap()).is_empty());
     }
 }
