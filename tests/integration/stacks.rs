@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::util::{Env, free_port, http_get, wait_until};
 
-fn exec(env: &Env, args: &[&str]) -> String {
+pub(crate) fn exec(env: &Env, args: &[&str]) -> String {
     env.ok(&[&["exec"], args].concat())
 }
 
-fn ps_line(env: &Env, name: &str) -> String {
+pub(crate) fn ps_line(env: &Env, name: &str) -> String {
     env.ok(&["ps", "-a"]).lines().find(|l| l.ends_with(name)).unwrap_or_default().to_string()
 }
 
@@ -473,7 +473,7 @@ fn wordpress_keeps_its_secrets_and_comes_back_from_s3_on_an_empty_root() {
 
 /// MariaDB from the lamp image as `db`, running as `mysql` on volume `volume` (initialised on
 /// first start), publishing `port` for the application that joins its network; healthy.
-fn start_mariadb(env: &Env, image: &str, volume: &str, port: u16) {
+pub(crate) fn start_mariadb(env: &Env, image: &str, volume: &str, port: u16) {
     let mount = format!("{volume}:/var/lib/mysql");
     let publish = format!("127.0.0.1:{port}:8080");
     env.ok(&[
