@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod backend;
 pub mod builder;
+pub mod compose;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -347,7 +347,7 @@ pub fn tmpfs_flag(spec: &str) -> Result<MountSpec, UsageError> {
 }
 
 /// `base/rel` with `.` and `..` resolved by name (symbolic links are left to the kernel).
-fn lexical_join(base: &std::path::Path, rel: &str) -> PathBuf {
+pub fn lexical_join(base: &std::path::Path, rel: &str) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::from("/");
     for c in base.join(rel).components() {
@@ -371,6 +371,23 @@ pub fn label(spec: &str) -> Result<(String, String), UsageError> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// `NAME:ADDRESS` (`--add-host`; Docker also takes `NAME=ADDRESS`): a host name and an IP
+/// address (IPv6 as is, `::1`, or in brackets).
+pub fn extra_host(spec: &str) -> Result<(String, std::net::IpAddr), UsageError> {
+    let bad = |why: &str| UsageError(format!("invalid extra host {spec:?}: {why} (use NAME:ADDRESS)"));
+    let (name, addr) = spec.split_once([':', '=']).ok_or_else(|| bad("no address"))?;
+    // A line of /etc/hosts: names as resolvers take them (Compose service names may hold `_`).
+    if name.is_empty()
+        || name.len() > 253
+        || !name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+    {
+        return Err(bad("the name may hold only letters, digits, '-', '.' and '_'"));
+    }
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let ip = addr.parse().map_err(|_| bad(&format!("{addr:?} is not an IP address")))?;
+    Ok((name.to_string(), ip))
+}
+
 /// A point in time: RFC 3339, or a duration ago (`30s`, `10m`, `2h`, `1d`).
 pub fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, UsageError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -384,6 +401,18 @@ pub fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, UsageError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn extra_hosts() {
+        use std::net::IpAddr;
+        assert_eq!(super::extra_host("db:127.0.0.1").unwrap(), ("db".into(), IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(super::extra_host("db=10.0.0.2").unwrap().1, IpAddr::from([10, 0, 0, 2]));
+        assert_eq!(super::extra_host("v6:::1").unwrap().1, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(super::extra_host("v6:[fe80::1]").unwrap().1, "fe80::1".parse::<IpAddr>().unwrap());
+        for bad in ["db", "db:", "db:nowhere", ":127.0.0.1", "a b:127.0.0.1", "db\n1.2.3.4:1.2.3.4"] {
+            assert!(super::extra_host(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

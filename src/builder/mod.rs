@@ -613,6 +613,7 @@ impl<'a> Builder<'a> {
             tty: false,
             stdin_open: false,
             labels: Default::default(),
+            extra_hosts: Vec::new(),
         };
         std::fs::create_dir_all(containers.dir(&id))?;
         containers.write_config(&config)?;

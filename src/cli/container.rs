@@ -122,10 +122,15 @@ pub struct RunArgs {
     pub entrypoint: Option<String>,
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Add a line to /etc/hosts (NAME:ADDRESS).
+    #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
+    pub add_host: Vec<String>,
     /// no | on-failure[:N] | always | unless-stopped
     #[arg(long, default_value = "no")]
     pub restart: String,
-    /// private (own namespace, loopback only) | host | none | container:NAME
+    /// private (own namespace, loopback only) | host | none | container:NAME | NAME (a named
+    /// network: one namespace shared by every container naming it, made at first use; they
+    /// reach each other on 127.0.0.1 by container name)
     #[arg(long, default_value = "private")]
     pub network: String,
     /// Memory limit (e.g. 512m, 2g).
@@ -567,6 +572,7 @@ impl RunArgs {
                     .collect::<Result<_, _>>()?
             },
             labels: self.label.iter().map(|l| syntax::label(l)).collect::<Result<_, _>>()?,
+            extra_hosts: self.add_host.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             hostname: self.hostname.clone(),

@@ -19,6 +19,7 @@ macro_rules! eprint {
 mod browse;
 mod build;
 pub mod complete;
+mod compose;
 mod container;
 mod image;
 mod output;
@@ -256,6 +257,9 @@ pub enum Command {
     /// Work with the configuration file (check).
     #[command(subcommand, after_help = service::CONFIG_EXAMPLES)]
     Config(service::ConfigCommand),
+    /// Run a Compose project with Lifeboat's runtime: up, down, ps, logs, config.
+    #[command(after_help = compose::COMPOSE_EXAMPLES)]
+    Compose(compose::ComposeArgs),
     /// Start the services of the configuration (create, or recreate those whose definition changed).
     #[command(after_help = service::UP_EXAMPLES)]
     Up(service::UpArgs),
@@ -472,6 +476,7 @@ impl Cli {
             Command::Login(a) => registry::login(a),
             Command::Logout(a) => registry::logout(a),
             Command::Config(c) => service::config_command(&ctx, c),
+            Command::Compose(a) => compose::compose(&ctx, a),
             Command::Up(a) => service::up(&ctx, a),
             Command::Down(a) => service::down(&ctx, a),
             Command::Agent(a) => service::agent(&ctx, a),

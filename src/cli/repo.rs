@@ -82,24 +82,39 @@ pub enum RepoCommand {
     },
 }
 
-/// `--stack NAME`: the services of a stack of the configuration, as if named.
+/// `--stack NAME` or `--compose FILE`: the services of a stack of the configuration, or the
+/// containers of a Compose project, as if named.
 #[derive(Debug, Args)]
 pub struct StackArg {
     /// A stack of the configuration ([stacks.NAME]): its services, as if named one by one.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "compose")]
     pub stack: Option<String>,
+    /// A Compose project (its file, or a directory holding one): its containers, as if
+    /// named one by one, with their `lifeboat.consistency` labels as recipes.
+    #[arg(long, value_name = "FILE")]
+    pub compose: Option<PathBuf>,
 }
 
 impl StackArg {
-    /// The services named, or the stack's (with the configuration, for what else it says).
-    fn services(
-        &self,
-        ctx: &Context,
-        named: &[String],
-    ) -> anyhow::Result<(Vec<String>, Option<lifeboat::config::Config>)> {
+    /// The services named, or the stack's or project's, with the consistency recipes their
+    /// definitions give (`SERVICE=RECIPE`; None when nothing defines them).
+    fn services(&self, ctx: &Context, named: &[String]) -> anyhow::Result<(Vec<String>, Option<Vec<String>>)> {
+        if let Some(file) = &self.compose {
+            let args = super::compose::ProjectArgs { file: Some(file.clone()), project: None };
+            let project = args.load()?;
+            let names = project.services.iter().map(|s| s.container.clone()).collect();
+            let recipes = project
+                .services
+                .iter()
+                .filter_map(|s| Some(format!("{}={}", s.container, s.consistency.as_ref()?)))
+                .collect();
+            return Ok((names, Some(recipes)));
+        }
         let Some(stack) = &self.stack else { return Ok((named.to_vec(), None)) };
         let config = ctx.config()?;
-        Ok((config.stack_services(stack)?, Some(config)))
+        let names = config.stack_services(stack)?;
+        let recipes = config.recipes(&names);
+        Ok((names, Some(recipes)))
     }
 }
 
@@ -107,7 +122,7 @@ impl StackArg {
 pub struct SnapshotArgs {
     /// The containers (services) to snapshot; several are frozen together, at one instant
     /// (a stack: a database and the application that writes to it).
-    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
+    #[arg(required_unless_present_any = ["stack", "compose"], conflicts_with_all = ["stack", "compose"], value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub containers: Vec<String>,
     /// The stack's members' consistency recipes in the configuration apply, unless
     /// --consistency is given.
@@ -185,7 +200,7 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     /// The service to bring back; several: from snapshots taken together (a stack), each
     /// after the one whose network it joins.
-    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
+    #[arg(required_unless_present_any = ["stack", "compose"], conflicts_with_all = ["stack", "compose"], value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArg,
@@ -350,11 +365,11 @@ pub fn repo(ctx: &Context, cmd: RepoCommand) -> anyhow::Result<i32> {
 
 pub fn snapshot(ctx: &Context, a: SnapshotArgs) -> anyhow::Result<i32> {
     let began = std::time::Instant::now();
-    let (containers, config) = a.stack.services(ctx, &a.containers)?;
+    let (containers, recipes) = a.stack.services(ctx, &a.containers)?;
     let named: Vec<&str> = containers.iter().map(String::as_str).collect();
     let repositories = configured(ctx, &a.repos, &a.password_files, &named)?;
-    let consistency = match config {
-        Some(config) if a.consistency.is_empty() => config.recipes(&containers),
+    let consistency = match recipes {
+        Some(recipes) if a.consistency.is_empty() => recipes,
         _ => a.consistency.clone(),
     };
     let services = backup::service_plans(&containers, &a.exec_before, &a.exec_after, &consistency)?;
@@ -688,7 +703,7 @@ pub struct DrillArgs {
     /// The service whose snapshot to rehearse; several: a stack's snapshot (taken together),
     /// each restored aside after the one whose network it joins, each checked by its own
     /// health check; --http or --command checks the last one named.
-    #[arg(required_unless_present = "stack", conflicts_with = "stack", value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
+    #[arg(required_unless_present_any = ["stack", "compose"], conflicts_with_all = ["stack", "compose"], value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArg,

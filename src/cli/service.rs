@@ -41,6 +41,13 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// A Compose file (or -p): bring up that project instead of the configuration's services
+    /// (a Compose file in this directory is used when there is no configuration).
+    #[command(flatten)]
+    pub compose: super::compose::ProjectArgs,
+    /// With a Compose file: build images with a `build:` even if they exist.
+    #[arg(long)]
+    pub build: bool,
     /// Services to act on (default: all).
     #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub services: Vec<String>,
@@ -48,6 +55,9 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
+    /// A Compose file (or -p): take down that project instead of the configuration's services.
+    #[command(flatten)]
+    pub compose: super::compose::ProjectArgs,
     /// Seconds to wait for each service to stop before SIGKILL.
     #[arg(short, long, default_value_t = 10)]
     pub time: u64,
@@ -105,7 +115,7 @@ pub fn config_command(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<i32> 
 }
 
 /// Prints what happened to each service; the exit code of the worst failure, or 0.
-fn outcomes(list: Vec<services::ServiceOutcome>) -> i32 {
+pub(crate) fn outcomes(list: Vec<services::ServiceOutcome>) -> i32 {
     let mut code = 0;
     for o in list {
         match (o.action, o.error) {
@@ -123,14 +133,34 @@ fn outcomes(list: Vec<services::ServiceOutcome>) -> i32 {
 /// Creates, recreates (definition changed) or starts each service; leaves alone what already
 /// runs as defined. Containers not created by `up` are never touched.
 pub fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<i32> {
+    if let Some(args) = compose_instead(ctx, &a.compose) {
+        return super::compose::up(ctx, &args.load()?, &a.services, a.build, 300);
+    }
     let config = ctx.config()?;
     Ok(outcomes(services::up(ctx.host(), &config, &a.services)?))
 }
 
 /// Stops and removes the services' containers (in reverse order); volumes stay unless -v.
 pub fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<i32> {
+    if let Some(args) = compose_instead(ctx, &a.compose) {
+        if !a.services.is_empty() {
+            return Err(lifeboat::error::UsageError("down of a Compose project takes no service names".into()).into());
+        }
+        return super::compose::down(ctx, &args.load()?, a.time, a.volumes);
+    }
     let config = ctx.config()?;
     Ok(outcomes(services::down(ctx.host(), &config, &a.services, Duration::from_secs(a.time), a.volumes)?))
+}
+
+/// Whether `up`/`down` act on a Compose project: one was named (-f, -p), or none was and no
+/// configuration is given or present while this directory holds a Compose file.
+fn compose_instead(ctx: &Context, args: &super::compose::ProjectArgs) -> Option<super::compose::ProjectArgs> {
+    if args.file.is_some() || args.project.is_some() {
+        return Some(args.clone());
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let here = lifeboat::compose::find_file(None, &cwd).is_ok();
+    (here && !ctx.config_named() && !ctx.config_path.exists()).then(|| args.clone())
 }
 
 pub fn agent(ctx: &Context, _a: AgentArgs) -> anyhow::Result<i32> {

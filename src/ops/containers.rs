@@ -26,10 +26,13 @@ pub enum NetworkRequest {
     Host,
     None,
     Container(String),
+    /// A named network shared by every container that names it (made at first use).
+    Named(String),
 }
 
 impl NetworkRequest {
-    /// `private` (or `bridge`, `default`), `host`, `none`, `container:NAME`.
+    /// `private` (or `bridge`, `default`), `host`, `none`, `container:NAME`, or the name of a
+    /// network shared with the other containers that name it.
     pub fn parse(s: &str) -> Result<NetworkRequest, UsageError> {
         Ok(match s {
             "private" | "bridge" | "default" => NetworkRequest::Private,
@@ -37,10 +40,16 @@ impl NetworkRequest {
             "none" => NetworkRequest::None,
             other => match other.strip_prefix("container:") {
                 Some(name) if !name.is_empty() => NetworkRequest::Container(name.to_string()),
-                _ => {
-                    return Err(UsageError(format!(
-                        "invalid network {other:?}: private, host, none or container:NAME"
-                    )));
+                Some(_) => {
+                    return Err(UsageError("invalid network \"container:\": container:NAME needs a name".into()));
+                }
+                None => {
+                    names::validate_name(other).map_err(|e| {
+                        UsageError(format!(
+                            "invalid network {other:?}: private, host, none, container:NAME or a network name ({e})"
+                        ))
+                    })?;
+                    NetworkRequest::Named(other.to_string())
                 }
             },
         })
@@ -81,6 +90,8 @@ pub struct RunRequest {
     pub stdin_open: bool,
     /// `--label KEY=VALUE`s, over the image's.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--add-host NAME:ADDRESS`es.
+    pub extra_hosts: Vec<String>,
 }
 
 impl RunRequest {
@@ -111,6 +122,7 @@ impl RunRequest {
             tty: false,
             stdin_open: false,
             labels: Default::default(),
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -201,6 +213,9 @@ impl RunRequest {
             if !published.insert((p.host_ip.as_str(), p.host_port, p.protocol.clone())) {
                 return Err(UsageError(format!("host port {} is published twice", p.host_port)));
             }
+        }
+        for h in &self.extra_hosts {
+            crate::syntax::extra_host(h)?;
         }
         if self.health.interval_secs == Some(0) || self.health.timeout_secs == Some(0) {
             return Err(UsageError("a health check's interval and timeout must be at least a second".into()));
@@ -311,6 +326,7 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
         // Recorded by name and found again at every start: a peer that is recreated (by
         // `up`, or a restore on another host) is joined all the same.
         NetworkRequest::Container(name) => NetworkMode::Container(containers.find(name)?.name),
+        NetworkRequest::Named(name) => NetworkMode::Network(name.clone()),
     };
     if req.auto_remove && req.restart != RestartPolicy::No {
         return Err(UsageError("--rm and --restart cannot be combined".into()).into());
@@ -384,6 +400,7 @@ pub fn create(host: &Host, req: &RunRequest) -> anyhow::Result<RunConfig> {
         tty: req.tty,
         stdin_open: req.stdin_open,
         labels: ic.labels.clone().into_iter().chain(req.labels.clone()).collect(),
+        extra_hosts: req.extra_hosts.clone(),
     };
     containers.create_record(&config)?;
     Ok(config)
@@ -1114,7 +1131,7 @@ pub fn inspect(host: &Host, c: &RunConfig) -> anyhow::Result<serde_json::Value> 
         "HostConfig": {
             "RestartPolicy": {"Name": c.restart.to_docker()},
             "AutoRemove": c.auto_remove,
-            "NetworkMode": match &c.network { NetworkMode::Private => "private".to_string(), NetworkMode::Host => "host".into(), NetworkMode::None => "none".into(), NetworkMode::Container(id) => format!("container:{id}") },
+            "NetworkMode": match &c.network { NetworkMode::Private => "private".to_string(), NetworkMode::Host => "host".into(), NetworkMode::None => "none".into(), NetworkMode::Container(id) => format!("container:{id}"), NetworkMode::Network(n) => n.clone() },
             "Memory": c.memory.unwrap_or(0), "NanoCpus": c.cpus.map_or(0, |x| (x * 1e9) as i64), "PidsLimit": c.pids_limit,
             "ReadonlyRootfs": c.read_only,
             "PortBindings": c.ports.iter().map(|p| json!({"HostIp": p.host_ip, "HostPort": p.host_port, "ContainerPort": p.container_port})).collect::<Vec<_>>(),

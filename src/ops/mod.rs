@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod browse;
+pub mod compose;
 pub mod containers;
 pub mod images;
 pub mod manpages;

@@ -17,7 +17,7 @@ use crate::runtime::container::{ContainerError, MountSource, NetworkMode, Restar
 use crate::runtime::{self, Host};
 
 /// The marker `up` leaves in a container it created: the service definition it was made from.
-const SERVICE_MARKER: &str = "service.json";
+pub(crate) const SERVICE_MARKER: &str = "service.json";
 
 /// Services in an order where each comes after the one whose network it joins; all of them,
 /// or those named (each name checked).
@@ -97,7 +97,7 @@ pub struct ServiceOutcome {
 }
 
 impl ServiceOutcome {
-    fn of(service: &str, result: anyhow::Result<String>) -> ServiceOutcome {
+    pub(crate) fn of(service: &str, result: anyhow::Result<String>) -> ServiceOutcome {
         match result {
             Ok(action) => ServiceOutcome { service: service.to_string(), action: Some(action), error: None },
             Err(e) => ServiceOutcome { service: service.to_string(), action: None, error: Some(e) },
@@ -108,7 +108,6 @@ impl ServiceOutcome {
 /// Brings up `wanted` services of `config` (all if empty), each independently: one that fails
 /// is reported and the others go on.
 pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec<ServiceOutcome>> {
-    let containers = host.containers()?;
     let order = ordered(config, wanted)?;
     // The whole file is checked before anything is made: an error in the second service
     // does not leave the first one created.
@@ -120,51 +119,58 @@ pub fn up(host: &Host, config: &Config, wanted: &[String]) -> anyhow::Result<Vec
     let mut out = Vec::new();
     for name in order {
         let svc = &config.services[&name];
-        let result = (|| -> anyhow::Result<String> {
-            let wanted = serde_json::to_string_pretty(svc)?;
-            let create = || -> anyhow::Result<()> {
-                let c = containers::create(host, &request(&name, svc)?)?;
-                crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;
-                runtime::start(host, &c.id)?;
-                Ok(())
-            };
-            let Ok(existing) = containers.named(&name) else {
-                create()?;
-                return Ok("created".into());
-            };
-            let marker = containers.dir(&existing.id).join(SERVICE_MARKER);
-            let Ok(had) = std::fs::read_to_string(&marker) else {
-                return Err(ContainerError::Conflict(format!(
-                    "a container named {name} exists that `up` did not create (run or restore made it); \
-                     leaving it alone — remove it to let `up` manage the service"
-                ))
-                .into());
-            };
-            let state = runtime::observed_state(containers, &existing.id)?;
-            let running = state.status.is_up();
-            if had == wanted {
-                if !running {
-                    runtime::start(host, &existing.id)?;
-                    return Ok("started".into());
-                }
-                // A container joins its peer's network (by name) when it starts: if the peer
-                // was recreated or restarted since, it joins the new one again.
-                if let NetworkMode::Container(peer) = &existing.network
-                    && !same_network(containers, &existing.id, peer)
-                {
-                    runtime::stop(host, &existing.id, Duration::from_secs(10))?;
-                    runtime::start(host, &existing.id)?;
-                    return Ok("restarted (the container whose network it joins was recreated)".into());
-                }
-                return Ok("up to date".into());
-            }
-            runtime::remove(host, &existing.id, true)?;
-            create()?;
-            Ok("recreated (definition changed)".into())
-        })();
+        let result = serde_json::to_string_pretty(svc)
+            .map_err(anyhow::Error::from)
+            .and_then(|wanted| apply(host, &name, &request(&name, svc)?, &wanted));
         out.push(ServiceOutcome::of(&name, result));
     }
     Ok(out)
+}
+
+/// Brings container `name` to what `req` asks: creates it, starts it, recreates it when its
+/// definition (`wanted`, any text that changes when the request does) changed, or leaves it
+/// running as it is. A container of that name that `up` did not make is never touched.
+pub(crate) fn apply(host: &Host, name: &str, req: &RunRequest, wanted: &str) -> anyhow::Result<String> {
+    let containers = host.containers()?;
+    let create = || -> anyhow::Result<()> {
+        let c = containers::create(host, req)?;
+        crate::fsutil::write_atomic(&containers.dir(&c.id).join(SERVICE_MARKER), wanted.as_bytes())?;
+        runtime::start(host, &c.id)?;
+        Ok(())
+    };
+    let Ok(existing) = containers.named(name) else {
+        create()?;
+        return Ok("created".into());
+    };
+    let marker = containers.dir(&existing.id).join(SERVICE_MARKER);
+    let Ok(had) = std::fs::read_to_string(&marker) else {
+        return Err(ContainerError::Conflict(format!(
+            "a container named {name} exists that `up` did not create (run or restore made it); \
+             leaving it alone — remove it to let `up` manage the service"
+        ))
+        .into());
+    };
+    let state = runtime::observed_state(containers, &existing.id)?;
+    let running = state.status.is_up();
+    if had == wanted {
+        if !running {
+            runtime::start(host, &existing.id)?;
+            return Ok("started".into());
+        }
+        // A container joins its peer's network (by name) when it starts: if the peer
+        // was recreated or restarted since, it joins the new one again.
+        if let NetworkMode::Container(peer) = &existing.network
+            && !same_network(containers, &existing.id, peer)
+        {
+            runtime::stop(host, &existing.id, Duration::from_secs(10))?;
+            runtime::start(host, &existing.id)?;
+            return Ok("restarted (the container whose network it joins was recreated)".into());
+        }
+        return Ok("up to date".into());
+    }
+    runtime::remove(host, &existing.id, true)?;
+    create()?;
+    Ok("recreated (definition changed)".into())
 }
 
 /// Whether running container `id` is in the network namespace its peer runs in now.
@@ -195,27 +201,36 @@ pub fn down(
             out.push(ServiceOutcome::of(&name, Ok("not running".into())));
             continue;
         };
-        let result = (|| -> anyhow::Result<String> {
-            if !containers.dir(&c.id).join(SERVICE_MARKER).exists() {
-                return Err(ContainerError::Conflict(format!(
-                    "container {name} was not created by `up`; leaving it alone (use lifeboat rm)"
-                ))
-                .into());
-            }
-            runtime::stop(host, &c.id, timeout)?;
-            runtime::remove(host, &c.id, true)?;
-            if volumes {
-                for m in &c.mounts {
-                    if let MountSource::Volume { name: v } = &m.source {
-                        host.volumes()?.remove(v)?;
-                    }
-                }
-            }
-            Ok("removed".into())
-        })();
-        out.push(ServiceOutcome::of(&name, result));
+        out.push(ServiceOutcome::of(&name, take_down(host, &c, timeout, volumes)));
     }
     Ok(out)
+}
+
+/// Stops and removes container `c`, which `up` made; its named volumes too with `volumes`.
+pub(crate) fn take_down(
+    host: &Host,
+    c: &runtime::container::RunConfig,
+    timeout: Duration,
+    volumes: bool,
+) -> anyhow::Result<String> {
+    let containers = host.containers()?;
+    if !containers.dir(&c.id).join(SERVICE_MARKER).exists() {
+        return Err(ContainerError::Conflict(format!(
+            "container {} was not created by `up`; leaving it alone (use lifeboat rm)",
+            c.name
+        ))
+        .into());
+    }
+    runtime::stop(host, &c.id, timeout)?;
+    runtime::remove(host, &c.id, true)?;
+    if volumes {
+        for m in &c.mounts {
+            if let MountSource::Volume { name: v } = &m.source {
+                host.volumes()?.remove(v)?;
+            }
+        }
+    }
+    Ok("removed".into())
 }
 
 /// What a configuration file holds, once it has been found valid.

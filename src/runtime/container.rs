@@ -76,6 +76,10 @@ pub enum NetworkMode {
     None,
     /// Share the network namespace of another container (by ID).
     Container(String),
+    /// A named network: one namespace with only loopback, shared by every container that
+    /// names it and kept while the host is up (made again at the first start after a reboot).
+    /// Its containers reach each other on 127.0.0.1, by name through /etc/hosts.
+    Network(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +262,9 @@ pub struct RunConfig {
     /// The image's labels with `--label`s over them, as Docker merges them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Extra `/etc/hosts` entries, `NAME:ADDRESS` (`--add-host`, Compose's service names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,6 +100,72 @@ fn set_iface_up(sock: &impl AsFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Where named networks' namespaces are kept (bind mounts of the namespace files).
+pub fn networks_dir(run_root: &Path) -> std::path::PathBuf {
+    run_root.join("networks")
+}
+
+/// The namespace file of the named network `name`, made with loopback up if it is not there
+/// (first use, or the first start after a reboot emptied the run root).
+pub fn named(run_root: &Path, name: &str) -> io::Result<std::path::PathBuf> {
+    let dir = networks_dir(run_root);
+    std::fs::create_dir_all(&dir)?;
+    let _made_one_at_a_time = crate::fsutil::FileLock::exclusive(&dir.join(".lock"))?;
+    let path = dir.join(name);
+    if is_namespace(&path) {
+        return Ok(path);
+    }
+    // A file left by an attempt that died half-way is made again.
+    let _ = std::fs::remove_file(&path);
+    File::create(&path)?;
+    let target = path.clone();
+    let made = thread::spawn(move || -> io::Result<()> {
+        // This thread alone moves into the new namespace; it ends there.
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        nix::mount::mount(Some(own.as_str()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .map_err(io::Error::from)?;
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        set_iface_up(&sock, "lo")
+    })
+    .join()
+    .map_err(|_| io::Error::other("network namespace helper panicked"))?;
+    if let Err(e) = made {
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&path);
+        return Err(io::Error::new(e.kind(), format!("cannot make network {name}: {e}")));
+    }
+    Ok(path)
+}
+
+/// Removes the named network `name`'s name; containers still in it keep it until they end.
+pub fn remove_named(run_root: &Path, name: &str) -> io::Result<()> {
+    let dir = networks_dir(run_root);
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let _one_at_a_time = crate::fsutil::FileLock::exclusive(&dir.join(".lock"))?;
+    if is_namespace(&path) {
+        nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` is a namespace file (a bind mount of one), not the empty file under it.
+fn is_namespace(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type == NSFS_MAGIC)
+}
+
 /// A bound host-side socket of a published port.
 pub enum Listener {
     Tcp(TcpListener),

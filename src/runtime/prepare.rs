@@ -41,7 +41,12 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
         rootfs::mount(host.kernel(), &plan)?;
     }
     let files = dir.join("etc");
-    rootfs::write_etc_files(&files, &config.hostname, config.network == NetworkMode::Host)?;
+    rootfs::write_etc_files(
+        &files,
+        &config.hostname,
+        config.network == NetworkMode::Host,
+        &extra_hosts(containers, config),
+    )?;
 
     // The image's side of every path below is looked up inside the container's root: a
     // symlink in the image never leads onto the host.
@@ -141,6 +146,10 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
                 .ok_or_else(|| anyhow::anyhow!("container {other} whose network this one joins is not running"))?;
             Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
         }
+        NetworkMode::Network(name) => Some(
+            super::network::named(&host.paths().run_root, name)
+                .with_context(|| format!("cannot join network {name}"))?,
+        ),
         _ => None,
     };
     let Prepared { bundle, cgroups_path } = Prepared::made(containers, config);
@@ -179,6 +188,32 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
 /// On a cgroup v2 host (`cgroup_root` is a cgroup2 mount) each limit needs its controller
 /// enabled at the root: says which one is missing, rather than let the runtime fail on a file
 /// that is not there. Hosts with v1 controllers are not checked (each limit has its hierarchy).
+/// The lines `config` adds to its /etc/hosts: its `--add-host`s, and on a named network the
+/// names of the containers that share it (they all answer on 127.0.0.1).
+fn extra_hosts(containers: &Containers, config: &RunConfig) -> Vec<(std::net::IpAddr, String)> {
+    let mut out: Vec<(std::net::IpAddr, String)> = Vec::new();
+    for h in &config.extra_hosts {
+        match crate::syntax::extra_host(h) {
+            Ok((name, addr)) => out.push((addr, name)),
+            Err(e) => tracing::warn!(error = %e, "an extra host is left out of /etc/hosts"),
+        }
+    }
+    if let NetworkMode::Network(net) = &config.network {
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        for id in containers.ids().unwrap_or_default() {
+            if let Ok(peer) = containers.config(&id)
+                && peer.id != config.id
+                && peer.network == config.network
+                && !out.iter().any(|(_, n)| *n == peer.name)
+            {
+                tracing::trace!(network = %net, peer = %peer.name, "peer listed in /etc/hosts");
+                out.push((loopback, peer.name));
+            }
+        }
+    }
+    out
+}
+
 fn check_controllers(config: &RunConfig, cgroup_root: &Path) -> anyhow::Result<()> {
     let Ok(available) = fs::read_to_string(cgroup_root.join("cgroup.controllers")) else { return Ok(()) };
     let have: Vec<&str> = available.split_whitespace().collect();

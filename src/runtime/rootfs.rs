@@ -136,16 +136,25 @@ pub fn read_only_below(kernel: &dyn Kernel, dirs: &[PathBuf]) -> io::Result<usiz
     Ok(n)
 }
 
-/// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the container into `files`.
-pub fn write_etc_files(files: &Path, hostname: &str, host_network: bool) -> io::Result<()> {
+/// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf for the container into `files`;
+/// `extra` are more lines of /etc/hosts (address, name).
+pub fn write_etc_files(
+    files: &Path,
+    hostname: &str,
+    host_network: bool,
+    extra: &[(std::net::IpAddr, String)],
+) -> io::Result<()> {
     fs::create_dir_all(files)?;
-    let hosts = if host_network {
+    let mut hosts = if host_network {
         fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
         )
     };
+    for (addr, name) in extra {
+        hosts.push_str(&format!("{addr}\t{name}\n"));
+    }
     fs::write(files.join("hosts"), hosts)?;
     fs::write(files.join("hostname"), format!("{hostname}\n"))?;
     let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

@@ -278,6 +278,7 @@ pub(crate) mod tests {
             tty: false,
             stdin_open: false,
             labels: Default::default(),
+            extra_hosts: Vec::new(),
         }
     }
 

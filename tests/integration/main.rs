@@ -9,6 +9,7 @@ mod backends;
 mod browse;
 mod build;
 mod commit;
+mod compose;
 mod escape;
 mod exit_codes;
 mod faults;

@@ -336,13 +336,13 @@ fn sqlite_snapshot_holds_whole_transactions() {
 
 /// The seed article's WordPress: secrets made at first start (salts, keys, the database
 /// password), kept in a volume. The start script writes them only when they are missing.
-const WORDPRESS_START: &str = include_str!("../fixtures/wordpress/start.sh");
+pub(crate) const WORDPRESS_START: &str = include_str!("../fixtures/wordpress/start.sh");
 
 /// WordPress's own functions from the command line, inside the wp container.
-const WP_CLI: &str = include_str!("../fixtures/wordpress/wp.php");
+pub(crate) const WP_CLI: &str = include_str!("../fixtures/wordpress/wp.php");
 
 /// Until the front page answers with `title` on it (None after `secs`).
-fn page_with(port: u16, title: &str, secs: u64) -> Option<String> {
+pub(crate) fn page_with(port: u16, title: &str, secs: u64) -> Option<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if let Ok(page) = http_get(port, "/")
