@@ -41,8 +41,6 @@ pub struct Project {
     pub network: String,
     /// Named volumes it owns (removed by `down --volumes`), as the runtime names them.
     pub volumes: Vec<String>,
-    /// `x-lifeboat:` at the top: backup settings for the project as a stack.
-    pub backup: Backup,
 }
 
 /// One service as the runtime will run it.
@@ -78,17 +76,6 @@ pub enum Condition {
     Started,
     Healthy,
     CompletedSuccessfully,
-}
-
-/// `x-lifeboat:` settings of the project.
-#[derive(Debug, Default)]
-pub struct Backup {
-    /// A cron schedule for snapshots of the project (by the agent).
-    pub schedule: Option<String>,
-    /// The repository (URL) snapshots go to.
-    pub repository: Option<String>,
-    /// `keep: {last: 7, daily: 14, …}`.
-    pub keep: BTreeMap<String, u32>,
 }
 
 /// Where a project's file is: `file` itself, or the first of [`FILE_NAMES`] in `dir`.
@@ -299,10 +286,14 @@ impl Reader<'_> {
         };
         let secrets = files("secrets")?;
         let configs = files("configs")?;
-        let backup = match root.get("x-lifeboat") {
-            Some(x) => self.backup(x)?,
-            None => Backup::default(),
-        };
+        if let Some((k, _)) = root.as_map().and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("x-lifeboat"))) {
+            return Err(self.err(
+                k.line,
+                "x-lifeboat at the top of the file is not supported yet: schedule the project's snapshots with a \
+                 [stacks.NAME] entry of lifeboat.toml naming its containers (recipes go in each service's \
+                 x-lifeboat.consistency or lifeboat.consistency label)",
+            ));
+        }
         let network = format!("{name}_default");
         let services_node = root.get("services").ok_or_else(|| self.err(root.line, "the file has no services"))?;
         let services_map =
@@ -329,29 +320,7 @@ impl Reader<'_> {
             }
         }
         let owned = volumes.values().filter(|(_, ext)| !ext).map(|(n, _)| n.clone()).collect();
-        Ok(Project { name, file: self.file.to_path_buf(), services, network, volumes: owned, backup })
-    }
-
-    fn backup(&self, x: &Node) -> Res<Backup> {
-        let mut b = Backup::default();
-        for (k, v) in self.keys(x, "x-lifeboat", &["schedule", "repository", "keep"])? {
-            match k.as_str().unwrap_or_default() {
-                "schedule" => b.schedule = Some(self.string(v, "schedule")?),
-                "repository" => b.repository = Some(self.string(v, "repository")?),
-                "keep" => {
-                    let known = ["last", "hourly", "daily", "weekly", "monthly", "yearly"];
-                    for (kk, n) in self.keys(v, "x-lifeboat.keep", &known)? {
-                        let count = self
-                            .string(n, "a keep count")?
-                            .parse()
-                            .map_err(|_| self.err(n.line, "a keep count must be a whole number"))?;
-                        b.keep.insert(kk.as_str().unwrap_or_default().to_string(), count);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(b)
+        Ok(Project { name, file: self.file.to_path_buf(), services, network, volumes: owned })
     }
 
     #[allow(clippy::too_many_arguments)]

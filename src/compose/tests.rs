@@ -124,6 +124,7 @@ fn what_cannot_be_honoured_is_named_with_its_line() {
         ("services:\n  web:\n    image: x\n    deploy:\n      replicas: 2\n", ":5:", "deploy.replicas"),
         ("services:\n  web:\n    image: x\n    image: y\n", ":4:", "twice"),
         ("services:\n  web:\n    image: x\n    memory: 1g\n", ":4:", "memory is not supported"),
+        ("x-lifeboat:\n  schedule: daily\nservices:\n  web:\n    image: x\n", ":1:", "not supported yet"),
     ];
     for (text, line, what) in cases {
         let f = write(tmp.path(), text);
