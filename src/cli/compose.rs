@@ -28,10 +28,10 @@ Examples:
 pub struct ProjectArgs {
     /// The Compose file (default: compose.yaml, compose.yml, docker-compose.yaml or
     /// docker-compose.yml in this directory).
-    #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// The project's name (default: the file's `name:`, else its directory's name).
-    #[arg(short = 'p', long = "project-name", value_name = "NAME", global = true)]
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
     pub project: Option<String>,
 }
 
@@ -39,10 +39,7 @@ impl ProjectArgs {
     /// Reads the project (a directory given as FILE is searched for a Compose file).
     pub fn load(&self) -> anyhow::Result<Project> {
         let cwd = std::env::current_dir()?;
-        let file = match &self.file {
-            Some(f) if cwd.join(f).is_dir() => compose::find_file(None, &cwd.join(f))?,
-            f => compose::find_file(f.as_deref(), &cwd)?,
-        };
+        let file = compose::find_file(self.file.as_deref(), &cwd)?;
         Ok(compose::load(&file, self.project.as_deref(), &|k| std::env::var(k).ok())?)
     }
 }

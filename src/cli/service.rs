@@ -159,8 +159,7 @@ fn compose_instead(ctx: &Context, args: &super::compose::ProjectArgs) -> Option<
         return Some(args.clone());
     }
     let cwd = std::env::current_dir().ok()?;
-    let here = lifeboat::compose::find_file(None, &cwd).is_ok();
-    (here && !ctx.config_named() && !ctx.config_path.exists()).then(|| args.clone())
+    lifeboat::compose::instead_of_config(&cwd, &ctx.config_path, ctx.config_named()).then(|| args.clone())
 }
 
 pub fn agent(ctx: &Context, _a: AgentArgs) -> anyhow::Result<i32> {

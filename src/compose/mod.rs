@@ -78,10 +78,12 @@ pub enum Condition {
     CompletedSuccessfully,
 }
 
-/// Where a project's file is: `file` itself, or the first of [`FILE_NAMES`] in `dir`.
+/// Where a project's file is: `file` itself (relative to `dir`; a directory is searched), or
+/// the first of [`FILE_NAMES`] in `dir`.
 pub fn find_file(file: Option<&Path>, dir: &Path) -> Result<PathBuf, UsageError> {
     if let Some(f) = file {
-        return Ok(if f.is_absolute() { f.to_path_buf() } else { dir.join(f) });
+        let f = if f.is_absolute() { f.to_path_buf() } else { dir.join(f) };
+        return if f.is_dir() { find_file(None, &f) } else { Ok(f) };
     }
     FILE_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
         UsageError(format!(
@@ -90,6 +92,12 @@ pub fn find_file(file: Option<&Path>, dir: &Path) -> Result<PathBuf, UsageError>
             FILE_NAMES.join(", ")
         ))
     })
+}
+
+/// Whether a plain `up`/`down` means the Compose project of `dir`: it holds a Compose file,
+/// and no configuration file was named or exists at `config`.
+pub fn instead_of_config(dir: &Path, config: &Path, config_named: bool) -> bool {
+    find_file(None, dir).is_ok() && !config_named && !config.exists()
 }
 
 /// Reads the project in `file`. `project` overrides its name; variables come from `env`
@@ -305,6 +313,14 @@ impl Reader<'_> {
             let svc = self.service(&name, k, def, &service_names, &volumes, &secrets, &configs, &network)?;
             services.push(svc);
         }
+        for (i, s) in services.iter().enumerate() {
+            if let Some(other) = services[..i].iter().find(|o| o.container == s.container) {
+                return Err(self.err(
+                    s.line,
+                    format!("services {} and {} both name their container {}", other.name, s.name, s.container),
+                ));
+            }
+        }
         let services = start_order(services).map_err(|(line, m)| self.err(line, m))?;
         // Two services cannot publish one host port.
         let mut published: HashMap<(String, u16, String), &str> = HashMap::new();
@@ -404,6 +420,7 @@ impl Reader<'_> {
         req.extra_hosts = all.iter().map(|s| format!("{s}:127.0.0.1")).collect();
         let mut depends_on = Vec::new();
         let mut consistency = None;
+        let mut entrypoint: Option<Vec<String>> = None;
         for (k, v) in fields {
             if v.is_null() {
                 continue;
@@ -412,17 +429,7 @@ impl Reader<'_> {
             let what = format!("{path}.{key}");
             match key {
                 "command" => req.command = self.command(v, &what)?,
-                "entrypoint" => {
-                    // An entrypoint list is the program and its first arguments; the image's
-                    // command is dropped (as Docker drops it) unless `command` is given.
-                    let words = self.command(v, &what)?;
-                    let mut words = words.into_iter();
-                    req.entrypoint = Some(words.next().unwrap_or_default());
-                    let rest: Vec<String> = words.collect();
-                    if !rest.is_empty() {
-                        req.command = rest.into_iter().chain(std::mem::take(&mut req.command)).collect();
-                    }
-                }
+                "entrypoint" => entrypoint = Some(self.command(v, &what)?),
                 "environment" => {
                     for (k, v) in self.pairs(v, &what)? {
                         req.env.push(match v {
@@ -557,6 +564,14 @@ impl Reader<'_> {
                 }
                 _ => {}
             }
+        }
+        // An entrypoint list is the program and its first arguments, then the command (in
+        // whatever order the two keys are written).
+        if let Some(words) = entrypoint {
+            let mut words = words.into_iter();
+            req.entrypoint = Some(words.next().unwrap_or_default());
+            let rest: Vec<String> = words.collect();
+            req.command = rest.into_iter().chain(std::mem::take(&mut req.command)).collect();
         }
         // An anonymous volume keeps its name from one `up` to the next (its definition must
         // not change, or every `up` would recreate the service).

@@ -111,7 +111,11 @@ fn what_cannot_be_honoured_is_named_with_its_line() {
         ("networks:\n  front:\n    driver: bridge\nservices:\n  web:\n    image: x\n", ":2:", "networks other"),
         ("services:\n  web:\n    image: x\n    volumes: [data:/d]\n", ":4:", "not declared"),
         ("services:\n  web:\n    image: x\n    depends_on: [db]\n", ":4:", "no service \"db\""),
-        ("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n", ":", "cycle"),
+        (
+            "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n",
+            ":2:",
+            "cycle",
+        ),
         (
             "services:\n  a:\n    image: x\n    ports: [\"8080:80\"]\n  b:\n    image: x\n    ports: [\"8080:81\"]\n",
             ":5:",
@@ -123,6 +127,12 @@ fn what_cannot_be_honoured_is_named_with_its_line() {
         ("services:\n  web:\n    image: x\n    ports: [\"8000-8001:80\"]\n", ":4:", "ranges"),
         ("services:\n  web:\n    image: x\n    deploy:\n      replicas: 2\n", ":5:", "deploy.replicas"),
         ("services:\n  web:\n    image: x\n    image: y\n", ":4:", "twice"),
+        ("services:\n  web:\n    image: x\n    \"image\": y\n", ":4:", "twice"),
+        (
+            "services:\n  a:\n    image: x\n    container_name: one\n  b:\n    image: x\n    container_name: one\n",
+            ":5:",
+            "both name their container one",
+        ),
         ("services:\n  web:\n    image: x\n    memory: 1g\n", ":4:", "memory is not supported"),
         ("x-lifeboat:\n  schedule: daily\nservices:\n  web:\n    image: x\n", ":1:", "not supported yet"),
     ];
@@ -130,6 +140,22 @@ fn what_cannot_be_honoured_is_named_with_its_line() {
         let f = write(tmp.path(), text);
         let e = load(&f, Some("p"), &env_of(&[])).unwrap_err().0;
         assert!(e.contains(line) && e.contains(what), "{text}\n→ {e}");
+    }
+}
+
+#[test]
+fn an_entrypoint_list_comes_before_the_command_whatever_the_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    for text in [
+        "services:\n  w:\n    image: x\n    entrypoint: [sh, -c]\n    command: echo hi\n",
+        "services:\n  w:\n    image: x\n    command: [\"echo hi\"]\n    entrypoint: sh -c\n",
+    ] {
+        let f = write(tmp.path(), text);
+        let p = load(&f, Some("p"), &env_of(&[])).unwrap();
+        let r = &p.services[0].request;
+        assert_eq!(r.entrypoint.as_deref(), Some("sh"), "{text}");
+        let want: &[&str] = if text.contains("[sh, -c]") { &["-c", "echo", "hi"] } else { &["-c", "echo hi"] };
+        assert_eq!(r.command, want, "{text}");
     }
 }
 

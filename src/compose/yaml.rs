@@ -130,8 +130,7 @@ impl Builder {
                     if let Err((line, message)) = merge(entries, &node) {
                         self.fail(line, message);
                     }
-                } else if let Some(i) = entries.iter().position(|(e, _)| e.value == k.value && e.as_str() != Some("<<"))
-                {
+                } else if let Some(i) = entries.iter().position(|(e, _)| same_key(e, &k) && e.as_str() != Some("<<")) {
                     // A key written after merged ones replaces what they gave; twice by hand is a mistake.
                     if entries[i].0.line == 0 {
                         entries[i] = (k, node);
@@ -161,12 +160,20 @@ fn merge(entries: &mut Vec<(Node, Node)>, from: &Node) -> Result<(), (usize, Str
             return Err((m.line, "a merge key (<<) takes a mapping or a list of mappings".into()));
         };
         for (k, v) in pairs {
-            if !entries.iter().any(|(e, _)| e.value == k.value) {
+            if !entries.iter().any(|(e, _)| same_key(e, k)) {
                 entries.push((Node { line: 0, value: k.value.clone() }, v.clone()));
             }
         }
     }
     Ok(())
+}
+
+/// Keys are the same when their text is (`"image"` and `image` are one key).
+fn same_key(a: &Node, b: &Node) -> bool {
+    match (a.as_str(), b.as_str()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.value == b.value,
+    }
 }
 
 impl MarkedEventReceiver for Builder {

@@ -170,18 +170,20 @@ pub fn down(host: &Host, project: &Project, timeout: Duration, volumes: bool) ->
         });
         out.push(ServiceOutcome::of(&svc.name, result));
     }
-    if volumes {
+    // A volume goes only when every container of the project went, and never while another
+    // container still uses it.
+    if volumes && out.iter().all(|o| o.error.is_none()) {
         for v in &project.volumes {
-            let vols = host.volumes()?;
-            if vols.get(v).is_ok() {
-                let result = vols.remove(v).map(|_| "removed".to_string()).map_err(anyhow::Error::from);
+            if host.volumes()?.get(v).is_ok() {
+                let result = super::volumes::remove(host, v, false).map(|_| "removed".to_string());
                 out.push(ServiceOutcome::of(&format!("volume {v}"), result));
             }
         }
     }
-    // The network goes once nothing of the project is left in it.
-    let left = ps(host, project)?;
-    if left.is_empty() {
+    // The network goes once no container is left in it (of the project or not).
+    let wanted = crate::runtime::container::NetworkMode::Network(project.network.clone());
+    let left = containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).any(|c| c.network == wanted);
+    if !left {
         runtime::network::remove_named(&host.paths().run_root, &project.network)?;
     }
     Ok(out)

@@ -1252,7 +1252,10 @@ mod tests {
         assert_eq!(NetworkRequest::parse("bridge").unwrap(), NetworkRequest::Private);
         assert_eq!(NetworkRequest::parse("container:db").unwrap(), NetworkRequest::Container("db".into()));
         assert!(NetworkRequest::parse("container:").is_err());
-        assert!(NetworkRequest::parse("overlay").is_err());
+        assert_eq!(NetworkRequest::parse("blog_default").unwrap(), NetworkRequest::Named("blog_default".into()));
+        for bad in ["container:", "../escape", "a b", "x"] {
+            assert!(NetworkRequest::parse(bad).is_err(), "{bad}");
+        }
         let env = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
         assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
     }

@@ -108,6 +108,7 @@ pub fn networks_dir(run_root: &Path) -> std::path::PathBuf {
 /// The namespace file of the named network `name`, made with loopback up if it is not there
 /// (first use, or the first start after a reboot emptied the run root).
 pub fn named(run_root: &Path, name: &str) -> io::Result<std::path::PathBuf> {
+    super::names::validate_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let dir = networks_dir(run_root);
     std::fs::create_dir_all(&dir)?;
     let _made_one_at_a_time = crate::fsutil::FileLock::exclusive(&dir.join(".lock"))?;
@@ -122,16 +123,17 @@ pub fn named(run_root: &Path, name: &str) -> io::Result<std::path::PathBuf> {
     let made = thread::spawn(move || -> io::Result<()> {
         // This thread alone moves into the new namespace; it ends there.
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-        nix::mount::mount(Some(own.as_str()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-            .map_err(io::Error::from)?;
+        // Loopback first: a namespace is only ever named once it is whole.
         let sock = nix::sys::socket::socket(
             nix::sys::socket::AddressFamily::Inet,
             nix::sys::socket::SockType::Datagram,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
             None,
         )?;
-        set_iface_up(&sock, "lo")
+        set_iface_up(&sock, "lo")?;
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        nix::mount::mount(Some(own.as_str()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .map_err(io::Error::from)
     })
     .join()
     .map_err(|_| io::Error::other("network namespace helper panicked"))?;
@@ -145,6 +147,7 @@ pub fn named(run_root: &Path, name: &str) -> io::Result<std::path::PathBuf> {
 
 /// Removes the named network `name`'s name; containers still in it keep it until they end.
 pub fn remove_named(run_root: &Path, name: &str) -> io::Result<()> {
+    super::names::validate_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let dir = networks_dir(run_root);
     let path = dir.join(name);
     if !path.exists() {

@@ -204,6 +204,7 @@ fn extra_hosts(containers: &Containers, config: &RunConfig) -> Vec<(std::net::Ip
             if let Ok(peer) = containers.config(&id)
                 && peer.id != config.id
                 && peer.network == config.network
+                && crate::runtime::names::validate_name(&peer.name).is_ok()
                 && !out.iter().any(|(_, n)| *n == peer.name)
             {
                 tracing::trace!(network = %net, peer = %peer.name, "peer listed in /etc/hosts");

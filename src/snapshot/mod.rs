@@ -560,6 +560,20 @@ pub fn restore(
     }
     let containers = host.containers()?;
     let name = opts.rename.clone().unwrap_or_else(|| snap.service.clone());
+    if let crate::runtime::container::NetworkMode::Network(net) = &mut recorded.network {
+        crate::runtime::names::validate_name(net)
+            .map_err(|e| anyhow::anyhow!("the snapshot's network is unusable: {e}"))?;
+        // A drill or a copy under another name must never join the live service's network
+        // (its peers' names would lead to the live database): the members of one restore get
+        // a network of their own.
+        if opts.throwaway || opts.rename.is_some() {
+            let mut members: Vec<&str> = opts.peers.values().map(String::as_str).collect();
+            members.sort();
+            let key = if members.is_empty() { name.clone() } else { members.join("\0") };
+            let suffix = &blake3::hash(key.as_bytes()).to_hex()[..8];
+            *net = format!("{}-{suffix}", &net[..net.len().min(100)]);
+        }
+    }
     name_free_for_restore(containers, &name)?;
 
     // The image, unless this host already has it.
