@@ -60,15 +60,18 @@ pub fn http_get_in(netns: &Path, port: u16, path: &str, timeout: Duration) -> io
 
 /// Brings `lo` up in the namespace (a new network namespace starts with it down).
 pub fn loopback_up(netns: &Path) -> io::Result<()> {
-    in_netns(netns, || {
-        let sock = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Inet,
-            nix::sys::socket::SockType::Datagram,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        set_iface_up(&sock, "lo")
-    })
+    in_netns(netns, lo_up)
+}
+
+/// Brings loopback up in this thread's network namespace.
+fn lo_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    set_iface_up(&sock, "lo")
 }
 
 nix::ioctl_readwrite_bad!(siocgifflags, libc_consts::SIOCGIFFLAGS, IfReq);
@@ -124,13 +127,7 @@ pub fn named(run_root: &Path, name: &str) -> io::Result<std::path::PathBuf> {
         // This thread alone moves into the new namespace; it ends there.
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         // Loopback first: a namespace is only ever named once it is whole.
-        let sock = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Inet,
-            nix::sys::socket::SockType::Datagram,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        set_iface_up(&sock, "lo")?;
+        lo_up()?;
         let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
         nix::mount::mount(Some(own.as_str()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
             .map_err(io::Error::from)
