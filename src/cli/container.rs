@@ -587,6 +587,7 @@ impl RunArgs {
             health: containers::HealthRequest {
                 disable: self.no_healthcheck,
                 command: self.health_cmd.clone(),
+                args: Vec::new(),
                 interval_secs: self.health_interval,
                 timeout_secs: self.health_timeout,
                 start_period_secs: self.health_start_period,

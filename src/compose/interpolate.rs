@@ -3,8 +3,18 @@
 //! `${VAR?message}` (an error), and `$$` for a literal `$`. Defaults may hold further
 //! variables.
 
+/// How deep defaults may nest (`${A:-${B:-…}}`): deeper is refused, never a stack overflow.
+const MAX_NESTING: usize = 16;
+
 /// `text` with its variables replaced by `lookup`'s values; an error names what is missing.
 pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    nested(text, lookup, 0)
+}
+
+fn nested(text: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> Result<String, String> {
+    if depth > MAX_NESTING {
+        return Err(format!("variables nest more than {MAX_NESTING} deep"));
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -16,7 +26,7 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
         } else if let Some(r) = rest.strip_prefix('{') {
             let end =
                 closing_brace(r).ok_or_else(|| format!("invalid interpolation format for {text:?}: no closing }}"))?;
-            out.push_str(&braced(&r[..end], text, lookup)?);
+            out.push_str(&braced(&r[..end], text, lookup, depth)?);
             rest = &r[end + 1..];
         } else {
             let n = rest.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
@@ -53,7 +63,7 @@ fn closing_brace(s: &str) -> Option<usize> {
     None
 }
 
-fn braced(inner: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn braced(inner: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> Result<String, String> {
     let n = inner.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
     let (name, op) = inner.split_at(n);
     if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
@@ -61,7 +71,7 @@ fn braced(inner: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> R
     }
     let value = lookup(name);
     let set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
-    let nested = |s: &str| interpolate(s, lookup);
+    let nested = |s: &str| nested(s, lookup, depth + 1);
     Ok(match op {
         "" => value.unwrap_or_default(),
         _ if op.starts_with(":-") => {
@@ -154,6 +164,9 @@ mod tests {
         assert!(i("${SET").is_err());
         assert!(i("${}").is_err());
         assert!(i("${SET!}").is_err());
+        let deep = format!("{}x{}", "${U:-".repeat(10_000), "}".repeat(10_000));
+        assert!(i(&deep).unwrap_err().contains("nest"));
+        assert_eq!(i(&format!("{}x{}", "${U:-".repeat(5), "}".repeat(5))).unwrap(), "x");
     }
 
     #[test]

@@ -43,6 +43,17 @@ pub struct Project {
     pub volumes: Vec<String>,
 }
 
+impl Project {
+    /// What the runtime is asked for `svc`: its request, with every service of the project
+    /// named in its /etc/hosts (on the shared loopback). The names are left out of the
+    /// service's own definition, so adding a service does not recreate the others.
+    pub fn request(&self, svc: &Service) -> RunRequest {
+        let mut req = svc.request.clone();
+        req.extra_hosts.extend(self.services.iter().map(|s| format!("{}:127.0.0.1", s.name)));
+        req
+    }
+}
+
 /// One service as the runtime will run it.
 #[derive(Debug)]
 pub struct Service {
@@ -113,7 +124,7 @@ pub fn load(file: &Path, project: Option<&str>, env: &dyn Fn(&str) -> Option<Str
     let at = |line: usize, message: String| UsageError(format!("{}:{line}: {message}", file.display()));
     let root = yaml::parse(&text).map_err(|e| at(e.line, e.message))?;
     let root = interpolated(root, &lookup).map_err(|(line, m)| at(line, m))?;
-    let reader = Reader { file, dir: &dir };
+    let reader = Reader { file, dir: &dir, lookup: &lookup };
     reader.project(&root, project.map(str::to_string).or_else(|| env("COMPOSE_PROJECT_NAME")))
 }
 
@@ -148,6 +159,8 @@ pub fn normalise_name(raw: &str) -> String {
 struct Reader<'a> {
     file: &'a Path,
     dir: &'a Path,
+    /// The variables: this process's environment, then `.env`.
+    lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
 type Res<T> = Result<T, UsageError>;
@@ -253,7 +266,7 @@ impl Reader<'_> {
                 let mut runtime_name = format!("{name}_{key}");
                 let mut external = false;
                 if !def.is_null() {
-                    let fields = self.keys(def, &format!("volumes.{key}"), &["name", "external", "labels"])?;
+                    let fields = self.keys(def, &format!("volumes.{key}"), &["name", "external"])?;
                     for (f, val) in fields {
                         match f.as_str().unwrap_or_default() {
                             "name" => runtime_name = self.string(val, "a volume's name")?,
@@ -277,7 +290,7 @@ impl Reader<'_> {
                 }
             }
         }
-        let files = |key: &str| -> Res<BTreeMap<String, (PathBuf, usize)>> {
+        let files = |key: &str| -> Res<BTreeMap<String, PathBuf>> {
             let mut out = BTreeMap::new();
             if let Some(s) = root.get(key).filter(|v| !v.is_null()) {
                 let map = s.as_map().ok_or_else(|| self.err(s.line, format!("{key} must be a mapping")))?;
@@ -287,7 +300,7 @@ impl Reader<'_> {
                     let file = def.get("file").ok_or_else(|| {
                         self.err(def.line, format!("{key}.{id}: only `file:` {key} are supported by lifeboat"))
                     })?;
-                    out.insert(id, (self.path(&self.string(file, "file")?), k.line));
+                    out.insert(id, self.path(&self.string(file, "file")?));
                 }
             }
             Ok(out)
@@ -347,8 +360,8 @@ impl Reader<'_> {
         def: &Node,
         all: &[String],
         volumes: &BTreeMap<String, (String, bool)>,
-        secrets: &BTreeMap<String, (PathBuf, usize)>,
-        configs: &BTreeMap<String, (PathBuf, usize)>,
+        secrets: &BTreeMap<String, PathBuf>,
+        configs: &BTreeMap<String, PathBuf>,
         network: &str,
     ) -> Res<Service> {
         const KNOWN: &[&str] = &[
@@ -416,8 +429,6 @@ impl Reader<'_> {
         req.restart = RestartPolicy::No;
         req.labels.insert(PROJECT_LABEL.into(), project.into());
         req.labels.insert(SERVICE_LABEL.into(), name.clone());
-        // Every service of the project, by name, on the shared loopback.
-        req.extra_hosts = all.iter().map(|s| format!("{s}:127.0.0.1")).collect();
         let mut depends_on = Vec::new();
         let mut consistency = None;
         let mut entrypoint: Option<Vec<String>> = None;
@@ -431,19 +442,23 @@ impl Reader<'_> {
                 "command" => req.command = self.command(v, &what)?,
                 "entrypoint" => entrypoint = Some(self.command(v, &what)?),
                 "environment" => {
+                    // A name without a value takes it from the variables (left out if unset).
                     for (k, v) in self.pairs(v, &what)? {
-                        req.env.push(match v {
-                            Some(v) => format!("{k}={v}"),
-                            None => k,
-                        });
+                        if let Some(v) = v.or_else(|| (self.lookup)(&k)) {
+                            req.env.push(format!("{k}={v}"));
+                        }
                     }
                 }
                 "env_file" => {
                     let list: Vec<String> = match v.as_seq() {
                         Some(items) => items
                             .iter()
-                            .map(|i| match i.get("path") {
-                                Some(p) => self.string(p, &what),
+                            .map(|i| match i.as_map() {
+                                // `required` and `format` are refused: a listed file must exist.
+                                Some(_) => self.keys(i, &what, &["path"]).and_then(|_| match i.get("path") {
+                                    Some(p) => self.string(p, &what),
+                                    None => Err(self.err(i.line, format!("{what}: path is required"))),
+                                }),
                                 None => self.string(i, &what),
                             })
                             .collect::<Res<_>>()?,
@@ -492,12 +507,8 @@ impl Reader<'_> {
                     for item in v.as_seq().ok_or_else(|| self.err(v.line, format!("{what} must be a list")))? {
                         let (source, target) = match item.as_map() {
                             Some(_) => {
-                                self.keys(item, &what, &["source", "target", "uid", "gid", "mode"])?;
-                                for unsupported in ["uid", "gid", "mode"] {
-                                    if let Some(n) = item.get(unsupported) {
-                                        return Err(self.err(n.line, format!("{what}.{unsupported} is not supported by lifeboat (the file keeps its owner and mode)")));
-                                    }
-                                }
+                                // uid, gid and mode are refused: the file keeps its own.
+                                self.keys(item, &what, &["source", "target"])?;
                                 let source = self.string(
                                     item.get("source")
                                         .ok_or_else(|| self.err(item.line, format!("{what}: source is required")))?,
@@ -508,7 +519,7 @@ impl Reader<'_> {
                             }
                             None => (self.string(item, &what)?, None),
                         };
-                        let (file, _) = known.get(&source).ok_or_else(|| {
+                        let file = known.get(&source).ok_or_else(|| {
                             self.err(
                                 item.line,
                                 format!("{what}: {source:?} is not defined in the file's top-level {key}"),
@@ -533,15 +544,13 @@ impl Reader<'_> {
                 "stdin_open" => req.stdin_open = self.bool(v, &what)?,
                 "tty" => req.tty = self.bool(v, &what)?,
                 "extra_hosts" => {
-                    for (k, v) in self
-                        .pairs(v, &what)
-                        .or_else(|_| self.strings(v, &what).map(|l| l.into_iter().map(|s| (s, None)).collect()))?
-                    {
-                        let spec = match v {
+                    // `NAME: ADDRESS`, or a list of `NAME:ADDRESS` (or `NAME=ADDRESS`).
+                    for (k, addr) in self.pairs(v, &what)? {
+                        let spec = match addr {
                             Some(addr) => format!("{k}:{addr}"),
                             None => k,
                         };
-                        crate::syntax::extra_host(&spec).map_err(|e| self.err(v_line(def, "extra_hosts"), e))?;
+                        crate::syntax::extra_host(&spec).map_err(|e| self.err(v.line, e))?;
                         req.extra_hosts.push(spec);
                     }
                 }
@@ -602,7 +611,7 @@ impl Reader<'_> {
         let mut args = HashMap::new();
         if let Some(a) = b.get("args") {
             for (k, v) in self.pairs(a, &what)? {
-                let v = v.or_else(|| std::env::var(&k).ok()).unwrap_or_default();
+                let v = v.or_else(|| (self.lookup)(&k)).unwrap_or_default();
                 args.insert(k, v);
             }
         }
@@ -614,7 +623,7 @@ impl Reader<'_> {
         let spec = match p.as_map() {
             None => self.string(p, what)?,
             Some(_) => {
-                self.keys(p, what, &["target", "published", "host_ip", "protocol", "mode"])?;
+                self.keys(p, what, &["target", "published", "host_ip", "protocol"])?;
                 let field = |k: &str| p.get(k).map(|n| self.string(n, what)).transpose();
                 let target = field("target")?.ok_or_else(|| self.err(p.line, format!("{what}: target is required")))?;
                 let mut s = String::new();
@@ -654,13 +663,7 @@ impl Reader<'_> {
             let mut parts: Vec<String> = spec.split(':').map(str::to_string).collect();
             if parts.len() == 1 {
                 // `/path` alone: an anonymous volume.
-                return Ok(MountSpec {
-                    source: MountSource::Volume { name: crate::runtime::container::new_id() },
-                    target: spec.to_string(),
-                    read_only: false,
-                    nocopy: false,
-                    anonymous: true,
-                });
+                return self.anonymous(spec, false, false, m.line, what);
             }
             let source = parts[0].clone();
             let is_path = source.starts_with('/') || source.starts_with('.') || source.starts_with('~');
@@ -680,25 +683,23 @@ impl Reader<'_> {
             }
             return Ok(mount);
         }
-        self.keys(m, what, &["type", "source", "target", "read_only", "volume", "bind"])?;
+        self.keys(m, what, &["type", "source", "target", "read_only", "volume"])?;
         let field = |k: &str| m.get(k).map(|n| self.string(n, what)).transpose();
         let kind = field("type")?.unwrap_or_else(|| "volume".into());
         let target = field("target")?.ok_or_else(|| self.err(m.line, format!("{what}: target is required")))?;
         let read_only = m.get("read_only").map(|n| self.bool(n, what)).transpose()?.unwrap_or(false);
-        let nocopy = match m.get("volume").and_then(|v| v.get("nocopy")) {
-            Some(n) => self.bool(n, what)?,
+        let nocopy = match m.get("volume") {
+            Some(v) => match self.keys(v, &format!("{what}.volume"), &["nocopy"])?.first() {
+                Some((_, n)) => self.bool(n, what)?,
+                None => false,
+            },
             None => false,
         };
+        if !target.starts_with('/') {
+            return Err(self.err(m.line, format!("{what}: the target {target:?} must be an absolute path")));
+        }
         let source = match (kind.as_str(), field("source")?) {
-            ("volume", None) => {
-                return Ok(MountSpec {
-                    source: MountSource::Volume { name: crate::runtime::container::new_id() },
-                    target,
-                    read_only,
-                    nocopy,
-                    anonymous: true,
-                });
-            }
+            ("volume", None) => return self.anonymous(&target, read_only, nocopy, m.line, what),
             ("volume", Some(s)) => MountSource::Volume { name: named(&s, m.line)? },
             ("bind", Some(s)) => MountSource::Bind { path: self.path(&s), must_exist: false },
             ("bind", None) => return Err(self.err(m.line, format!("{what}: a bind mount needs a source"))),
@@ -709,10 +710,16 @@ impl Reader<'_> {
                 ));
             }
         };
-        if !target.starts_with('/') {
-            return Err(self.err(m.line, format!("{what}: the target {target:?} must be an absolute path")));
-        }
         Ok(MountSpec { source, target, read_only, nocopy, anonymous: false })
+    }
+
+    /// An anonymous volume on `target`; [`Reader::service`] names it after its container.
+    fn anonymous(&self, target: &str, read_only: bool, nocopy: bool, line: usize, what: &str) -> Res<MountSpec> {
+        if !target.starts_with('/') {
+            return Err(self.err(line, format!("{what}: the target {target:?} must be an absolute path")));
+        }
+        let source = MountSource::Volume { name: String::new() };
+        Ok(MountSpec { source, target: target.to_string(), read_only, nocopy, anonymous: true })
     }
 
     fn depends_on(&self, v: &Node, what: &str, all: &[String]) -> Res<Vec<(String, Condition)>> {
@@ -730,7 +737,15 @@ impl Reader<'_> {
                 check(&dep, k.line)?;
                 let mut condition = Condition::Started;
                 if !cond.is_null() {
-                    self.keys(cond, &format!("{what}.{dep}"), &["condition", "restart", "required"])?;
+                    // `restart` is refused; `required: false` (an optional dependency) too.
+                    self.keys(cond, &format!("{what}.{dep}"), &["condition", "required"])?;
+                    if let Some(r) = cond.get("required")
+                        && !self.bool(r, what)?
+                    {
+                        return Err(
+                            self.err(r.line, format!("{what}.{dep}.required: false is not supported by lifeboat"))
+                        );
+                    }
                     if let Some(c) = cond.get("condition") {
                         condition = match self.string(c, what)?.as_str() {
                             "service_started" => Condition::Started,
@@ -753,7 +768,7 @@ impl Reader<'_> {
     }
 
     fn healthcheck(&self, v: &Node, what: &str) -> Res<HealthRequest> {
-        self.keys(v, what, &["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"])?;
+        self.keys(v, what, &["test", "interval", "timeout", "retries", "start_period", "disable"])?;
         let mut h = HealthRequest::default();
         let secs = |k: &str| -> Res<Option<u64>> {
             v.get(k)
@@ -769,10 +784,8 @@ impl Reader<'_> {
                     let words: Vec<String> = items.iter().map(|i| self.string(i, what)).collect::<Res<_>>()?;
                     match words.split_first() {
                         Some((first, rest)) if first == "CMD-SHELL" => h.command = Some(rest.join(" ")),
-                        Some((first, rest)) if first == "CMD" => {
-                            // An argument list, quoted for the shell the check runs in.
-                            h.command = Some(rest.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "))
-                        }
+                        // An argument list, run without a shell (an image may have none).
+                        Some((first, rest)) if first == "CMD" && !rest.is_empty() => h.args = rest.to_vec(),
                         Some((first, _)) if first == "NONE" => h.disable = true,
                         _ => {
                             return Err(
@@ -824,20 +837,6 @@ impl Reader<'_> {
             );
         }
         Ok(())
-    }
-}
-
-/// The line of `key` in mapping `def` (for messages about a value built from several nodes).
-fn v_line(def: &Node, key: &str) -> usize {
-    def.as_map().and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(key))).map_or(def.line, |(k, _)| k.line)
-}
-
-/// `w` quoted for `sh -c` when it needs to be.
-fn shell_quote(w: &str) -> String {
-    if !w.is_empty() && w.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&c)) {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', "'\\''"))
     }
 }
 

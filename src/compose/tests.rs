@@ -29,6 +29,8 @@ services:
     environment:
       DB_HOST: db
       DB_PASSWORD: ${DB_PASSWORD:?set DB_PASSWORD}
+      WP_PORT:
+      UNSET_HERE:
     volumes:
       - uploads:/var/www/uploads
       - ./site:/var/www/site:ro
@@ -77,15 +79,21 @@ fn a_stack_reads_into_requests_in_start_order() {
     assert_eq!(db.container, "blog-db-1");
     assert_eq!(db.request.command, ["mariadbd", "--bind-address=127.0.0.1"]);
     assert_eq!(db.request.restart, RestartPolicy::UnlessStopped);
-    assert_eq!(db.request.health.command.as_deref(), Some("mariadb-admin ping --silent"));
+    // An argument list runs without a shell.
+    let check = db.request.health.resolve(None).unwrap();
+    assert_eq!(check.command, "mariadb-admin ping --silent");
+    assert_eq!(check.argv(), ["mariadb-admin", "ping", "--silent"]);
     assert_eq!((db.request.health.interval_secs, db.request.health.retries), (Some(2), Some(5)));
     assert_eq!(db.consistency.as_deref(), Some("mariadb"));
     assert_eq!(db.request.mounts[0].source, MountSource::Volume { name: "shared-dbdata".into() });
     assert_eq!(db.request.network, NetworkRequest::Named("blog_default".into()));
-    assert!(db.request.extra_hosts.contains(&"wordpress:127.0.0.1".to_string()));
+    assert!(p.request(db).extra_hosts.contains(&"wordpress:127.0.0.1".to_string()));
     // The process environment wins over .env; .env fills what it lacks.
     assert_eq!(wp.request.ports[0].host_port, 8181);
     assert!(wp.request.env.contains(&"DB_PASSWORD=from-dotenv".to_string()));
+    // A name without a value takes it from the variables, and is left out when unset.
+    assert!(wp.request.env.contains(&"WP_PORT=8181".to_string()), "{:?}", wp.request.env);
+    assert!(!wp.request.env.iter().any(|e| e.starts_with("UNSET_HERE")), "{:?}", wp.request.env);
     let build = wp.build.as_ref().unwrap();
     assert_eq!((build.context.clone(), build.tag.as_str()), (tmp.path().join("wp"), "blog-wordpress"));
     assert_eq!(build.args["PHP"], "8.2");
@@ -134,6 +142,24 @@ fn what_cannot_be_honoured_is_named_with_its_line() {
             "both name their container one",
         ),
         ("services:\n  web:\n    image: x\n    memory: 1g\n", ":4:", "memory is not supported"),
+        ("services:\n  w:\n    image: x\nvolumes:\n  d:\n    labels: {a: b}\n", ":6:", "volumes.d.labels"),
+        ("services:\n  w:\n    image: x\n    healthcheck:\n      start_interval: 1s\n", ":5:", "start_interval"),
+        (
+            "services:\n  w:\n    image: x\n    env_file:\n      - path: ./a\n        required: false\n",
+            ":6:",
+            "required",
+        ),
+        (
+            "services:\n  w:\n    image: x\n    volumes:\n      - type: volume\n        target: /d\n        volume: {subpath: x}\n",
+            ":7:",
+            "subpath",
+        ),
+        ("services:\n  w:\n    image: x\n    volumes: [relative]\n", ":4:", "absolute"),
+        (
+            "services:\n  a:\n    image: x\n    depends_on:\n      b: {required: false}\n  b:\n    image: x\n",
+            ":5:",
+            "required: false",
+        ),
         ("x-lifeboat:\n  schedule: daily\nservices:\n  web:\n    image: x\n", ":1:", "not supported yet"),
     ];
     for (text, line, what) in cases {

@@ -80,9 +80,13 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// The most nodes a document may hold once its aliases are expanded: a file of a few
+/// kilobytes whose aliases nest ("a billion laughs") is refused, never expanded.
+const MAX_NODES: usize = 1_000_000;
+
 /// Parses the first document of `text`.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None, error: None };
+    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None, error: None, nodes: 0 };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut b, false).map_err(|e| YamlError { line: e.marker().line(), message: e.info().to_string() })?;
     if let Some(e) = b.error {
@@ -102,6 +106,8 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     error: Option<YamlError>,
+    /// Nodes made so far, aliases counted at their expanded size.
+    nodes: usize,
 }
 
 impl Builder {
@@ -168,6 +174,15 @@ fn merge(entries: &mut Vec<(Node, Node)>, from: &Node) -> Result<(), (usize, Str
     Ok(())
 }
 
+/// How many nodes `n` holds, itself included.
+fn size(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Seq(items) => items.iter().map(size).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// Keys are the same when their text is (`"image"` and `image` are one key).
 fn same_key(a: &Node, b: &Node) -> bool {
     match (a.as_str(), b.as_str()) {
@@ -182,6 +197,15 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let line = mark.line();
+        let adds = match &ev {
+            Event::Alias(id) => self.anchors.get(id).map_or(1, size),
+            _ => 1,
+        };
+        self.nodes += adds;
+        if self.nodes > MAX_NODES {
+            self.fail(line, format!("the document expands to more than {MAX_NODES} values (aliases of aliases?)"));
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
@@ -248,5 +272,14 @@ mod tests {
         assert!(parse("a: *nowhere\n").is_err());
         assert!(parse("a: &x [1]\nb:\n  <<: 3\n").is_err());
         assert_eq!(parse("").unwrap().value, Value::Null);
+        // A billion laughs: each level doubles ten times over.
+        let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            laughs.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        assert!(parse(&laughs).unwrap_err().message.contains("expands"));
     }
 }

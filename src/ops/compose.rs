@@ -85,11 +85,9 @@ pub fn up(
                 };
                 crate::builder::build(host, &options, progress)?;
             }
-            // The definition includes the image's ID: a rebuilt or pulled image recreates.
-            let image = host.store()?.find(&svc.request.image).map(|i| i.id().to_string()).unwrap_or_default();
-            let wanted = format!("{:#?}\nimage {image}\n", svc.request);
+            let wanted = definition(host, svc)?;
             adopt_restored(host, project, svc, &wanted)?;
-            services::apply(host, &svc.container, &svc.request, &wanted)
+            services::apply(host, &svc.container, &project.request(svc), &wanted)
         })();
         if result.is_err() {
             failed.insert(svc.name.clone());
@@ -99,10 +97,18 @@ pub fn up(
     Ok(out)
 }
 
+/// What `up` compares to decide whether `svc`'s container is as defined: its request and its
+/// image's ID (a rebuilt or pulled image recreates it).
+fn definition(host: &Host, svc: &Service) -> anyhow::Result<String> {
+    let image = host.store()?.find(&svc.request.image).map(|i| i.id().to_string()).unwrap_or_default();
+    Ok(format!("{:#?}\nimage {image}\n", svc.request))
+}
+
 /// A container of the project that `restore` brought back (it carries the project's labels
 /// but not `up`'s marker) is taken as the service as it is: `up` starts it if it is stopped
 /// and `down` removes it, instead of refusing to touch it or recreating it over what the
-/// restore put back.
+/// restore put back. As Docker Compose does, the labels and the name are what make a
+/// container the project's.
 fn adopt_restored(host: &Host, project: &Project, svc: &Service, wanted: &str) -> anyhow::Result<()> {
     let containers = host.containers()?;
     let Ok(existing) = containers.named(&svc.container) else { return Ok(()) };
@@ -160,8 +166,7 @@ pub fn down(host: &Host, project: &Project, timeout: Duration, volumes: bool) ->
             out.push(ServiceOutcome::of(&svc.name, Ok("not running".into())));
             continue;
         };
-        let image = host.store()?.find(&svc.request.image).map(|i| i.id().to_string()).unwrap_or_default();
-        adopt_restored(host, project, svc, &format!("{:#?}\nimage {image}\n", svc.request))?;
+        adopt_restored(host, project, svc, &definition(host, svc)?)?;
         let result = services::take_down(host, &c, timeout, false).and_then(|done| {
             if volumes {
                 containers::remove_anonymous_volumes(host, &c)?;

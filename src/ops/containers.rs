@@ -135,6 +135,8 @@ pub struct HealthRequest {
     pub disable: bool,
     /// A shell command (`--health-cmd`).
     pub command: Option<String>,
+    /// Or a program and its arguments, run without a shell (Compose's `["CMD", …]`).
+    pub args: Vec<String>,
     pub interval_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
     pub start_period_secs: Option<u64>,
@@ -147,11 +149,15 @@ impl HealthRequest {
         if self.disable {
             return None;
         }
-        let mut h = match (&self.command, image.and_then(HealthCheck::from_image)) {
+        let command = match (&self.command, self.args.is_empty()) {
+            (_, false) => Some(self.args.join(" ")),
+            (c, true) => c.clone(),
+        };
+        let mut h = match (command, image.and_then(HealthCheck::from_image)) {
             (Some(cmd), base) => HealthCheck {
                 command: cmd.clone(),
-                args: Vec::new(),
-                ..base.unwrap_or_else(|| HealthCheck::shell(cmd))
+                args: self.args.clone(),
+                ..base.unwrap_or_else(|| HealthCheck::shell(&cmd))
             },
             (None, Some(base)) => base,
             (None, None) => return None,

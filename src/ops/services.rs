@@ -77,6 +77,7 @@ pub fn request(name: &str, svc: &config::Service) -> anyhow::Result<RunRequest> 
         req.health = HealthRequest {
             disable: h.disable,
             command: Some(h.command.clone()).filter(|c| !c.is_empty()),
+            args: Vec::new(),
             interval_secs: h.interval.as_ref().map(|_| secs(&h.interval, 30)),
             timeout_secs: h.timeout.as_ref().map(|_| secs(&h.timeout, 30)),
             start_period_secs: h.start_period.as_ref().map(|_| secs(&h.start_period, 0)),
