@@ -179,8 +179,29 @@ impl<W: Write> TreeWriter<W> {
                 Err(read_err(e))
             }
         };
-        // The entry's xattrs by a name that goes through the directory's descriptor.
-        let xattrs = match self.xattrs(&fd_path(&dir).join(file_name)) {
+        // A regular file is opened first and described by what was opened: one replaced since
+        // it was listed (written aside and renamed over, as editors and package managers do)
+        // is archived as the new file, its size, owner, mode and xattrs all its own.
+        let (opened, fresh) = if ft == FileType::RegularFile {
+            match open_regular(dir, file_name) {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    let st = rustix::fs::fstat(&file).map_err(|e| read_err(e.into()))?;
+                    (Some(file), Some(st))
+                }
+                Err(e) => return changed(e),
+            }
+        } else {
+            (None, None)
+        };
+        let meta = fresh.as_ref().unwrap_or(meta);
+        // The entry's xattrs: the opened file's, or by a name that goes through the
+        // directory's descriptor.
+        let xattrs = match &opened {
+            Some(file) => self.xattrs(&fd_path(file), true),
+            None => self.xattrs(&fd_path(&dir).join(file_name), false),
+        };
+        let xattrs = match xattrs {
             Ok(x) => x,
             Err(e) => return changed(e),
         };
@@ -195,14 +216,7 @@ impl<W: Write> TreeWriter<W> {
         let first_link = (ft == FileType::RegularFile && meta.st_nlink > 1)
             .then(|| self.links.get(&(meta.st_dev, meta.st_ino)).cloned())
             .flatten();
-        let file = if ft == FileType::RegularFile && first_link.is_none() {
-            match open_regular(dir, file_name) {
-                Ok(fd) => Some(File::from(fd)),
-                Err(e) => return changed(e),
-            }
-        } else {
-            None
-        };
+        let file = opened.filter(|_| first_link.is_none());
         let mut h = tar::Header::new_gnu();
         h.set_mode(meta.st_mode & 0o7777);
         h.set_uid(meta.st_uid as u64);
@@ -282,9 +296,15 @@ impl<W: Write> TreeWriter<W> {
         self.builder.append_data(&mut h, OsStr::from_bytes(name), io::empty()).map_err(LayerError::Write)
     }
 
-    /// The xattrs of the entry at `at`.
-    fn xattrs(&mut self, at: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
-        let list = match rustix::fs::llistxattr(at, &mut self.xattr_buf[..]) {
+    /// The xattrs of the entry at `at`; `follow`: of what the link `at` leads to (an open
+    /// file's `/proc/self/fd` entry).
+    fn xattrs(&mut self, at: &Path, follow: bool) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let listed = if follow {
+            rustix::fs::listxattr(at, &mut self.xattr_buf[..])
+        } else {
+            rustix::fs::llistxattr(at, &mut self.xattr_buf[..])
+        };
+        let list = match listed {
             Ok(n) => self.xattr_buf[..n].to_vec(),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -298,7 +318,12 @@ impl<W: Write> TreeWriter<W> {
             if super::is_overlay_xattr(name) && name != OVERLAY_OPAQUE_XATTR {
                 continue;
             }
-            match rustix::fs::lgetxattr(at, name, &mut self.xattr_buf[..]) {
+            let got = if follow {
+                rustix::fs::getxattr(at, name, &mut self.xattr_buf[..])
+            } else {
+                rustix::fs::lgetxattr(at, name, &mut self.xattr_buf[..])
+            };
+            match got {
                 Ok(n) => out.push((name.to_string(), self.xattr_buf[..n].to_vec())),
                 Err(rustix::io::Errno::NODATA) => {}
                 Err(e) => return Err(e.into()),
@@ -384,6 +409,11 @@ mod tests {
     /// a live tree does when the entry changes between listing and reading, and returns the
     /// names in the archive.
     fn entry_after(dir: &Path, name: &str, change: impl FnOnce(&Path)) -> Vec<String> {
+        entries_after(dir, name, change).into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// As [`entry_after`], with each entry's bytes.
+    fn entries_after(dir: &Path, name: &str, change: impl FnOnce(&Path)) -> Vec<(String, Vec<u8>)> {
         let fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
         let meta = stat_beneath(fd.as_fd(), OsStr::new(name)).unwrap();
         change(&dir.join(name));
@@ -399,8 +429,28 @@ mod tests {
         tar::Archive::new(&bytes[..])
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (name, data)
+            })
             .collect()
+    }
+
+    /// A file written aside and renamed over the listed one is archived as the new file,
+    /// its length its own (never the old length, padded or cut).
+    #[test]
+    fn a_file_replaced_while_read_is_archived_as_the_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("conf"), "short").unwrap();
+        let got = entries_after(d, "conf", |p| {
+            std::fs::write(p.with_extension("new"), "a longer replacement").unwrap();
+            std::fs::rename(p.with_extension("new"), p).unwrap();
+        });
+        assert_eq!(got, [("conf".to_string(), b"a longer replacement".to_vec())]);
     }
 
     #[test]
