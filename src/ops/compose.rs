@@ -186,11 +186,7 @@ pub fn down(host: &Host, project: &Project, timeout: Duration, volumes: bool) ->
         }
     }
     // The network goes once no container is left in it (of the project or not).
-    let wanted = crate::runtime::container::NetworkMode::Network(project.network.clone());
-    let left = containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).any(|c| c.network == wanted);
-    if !left {
-        runtime::network::remove_named(&host.paths().run_root, &project.network)?;
-    }
+    runtime::remove_network_if_unused(host, &project.network)?;
     Ok(out)
 }
 

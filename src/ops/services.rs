@@ -226,8 +226,9 @@ pub(crate) fn take_down(
     runtime::remove(host, &c.id, true)?;
     if volumes {
         for m in &c.mounts {
+            // Never one another container still uses.
             if let MountSource::Volume { name: v } = &m.source {
-                host.volumes()?.remove(v)?;
+                super::volumes::remove(host, v, false)?;
             }
         }
     }

@@ -470,6 +470,18 @@ pub fn remove_retired(kernel: &dyn Kernel, retired: &Path) -> Result<(), Contain
     }
 }
 
+/// Removes the named network `name` if no container (of any kind) is configured in it any
+/// more; whether it went.
+pub fn remove_network_if_unused(host: &Host, name: &str) -> anyhow::Result<bool> {
+    let containers = host.containers()?;
+    let wanted = container::NetworkMode::Network(name.to_string());
+    let used = containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).any(|c| c.network == wanted);
+    if !used {
+        network::remove_named(&host.paths().run_root, name)?;
+    }
+    Ok(!used)
+}
+
 /// Removes a container; `force` stops a running one first.
 pub fn remove(host: &Host, id: &str, force: bool) -> Result<(), ContainerError> {
     let containers = host.containers()?;

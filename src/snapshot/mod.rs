@@ -1136,13 +1136,18 @@ pub fn drill(
     }
     // Clean up, the last restored first: every container (whatever state it reached) and every
     // volume made for it.
+    let mut networks = std::collections::BTreeSet::new();
     for (_, snap) in members.iter().rev() {
         let name = drill_name(&snap.service);
         if let Ok(containers) = host.containers()
             && let Ok(c) = containers.named(&name)
-            && let Err(e) = runtime::remove(host, &c.id, true)
         {
-            tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
+            if let crate::runtime::container::NetworkMode::Network(net) = &c.network {
+                networks.insert(net.clone());
+            }
+            if let Err(e) = runtime::remove(host, &c.id, true) {
+                tracing::warn!(container = name.as_str(), error = %e, "cannot remove the drill container");
+            }
         }
         if let Ok(vols) = host.volumes() {
             for v in &snap.volumes {
@@ -1153,6 +1158,12 @@ pub fn drill(
                     tracing::warn!(volume = vol.as_str(), error = %e, "cannot remove the drill volume");
                 }
             }
+        }
+    }
+    // The drill's own network (a stack of a Compose project has one), once it is empty.
+    for net in networks {
+        if let Err(e) = runtime::remove_network_if_unused(host, &net) {
+            tracing::warn!(network = net.as_str(), error = %e, "cannot remove the drill's network");
         }
     }
     if reports.len() == 1 && members.len() == 1 {

@@ -114,6 +114,18 @@ fn a_compose_wordpress_comes_up_snapshots_as_one_stack_and_comes_back_after_down
     let reports = reports.as_array().unwrap();
     assert_eq!(reports.len(), 2, "{out}");
     assert!(reports[0]["stack"].is_string() && reports[0]["stack"] == reports[1]["stack"], "{out}");
+    // A drill of the project runs aside, in a network of its own: it answers, and the live
+    // site keeps its own database (the drill's `db` is not the live one).
+    let drill = env.ok(&["drill", "--compose", dir.to_str().unwrap(), "--http", "http://localhost:8080/", "--json"]);
+    let drill: serde_json::Value = serde_json::from_str(&drill).unwrap();
+    assert_eq!(drill["healthy"], true, "{drill}");
+    let networks: Vec<String> = fs::read_dir(env.path("run/networks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(networks, ["blog_default"], "the drill's network was left behind, or the live one went");
+    assert!(page_with(port, "Opening hours for the winter", 10).is_some(), "the live site stopped answering");
     wp(&["post", "Written after the snapshot"]);
     assert!(page_with(port, "Written after the snapshot", 30).is_some());
 
