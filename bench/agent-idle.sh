@@ -17,12 +17,8 @@ if [[ -d "$LIFEBOAT_ROOT/containers" ]]; then
 fi
 rm -rf "$work"; mkdir -p "$work"
 
-site="$work/site"
-mkdir -p "$site/bin" "$site/www"
-cp "$(command -v busybox)" "$site/bin/busybox"
-for a in $(busybox --list); do [[ $a == busybox ]] || ln -s busybox "$site/bin/$a"; done
-echo '<h1>City Library</h1>' >"$site/www/index.html"
-"$lb" import "$site" site:1 --change 'CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' >/dev/null
+source "$here/bench/site.sh"
+site_image "$lb" "$work/site" site:1
 head -c 32 /dev/urandom | base64 >"$work/pw"
 "$lb" repo init --repo "$work/repo" --password-file "$work/pw" >/dev/null
 

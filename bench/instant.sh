@@ -47,12 +47,8 @@ ip netns exec "$ns" s3s-fs --host 10.231.7.2 --port 9100 --access-key bench-ak -
 printf '[default]\naws_access_key_id = bench-ak\naws_secret_access_key = bench-sk\n' >"$work/s3.credentials"
 for _ in $(seq 1 50); do curl -s -o /dev/null http://10.231.7.2:9100/ && break; sleep 0.1; done
 
-site="$work/site"
-mkdir -p "$site/bin" "$site/www"
-cp "$(command -v busybox)" "$site/bin/busybox"
-for a in $(busybox --list); do [[ $a == busybox ]] || ln -s busybox "$site/bin/$a"; done
-echo '<h1>City Library</h1>' >"$site/www/index.html"
-"$lb" import "$site" library-website:1 --change 'CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' >/dev/null
+source "$here/bench/site.sh"
+site_image "$lb" "$work/site" library-website:1
 port=18090
 # --init: httpd as PID 1 would ignore the stop signal and make every stop wait 10 s.
 "$lb" run -d --init --name website -p "127.0.0.1:$port:80" -v website-content:/www library-website:1 >/dev/null

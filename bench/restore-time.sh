@@ -23,12 +23,8 @@ if [[ -z ${LIFEBOAT_TEST_S3S:-} ]]; then
   eval "$("$here/scripts/peers.sh" start /var/tmp/lifeboat-peers)"
 fi
 
-site="$work/site"
-mkdir -p "$site/bin" "$site/www"
-cp "$(command -v busybox)" "$site/bin/busybox"
-for a in $(busybox --list); do [[ $a == busybox ]] || ln -s busybox "$site/bin/$a"; done
-echo '<h1>City Library</h1>' >"$site/www/index.html"
-"$lb" import "$site" library-website:1 --change 'CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]' >/dev/null
+source "$here/bench/site.sh"
+site_image "$lb" "$work/site" library-website:1
 port=18080
 "$lb" run -d --name website -p "127.0.0.1:$port:80" -v website-content:/www library-website:1 >/dev/null
 # Catalogue files: 1 MiB each, incompressible, so the restore moves real bytes.

@@ -1347,25 +1347,13 @@ mod tests {
         whiteout(&upper.join("dir/sub/deleted-too"));
         whiteout(&outside.join("not-ours"));
         std::os::unix::fs::symlink(&outside, upper.join("link")).unwrap();
-        let xattrs =
-            rustix::fs::setxattr(upper.join("dir"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
-                .and_then(|()| {
-                    rustix::fs::setxattr(
-                        upper.join("dir/kept.txt"),
-                        "trusted.overlay.origin",
-                        b"x",
-                        rustix::fs::XattrFlags::empty(),
-                    )
-                })
-                .and_then(|()| {
-                    rustix::fs::setxattr(
-                        upper.join("dir/kept.txt"),
-                        "trusted.keep",
-                        b"k",
-                        rustix::fs::XattrFlags::empty(),
-                    )
-                })
-                .is_ok();
+        let set = |p: &str, name: &str, value: &[u8]| {
+            rustix::fs::setxattr(upper.join(p), name, value, rustix::fs::XattrFlags::empty())
+        };
+        let xattrs = set("dir", "trusted.overlay.opaque", b"y")
+            .and_then(|()| set("dir/kept.txt", "trusted.overlay.origin", b"x"))
+            .and_then(|()| set("dir/kept.txt", "trusted.keep", b"k"))
+            .is_ok();
 
         clean_upper(&upper).unwrap();
         assert!(!upper.join("deleted").exists() && std::fs::symlink_metadata(upper.join("deleted")).is_err());
@@ -1390,6 +1378,14 @@ mod tests {
         }
     }
 
+    /// Gives `to` the modification time of `from`.
+    fn same_mtime(from: &Path, to: &Path) {
+        let m = std::fs::metadata(from).unwrap();
+        let at = rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() };
+        let t = rustix::fs::Timestamps { last_access: at, last_modification: at };
+        rustix::fs::utimensat(rustix::fs::CWD, to, &t, rustix::fs::AtFlags::empty()).unwrap();
+    }
+
     /// Copies of one snapshot file become one file again, unless the service changed one, and
     /// never through a directory the service replaced with a link.
     #[test]
@@ -1402,15 +1398,7 @@ mod tests {
         for p in ["a/one", "two", "three", "four"] {
             std::fs::write(data.join(p), "same").unwrap();
         }
-        let set = |p: &str, from: &str| {
-            let m = std::fs::metadata(data.join(from)).unwrap();
-            let t = rustix::fs::Timestamps {
-                last_access: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
-                last_modification: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
-            };
-            rustix::fs::utimensat(rustix::fs::CWD, data.join(p), &t, rustix::fs::AtFlags::empty()).unwrap();
-        };
-        set("two", "a/one");
+        same_mtime(&data.join("a/one"), &data.join("two"));
         relink(&data, &group(&data, &["a/one", "two"]));
         assert_eq!(
             std::fs::metadata(data.join("a/one")).unwrap().ino(),
@@ -1429,12 +1417,7 @@ mod tests {
         // A directory on the way is now a link out: nothing is made there.
         std::fs::write(outside.join("victim"), "same").unwrap();
         // Unchanged by every other measure: only refusing the link keeps it out.
-        let m = std::fs::metadata(data.join("three")).unwrap();
-        let t = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
-            last_modification: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() },
-        };
-        rustix::fs::utimensat(rustix::fs::CWD, outside.join("victim"), &t, rustix::fs::AtFlags::empty()).unwrap();
+        same_mtime(&data.join("three"), &outside.join("victim"));
         std::fs::remove_dir_all(data.join("a")).unwrap();
         std::os::unix::fs::symlink(&outside, data.join("a")).unwrap();
         let mut g = group(&data, &["three"]);
