@@ -373,6 +373,10 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
     repo.set_lock_wait(Duration::from_secs(60));
     let _lock = crate::repo::lock::Lock::acquire(&mut repo, false)?;
     let (id, snap) = crate::repo::snapshot::find(&repo, None, &h.snapshot)?;
+    // Checked before anything is recorded: a record must never say "mounting" forever.
+    if let Some((index, _)) = h.volumes.iter().find(|(index, _)| snap.volumes.get(*index).is_none()) {
+        bail!("the snapshot has no volume {index}");
+    }
     let vols = host.volumes()?;
     let names: Vec<String> = h.volumes.iter().map(|(_, n)| n.clone()).collect();
     let mut state = Hydration {
@@ -404,9 +408,6 @@ fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl W
         watches: h.volumes.iter().map(|_| Arc::new(Watch::default())).collect(),
         fuse_devs: Vec::new(),
     };
-    if let Some((index, _)) = h.volumes.iter().find(|(index, _)| snap.volumes.get(*index).is_none()) {
-        bail!("the snapshot has no volume {index}");
-    }
     // What was left mounted by a hydrator that died goes first.
     for n in &names {
         vols.unmount_instant(n);
@@ -602,11 +603,9 @@ fn copy_everything(
     // Hot files first, in the order the drill saw them (then the rest in tree order).
     let mut order: Vec<usize> = Vec::with_capacity(items.len());
     let mut hot = 0u64;
+    // Each entry by its volume and path: for the hot set here, for the service's opens later.
+    let by_path: ByPath = items.iter().enumerate().map(|(n, it)| ((it.volume, it.path.as_path()), n)).collect();
     {
-        let mut by_path: std::collections::HashMap<(usize, &Path), usize> = std::collections::HashMap::new();
-        for (n, it) in items.iter().enumerate() {
-            by_path.insert((it.volume, it.path.as_path()), n);
-        }
         let mut taken = vec![false; items.len()];
         for f in &snap.hot {
             let Some(v) = h.volumes.iter().position(|(index, _)| snap.volumes[*index].name == f.volume) else {
@@ -642,7 +641,7 @@ fn copy_everything(
         for _ in 0..READ_AHEAD_THREADS.min(packs.len()) {
             scope.spawn(|| read_ahead(repo, &packs, &served.watches, &next, &fetched, &stop));
         }
-        let r = copy_in_order(served, &items, &order, &ready, state, dir);
+        let r = copy_in_order(served, &items, &by_path, &order, &ready, state, dir);
         stop.store(true, Ordering::Relaxed);
         r
     });
@@ -814,19 +813,19 @@ struct Queue<'a> {
     wanted: std::collections::VecDeque<usize>,
 }
 
+/// Entries by (volume, path).
+type ByPath<'a> = std::collections::HashMap<(usize, &'a Path), usize>;
+
 /// The copy itself, on [`COPIERS`] threads: what the service opened first, then `order`.
 fn copy_in_order(
     served: &Served,
     items: &[Item],
+    index: &ByPath<'_>,
     order: &[usize],
     ready: &(dyn Fn(usize) -> bool + Sync),
     state: &mut Hydration,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let mut index: std::collections::HashMap<(usize, &Path), usize> = std::collections::HashMap::new();
-    for (n, it) in items.iter().enumerate() {
-        index.insert((it.volume, it.path.as_path()), n);
-    }
     let queue =
         std::sync::Mutex::new(Queue { order, pos: 0, taken: vec![false; items.len()], wanted: Default::default() });
     let shared = std::sync::Mutex::new(std::mem::replace(state, state.clone()));
