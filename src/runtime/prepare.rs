@@ -189,7 +189,8 @@ pub fn prepare(host: &Host, config: &RunConfig) -> anyhow::Result<Prepared> {
 /// enabled at the root: says which one is missing, rather than let the runtime fail on a file
 /// that is not there. Hosts with v1 controllers are not checked (each limit has its hierarchy).
 /// The lines `config` adds to its /etc/hosts: its `--add-host`s, and on a named network the
-/// names of the containers that share it (they all answer on 127.0.0.1).
+/// names of the containers that share it, and their Compose service names (they all answer
+/// on 127.0.0.1).
 fn extra_hosts(containers: &Containers, config: &RunConfig) -> Vec<(std::net::IpAddr, String)> {
     let mut out: Vec<(std::net::IpAddr, String)> = Vec::new();
     for h in &config.extra_hosts {
@@ -208,6 +209,13 @@ fn extra_hosts(containers: &Containers, config: &RunConfig) -> Vec<(std::net::Ip
                 && !out.iter().any(|(_, n)| *n == peer.name)
             {
                 tracing::trace!(network = %net, peer = %peer.name, "peer listed in /etc/hosts");
+                // A Compose service is found by its service name too.
+                if let Some(service) = peer.labels.get(crate::compose::SERVICE_LABEL)
+                    && crate::runtime::names::validate_name(service).is_ok()
+                    && !out.iter().any(|(_, n)| n == service)
+                {
+                    out.push((loopback, service.clone()));
+                }
                 out.push((loopback, peer.name));
             }
         }
@@ -253,5 +261,36 @@ mod tests {
         assert!(e.contains("--memory needs the cgroup memory controller") && e.contains("hugetlb perf_event"), "{e}");
         let unlimited = RunConfig { memory: None, pids_limit: None, cpus: None, ..limited };
         check_controllers(&unlimited, root.path()).unwrap();
+    }
+
+    /// On a named network, /etc/hosts names every container sharing it, by container and by
+    /// Compose service name; names that could break the file never reach it.
+    #[test]
+    fn hosts_name_the_network_s_containers() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        let on = |id: char, name: &str, net: NetworkMode, service: Option<&str>| {
+            let mut c = RunConfig {
+                id: id.to_string().repeat(64),
+                name: name.into(),
+                network: net,
+                ..crate::runtime::spec::tests::sample()
+            };
+            if let Some(s) = service {
+                c.labels.insert(crate::compose::SERVICE_LABEL.into(), s.into());
+            }
+            containers.create_record(&c).unwrap();
+            c
+        };
+        let blog = || NetworkMode::Network("blog_default".into());
+        let mut me = on('a', "blog-web-1", blog(), Some("web"));
+        me.extra_hosts = vec!["gateway:10.0.0.1".into(), "bad name:1.2.3.4".into()];
+        on('b', "blog-db-1", blog(), Some("db"));
+        on('c', "hand-made", blog(), None);
+        on('d', "elsewhere", NetworkMode::Private, Some("other"));
+        on('e', "evil\n1.2.3.4 bank", blog(), Some("x\ny"));
+        let mut got: Vec<String> = extra_hosts(&containers, &me).iter().map(|(a, n)| format!("{a} {n}")).collect();
+        got.sort();
+        assert_eq!(got, ["10.0.0.1 gateway", "127.0.0.1 blog-db-1", "127.0.0.1 db", "127.0.0.1 hand-made"]);
     }
 }

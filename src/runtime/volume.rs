@@ -182,16 +182,7 @@ impl Volumes {
         if !meta.existed {
             return self.remove(name);
         }
-        self.unmount_instant(name);
-        if self.instant_mounted(name) {
-            return Err(ContainerError::Conflict(format!(
-                "volume {name}: cannot unmount what an instant restore left"
-            )));
-        }
-        let instant = self.dir.join(name).join("instant");
-        if instant.exists() {
-            fs::remove_dir_all(&instant).map_err(io_err(&instant))?;
-        }
+        self.clear_instant(name)?;
         let data = self.data_dir(name);
         fs::remove_dir_all(&data).map_err(io_err(&data))?;
         fs::create_dir(&data).map_err(io_err(&data))?;
@@ -209,9 +200,14 @@ impl Volumes {
         }
     }
 
+    /// Where an instant restore of `name` keeps its directories.
+    fn instant_root(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("instant")
+    }
+
     /// The directories an instant restore serves volume `name` from.
     pub fn instant_dirs(&self, name: &str) -> InstantDirs {
-        let at = self.dir.join(name).join("instant");
+        let at = self.instant_root(name);
         InstantDirs { lower: at.join("lower"), work: at.join("work"), merged: at.join("merged") }
     }
 
@@ -233,7 +229,7 @@ impl Volumes {
             }
         }
         let dirs = self.instant_dirs(name);
-        let at = self.dir.join(name).join("instant");
+        let at = self.instant_root(name);
         crate::fsutil::private_dir(&at).map_err(io_err(&at))?;
         for d in [&dirs.lower, &dirs.work, &dirs.merged] {
             match fs::create_dir(d) {
@@ -264,6 +260,23 @@ impl Volumes {
         self.write_meta(&meta)
     }
 
+    /// Unmounts what an instant restore of `name` left and removes its directories. Refused,
+    /// with nothing removed, if a mount stays: a walk into it would reach files that are not
+    /// this volume's.
+    fn clear_instant(&self, name: &str) -> Result<(), ContainerError> {
+        self.unmount_instant(name);
+        if self.instant_mounted(name) {
+            return Err(ContainerError::Conflict(format!(
+                "volume {name}: cannot unmount what an instant restore left"
+            )));
+        }
+        let at = self.instant_root(name);
+        if at.exists() {
+            fs::remove_dir_all(&at).map_err(io_err(&at))?;
+        }
+        Ok(())
+    }
+
     /// Whether something is still mounted where an instant restore of `name` mounts.
     pub fn instant_mounted(&self, name: &str) -> bool {
         let dirs = self.instant_dirs(name);
@@ -274,15 +287,7 @@ impl Volumes {
     /// it is an ordinary volume.
     pub fn end_hydration(&self, name: &str) -> Result<(), ContainerError> {
         let mut meta = self.get(name)?;
-        if self.instant_mounted(name) {
-            return Err(ContainerError::Conflict(format!(
-                "volume {name}: the instant restore's mounts are still there"
-            )));
-        }
-        let at = self.dir.join(name).join("instant");
-        if at.exists() {
-            fs::remove_dir_all(&at).map_err(io_err(&at))?;
-        }
+        self.clear_instant(name)?;
         meta.hydrating = None;
         self.write_meta(&meta)
     }
@@ -359,13 +364,7 @@ impl Volumes {
                     "volume {name} is being filled by an instant restore; remove its container first"
                 )));
             }
-            self.unmount_instant(name);
-            // Never walk into a mount that would not go: its files are not this volume's.
-            if self.instant_mounted(name) {
-                return Err(ContainerError::Conflict(format!(
-                    "volume {name}: cannot unmount what an instant restore left"
-                )));
-            }
+            self.clear_instant(name)?;
         }
         let dir = self.dir.join(name);
         fs::remove_dir_all(&dir).map_err(io_err(&dir))
