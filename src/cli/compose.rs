@@ -36,11 +36,12 @@ pub struct ProjectArgs {
 }
 
 impl ProjectArgs {
-    /// Reads the project (a directory given as FILE is searched for a Compose file).
-    pub fn load(&self) -> anyhow::Result<Project> {
+    /// Reads the project (a directory given as FILE is searched for a Compose file); keys
+    /// Lifeboat does not support are refused or warned about, as `unsupported` says.
+    pub fn load(&self, unsupported: compose::Keys) -> anyhow::Result<Project> {
         let cwd = std::env::current_dir()?;
         let file = compose::find_file(self.file.as_deref(), &cwd)?;
-        Ok(compose::load(&file, self.project.as_deref(), &|k| std::env::var(k).ok())?)
+        Ok(compose::load(&file, self.project.as_deref(), &|k| std::env::var(k).ok(), unsupported)?)
     }
 }
 
@@ -111,7 +112,12 @@ pub struct ComposeLogsArgs {
 }
 
 pub fn compose(ctx: &Context, a: ComposeArgs) -> anyhow::Result<i32> {
-    let project = a.project.load()?;
+    // What runs must be what the file says; what lists or removes must always work.
+    let unsupported = match a.command {
+        ComposeCommand::Up(_) | ComposeCommand::Config(_) => compose::Keys::Refuse,
+        _ => compose::Keys::Warn,
+    };
+    let project = a.project.load(unsupported)?;
     match a.command {
         ComposeCommand::Up(u) => up(ctx, &project, &u.services, u.build, u.wait_timeout),
         ComposeCommand::Down(d) => down(ctx, &project, d.timeout, d.volumes),

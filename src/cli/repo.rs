@@ -101,7 +101,7 @@ impl StackArg {
     fn services(&self, ctx: &Context, named: &[String]) -> anyhow::Result<(Vec<String>, Option<Vec<String>>)> {
         if let Some(file) = &self.compose {
             let args = super::compose::ProjectArgs { file: Some(file.clone()), project: None };
-            let project = args.load()?;
+            let project = args.load(lifeboat::compose::Keys::Warn)?;
             let names = project.services.iter().map(|s| s.container.clone()).collect();
             let recipes = project
                 .services
@@ -558,6 +558,7 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
             progress: None,
             peers: Default::default(),
             instant: false,
+            network_key: None,
         };
         let r = backup::restore_from_image(ctx.host(), &service, from, &a.tls.request(), &opts)?;
         if json {
@@ -575,6 +576,7 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
         throwaway: false,
         peers: Default::default(),
         instant: a.instant,
+        network_key: None,
         progress: spinner.bar().map(|bar| {
             // Several services restore one after another, each with its own total: the line
             // says which one it is on.

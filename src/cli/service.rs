@@ -61,7 +61,8 @@ pub struct DownArgs {
     /// Seconds to wait for each service to stop before SIGKILL.
     #[arg(short, long, default_value_t = 10)]
     pub time: u64,
-    /// Also remove the services' named volumes (their data!).
+    /// Also remove the services' named volumes (their data!); one another container still
+    /// uses is kept, and said.
     #[arg(short, long)]
     pub volumes: bool,
     /// Services to act on (default: all).
@@ -134,7 +135,7 @@ pub(crate) fn outcomes(list: Vec<services::ServiceOutcome>) -> i32 {
 /// runs as defined. Containers not created by `up` are never touched.
 pub fn up(ctx: &Context, a: UpArgs) -> anyhow::Result<i32> {
     if let Some(args) = compose_instead(ctx, &a.compose) {
-        return super::compose::up(ctx, &args.load()?, &a.services, a.build, 300);
+        return super::compose::up(ctx, &args.load(lifeboat::compose::Keys::Refuse)?, &a.services, a.build, 300);
     }
     let config = ctx.config()?;
     Ok(outcomes(services::up(ctx.host(), &config, &a.services)?))
@@ -146,7 +147,7 @@ pub fn down(ctx: &Context, a: DownArgs) -> anyhow::Result<i32> {
         if !a.services.is_empty() {
             return Err(lifeboat::error::UsageError("down of a Compose project takes no service names".into()).into());
         }
-        return super::compose::down(ctx, &args.load()?, a.time, a.volumes);
+        return super::compose::down(ctx, &args.load(lifeboat::compose::Keys::Warn)?, a.time, a.volumes);
     }
     let config = ctx.config()?;
     Ok(outcomes(services::down(ctx.host(), &config, &a.services, Duration::from_secs(a.time), a.volumes)?))

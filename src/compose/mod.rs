@@ -111,9 +111,24 @@ pub fn instead_of_config(dir: &Path, config: &Path, config_named: bool) -> bool 
     find_file(None, dir).is_ok() && !config_named && !config.exists()
 }
 
+/// How keys Lifeboat does not support are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// Refused, with their line (`up`, `config`: nothing is run that the file does not say).
+    Refuse,
+    /// Warned about and left out (`down`, `ps`, `logs`, snapshots: a project that runs can
+    /// always be listed, snapshotted and taken down).
+    Warn,
+}
+
 /// Reads the project in `file`. `project` overrides its name; variables come from `env`
 /// (this process's environment), then the `.env` file beside it.
-pub fn load(file: &Path, project: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Project, UsageError> {
+pub fn load(
+    file: &Path,
+    project: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    unsupported: Keys,
+) -> Result<Project, UsageError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| UsageError(format!("cannot read the Compose file {}: {e}", file.display())))?;
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -124,7 +139,7 @@ pub fn load(file: &Path, project: Option<&str>, env: &dyn Fn(&str) -> Option<Str
     let at = |line: usize, message: String| UsageError(format!("{}:{line}: {message}", file.display()));
     let root = yaml::parse(&text).map_err(|e| at(e.line, e.message))?;
     let root = interpolated(root, &lookup).map_err(|(line, m)| at(line, m))?;
-    let reader = Reader { file, dir: &dir, lookup: &lookup };
+    let reader = Reader { file, dir: &dir, lookup: &lookup, unsupported };
     reader.project(&root, project.map(str::to_string).or_else(|| env("COMPOSE_PROJECT_NAME")))
 }
 
@@ -161,6 +176,7 @@ struct Reader<'a> {
     dir: &'a Path,
     /// The variables: this process's environment, then `.env`.
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    unsupported: Keys,
 }
 
 type Res<T> = Result<T, UsageError>;
@@ -178,10 +194,11 @@ impl Reader<'_> {
         for (k, _) in map {
             let key = k.as_str().unwrap_or_default();
             if !known.contains(&key) && !key.starts_with("x-") {
-                return Err(self.err(
-                    k.line,
-                    format!("{path}.{key} is not supported by lifeboat (supported: {})", known.join(", ")),
-                ));
+                let message = format!("{path}.{key} is not supported by lifeboat (supported: {})", known.join(", "));
+                match self.unsupported {
+                    Keys::Refuse => return Err(self.err(k.line, message)),
+                    Keys::Warn => tracing::warn!("{}:{}: {message}; left out", self.file.display(), k.line),
+                }
             }
         }
         Ok(map)
@@ -454,11 +471,22 @@ impl Reader<'_> {
                         Some(items) => items
                             .iter()
                             .map(|i| match i.as_map() {
-                                // `required` and `format` are refused: a listed file must exist.
-                                Some(_) => self.keys(i, &what, &["path"]).and_then(|_| match i.get("path") {
-                                    Some(p) => self.string(p, &what),
-                                    None => Err(self.err(i.line, format!("{what}: path is required"))),
-                                }),
+                                // `required: false` and `format` are refused: a listed file must exist.
+                                Some(_) => {
+                                    self.keys(i, &what, &["path", "required"])?;
+                                    if let Some(r) = i.get("required")
+                                        && !self.bool(r, &what)?
+                                    {
+                                        return Err(self.err(
+                                            r.line,
+                                            format!("{what}: required: false is not supported by lifeboat"),
+                                        ));
+                                    }
+                                    match i.get("path") {
+                                        Some(p) => self.string(p, &what),
+                                        None => Err(self.err(i.line, format!("{what}: path is required"))),
+                                    }
+                                }
                                 None => self.string(i, &what),
                             })
                             .collect::<Res<_>>()?,

@@ -70,7 +70,7 @@ fn a_stack_reads_into_requests_in_start_order() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join(".env"), "DB_PASSWORD=from-dotenv\nWP_PORT=9000\n").unwrap();
     let f = write(tmp.path(), STACK);
-    let p = load(&f, None, &env_of(&[("WP_PORT", "8181")])).unwrap();
+    let p = load(&f, None, &env_of(&[("WP_PORT", "8181")]), Keys::Refuse).unwrap();
     assert_eq!(p.name, "blog");
     assert_eq!(p.network, "blog_default");
     let names: Vec<&str> = p.services.iter().map(|s| s.name.as_str()).collect();
@@ -107,7 +107,7 @@ fn a_stack_reads_into_requests_in_start_order() {
     assert_eq!(wp.request.labels[PROJECT_LABEL], "blog");
     assert_eq!(p.volumes, ["shared-dbdata", "blog_uploads"]);
     // -p wins over the file's name.
-    assert_eq!(load(&f, Some("other"), &env_of(&[])).unwrap().services[0].container, "other-db-1");
+    assert_eq!(load(&f, Some("other"), &env_of(&[]), Keys::Refuse).unwrap().services[0].container, "other-db-1");
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn what_cannot_be_honoured_is_named_with_its_line() {
     ];
     for (text, line, what) in cases {
         let f = write(tmp.path(), text);
-        let e = load(&f, Some("p"), &env_of(&[])).unwrap_err().0;
+        let e = load(&f, Some("p"), &env_of(&[]), Keys::Refuse).unwrap_err().0;
         assert!(e.contains(line) && e.contains(what), "{text}\n→ {e}");
     }
 }
@@ -177,12 +177,21 @@ fn an_entrypoint_list_comes_before_the_command_whatever_the_order() {
         "services:\n  w:\n    image: x\n    command: [\"echo hi\"]\n    entrypoint: sh -c\n",
     ] {
         let f = write(tmp.path(), text);
-        let p = load(&f, Some("p"), &env_of(&[])).unwrap();
+        let p = load(&f, Some("p"), &env_of(&[]), Keys::Refuse).unwrap();
         let r = &p.services[0].request;
         assert_eq!(r.entrypoint.as_deref(), Some("sh"), "{text}");
         let want: &[&str] = if text.contains("[sh, -c]") { &["-c", "echo", "hi"] } else { &["-c", "echo hi"] };
         assert_eq!(r.command, want, "{text}");
     }
+}
+
+#[test]
+fn a_running_project_with_an_unsupported_key_can_still_be_listed_and_taken_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write(tmp.path(), "services:\n  web:\n    image: x\n    stop_grace_period: 5s\n");
+    assert!(load(&f, Some("p"), &env_of(&[]), Keys::Refuse).is_err());
+    let p = load(&f, Some("p"), &env_of(&[]), Keys::Warn).unwrap();
+    assert_eq!(p.services[0].container, "p-web-1");
 }
 
 #[test]
@@ -193,8 +202,8 @@ fn project_names_follow_the_directory() {
     let dir = tmp.path().join("Web Site");
     std::fs::create_dir(&dir).unwrap();
     let f = write(&dir, "services:\n  web:\n    image: x\n");
-    assert_eq!(load(&f, None, &env_of(&[])).unwrap().name, "website");
-    assert!(load(&f, Some("Bad Name"), &env_of(&[])).is_err());
+    assert_eq!(load(&f, None, &env_of(&[]), Keys::Refuse).unwrap().name, "website");
+    assert!(load(&f, Some("Bad Name"), &env_of(&[]), Keys::Refuse).is_err());
     assert_eq!(find_file(None, &dir).unwrap(), f);
     assert!(find_file(None, tmp.path()).is_err());
 }

@@ -80,13 +80,16 @@ pub struct YamlError {
     pub message: String,
 }
 
-/// The most nodes a document may hold once its aliases are expanded: a file of a few
-/// kilobytes whose aliases nest ("a billion laughs") is refused, never expanded.
+/// The most a document may hold once its aliases are expanded, in nodes and in bytes of
+/// text: a small file whose aliases nest ("a billion laughs") is refused, never expanded.
 const MAX_NODES: usize = 1_000_000;
+const MAX_BYTES: usize = 64 << 20;
+/// How deep collections may nest (the tree is walked recursively).
+const MAX_DEPTH: usize = 64;
 
 /// Parses the first document of `text`.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None, error: None, nodes: 0 };
+    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None, error: None, nodes: 0, bytes: 0 };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut b, false).map_err(|e| YamlError { line: e.marker().line(), message: e.info().to_string() })?;
     if let Some(e) = b.error {
@@ -106,8 +109,9 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     error: Option<YamlError>,
-    /// Nodes made so far, aliases counted at their expanded size.
+    /// Nodes and bytes of text made so far, aliases counted at their expanded size.
     nodes: usize,
+    bytes: usize,
 }
 
 impl Builder {
@@ -174,12 +178,14 @@ fn merge(entries: &mut Vec<(Node, Node)>, from: &Node) -> Result<(), (usize, Str
     Ok(())
 }
 
-/// How many nodes `n` holds, itself included.
-fn size(n: &Node) -> usize {
-    1 + match &n.value {
-        Value::Seq(items) => items.iter().map(size).sum(),
-        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
-        _ => 0,
+/// How many nodes `n` holds (itself included), and how many bytes of text.
+fn size(n: &Node) -> (usize, usize) {
+    let add = |a: (usize, usize), b: (usize, usize)| (a.0 + b.0, a.1 + b.1);
+    match &n.value {
+        Value::Null => (1, 0),
+        Value::Scalar { text, .. } => (1, text.len()),
+        Value::Seq(items) => items.iter().map(size).fold((1, 0), add),
+        Value::Map(entries) => entries.iter().map(|(k, v)| add(size(k), size(v))).fold((1, 0), add),
     }
 }
 
@@ -197,13 +203,24 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let line = mark.line();
-        let adds = match &ev {
-            Event::Alias(id) => self.anchors.get(id).map_or(1, size),
-            _ => 1,
+        let (nodes, bytes) = match &ev {
+            Event::Alias(id) => self.anchors.get(id).map_or((1, 0), size),
+            Event::Scalar(text, ..) => (1, text.len()),
+            _ => (1, 0),
         };
-        self.nodes += adds;
-        if self.nodes > MAX_NODES {
-            self.fail(line, format!("the document expands to more than {MAX_NODES} values (aliases of aliases?)"));
+        self.nodes += nodes;
+        self.bytes += bytes;
+        if self.nodes > MAX_NODES || self.bytes > MAX_BYTES {
+            self.fail(
+                line,
+                format!(
+                    "the document expands to more than {MAX_NODES} values or {MAX_BYTES} bytes (aliases of aliases?)"
+                ),
+            );
+            return;
+        }
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..)) && self.stack.len() >= MAX_DEPTH {
+            self.fail(line, format!("collections nest more than {MAX_DEPTH} deep"));
             return;
         }
         match ev {
@@ -281,5 +298,16 @@ mod tests {
             ));
         }
         assert!(parse(&laughs).unwrap_err().message.contains("expands"));
+        // Few values, each a long text.
+        let mut long = format!("a0: &a0 \"{}\"\n", "x".repeat(1 << 20));
+        for i in 1..5 {
+            let p = i - 1;
+            long.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        assert!(parse(&long).unwrap_err().message.contains("expands"));
+        let deep = format!("a:\n  {}x\n", "- ".repeat(200));
+        assert!(parse(&deep).is_err());
     }
 }

@@ -224,15 +224,23 @@ pub(crate) fn take_down(
     }
     runtime::stop(host, &c.id, timeout)?;
     runtime::remove(host, &c.id, true)?;
-    if volumes {
-        for m in &c.mounts {
-            // Never one another container still uses.
-            if let MountSource::Volume { name: v } = &m.source {
-                super::volumes::remove(host, v, false)?;
+    // Its volumes, except one another container still uses (kept, and said).
+    let mut kept = Vec::new();
+    for m in c.mounts.iter().filter(|_| volumes) {
+        if let MountSource::Volume { name: v } = &m.source
+            && host.volumes()?.get(v).is_ok()
+        {
+            if super::volumes::in_use(host, v)? {
+                kept.push(v.as_str());
+            } else {
+                host.volumes()?.remove(v)?;
             }
         }
     }
-    Ok("removed".into())
+    Ok(match kept.as_slice() {
+        [] => "removed".into(),
+        kept => format!("removed (volumes kept, still used by another container: {})", kept.join(", ")),
+    })
 }
 
 /// What a configuration file holds, once it has been found valid.

@@ -474,8 +474,10 @@ pub fn remove_retired(kernel: &dyn Kernel, retired: &Path) -> Result<(), Contain
 /// more; whether it went.
 pub fn remove_network_if_unused(host: &Host, name: &str) -> anyhow::Result<bool> {
     let containers = host.containers()?;
+    // No container is made meanwhile; one whose record cannot be read may be in it.
+    let _lock = containers.lock()?;
     let wanted = container::NetworkMode::Network(name.to_string());
-    let used = containers.ids()?.into_iter().filter_map(|id| containers.config(&id).ok()).any(|c| c.network == wanted);
+    let used = containers.ids()?.into_iter().any(|id| containers.config(&id).map_or(true, |c| c.network == wanted));
     if !used {
         network::remove_named(&host.paths().run_root, name)?;
     }

@@ -211,7 +211,7 @@ fn extra_hosts(containers: &Containers, config: &RunConfig) -> Vec<(std::net::Ip
                 tracing::trace!(network = %net, peer = %peer.name, "peer listed in /etc/hosts");
                 // A Compose service is found by its service name too.
                 if let Some(service) = peer.labels.get(crate::compose::SERVICE_LABEL)
-                    && crate::runtime::names::validate_name(service).is_ok()
+                    && crate::syntax::extra_host(&format!("{service}:127.0.0.1")).is_ok()
                     && !out.iter().any(|(_, n)| n == service)
                 {
                     out.push((loopback, service.clone()));

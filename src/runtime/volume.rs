@@ -287,6 +287,12 @@ impl Volumes {
     /// it is an ordinary volume.
     pub fn end_hydration(&self, name: &str) -> Result<(), ContainerError> {
         let mut meta = self.get(name)?;
+        // The switch unmounted everything (strictly); only checked here, never detached.
+        if self.instant_mounted(name) {
+            return Err(ContainerError::Conflict(format!(
+                "volume {name}: the instant restore's mounts are still there"
+            )));
+        }
         self.clear_instant(name)?;
         meta.hydrating = None;
         self.write_meta(&meta)

@@ -529,6 +529,9 @@ pub struct RestoreOptions {
     /// Start the service on a lazily fetched view of its volumes and fill them behind it
     /// ([`instant`]).
     pub instant: bool,
+    /// With `rename` or `throwaway`: what sets the restored copy's named network apart from
+    /// the live one (every member of one drill gives the same); default: the new name.
+    pub network_key: Option<String>,
 }
 
 pub struct Restored {
@@ -567,9 +570,7 @@ pub fn restore(
         // (its peers' names would lead to the live database): the members of one restore get
         // a network of their own.
         if opts.throwaway || opts.rename.is_some() {
-            let mut members: Vec<&str> = opts.peers.values().map(String::as_str).collect();
-            members.sort();
-            let key = if members.is_empty() { name.clone() } else { members.join("\0") };
+            let key = opts.network_key.as_deref().unwrap_or(&name);
             let suffix = &blake3::hash(key.as_bytes()).to_hex()[..8];
             *net = format!("{}-{suffix}", &net[..net.len().min(100)]);
         }
@@ -1078,6 +1079,7 @@ pub fn drill(
             progress: None,
             peers: peers.clone(),
             instant: false,
+            network_key: Some(format!("drill-{tag}")),
         };
         let result = restore(host, repo, id, snap, &opts);
         peers.insert(snap.service.clone(), name.clone());

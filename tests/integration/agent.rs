@@ -376,6 +376,14 @@ fn up_recreates_a_changed_service_and_leaves_the_others_alone() {
     assert!(err.contains("did not create"), "{err}");
     let out = env.ok(&["down", "--config", c, "web", "sidecar"]);
     assert_eq!(out, "sidecar: removed\nweb: removed\n");
+    // down -v never removes a volume another container still uses: it says so, and goes on.
+    env.ok(&["up", "--config", c, "web"]);
+    env.ok(&["run", "-d", "--name", "reader", "-v", "web-data:/data", "site:1", "sleep", "600"]);
+    let out = env.ok(&["down", "--config", c, "-v", "web"]);
+    assert_eq!(out, "web: removed (volumes kept, still used by another container: web-data)\n");
+    assert_eq!(env.ok(&["exec", "reader", "cat", "/data/note"]), "kept\n");
+    env.ok(&["rm", "-f", "reader", "intruder"]);
+    env.ok(&["volume", "rm", "web-data"]);
 }
 
 #[test]

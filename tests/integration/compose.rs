@@ -114,8 +114,9 @@ fn a_compose_wordpress_comes_up_snapshots_as_one_stack_and_comes_back_after_down
     let reports = reports.as_array().unwrap();
     assert_eq!(reports.len(), 2, "{out}");
     assert!(reports[0]["stack"].is_string() && reports[0]["stack"] == reports[1]["stack"], "{out}");
-    // A drill of the project runs aside, in a network of its own: it answers, and the live
-    // site keeps its own database (the drill's `db` is not the live one).
+    // A drill of the project runs aside, in a network of its own (its `db` is its own copy,
+    // whose 3306 would clash with the live one's on a shared network): it answers, its network
+    // goes with it, and the live site keeps answering.
     let drill = env.ok(&["drill", "--compose", dir.to_str().unwrap(), "--http", "http://localhost:8080/", "--json"]);
     let drill: serde_json::Value = serde_json::from_str(&drill).unwrap();
     assert_eq!(drill["healthy"], true, "{drill}");
