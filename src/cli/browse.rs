@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::Context;
-use super::output::{OutputFormat, human_size, out_line, sorted_json};
+use super::output::{OutputFormat, human_size, out_line, shown, sorted_json};
 use super::repo::RepoArgs;
 use lifeboat::ops::browse::{self, Address, EntryRow};
 
@@ -112,7 +112,8 @@ fn long_line(r: &EntryRow) -> String {
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|_| r.mtime.clone());
     let link = r.link_target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-    format!("{} {:>6} {:>6} {:>10}  {time}  {}{link}", r.permissions, r.uid, r.gid, r.size, r.path)
+    let (path, link) = (shown(&r.path), shown(&link));
+    format!("{} {:>6} {:>6} {:>10}  {time}  {path}{link}", r.permissions, r.uid, r.gid, r.size)
 }
 
 pub fn ls(ctx: &Context, a: LsArgs) -> anyhow::Result<i32> {
@@ -126,7 +127,7 @@ pub fn ls(ctx: &Context, a: LsArgs) -> anyhow::Result<i32> {
             } else if a.long {
                 out_line(format_args!("{}", long_line(row)), true);
             } else {
-                out_line(format_args!("{}", row.path), true);
+                out_line(format_args!("{}", shown(&row.path)), true);
             }
         })
     })?;
@@ -183,7 +184,7 @@ pub fn find(ctx: &Context, a: FindArgs) -> anyhow::Result<i32> {
                     f.service,
                     size,
                     day(&f.entry.mtime),
-                    f.entry.path
+                    shown(&f.entry.path)
                 ),
                 true,
             );

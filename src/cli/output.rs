@@ -112,8 +112,22 @@ impl OutputFormat {
     }
 }
 
-/// Prints rows as columns separated by at least three spaces, as Docker does.
+/// Text that came from a container or a snapshot (a file name, a service's status, a label)
+/// as it may be shown on a terminal: control characters (escape sequences, new lines) are
+/// written out as `\u{1b}`, never sent, so a name cannot rewrite the screen or forge a line.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
+/// Prints rows as columns separated by at least three spaces, as Docker does; what the cells
+/// hold is [`shown`].
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| shown(c).into_owned()).collect()).collect();
     // A row may have more cells than the header (a template's text holding tabs).
     let columns = rows.iter().map(Vec::len).chain([headers.len()]).max().unwrap_or(0);
     let mut widths: Vec<usize> = vec![0; columns];
@@ -144,4 +158,15 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 /// object the command line printed has had (scripts may compare the text).
 pub fn sorted_json(v: &impl serde::Serialize) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&serde_json::to_value(v)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_shown_never_sent() {
+        assert_eq!(super::shown("plain name.html"), "plain name.html");
+        assert_eq!(super::shown("ünïcode ok"), "ünïcode ok");
+        assert_eq!(super::shown("evil\u{1b}[2J\nforged line"), "evil\\u{1b}[2J\\nforged line");
+        assert_eq!(super::shown("tab\there"), "tab\\there");
+    }
 }

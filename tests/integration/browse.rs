@@ -299,6 +299,12 @@ fn ls_dump_and_diff_read_paths_as_the_service_saw_them() {
     fs::write(&s.pwfile, "browse the shelves\n").unwrap();
     s.fails(&["ls", "ffffffff:/"], 3);
     s.fails(&["ls", "nobody:/"], 3);
+    // A name holding a terminal's escape sequence is shown, never sent to the terminal.
+    s.sh("printf x > \"$(printf '/www/evil\\033[2Jname')\"");
+    s.snapshot();
+    let all = s.lb(&["ls", "-R", "website:/www"]);
+    assert!(!all.contains('\u{1b}'), "an escape sequence reached the terminal: {all:?}");
+    assert!(all.lines().any(|l| l == "/www/evil\\u{1b}[2Jname"), "{all}");
 }
 
 /// A minute from now in RFC 3339 (the newest snapshot at or before it is the latest).
