@@ -116,3 +116,73 @@ impl Repository {
         out
     }
 }
+
+/// One index entry as [`Repository::write_index`] writes it: blob, pack, offset, length,
+/// plaintext length, kind.
+const WIRE_ENTRY: usize = 32 + 32 + 8 + 4 + 4 + 1;
+
+/// The most entries [`read_index`] takes (a few hundred million blobs: petabytes).
+const WIRE_MAX: u64 = 1 << 30;
+
+impl Repository {
+    /// Writes the index as loaded to `out`, for a process of ours that opens the same
+    /// repository next (an instant restore's hydrator), so that it need not read every index
+    /// file again over the network. [`read_index`] reads it back.
+    pub fn write_index(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&(self.index.len() as u64).to_le_bytes())?;
+        let mut buf = Vec::with_capacity(WIRE_ENTRY * 4096);
+        for (id, l) in &self.index {
+            buf.extend_from_slice(&id.0);
+            buf.extend_from_slice(&l.pack);
+            buf.extend_from_slice(&l.offset.to_le_bytes());
+            buf.extend_from_slice(&l.length.to_le_bytes());
+            buf.extend_from_slice(&l.raw.to_le_bytes());
+            buf.push(match l.kind {
+                BlobType::Data => 0,
+                BlobType::Tree => 1,
+            });
+            if buf.len() >= WIRE_ENTRY * 4096 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)
+    }
+
+    /// The index files the index was read from.
+    pub fn index_files(&self) -> Vec<String> {
+        self.loaded_indexes.iter().cloned().collect()
+    }
+}
+
+/// Reads an index [`Repository::write_index`] wrote.
+pub fn read_index(input: &mut impl std::io::Read) -> std::io::Result<HashMap<BlobId, Location>> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("handed index: {what}"));
+    let mut n = [0u8; 8];
+    input.read_exact(&mut n)?;
+    let count = u64::from_le_bytes(n);
+    if count > WIRE_MAX {
+        return Err(bad("too many entries"));
+    }
+    let mut index = HashMap::with_capacity(count.min(1 << 22) as usize);
+    let mut e = [0u8; WIRE_ENTRY];
+    for _ in 0..count {
+        input.read_exact(&mut e)?;
+        let word = |at: usize, len: usize| &e[at..at + len];
+        let kind = match e[WIRE_ENTRY - 1] {
+            0 => BlobType::Data,
+            1 => BlobType::Tree,
+            _ => return Err(bad("unknown blob kind")),
+        };
+        let id = BlobId(word(0, 32).try_into().expect("32 bytes"));
+        let location = Location {
+            pack: word(32, 32).try_into().expect("32 bytes"),
+            offset: u64::from_le_bytes(word(64, 8).try_into().expect("8 bytes")),
+            length: u32::from_le_bytes(word(72, 4).try_into().expect("4 bytes")),
+            raw: u32::from_le_bytes(word(76, 4).try_into().expect("4 bytes")),
+            kind,
+        };
+        index.insert(id, location);
+    }
+    Ok(index)
+}

@@ -10,6 +10,7 @@ pub(crate) mod chunk;
 pub mod crypto;
 pub mod forget;
 mod index;
+pub use index::read_index;
 mod keys;
 pub mod lock;
 pub mod maintenance;
@@ -324,18 +325,23 @@ impl Repository {
             }
         };
         tracing::debug!(location, "repository: key unwrapped");
-        Repository::opened(backend, key, Some(key_name), &sealed)
+        Repository::opened(backend, key, Some(key_name), &sealed, None)
     }
 
     /// Opens with the repository's key itself (handed over by a process that opened it with
-    /// a password: an instant restore's hydrator) and loads the index.
-    pub fn open_with_key(backend: Box<dyn Backend>, key: MasterKey) -> Result<Repository> {
+    /// a password: an instant restore's hydrator) and its index: `handed` (with the index
+    /// files it was read from), or else read from the repository.
+    pub fn open_with_key(
+        backend: Box<dyn Backend>,
+        key: MasterKey,
+        handed: Option<(HashMap<BlobId, Location>, Vec<String>)>,
+    ) -> Result<Repository> {
         let sealed = match backend.read(Kind::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(RepoError::Missing(backend.location())),
             Err(e) => return Err(e.into()),
         };
-        Repository::opened(backend, key, None, &sealed)
+        Repository::opened(backend, key, None, &sealed, handed)
     }
 
     fn opened(
@@ -343,6 +349,7 @@ impl Repository {
         key: MasterKey,
         key_name: Option<String>,
         sealed: &[u8],
+        handed: Option<(HashMap<BlobId, Location>, Vec<String>)>,
     ) -> Result<Repository> {
         let location = backend.location();
         let config: RepoConfig = serde_json::from_slice(&key.open(sealed).map_err(|_| RepoError::Corrupt {
@@ -358,7 +365,13 @@ impl Repository {
         }
         let mut repo = Repository::with(backend, key, config);
         repo.key_name = key_name;
-        repo.load_index()?;
+        match handed {
+            Some((index, files)) => {
+                repo.index = index;
+                repo.loaded_indexes = files.into_iter().collect();
+            }
+            None => repo.load_index()?,
+        }
         tracing::debug!(location, blobs = repo.index.len(), "repository: index loaded");
         Ok(repo)
     }
@@ -605,6 +618,39 @@ mod tests {
         assert!(repo.save_blob(BlobType::Data, b"more").is_err(), "a broken handle saves nothing more");
         assert!(repo.flush().is_err());
         assert!(repo.backend().list(Kind::Index).unwrap().is_empty(), "no index lists a pack that is not there");
+    }
+
+    /// The index handed to another process is the index: blobs read through it are the
+    /// blobs; a handover cut short or holding garbage is refused, never half taken.
+    #[test]
+    fn a_handed_index_opens_the_repository_as_reading_it_would() {
+        fast_kdf();
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repository::init(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        let blobs: Vec<Vec<u8>> = (0..50).map(|i| noise(i, 9_000 + i as usize)).collect();
+        let ids: Vec<BlobId> = blobs.iter().map(|b| repo.save_blob(BlobType::Data, b).unwrap().0).collect();
+        let (tree, _) = repo.save_blob(BlobType::Tree, b"a tree").unwrap();
+        repo.flush().unwrap();
+        let repo = Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        let mut wire = Vec::new();
+        repo.write_index(&mut wire).unwrap();
+        let index = read_index(&mut &wire[..]).unwrap();
+        assert_eq!(index, repo.index);
+        let handed = Repository::open_with_key(
+            Box::new(Local::new(dir.path())),
+            repo.key().clone(),
+            Some((index, repo.index_files())),
+        )
+        .unwrap();
+        for (id, b) in ids.iter().zip(&blobs) {
+            assert_eq!(&handed.load_blob(id).unwrap(), b);
+        }
+        assert_eq!(handed.locate(&tree).map(|l| l.kind), Some(BlobType::Tree));
+        assert!(read_index(&mut &wire[..wire.len() - 1]).is_err(), "a cut handover was taken");
+        let mut bad = wire.clone();
+        bad[8 + 80] = 7;
+        assert!(read_index(&mut &bad[..]).is_err(), "an unknown blob kind was taken");
+        assert!(read_index(&mut &u64::MAX.to_le_bytes()[..]).is_err());
     }
 
     #[test]

@@ -139,7 +139,9 @@ fn hot_walk(
     }
 }
 
-/// What the restore hands its hydrator: one JSON line on its standard input.
+/// What the restore hands its hydrator: one JSON line on its standard input, then the index
+/// as the restore loaded it ([`Repository::write_index`]): the hydrator need not read every
+/// index file again over the link before the service may start.
 #[derive(Serialize, Deserialize)]
 struct Handover {
     repository: String,
@@ -150,6 +152,8 @@ struct Handover {
     container: String,
     /// Each volume to fill: its index in the snapshot and its name on this host.
     volumes: Vec<(usize, String)>,
+    /// The index files the handed index was read from.
+    index_files: Vec<String>,
 }
 
 /// The volumes of `snap` a restore fills, as (index in the snapshot, name here).
@@ -260,10 +264,16 @@ pub fn spawn(
         snapshot: snapshot_id.to_string(),
         container: container.to_string(),
         volumes: volumes.clone(),
+        index_files: repo.index_files(),
     };
     let mut line = serde_json::to_vec(&handover).expect("serialises");
     line.push(b'\n');
-    if let Err(e) = stdin.write_all(&line) {
+    let handed = stdin.write_all(&line).and_then(|()| {
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
+        repo.write_index(&mut buffered)?;
+        buffered.flush()
+    });
+    if let Err(e) = handed {
         let _ = child.kill();
         let _ = child.wait();
         return Err(anyhow::Error::new(e).context("cannot hand the repository to the hydrator"));
@@ -314,8 +324,9 @@ pub fn run(host: &Host, container: &str) -> anyhow::Result<()> {
     if handover.container != container {
         bail!("the handover is for container {}, not {container}", handover.container);
     }
+    let index = crate::repo::read_index(&mut stdin).context("the handed index is unreadable")?;
     let mut out = std::io::stdout().lock();
-    let result = hydrate(host, &handover, &mut stdin, &mut out);
+    let result = hydrate(host, &handover, index, &mut stdin, &mut out);
     if let Err(e) = &result {
         // Said to the restore if it still waits; it is in the log and the state either way.
         let _ = writeln!(out, "error: {}", crate::error::describe(e));
@@ -363,11 +374,17 @@ fn abort_fuse(dev: u64) {
     }
 }
 
-fn hydrate(host: &Host, h: &Handover, stdin: &mut impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
+fn hydrate(
+    host: &Host,
+    h: &Handover,
+    index: std::collections::HashMap<BlobId, crate::repo::Location>,
+    stdin: &mut impl BufRead,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let containers = host.containers()?;
     let dir = containers.dir(&h.container);
     let backend = crate::backend::open(&h.repository)?;
-    let mut repo = Repository::open_with_key(backend, key_from(h)?)?;
+    let mut repo = Repository::open_with_key(backend, key_from(h)?, Some((index, h.index_files.clone())))?;
     // Held (and refreshed) for as long as the volumes are served: a prune meanwhile would
     // delete packs the service still reads.
     repo.set_lock_wait(Duration::from_secs(60));
