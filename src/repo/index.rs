@@ -121,13 +121,14 @@ impl Repository {
 /// plaintext length, kind.
 const WIRE_ENTRY: usize = 32 + 32 + 8 + 4 + 4 + 1;
 
-/// The most entries [`read_index`] takes (a few hundred million blobs: petabytes).
-const WIRE_MAX: u64 = 1 << 30;
+/// The most entries [`read_index`] takes (268 million blobs: petabytes).
+const WIRE_MAX: u64 = 1 << 28;
 
 impl Repository {
     /// Writes the index as loaded to `out`, for a process of ours that opens the same
     /// repository next (an instant restore's hydrator), so that it need not read every index
-    /// file again over the network. [`read_index`] reads it back.
+    /// file again over the network. [`read_index`] reads it back. Only for a process that
+    /// has written nothing: packs it wrote are in its index before any index file lists them.
     pub fn write_index(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         out.write_all(&(self.index.len() as u64).to_le_bytes())?;
         let mut buf = Vec::with_capacity(WIRE_ENTRY * 4096);
@@ -164,7 +165,8 @@ pub fn read_index(input: &mut impl std::io::Read) -> std::io::Result<HashMap<Blo
     if count > WIRE_MAX {
         return Err(bad("too many entries"));
     }
-    let mut index = HashMap::with_capacity(count.min(1 << 22) as usize);
+    // Grown as entries arrive: a header alone reserves little.
+    let mut index = HashMap::with_capacity(count.min(1 << 16) as usize);
     let mut e = [0u8; WIRE_ENTRY];
     for _ in 0..count {
         input.read_exact(&mut e)?;

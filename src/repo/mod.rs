@@ -646,6 +646,15 @@ mod tests {
             assert_eq!(&handed.load_blob(id).unwrap(), b);
         }
         assert_eq!(handed.locate(&tree).map(|l| l.kind), Some(BlobType::Tree));
+        // What others wrote after the handover is found once the index is brought up to date
+        // (as taking a lock does).
+        let mut other = Repository::open(Box::new(Local::new(dir.path())), b"pw").unwrap();
+        let (later, _) = other.save_blob(BlobType::Data, b"written after the handover").unwrap();
+        other.flush().unwrap();
+        let mut handed = handed;
+        assert!(handed.locate(&later).is_none());
+        handed.refresh_index().unwrap();
+        assert_eq!(handed.load_blob(&later).unwrap(), b"written after the handover");
         assert!(read_index(&mut &wire[..wire.len() - 1]).is_err(), "a cut handover was taken");
         let mut bad = wire.clone();
         bad[8 + 80] = 7;

@@ -163,13 +163,17 @@ pub type Planned = Vec<(usize, String)>;
 pub struct Hydrator {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
+    /// The index being written to the hydrator's standard input (tens of megabytes through a
+    /// pipe), on a thread of its own so that [`Hydrator::ready`]'s deadline covers it; it
+    /// gives the pipe back when done.
+    handing: Option<std::thread::JoinHandle<std::io::Result<std::process::ChildStdin>>>,
     stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Hydrator {
     /// Waits until the volumes are mounted (the container may start), or says why not.
     pub fn ready(&mut self) -> anyhow::Result<()> {
-        // Mounting takes seconds at most; the index of a large remote repository a while.
+        // Reading the handed index and mounting take seconds at most.
         let answered = {
             let mut fds = [nix::poll::PollFd::new(self.stdout.get_ref().as_fd(), nix::poll::PollFlags::POLLIN)];
             let timeout = nix::poll::PollTimeout::try_from(READY_WITHIN.as_millis() as i32)
@@ -182,7 +186,14 @@ impl Hydrator {
         let mut line = String::new();
         self.stdout.read_line(&mut line).context("the hydrator did not answer")?;
         match line.trim_end() {
-            "ready" => Ok(()),
+            "ready" => {
+                // It read all it was handed before it mounted: the pipe is free for "go".
+                let handed = self.handing.take().map(|t| t.join());
+                if let Some(Ok(Ok(stdin))) = handed {
+                    self.stdin = Some(stdin);
+                }
+                Ok(())
+            }
             "" => {
                 let status = self.child.wait().ok();
                 bail!(
@@ -208,6 +219,10 @@ impl Hydrator {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
+        // Its end of the pipe is closed: a write still going fails and the thread ends.
+        if let Some(t) = self.handing.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -266,19 +281,24 @@ pub fn spawn(
         volumes: volumes.clone(),
         index_files: repo.index_files(),
     };
-    let mut line = serde_json::to_vec(&handover).expect("serialises");
-    line.push(b'\n');
-    let handed = stdin.write_all(&line).and_then(|()| {
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);
-        repo.write_index(&mut buffered)?;
-        buffered.flush()
-    });
-    if let Err(e) = handed {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(anyhow::Error::new(e).context("cannot hand the repository to the hydrator"));
-    }
-    Ok(Hydrator { child, stdin: Some(stdin), stdout })
+    let mut handover = serde_json::to_vec(&handover).expect("serialises");
+    handover.push(b'\n');
+    // The index after the line, written while `ready` waits (it stays within its deadline
+    // even if the hydrator stops reading); a hydrator that dies meanwhile is said by `ready`.
+    repo.write_index(&mut handover).expect("writing to memory");
+    let handing = std::thread::Builder::new()
+        .name("handover".into())
+        .spawn(move || stdin.write_all(&handover).map(|()| stdin))
+        .context("cannot hand the repository to the hydrator");
+    let handing = match handing {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    Ok(Hydrator { child, stdin: None, handing: Some(handing), stdout })
 }
 
 fn key_from(h: &Handover) -> anyhow::Result<MasterKey> {
