@@ -24,7 +24,7 @@ pub fn io_error(e: std::io::Error, path: &std::path::Path, doing: &str) -> anyho
 
 /// A request that makes no sense as given: a bad flag value, a missing argument, two options
 /// that exclude each other (exit code 2).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 

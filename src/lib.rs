@@ -15,6 +15,7 @@ pub mod builder;
 pub mod compose;
 pub mod config;
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod glob;

@@ -227,12 +227,21 @@ fn repo_target(config: &Config, name: &str) -> RepoTarget {
 /// Every job of a (validated) configuration.
 /// The snapshot job of a service or a stack (`name`): the snapshot of `services` together,
 /// then each one's retention in each repository.
-fn snapshot_job(config: &Config, name: &str, services: &[String], snap: &config::SnapshotPolicy) -> Job {
+/// `kept` names the snapshots' services for retention when they differ from what is named
+/// (an engine's containers: `docker://db` is kept as `db`).
+fn snapshot_job(
+    config: &Config,
+    name: &str,
+    services: &[String],
+    consistency: Vec<String>,
+    kept: &[String],
+    snap: &config::SnapshotPolicy,
+) -> Job {
     let schedule = |s: &str| config::parse_schedule(s).expect("validated when the config was loaded");
     let repositories: Vec<RepoTarget> = snap.repositories.iter().map(|r| repo_target(config, r.get_ref())).collect();
     let mut steps = vec![JobCommand::Snapshot {
         services: services.to_vec(),
-        consistency: config.recipes(services),
+        consistency,
         repositories: repositories.clone(),
         exec_before: snap.exec_before.clone(),
         exec_after: snap.exec_after.clone(),
@@ -253,7 +262,7 @@ fn snapshot_job(config: &Config, name: &str, services: &[String], snap: &config:
         };
         let targets: Vec<Option<RepoTarget>> =
             if repositories.is_empty() { vec![None] } else { repositories.into_iter().map(Some).collect() };
-        for service in services {
+        for service in kept {
             for repository in &targets {
                 steps.push(JobCommand::Forget {
                     service: service.clone(),
@@ -279,12 +288,19 @@ pub fn jobs(config: &Config) -> Vec<Job> {
     let schedule = |s: &str| config::parse_schedule(s).expect("validated when the config was loaded");
     for (name, svc) in &config.services {
         let Some(snap) = &svc.snapshot else { continue };
-        jobs.push(snapshot_job(config, name, std::slice::from_ref(name), snap));
+        let services = std::slice::from_ref(name);
+        jobs.push(snapshot_job(config, name, services, config.recipes(services), services, snap));
     }
     for (name, stack) in &config.stacks {
         let Some(snap) = &stack.snapshot else { continue };
         let services: Vec<String> = stack.services.iter().map(|s| s.get_ref().clone()).collect();
-        jobs.push(snapshot_job(config, name, &services, snap));
+        jobs.push(snapshot_job(config, name, &services, config.recipes(&services), &services, snap));
+    }
+    for (name, ext) in &config.external {
+        let Some(snap) = &ext.snapshot else { continue };
+        let targets: Vec<String> = ext.containers.iter().map(|s| s.get_ref().clone()).collect();
+        let recipes = ext.consistency.iter().map(|(t, r)| format!("{t}={}", r.get_ref())).collect();
+        jobs.push(snapshot_job(config, name, &targets, recipes, &ext.names(), snap));
     }
     for (name, r) in &config.replications {
         jobs.push(Job {
@@ -548,6 +564,46 @@ http = "http://localhost:80/"
         assert_eq!(words(&jobs[0].steps[0]), "snapshot db web --format job --consistency db=mariadb");
         assert_eq!(words(&jobs[1].steps[0]), "drill db web --format job --http http://localhost:80/");
         assert_eq!(jobs[1].service.as_deref(), Some("db+web"));
+    }
+
+    #[test]
+    fn containers_of_another_engine_are_snapshotted_where_they_run_and_kept_by_name() {
+        let text = r#"
+[external.blog]
+containers = ["docker://blog-db-1", "docker://blog-wordpress-1"]
+consistency = { "docker://blog-db-1" = "mariadb" }
+snapshot = { schedule = "30 2 * * *", keep = { daily = 7 } }
+"#;
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let jobs = jobs(&config);
+        let words: Vec<String> = jobs[0].steps.iter().map(|s| s.argv().join(" ")).collect();
+        assert_eq!(
+            words,
+            [
+                "snapshot docker://blog-db-1 docker://blog-wordpress-1 --format job --consistency docker://blog-db-1=mariadb",
+                "forget blog-db-1 --keep-daily 7 --prune",
+                "forget blog-wordpress-1 --keep-daily 7 --prune",
+            ]
+        );
+        assert_eq!(jobs[0].id, "snapshot:blog");
+        for (bad, says) in [
+            ("[external.x]\ncontainers = ['docker://shop/*']\n", "name the containers"),
+            ("[external.x]\ncontainers = ['web']\n", "is not docker://NAME"),
+            ("[external.x]\ncontainers = []\n", "at least one container"),
+            ("[external.x]\ncontainers = ['docker://a', 'podman://a']\n", "already named"),
+            (
+                "[external.x]\ncontainers = ['docker://a']\nconsistency = { 'docker://b' = 'mariadb' }\n",
+                "not one of its containers",
+            ),
+            (
+                "[external.x]\ncontainers = ['docker://a']\nconsistency = { 'docker://a' = 'oracle' }\n",
+                "unknown consistency recipe",
+            ),
+            ("[services.a]\nimage = 'a:1'\n[external.x]\ncontainers = ['docker://a']\n", "also a service"),
+        ] {
+            let e = Config::parse(bad, Path::new("t.toml")).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     /// What the command line prints for a snapshot and a drill, read back by the agent: the

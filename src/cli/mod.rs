@@ -206,6 +206,9 @@ pub enum Command {
     /// Bring a service back from a snapshot.
     #[command(after_help = repo::RESTORE_EXAMPLES)]
     Restore(repo::RestoreArgs),
+    /// Move a service from Docker or Podman to Lifeboat's runtime, with its data (and back).
+    #[command(after_help = repo::ADOPT_EXAMPLES)]
+    Adopt(repo::AdoptArgs),
     /// Rehearse a restore: bring a snapshot up aside, check its health, remove it.
     #[command(after_help = repo::DRILL_EXAMPLES)]
     Drill(repo::DrillArgs),
@@ -403,6 +406,7 @@ impl Cli {
             command,
             Command::Snapshot(_)
                 | Command::Restore(_)
+                | Command::Adopt(_)
                 | Command::Check(_)
                 | Command::Drill(_)
                 | Command::Forget(_)
@@ -454,6 +458,7 @@ impl Cli {
             Command::Repo(c) => repo::repo(&ctx, c),
             Command::Check(a) => repo::check(&ctx, a),
             Command::Drill(a) => repo::drill(&ctx, a),
+            Command::Adopt(a) => repo::adopt(&ctx, a),
             Command::Forget(a) => repo::forget(&ctx, a),
             Command::Prune(a) => repo::prune(&ctx, a),
             Command::Copy(a) => repo::copy(&ctx, a),

@@ -34,7 +34,68 @@ Examples:
   lifeboat restore website --include /var/www/page.html --in-place
                                                       one file back into the running service
   lifeboat restore website --at 2026-12-01 --include '/var/www/**/*.php' --target /tmp/old
-                                                      files into a directory (DIR/var/www/…)";
+                                                      files into a directory (DIR/var/www/…)
+  lifeboat restore wordpress --to docker://          back into Docker (image, volumes, container)";
+
+pub const ADOPT_EXAMPLES: &str = "\
+Examples:
+  lifeboat adopt docker://wordpress        Docker's service now runs under Lifeboat, with its data
+  lifeboat adopt --back wordpress          and back to Docker, with the data as it is now";
+
+/// `adopt docker://NAME` | `adopt --back NAME`.
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The container to move: docker://NAME or podman://NAME; with --back, the service's name.
+    #[arg(value_name = "docker://NAME")]
+    pub target: String,
+    /// Send an adopted service back to its engine, with its data as it is now.
+    #[arg(long)]
+    pub back: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Seconds to wait for the restored service's health check.
+    #[arg(long, default_value_t = 60)]
+    pub health_timeout: u64,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+pub fn adopt(ctx: &Context, a: AdoptArgs) -> anyhow::Result<i32> {
+    let json = a.format.machine();
+    if a.back {
+        let r = a.repo.with(ctx, Some(&a.target), |r| lifeboat::ops::adopt::give_back(ctx.host(), r, &a.target))?;
+        if json {
+            println!("{}", sorted_json(&r)?);
+        } else {
+            println!(
+                "{} runs under {} again (container {}, from snapshot {}); unavailable for {:.2} s",
+                r.name,
+                r.engine,
+                &r.container[..12],
+                &r.snapshot[..12],
+                r.unavailable_seconds
+            );
+        }
+        return Ok(0);
+    }
+    let name = a.target.rsplit('/').next().unwrap_or(&a.target).to_string();
+    let timeout = Duration::from_secs(a.health_timeout);
+    let r = a.repo.with(ctx, Some(&name), |r| lifeboat::ops::adopt::adopt(ctx.host(), r, &a.target, timeout))?;
+    if json {
+        println!("{}", sorted_json(&r)?);
+    } else {
+        println!(
+            "{} runs under Lifeboat (from snapshot {}); unavailable for {:.2} s; {}'s container is kept, stopped \
+             (lifeboat adopt --back {} returns it)",
+            r.name,
+            &r.snapshot[..12],
+            r.unavailable_seconds,
+            r.engine,
+            r.name
+        );
+    }
+    Ok(0)
+}
 
 /// Where the repository is and how to open it.
 #[derive(Debug, Args, Clone)]
@@ -121,7 +182,9 @@ impl StackArg {
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// The containers (services) to snapshot; several are frozen together, at one instant
-    /// (a stack: a database and the application that writes to it).
+    /// (a stack: a database and the application that writes to it). A container run by
+    /// Docker or Podman on this host: docker://NAME, docker://PROJECT/SERVICE (a Compose
+    /// project's service), docker://PROJECT/* (all of it); podman://… alike.
     #[arg(required_unless_present_any = ["stack", "compose"], conflicts_with_all = ["stack", "compose"], value_name = "SERVICE", add = clap_complete::ArgValueCandidates::new(super::complete::services))]
     pub containers: Vec<String>,
     /// The stack's members' consistency recipes in the configuration apply, unless
@@ -263,6 +326,10 @@ pub struct RestoreArgs {
     /// for it.
     #[arg(long, conflicts_with_all = ["target", "in_place", "from", "replace", "instant", "rename", "no_start"])]
     pub undo: bool,
+    /// Bring the service back into Docker or Podman on this host (docker:// or podman://)
+    /// instead of Lifeboat's runtime: image, volumes and container made there.
+    #[arg(long, value_name = "docker://", conflicts_with_all = ["target", "in_place", "from", "replace", "instant", "finish", "undo"])]
+    pub to: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// The same as --format json (restic's habit).
@@ -545,6 +612,28 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
             "--include, --exclude and --overwrite restore files: say where, with --target DIR or --in-place".into(),
         )
         .into());
+    }
+    if let Some(to) = &a.to {
+        if a.services.len() > 1 {
+            return Err(lifeboat::error::UsageError("--to restores one service".into()).into());
+        }
+        let selection = backup::Selection { which: a.snapshot.clone(), at: a.at.clone() };
+        let r = a.repo.with(ctx, Some(&service), |r| {
+            backup::restore_to_engine(ctx.host(), r, &service, &selection, to, a.rename.as_deref(), !a.no_start)
+        })?;
+        if json {
+            println!("{}", sorted_json(&r)?);
+        } else {
+            println!(
+                "restored {} into {} as container {} in {:.2} s{}",
+                r.name,
+                r.engine,
+                &r.container[..12],
+                r.seconds,
+                if r.started { "" } else { " (not started)" }
+            );
+        }
+        return Ok(0);
     }
     if a.services.len() > 1 && a.from.is_some() {
         return Err(lifeboat::error::UsageError("--from restores one service".into()).into());

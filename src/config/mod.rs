@@ -31,6 +31,9 @@ pub struct Config {
     /// Services snapshotted together, at one instant (a database and its application).
     #[serde(default)]
     pub stacks: BTreeMap<String, Stack>,
+    /// Containers Docker or Podman runs on this host, snapshotted where they run.
+    #[serde(default)]
+    pub external: BTreeMap<String, External>,
     #[serde(default)]
     pub replications: BTreeMap<String, Replication>,
     #[serde(default)]
@@ -171,6 +174,31 @@ pub struct Service {
     /// Not part of how the service runs: changing it never recreates the container.
     #[serde(skip_serializing)]
     pub snapshot: Option<SnapshotPolicy>,
+}
+
+/// Containers of another engine (`docker://NAME`, `podman://NAME`), frozen and captured
+/// together on a schedule; restored like any service (`restore NAME`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct External {
+    pub containers: Vec<Spanned<String>>,
+    /// A consistency recipe for some of them, by the name given in `containers`.
+    #[serde(default)]
+    pub consistency: BTreeMap<String, Spanned<String>>,
+    pub snapshot: Option<SnapshotPolicy>,
+}
+
+impl External {
+    /// The containers' names (the snapshots' service names).
+    pub fn names(&self) -> Vec<String> {
+        self.containers
+            .iter()
+            .filter_map(|c| match crate::engine::Target::parse(c.get_ref()) {
+                Some(Ok(crate::engine::Target::Container(_, name))) => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Services frozen and captured together, restored together (`restore db web`).
@@ -456,6 +484,22 @@ impl Config {
                 p.check(d, who, parse_duration(d.get_ref()).map(|_| ""));
             }
         };
+        let policy = |p: &mut Problems<'_>, who: &str, snap: &SnapshotPolicy| {
+            p.check(&snap.schedule, &format!("{who} snapshot"), parse_schedule(snap.schedule.get_ref()).map(|_| ""));
+            for repo in &snap.repositories {
+                repo_exists(p, &format!("{who} snapshot"), repo);
+            }
+            for rule in &snap.pages {
+                p.check(
+                    rule,
+                    &format!("{who} snapshot pages"),
+                    crate::repo::PageRules::parse_rule(rule.get_ref()).map(|_| ""),
+                );
+            }
+            if let Some(w) = &snap.keep.within {
+                p.check(w, &format!("{who} keep.within"), crate::repo::forget::Within::parse(w.get_ref()).map(|_| ""));
+            }
+        };
         duration(p, "agent.randomized_delay", &self.agent.randomized_delay);
         duration(p, "agent.shutdown_grace", &self.agent.shutdown_grace);
         duration(p, "agent.retry_lock", &self.agent.retry_lock);
@@ -562,28 +606,7 @@ impl Config {
                 p.check(c, &who, crate::syntax::Consistency::parse(c.get_ref()).map(|_| ""));
             }
             if let Some(snap) = &svc.snapshot {
-                p.check(
-                    &snap.schedule,
-                    &format!("{who} snapshot"),
-                    parse_schedule(snap.schedule.get_ref()).map(|_| ""),
-                );
-                for repo in &snap.repositories {
-                    repo_exists(p, &format!("{who} snapshot"), repo);
-                }
-                for rule in &snap.pages {
-                    p.check(
-                        rule,
-                        &format!("{who} snapshot pages"),
-                        crate::repo::PageRules::parse_rule(rule.get_ref()).map(|_| ""),
-                    );
-                }
-                if let Some(w) = &snap.keep.within {
-                    p.check(
-                        w,
-                        &format!("{who} keep.within"),
-                        crate::repo::forget::Within::parse(w.get_ref()).map(|_| ""),
-                    );
-                }
+                policy(p, &who, snap);
             }
         }
         for (name, stack) in &self.stacks {
@@ -600,21 +623,43 @@ impl Config {
                 p.list.push((1, format!("{who}: a stack has at least two services")));
             }
             if let Some(snap) = &stack.snapshot {
-                p.check(
-                    &snap.schedule,
-                    &format!("{who} snapshot"),
-                    parse_schedule(snap.schedule.get_ref()).map(|_| ""),
-                );
-                for repo in &snap.repositories {
-                    repo_exists(p, &format!("{who} snapshot"), repo);
+                policy(p, &who, snap);
+            }
+        }
+        let mut taken: BTreeMap<String, String> = BTreeMap::new();
+        for (name, ext) in &self.external {
+            let who = format!("external {name:?}");
+            if ext.containers.is_empty() {
+                p.list.push((1, format!("{who}: name at least one container (docker://NAME or podman://NAME)")));
+            }
+            for c in &ext.containers {
+                match crate::engine::Target::parse(c.get_ref()) {
+                    Some(Ok(crate::engine::Target::Container(_, n))) => {
+                        if self.services.contains_key(&n) {
+                            p.at(c, format!("{who}: {n:?} is also a service under [services]; snapshots are kept by name"));
+                        } else if let Some(other) = taken.insert(n.clone(), name.clone()) {
+                            p.at(c, format!("{who}: container {n:?} is already named by external {other:?}"));
+                        }
+                    }
+                    Some(Ok(_)) => p.at(
+                        c,
+                        format!(
+                            "{who}: {:?}: name the containers (a Compose project's are PROJECT-SERVICE-1): their snapshots are kept by name",
+                            c.get_ref()
+                        ),
+                    ),
+                    Some(Err(e)) => p.at(c, format!("{who}: {}", e.0)),
+                    None => p.at(c, format!("{who}: {:?} is not docker://NAME or podman://NAME", c.get_ref())),
                 }
-                for rule in &snap.pages {
-                    p.check(
-                        rule,
-                        &format!("{who} snapshot pages"),
-                        crate::repo::PageRules::parse_rule(rule.get_ref()).map(|_| ""),
-                    );
+            }
+            for (target, recipe) in &ext.consistency {
+                if !ext.containers.iter().any(|c| c.get_ref() == target) {
+                    p.at(recipe, format!("{who}: consistency for {target:?}, which is not one of its containers"));
                 }
+                p.check(recipe, &who, crate::syntax::Consistency::parse(recipe.get_ref()).map(|_| ""));
+            }
+            if let Some(snap) = &ext.snapshot {
+                policy(p, &who, snap);
             }
         }
         for (name, job) in &self.replications {
@@ -891,6 +936,7 @@ timeout = \"0s\"
                 "[services.x]\nimage = 'a'\n[services.x.snapshot]\nschedule = '* * * * *'\n[services.x.snapshot.keep]\n",
             ),
             ("`[stacks.NAME]`", "[stacks.x]\n"),
+            ("`[external.NAME]`", "[external.x]\n"),
             ("`[replications.NAME]`", "[replications.x]\n"),
             ("`[checks.NAME]`", "[checks.x]\n"),
             ("`[drills.NAME]`", "[drills.x]\n"),

@@ -863,6 +863,28 @@ pub fn restore(
     })
 }
 
+/// Restores a service into Docker or Podman (`to` is `docker://` or `podman://`).
+pub fn restore_to_engine(
+    host: &Host,
+    access: Access,
+    service: &str,
+    selection: &Selection,
+    to: &str,
+    rename: Option<&str>,
+    start: bool,
+) -> anyhow::Result<crate::snapshot::to_engine::IntoEngine> {
+    let kind = match to.trim_end_matches('/') {
+        "docker:" => crate::engine::Kind::Docker,
+        "podman:" => crate::engine::Kind::Podman,
+        _ => bail!(UsageError(format!("--to {to}: write docker:// or podman://"))),
+    };
+    let engine = crate::engine::Engine::connect(kind)?;
+    let repo = &access.open(host)?;
+    let (id, snap) = select(repo, service, &selection.which, selection.at.as_deref())?;
+    crate::snapshot::to_engine::restore_into(host, repo, &engine, &id, &snap, rename, start)
+        .with_context(|| format!("cannot restore {} into {}", snap.service, engine.title()))
+}
+
 /// The snapshots of `services` taken together (one stack snapshot: the newest that holds all
 /// of them, or the one `selection` names through any member's ID or a time), each service
 /// after the one whose network it joins.

@@ -6,6 +6,7 @@
 //! composes the rooms below it: the runtime, the image store, the repository, snapshots,
 //! the builder and the registry client.
 
+pub mod adopt;
 pub mod backup;
 pub mod browse;
 pub mod compose;

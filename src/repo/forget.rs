@@ -166,6 +166,7 @@ mod tests {
                 stats: SnapshotStats::default(),
                 stack: None,
                 hot: Vec::new(),
+                engine: None,
             },
         )
     }

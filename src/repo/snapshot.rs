@@ -30,6 +30,10 @@ pub struct Snapshot {
     /// instant restore fetches them first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hot: Vec<HotFile>,
+    /// The engine that ran the service when it was taken (`docker`, `podman`); none for this
+    /// host's own runtime. A restore runs it under Lifeboat's runtime all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// A file of a volume, by the volume's name and its path in it.

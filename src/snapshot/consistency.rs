@@ -24,8 +24,8 @@ use crate::runtime::{self, Host};
 pub use crate::syntax::Consistency;
 
 /// Prepares container `id` for the freeze as `recipe` says; the guard undoes it when dropped.
-pub fn prepare<'a>(recipe: &Consistency, host: &'a Host, id: &str) -> anyhow::Result<Prepared<'a>> {
-    let run = |user: &str, script: &str| -> anyhow::Result<String> { run_in(host, id, user, script) };
+pub fn prepare<'a>(recipe: &Consistency, inside: Inside<'a>) -> anyhow::Result<Prepared<'a>> {
+    let run = |user: &str, script: &str| -> anyhow::Result<String> { run_in(&inside, user, script) };
     let undo = match recipe {
         Consistency::Freeze => None,
         Consistency::Mariadb => {
@@ -43,22 +43,49 @@ pub fn prepare<'a>(recipe: &Consistency, host: &'a Host, id: &str) -> anyhow::Re
             Some(("0", SQLITE_RELEASE.to_string()))
         }
     };
-    Ok(Prepared { host, id: id.to_string(), undo })
+    Ok(Prepared { inside, undo })
+}
+
+/// Where a recipe's commands run: a container of this host's runtime, or of an engine.
+pub enum Inside<'a> {
+    Own(&'a Host, String),
+    Engine(std::rc::Rc<crate::engine::Engine>, String),
+}
+
+impl Inside<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Inside::Own(_, id) | Inside::Engine(_, id) => id,
+        }
+    }
+
+    /// Runs `sh -c SCRIPT` as `user` (output to standard error); its exit code.
+    pub fn shell(&self, user: Option<&str>, script: &str, timeout: Option<Duration>) -> anyhow::Result<i64> {
+        match self {
+            Inside::Own(host, id) => {
+                let mut opts = runtime::ExecOptions::shell(script);
+                opts.user = user.map(String::from);
+                opts.timeout = timeout;
+                opts.output = runtime::ExecOutput::Stderr;
+                Ok(runtime::exec(host, id, opts)?.into())
+            }
+            Inside::Engine(engine, id) => engine.exec_shell(id, user, script, timeout),
+        }
+    }
 }
 
 /// A service made ready for the freeze; dropping it lets the database go on as before.
 pub struct Prepared<'a> {
-    host: &'a Host,
-    id: String,
+    inside: Inside<'a>,
     undo: Option<(&'static str, String)>,
 }
 
 impl Drop for Prepared<'_> {
     fn drop(&mut self) {
         if let Some((user, script)) = self.undo.take()
-            && let Err(e) = run_in(self.host, &self.id, user, &script)
+            && let Err(e) = run_in(&self.inside, user, &script)
         {
-            tracing::warn!(container = self.id.as_str(), error = %e, "cannot release the database after the snapshot");
+            tracing::warn!(container = self.inside.id(), error = %e, "cannot release the database after the snapshot");
         }
     }
 }
@@ -68,12 +95,8 @@ impl Drop for Prepared<'_> {
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
 const HOLD_AT_MOST_SECS: u32 = 600;
 
-fn run_in(host: &Host, id: &str, user: &str, script: &str) -> anyhow::Result<String> {
-    let mut opts = runtime::ExecOptions::shell(script);
-    opts.user = Some(user.to_string());
-    opts.timeout = Some(PREPARE_TIMEOUT);
-    opts.output = runtime::ExecOutput::Stderr;
-    let code = runtime::exec(host, id, opts)?;
+fn run_in(inside: &Inside, user: &str, script: &str) -> anyhow::Result<String> {
+    let code = inside.shell(Some(user), script, Some(PREPARE_TIMEOUT))?;
     if code != 0 {
         bail!("its commands exited with {code}");
     }

@@ -20,6 +20,7 @@ pub mod consistency;
 pub mod instant;
 pub mod mount;
 pub mod partial;
+pub mod to_engine;
 pub mod view;
 
 use crate::repo::snapshot::{ImageRef, Snapshot, SnapshotStats, StackRef, VolumeRef};
@@ -44,9 +45,8 @@ pub struct CaptureOptions {
 }
 
 /// Runs a hook inside the container; a failure aborts the snapshot.
-fn hook(host: &Host, id: &str, cmd: &str, when: &str) -> anyhow::Result<()> {
-    let opts = runtime::ExecOptions { output: runtime::ExecOutput::Stderr, ..runtime::ExecOptions::shell(cmd) };
-    let code = runtime::exec(host, id, opts).with_context(|| format!("{when} hook {cmd:?} could not run"))?;
+fn hook(inside: &consistency::Inside, cmd: &str, when: &str) -> anyhow::Result<()> {
+    let code = inside.shell(None, cmd, None).with_context(|| format!("{when} hook {cmd:?} could not run"))?;
     if code != 0 {
         bail!("{when} hook {cmd:?} failed with exit code {code}; no snapshot was taken");
     }
@@ -131,27 +131,71 @@ fn now_ns() -> i64 {
 
 /// Containers frozen together, thawed (in the reverse order) when dropped: an error while
 /// frozen never leaves a service frozen. Each is marked with this process's ID while frozen,
-/// so a later snapshot can thaw what a killed one left frozen.
+/// so a later snapshot can thaw what a killed one left frozen. Containers of another engine
+/// are paused through it, and marked the same way.
 struct Frozen<'a> {
     host: &'a Host,
     /// Frozen, in the order they were.
     ids: Vec<String>,
+    /// Paused through their engine, in the order they were.
+    paused: Vec<(std::rc::Rc<crate::engine::Engine>, String)>,
     since: Instant,
     /// The process that thaws them if this one dies first (its standard input is ours).
     guard: Option<std::process::Child>,
 }
 
+/// Where the marks of engine containers paused by a snapshot are (one file per container,
+/// named by its ID, holding the snapshot's process ID).
+fn engine_marks(host: &Host) -> PathBuf {
+    host.paths().run_root.join("engine-paused")
+}
+
+/// Container IDs of an engine are 64 hex digits (they name files here).
+fn engine_id_ok(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// How the thaw guard is told of an engine's container: `ENGINE=ID@SOCKET`.
+fn engine_guard_arg(engine: &crate::engine::Engine, id: &str) -> String {
+    format!("{}={id}@{}", engine.kind.scheme(), engine.socket().display())
+}
+
+/// Unpauses engine container `id` if a snapshot that died paused it; whether it did.
+fn engine_thaw_if_abandoned(host: &Host, engine: &crate::engine::Engine, id: &str) -> anyhow::Result<bool> {
+    if !engine_id_ok(id) {
+        return Ok(false);
+    }
+    let mark = engine_marks(host).join(id);
+    let Ok(text) = std::fs::read_to_string(&mark) else { return Ok(false) };
+    let owner: i32 = text.trim().parse().unwrap_or(0);
+    if owner == std::process::id() as i32 || host.kernel().alive(owner) {
+        return Ok(false);
+    }
+    tracing::warn!(container = id, pid = owner, "unpausing a container left paused by a snapshot that died");
+    if engine.is_paused(id)? {
+        engine.unpause(id)?;
+    }
+    let _ = std::fs::remove_file(&mark);
+    Ok(true)
+}
+
 impl<'a> Frozen<'a> {
     /// Nothing frozen (a service that is not running).
     fn none(host: &'a Host) -> Frozen<'a> {
-        Frozen { host, ids: Vec::new(), since: Instant::now(), guard: None }
+        Frozen { host, ids: Vec::new(), paused: Vec::new(), since: Instant::now(), guard: None }
     }
 
-    /// Freezes `ids` in order. If one cannot be frozen, those before it are thawed again and
-    /// the error returned.
-    fn freeze(host: &'a Host, ids: &[&str]) -> anyhow::Result<Frozen<'a>> {
-        let guard = spawn_thaw_guard(host, ids);
-        let mut frozen = Frozen { host, ids: Vec::new(), since: Instant::now(), guard };
+    /// Freezes `ids` in order, then pauses `paused` through their engines. If one cannot be
+    /// frozen, those before it are thawed again and the error returned.
+    fn freeze(
+        host: &'a Host,
+        ids: &[&str],
+        paused: &[(std::rc::Rc<crate::engine::Engine>, String)],
+    ) -> anyhow::Result<Frozen<'a>> {
+        let mut guarded: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        guarded.extend(paused.iter().map(|(e, id)| engine_guard_arg(e, id)));
+        let guard = spawn_thaw_guard(host, &guarded);
+        let mut frozen = Frozen { host, ids: Vec::new(), paused: Vec::new(), since: Instant::now(), guard };
         for id in ids {
             let marker = host.containers()?.dir(id).join(FROZEN_BY);
             std::fs::write(&marker, std::process::id().to_string())?;
@@ -163,12 +207,36 @@ impl<'a> Frozen<'a> {
             }
             frozen.ids.push(id.to_string());
         }
+        if !paused.is_empty() {
+            std::fs::create_dir_all(engine_marks(host))?;
+        }
+        for (engine, id) in paused {
+            if !engine_id_ok(id) {
+                bail!("the engine gave container ID {id:?}, which is not one");
+            }
+            let mark = engine_marks(host).join(id);
+            std::fs::write(&mark, std::process::id().to_string())?;
+            if let Err(e) = engine.pause(id) {
+                let _ = std::fs::remove_file(&mark);
+                return Err(e.context(format!("cannot pause container {}", &id[..12])));
+            }
+            frozen.paused.push((engine.clone(), id.clone()));
+        }
         frozen.since = Instant::now();
         Ok(frozen)
     }
 
     /// Thaws everything (last frozen first); how long it was frozen.
     fn thaw(&mut self) -> Duration {
+        while let Some((engine, id)) = self.paused.pop() {
+            match engine.unpause(&id) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(engine_marks(self.host).join(&id));
+                }
+                // The mark stays: the guard, or the next snapshot, unpauses it.
+                Err(e) => tracing::error!(container = id.as_str(), error = %e, "cannot unpause the container"),
+            }
+        }
         while let Some(id) = self.ids.pop() {
             if let Err(e) = runtime::set_paused(self.host, &id, false) {
                 tracing::error!(container = id.as_str(), error = %e, "cannot thaw the container");
@@ -190,10 +258,9 @@ impl<'a> Frozen<'a> {
 /// Starts the thaw guard of `ids` (before anything is frozen: not in the frozen window). A
 /// guard that cannot be started is logged: the next snapshot still thaws what a killed one
 /// left frozen.
-fn spawn_thaw_guard(host: &Host, ids: &[&str]) -> Option<std::process::Child> {
+fn spawn_thaw_guard(host: &Host, ids: &[String]) -> Option<std::process::Child> {
     let exe = std::env::current_exe().ok()?;
-    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let mut cmd = runtime::reexec::thaw_guard_command(&exe, host.paths(), std::process::id(), &ids);
+    let mut cmd = runtime::reexec::thaw_guard_command(&exe, host.paths(), std::process::id(), ids);
     cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
     cmd.env_clear().envs(runtime::shim::inherited_environment());
     // Its own process group: a signal to the snapshot's group does not end it too.
@@ -216,6 +283,39 @@ pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usi
     let containers = host.containers()?;
     let mut thawed = 0;
     for id in ids.iter().rev() {
+        if let Some((kind, rest)) = id.split_once('=') {
+            let (Some((engine_id, socket)), Some(kind)) = (rest.split_once('@'), engine_kind(kind)) else { continue };
+            let mark = engine_marks(host).join(engine_id);
+            if !engine_id_ok(engine_id) || std::fs::read_to_string(&mark).ok().as_deref() != Some(&owner.to_string()) {
+                continue;
+            }
+            // A pause the snapshot asked for just before it died may reach the engine after
+            // this unpause: it is watched a little longer.
+            let unpaused = (|| -> anyhow::Result<usize> {
+                let engine = crate::engine::Engine::at(kind, std::path::Path::new(socket))?;
+                let until = Instant::now() + Duration::from_secs(2);
+                let mut n = 0;
+                loop {
+                    if engine.is_paused(engine_id)? {
+                        engine.unpause(engine_id)?;
+                        n = 1;
+                    }
+                    if Instant::now() > until {
+                        return Ok(n);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })();
+            match unpaused {
+                Ok(n) => {
+                    thawed += n;
+                    let _ = std::fs::remove_file(&mark);
+                }
+                // The mark stays: the next snapshot unpauses it.
+                Err(e) => tracing::error!(container = engine_id, error = %e, "cannot unpause the container"),
+            }
+            continue;
+        }
         let marker = containers.dir(id).join(FROZEN_BY);
         let Ok(text) = std::fs::read_to_string(&marker) else { continue };
         if text.trim() != owner.to_string() {
@@ -228,6 +328,10 @@ pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usi
         let _ = std::fs::remove_file(&marker);
     }
     Ok(thawed)
+}
+
+fn engine_kind(scheme: &str) -> Option<crate::engine::Kind> {
+    [crate::engine::Kind::Docker, crate::engine::Kind::Podman].into_iter().find(|k| k.scheme() == scheme)
 }
 
 impl Drop for Frozen<'_> {
@@ -266,6 +370,8 @@ pub fn capture(
 /// What one service of a stack snapshot has come to, step by step.
 struct Member {
     config: RunConfig,
+    /// Run by another engine (Docker, Podman) rather than this host's runtime.
+    engine: Option<EngineMember>,
     running: bool,
     parent: Option<(String, Snapshot)>,
     image: crate::image::Image,
@@ -278,6 +384,74 @@ struct Member {
     read_ahead_since: Option<i64>,
     layer_tree: Option<BlobId>,
     volumes: Vec<VolumeRef>,
+}
+
+/// What a member run by another engine needs besides its configuration.
+struct EngineMember {
+    engine: std::rc::Rc<crate::engine::Engine>,
+    /// Paused by someone else before the snapshot: left paused, never unpaused by it.
+    paused: bool,
+}
+
+impl Member {
+    fn inside<'a>(&self, host: &'a Host) -> consistency::Inside<'a> {
+        match &self.engine {
+            None => consistency::Inside::Own(host, self.config.id.clone()),
+            Some(e) => consistency::Inside::Engine(e.engine.clone(), self.config.id.clone()),
+        }
+    }
+}
+
+/// A service named for a snapshot: its plan, configuration and, for an engine's, how to
+/// reach it.
+type Resolved = (ServicePlan, RunConfig, Option<(EngineMember, crate::engine::Container)>);
+
+/// The services a snapshot names, resolved: this host's containers by name or ID prefix,
+/// an engine's by `docker://…` / `podman://…` (a project standing for all its containers).
+fn resolve_members(host: &Host, plans: &[ServicePlan], exact_names: bool) -> anyhow::Result<Vec<Resolved>> {
+    let containers = host.containers()?;
+    let mut engines: Vec<std::rc::Rc<crate::engine::Engine>> = Vec::new();
+    let mut out: Vec<Resolved> = Vec::new();
+    for p in plans {
+        let Some(target) = crate::engine::Target::parse(&p.name) else {
+            let config = if exact_names { containers.named(&p.name)? } else { containers.find(&p.name)? };
+            thaw_if_abandoned(host, containers, &config.id)?;
+            out.push((p.clone(), config, None));
+            continue;
+        };
+        let target = target?;
+        let engine = match engines.iter().find(|e| e.kind == target.kind()) {
+            Some(e) => e.clone(),
+            None => {
+                let e = std::rc::Rc::new(crate::engine::Engine::connect(target.kind())?);
+                engines.push(e.clone());
+                e
+            }
+        };
+        for name in engine.resolve(&target)? {
+            let mut c = engine.container(&name)?;
+            if engine_thaw_if_abandoned(host, &engine, &c.id)? {
+                c = engine.container(&name)?;
+            }
+            for what in &c.not_kept {
+                tracing::warn!(container = name.as_str(), "not recorded, so not restored: {what}");
+            }
+            let plan = ServicePlan { name: c.config.name.clone(), ..p.clone() };
+            out.push((plan, c.config.clone(), Some((EngineMember { engine: engine.clone(), paused: c.paused }, c))));
+        }
+    }
+    for (i, (_, c, _)) in out.iter().enumerate() {
+        if out[..i].iter().any(|(_, other, _)| other.id == c.id) {
+            bail!(crate::error::UsageError(format!("{} is named twice", c.name)));
+        }
+        if out[..i].iter().any(|(_, other, _)| other.name == c.name) {
+            bail!(crate::error::UsageError(format!(
+                "two services named {} (one of them run by another engine): snapshot them apart",
+                c.name
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// Takes a snapshot of several services at one instant (a stack): every member's hooks and
@@ -295,15 +469,7 @@ pub fn capture_stack(
     }
     let started = Instant::now();
     let containers = host.containers()?;
-    let mut configs = Vec::new();
-    for p in plans {
-        let config = if opts.exact_names { containers.named(&p.name)? } else { containers.find(&p.name)? };
-        if configs.iter().any(|c: &RunConfig| c.id == config.id) {
-            bail!(crate::error::UsageError(format!("{} is named twice", p.name)));
-        }
-        thaw_if_abandoned(host, containers, &config.id)?;
-        configs.push(config);
-    }
+    let resolved = resolve_members(host, plans, opts.exact_names)?;
     let lock = Lock::acquire(repo, false)?;
     // A snapshot that was killed midway left packs behind: they are taken in, so this one
     // goes on from them instead of writing that data again.
@@ -315,66 +481,84 @@ pub fn capture_stack(
     let vols = host.volumes()?;
 
     // Hooks and recipes, in the order the services were named.
-    let mut members = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
+    let mut plans_run: Vec<ServicePlan> = Vec::new();
     let mut prepared = Vec::new();
-    for (plan, config) in plans.iter().zip(configs) {
-        let running = runtime::observed_state(containers, &config.id)?.status == Status::Running;
-        if running {
-            for h in &plan.exec_before {
-                hook(host, &config.id, h, "before")?;
+    for (plan, config, engine) in resolved {
+        let (running, upper, volume_dirs, image) = match &engine {
+            None => {
+                let running = runtime::observed_state(containers, &config.id)?.status == Status::Running;
+                let upper = containers.dir(&config.id).join("upper");
+                std::fs::create_dir_all(&upper)?;
+                for m in &config.mounts {
+                    if let MountSource::Volume { name } = &m.source {
+                        vols.refuse_if_hydrating(name, &format!("snapshot {}", config.name))?;
+                    }
+                }
+                let dirs = config
+                    .mounts
+                    .iter()
+                    .filter_map(|m| match &m.source {
+                        MountSource::Volume { name } => Some((name.clone(), m.target.clone(), vols.data_dir(name))),
+                        _ => None,
+                    })
+                    .collect();
+                let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
+                (running, upper, dirs, image)
             }
-            prepared.push(consistency::prepare(&plan.consistency, host, &config.id)?);
-        } else if !plan.exec_before.is_empty() || plan.consistency != consistency::Consistency::Freeze {
-            bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", config.name);
-        }
-        let parent = all.iter().rev().find(|(_, s)| s.service == config.name).cloned();
-        let image = store.find(&config.image_id.to_string()).or_else(|_| store.find(&config.image))?;
-        let upper = containers.dir(&config.id).join("upper");
-        std::fs::create_dir_all(&upper)?;
-        for m in &config.mounts {
-            if let MountSource::Volume { name } = &m.source {
-                vols.refuse_if_hydrating(name, &format!("snapshot {}", config.name))?;
+            Some((e, c)) => {
+                if c.paused && (!plan.exec_before.is_empty() || plan.consistency != consistency::Consistency::Freeze) {
+                    bail!("container {} is paused, so its hooks cannot run; no snapshot was taken", config.name);
+                }
+                let image = crate::engine::image_into_store(&e.engine, store, &config.image_id)?;
+                (c.running, c.upper.clone(), c.volumes.clone(), image)
             }
-        }
-        let volume_dirs: Vec<(String, String, PathBuf)> = if opts.no_volumes {
-            Vec::new()
-        } else {
-            config
-                .mounts
-                .iter()
-                .filter_map(|m| match &m.source {
-                    MountSource::Volume { name } => Some((name.clone(), m.target.clone(), vols.data_dir(name))),
-                    _ => None,
-                })
-                .collect()
         };
-        let layer_parent = parent.as_ref().map(|(_, p)| p.container_layer);
-        let volume_parents = volume_dirs
+        let volume_dirs: Vec<(String, String, PathBuf)> = if opts.no_volumes { Vec::new() } else { volume_dirs };
+        let engine = engine.map(|(e, _)| e);
+        let member_running = running && !engine.as_ref().is_some_and(|e| e.paused);
+        let mut m = Member {
+            config,
+            engine,
+            running,
+            parent: None,
+            image,
+            image_tree: BlobId([0; 32]),
+            upper,
+            volume_dirs,
+            layer_parent: None,
+            volume_parents: Vec::new(),
+            stats: ArchiveStats::default(),
+            read_ahead_since: None,
+            layer_tree: None,
+            volumes: Vec::new(),
+        };
+        if member_running {
+            let inside = m.inside(host);
+            for h in &plan.exec_before {
+                hook(&inside, h, "before")?;
+            }
+            prepared.push(consistency::prepare(&plan.consistency, inside)?);
+        } else if !m.running && (!plan.exec_before.is_empty() || plan.consistency != consistency::Consistency::Freeze) {
+            bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", m.config.name);
+        }
+        let parent = all.iter().rev().find(|(_, s)| s.service == m.config.name).cloned();
+        m.layer_parent = parent.as_ref().map(|(_, p)| p.container_layer);
+        m.volume_parents = m
+            .volume_dirs
             .iter()
             .map(|(name, _, _)| {
                 parent.as_ref().and_then(|(_, p)| p.volumes.iter().find(|v| v.name == *name)).map(|v| v.tree)
             })
             .collect();
         // Files whose inode changed before the parent's capture began are probably unchanged.
-        let read_ahead_since = parent.as_ref().and_then(|(_, p)| {
+        m.read_ahead_since = parent.as_ref().and_then(|(_, p)| {
             let t = chrono::DateTime::parse_from_rfc3339(&p.time).ok()?;
             t.timestamp_nanos_opt().map(|t| t - (p.stats.duration_ms as i64 + 1000) * 1_000_000)
         });
-        members.push(Member {
-            config,
-            running,
-            parent,
-            image,
-            image_tree: BlobId([0; 32]),
-            upper,
-            volume_dirs,
-            layer_parent,
-            volume_parents,
-            stats: ArchiveStats::default(),
-            read_ahead_since,
-            layer_tree: None,
-            volumes: Vec::new(),
-        });
+        m.parent = parent;
+        members.push(m);
+        plans_run.push(plan);
     }
 
     // The totals to expect, counted on a thread of their own: never in the way of the
@@ -424,8 +608,18 @@ pub fn capture_stack(
     }
 
     // One instant for all of them.
-    let running: Vec<&str> = members.iter().filter(|m| m.running).map(|m| m.config.id.as_str()).collect();
-    let mut frozen = if running.is_empty() { Frozen::none(host) } else { Frozen::freeze(host, &running)? };
+    let running: Vec<&str> =
+        members.iter().filter(|m| m.running && m.engine.is_none()).map(|m| m.config.id.as_str()).collect();
+    let paused: Vec<(std::rc::Rc<crate::engine::Engine>, String)> = members
+        .iter()
+        .filter(|m| m.running)
+        .filter_map(|m| m.engine.as_ref().filter(|e| !e.paused).map(|e| (e.engine.clone(), m.config.id.clone())))
+        .collect();
+    let mut frozen = if running.is_empty() && paused.is_empty() {
+        Frozen::none(host)
+    } else {
+        Frozen::freeze(host, &running, &paused)?
+    };
     let first_pass: Vec<ArchiveStats> = members.iter().map(|m| m.stats).collect();
     for k in 0..members.len() {
         // The members before this one as they ended, the ones after as they stand.
@@ -451,10 +645,10 @@ pub fn capture_stack(
     drop(frozen);
     // The databases go on; then the after-hooks.
     drop(prepared);
-    for (plan, m) in plans.iter().zip(&members) {
-        if m.running {
+    for (plan, m) in plans_run.iter().zip(&members) {
+        if m.running && !m.engine.as_ref().is_some_and(|e| e.paused) {
             for h in &plan.exec_after {
-                hook(host, &m.config.id, h, "after")?;
+                hook(&m.inside(host), h, "after")?;
             }
         }
     }
@@ -482,6 +676,7 @@ pub fn capture_stack(
             container_layer: m.layer_tree.expect("archived while frozen"),
             volumes: m.volumes,
             hot: instant::recorded_hot_set(host, &m.config.name),
+            engine: m.engine.as_ref().map(|e| e.engine.kind.scheme().to_string()),
             stats: SnapshotStats {
                 files: m.stats.files,
                 bytes: m.stats.bytes,
@@ -1232,7 +1427,7 @@ fn probe_once(host: &Host, id: &str, probe: &DrillProbe) -> anyhow::Result<()> {
 
 /// Restores an image's blobs from the repository into the local store, verifying digests;
 /// its layers unpack at once, each on its own core (a new host waits for the largest).
-fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -> anyhow::Result<()> {
+pub(crate) fn fetch_image(store: &Store, repo: &Repository, snap: &Snapshot, label: &str) -> anyhow::Result<()> {
     let work = store.temp_path("fetch");
     Restorer::new(repo, &format!("{label} image")).restore(&snap.image.tree, work.path())?;
     let blob = |d: &Digest| work.path().join(d.hex());
@@ -1307,7 +1502,7 @@ mod tests {
     fn a_group_is_frozen_in_order_and_thawed_in_reverse_when_dropped() {
         let (_tmp, host, fake) = host_with(&["aaa", "bbb"], &[]);
         {
-            let frozen = Frozen::freeze(&host, &["aaa", "bbb"]).unwrap();
+            let frozen = Frozen::freeze(&host, &["aaa", "bbb"], &[]).unwrap();
             assert_eq!(frozen.ids, ["aaa", "bbb"]);
             for id in ["aaa", "bbb"] {
                 assert_eq!(host.containers().unwrap().state(id).unwrap().status, Status::Paused);
@@ -1324,7 +1519,7 @@ mod tests {
     #[test]
     fn when_one_cannot_be_frozen_those_before_it_are_thawed() {
         let (_tmp, host, fake) = host_with(&["aaa", "bbb", "ccc"], &["bbb"]);
-        let e = Frozen::freeze(&host, &["aaa", "bbb", "ccc"]).err().unwrap();
+        let e = Frozen::freeze(&host, &["aaa", "bbb", "ccc"], &[]).err().unwrap();
         assert!(format!("{e:#}").contains("cannot freeze container bbb"), "{e:#}");
         assert_eq!(writes(&fake), ["aaa FROZEN", "aaa THAWED"]);
         for id in ["aaa", "bbb", "ccc"] {

@@ -260,8 +260,11 @@ pub fn restore_paths(
             }
             // Frozen only for the renames, if it runs (a paused service stays as it was).
             let running = runtime::observed_state(host.containers()?, &config.id)?.status == Status::Running;
-            let mut frozen =
-                if running && !stages.is_empty() { Some(Frozen::freeze(host, &[config.id.as_str()])?) } else { None };
+            let mut frozen = if running && !stages.is_empty() {
+                Some(Frozen::freeze(host, &[config.id.as_str()], &[])?)
+            } else {
+                None
+            };
             let mut result = Ok(());
             for (at, s) in &stages {
                 match s.merge(opts.overwrite) {

@@ -10,6 +10,7 @@ mod browse;
 mod build;
 mod commit;
 mod compose;
+mod engines;
 mod escape;
 mod exit_codes;
 mod faults;

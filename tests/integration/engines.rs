@@ -1,0 +1,490 @@
+//! Services run by Docker, snapshotted by Lifeboat while they serve (paused for the capture,
+//! never stopped) and restored under Lifeboat's own runtime on a root with no engine.
+
+use std::fs;
+use std::process::Command;
+
+use crate::util::{Env, docker, run, stderr, wait_until};
+
+/// A Docker service writing to its volume all the time: every line of `/data/log` is the
+/// count after it, and `/data/n` the last count (written after the log); started again, it
+/// counts on from the log's last line.
+struct DockerService {
+    env: Env,
+    name: String,
+    volume: String,
+    image: String,
+    repo: String,
+    pwfile: String,
+}
+
+fn dock() -> Command {
+    docker().expect("checked")
+}
+
+impl DockerService {
+    /// `tag` sets the names apart from those of the other tests running at the same time.
+    fn start(tag: &str) -> Option<DockerService> {
+        docker()?;
+        let env = Env::new();
+        let pid = std::process::id();
+        let (name, volume, image) =
+            (format!("lbeng-{tag}-{pid}"), format!("lbeng-{tag}-vol-{pid}"), format!("lbeng-{tag}-{pid}:1"));
+        // Whatever an earlier, interrupted run left.
+        let _ = dock().args(["rm", "-f", &name]).output();
+        let _ = dock().args(["volume", "rm", "-f", &volume]).output();
+        let rootfs = env.busybox_rootfs("rootfs");
+        let tar = env.path("rootfs.tar");
+        run(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+        run(dock().arg("import").arg(&tar).arg(&image));
+        run(dock().args(["volume", "create", &volume]));
+        run(dock().args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "-v",
+            &format!("{volume}:/data"),
+            "-e",
+            "GREETING=hello from docker",
+            "--label",
+            "team=library",
+            "--restart",
+            "unless-stopped",
+            &image,
+            "sh",
+            "-c",
+            "echo from-the-layer > /etc/motd; rm -f /bin/vi; i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; \
+             while true; do i=$((i+1)); echo $i >> /data/log; echo $i > /data/n.new; mv /data/n.new /data/n; done",
+        ]));
+        let pwfile = env.path("pw");
+        fs::write(&pwfile, "engine test password\n").unwrap();
+        let repo = env.path("repo").display().to_string();
+        let s = DockerService { env, name, volume, image, repo, pwfile: pwfile.display().to_string() };
+        s.lb(&s.env, &["repo", "init"]);
+        wait_until(30, "the service to write", || fs::metadata(s.docker_data().join("n")).is_ok());
+        Some(s)
+    }
+
+    /// The volume's directory on this host (Docker's).
+    fn docker_data(&self) -> std::path::PathBuf {
+        let out = run(dock().args(["volume", "inspect", "-f", "{{.Mountpoint}}", &self.volume]));
+        std::path::PathBuf::from(out.trim())
+    }
+
+    fn lb(&self, env: &Env, args: &[&str]) -> String {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--repo", &self.repo, "--password-file", &self.pwfile]);
+        env.ok(&all)
+    }
+
+    fn docker_state(&self) -> String {
+        run(dock().args(["inspect", "-f", "{{.State.Status}} paused={{.State.Paused}}", &self.name])).trim().to_string()
+    }
+}
+
+impl Drop for DockerService {
+    fn drop(&mut self) {
+        let _ = dock().args(["rm", "-f", &self.name]).output();
+        let _ = dock().args(["volume", "rm", "-f", &self.volume]).output();
+        let _ = dock().args(["rmi", &self.image]).output();
+    }
+}
+
+/// The log's lines are 1, 2, … without a gap or a torn line, and `n` is its last line or the
+/// one before (the capture fell between the two writes): the volume as it was at one instant.
+fn assert_one_instant(data: &std::path::Path) -> u64 {
+    let log = fs::read_to_string(data.join("log")).unwrap();
+    let lines: Vec<u64> = log.lines().map(|l| l.parse().unwrap_or_else(|_| panic!("a torn line {l:?}"))).collect();
+    assert!(!lines.is_empty());
+    for (i, v) in lines.iter().enumerate() {
+        assert_eq!(*v, i as u64 + 1, "the log is not one instant's");
+    }
+    assert!(log.ends_with('\n'), "the log's last line is torn");
+    let last = *lines.last().unwrap();
+    let n: u64 = fs::read_to_string(data.join("n")).unwrap().trim().parse().unwrap();
+    assert!(n == last || n + 1 == last, "n = {n}, but the log ends at {last}");
+    last
+}
+
+#[test]
+fn a_docker_service_is_snapshotted_while_it_serves_and_restored_without_docker() {
+    let Some(s) = DockerService::start("restore") else { return };
+    let target = format!("docker://{}", s.name);
+    let out = s.lb(&s.env, &["snapshot", &target, "--exec-before", "echo hooked > /data/hook", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(report["service"], s.name.as_str(), "{report}");
+    assert!(report["stats"]["frozen_ms"].as_u64().is_some(), "no frozen window reported: {report}");
+    // Paused for the capture, never stopped: it runs on, unpaused, and was never restarted.
+    assert_eq!(s.docker_state(), "running paused=false");
+    let restarts = run(dock().args(["inspect", "-f", "{{.RestartCount}} {{.State.StartedAt}}", &s.name]));
+    let before = fs::read_to_string(s.docker_data().join("n")).unwrap();
+    wait_until(10, "the service to go on writing", || {
+        fs::read_to_string(s.docker_data().join("n")).is_ok_and(|now| now != before)
+    });
+    let snaps = s.lb(&s.env, &["snapshots", "--format", "json"]);
+    let snaps: serde_json::Value = serde_json::from_str(&snaps).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+
+    // A second snapshot only reads what changed, and takes the image from the store.
+    s.lb(&s.env, &["snapshot", &target]);
+    assert_eq!(run(dock().args(["inspect", "-f", "{{.RestartCount}} {{.State.StartedAt}}", &s.name])), restarts);
+
+    // The Docker side is gone, and a new host has no Docker at all: it restores from the
+    // repository alone, under Lifeboat's runtime.
+    run(dock().args(["rm", "-f", &s.name]));
+    run(dock().args(["volume", "rm", &s.volume]));
+    let host = Env::new();
+    let restored = host
+        .lifeboat()
+        .env_remove("DOCKER_HOST")
+        .args(["restore", &s.name, "--no-start", "--repo", &s.repo, "--password-file", &s.pwfile])
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    let data = host.root().join("volumes").join(&s.volume).join("_data");
+    let counted = assert_one_instant(&data);
+    assert_eq!(fs::read_to_string(data.join("hook")).unwrap(), "hooked\n", "the hook ran before the capture");
+
+    // Its configuration came with it: the command, environment, labels, restart policy.
+    let inspect: serde_json::Value = serde_json::from_str(&host.ok(&["inspect", &s.name])).unwrap();
+    let c = &inspect[0];
+    assert!(c["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "GREETING=hello from docker"), "{c}");
+    assert_eq!(c["Config"]["Labels"]["team"], "library");
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(c["HostConfig"]["NetworkMode"], "none");
+
+    // It runs from where the snapshot left it: its layer (a file written, one deleted) and
+    // its volume, counting on.
+    host.ok(&["start", &s.name]);
+    assert_eq!(host.ok(&["exec", &s.name, "cat", "/etc/motd"]), "from-the-layer\n");
+    let vi = host.lifeboat().args(["exec", &s.name, "test", "-e", "/bin/vi"]).output().unwrap();
+    assert_eq!(vi.status.code(), Some(1), "a file deleted in the container came back");
+    wait_until(20, "the restored service to count on", || {
+        fs::read_to_string(data.join("n"))
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > counted + 10)
+    });
+    host.ok(&["rm", "-f", &s.name]);
+
+    // And back into Docker, from the same repository, the image gone there too: image,
+    // volume and container made in Docker, its layer and data as the snapshot holds them.
+    run(dock().args(["rmi", &s.image]));
+    let out = s.lb(&s.env, &["restore", &s.name, "--to", "docker://", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((r["loaded_image"].as_bool(), r["started"].as_bool()), (Some(true), Some(true)), "{r}");
+    assert_eq!(s.docker_state(), "running paused=false");
+    assert_eq!(run(dock().args(["exec", &s.name, "cat", "/etc/motd"])), "from-the-layer\n");
+    let vi = dock().args(["exec", &s.name, "test", "-e", "/bin/vi"]).output().unwrap();
+    assert_eq!(vi.status.code(), Some(1), "a file deleted in the container came back in Docker");
+    let env = run(dock().args([
+        "inspect",
+        "-f",
+        "{{json .Config.Env}} {{.Config.Labels.team}} {{.HostConfig.RestartPolicy.Name}}",
+        &s.name,
+    ]));
+    assert!(env.contains("GREETING=hello from docker") && env.contains(" library unless-stopped"), "{env}");
+    let data = s.docker_data();
+    wait_until(20, "the service to count on in Docker", || {
+        fs::read_to_string(data.join("n"))
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > counted + 10)
+    });
+    let log = fs::read_to_string(data.join("log")).unwrap();
+    let first: Vec<String> = log.lines().take(counted as usize).map(String::from).collect();
+    assert_eq!(
+        first,
+        (1..=counted).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "the restored log is not the snapshot's"
+    );
+    assert_eq!(fs::read_to_string(data.join("hook")).unwrap(), "hooked\n");
+
+    // Again: the name is taken in Docker, nothing is touched.
+    let e = s.env.fails(&["restore", &s.name, "--to", "docker://", "--repo", &s.repo, "--password-file", &s.pwfile], 5);
+    assert!(e.contains("already has a container"), "{e}");
+    assert_eq!(s.docker_state(), "running paused=false");
+}
+
+#[test]
+fn engine_targets_that_cannot_be_served_are_clear_errors() {
+    let Some(s) = DockerService::start("errors") else { return };
+    // No such container: not found.
+    let e = s
+        .env
+        .fails(&["snapshot", "docker://no-such-container-here", "--repo", &s.repo, "--password-file", &s.pwfile], 3);
+    assert!(e.contains("no container no-such-container-here"), "{e}");
+    // No such project.
+    let e =
+        s.env.fails(&["snapshot", "docker://no-such-project/*", "--repo", &s.repo, "--password-file", &s.pwfile], 3);
+    assert!(e.contains("Compose project no-such-project"), "{e}");
+    // A malformed target: usage.
+    let e = s.env.fails(&["snapshot", "docker://a/b/c", "--repo", &s.repo, "--password-file", &s.pwfile], 2);
+    assert!(e.contains("docker://CONTAINER"), "{e}");
+    // An engine that does not answer: a clear error naming the socket, nothing paused.
+    let out = s
+        .env
+        .lifeboat()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["snapshot", &format!("docker://{}", s.name), "--repo", &s.repo, "--password-file", &s.pwfile])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/nonexistent/docker.sock"), "{}", stderr(&out));
+    // A failing hook: no snapshot, and the service runs on unpaused.
+    let e = s.env.fails(
+        &[
+            "snapshot",
+            &format!("docker://{}", s.name),
+            "--exec-before",
+            "exit 3",
+            "--repo",
+            &s.repo,
+            "--password-file",
+            &s.pwfile,
+        ],
+        1,
+    );
+    assert!(e.contains("exit code 3"), "{e}");
+    assert_eq!(s.docker_state(), "running paused=false");
+    let snaps: serde_json::Value = serde_json::from_str(&s.lb(&s.env, &["snapshots", "--format", "json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 0, "{snaps}");
+}
+
+#[test]
+fn a_snapshot_killed_while_docker_has_the_service_paused_leaves_it_running() {
+    let Some(s) = DockerService::start("killed") else { return };
+    let id = run(dock().args(["inspect", "-f", "{{.Id}}", &s.name])).trim().to_string();
+    let mark = s.env.path("run").join("engine-paused").join(&id);
+    let target = format!("docker://{}", s.name);
+    for trial in 0..3 {
+        let mut child = s
+            .env
+            .lifeboat()
+            .args(["snapshot", &target, "--repo", &s.repo, "--password-file", &s.pwfile])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed the moment it marks the container as being paused by it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !mark.exists() && std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(mark.exists(), "trial {trial}: the snapshot never paused the service");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_until(15, "the thaw guard to unpause the service", || s.docker_state() == "running paused=false");
+        // And it stays unpaused (a pause sent just before the kill is undone too).
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert_eq!(s.docker_state(), "running paused=false", "trial {trial}");
+    }
+    // The next snapshot goes through, and the service runs on.
+    s.lb(&s.env, &["snapshot", &target]);
+    assert_eq!(s.docker_state(), "running paused=false");
+    assert!(!mark.exists());
+}
+
+#[test]
+fn a_restore_into_docker_that_fails_midway_leaves_nothing_behind() {
+    let Some(s) = DockerService::start("midway") else { return };
+    // A second container in the first one's network, with a volume of its own.
+    let peer = format!("{}-peer", s.name);
+    let peer_vol = format!("{}-peervol", s.name);
+    let cleanup = || {
+        let _ = dock().args(["rm", "-f", &peer]).output();
+        let _ = dock().args(["volume", "rm", "-f", &peer_vol]).output();
+    };
+    cleanup();
+    run(dock().args([
+        "run",
+        "-d",
+        "--name",
+        &peer,
+        "--network",
+        &format!("container:{}", s.name),
+        "-v",
+        &format!("{peer_vol}:/p"),
+        &s.image,
+        "sh",
+        "-c",
+        "echo kept > /p/file; sleep 100000",
+    ]));
+    wait_until(20, "the peer to write", || run(dock().args(["exec", &peer, "cat", "/p/file"])) == "kept\n");
+    s.lb(&s.env, &["snapshot", &format!("docker://{peer}")]);
+    // Its network is recorded by the other's name.
+    let ls = s.lb(&s.env, &["snapshots", "--format", "json"]);
+    assert!(ls.contains(&peer), "{ls}");
+    cleanup();
+    run(dock().args(["rm", "-f", &s.name]));
+
+    // The container whose network it joins is gone: Docker refuses to create it, after its
+    // volume was made and filled; the volume goes again.
+    let out = s
+        .env
+        .lifeboat()
+        .args(["restore", &peer, "--to", "docker://", "--repo", &s.repo, "--password-file", &s.pwfile])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&s.name), "the error does not name the missing peer: {}", stderr(&out));
+    let vols = run(dock().args(["volume", "ls", "-q"]));
+    assert!(!vols.lines().any(|v| v == peer_vol), "a half-restored volume was left: {vols}");
+    let containers = run(dock().args(["ps", "-a", "--format", "{{.Names}}"]));
+    assert!(!containers.lines().any(|c| c == peer), "a half-restored container was left: {containers}");
+    cleanup();
+}
+
+/// `podman system service` on a private socket, stopped when dropped.
+struct PodmanService {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl PodmanService {
+    fn start(env: &Env) -> Option<PodmanService> {
+        let dir = env.path("podman");
+        let mut cmd = crate::util::podman(&dir)?;
+        let socket = dir.join("podman.sock");
+        let child = cmd
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = PodmanService { dir, child };
+        wait_until(30, "podman's API socket", || socket.exists());
+        Some(s)
+    }
+
+    fn cli(&self) -> Command {
+        crate::util::podman(&self.dir).unwrap()
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("podman.sock").display())
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let _ = self.cli().args(["rm", "-f", "-a"]).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_podman_container_is_snapshotted_through_its_api_and_restored_without_podman() {
+    let env = Env::new();
+    let Some(pod) = PodmanService::start(&env) else { return };
+    let rootfs = env.busybox_rootfs("rootfs");
+    let tar = env.path("rootfs.tar");
+    run(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+    run(pod.cli().args(["import", "-q"]).arg(&tar).arg("catalogue:1"));
+    run(pod.cli().args([
+        "run",
+        "-d",
+        "--name",
+        "catalogue",
+        "-v",
+        "records:/data",
+        "localhost/catalogue:1",
+        "sh",
+        "-c",
+        "echo podman-layer > /etc/motd; i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; while true; do i=$((i+1)); echo $i >> /data/log; echo $i > /data/n.new; mv /data/n.new /data/n; done",
+    ]));
+    let pwfile = env.path("pw");
+    fs::write(&pwfile, "podman test password\n").unwrap();
+    let repo = env.path("repo").display().to_string();
+    let lb = |e: &Env, args: &[&str]| {
+        let out = e
+            .lifeboat()
+            .env("CONTAINER_HOST", pod.host())
+            .args(args)
+            .args(["--repo", &repo, "--password-file", pwfile.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lifeboat {args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    lb(&env, &["repo", "init"]);
+    wait_until(30, "the service to write", || {
+        run(pod.cli().args(["exec", "catalogue", "cat", "/data/n"])).trim() != ""
+    });
+    let report: serde_json::Value =
+        serde_json::from_str(&lb(&env, &["snapshot", "podman://catalogue", "--format", "json"])).unwrap();
+    assert!(report["stats"]["frozen_ms"].as_u64().is_some(), "{report}");
+    let state = run(pod.cli().args(["inspect", "-f", "{{.State.Status}}", "catalogue"]));
+    assert_eq!(state.trim(), "running", "Podman's service was left {state}");
+
+    // A host with no Podman: Lifeboat's runtime runs it from the repository alone.
+    let host = Env::new();
+    lb(&host, &["restore", "catalogue", "--no-start"]);
+    let data = host.root().join("volumes/records/_data");
+    let counted = assert_one_instant(&data);
+    host.ok(&["start", "catalogue"]);
+    assert_eq!(host.ok(&["exec", "catalogue", "cat", "/etc/motd"]), "podman-layer\n");
+    wait_until(20, "the restored service to count on", || {
+        fs::read_to_string(data.join("n"))
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > counted + 10)
+    });
+    host.ok(&["rm", "-f", "catalogue"]);
+}
+
+/// The counts in a log the service writes: 1, 2, … with no gap (the last line may be cut by
+/// a writer still running); how many.
+fn counted_lines(log: &std::path::Path) -> u64 {
+    let text = fs::read_to_string(log).unwrap();
+    let mut n = 0;
+    for line in text.lines() {
+        match line.parse::<u64>() {
+            Ok(v) => {
+                assert_eq!(v, n + 1, "a gap in {}", log.display());
+                n = v;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+#[test]
+fn adopt_moves_a_docker_service_to_lifeboat_and_back_with_its_data() {
+    let Some(s) = DockerService::start("adopt") else { return };
+    let target = format!("docker://{}", s.name);
+    let out = s.lb(&s.env, &["adopt", &target, "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(r["unavailable_seconds"].as_f64().is_some(), "{r}");
+    // Docker keeps its container, stopped, and will not restart it on its own.
+    let state = run(dock().args(["inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", &s.name]));
+    assert_eq!(state.trim(), "exited no");
+    // Everything written before Docker stopped it is in Lifeboat's volume, and it counts on.
+    let at_stop = counted_lines(&s.docker_data().join("log"));
+    let ours = s.env.root().join("volumes").join(&s.volume).join("_data");
+    wait_until(20, "the adopted service to count on", || counted_lines(&ours.join("log")) > at_stop + 10);
+    assert!(s.env.ok(&["ps"]).contains(&s.name));
+    assert_eq!(s.env.ok(&["exec", &s.name, "cat", "/etc/motd"]), "from-the-layer\n");
+    // Adopting again is a conflict; nothing changes.
+    let e = s.env.fails(&["adopt", &target, "--repo", &s.repo, "--password-file", &s.pwfile], 5);
+    assert!(e.contains("already"), "{e}");
+
+    // Back to Docker, with what it wrote under Lifeboat.
+    let written_here = counted_lines(&ours.join("log"));
+    s.lb(&s.env, &["adopt", "--back", &s.name]);
+    let state = run(dock().args(["inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", &s.name]));
+    assert_eq!(state.trim(), "running unless-stopped");
+    let theirs = s.docker_data().join("log");
+    wait_until(20, "the service to count on in Docker", || counted_lines(&theirs) > written_here + 10);
+    assert!(!s.env.ok(&["ps", "-a"]).contains(&s.name), "Lifeboat's copy was left behind");
+    assert!(!ours.exists(), "Lifeboat's volume was left behind");
+    // Not adopted any more.
+    let e = s.env.fails(&["adopt", "--back", &s.name, "--repo", &s.repo, "--password-file", &s.pwfile], 3);
+    assert!(e.contains("not adopted"), "{e}");
+}
