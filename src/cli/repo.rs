@@ -66,13 +66,15 @@ pub fn adopt(ctx: &Context, a: AdoptArgs) -> anyhow::Result<i32> {
         let r = a.repo.with(ctx, Some(&a.target), |r| lifeboat::ops::adopt::give_back(ctx.host(), r, &a.target))?;
         if json {
             println!("{}", sorted_json(&r)?);
+        } else if r.undone {
+            println!("the adoption of {} that did not finish was undone: {} runs it as before", r.name, r.engine);
         } else {
             println!(
                 "{} runs under {} again (container {}, from snapshot {}); unavailable for {:.2} s",
                 r.name,
                 r.engine,
-                &r.container[..12],
-                &r.snapshot[..12],
+                r.container.get(..12).unwrap_or(&r.container),
+                r.snapshot.as_deref().and_then(|s| s.get(..12)).unwrap_or("?"),
                 r.unavailable_seconds
             );
         }
@@ -88,7 +90,7 @@ pub fn adopt(ctx: &Context, a: AdoptArgs) -> anyhow::Result<i32> {
             "{} runs under Lifeboat (from snapshot {}); unavailable for {:.2} s; {}'s container is kept, stopped \
              (lifeboat adopt --back {} returns it)",
             r.name,
-            &r.snapshot[..12],
+            r.snapshot.get(..12).unwrap_or(&r.snapshot),
             r.unavailable_seconds,
             r.engine,
             r.name
@@ -628,7 +630,7 @@ pub fn restore(ctx: &Context, mut a: RestoreArgs) -> anyhow::Result<i32> {
                 "restored {} into {} as container {} in {:.2} s{}",
                 r.name,
                 r.engine,
-                &r.container[..12],
+                r.container.get(..12).unwrap_or(&r.container),
                 r.seconds,
                 if r.started { "" } else { " (not started)" }
             );

@@ -629,6 +629,9 @@ impl Config {
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
         for (name, ext) in &self.external {
             let who = format!("external {name:?}");
+            if self.services.contains_key(name) || self.stacks.contains_key(name) {
+                p.list.push((1, format!("{who}: a service or stack has this name too (their jobs would be one)")));
+            }
             if ext.containers.is_empty() {
                 p.list.push((1, format!("{who}: name at least one container (docker://NAME or podman://NAME)")));
             }

@@ -10,8 +10,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Either, Full};
 use hyper_util::rt::TokioIo;
 
-/// The API version asked for: Docker 20.10 and Podman 4 both serve it.
-const API: &str = "/v1.41";
+/// How long an ordinary call may take.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most a response body may hold in memory (an exec's output, a description); image
+/// exports are written out as they come instead.
+const MAX_BODY: usize = 64 << 20;
 
 /// The engine's answer to a request that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,8 @@ pub struct Client {
     pub name: String,
     socket: PathBuf,
     rt: tokio::runtime::Runtime,
+    /// `/vX.Y`, the engine's own API version (from its `_ping`); empty until asked.
+    prefix: std::sync::OnceLock<String>,
 }
 
 /// What a request carries.
@@ -39,6 +45,8 @@ enum Payload {
 pub struct Response {
     pub status: u16,
     pub body: Bytes,
+    /// The `API-Version` header.
+    pub api_version: Option<String>,
 }
 
 impl Response {
@@ -50,7 +58,23 @@ impl Response {
 impl Client {
     pub fn new(name: &str, socket: &Path) -> anyhow::Result<Client> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        Ok(Client { name: name.to_string(), socket: socket.to_path_buf(), rt })
+        Ok(Client { name: name.to_string(), socket: socket.to_path_buf(), rt, prefix: std::sync::OnceLock::new() })
+    }
+
+    /// Asks the engine for its API version (`GET /_ping`, which every version serves) and
+    /// speaks that version from then on: the fields Lifeboat reads have kept their meaning
+    /// across versions, and an engine may refuse versions older than its minimum.
+    pub fn negotiate(&self) -> anyhow::Result<()> {
+        let r = self.send("GET", "/_ping", "text/plain", Payload::Bytes(Bytes::new()), None, Some(CALL_TIMEOUT))?;
+        if !(200..300).contains(&r.status) {
+            return Err(self.api_error(r).into());
+        }
+        let version = r
+            .api_version
+            .filter(|v| !v.is_empty() && v.len() <= 8 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            .unwrap_or_else(|| "1.41".to_string());
+        let _ = self.prefix.set(format!("/v{version}"));
+        Ok(())
     }
 
     pub fn socket(&self) -> &Path {
@@ -59,11 +83,14 @@ impl Client {
 
     /// Sends a request (`path` after the API version, with its query) and returns the whole
     /// answer; a status outside 2xx is an [`ApiError`] with the engine's message.
+    /// Given up after a minute: an engine that hangs must not keep a snapshot (and the
+    /// services it froze) waiting for ever.
     pub fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<Response> {
-        self.call_within(method, path, body, None)
+        self.call_within(method, path, body, Some(CALL_TIMEOUT))
     }
 
-    /// Like [`Client::call`], given up after `timeout` (the engine may go on with the work).
+    /// Like [`Client::call`], given up after `timeout` if there is one (the engine may go
+    /// on with the work).
     pub fn call_within(
         &self,
         method: &str,
@@ -119,7 +146,8 @@ impl Client {
         mut sink: Option<&mut dyn Write>,
         timeout: Option<std::time::Duration>,
     ) -> anyhow::Result<Response> {
-        let uri = format!("{API}{path}");
+        let prefix = if path == "/_ping" { "" } else { self.prefix.get().map_or("/v1.41", String::as_str) };
+        let uri = format!("{prefix}{path}");
         let (body, file) = match body {
             Payload::Bytes(b) => (Either::Left(Full::new(b)), None),
             Payload::File(f) => {
@@ -169,6 +197,7 @@ impl Client {
             let response =
                 sender.send_request(request).await.with_context(|| format!("{name} did not answer {method} {uri}"))?;
             let status = response.status().as_u16();
+            let api_version = response.headers().get("api-version").and_then(|v| v.to_str().ok()).map(String::from);
             let mut body = response.into_body();
             let mut whole = Vec::new();
             while let Some(frame) = body.frame().await {
@@ -176,6 +205,9 @@ impl Client {
                 if let Ok(data) = frame.into_data() {
                     match sink.as_deref_mut() {
                         Some(out) if (200..300).contains(&status) => out.write_all(&data)?,
+                        _ if whole.len() + data.len() > MAX_BODY => {
+                            bail!("{name}'s answer to {method} {uri} is larger than {} MiB", MAX_BODY >> 20)
+                        }
                         _ => whole.extend_from_slice(&data),
                     }
                 }
@@ -184,7 +216,7 @@ impl Client {
             if let Some(f) = feeder {
                 f.abort();
             }
-            Ok(Response { status, body: Bytes::from(whole) })
+            Ok(Response { status, body: Bytes::from(whole), api_version })
         };
         self.rt.block_on(async move {
             match timeout {

@@ -54,6 +54,26 @@ impl Kind {
     }
 }
 
+/// Refuses a socket that someone other than root (or this user) could have put there: the
+/// engine behind it says which directories Lifeboat reads and writes as root.
+fn check_socket(socket: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(socket) {
+        Ok(m) => m,
+        // Connecting says it better (is the engine running?).
+        Err(_) => return Ok(()),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "{} belongs to user {}: Lifeboat only talks to an engine whose socket belongs to root (or to you)",
+            socket.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
+}
+
 /// `docker://NAME`, `docker://PROJECT/SERVICE` or `docker://PROJECT/*`, read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -104,6 +124,8 @@ impl Target {
 pub struct Engine {
     pub kind: Kind,
     client: client::Client,
+    /// Where it keeps its files (`DockerRootDir`), once asked.
+    root: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 /// A container of the engine as a snapshot sees it.
@@ -122,20 +144,61 @@ pub struct Container {
     pub volumes: Vec<(String, String, PathBuf)>,
     /// What the engine runs it with that Lifeboat does not record (said once, at snapshot).
     pub not_kept: Vec<String>,
+    /// Seconds the engine gives it to stop before killing it (`--stop-timeout`).
+    pub stop_timeout: Option<u64>,
 }
 
 impl Engine {
     /// Connects to the engine's socket and checks that it answers.
     pub fn connect(kind: Kind) -> anyhow::Result<Engine> {
         let socket = kind.socket()?;
+        check_socket(&socket)?;
         let client = client::Client::new(kind.title(), &socket)?;
-        client.call("GET", "/_ping", None)?;
-        Ok(Engine { kind, client })
+        client.negotiate()?;
+        let engine = Engine { kind, client, root: std::sync::OnceLock::new() };
+        engine.check_rootful()?;
+        Ok(engine)
+    }
+
+    /// Refuses an engine that stores its containers' files under shifted IDs (rootless, or
+    /// Docker's userns-remap): their owners on disk are not the ones the container sees.
+    fn check_rootful(&self) -> anyhow::Result<()> {
+        let info: Value = self.client.call("GET", "/info", None)?.json("system description")?;
+        let options = strings(&info["SecurityOptions"]);
+        if let Some(o) = options.iter().find(|o| o.contains("name=rootless") || o.contains("name=userns")) {
+            bail!(
+                "{} runs with {o:?}: its files on disk belong to shifted user IDs, which Lifeboat does not map; \
+                 snapshot services of a rootful engine",
+                self.kind.title()
+            );
+        }
+        let root = info["DockerRootDir"].as_str().filter(|r| r.starts_with('/')).map(PathBuf::from);
+        let _ = self.root.set(root);
+        Ok(())
+    }
+
+    /// Refuses a path the engine gave for a container's files unless it lies under the
+    /// engine's own storage directory (when the engine says which).
+    pub fn check_own_path(&self, what: &str, path: &Path) -> anyhow::Result<()> {
+        let Some(Some(root)) = self.root.get() else { return Ok(()) };
+        let real = std::fs::canonicalize(path).with_context(|| format!("{what} {} is not there", path.display()))?;
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+        if !real.starts_with(&root) {
+            bail!(
+                "{} gave {} as {what}, outside its storage directory {}: refused",
+                self.kind.title(),
+                path.display(),
+                root.display()
+            );
+        }
+        Ok(())
     }
 
     /// The engine at `socket`, not checked (the thaw guard's: it only unpauses).
     pub fn at(kind: Kind, socket: &Path) -> anyhow::Result<Engine> {
-        Ok(Engine { kind, client: client::Client::new(kind.title(), socket)? })
+        let client = client::Client::new(kind.title(), socket)?;
+        client.negotiate()?;
+        Ok(Engine { kind, client, root: std::sync::OnceLock::new() })
     }
 
     pub fn socket(&self) -> &Path {
@@ -194,8 +257,13 @@ impl Engine {
             let peer = self.inspect_raw(id)?;
             Ok(peer["Name"].as_str().unwrap_or(id).trim_start_matches('/').to_string())
         };
-        translate(&c, &image, &peer_name)
-            .with_context(|| format!("cannot read {}'s description of {name}", self.kind.title()))
+        let got = translate(&c, &image, &peer_name)
+            .with_context(|| format!("cannot read {}'s description of {name}", self.kind.title()))?;
+        self.check_own_path("the writable layer", &got.upper)?;
+        for (v, _, data) in &got.volumes {
+            self.check_own_path(&format!("volume {v}'s mount point"), data)?;
+        }
+        Ok(got)
     }
 
     pub fn pause(&self, id: &str) -> anyhow::Result<()> {
@@ -233,11 +301,15 @@ impl Engine {
         use std::io::Write as _;
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(&stdout).and_then(|()| err.write_all(&stderr));
-        let done: Value = self.client.call("GET", &format!("/exec/{exec}/json"), None)?.json("exec state")?;
-        if done["Running"].as_bool() == Some(true) {
-            bail!("the engine says the command still runs after its output ended");
+        // The output ends a moment before the engine records the exit.
+        for _ in 0..50 {
+            let done: Value = self.client.call("GET", &format!("/exec/{exec}/json"), None)?.json("exec state")?;
+            if done["Running"].as_bool() != Some(true) {
+                return done["ExitCode"].as_i64().context("the engine gave no exit code for the command");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        done["ExitCode"].as_i64().context("the engine gave no exit code for the command")
+        bail!("the engine says the command still runs after its output ended")
     }
 
     pub fn title(&self) -> &'static str {
@@ -308,11 +380,38 @@ impl Engine {
         Ok(Some(PathBuf::from(v["Mountpoint"].as_str().context("a volume without a mount point")?)))
     }
 
-    /// Creates a local volume; its mount point on this host.
-    pub fn create_volume(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let r = self.client.call("POST", "/volumes/create", Some(json!({"Name": name, "Driver": "local"})))?;
+    /// Creates a local volume labelled with `nonce`; its mount point on this host, or None if
+    /// the engine answered with a volume of that name it had already (another label).
+    pub fn create_volume(&self, name: &str, nonce: &str) -> anyhow::Result<Option<PathBuf>> {
+        let body = json!({"Name": name, "Driver": "local", "Labels": {"lifeboat.restore": nonce}});
+        let r = self.client.call("POST", "/volumes/create", Some(body))?;
         let v: Value = r.json("volume description")?;
-        Ok(PathBuf::from(v["Mountpoint"].as_str().context("the new volume has no mount point")?))
+        if v["Labels"]["lifeboat.restore"].as_str() != Some(nonce) {
+            return Ok(None);
+        }
+        Ok(Some(PathBuf::from(v["Mountpoint"].as_str().context("the new volume has no mount point")?)))
+    }
+
+    /// The containers (names) that mount volume `name`.
+    pub fn containers_using(&self, volume: &str) -> anyhow::Result<Vec<String>> {
+        let filters = json!({ "volume": [volume] }).to_string();
+        let list: Vec<Value> = self
+            .client
+            .call("GET", &format!("/containers/json?all=true&filters={}", client::encode(&filters)), None)?
+            .json("container list")?;
+        Ok(list
+            .iter()
+            .filter_map(|c| c["Names"].as_array()?.first()?.as_str().map(|n| n.trim_start_matches('/').to_string()))
+            .collect())
+    }
+
+    /// A container's state as the engine has it: running, and when it last started.
+    pub fn run_state(&self, id: &str) -> anyhow::Result<(bool, String)> {
+        let c = self.inspect_raw(id)?;
+        Ok((
+            c["State"]["Running"].as_bool().unwrap_or(false),
+            c["State"]["StartedAt"].as_str().unwrap_or_default().into(),
+        ))
     }
 
     pub fn remove_volume(&self, name: &str) -> anyhow::Result<()> {
@@ -420,7 +519,12 @@ pub fn create_body(r: &RunConfig) -> Value {
         let ro = if m.read_only { ":ro" } else { "" };
         match &m.source {
             MountSource::Volume { name } => {
-                binds.push(format!("{name}:{}{ro}{}", m.target, if m.nocopy { ",nocopy" } else { "" }))
+                let opts: Vec<&str> = [(m.read_only, "ro"), (m.nocopy, "nocopy")]
+                    .into_iter()
+                    .filter_map(|(on, o)| on.then_some(o))
+                    .collect();
+                let opts = if opts.is_empty() { String::new() } else { format!(":{}", opts.join(",")) };
+                binds.push(format!("{name}:{}{opts}", m.target))
             }
             MountSource::Bind { path, .. } => binds.push(format!("{}:{}{ro}", path.display(), m.target)),
             MountSource::Tmpfs { size, mode, exec } => {
@@ -462,10 +566,26 @@ pub fn create_body(r: &RunConfig) -> Value {
         RestartPolicy::UnlessStopped => ("unless-stopped", 0),
         RestartPolicy::OnFailure { max_retries } => ("on-failure", max_retries.unwrap_or(0)),
     };
-    // A container sharing another's network has no name or ports of its own there.
+    // A container sharing another's network (or the host's) has no name, ports or hosts
+    // entries of its own there; a name that was the old container's ID is made anew.
     let shares = matches!(r.network, NetworkMode::Container(_));
+    let own_name = !shares
+        && r.network != NetworkMode::Host
+        && !(r.hostname.len() == 12 && r.hostname.bytes().all(|b| b.is_ascii_hexdigit()));
+    if shares {
+        exposed.clear();
+        bindings.clear();
+    }
+    // A Compose service is found by its service name on the project's network.
+    let networking = match (&r.network, r.labels.get("com.docker.compose.service")) {
+        (NetworkMode::Network(net), Some(service)) => {
+            json!({"EndpointsConfig": {net.as_str(): {"Aliases": [service]}}})
+        }
+        _ => json!({}),
+    };
     json!({
-        "Hostname": if shares { "" } else { r.hostname.as_str() },
+        "Hostname": if own_name { r.hostname.as_str() } else { "" },
+        "NetworkingConfig": networking,
         "User": r.user.clone().unwrap_or_default(),
         "Env": r.env,
         "Entrypoint": r.args,
@@ -476,7 +596,8 @@ pub fn create_body(r: &RunConfig) -> Value {
         "StopSignal": r.stop_signal,
         "Tty": r.tty,
         "OpenStdin": r.stdin_open,
-        "Healthcheck": r.health.as_ref().map(HealthCheck::to_docker),
+        // None: no check at all, not the image's.
+        "Healthcheck": r.health.as_ref().map_or_else(|| json!({"Test": ["NONE"]}), HealthCheck::to_docker),
         "ExposedPorts": exposed,
         "HostConfig": {
             "Binds": binds,
@@ -490,7 +611,7 @@ pub fn create_body(r: &RunConfig) -> Value {
             "PidsLimit": r.pids_limit,
             "ReadonlyRootfs": r.read_only,
             "Init": r.init,
-            "ExtraHosts": r.extra_hosts,
+            "ExtraHosts": if shares { Vec::new() } else { r.extra_hosts.clone() },
         },
     })
 }
@@ -509,6 +630,7 @@ pub fn translate(
     let id = c["Id"].as_str().filter(|i| i.len() == 64 && i.bytes().all(|b| b.is_ascii_hexdigit()));
     let id = id.context("no container ID")?.to_string();
     let name = c["Name"].as_str().context("no name")?.trim_start_matches('/').to_string();
+    crate::runtime::names::validate_name(&name).map_err(|e| anyhow::anyhow!("its name: {e}"))?;
     let config = &c["Config"];
     let host = &c["HostConfig"];
     let mut not_kept = Vec::new();
@@ -522,9 +644,43 @@ pub fn translate(
         )
     };
 
-    // The process as the engine resolved it (entrypoint and command).
+    // The process as the engine resolved it (entrypoint and command); Podman puts its own
+    // init in front with --init (`/run/podman-init -- CMD…`): `init` records that.
     let mut args: Vec<String> = c["Path"].as_str().filter(|p| !p.is_empty()).map(String::from).into_iter().collect();
     args.extend(strings(&c["Args"]));
+    if args.first().is_some_and(|a| a.ends_with("/podman-init")) && args.get(1).is_some_and(|a| a == "--") {
+        args.drain(..2);
+    }
+    for (key, what) in [
+        ("CapDrop", "dropped capabilities"),
+        ("Sysctls", "sysctls"),
+        ("Ulimits", "ulimits"),
+        ("Dns", "DNS servers"),
+        ("GroupAdd", "added groups"),
+    ] {
+        let set = match &host[key] {
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => false,
+        };
+        if set {
+            not_kept.push(format!("{what} ({})", host[key]));
+        }
+    }
+    if host["ShmSize"].as_u64().is_some_and(|s| s != 64 << 20 && s != 0) {
+        not_kept.push(format!("a /dev/shm of {} bytes (Lifeboat gives 64 MiB)", host["ShmSize"]));
+    }
+    for (key, what) in [("IpcMode", "IPC namespace"), ("PidMode", "PID namespace"), ("UsernsMode", "user namespace")] {
+        if host[key].as_str().is_some_and(|m| !m.is_empty() && m != "private" && m != "shareable") {
+            not_kept.push(format!("{what} {}", host[key]));
+        }
+    }
+    if let Some(nets) = c["NetworkSettings"]["Networks"].as_object()
+        && nets.len() > 1
+    {
+        let names: Vec<&str> = nets.keys().map(String::as_str).collect();
+        not_kept.push(format!("networks other than the first ({}): Lifeboat joins one", names.join(", ")));
+    }
 
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
@@ -534,6 +690,7 @@ pub fn translate(
         let source = match m["Type"].as_str() {
             Some("volume") => {
                 let name = m["Name"].as_str().context("a volume without a name")?.to_string();
+                crate::runtime::names::validate_name(&name).map_err(|e| anyhow::anyhow!("volume {name:?}: {e}"))?;
                 let data = m["Source"].as_str().context("a volume without a mount point")?;
                 if m["Driver"].as_str().is_some_and(|d| d != "local") {
                     bail!("volume {name} uses driver {:?}: only local volumes can be read", m["Driver"]);
@@ -552,7 +709,17 @@ pub fn translate(
             Some("bind") => {
                 MountSource::Bind { path: PathBuf::from(m["Source"].as_str().unwrap_or_default()), must_exist: false }
             }
-            Some("tmpfs") => MountSource::Tmpfs { size: None, mode: None, exec: false },
+            Some("tmpfs") => {
+                if mounts.iter().any(|m: &MountSpec| m.target == target) {
+                    continue;
+                }
+                let opts = &m["TmpfsOptions"];
+                MountSource::Tmpfs {
+                    size: opts["SizeBytes"].as_u64().filter(|s| *s > 0),
+                    mode: opts["Mode"].as_u64().map(|m| m as u32 & 0o7777),
+                    exec: false,
+                }
+            }
             other => {
                 not_kept.push(format!("mount of type {} on {target}", other.unwrap_or("?")));
                 continue;
@@ -562,6 +729,9 @@ pub fn translate(
     }
     if let Some(tmpfs) = host["Tmpfs"].as_object() {
         for (target, opts) in tmpfs {
+            if mounts.iter().any(|m| m.target == *target) {
+                continue;
+            }
             let mut size = None;
             let mut mode = None;
             let mut exec = false;
@@ -586,7 +756,14 @@ pub fn translate(
     let mut ports = Vec::new();
     for (key, bindings) in host["PortBindings"].as_object().into_iter().flatten() {
         let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-        let protocol = if proto == "udp" { Protocol::Udp } else { Protocol::Tcp };
+        let protocol = match proto {
+            "udp" => Protocol::Udp,
+            "tcp" => Protocol::Tcp,
+            other => {
+                not_kept.push(format!("published port {port}/{other} (Lifeboat publishes TCP and UDP)"));
+                continue;
+            }
+        };
         let container_port: u16 = port.parse().with_context(|| format!("a published port {key:?}"))?;
         for b in bindings.as_array().into_iter().flatten() {
             ports.push(PortMapping {
@@ -683,6 +860,7 @@ pub fn translate(
         upper: PathBuf::from(upper),
         volumes,
         not_kept,
+        stop_timeout: config["StopTimeout"].as_u64(),
     })
 }
 

@@ -117,26 +117,6 @@ fn targets_are_read_strictly() {
 }
 
 #[test]
-fn what_is_created_in_the_engine_reads_back_as_what_was_recorded() {
-    let (mut c, i) = fixture();
-    c["HostConfig"]["PortBindings"] = json!({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]});
-    c["HostConfig"]["ExtraHosts"] = json!(["db:127.0.0.1"]);
-    let got = translate(&c, &i, &no_peers).unwrap();
-    let body = create_body(&got.config);
-    // What the engine would report for a container made from it.
-    let mut back = c.clone();
-    back["Path"] = body["Entrypoint"][0].clone();
-    back["Args"] = json!(body["Entrypoint"].as_array().unwrap()[1..]);
-    back["Config"] = body.clone();
-    back["Config"]["Image"] = json!(got.config.image);
-    back["HostConfig"] = body["HostConfig"].clone();
-    let again = translate(&back, &i, &no_peers).unwrap();
-    assert_eq!(again.config, got.config);
-    assert_eq!(body["HostConfig"]["Binds"], json!(["probevol:/data"]));
-    assert_eq!(body["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
-}
-
-#[test]
 fn a_podman_container_is_described_as_well() {
     // `podman run -d --name p1 -v pv:/data localhost/base:1 sh -c '…'` (Podman 4.3, its
     // Docker-compatible API; no network: netns="none").
@@ -152,4 +132,76 @@ fn a_podman_container_is_described_as_well() {
     assert_eq!(got.volumes[0].0, "pv");
     assert!(got.upper.ends_with("diff"));
     assert!(got.running);
+}
+
+#[test]
+fn the_create_request_says_what_docker_needs_and_nothing_it_refuses() {
+    let (c, i) = fixture();
+    let mut r = translate(&c, &i, &no_peers).unwrap().config;
+    r.mounts.push(MountSpec {
+        source: MountSource::Volume { name: "cache".into() },
+        target: "/cache".into(),
+        read_only: true,
+        nocopy: true,
+        anonymous: false,
+    });
+    r.mounts.push(MountSpec {
+        source: MountSource::Volume { name: "spool".into() },
+        target: "/spool".into(),
+        read_only: false,
+        nocopy: true,
+        anonymous: false,
+    });
+    r.ports.push(PortMapping { host_ip: String::new(), host_port: 8080, container_port: 80, protocol: Protocol::Tcp });
+    r.extra_hosts = vec!["db:127.0.0.1".into()];
+    let body = create_body(&r);
+    assert_eq!(body["HostConfig"]["Binds"], json!(["probevol:/data", "cache:/cache:ro,nocopy", "spool:/spool:nocopy"]));
+    assert_eq!(body["HostConfig"]["Tmpfs"]["/run"], "size=1048576");
+    // The old container's ID as its host name: Docker makes a new one.
+    assert_eq!(body["Hostname"], "");
+    assert_eq!(body["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"], "8080");
+    assert_eq!(body["Entrypoint"], json!(["sleep", "1000"]));
+    assert_eq!(body["Cmd"], Value::Null);
+
+    // Sharing another's network: no name, ports or hosts entries of its own.
+    r.network = NetworkMode::Container("db".into());
+    r.hostname = "web".into();
+    let body = create_body(&r);
+    assert_eq!(body["HostConfig"]["NetworkMode"], "container:db");
+    assert_eq!(
+        (body["Hostname"].as_str(), body["HostConfig"]["PortBindings"].as_object().map(|o| o.len())),
+        (Some(""), Some(0))
+    );
+    assert_eq!(body["ExposedPorts"], json!({}));
+    assert_eq!(body["HostConfig"]["ExtraHosts"], json!([]));
+
+    // No health check: none at all, not the image's.
+    r.health = None;
+    assert_eq!(create_body(&r)["Healthcheck"], json!({"Test": ["NONE"]}));
+    // A Compose service keeps its service name on its project's network.
+    r.network = NetworkMode::Network("blog_default".into());
+    r.labels.insert("com.docker.compose.service".into(), "db".into());
+    let body = create_body(&r);
+    assert_eq!(body["NetworkingConfig"]["EndpointsConfig"]["blog_default"]["Aliases"], json!(["db"]));
+}
+
+#[test]
+fn podman_s_init_and_unusual_settings_are_read_as_such() {
+    let (mut c, i) = fixture();
+    c["Path"] = json!("/run/podman-init");
+    c["Args"] = json!(["--", "sleep", "5"]);
+    c["HostConfig"]["ShmSize"] = json!(1u64 << 30);
+    c["HostConfig"]["PortBindings"] = json!({"9/sctp": [{"HostIp": "", "HostPort": "9"}]});
+    c["Mounts"] = json!([{"Type": "tmpfs", "Destination": "/cache", "TmpfsOptions": {"SizeBytes": 4096, "Mode": 448}, "RW": true}]);
+    c["Name"] = json!("/../../etc");
+    assert!(translate(&c, &i, &no_peers).is_err(), "a name that is no container name");
+    c["Name"] = json!("/web");
+    let got = translate(&c, &i, &no_peers).unwrap();
+    assert_eq!(got.config.args, ["sleep", "5"]);
+    assert!(got.config.ports.is_empty());
+    assert_eq!(got.not_kept.len(), 2, "{:?}", got.not_kept);
+    assert!(
+        got.config.mounts.iter().any(|m| m.target == "/cache"
+            && m.source == MountSource::Tmpfs { size: Some(4096), mode: Some(0o700), exec: false })
+    );
 }

@@ -26,19 +26,41 @@ use crate::runtime::Host;
 use crate::runtime::container::{ContainerError, MountSource};
 use crate::snapshot::{CaptureOptions, RestoreOptions, ServicePlan};
 
-/// What an adoption left in the engine, to send the service back (`<root>/adopted/NAME.json`).
+/// An adoption, recorded before anything is changed and kept until the service is back in
+/// its engine (`<root>/adopted/NAME.json`): what to put back, and how far it got, so that a
+/// command killed midway can be taken up (`adopt --back` finishes or undoes it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Adoption {
     pub name: String,
     pub engine: String,
-    /// The engine's container, kept stopped.
+    /// The engine's container, kept stopped while Lifeboat runs the service.
     pub container: String,
     /// Its volumes in the engine (the data as it was at adoption).
     pub volumes: Vec<String>,
     /// Its restart policy before adoption (`no` while Lifeboat runs it).
     pub restart: String,
     pub restart_retries: u32,
+    /// It ran when adopted (and is started again if the adoption is undone).
+    pub was_running: bool,
+    pub phase: Phase,
+    /// When the engine last started it, as it said after stopping it: a later start means
+    /// someone runs it again, with data Lifeboat's copy does not have.
+    #[serde(default)]
+    pub engine_started_at: String,
+    /// Lifeboat's copy ran when sending it back began.
+    #[serde(default)]
+    pub ours_running: bool,
     pub time: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Being moved to Lifeboat: not done until the record says `adopted`.
+    Adopting,
+    Adopted,
+    /// Being sent back.
+    Returning,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,13 +78,31 @@ pub struct AdoptReport {
 pub struct ReturnReport {
     pub name: String,
     pub engine: String,
-    pub snapshot: String,
+    /// The snapshot sent back (none when an interrupted adoption was undone).
+    pub snapshot: Option<String>,
     pub container: String,
     pub unavailable_seconds: f64,
+    /// An adoption that had not finished was undone: the engine's container as it was.
+    pub undone: bool,
 }
 
 fn record_path(host: &Host, name: &str) -> PathBuf {
-    host.paths().root.join("adopted").join(format!("{name}.json"))
+    crate::snapshot::adoption_record(host, name)
+}
+
+fn save(host: &Host, record: &Adoption) -> anyhow::Result<()> {
+    let path = record_path(host, &record.name);
+    std::fs::create_dir_all(path.parent().expect("a directory"))?;
+    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(record)?)
+        .with_context(|| format!("cannot record the adoption in {}", path.display()))
+}
+
+fn load(host: &Host, name: &str) -> anyhow::Result<Option<Adoption>> {
+    match std::fs::read(record_path(host, name)) {
+        Ok(t) => Ok(Some(serde_json::from_slice(&t).context("the adoption record is unreadable")?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn kind_named(scheme: &str) -> anyhow::Result<Kind> {
@@ -97,47 +137,85 @@ pub fn adopt(host: &Host, access: Access, target: &str, health_timeout: Duration
     let engine = Engine::connect(kind)?;
     let c = engine.container(&name)?;
     let name = c.config.name.clone();
+    if let Some(r) = load(host, &name)? {
+        bail!(ContainerError::Conflict(match r.phase {
+            Phase::Adopted => format!("{name} was adopted already (lifeboat adopt --back {name} returns it)"),
+            _ => format!("an adoption of {name} did not finish: lifeboat adopt --back {name} puts it back as it was"),
+        }));
+    }
     if host.containers()?.named(&name).is_ok() {
         bail!(ContainerError::Conflict(format!("Lifeboat already has a container {name}")));
     }
-    if record_path(host, &name).exists() {
-        bail!(ContainerError::Conflict(format!("{name} was adopted already (lifeboat adopt --back {name})")));
+    if c.config.auto_remove {
+        bail!(UsageError(format!(
+            "{name} was run with --rm: stopping it would delete it; snapshot it instead (lifeboat snapshot {target})"
+        )));
     }
     let vols = host.volumes()?;
     for (v, _, _) in &c.volumes {
         if vols.get(v).is_ok() {
             bail!(ContainerError::Conflict(format!("Lifeboat already has a volume {v}; remove it first")));
         }
+        let others: Vec<String> = engine.containers_using(v)?.into_iter().filter(|n| *n != name).collect();
+        if !others.is_empty() {
+            bail!(ContainerError::Conflict(format!(
+                "volume {v} is also used by {} in {}: adopt cannot move one without the other",
+                others.join(", "),
+                engine.title()
+            )));
+        }
     }
     let (restart, retries) = engine.restart_policy(&c.id)?;
-    let was_running = c.running;
+    let mut record = Adoption {
+        name: name.clone(),
+        engine: kind.scheme().into(),
+        container: c.id.clone(),
+        volumes: c.volumes.iter().map(|(v, _, _)| v.clone()).collect(),
+        restart: restart.clone(),
+        restart_retries: retries,
+        was_running: c.running,
+        phase: Phase::Adopting,
+        engine_started_at: String::new(),
+        ours_running: false,
+        time: crate::sys::now_rfc3339(),
+    };
 
-    // The bulk while it runs; then what changed up to the stop.
-    if was_running {
+    // The bulk while it runs (nothing is changed yet).
+    if c.running {
         capture(host, &access, target).context("the first snapshot (while it runs) failed; nothing was changed")?;
     }
+    save(host, &record)?;
     let stopped_at = Instant::now();
-    let put_back = |why: anyhow::Error| -> anyhow::Error {
-        if let Err(e) = engine.set_restart_policy(&c.id, &restart, retries) {
-            tracing::error!(error = %e, "cannot give the engine's container its restart policy back");
+    let put_back = |record: &Adoption, why: anyhow::Error| -> anyhow::Error {
+        match undo_adoption(host, &engine, record) {
+            Ok(()) => why.context(format!("{name} runs under {} as before", engine.title())),
+            Err(e) => {
+                why.context(format!("and putting it back failed ({e}): lifeboat adopt --back {name} tries again"))
+            }
         }
-        if was_running && let Err(e) = engine.start(&c.id) {
-            tracing::error!(error = %e, "cannot start the engine's container again");
-            return why.context(format!("and {} could not start it again: {e}", engine.title()));
-        }
-        why.context(format!("{name} runs under {} as before", engine.title()))
     };
-    engine.set_restart_policy(&c.id, "no", 0)?;
-    if was_running && let Err(e) = engine.stop(&c.id, Duration::from_secs(10)) {
-        return Err(put_back(e));
+    if c.running {
+        let grace = Duration::from_secs(c.stop_timeout.unwrap_or(10));
+        if let Err(e) = engine.stop(&c.id, grace) {
+            return Err(put_back(&record, e));
+        }
     }
+    // What changed up to the stop; its configuration as the engine ran it.
     let (id, snap) = match capture(host, &access, target) {
         Ok(taken) => taken,
-        Err(e) => return Err(put_back(e.context("the snapshot after the stop failed"))),
+        Err(e) => return Err(put_back(&record, e.context("the snapshot after the stop failed"))),
     };
+    // The engine must not start it again on its own (at its own restart, for one).
+    if let Err(e) = engine.set_restart_policy(&c.id, "no", 0) {
+        return Err(put_back(&record, e));
+    }
+    record.engine_started_at = engine.run_state(&c.id).map(|(_, s)| s).unwrap_or_default();
+    if let Err(e) = save(host, &record) {
+        return Err(put_back(&record, e));
+    }
     let opts = RestoreOptions {
         rename: None,
-        no_start: !was_running,
+        no_start: !c.running,
         health_timeout,
         throwaway: false,
         progress: None,
@@ -148,33 +226,20 @@ pub fn adopt(host: &Host, access: Access, target: &str, health_timeout: Duration
     let restored = access.open(host).and_then(|repo| crate::snapshot::restore(host, &repo, &id, &snap, &opts));
     let restored = match restored {
         Ok(r) if r.healthy == Some(false) => {
-            remove_restored(host, &r.container);
-            return Err(put_back(anyhow::anyhow!(
-                "the service restored under Lifeboat was not healthy within {} s; it was removed",
-                health_timeout.as_secs()
-            )));
+            return Err(put_back(
+                &record,
+                anyhow::anyhow!(
+                    "the service restored under Lifeboat was not healthy within {} s; it was removed",
+                    health_timeout.as_secs()
+                ),
+            ));
         }
         Ok(r) => r,
-        Err(e) => return Err(put_back(e.context("the restore under Lifeboat failed"))),
+        Err(e) => return Err(put_back(&record, e.context("the restore under Lifeboat failed"))),
     };
-    let record = Adoption {
-        name: name.clone(),
-        engine: kind.scheme().into(),
-        container: c.id.clone(),
-        volumes: c.volumes.iter().map(|(v, _, _)| v.clone()).collect(),
-        restart: restart.clone(),
-        restart_retries: retries,
-        time: crate::sys::now_rfc3339(),
-    };
-    let path = record_path(host, &name);
-    let written = (|| -> anyhow::Result<()> {
-        std::fs::create_dir_all(path.parent().expect("a directory"))?;
-        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&record)?)?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        remove_restored(host, &restored.container);
-        return Err(put_back(e.context("cannot record the adoption")));
+    record.phase = Phase::Adopted;
+    if let Err(e) = save(host, &record) {
+        return Err(put_back(&record, e));
     }
     Ok(AdoptReport {
         name,
@@ -185,39 +250,91 @@ pub fn adopt(host: &Host, access: Access, target: &str, health_timeout: Duration
     })
 }
 
-/// Removes a container a failed adoption made, with its volumes.
-fn remove_restored(host: &Host, c: &crate::runtime::RunConfig) {
+/// Undoes an adoption that did not finish: what Lifeboat made goes, the engine's container
+/// gets its restart policy back and runs again if it ran; the record goes.
+fn undo_adoption(host: &Host, engine: &Engine, record: &Adoption) -> anyhow::Result<()> {
+    if let Ok(ours) = host.containers()?.named(&record.name) {
+        remove_ours(host, &ours);
+    }
+    engine.set_restart_policy(&record.container, &record.restart, record.restart_retries)?;
+    if record.was_running && !engine.run_state(&record.container)?.0 {
+        engine.start(&record.container)?;
+    }
+    let _ = std::fs::remove_file(record_path(host, &record.name));
+    Ok(())
+}
+
+/// Removes Lifeboat's copy of an adopted service, with its volumes.
+fn remove_ours(host: &Host, c: &crate::runtime::RunConfig) {
     if let Err(e) = crate::runtime::remove(host, &c.id, true) {
-        tracing::error!(container = c.name.as_str(), error = %e, "cannot remove the restored container");
+        tracing::error!(container = c.name.as_str(), error = %e, "cannot remove Lifeboat's container");
     }
     if let Ok(vols) = host.volumes() {
         for m in &c.mounts {
             if let MountSource::Volume { name } = &m.source
                 && let Err(e) = vols.remove(name)
             {
-                tracing::error!(volume = name.as_str(), error = %e, "cannot remove the restored volume");
+                tracing::error!(volume = name.as_str(), error = %e, "cannot remove Lifeboat's volume");
             }
         }
     }
 }
 
-/// Sends adopted service `name` back to its engine with its data as it is now.
+/// Sends adopted service `name` back to its engine with its data as it is now (or undoes an
+/// adoption that did not finish).
 pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<ReturnReport> {
-    let path = record_path(host, name);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(crate::error::NotFound(format!("{name} was not adopted from another engine")))
-        }
-        Err(e) => return Err(e.into()),
+    let Some(mut record) = load(host, name)? else {
+        bail!(crate::error::NotFound(format!("{name} was not adopted from another engine")))
     };
-    let record: Adoption = serde_json::from_slice(&text).context("the adoption record is unreadable")?;
     let engine = Engine::connect(kind_named(&record.engine)?)?;
+    let began = Instant::now();
+    if record.phase == Phase::Adopting {
+        undo_adoption(host, &engine, &record).context("cannot undo the adoption that did not finish")?;
+        return Ok(ReturnReport {
+            name: name.to_string(),
+            engine: record.engine.clone(),
+            snapshot: None,
+            container: record.container.clone(),
+            unavailable_seconds: began.elapsed().as_secs_f64(),
+            undone: true,
+        });
+    }
     let containers = host.containers()?;
     let ours = containers.named(name)?;
-    let running = crate::runtime::observed_state(containers, &ours.id)?.status.is_up();
-    let stopped_at = Instant::now();
-    if running {
+    // The engine's old copy goes below: refused if someone runs it again, or another
+    // container shares its volumes (their data is not in Lifeboat's copy).
+    if engine.has_container(&record.container)? {
+        let (running, started) = engine.run_state(&record.container)?;
+        if running || (!record.engine_started_at.is_empty() && started != record.engine_started_at) {
+            bail!(ContainerError::Conflict(format!(
+                "{}'s old container {name} was started again since the adoption: it may hold data Lifeboat's copy \
+                 does not; remove it in {} to send Lifeboat's copy back",
+                engine.title(),
+                engine.title()
+            )));
+        }
+    }
+    for v in &record.volumes {
+        let others: Vec<String> = engine
+            .containers_using(v)?
+            .into_iter()
+            .filter(|n| *n != name && !record.container.starts_with(n.as_str()))
+            .collect();
+        if !others.is_empty() {
+            bail!(ContainerError::Conflict(format!(
+                "volume {v} is used by {} in {}: it cannot be replaced",
+                others.join(", "),
+                engine.title()
+            )));
+        }
+    }
+    if record.phase == Phase::Adopted {
+        record.ours_running = crate::runtime::observed_state(containers, &ours.id)?.status.is_up();
+        record.phase = Phase::Returning;
+        save(host, &record)?;
+    }
+    let running = record.ours_running;
+    if crate::runtime::observed_state(containers, &ours.id)?.status.is_up() {
         crate::runtime::stop(host, &ours.id, Duration::from_secs(10))?;
     }
     let start_ours_again = |why: anyhow::Error| -> anyhow::Error {
@@ -230,7 +347,8 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
         Ok(t) => t,
         Err(e) => return Err(start_ours_again(e.context("the snapshot of the service failed"))),
     };
-    // The engine's copy is the data as it was at adoption: it goes, the snapshot replaces it.
+    // The engine's copy is the data as it was at adoption (in the repository since): the
+    // snapshot just taken replaces it.
     let cleared = (|| -> anyhow::Result<()> {
         if engine.has_container(&record.container)? {
             engine.remove_container(&record.container)?;
@@ -256,15 +374,16 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
     if let Err(e) = engine.set_restart_policy(&into.container, &record.restart, record.restart_retries) {
         tracing::warn!(error = %e, "cannot give the container its restart policy back");
     }
-    let unavailable = stopped_at.elapsed().as_secs_f64();
+    let unavailable = began.elapsed().as_secs_f64();
     // Lifeboat's copy goes: the engine runs the service, and the snapshot holds this data.
-    remove_restored(host, &ours);
-    let _ = std::fs::remove_file(&path);
+    remove_ours(host, &ours);
+    let _ = std::fs::remove_file(record_path(host, name));
     Ok(ReturnReport {
         name: name.to_string(),
         engine: record.engine,
-        snapshot: id,
+        snapshot: Some(id),
         container: into.container,
         unavailable_seconds: unavailable,
+        undone: false,
     })
 }

@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::image::store::LayerInput;
 use crate::image::{Digest, Reference, Store};
 pub mod consistency;
+mod engine_pause;
 pub mod instant;
 pub mod mount;
 pub mod partial;
@@ -144,41 +145,6 @@ struct Frozen<'a> {
     guard: Option<std::process::Child>,
 }
 
-/// Where the marks of engine containers paused by a snapshot are (one file per container,
-/// named by its ID, holding the snapshot's process ID).
-fn engine_marks(host: &Host) -> PathBuf {
-    host.paths().run_root.join("engine-paused")
-}
-
-/// Container IDs of an engine are 64 hex digits (they name files here).
-fn engine_id_ok(id: &str) -> bool {
-    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// How the thaw guard is told of an engine's container: `ENGINE=ID@SOCKET`.
-fn engine_guard_arg(engine: &crate::engine::Engine, id: &str) -> String {
-    format!("{}={id}@{}", engine.kind.scheme(), engine.socket().display())
-}
-
-/// Unpauses engine container `id` if a snapshot that died paused it; whether it did.
-fn engine_thaw_if_abandoned(host: &Host, engine: &crate::engine::Engine, id: &str) -> anyhow::Result<bool> {
-    if !engine_id_ok(id) {
-        return Ok(false);
-    }
-    let mark = engine_marks(host).join(id);
-    let Ok(text) = std::fs::read_to_string(&mark) else { return Ok(false) };
-    let owner: i32 = text.trim().parse().unwrap_or(0);
-    if owner == std::process::id() as i32 || host.kernel().alive(owner) {
-        return Ok(false);
-    }
-    tracing::warn!(container = id, pid = owner, "unpausing a container left paused by a snapshot that died");
-    if engine.is_paused(id)? {
-        engine.unpause(id)?;
-    }
-    let _ = std::fs::remove_file(&mark);
-    Ok(true)
-}
-
 impl<'a> Frozen<'a> {
     /// Nothing frozen (a service that is not running).
     fn none(host: &'a Host) -> Frozen<'a> {
@@ -193,7 +159,7 @@ impl<'a> Frozen<'a> {
         paused: &[(std::rc::Rc<crate::engine::Engine>, String)],
     ) -> anyhow::Result<Frozen<'a>> {
         let mut guarded: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        guarded.extend(paused.iter().map(|(e, id)| engine_guard_arg(e, id)));
+        guarded.extend(paused.iter().map(|(_, id)| format!("engine={id}")));
         let guard = spawn_thaw_guard(host, &guarded);
         let mut frozen = Frozen { host, ids: Vec::new(), paused: Vec::new(), since: Instant::now(), guard };
         for id in ids {
@@ -207,18 +173,17 @@ impl<'a> Frozen<'a> {
             }
             frozen.ids.push(id.to_string());
         }
-        if !paused.is_empty() {
-            std::fs::create_dir_all(engine_marks(host))?;
-        }
         for (engine, id) in paused {
-            if !engine_id_ok(id) {
-                bail!("the engine gave container ID {id:?}, which is not one");
-            }
-            let mark = engine_marks(host).join(id);
-            std::fs::write(&mark, std::process::id().to_string())?;
+            engine_pause::mark(host, engine, id)?;
             if let Err(e) = engine.pause(id) {
-                let _ = std::fs::remove_file(&mark);
-                return Err(e.context(format!("cannot pause container {}", &id[..12])));
+                // It may be paused all the same (the answer was lost): then it is unpaused
+                // with the others; if that cannot be known, the mark stays for the sweep.
+                match engine.is_paused(id) {
+                    Ok(true) => frozen.paused.push((engine.clone(), id.clone())),
+                    Ok(false) => engine_pause::unmark(host, id),
+                    Err(_) => {}
+                }
+                return Err(e.context(format!("cannot pause container {}", &id[..12.min(id.len())])));
             }
             frozen.paused.push((engine.clone(), id.clone()));
         }
@@ -230,9 +195,7 @@ impl<'a> Frozen<'a> {
     fn thaw(&mut self) -> Duration {
         while let Some((engine, id)) = self.paused.pop() {
             match engine.unpause(&id) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(engine_marks(self.host).join(&id));
-                }
+                Ok(()) => engine_pause::unmark(self.host, &id),
                 // The mark stays: the guard, or the next snapshot, unpauses it.
                 Err(e) => tracing::error!(container = id.as_str(), error = %e, "cannot unpause the container"),
             }
@@ -283,34 +246,9 @@ pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usi
     let containers = host.containers()?;
     let mut thawed = 0;
     for id in ids.iter().rev() {
-        if let Some((kind, rest)) = id.split_once('=') {
-            let (Some((engine_id, socket)), Some(kind)) = (rest.split_once('@'), engine_kind(kind)) else { continue };
-            let mark = engine_marks(host).join(engine_id);
-            if !engine_id_ok(engine_id) || std::fs::read_to_string(&mark).ok().as_deref() != Some(&owner.to_string()) {
-                continue;
-            }
-            // A pause the snapshot asked for just before it died may reach the engine after
-            // this unpause: it is watched a little longer.
-            let unpaused = (|| -> anyhow::Result<usize> {
-                let engine = crate::engine::Engine::at(kind, std::path::Path::new(socket))?;
-                let until = Instant::now() + Duration::from_secs(2);
-                let mut n = 0;
-                loop {
-                    if engine.is_paused(engine_id)? {
-                        engine.unpause(engine_id)?;
-                        n = 1;
-                    }
-                    if Instant::now() > until {
-                        return Ok(n);
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })();
-            match unpaused {
-                Ok(n) => {
-                    thawed += n;
-                    let _ = std::fs::remove_file(&mark);
-                }
+        if let Some(engine_id) = id.strip_prefix("engine=") {
+            match engine_pause::guard_release(host, owner, engine_id) {
+                Ok(unpaused) => thawed += unpaused as usize,
                 // The mark stays: the next snapshot unpauses it.
                 Err(e) => tracing::error!(container = engine_id, error = %e, "cannot unpause the container"),
             }
@@ -328,10 +266,6 @@ pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usi
         let _ = std::fs::remove_file(&marker);
     }
     Ok(thawed)
-}
-
-fn engine_kind(scheme: &str) -> Option<crate::engine::Kind> {
-    [crate::engine::Kind::Docker, crate::engine::Kind::Podman].into_iter().find(|k| k.scheme() == scheme)
 }
 
 impl Drop for Frozen<'_> {
@@ -402,6 +336,18 @@ impl Member {
     }
 }
 
+/// Where the record of service `name`'s adoption from another engine is (`ops::adopt`).
+pub fn adoption_record(host: &Host, name: &str) -> PathBuf {
+    host.paths().root.join("adopted").join(format!("{name}.json"))
+}
+
+/// Whether service `name` was adopted from its engine (Lifeboat runs it now); while an
+/// adoption is under way the engine's container is still the service.
+fn adoption_finished(host: &Host, name: &str) -> bool {
+    let Ok(bytes) = std::fs::read(adoption_record(host, name)) else { return false };
+    serde_json::from_slice::<serde_json::Value>(&bytes).map_or(true, |r| r["phase"] != "adopting")
+}
+
 /// A service named for a snapshot: its plan, configuration and, for an engine's, how to
 /// reach it.
 type Resolved = (ServicePlan, RunConfig, Option<(EngineMember, crate::engine::Container)>);
@@ -410,6 +356,8 @@ type Resolved = (ServicePlan, RunConfig, Option<(EngineMember, crate::engine::Co
 /// an engine's by `docker://…` / `podman://…` (a project standing for all its containers).
 fn resolve_members(host: &Host, plans: &[ServicePlan], exact_names: bool) -> anyhow::Result<Vec<Resolved>> {
     let containers = host.containers()?;
+    // Whatever a snapshot that died left paused in an engine is unpaused first.
+    engine_pause::sweep(host);
     let mut engines: Vec<std::rc::Rc<crate::engine::Engine>> = Vec::new();
     let mut out: Vec<Resolved> = Vec::new();
     for p in plans {
@@ -429,9 +377,24 @@ fn resolve_members(host: &Host, plans: &[ServicePlan], exact_names: bool) -> any
             }
         };
         for name in engine.resolve(&target)? {
-            let mut c = engine.container(&name)?;
-            if engine_thaw_if_abandoned(host, &engine, &c.id)? {
-                c = engine.container(&name)?;
+            let c = engine.container(&name)?;
+            let name = c.config.name.clone();
+            // Snapshots are kept by name: one name, one service.
+            if adoption_finished(host, &name) {
+                bail!(ContainerError::Conflict(format!(
+                    "{name} was adopted: Lifeboat runs it now (lifeboat snapshot {name}); {}'s container is its old copy",
+                    engine.title()
+                )));
+            }
+            if containers.named(&name).is_ok() {
+                bail!(ContainerError::Conflict(format!(
+                    "Lifeboat also has a container {name}, and snapshots are kept by name: rename one of them"
+                )));
+            }
+            if let Some(pid) = engine_pause::held_by_another(host, &c.id) {
+                bail!(crate::runtime::container::ContainerError::Conflict(format!(
+                    "another snapshot (process {pid}) is capturing {name}; try again when it is done"
+                )));
             }
             for what in &c.not_kept {
                 tracing::warn!(container = name.as_str(), "not recorded, so not restored: {what}");
@@ -538,7 +501,6 @@ pub fn capture_stack(
             for h in &plan.exec_before {
                 hook(&inside, h, "before")?;
             }
-            prepared.push(consistency::prepare(&plan.consistency, inside)?);
         } else if !m.running && (!plan.exec_before.is_empty() || plan.consistency != consistency::Consistency::Freeze) {
             bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", m.config.name);
         }
@@ -577,8 +539,9 @@ pub fn capture_stack(
     };
     let sum = |members: &[Member]| members.iter().fold(ArchiveStats::default(), |a, m| a + m.stats);
 
-    // While the services run: their images, and a first copy of any service never
-    // snapshotted before (then the freeze only reads what changed meanwhile).
+    // While the services run (their hooks done, a dump they write included): their images,
+    // and a first copy of what changed since their last snapshot (of everything, for one
+    // never snapshotted); the freeze then only reads what changed meanwhile.
     for k in 0..members.len() {
         let before = sum(&members[..k]);
         let m = &mut members[k];
@@ -592,12 +555,12 @@ pub fn capture_stack(
         ];
         blobs.extend(m.image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
         m.image_tree = archiver.archive_files(&blobs, m.parent.as_ref().map(|(_, p)| &p.image.tree))?;
-        if m.running && m.parent.is_none() {
+        if m.running {
             let began = now_ns() - 1_000_000_000;
             let image_only = archiver.stats;
-            m.layer_parent = Some(archiver.archive_dir(&m.upper, None)?);
+            m.layer_parent = Some(archiver.archive_dir(&m.upper, m.layer_parent.as_ref())?);
             for (i, (_, _, data)) in m.volume_dirs.iter().enumerate() {
-                m.volume_parents[i] = Some(archiver.archive_dir(data, None)?);
+                m.volume_parents[i] = Some(archiver.archive_dir(data, m.volume_parents[i].as_ref())?);
             }
             // The totals count each file once (the frozen pass's); reads and new bytes add up.
             let first = archiver.stats;
@@ -607,13 +570,29 @@ pub fn capture_stack(
         m.stats = archiver.stats;
     }
 
+    // The recipes last (a database locked, or its pages written out), so that what they
+    // hold back is held only for the freeze.
+    for (plan, m) in plans_run.iter().zip(&members) {
+        if m.running && !m.engine.as_ref().is_some_and(|e| e.paused) {
+            prepared.push(consistency::prepare(&plan.consistency, m.inside(host))?);
+        }
+    }
+
     // One instant for all of them.
     let running: Vec<&str> =
         members.iter().filter(|m| m.running && m.engine.is_none()).map(|m| m.config.id.as_str()).collect();
     let paused: Vec<(std::rc::Rc<crate::engine::Engine>, String)> = members
         .iter()
         .filter(|m| m.running)
-        .filter_map(|m| m.engine.as_ref().filter(|e| !e.paused).map(|e| (e.engine.clone(), m.config.id.clone())))
+        .filter_map(|m| {
+            let e = m.engine.as_ref()?;
+            // Paused by someone else when it was named, and still: left as it is. Unpaused
+            // meanwhile: paused for the capture like the others.
+            if e.paused && e.engine.is_paused(&m.config.id).unwrap_or(true) {
+                return None;
+            }
+            Some((e.engine.clone(), m.config.id.clone()))
+        })
         .collect();
     let mut frozen = if running.is_empty() && paused.is_empty() {
         Frozen::none(host)

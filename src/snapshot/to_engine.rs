@@ -80,6 +80,26 @@ pub fn restore_into(
         Some(n) => format!("{n}-{v}"),
         None => v.to_string(),
     };
+    // A volume the snapshot holds no data for (taken with --no-volumes) would be the engine's
+    // live volume of that name, or a new empty one: refused.
+    for m in &recorded.mounts {
+        if let MountSource::Volume { name: v } = &m.source
+            && !snap.volumes.iter().any(|s| s.name == *v)
+        {
+            bail!(crate::error::UsageError(format!(
+                "the snapshot holds no data for volume {v} (taken with --no-volumes): restore it under Lifeboat's runtime"
+            )));
+        }
+    }
+    if rename.is_some() {
+        // A copy never joins the live service's network (its peers' names would lead to the
+        // live database), nor counts as one of its Compose project's containers.
+        if let crate::runtime::container::NetworkMode::Network(net) = &mut recorded.network {
+            let suffix = &blake3::hash(name.as_bytes()).to_hex()[..8];
+            *net = format!("{}-{suffix}", &net[..net.len().min(100)]);
+        }
+        recorded.labels.retain(|k, _| !k.starts_with("com.docker.compose."));
+    }
     for v in &snap.volumes {
         if engine.volume_mountpoint(&vol_name(&v.name))?.is_some() {
             bail!(ContainerError::Conflict(format!(
@@ -125,8 +145,14 @@ pub fn restore_into(
     let mut made = Made { engine, container: None, volumes: Vec::new(), done: false };
     for v in &snap.volumes {
         let vname = vol_name(&v.name);
-        let data = engine.create_volume(&vname)?;
+        // Creating a volume that exists gives the existing one: a label only this restore
+        // knows says the volume is the one it made.
+        let nonce = crate::fsutil::random_hex(16);
+        let data = engine.create_volume(&vname, &nonce)?.ok_or_else(|| {
+            ContainerError::Conflict(format!("{} has a volume {vname} already (made meanwhile)", engine.title()))
+        })?;
         made.volumes.push(vname.clone());
+        engine.check_own_path(&format!("volume {vname}'s mount point"), &data)?;
         if std::fs::read_dir(&data).with_context(|| format!("cannot read {}", data.display()))?.next().is_some() {
             bail!(ContainerError::Conflict(format!("{}'s new volume {vname} is not empty", engine.title())));
         }
@@ -149,6 +175,7 @@ pub fn restore_into(
     let id = engine.create_container(&name, &body)?;
     made.container = Some(id.clone());
     let upper = engine.upper_dir(&id)?;
+    engine.check_own_path("the new container's layer", &upper)?;
     if std::fs::read_dir(&upper).with_context(|| format!("cannot read {}", upper.display()))?.next().is_some() {
         bail!("{}'s new container {name} has files in its layer already", engine.title());
     }

@@ -257,35 +257,67 @@ fn engine_targets_that_cannot_be_served_are_clear_errors() {
 #[test]
 fn a_snapshot_killed_while_docker_has_the_service_paused_leaves_it_running() {
     let Some(s) = DockerService::start("killed") else { return };
-    let id = run(dock().args(["inspect", "-f", "{{.Id}}", &s.name])).trim().to_string();
+    // A second service that rewrites 16 MiB over and over: every capture reads it again
+    // while Docker has the service paused, so the pause lasts long enough to be seen.
+    let busy = format!("{}-busy", s.name);
+    let _ = dock().args(["rm", "-f", &busy]).output();
+    run(dock().args([
+        "run",
+        "-d",
+        "--name",
+        &busy,
+        "--network",
+        "none",
+        &s.image,
+        "sh",
+        "-c",
+        "while true; do dd if=/dev/urandom of=/big.new bs=1M count=16 2>/dev/null; mv /big.new /big; done",
+    ]));
+    let id = run(dock().args(["inspect", "-f", "{{.Id}}", &busy])).trim().to_string();
     let mark = s.env.path("run").join("engine-paused").join(&id);
-    let target = format!("docker://{}", s.name);
-    for trial in 0..3 {
+    let target = format!("docker://{busy}");
+    let state =
+        || run(dock().args(["inspect", "-f", "{{.State.Status}} paused={{.State.Paused}}", &busy])).trim().to_string();
+    wait_until(30, "the busy service to write its file", || {
+        dock().args(["exec", &busy, "test", "-e", "/big"]).status().is_ok_and(|st| st.success())
+    });
+    let mut killed_paused = 0;
+    for _ in 0..5 {
         let mut child = s
             .env
             .lifeboat()
-            .args(["snapshot", &target, "--repo", &s.repo, "--password-file", &s.pwfile])
+            .args(["snapshot", &target, "--no-image", "--repo", &s.repo, "--password-file", &s.pwfile])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Killed the moment it marks the container as being paused by it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !mark.exists() && std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        // Killed once Docker says the service is paused.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut paused = false;
+        while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            if state().ends_with("paused=true") {
+                paused = true;
+                break;
+            }
         }
-        assert!(mark.exists(), "trial {trial}: the snapshot never paused the service");
-        child.kill().unwrap();
+        let _ = child.kill();
         child.wait().unwrap();
-        wait_until(15, "the thaw guard to unpause the service", || s.docker_state() == "running paused=false");
-        // And it stays unpaused (a pause sent just before the kill is undone too).
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        assert_eq!(s.docker_state(), "running paused=false", "trial {trial}");
+        if !paused {
+            continue;
+        }
+        killed_paused += 1;
+        // The guard unpauses it and clears the mark (before any other snapshot could).
+        wait_until(15, "the thaw guard to unpause the service", || state() == "running paused=false");
+        wait_until(10, "the guard to clear its mark", || !mark.exists());
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        assert_eq!(state(), "running paused=false", "paused again after the guard");
     }
+    assert!(killed_paused >= 1, "no snapshot was ever killed while Docker had the service paused");
     // The next snapshot goes through, and the service runs on.
-    s.lb(&s.env, &["snapshot", &target]);
-    assert_eq!(s.docker_state(), "running paused=false");
+    s.lb(&s.env, &["snapshot", &target, "--no-image"]);
+    assert_eq!(state(), "running paused=false");
     assert!(!mark.exists());
+    let _ = dock().args(["rm", "-f", &busy]).output();
 }
 
 #[test]
@@ -347,7 +379,13 @@ struct PodmanService {
 impl PodmanService {
     fn start(env: &Env) -> Option<PodmanService> {
         let dir = env.path("podman");
-        let mut cmd = crate::util::podman(&dir)?;
+        let Some(mut cmd) = crate::util::podman(&dir) else {
+            assert!(
+                !crate::util::peers_required(),
+                "Podman is required (LIFEBOAT_TEST_REQUIRE_PEERS) but not installed"
+            );
+            return None;
+        };
         let socket = dir.join("podman.sock");
         let child = cmd
             .args(["system", "service", "--time=0"])
@@ -487,4 +525,71 @@ fn adopt_moves_a_docker_service_to_lifeboat_and_back_with_its_data() {
     // Not adopted any more.
     let e = s.env.fails(&["adopt", "--back", &s.name, "--repo", &s.repo, "--password-file", &s.pwfile], 3);
     assert!(e.contains("not adopted"), "{e}");
+}
+
+#[test]
+fn an_adoption_that_fails_or_is_killed_puts_the_docker_service_back() {
+    let Some(s) = DockerService::start("adoptfail") else { return };
+    let target = format!("docker://{}", s.name);
+    let state = || {
+        run(dock().args(["inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", &s.name]))
+            .trim()
+            .to_string()
+    };
+    let record = s.env.root().join("adopted").join(format!("{}.json", s.name));
+
+    // Killed midway (once it has recorded what to put back): `adopt --back` undoes it.
+    let mut child = s
+        .env
+        .lifeboat()
+        .args(["adopt", &target, "--repo", &s.repo, "--password-file", &s.pwfile])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !record.exists() && std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(record.exists(), "adopt never recorded what to put back");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e = s.env.fails(&["adopt", &target, "--repo", &s.repo, "--password-file", &s.pwfile], 5);
+    assert!(e.contains("did not finish"), "{e}");
+    let out = s.lb(&s.env, &["adopt", "--back", &s.name, "--format", "json"]);
+    assert!(out.contains("\"undone\": true"), "{out}");
+    assert_eq!(state(), "running unless-stopped");
+    assert!(!s.env.ok(&["ps", "-a"]).contains(&s.name));
+    assert!(!record.exists());
+
+    // Restored but never healthy under Lifeboat: removed, and Docker's runs again as it was.
+    run(dock().args(["rm", "-f", &s.name]));
+    run(dock().args([
+        "run",
+        "-d",
+        "--name",
+        &s.name,
+        "--network",
+        "none",
+        "--restart",
+        "always",
+        "-v",
+        &format!("{}:/data", s.volume),
+        "--health-cmd",
+        "test -e /data/never-there",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        &s.image,
+        "sleep",
+        "100000",
+    ]));
+    let e =
+        s.env.fails(&["adopt", &target, "--health-timeout", "10", "--repo", &s.repo, "--password-file", &s.pwfile], 1);
+    assert!(e.contains("not healthy") && e.contains("as before"), "{e}");
+    assert_eq!(state(), "running always");
+    assert!(!s.env.ok(&["ps", "-a"]).contains(&s.name), "the unhealthy copy was left");
+    assert!(!s.env.root().join("volumes").join(&s.volume).exists(), "its volume was left");
+    assert!(!record.exists());
 }
