@@ -484,7 +484,12 @@ pub fn service_plans(
 pub fn take_snapshot(host: &Host, req: &SnapshotRequest) -> anyhow::Result<Vec<SnapshotReport>> {
     let push_target = match &req.push {
         // A bad target is refused before anything is frozen.
-        Some(_) if req.services.len() > 1 => {
+        Some(_)
+            if req.services.len() > 1
+                || req.services.iter().any(|p| {
+                    matches!(crate::engine::Target::parse(&p.name), Some(Ok(t)) if !matches!(t, crate::engine::Target::Container(..)))
+                }) =>
+        {
             bail!(UsageError("--to pushes one service's snapshot: name one service".into()))
         }
         Some((to, _)) => Some(registry_target(to)?),
@@ -492,36 +497,37 @@ pub fn take_snapshot(host: &Host, req: &SnapshotRequest) -> anyhow::Result<Vec<S
     };
     let names = req.services.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" and ");
     let mut results = Vec::new();
-    let mut images: Vec<Option<String>> = vec![None; req.services.len()];
+    // By service: a plan may stand for several (an engine's project).
+    let mut images: std::collections::BTreeMap<String, String> = Default::default();
     let mut pushed: Option<String> = None;
     for (n, spec) in req.repositories.iter().enumerate() {
         let mut repo = spec.open(host, req.ask)?;
         let taken = crate::snapshot::capture_stack(host, &mut repo, &req.services, &req.capture)
             .with_context(|| format!("cannot snapshot {names} into {}", repo.location()))?;
-        for (i, (id, snap)) in taken.into_iter().enumerate() {
+        for (id, snap) in taken {
             if n == 0 && req.local_image {
                 // The service is running again; the local image comes from what was stored.
                 let name = crate::snapshot::commit_local_image(host, &repo, &id, &snap).with_context(|| {
                     format!("snapshot {} was saved, but the local image could not be made", &id[..12])
                 })?;
-                images[i] = Some(name.familiar());
+                images.insert(snap.service.clone(), name.familiar());
             }
             if let (Some(target), Some((to, tls)), None) = (&push_target, &req.push, &pushed) {
                 let tls = tls.options(target.domain());
                 pushed = Some(push_snapshot(host, &repo, &id, &snap, target, to, &tls, req.transfers)?);
             }
-            results.push((repo.location(), id, snap, i));
+            results.push((repo.location(), id, snap));
         }
     }
     Ok(results
         .into_iter()
-        .map(|(repository, id, snap, i)| SnapshotReport {
+        .map(|(repository, id, snap)| SnapshotReport {
             repository,
             id,
+            image: images.get(&snap.service).cloned(),
             service: snap.service,
             time: snap.time,
             stats: snap.stats,
-            image: images[i].clone(),
             pushed: pushed.clone(),
             stack: snap.stack.map(|s| s.id),
         })

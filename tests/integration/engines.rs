@@ -22,6 +22,38 @@ fn dock() -> Command {
     docker().expect("checked")
 }
 
+/// Docker containers and volumes a test made besides its service, removed however it ends.
+struct Leftovers {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Leftovers {
+    fn new(containers: &[&str], volumes: &[&str]) -> Leftovers {
+        let l = Leftovers {
+            containers: containers.iter().map(|c| c.to_string()).collect(),
+            volumes: volumes.iter().map(|v| v.to_string()).collect(),
+        };
+        l.remove();
+        l
+    }
+
+    fn remove(&self) {
+        for c in &self.containers {
+            let _ = dock().args(["rm", "-f", c]).output();
+        }
+        for v in &self.volumes {
+            let _ = dock().args(["volume", "rm", "-f", v]).output();
+        }
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 impl DockerService {
     /// `tag` sets the names apart from those of the other tests running at the same time.
     fn start(tag: &str) -> Option<DockerService> {
@@ -260,7 +292,7 @@ fn a_snapshot_killed_while_docker_has_the_service_paused_leaves_it_running() {
     // A second service that rewrites 16 MiB over and over: every capture reads it again
     // while Docker has the service paused, so the pause lasts long enough to be seen.
     let busy = format!("{}-busy", s.name);
-    let _ = dock().args(["rm", "-f", &busy]).output();
+    let _leftovers = Leftovers::new(&[&busy], &[]);
     run(dock().args([
         "run",
         "-d",
@@ -317,7 +349,6 @@ fn a_snapshot_killed_while_docker_has_the_service_paused_leaves_it_running() {
     s.lb(&s.env, &["snapshot", &target, "--no-image"]);
     assert_eq!(state(), "running paused=false");
     assert!(!mark.exists());
-    let _ = dock().args(["rm", "-f", &busy]).output();
 }
 
 #[test]
@@ -326,11 +357,8 @@ fn a_restore_into_docker_that_fails_midway_leaves_nothing_behind() {
     // A second container in the first one's network, with a volume of its own.
     let peer = format!("{}-peer", s.name);
     let peer_vol = format!("{}-peervol", s.name);
-    let cleanup = || {
-        let _ = dock().args(["rm", "-f", &peer]).output();
-        let _ = dock().args(["volume", "rm", "-f", &peer_vol]).output();
-    };
-    cleanup();
+    let leftovers = Leftovers::new(&[&peer], &[&peer_vol]);
+    let cleanup = || leftovers.remove();
     run(dock().args([
         "run",
         "-d",
@@ -592,4 +620,65 @@ fn an_adoption_that_fails_or_is_killed_puts_the_docker_service_back() {
     assert!(!s.env.ok(&["ps", "-a"]).contains(&s.name), "the unhealthy copy was left");
     assert!(!s.env.root().join("volumes").join(&s.volume).exists(), "its volume was left");
     assert!(!record.exists());
+}
+
+#[test]
+fn a_compose_project_under_docker_is_one_stack_and_comes_back_whole() {
+    let Some(s) = DockerService::start("project") else { return };
+    // The project's containers as Docker Compose labels them: a database with its volume,
+    // and an application in its network.
+    let project = format!("shop{}", std::process::id());
+    let (db, web) = (format!("{project}-db-1"), format!("{project}-web-1"));
+    let dbvol = format!("{project}_data");
+    let leftovers = Leftovers::new(&[&web, &db], &[&dbvol]);
+    let cleanup = || leftovers.remove();
+    let labels = |service: &str| {
+        vec![
+            "--label".to_string(),
+            format!("com.docker.compose.project={project}"),
+            "--label".to_string(),
+            format!("com.docker.compose.service={service}"),
+        ]
+    };
+    let mut args: Vec<String> = ["run", "-d", "--name", &db, "--network", "none", "-v", &format!("{dbvol}:/data")]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend(labels("db"));
+    args.extend([s.image.clone(), "sh".into(), "-c".into(), "echo rows > /data/table; sleep 100000".into()]);
+    run(dock().args(&args));
+    let mut args: Vec<String> =
+        ["run", "-d", "--name", &web, "--network", &format!("container:{db}")].iter().map(|a| a.to_string()).collect();
+    args.extend(labels("web"));
+    args.extend([s.image.clone(), "sh".into(), "-c".into(), "echo page > /index.html; sleep 100000".into()]);
+    run(dock().args(&args));
+    wait_until(20, "the project to write", || {
+        dock().args(["exec", &web, "test", "-e", "/index.html"]).status().is_ok_and(|st| st.success())
+            && dock().args(["exec", &db, "test", "-e", "/data/table"]).status().is_ok_and(|st| st.success())
+    });
+
+    let out = s.lb(&s.env, &["snapshot", &format!("docker://{project}/*"), "--format", "json"]);
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let reports = reports.as_array().unwrap_or_else(|| panic!("one report per member: {out}"));
+    assert_eq!(reports.len(), 2, "{out}");
+    assert_eq!(reports[0]["stack"], reports[1]["stack"], "taken apart: {out}");
+    assert!(reports[0]["stack"].is_string());
+    cleanup();
+
+    // On a host without Docker: both, the application in the database's network.
+    let host = Env::new();
+    let out = host
+        .lifeboat()
+        .env_remove("DOCKER_HOST")
+        .args(["restore", &db, &web, "--repo", &s.repo, "--password-file", &s.pwfile])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.ok(&["exec", &db, "cat", "/data/table"]), "rows\n");
+    assert_eq!(host.ok(&["exec", &web, "cat", "/index.html"]), "page\n");
+    let inspect: serde_json::Value = serde_json::from_str(&host.ok(&["inspect", &web])).unwrap();
+    let mode = inspect[0]["HostConfig"]["NetworkMode"].as_str().unwrap().to_string();
+    let db_id = host.ok(&["inspect", "-f", "{{.Id}}", &db]);
+    assert!(mode == format!("container:{db}") || mode == format!("container:{}", db_id.trim()), "{mode}");
+    host.ok(&["rm", "-f", &web, &db]);
 }
