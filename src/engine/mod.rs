@@ -262,6 +262,28 @@ impl Engine {
         self.check_own_path("the writable layer", &got.upper)?;
         for (v, _, data) in &got.volumes {
             self.check_own_path(&format!("volume {v}'s mount point"), data)?;
+            // A local volume with options (a device, NFS) is mounted on its directory only
+            // while a container uses it: its directory alone may be empty.
+            let desc: Value =
+                self.client.call("GET", &format!("/volumes/{}", client::encode(v)), None)?.json("volume")?;
+            if desc["Options"].as_object().is_some_and(|o| !o.is_empty()) {
+                bail!(
+                    "volume {v} is mounted from elsewhere ({}): Lifeboat reads local volumes whose data is in their directory",
+                    desc["Options"]
+                );
+            }
+        }
+        // Files owned through a user namespace of its own carry shifted IDs on disk.
+        if let Some(pid) = c["State"]["Pid"].as_i64().filter(|p| *p > 0)
+            && let Ok(map) = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
+        {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            if fields != ["0", "0", "4294967295"] {
+                bail!(
+                    "{name} runs in a user namespace of its own (uid_map {}): its files have shifted owners",
+                    map.trim()
+                );
+            }
         }
         Ok(got)
     }
@@ -466,8 +488,13 @@ impl Engine {
         self.client.call("POST", &format!("/containers/{id}/start"), None).map(drop)
     }
 
+    /// Removes a container that is not running (the engine refuses a running one).
+    pub fn remove_stopped_container(&self, id: &str) -> anyhow::Result<()> {
+        self.client.call("DELETE", &format!("/containers/{}", client::encode(id)), None).map(drop)
+    }
+
     pub fn remove_container(&self, id: &str) -> anyhow::Result<()> {
-        self.client.call("DELETE", &format!("/containers/{id}?force=true"), None).map(drop)
+        self.client.call("DELETE", &format!("/containers/{}?force=true", client::encode(id)), None).map(drop)
     }
 
     /// Writes the image `id` as a docker-archive (`docker save`) to `out`.
@@ -670,7 +697,10 @@ pub fn translate(
     if host["ShmSize"].as_u64().is_some_and(|s| s != 64 << 20 && s != 0) {
         not_kept.push(format!("a /dev/shm of {} bytes (Lifeboat gives 64 MiB)", host["ShmSize"]));
     }
-    for (key, what) in [("IpcMode", "IPC namespace"), ("PidMode", "PID namespace"), ("UsernsMode", "user namespace")] {
+    if let Some(mode) = host["UsernsMode"].as_str().filter(|m| !m.is_empty() && *m != "host") {
+        bail!("it runs in a user namespace of its own ({mode}): its files on disk have shifted owners");
+    }
+    for (key, what) in [("IpcMode", "IPC namespace"), ("PidMode", "PID namespace")] {
         if host[key].as_str().is_some_and(|m| !m.is_empty() && m != "private" && m != "shareable") {
             not_kept.push(format!("{what} {}", host[key]));
         }

@@ -50,6 +50,14 @@ pub struct Adoption {
     /// Lifeboat's copy ran when sending it back began.
     #[serde(default)]
     pub ours_running: bool,
+    /// Sending back: the engine's old copy is gone (a container named so in the engine is
+    /// then the half-made new one).
+    #[serde(default)]
+    pub cleared: bool,
+    /// Sending back: the engine's new container, made and started; only Lifeboat's copy is
+    /// left to remove.
+    #[serde(default)]
+    pub returned: Option<String>,
     pub time: String,
 }
 
@@ -177,6 +185,8 @@ pub fn adopt(host: &Host, access: Access, target: &str, health_timeout: Duration
         phase: Phase::Adopting,
         engine_started_at: String::new(),
         ours_running: false,
+        cleared: false,
+        returned: None,
         time: crate::sys::now_rfc3339(),
     };
 
@@ -250,15 +260,30 @@ pub fn adopt(host: &Host, access: Access, target: &str, health_timeout: Duration
     })
 }
 
-/// Undoes an adoption that did not finish: what Lifeboat made goes, the engine's container
-/// gets its restart policy back and runs again if it ran; the record goes.
+/// Undoes an adoption that did not finish: the engine's container gets its restart policy
+/// back and runs again if it ran; only then does what Lifeboat made go (kept, stopped, if the
+/// engine's cannot be brought back); the record goes.
 fn undo_adoption(host: &Host, engine: &Engine, record: &Adoption) -> anyhow::Result<()> {
-    if let Ok(ours) = host.containers()?.named(&record.name) {
-        remove_ours(host, &ours);
+    let ours = host.containers()?.named(&record.name).ok();
+    if let Some(c) = &ours
+        && crate::runtime::observed_state(host.containers()?, &c.id)?.status.is_up()
+    {
+        crate::runtime::stop(host, &c.id, Duration::from_secs(10))?;
+    }
+    if !engine.has_container(&record.container)? {
+        bail!(
+            "{}'s container {} is gone; Lifeboat's copy{} is kept",
+            engine.title(),
+            &record.container[..12.min(record.container.len())],
+            if ours.is_some() { " (stopped)" } else { "" }
+        );
     }
     engine.set_restart_policy(&record.container, &record.restart, record.restart_retries)?;
     if record.was_running && !engine.run_state(&record.container)?.0 {
         engine.start(&record.container)?;
+    }
+    if let Some(c) = &ours {
+        remove_ours(host, c);
     }
     let _ = std::fs::remove_file(record_path(host, &record.name));
     Ok(())
@@ -283,6 +308,7 @@ fn remove_ours(host: &Host, c: &crate::runtime::RunConfig) {
 /// Sends adopted service `name` back to its engine with its data as it is now (or undoes an
 /// adoption that did not finish).
 pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<ReturnReport> {
+    crate::runtime::names::validate_name(name).map_err(|e| UsageError(e.to_string()))?;
     let Some(mut record) = load(host, name)? else {
         bail!(crate::error::NotFound(format!("{name} was not adopted from another engine")))
     };
@@ -300,10 +326,31 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
         });
     }
     let containers = host.containers()?;
-    let ours = containers.named(name)?;
+    let ours = containers.named(name).ok();
+    if let Some(new) = record.returned.clone() {
+        // Killed after the engine took it back: only Lifeboat's copy is left to remove.
+        if let Some(c) = &ours {
+            remove_ours(host, c);
+        }
+        let _ = std::fs::remove_file(record_path(host, name));
+        return Ok(ReturnReport {
+            name: name.to_string(),
+            engine: record.engine.clone(),
+            snapshot: None,
+            container: new,
+            unavailable_seconds: began.elapsed().as_secs_f64(),
+            undone: false,
+        });
+    }
+    let Some(ours) = ours else {
+        bail!(crate::error::NotFound(format!("Lifeboat has no container {name} to send back")))
+    };
     // The engine's old copy goes below: refused if someone runs it again, or another
     // container shares its volumes (their data is not in Lifeboat's copy).
-    if engine.has_container(&record.container)? {
+    let old_untouched = |record: &Adoption| -> anyhow::Result<()> {
+        if record.cleared || !engine.has_container(&record.container)? {
+            return Ok(());
+        }
         let (running, started) = engine.run_state(&record.container)?;
         if running || (!record.engine_started_at.is_empty() && started != record.engine_started_at) {
             bail!(ContainerError::Conflict(format!(
@@ -313,19 +360,19 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
                 engine.title()
             )));
         }
-    }
-    for v in &record.volumes {
-        let others: Vec<String> = engine
-            .containers_using(v)?
-            .into_iter()
-            .filter(|n| *n != name && !record.container.starts_with(n.as_str()))
-            .collect();
-        if !others.is_empty() {
-            bail!(ContainerError::Conflict(format!(
-                "volume {v} is used by {} in {}: it cannot be replaced",
-                others.join(", "),
-                engine.title()
-            )));
+        Ok(())
+    };
+    old_untouched(&record)?;
+    if !record.cleared {
+        for v in &record.volumes {
+            let others: Vec<String> = engine.containers_using(v)?.into_iter().filter(|n| n != name).collect();
+            if !others.is_empty() {
+                bail!(ContainerError::Conflict(format!(
+                    "volume {v} is used by {} in {}: it cannot be replaced",
+                    others.join(", "),
+                    engine.title()
+                )));
+            }
         }
     }
     if record.phase == Phase::Adopted {
@@ -337,7 +384,15 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
     if crate::runtime::observed_state(containers, &ours.id)?.status.is_up() {
         crate::runtime::stop(host, &ours.id, Duration::from_secs(10))?;
     }
+    // Lifeboat's copy runs again after a failure, unless the engine runs one by that name
+    // (never two copies serving).
     let start_ours_again = |why: anyhow::Error| -> anyhow::Error {
+        if engine.has_container(name).unwrap_or(true) && engine.run_state(name).map_or(true, |(r, _)| r) {
+            return why.context(format!(
+                "{name} is left stopped under Lifeboat: {} has a container by that name",
+                engine.title()
+            ));
+        }
         if running && let Err(e) = crate::runtime::start(host, &ours.id) {
             return why.context(format!("and Lifeboat could not start {name} again: {e}"));
         }
@@ -348,17 +403,27 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
         Err(e) => return Err(start_ours_again(e.context("the snapshot of the service failed"))),
     };
     // The engine's copy is the data as it was at adoption (in the repository since): the
-    // snapshot just taken replaces it.
+    // snapshot just taken replaces it. Checked again just before (not forced: a container
+    // someone started meanwhile is not killed).
     let cleared = (|| -> anyhow::Result<()> {
-        if engine.has_container(&record.container)? {
-            engine.remove_container(&record.container)?;
+        if record.cleared {
+            // A half-made container of a restore into the engine that was killed.
+            if engine.has_container(name)? {
+                engine.remove_container(name)?;
+            }
+        } else {
+            old_untouched(&record)?;
+            if engine.has_container(&record.container)? {
+                engine.remove_stopped_container(&record.container)?;
+            }
         }
         for v in &record.volumes {
             if engine.volume_mountpoint(v)?.is_some() {
                 engine.remove_volume(v)?;
             }
         }
-        Ok(())
+        record.cleared = true;
+        save(host, &record)
     })();
     if let Err(e) = cleared {
         return Err(start_ours_again(e.context(format!("cannot clear the old container from {}", engine.title()))));
@@ -371,6 +436,10 @@ pub fn give_back(host: &Host, access: Access, name: &str) -> anyhow::Result<Retu
         Ok(r) => r,
         Err(e) => return Err(start_ours_again(e.context(format!("the restore into {} failed", engine.title())))),
     };
+    record.returned = Some(into.container.clone());
+    if let Err(e) = save(host, &record) {
+        tracing::warn!(error = %e, "cannot record that the service is back in its engine");
+    }
     if let Err(e) = engine.set_restart_policy(&into.container, &record.restart, record.restart_retries) {
         tracing::warn!(error = %e, "cannot give the container its restart policy back");
     }

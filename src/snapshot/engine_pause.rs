@@ -40,6 +40,14 @@ fn read(path: &Path) -> Option<Mark> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
+/// Every change to the marks holds this lock: a sweep, a guard and a new snapshot never act
+/// on a mark another has just replaced.
+fn locked(host: &Host) -> anyhow::Result<crate::fsutil::FileLock> {
+    let dir = dir(host);
+    std::fs::create_dir_all(&dir)?;
+    crate::fsutil::FileLock::exclusive(&dir.join(".lock")).with_context(|| format!("cannot lock {}", dir.display()))
+}
+
 /// Marks container `id` as being paused by this process. Refused if a live snapshot holds
 /// it (two snapshots of one service at once); a dead one's mark is taken over (its
 /// container unpaused first).
@@ -47,9 +55,8 @@ pub fn mark(host: &Host, engine: &Engine, id: &str) -> anyhow::Result<()> {
     if !id_ok(id) {
         bail!("the engine gave container ID {id:?}, which is not one");
     }
-    let dir = dir(host);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(id);
+    let _lock = locked(host)?;
+    let path = dir(host).join(id);
     let mark =
         Mark { owner: Owner::this_process(), engine: engine.kind.scheme().into(), socket: engine.socket().into() };
     for _ in 0..2 {
@@ -75,6 +82,7 @@ pub fn mark(host: &Host, engine: &Engine, id: &str) -> anyhow::Result<()> {
 
 /// Removes this process's mark of `id` (the container is unpaused).
 pub fn unmark(host: &Host, id: &str) {
+    let Ok(_lock) = locked(host) else { return };
     let path = dir(host).join(id);
     if read(&path).is_some_and(|m| m.owner == Owner::this_process()) {
         let _ = std::fs::remove_file(&path);
@@ -82,12 +90,15 @@ pub fn unmark(host: &Host, id: &str) {
 }
 
 /// Unpauses the container of a mark whose snapshot died, and removes the mark (kept if the
-/// engine cannot be asked: the next sweep tries again).
+/// engine cannot be asked: the next sweep tries again). The caller holds the lock.
 fn release_abandoned(path: &Path, id: &str) {
     let Some(m) = read(path) else {
         let _ = std::fs::remove_file(path);
         return;
     };
+    if m.owner.alive() {
+        return;
+    }
     let unpaused = (|| -> anyhow::Result<()> {
         let kind = kind_of(&m.engine).context("an unknown engine")?;
         let engine = Engine::at(kind, &m.socket)?;
@@ -112,13 +123,14 @@ fn release_abandoned(path: &Path, id: &str) {
 /// Every mark whose snapshot died: its container unpaused. Run at each snapshot.
 pub fn sweep(host: &Host) {
     let Ok(entries) = std::fs::read_dir(dir(host)) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(id) = name.to_str().filter(|n| id_ok(n)) else { continue };
-        if read(&e.path()).is_some_and(|m| m.owner.alive()) {
-            continue;
-        }
-        release_abandoned(&e.path(), id);
+    let ids: Vec<String> =
+        entries.flatten().filter_map(|e| e.file_name().to_str().filter(|n| id_ok(n)).map(String::from)).collect();
+    if ids.is_empty() {
+        return;
+    }
+    let Ok(_lock) = locked(host) else { return };
+    for id in ids {
+        release_abandoned(&dir(host).join(&id), &id);
     }
 }
 
@@ -128,28 +140,39 @@ pub fn held_by_another(host: &Host, id: &str) -> Option<i32> {
     (m.owner.alive() && m.owner != Owner::this_process()).then_some(m.owner.pid)
 }
 
-/// The thaw guard's part: unpauses container `id` if `owner`'s mark is still on it, and
+/// The thaw guard's part: unpauses container `id` while `owner`'s mark is still on it, and
 /// watches a little longer for a pause that was on its way when the snapshot died. The mark
-/// goes only if the container was seen unpaused at the end.
+/// goes only if it is still `owner`'s and the container was seen unpaused at the end.
 pub fn guard_release(host: &Host, owner: u32, id: &str) -> anyhow::Result<bool> {
     let path = dir(host).join(id);
-    let Some(m) = read(&path).filter(|m| m.owner.pid == owner as i32) else { return Ok(false) };
+    let ours = |m: &Option<Mark>| m.as_ref().is_some_and(|m| m.owner.pid == owner as i32);
+    let first = read(&path);
+    if !ours(&first) {
+        return Ok(false);
+    }
+    let m = first.expect("checked");
     let kind = kind_of(&m.engine).context("an unknown engine")?;
     let engine = Engine::at(kind, &m.socket)?;
     let until = Instant::now() + Duration::from_secs(3);
     let mut unpaused = false;
     loop {
-        if engine.is_paused(id)? {
-            engine.unpause(id)?;
-            unpaused = true;
-        }
-        if Instant::now() > until {
-            break;
+        {
+            let _lock = locked(host)?;
+            // Taken over meanwhile (a sweep, then another snapshot): that one's pause is left be.
+            if !ours(&read(&path)) {
+                return Ok(unpaused);
+            }
+            if engine.is_paused(id)? {
+                engine.unpause(id)?;
+                unpaused = true;
+            }
+            if Instant::now() > until {
+                if !engine.is_paused(id)? {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Ok(unpaused);
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    if !engine.is_paused(id)? {
-        let _ = std::fs::remove_file(&path);
-    }
-    Ok(unpaused)
 }

@@ -176,12 +176,18 @@ impl<'a> Frozen<'a> {
         for (engine, id) in paused {
             engine_pause::mark(host, engine, id)?;
             if let Err(e) = engine.pause(id) {
-                // It may be paused all the same (the answer was lost): then it is unpaused
-                // with the others; if that cannot be known, the mark stays for the sweep.
-                match engine.is_paused(id) {
-                    Ok(true) => frozen.paused.push((engine.clone(), id.clone())),
-                    Ok(false) => engine_pause::unmark(host, id),
-                    Err(_) => {}
+                // Refused by the engine (someone else paused it, it stopped): not paused by
+                // this snapshot. Lost on the way: it may be paused all the same, and is then
+                // unpaused with the others; if that cannot be known, the mark stays for the
+                // sweep.
+                if e.downcast_ref::<crate::engine::client::ApiError>().is_some() {
+                    engine_pause::unmark(host, id);
+                } else {
+                    match engine.is_paused(id) {
+                        Ok(true) => frozen.paused.push((engine.clone(), id.clone())),
+                        Ok(false) => engine_pause::unmark(host, id),
+                        Err(_) => {}
+                    }
                 }
                 return Err(e.context(format!("cannot pause container {}", &id[..12.min(id.len())])));
             }
@@ -193,19 +199,20 @@ impl<'a> Frozen<'a> {
 
     /// Thaws everything (last frozen first); how long it was frozen.
     fn thaw(&mut self) -> Duration {
-        while let Some((engine, id)) = self.paused.pop() {
-            match engine.unpause(&id) {
-                Ok(()) => engine_pause::unmark(self.host, &id),
-                // The mark stays: the guard, or the next snapshot, unpauses it.
-                Err(e) => tracing::error!(container = id.as_str(), error = %e, "cannot unpause the container"),
-            }
-        }
+        // This host's first (a file write each), then the engines' (a request each).
         while let Some(id) = self.ids.pop() {
             if let Err(e) = runtime::set_paused(self.host, &id, false) {
                 tracing::error!(container = id.as_str(), error = %e, "cannot thaw the container");
             }
             if let Ok(c) = self.host.containers() {
                 let _ = std::fs::remove_file(c.dir(&id).join(FROZEN_BY));
+            }
+        }
+        while let Some((engine, id)) = self.paused.pop() {
+            match engine.unpause(&id) {
+                Ok(()) => engine_pause::unmark(self.host, &id),
+                // The mark stays: the guard, or the next snapshot, unpauses it.
+                Err(e) => tracing::error!(container = id.as_str(), error = %e, "cannot unpause the container"),
             }
         }
         let frozen_for = self.since.elapsed();
@@ -245,7 +252,10 @@ pub fn thaw_guard(host: &Host, owner: u32, ids: &[String]) -> anyhow::Result<usi
     while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
     let containers = host.containers()?;
     let mut thawed = 0;
-    for id in ids.iter().rev() {
+    // This host's containers first (a file write each), then the engines' (requests).
+    let engine_last =
+        ids.iter().rev().filter(|i| !i.starts_with("engine=")).chain(ids.iter().filter(|i| i.starts_with("engine=")));
+    for id in engine_last {
         if let Some(engine_id) = id.strip_prefix("engine=") {
             match engine_pause::guard_release(host, owner, engine_id) {
                 Ok(unpaused) => thawed += unpaused as usize,
@@ -301,6 +311,37 @@ pub fn capture(
     Ok(taken.remove(0))
 }
 
+/// After-hooks still to run: each member's, inside it. [`AfterHooks::run`] runs them and
+/// reports the first failure; dropped without that (the capture failed), they run and a
+/// failure is logged.
+struct AfterHooks<'a>(Vec<(consistency::Inside<'a>, Vec<String>)>);
+
+impl AfterHooks<'_> {
+    fn run(mut self) -> anyhow::Result<()> {
+        let mut first = None;
+        for (inside, hooks) in std::mem::take(&mut self.0) {
+            for h in &hooks {
+                if let Err(e) = hook(&inside, h, "after") {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for AfterHooks<'_> {
+    fn drop(&mut self) {
+        for (inside, hooks) in std::mem::take(&mut self.0) {
+            for h in &hooks {
+                if let Err(e) = hook(&inside, h, "after") {
+                    tracing::error!(error = %crate::error::describe(&e), "an after-hook failed");
+                }
+            }
+        }
+    }
+}
+
 /// What one service of a stack snapshot has come to, step by step.
 struct Member {
     config: RunConfig,
@@ -316,6 +357,9 @@ struct Member {
     volume_parents: Vec<Option<BlobId>>,
     stats: ArchiveStats,
     read_ahead_since: Option<i64>,
+    /// Set by the pass while the service runs: what it recorded of files changed since then
+    /// is not trusted by the frozen pass.
+    distrust_since: Option<i64>,
     layer_tree: Option<BlobId>,
     volumes: Vec<VolumeRef>,
 }
@@ -447,6 +491,10 @@ pub fn capture_stack(
     let mut members: Vec<Member> = Vec::new();
     let mut plans_run: Vec<ServicePlan> = Vec::new();
     let mut prepared = Vec::new();
+    // The after-hooks of every member whose before-hooks ran, run however the capture ends
+    // (a hook that put the service in maintenance mode must take it out again); declared
+    // before `prepared`, so that on an error they run once the databases go on.
+    let mut after = AfterHooks(Vec::new());
     for (plan, config, engine) in resolved {
         let (running, upper, volume_dirs, image) = match &engine {
             None => {
@@ -493,6 +541,7 @@ pub fn capture_stack(
             volume_parents: Vec::new(),
             stats: ArchiveStats::default(),
             read_ahead_since: None,
+            distrust_since: None,
             layer_tree: None,
             volumes: Vec::new(),
         };
@@ -500,6 +549,9 @@ pub fn capture_stack(
             let inside = m.inside(host);
             for h in &plan.exec_before {
                 hook(&inside, h, "before")?;
+            }
+            if !plan.exec_after.is_empty() {
+                after.0.push((m.inside(host), plan.exec_after.clone()));
             }
         } else if !m.running && (!plan.exec_before.is_empty() || plan.consistency != consistency::Consistency::Freeze) {
             bail!("container {} is not running, so its hooks cannot run; no snapshot was taken", m.config.name);
@@ -556,6 +608,10 @@ pub fn capture_stack(
         blobs.extend(m.image.manifest.layers.iter().map(|l| (l.digest.hex(), store.blob_path(&l.digest))));
         m.image_tree = archiver.archive_files(&blobs, m.parent.as_ref().map(|(_, p)| &p.image.tree))?;
         if m.running {
+            // A file whose ctime is older than a clock tick before this pass began was read
+            // whole after its last change; a newer one may have been written in the same
+            // tick after it was read: the frozen pass reads those again.
+            m.distrust_since = Some(now_ns() - 20_000_000);
             let began = now_ns() - 1_000_000_000;
             let image_only = archiver.stats;
             m.layer_parent = Some(archiver.archive_dir(&m.upper, m.layer_parent.as_ref())?);
@@ -607,6 +663,9 @@ pub fn capture_stack(
         let mut archiver = Archiver::new(repo);
         archiver.on_progress = progress_after(before);
         archiver.read_ahead_since = m.read_ahead_since;
+        // What the pass while it ran recorded of a file written in the same clock tick may
+        // look unchanged: such files are read again now.
+        archiver.distrust_since = m.distrust_since;
         archiver.pages = opts.pages.clone();
         archiver.stats = first_pass[k];
         m.layer_tree = Some(archiver.archive_dir(&m.upper, m.layer_parent.as_ref())?);
@@ -624,13 +683,7 @@ pub fn capture_stack(
     drop(frozen);
     // The databases go on; then the after-hooks.
     drop(prepared);
-    for (plan, m) in plans_run.iter().zip(&members) {
-        if m.running && !m.engine.as_ref().is_some_and(|e| e.paused) {
-            for h in &plan.exec_after {
-                hook(&m.inside(host), h, "after")?;
-            }
-        }
-    }
+    after.run()?;
     repo.flush()?;
     let time = crate::sys::now_rfc3339();
     let stack = (members.len() > 1).then(|| StackRef {

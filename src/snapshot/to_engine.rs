@@ -95,6 +95,8 @@ pub fn restore_into(
         // A copy never joins the live service's network (its peers' names would lead to the
         // live database), nor counts as one of its Compose project's containers.
         if let crate::runtime::container::NetworkMode::Network(net) = &mut recorded.network {
+            crate::runtime::names::validate_name(net)
+                .map_err(|e| anyhow::anyhow!("the snapshot's network is unusable: {e}"))?;
             let suffix = &blake3::hash(name.as_bytes()).to_hex()[..8];
             *net = format!("{}-{suffix}", &net[..net.len().min(100)]);
         }

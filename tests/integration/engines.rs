@@ -7,8 +7,9 @@ use std::process::Command;
 use crate::util::{Env, docker, run, stderr, wait_until};
 
 /// A Docker service writing to its volume all the time: every line of `/data/log` is the
-/// count after it, and `/data/n` the last count (written after the log); started again, it
-/// counts on from the log's last line.
+/// count after it and a tag drawn at each start, and `/data/n` the last count (written after
+/// the log); started again, it counts on from the log's last line (with a new tag, so a lost
+/// tail shows).
 struct DockerService {
     env: Env,
     name: String,
@@ -88,8 +89,9 @@ impl DockerService {
             &image,
             "sh",
             "-c",
-            "echo from-the-layer > /etc/motd; rm -f /bin/vi; i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; \
-             while true; do i=$((i+1)); echo $i >> /data/log; echo $i > /data/n.new; mv /data/n.new /data/n; done",
+            "echo from-the-layer > /etc/motd; rm -f /bin/vi; i=$(tail -n 1 /data/log 2>/dev/null | cut -d' ' -f1); \
+             i=${i:-0}; t=$RANDOM$RANDOM; \
+             while true; do i=$((i+1)); echo \"$i $t\" >> /data/log; echo $i > /data/n.new; mv /data/n.new /data/n; done",
         ]));
         let pwfile = env.path("pw");
         fs::write(&pwfile, "engine test password\n").unwrap();
@@ -129,7 +131,10 @@ impl Drop for DockerService {
 /// one before (the capture fell between the two writes): the volume as it was at one instant.
 fn assert_one_instant(data: &std::path::Path) -> u64 {
     let log = fs::read_to_string(data.join("log")).unwrap();
-    let lines: Vec<u64> = log.lines().map(|l| l.parse().unwrap_or_else(|_| panic!("a torn line {l:?}"))).collect();
+    let lines: Vec<u64> = log
+        .lines()
+        .map(|l| l.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("a torn line {l:?}")))
+        .collect();
     assert!(!lines.is_empty());
     for (i, v) in lines.iter().enumerate() {
         assert_eq!(*v, i as u64 + 1, "the log is not one instant's");
@@ -145,7 +150,23 @@ fn assert_one_instant(data: &std::path::Path) -> u64 {
 fn a_docker_service_is_snapshotted_while_it_serves_and_restored_without_docker() {
     let Some(s) = DockerService::start("restore") else { return };
     let target = format!("docker://{}", s.name);
+    let since = run(dock().args(["info", "-f", "{{.SystemTime}}"])).trim().to_string();
     let out = s.lb(&s.env, &["snapshot", &target, "--exec-before", "echo hooked > /data/hook", "--format", "json"]);
+    // Docker paused it for the capture and unpaused it: never a stop.
+    let until = run(dock().args(["info", "-f", "{{.SystemTime}}"])).trim().to_string();
+    let events = run(dock().args([
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={}", s.name),
+        "--format",
+        "{{.Action}}",
+    ]));
+    let actions: Vec<&str> = events.lines().filter(|a| !a.starts_with("exec_")).collect();
+    assert_eq!(actions, ["pause", "unpause"], "{events}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(report["service"], s.name.as_str(), "{report}");
     assert!(report["stats"]["frozen_ms"].as_u64().is_some(), "no frozen window reported: {report}");
@@ -226,13 +247,11 @@ fn a_docker_service_is_snapshotted_while_it_serves_and_restored_without_docker()
             .and_then(|n| n.trim().parse::<u64>().ok())
             .is_some_and(|n| n > counted + 10)
     });
+    // The snapshot's log, tags included, then what the restored service wrote since.
+    let snapshot_log = s.lb(&s.env, &["dump", &format!("{}:/data/log", s.name)]);
+    assert_eq!(counted_lines_of(&snapshot_log), counted);
     let log = fs::read_to_string(data.join("log")).unwrap();
-    let first: Vec<String> = log.lines().take(counted as usize).map(String::from).collect();
-    assert_eq!(
-        first,
-        (1..=counted).map(|i| i.to_string()).collect::<Vec<_>>(),
-        "the restored log is not the snapshot's"
-    );
+    assert!(log.starts_with(&snapshot_log), "the log restored into Docker is not the snapshot's");
     assert_eq!(fs::read_to_string(data.join("hook")).unwrap(), "hooked\n");
 
     // Again: the name is taken in Docker, nothing is touched.
@@ -507,12 +526,15 @@ fn a_podman_container_is_snapshotted_through_its_api_and_restored_without_podman
 /// The counts in a log the service writes: 1, 2, … with no gap (the last line may be cut by
 /// a writer still running); how many.
 fn counted_lines(log: &std::path::Path) -> u64 {
-    let text = fs::read_to_string(log).unwrap();
+    counted_lines_of(&fs::read_to_string(log).unwrap())
+}
+
+fn counted_lines_of(text: &str) -> u64 {
     let mut n = 0;
     for line in text.lines() {
-        match line.parse::<u64>() {
+        match line.split(' ').next().unwrap_or_default().parse::<u64>() {
             Ok(v) => {
-                assert_eq!(v, n + 1, "a gap in {}", log.display());
+                assert_eq!(v, n + 1, "a gap in the log");
                 n = v;
             }
             Err(_) => break,
@@ -531,10 +553,17 @@ fn adopt_moves_a_docker_service_to_lifeboat_and_back_with_its_data() {
     // Docker keeps its container, stopped, and will not restart it on its own.
     let state = run(dock().args(["inspect", "-f", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", &s.name]));
     assert_eq!(state.trim(), "exited no");
-    // Everything written before Docker stopped it is in Lifeboat's volume, and it counts on.
+    // Everything written before Docker stopped it is in Lifeboat's volume (its log begins
+    // with Docker's whole, tags included: a lost tail would show as a later start's tag),
+    // and it counts on.
+    let theirs_at_stop = fs::read_to_string(s.docker_data().join("log")).unwrap();
     let at_stop = counted_lines(&s.docker_data().join("log"));
     let ours = s.env.root().join("volumes").join(&s.volume).join("_data");
     wait_until(20, "the adopted service to count on", || counted_lines(&ours.join("log")) > at_stop + 10);
+    assert!(
+        fs::read_to_string(ours.join("log")).unwrap().starts_with(&theirs_at_stop),
+        "writes before the stop were lost"
+    );
     assert!(s.env.ok(&["ps"]).contains(&s.name));
     assert_eq!(s.env.ok(&["exec", &s.name, "cat", "/etc/motd"]), "from-the-layer\n");
     // Adopting again is a conflict; nothing changes.
@@ -550,6 +579,10 @@ fn adopt_moves_a_docker_service_to_lifeboat_and_back_with_its_data() {
     wait_until(20, "the service to count on in Docker", || counted_lines(&theirs) > written_here + 10);
     assert!(!s.env.ok(&["ps", "-a"]).contains(&s.name), "Lifeboat's copy was left behind");
     assert!(!ours.exists(), "Lifeboat's volume was left behind");
+    // Docker's log begins with all Lifeboat's copy wrote (the snapshot taken at its stop).
+    let sent = s.lb(&s.env, &["dump", &format!("{}:/data/log", s.name)]);
+    assert!(counted_lines_of(&sent) >= written_here);
+    assert!(fs::read_to_string(&theirs).unwrap().starts_with(&sent), "writes under Lifeboat were lost on the way back");
     // Not adopted any more.
     let e = s.env.fails(&["adopt", "--back", &s.name, "--repo", &s.repo, "--password-file", &s.pwfile], 3);
     assert!(e.contains("not adopted"), "{e}");

@@ -28,6 +28,10 @@ pub struct Archiver<'r> {
     /// Files changed (by ctime) before this time, in nanoseconds, are probably unchanged since
     /// the parent snapshot: read-ahead skips them. None: read ahead every file.
     pub read_ahead_since: Option<i64>,
+    /// A previous node whose ctime is at or after this time (nanoseconds) is not trusted as
+    /// unchanged even if nothing in its metadata moved: it was recorded while the file could
+    /// still be written within the same clock tick (a capture's pass while the service ran).
+    pub distrust_since: Option<i64>,
     read_ahead: Option<ReadAhead>,
     /// Regular files met so far in the current `archive_dir` walk (read-ahead follows it).
     files_met: u64,
@@ -289,6 +293,7 @@ impl<'r> Archiver<'r> {
             files: None,
             on_progress: None,
             read_ahead_since: None,
+            distrust_since: None,
             read_ahead: None,
             files_met: 0,
             depth: 0,
@@ -439,6 +444,7 @@ impl<'r> Archiver<'r> {
                         && p.mtime_ns == node.mtime_ns
                         && p.ctime_ns == node.ctime_ns
                         && p.inode == node.inode
+                        && self.distrust_since.is_none_or(|t| p.ctime_ns < t)
                 });
                 match unchanged {
                     Some(p) if p.content.iter().all(|c| self.repo.has_blob(c)) => {
