@@ -715,3 +715,89 @@ fn a_compose_project_under_docker_is_one_stack_and_comes_back_whole() {
     assert!(mode == format!("container:{db}") || mode == format!("container:{}", db_id.trim()), "{mode}");
     host.ok(&["rm", "-f", &web, &db]);
 }
+
+/// Loads one of the real service images (tests/images) into Docker as `lifeboat-test/NAME:1`.
+fn docker_service_image(env: &Env, name: &str) -> Option<String> {
+    let image = env.service_image(name)?;
+    let archive = env.path(&format!("{name}-docker.tar"));
+    env.ok(&["save", "--format", "docker-archive", "-o", archive.to_str().unwrap(), &image]);
+    run(dock().arg("load").arg("-q").arg("-i").arg(&archive));
+    Some(image)
+}
+
+#[test]
+fn mariadb_under_docker_is_snapshotted_with_its_recipe_while_it_takes_writes() {
+    let Some(s) = DockerService::start("mariadb") else { return };
+    let Some(image) = docker_service_image(&s.env, "lamp") else { return };
+    let db = format!("{}-db", s.name);
+    let vol = format!("{}-dbdata", s.name);
+    let _leftovers = Leftovers::new(&[&db], &[&vol]);
+    run(dock().args([
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--network",
+        "none",
+        "-u",
+        "mysql",
+        "-v",
+        &format!("{vol}:/var/lib/mysql"),
+        &image,
+        "sh",
+        "-c",
+        "[ -d /var/lib/mysql/mysql ] || mariadb-install-db --skip-test-db >/dev/null; exec mariadbd --bind-address=127.0.0.1",
+    ]));
+    let sql = |q: &str| dock().args(["exec", "-u", "0", &db, "mariadb", "-N", "-e", q]).output().unwrap();
+    wait_until(90, "MariaDB under Docker to answer", || sql("SELECT 1").status.success());
+    let created = sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY) ENGINE=InnoDB;");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    // A writer inside the container: one order per transaction, for ever.
+    run(dock().args([
+        "exec",
+        "-d",
+        "-u",
+        "0",
+        &db,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); mariadb -e \"INSERT INTO shop.orders VALUES ($i)\"; done",
+    ]));
+    let count = |q: &dyn Fn(&str) -> std::process::Output| -> u64 {
+        String::from_utf8_lossy(&q("SELECT COUNT(*) FROM shop.orders").stdout).trim().parse().unwrap_or(0)
+    };
+    wait_until(60, "orders to come in", || count(&sql) > 50);
+
+    let target = format!("docker://{db}");
+    let out = s.lb(&s.env, &["snapshot", &target, "--consistency", "mariadb", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(report["stats"]["frozen_ms"].as_u64().is_some(), "{report}");
+    // The lock is released: orders keep coming.
+    let after = count(&sql);
+    wait_until(30, "orders after the snapshot", || count(&sql) > after + 20);
+
+    // Docker's side gone; the database comes back under Lifeboat on a host without Docker,
+    // with whole transactions only: orders 1..N, none missing, tables sound.
+    run(dock().args(["rm", "-f", &db]));
+    run(dock().args(["volume", "rm", &vol]));
+    let host = Env::new();
+    let out = host
+        .lifeboat()
+        .env_remove("DOCKER_HOST")
+        .args(["restore", &db, "--repo", &s.repo, "--password-file", &s.pwfile])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = |q: &str| host.lifeboat().args(["exec", "-u", "0", &db, "mariadb", "-N", "-e", q]).output().unwrap();
+    wait_until(90, "the restored MariaDB to answer", || ours("SELECT 1").status.success());
+    let stats = String::from_utf8_lossy(
+        &ours("SELECT COUNT(*), COALESCE(MIN(id),0), COALESCE(MAX(id),0) FROM shop.orders").stdout,
+    )
+    .trim()
+    .to_string();
+    let n: Vec<u64> = stats.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    assert!(n[0] > 50 && n[1] == 1 && n[2] == n[0], "orders are not 1..N: {stats}");
+    let check = String::from_utf8_lossy(&ours("CHECK TABLE shop.orders").stdout).to_string();
+    assert!(check.contains("\tOK") || check.trim_end().ends_with("OK"), "{check}");
+    host.ok(&["rm", "-f", &db]);
+}

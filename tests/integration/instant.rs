@@ -196,7 +196,14 @@ fn an_instant_restore_from_s3_answers_at_once_and_ends_identical() {
     // A new host: nothing there, not even the image.
     let host = Env::new();
     let id = restore_instant(&s, &host);
-    let (code, body) = get(s.port, "/index.html").expect("the site answers at once");
+    // The service has no health check: the restore returns once it is started, and its
+    // server may take a moment to listen (under load, a connection can come first).
+    let mut first = get(s.port, "/index.html");
+    wait_until(10, "the site to answer", || {
+        first = get(s.port, "/index.html");
+        first.is_ok()
+    });
+    let (code, body) = first.expect("the site answers at once");
     assert_eq!((code, body.as_slice()), (200, files.0[0].1.as_slice()));
     // What had been fetched when the page came is at most what the first record written
     // after it says.
