@@ -216,15 +216,7 @@ impl Engine {
         if let Some(s) = service {
             labels.push(format!("com.docker.compose.service={s}"));
         }
-        let filters = json!({ "label": labels }).to_string();
-        let list: Vec<Value> = self
-            .client
-            .call("GET", &format!("/containers/json?all=true&filters={}", client::encode(&filters)), None)?
-            .json("container list")?;
-        let mut names: Vec<String> = list
-            .iter()
-            .filter_map(|c| c["Names"].as_array()?.first()?.as_str().map(|n| n.trim_start_matches('/').to_string()))
-            .collect();
+        let mut names = self.names_matching(json!({ "label": labels }))?;
         names.sort();
         if names.is_empty() {
             bail!(crate::error::NotFound(match service {
@@ -416,10 +408,15 @@ impl Engine {
 
     /// The containers (names) that mount volume `name`.
     pub fn containers_using(&self, volume: &str) -> anyhow::Result<Vec<String>> {
-        let filters = json!({ "volume": [volume] }).to_string();
+        self.names_matching(json!({ "volume": [volume] }))
+    }
+
+    /// The names of the containers (running or not) that `filters` select.
+    fn names_matching(&self, filters: Value) -> anyhow::Result<Vec<String>> {
+        let filters = client::encode(&filters.to_string());
         let list: Vec<Value> = self
             .client
-            .call("GET", &format!("/containers/json?all=true&filters={}", client::encode(&filters)), None)?
+            .call("GET", &format!("/containers/json?all=true&filters={filters}"), None)?
             .json("container list")?;
         Ok(list
             .iter()
